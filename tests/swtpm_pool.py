@@ -1,0 +1,1 @@
+"""Placeholder: the swtpm pool fixtures are being written."""

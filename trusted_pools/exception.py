@@ -1,0 +1,177 @@
+"""The one exception hierarchy of trusted_pools.
+
+Every error the project raises on purpose is a :class:`TrustedPoolsError`.
+Subclasses only set ``_msg_fmt``, a template with named fields; the keyword
+arguments given at raise time are kept in ``kwargs`` so they survive an RPC
+round trip and let callers act on the details (the failing PCR, line, ...).
+
+This module imports nothing outside the standard library so that the evidence
+library (``trusted_pools.tpm``) can use it without pulling in oslo.
+
+Branches, by meaning:
+
+* :class:`Invalid` - the caller or operator gave something unusable.
+* :class:`NotFound`, :class:`Conflict` - state lookups and races.
+* :class:`TemporaryFailure` - try again later (broker, TPM, database away).
+* :class:`EvidenceError` - attestation evidence was rejected. Anything in this
+  branch means "not trusted"; callers must never treat it as retryable.
+* :class:`TPMError` - the local TPM refused a command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TrustedPoolsError(Exception):
+    """Root of every error raised on purpose by trusted_pools."""
+
+    _msg_fmt = "An unknown error occurred."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self._msg_fmt % kwargs
+            except (KeyError, TypeError, ValueError):
+                # A wrong template must not hide the original problem.
+                message = "%s (%r)" % (self._msg_fmt, kwargs)
+        self.message = message
+        super().__init__(message)
+
+
+# --- Invalid -----------------------------------------------------------------
+
+class Invalid(TrustedPoolsError):
+    _msg_fmt = "Invalid input: %(reason)s"
+
+
+class InvalidParameterValue(Invalid):
+    _msg_fmt = "Invalid value for %(name)s: %(reason)s"
+
+
+class ConfigInvalid(Invalid):
+    _msg_fmt = ("Invalid configuration: %(reason)s. Fix the option in "
+                "trusted-pools.conf and restart the service.")
+
+
+class UnsupportedAlgorithm(Invalid):
+    _msg_fmt = ("Unsupported algorithm %(algorithm)s: %(reason)s. Supported: "
+                "SHA-1, SHA-256, SHA-384, SHA-512 hashes; RSA and ECC "
+                "(NIST P-256/P-384/P-521) keys.")
+
+
+# --- Not found / conflict ------------------------------------------------------
+
+class NotFound(TrustedPoolsError):
+    _msg_fmt = "Resource could not be found: %(reason)s"
+
+
+class HostNotFound(NotFound):
+    _msg_fmt = ("Host %(host)s is not registered. Enroll it with "
+                "'trusted-pools-manage host enroll' first.")
+
+
+class Conflict(TrustedPoolsError):
+    _msg_fmt = "Conflict: %(reason)s"
+
+
+# --- Temporary failures --------------------------------------------------------
+
+class TemporaryFailure(TrustedPoolsError):
+    _msg_fmt = "Temporary failure, retry later: %(reason)s"
+
+
+class TPMUnreachable(TemporaryFailure):
+    _msg_fmt = ("Cannot reach the TPM at %(tcti)s: %(reason)s. Check that the "
+                "device exists (or that swtpm runs) and the [tpm] tcti option.")
+
+
+# --- TPM command errors ----------------------------------------------------------
+
+class TPMError(TrustedPoolsError):
+    _msg_fmt = ("TPM command %(command)s failed with response code "
+                "%(rc)#x (%(decoded)s).")
+
+
+# --- Evidence (attestation) branch ---------------------------------------------
+
+class EvidenceError(TrustedPoolsError):
+    """Evidence was rejected. Always means "not trusted"."""
+
+    _msg_fmt = "Evidence rejected: %(reason)s"
+
+
+class MalformedEvidence(EvidenceError):
+    """Bytes that do not parse as the structure they claim to be."""
+
+    _msg_fmt = "Malformed %(what)s: %(reason)s"
+
+
+class TruncatedEvidence(MalformedEvidence):
+    _msg_fmt = ("Truncated %(what)s: needed %(needed)d bytes at offset "
+                "%(offset)d, only %(available)d left")
+
+
+class EvidenceTooLarge(MalformedEvidence):
+    _msg_fmt = ("%(what)s is %(size)d bytes, over the limit of %(limit)d "
+                "bytes; raise the limit only if the host is known to "
+                "produce logs this large")
+
+
+class InvalidQuote(EvidenceError):
+    _msg_fmt = "Invalid quote: %(reason)s"
+
+
+class InvalidSignature(InvalidQuote):
+    # Deliberately carries no detail: a signature either verifies or not.
+    _msg_fmt = "Signature verification failed"
+
+
+class SignatureSchemeMismatch(InvalidQuote):
+    _msg_fmt = ("Signature scheme %(scheme)s does not match the key "
+                "(%(reason)s)")
+
+
+class QuoteMagicInvalid(InvalidQuote):
+    _msg_fmt = ("Attestation magic is %(magic)#x, not TPM_GENERATED_VALUE "
+                "(0xff544347): the structure was not produced by a TPM")
+
+
+class QuoteTypeInvalid(InvalidQuote):
+    _msg_fmt = "Attestation type is %(type)#x, expected %(expected)#x"
+
+
+class NonceMismatch(InvalidQuote):
+    _msg_fmt = ("Quote extraData does not match the challenge nonce: the "
+                "quote is stale or replayed")
+
+
+class PCRSelectionMismatch(InvalidQuote):
+    _msg_fmt = "PCR selection mismatch: %(reason)s"
+
+
+class PCRDigestMismatch(InvalidQuote):
+    _msg_fmt = ("The PCR values given do not hash to the digest signed in "
+                "the quote (bank %(bank)s)")
+
+
+class ReplayMismatch(EvidenceError):
+    """A log does not replay to the quoted PCR values."""
+
+    _msg_fmt = ("The %(log)s does not replay to the quoted PCRs: bank "
+                "%(bank)s, PCR(s) %(pcrs)s")
+
+
+class IMAEntryInvalid(EvidenceError):
+    _msg_fmt = "IMA log line %(line)d is invalid: %(reason)s"
+
+
+class AKAttributesRejected(EvidenceError):
+    _msg_fmt = ("Attestation key rejected: attribute %(attribute)s must be "
+                "%(expected)s. Create the AK as a restricted signing key "
+                "(fixedTPM, fixedParent, sensitiveDataOrigin, not decrypt).")
+
+
+class PolicyViolation(EvidenceError):
+    _msg_fmt = "Policy violated: %(reason)s"
