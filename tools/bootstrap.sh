@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian/Ubuntu machine for trusted_pools: system packages
+# (swtpm, tpm2-tools, libtss2 headers for tpm2-pytss), a virtualenv in .venv
+# and the project installed into it. Safe to run again: it only does what is
+# missing. Sourced by run-demo.sh and run-tests.sh.
+set -euo pipefail
+
+TP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TP_VENV="${TP_VENV:-$TP_ROOT/.venv}"
+TP_PYTHON="${TP_PYTHON:-python3}"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
+    else return 1
+    fi
+}
+
+need_system_packages() {
+    local missing=()
+    command -v swtpm >/dev/null 2>&1 || missing+=(swtpm)
+    command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
+    command -v tpm2_quote >/dev/null 2>&1 || missing+=(tpm2-tools)
+    [ -e /usr/include/tss2/tss2_esys.h ] || missing+=(libtss2-dev)
+    "$TP_PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
+        || missing+=(python3-venv)
+    printf '%s\n' "${missing[@]}"
+}
+
+install_system_packages() {
+    local missing
+    missing="$(need_system_packages)"
+    [ -z "$missing" ] && return 0
+    log "installing system packages: $(echo $missing)"
+    # shellcheck disable=SC2086
+    if ! as_root apt-get update -qq \
+        || ! as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq $missing >/dev/null; then
+        log "could not install: $(echo $missing)."
+        log "run as root: apt-get install -y $(echo $missing)"
+        return 1
+    fi
+}
+
+make_venv() {
+    if [ ! -x "$TP_VENV/bin/python" ]; then
+        log "creating virtualenv $TP_VENV"
+        "$TP_PYTHON" -m venv "$TP_VENV"
+        "$TP_VENV/bin/pip" install -q --upgrade pip
+    fi
+}
+
+install_project() {
+    local stamp="$TP_VENV/.trusted-pools-installed"
+    local newest
+    newest="$(cd "$TP_ROOT" && ls -t setup.cfg requirements.txt \
+        test-requirements.txt pyproject.toml | head -1)"
+    if [ -f "$stamp" ] && [ "$stamp" -nt "$TP_ROOT/$newest" ]; then
+        return 0
+    fi
+    log "installing trusted_pools and its dependencies into $TP_VENV"
+    # pbr takes the version from git; a tarball checkout has no history.
+    if ! git -C "$TP_ROOT" rev-parse HEAD >/dev/null 2>&1; then
+        export PBR_VERSION="${PBR_VERSION:-0.0.0}"
+    fi
+    "$TP_VENV/bin/pip" install -q -r "$TP_ROOT/requirements.txt" \
+        -r "$TP_ROOT/test-requirements.txt" 2>&1 | grep -v '^WARNING: Location' || true
+    "$TP_VENV/bin/pip" install -q -e "$TP_ROOT" 2>&1 \
+        | grep -v '^WARNING: Location' || true
+    "$TP_VENV/bin/python" -c 'import trusted_pools, tpm2_pytss' \
+        || { log "installation failed; see the pip output above"; return 1; }
+    touch "$stamp"
+}
+
+install_system_packages
+make_venv
+install_project

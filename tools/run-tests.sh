@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole test suite (unit + functional with real swtpm TPMs).
+# Extra arguments go to pytest, e.g. tools/run-tests.sh tests/unit -k quote
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+cd "$TP_ROOT"
+exec "$TP_VENV/bin/python" -m pytest -q "$@"

@@ -1,0 +1,15 @@
+"""Entry point for oslo-config-generator (``oslo.config.opts``)."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from trusted_pools.conf import attestation
+from trusted_pools.conf import tpm
+
+_MODULES = (attestation, tpm)
+
+
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    """Every option group with its options, for the sample generator."""
+    return [(module.group, list(module.opts)) for module in _MODULES]
