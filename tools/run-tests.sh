@@ -4,4 +4,5 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$TP_ROOT"
+"$TP_ROOT/tools/services.sh"
 exec "$TP_VENV/bin/python" -m pytest -q "$@"

@@ -175,3 +175,10 @@ class AKAttributesRejected(EvidenceError):
 
 class PolicyViolation(EvidenceError):
     _msg_fmt = "Policy violated: %(reason)s"
+
+
+class EventLogUnverifiable(EvidenceError):
+    """Nothing in a log could be compared with the quoted PCRs."""
+
+    _msg_fmt = ("The %(log)s cannot be checked against the quoted PCRs: "
+                "%(reason)s")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from trusted_pools import exception
+from trusted_pools.conf import CONF
 from trusted_pools.tpm import constants
 from trusted_pools.tpm import eventlog
 from trusted_pools.tpm import ima
@@ -26,9 +28,8 @@ from trusted_pools.tpm import structures
 
 EXIT_VERIFIED = 0
 EXIT_REJECTED = 1
+EXIT_USAGE = 2
 
-_DEFAULT_MAX_LOG = 16 * 1024 * 1024
-_DEFAULT_MAX_IMA = 256 * 1024 * 1024
 
 
 @dataclass
@@ -139,6 +140,14 @@ def _read(path: str) -> bytes:
             name=path, reason="cannot read file: %s" % exc.strerror) from exc
 
 
+def _read_limited(path: str, what: str, limit: int) -> bytes:
+    data = _read(path)
+    if len(data) > limit:
+        raise exception.EvidenceTooLarge(what=what, size=len(data),
+                                         limit=limit)
+    return data
+
+
 def _parse_nonce(args: argparse.Namespace) -> bytes:
     if args.nonce_file is not None:
         return _read(args.nonce_file)
@@ -231,7 +240,7 @@ def _verify_eventlog(args: argparse.Namespace, report: Report,
                      verified: Any) -> None:
     data = _read(args.eventlog)
     log = _step(report, "event log", lambda: eventlog.parse_event_log(
-        data, max_size=_DEFAULT_MAX_LOG))
+        data, max_size=CONF.attestation.max_event_log_bytes))
     result = _step(report, "event log", lambda: eventlog.verify_event_log(
         log, verified.pcrs))
     report.passed("event log", "%d events replay to the quoted PCRs"
@@ -248,7 +257,8 @@ def _verify_ima(args: argparse.Namespace, report: Report,
                    "PCR 10")
         report.failed("IMA log", error)
         raise _Stop()
-    data = _read(args.ima_log)
+    data = _step(report, "IMA log", lambda: _read_limited(
+        args.ima_log, "IMA log", CONF.attestation.max_ima_log_bytes))
     result = _step(report, "IMA log", lambda: ima.verify_ima_log(
         data, quoted))
     report.passed("IMA log", "%d entries replay to the quoted PCR 10"
@@ -270,7 +280,21 @@ def _print_text(report: Report, out: Any) -> None:
         out.write("RESULT  all evidence verified\n")
 
 
+_FILE_ARGUMENTS = ("ak", "quote", "signature", "nonce_file", "pcrs",
+                   "eventlog", "ima_log")
+
+
+def _unreadable_files(args: argparse.Namespace) -> list[str]:
+    paths = (getattr(args, name) for name in _FILE_ARGUMENTS)
+    return [p for p in paths if p is not None and not os.access(p, os.R_OK)]
+
+
 def run_verify(args: argparse.Namespace) -> int:
+    unreadable = _unreadable_files(args)
+    if unreadable:
+        sys.stderr.write("trusted-pools-manage: cannot read: %s\n"
+                         % ", ".join(unreadable))
+        return EXIT_USAGE
     report = verify_files(args)
     if args.format == "json":
         json.dump({"verified": report.verified, "checks": report.checks,

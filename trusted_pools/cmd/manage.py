@@ -11,7 +11,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from oslo_config import cfg
+
 from trusted_pools.cmd import evidence
+from trusted_pools.conf import CONF
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -24,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operate a trusted compute pool: verify TPM 2.0 "
                     "evidence, and (in later releases) manage hosts, "
                     "policies and the database.")
+    parser.add_argument(
+        "--config-file", action="append", metavar="PATH",
+        help="configuration file (repeatable); default: the oslo.config "
+             "search path for project 'trusted-pools', e.g. "
+             "/etc/trusted-pools/trusted-pools.conf")
+    parser.add_argument(
+        "--config-dir", metavar="DIR",
+        help="directory of *.conf files read after --config-file")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     evidence.add_commands(commands)
@@ -33,7 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        load_config(args)
+    except cfg.Error as error:
+        parser.exit(EXIT_USAGE, "trusted-pools-manage: configuration "
+                    "error: %s\n" % error)
     return args.func(args)
+
+
+def load_config(args: argparse.Namespace) -> cfg.ConfigOpts:
+    """Load oslo.config files named on the command line (or the defaults)."""
+    cli = []
+    for path in args.config_file or ():
+        cli += ["--config-file", path]
+    if args.config_dir:
+        cli += ["--config-dir", args.config_dir]
+    CONF(cli, project="trusted-pools", prog="trusted-pools-manage",
+         validate_default_values=True)
+    return CONF
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""Rules an attestation key (AK) must meet before its quotes mean anything.
+
+A quote's TPM_GENERATED_VALUE magic only proves "made by the TPM" when the
+signing key is *restricted*: the TPM refuses to sign, with a restricted key,
+any digest that starts with TPM_GENERATED_VALUE unless it built that
+structure itself. An unrestricted key can sign a forged TPMS_ATTEST, so
+:func:`check_ak_attributes` must pass before
+:func:`trusted_pools.tpm.quote.verify_quote` is given the key.
+"""
+
+from __future__ import annotations
+
+from trusted_pools import exception
+from trusted_pools.tpm import constants
+from trusted_pools.tpm.constants import TPM_ALG, TPM_ECC_CURVE
+from trusted_pools.tpm.structures import ObjectAttributes, Public
+
+__all__ = ["check_ak_attributes", "MIN_RSA_KEY_BITS", "AK_CURVES"]
+
+MIN_RSA_KEY_BITS = 2048
+AK_CURVES = frozenset({TPM_ECC_CURVE.NIST_P256, TPM_ECC_CURVE.NIST_P384,
+                       TPM_ECC_CURVE.NIST_P521})
+
+# (attribute, must be set?) in the order they are checked; names are the
+# TPMA_OBJECT field names from the specification, as tpm2-tools prints them.
+_AK_ATTRIBUTE_RULES: tuple[tuple[ObjectAttributes, str, bool], ...] = (
+    (ObjectAttributes.RESTRICTED, "restricted", True),
+    (ObjectAttributes.SIGN_ENCRYPT, "sign", True),
+    (ObjectAttributes.DECRYPT, "decrypt", False),
+    (ObjectAttributes.FIXED_TPM, "fixedTPM", True),
+    (ObjectAttributes.FIXED_PARENT, "fixedParent", True),
+    (ObjectAttributes.SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin", True),
+)
+
+
+def check_ak_attributes(public: Public) -> None:
+    """Raise unless ``public`` is a TPM-resident restricted signing key.
+
+    restricted, sign, fixedTPM, fixedParent and sensitiveDataOrigin must be
+    set and decrypt clear (AKAttributesRejected names the first that is
+    not); the key must be RSA of at least 2048 bits or ECC on NIST
+    P-256/P-384/P-521, with a name algorithm this verifier computes.
+    """
+    for flag, name, must_be_set in _AK_ATTRIBUTE_RULES:
+        if bool(public.attributes & flag) != must_be_set:
+            raise exception.AKAttributesRejected(
+                attribute=name, expected="set" if must_be_set else "clear")
+    constants.hash_algorithm(public.name_alg)
+    if public.type == TPM_ALG.RSA:
+        if (public.key_bits or 0) < MIN_RSA_KEY_BITS:
+            raise exception.AKAttributesRejected(
+                attribute="keyBits",
+                expected="at least %d (it is %s)"
+                % (MIN_RSA_KEY_BITS, public.key_bits))
+    elif public.type == TPM_ALG.ECC:
+        if public.curve not in AK_CURVES:
+            raise exception.UnsupportedAlgorithm(
+                algorithm="ECC curve %#06x" % (public.curve or 0),
+                reason="AKs must use NIST P-256, P-384 or P-521")
+    else:
+        raise exception.UnsupportedAlgorithm(
+            algorithm="%#06x" % public.type,
+            reason="an AK must be an RSA or ECC key")
+    if public.scheme != TPM_ALG.NULL:
+        constants.hash_algorithm(public.scheme_hash or 0)
+    # Building the key checks the modulus / point (MalformedEvidence).
+    public.public_key()
