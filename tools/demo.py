@@ -68,10 +68,19 @@ def verify(paths: dict[str, pathlib.Path], nonce: str,
     return subprocess.call(cmd)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port_pair() -> int:
+    """A port P with P+1 also free: the swtpm TCTI expects control at P+1."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of TCP ports on 127.0.0.1")
 
 
 def swtpm_quote(workdir: pathlib.Path) -> dict[str, pathlib.Path] | None:
@@ -82,8 +91,8 @@ def swtpm_quote(workdir: pathlib.Path) -> dict[str, pathlib.Path] | None:
         return None
     state = workdir / "swtpm"
     state.mkdir()
-    port = free_port()
-    ctrl = free_port()
+    port = free_port_pair()
+    ctrl = port + 1
     subprocess.run(
         ["swtpm", "socket", "--tpm2", "--tpmstate", "dir=%s" % state,
          "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % port,

@@ -182,3 +182,157 @@ class EventLogUnverifiable(EvidenceError):
 
     _msg_fmt = ("The %(log)s cannot be checked against the quoted PCRs: "
                 "%(reason)s")
+
+
+# --- Host TPM and enrollment (trusted_pools.tpm.device, attestation) ---------
+
+class TPMLockout(TPMError):
+    """The TPM is in dictionary-attack lockout (TPM_RC_LOCKOUT, 0x921)."""
+
+    _msg_fmt = ("TPM command %(command)s failed with response code "
+                "%(rc)#x (%(decoded)s). Do not retry: wait for the "
+                "lockout recovery time or reset it with the lockout "
+                "authorization.")
+
+
+class EnrollmentRejected(EvidenceError):
+    """A host's enrollment evidence was not accepted; nothing registered."""
+
+    _msg_fmt = "Enrollment of host %(host)s rejected: %(reason)s"
+
+
+class EKCertificateUntrusted(EnrollmentRejected):
+    _msg_fmt = ("Enrollment of host %(host)s rejected: the EK certificate "
+                "does not chain to a trusted CA: %(reason)s (issuer "
+                "%(issuer)s)")
+
+
+class EKMismatch(EnrollmentRejected):
+    _msg_fmt = ("Enrollment of host %(host)s rejected: the EK public key "
+                "does not match the EK certificate (%(reason)s)")
+
+
+class ChallengeNotFound(EnrollmentRejected):
+    _msg_fmt = ("Enrollment challenge %(challenge)s is unknown or was "
+                "already answered: start the enrollment again")
+
+
+class ChallengeExpired(EnrollmentRejected):
+    _msg_fmt = ("Enrollment challenge %(challenge)s for host %(host)s "
+                "expired at %(expired_at)s: start the enrollment again")
+
+
+class CredentialActivationFailed(EnrollmentRejected):
+    # No detail on purpose: the secret either matches or not.
+    _msg_fmt = ("Enrollment of host %(host)s rejected: the activated "
+                "credential does not match the challenge (the AK is not "
+                "in the TPM that holds this EK)")
+
+
+class HostAlreadyEnrolled(Conflict):
+    _msg_fmt = ("Host %(host)s is already enrolled; remove its "
+                "registration before enrolling it again")
+
+
+# --- Signed attestation results (trusted_pools.attestation.results) ---------
+
+class SignedResultError(TrustedPoolsError):
+    """A signed attestation result was rejected.
+
+    Consumers (the scheduler filter, migration checks) must treat every
+    error of this branch as "not trusted"; none of them is retryable with the
+    same token.
+    """
+
+    _msg_fmt = "Signed attestation result rejected: %(reason)s"
+
+
+class ResultMalformed(SignedResultError):
+    _msg_fmt = "Malformed signed attestation result: %(reason)s"
+
+
+class ResultAlgorithmRejected(SignedResultError):
+    _msg_fmt = ("Signed attestation result algorithm %(alg)s rejected: "
+                "%(reason)s")
+
+
+class ResultKeyUnknown(SignedResultError):
+    _msg_fmt = ("Signed attestation result names key id %(kid)s, which is "
+                "not among the trusted conductor keys; fetch the conductor's "
+                "current public key")
+
+
+class ResultSignatureInvalid(SignedResultError):
+    # Deliberately carries no detail: a signature either verifies or not.
+    _msg_fmt = "Signed attestation result signature verification failed"
+
+
+class ResultExpired(SignedResultError):
+    _msg_fmt = ("Signed attestation result expired at %(expires_at)d "
+                "(now %(now)d, leeway %(leeway)d s)")
+
+
+class ResultNotYetValid(SignedResultError):
+    _msg_fmt = ("Signed attestation result is issued at %(issued_at)d, in "
+                "the future (now %(now)d, leeway %(leeway)d s): check the "
+                "clocks of conductor and consumer")
+
+
+# --- Freshness (appended by the lead) -------------------------------------------
+
+class StaleEvidence(EvidenceError):
+    _msg_fmt = ("Evidence from %(host)s answers attestation epoch "
+                "%(epoch)s, which is unknown or over: %(reason)s")
+
+
+class QuoteReplayed(EvidenceError):
+    _msg_fmt = ("Quote from %(host)s does not move the TPM clock forward "
+                "(%(reason)s): an old quote was replayed")
+
+
+# --- Persistence (trusted_pools.db) ------------------------------------------
+
+class DatabaseUnavailable(TemporaryFailure):
+    _msg_fmt = ("The database is unavailable: %(reason)s. Check that it "
+                "runs and the [database] connection option.")
+
+
+class HostAlreadyExists(Conflict):
+    _msg_fmt = "A host named %(host)s already exists"
+
+
+class RegistrationNotFound(NotFound):
+    _msg_fmt = ("Host %(host)s has no TPM registration; enroll it before "
+                "attesting it")
+
+
+class EKAlreadyRegistered(Conflict):
+    _msg_fmt = ("The EK certificate with SHA-256 fingerprint "
+                "%(fingerprint)s is already registered to another host: one "
+                "TPM cannot vouch for two hosts. Remove the other host "
+                "first if it was rebuilt under a new name.")
+
+
+class PolicyNotFound(NotFound):
+    _msg_fmt = "Policy %(policy)s version %(version)s does not exist"
+
+
+class ConductorNotFound(NotFound):
+    _msg_fmt = ("Conductor %(conductor)s is not registered; it must "
+                "register before it sends heartbeats")
+
+
+class ConductorAlreadyRegistered(Conflict):
+    _msg_fmt = ("Conductor %(conductor)s is already registered and online; "
+                "is another conductor running with the same host name?")
+
+
+class ConcurrentUpdate(Conflict):
+    _msg_fmt = ("%(what)s was changed by someone else since it was read "
+                "(%(reason)s); read it again and retry")
+
+
+class DatabaseError(TrustedPoolsError):
+    """A database failure that is neither a conflict nor an outage."""
+
+    _msg_fmt = "Database error: %(reason)s"

@@ -213,13 +213,14 @@ def _verify_all(args: argparse.Namespace, report: Report) -> None:
 def _load_pcrs(args: argparse.Namespace, quote_bytes: bytes
                ) -> dict[int, dict[int, bytes]]:
     data = _read(args.pcrs)
-    selection = None
-    if args.pcrs_format != "serialized":
-        # Only used to lay out raw values; the digest check then covers
-        # them, so reading the selection before verification is safe.
-        selection = structures.parse_attest(quote_bytes).attested.pcr_select
-    return pcr_files.load_pcr_values(data, selection,
-                                     fmt=args.pcrs_format)
+    if args.pcrs_format == "serialized":
+        return pcr_files.parse_serialized(data)[1]
+    # The quote's selection only lays out raw values; verify_quote then
+    # checks them against the signed digest, so reading it early is safe.
+    selection = structures.parse_attest(quote_bytes).attested.pcr_select
+    if args.pcrs_format == "values":
+        return pcr_files.parse_values(data, selection)
+    return pcr_files.load_pcr_values(data, selection)
 
 
 def _report_quote(report: Report, verified: Any) -> None:

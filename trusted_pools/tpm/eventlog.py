@@ -257,11 +257,19 @@ class VerifiedEventLog:
     """The outcome of :func:`verify_event_log`: only what replayed.
 
     ``checked_pcrs`` maps each verified bank (TPM_ALG_ID) to the PCR
-    indices whose values were compared and matched.
+    indices whose quoted values were compared and matched (a quoted PCR
+    the log never extends counts when it holds its reset value).
+    ``unaccounted_pcrs`` lists quoted PCRs above 7 that the log never
+    extends yet are not at a reset value: another log (IMA's PCR 10)
+    explains them, or events were stripped from this one. A policy that
+    relies on what a PCR says must require it in ``checked_pcrs``; an
+    absent event is never proof of anything.
     """
 
     events: tuple[VerifiedEvent, ...]
     checked_pcrs: Mapping[int, tuple[int, ...]]
+    unaccounted_pcrs: Mapping[int, tuple[int, ...]] = field(
+        default_factory=dict)
     quirks_applied: tuple[str, ...] = ()
     startup_locality: int | None = None
     skipped_events: tuple[Event, ...] = field(default=())
@@ -281,7 +289,7 @@ class VerifiedEventLog:
         return eventlog_decode.summarize(self)
 
 
-# --- parsing -------------------------------------------------------------------
+# --- parsing -----------------------------------------------------------------
 
 def _parse_spec_id(data: bytes) -> SpecIdEvent:
     """Parse TCG_EfiSpecIDEvent.
@@ -399,7 +407,7 @@ def parse_event_log(data: bytes, *,
     return EventLog(tuple(events), True, dict(sizes), spec_id, len(data))
 
 
-# --- replay --------------------------------------------------------------------
+# --- replay ------------------------------------------------------------------
 
 def _startup_locality(event: Event) -> int | None:
     if (event.event_type == EventType.EV_NO_ACTION
@@ -481,7 +489,7 @@ def replay_event_log(log: EventLog) -> dict[int, dict[int, bytes]]:
     return result
 
 
-# --- verification --------------------------------------------------------------
+# --- verification ------------------------------------------------------------
 
 def _normalise_pcr_values(
         pcr_values: Mapping[int, Mapping[int, bytes]]
@@ -508,26 +516,63 @@ def _alg_name(alg: int) -> str:
     return known.name if known else "%#06x" % alg
 
 
-def _mismatches(events: tuple[Event, ...], locality: int | None,
-                quoted: Mapping[int, Mapping[int, bytes]],
-                algs: list[int]) -> tuple[dict[int, list[int]],
-                                          dict[int, tuple[int, ...]]]:
-    """Per bank: PCRs that fail, and PCRs that were compared and match."""
-    failures: dict[int, list[int]] = {}
-    checked: dict[int, tuple[int, ...]] = {}
+#: PCRs only platform firmware extends (SRTM): the firmware event log must
+#: account for every one of them, so a quoted PCR 0-7 the log never extends
+#: must still hold its reset value.
+FIRMWARE_PCRS = range(0, 8)
+
+
+def _reset_values(pcr: int, size: int, locality: int | None) -> set[bytes]:
+    if pcr == 0 and locality is not None:
+        return {bytes(size - 1) + bytes((locality,))}
+    if pcr in FIRMWARE_PCRS:
+        return {bytes(size)}
+    # 17-22 reset to all ones on a PC Client TPM, to zero after DRTM.
+    return {bytes(size), b"\xff" * size}
+
+
+@dataclass(slots=True)
+class _Outcome:
+    failures: dict[int, list[int]] = field(default_factory=dict)
+    checked: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    unaccounted: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+
+def _compare(events: tuple[Event, ...], locality: int | None,
+             quoted: Mapping[int, Mapping[int, bytes]],
+             algs: list[int]) -> _Outcome:
+    """Per bank: failing PCRs, PCRs that match, PCRs nobody accounts for.
+
+    A PCR the log extends must equal its replay. A quoted PCR the log never
+    extends must hold its reset value if it is a firmware PCR (0-7);
+    otherwise it is checked if at a reset value, else "unaccounted" (some
+    other log, e.g. IMA's PCR 10, or events stripped from this one).
+    """
+    outcome = _Outcome()
     for alg in algs:
         replayed = _replay_bank(events, alg, locality)
         if replayed is None:
             continue
-        bank = quoted[alg]
-        compared = sorted(p for p in replayed if p in bank)
-        bad = [p for p in compared
-               if not hmac.compare_digest(replayed[p], bank[p])]
+        size = constants.HASH_ALGORITHMS[alg].digest_size
+        bad, good, unaccounted = [], [], []
+        for pcr, value in sorted(quoted[alg].items()):
+            if pcr in replayed:
+                ok = hmac.compare_digest(replayed[pcr], value)
+            elif value in _reset_values(pcr, size, locality):
+                ok = True
+            elif pcr in FIRMWARE_PCRS:
+                ok = False
+            else:
+                unaccounted.append(pcr)
+                continue
+            (good if ok else bad).append(pcr)
         if bad:
-            failures[alg] = bad
-        elif compared:
-            checked[alg] = tuple(compared)
-    return failures, checked
+            outcome.failures[alg] = bad
+        elif any(p in replayed for p in good):
+            outcome.checked[alg] = tuple(good)
+        if unaccounted:
+            outcome.unaccounted[alg] = tuple(unaccounted)
+    return outcome
 
 
 def _with_quirk(log: EventLog, quirk: FirmwareQuirk) -> tuple[Event, ...]:
@@ -556,30 +601,31 @@ def verify_event_log(
     ``pcr_values`` maps TPM_ALG_ID -> {PCR index: value} and must come from
     a quote already verified. Every bank both in ``pcr_values`` and
     computable from the log is replayed; every PCR of such a bank that the
-    log extends must match. On failure raises :class:`ReplayMismatch` whose
-    ``pcrs`` lists ALL failing PCRs of the first failing bank (``failures``
-    holds every failing bank by name). If no PCR could be compared at all,
-    raises :class:`EventLogUnverifiable`: an empty check proves nothing.
+    log extends must match, and so must every quoted firmware PCR (0-7) the
+    log does not extend (its reset value). On failure raises
+    :class:`ReplayMismatch` whose ``pcrs`` lists ALL failing PCRs of the
+    first failing bank (``failures`` holds every failing bank by name). If
+    no PCR could be compared at all, raises :class:`EventLogUnverifiable`:
+    an empty check proves nothing.
     """
     quoted = _normalise_pcr_values(pcr_values)
     locality = _locality_of(log.events)
     algs = [a for a in _replayable_algs(log) if a in quoted]
     events = log.events
-    failures, checked = _mismatches(events, locality, quoted, algs)
+    outcome = _compare(events, locality, quoted, algs)
     quirks_applied: tuple[str, ...] = ()
-    if failures:
-        failing_pcrs = {p for pcrs in failures.values() for p in pcrs}
+    if outcome.failures:
+        failing_pcrs = {p for pcrs in outcome.failures.values() for p in pcrs}
         for quirk in FIRMWARE_QUIRKS:
             if quirk.pcr not in failing_pcrs:
                 continue
             candidate = _with_quirk(log, quirk)
-            q_failures, q_checked = _mismatches(candidate, locality, quoted,
-                                                algs)
-            if not q_failures:
-                events, checked = candidate, q_checked
+            retry = _compare(candidate, locality, quoted, algs)
+            if not retry.failures:
+                events, outcome = candidate, retry
                 quirks_applied = (quirk.name,)
-                failures = {}
                 break
+    failures, checked = outcome.failures, outcome.checked
     if failures:
         first = min(failures)
         raise exception.ReplayMismatch(
@@ -595,6 +641,7 @@ def verify_event_log(
     return VerifiedEventLog(
         events=_verified_events(events, checked, len(log.events)),
         checked_pcrs=checked,
+        unaccounted_pcrs=outcome.unaccounted,
         quirks_applied=quirks_applied,
         startup_locality=locality if 0 in {
             p for pcrs in checked.values() for p in pcrs} else None,

@@ -9,6 +9,7 @@ import pytest
 
 from tests import gcp_attestation
 from trusted_pools.cmd import manage
+from trusted_pools.tpm import eventlog
 
 SHA1 = 0x0004
 
@@ -83,7 +84,12 @@ def test_tampered_pcr_is_rejected(gcp_files, capsys):
 
 def test_tampered_event_log_is_rejected(gcp_files, capsys):
     log = bytearray(gcp_files["eventlog"].read_bytes())
-    log[len(log) // 2] ^= 0x01
+    # Flip a byte of a measured digest (not of unmeasured event data).
+    event = next(e for e in eventlog.parse_event_log(bytes(log)).events
+                 if e.is_extended)
+    digest = event.digests[SHA1]
+    at = bytes(log).index(digest, event.offset)
+    log[at] ^= 0x01
     gcp_files["eventlog"].write_bytes(bytes(log))
     code, result = _run_json(_argv(gcp_files), capsys)
     assert code == 1

@@ -1,0 +1,99 @@
+"""``trusted-pools-manage db ...``: create and upgrade the database schema.
+
+``db sync`` brings the database named by ``[database] connection`` to the
+newest schema (or ``--revision``); it is safe to run again. ``db version``
+prints the schema revision, or ``None`` for an empty database. For the
+embedded SQLite default, ``db sync`` creates ``state_path`` if it is missing.
+
+Exit status: 0 on success, 1 when the database refused or was unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from alembic import util as alembic_util
+import sqlalchemy as sa
+
+from trusted_pools import exception
+from trusted_pools.conf import CONF
+from trusted_pools.conf import database as database_conf
+from trusted_pools.db import api
+from trusted_pools.db import migration
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+# The [database] options must exist before the command line is parsed.
+database_conf.register_opts(CONF)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser(
+        "db", help="create or upgrade the database schema")
+    sub = group.add_subparsers(dest="db_command", metavar="ACTION")
+    sub.required = True
+    sync = sub.add_parser(
+        "sync", help="upgrade the schema to the newest version",
+        description="Apply the schema migrations to the database named by "
+                    "[database] connection. Idempotent. Back up the "
+                    "database first: there are no downgrades.")
+    sync.add_argument(
+        "--revision", default="head", metavar="REV",
+        help="stop at this alembic revision (default: head, the newest)")
+    sync.set_defaults(func=run_sync)
+    version = sub.add_parser(
+        "version", help="print the schema revision of the database")
+    version.set_defaults(func=run_version)
+
+
+def _engine() -> sa.engine.Engine:
+    return api.make_context_manager().writer.get_engine()
+
+
+def _ensure_sqlite_directory(connection: str) -> None:
+    """An operator expects the first ``db sync`` to create the file."""
+    try:
+        url = sa.engine.make_url(connection)
+    except sa.exc.ArgumentError:
+        raise exception.ConfigInvalid(
+            reason="[database] connection is not a database URL") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (
+            None, "", ":memory:"):
+        directory = os.path.dirname(os.path.abspath(url.database))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    try:
+        _ensure_sqlite_directory(CONF.database.connection)
+        engine = _engine()
+        try:
+            reached = migration.upgrade(args.revision, engine=engine)
+        finally:
+            engine.dispose()
+    except (exception.TrustedPoolsError, alembic_util.CommandError,
+            OSError) as error:
+        return _failed("db sync", error)
+    print("Database schema at revision %s" % reached)
+    return EXIT_OK
+
+
+def run_version(args: argparse.Namespace) -> int:
+    try:
+        engine = _engine()
+        try:
+            current = migration.version(engine)
+        finally:
+            engine.dispose()
+    except exception.TrustedPoolsError as error:
+        return _failed("db version", error)
+    print(current)
+    return EXIT_OK
+
+
+def _failed(command: str, error: BaseException) -> int:
+    sys.stderr.write("trusted-pools-manage %s: %s\n" % (command, error))
+    return EXIT_FAILED
