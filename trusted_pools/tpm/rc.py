@@ -310,12 +310,13 @@ def _decode_format_one(rc: int, layer: int, layer_name: str,
                                     "unknown format-one error"))
     parameter = handle = session = None
     n = (code >> 8) & 0xF
+    # Number 0 means "not tied to a handle, parameter or session".
     if code & 0x40:
-        parameter = n
+        parameter = n or None
     elif code & 0x800:
-        session = n & 0x7
-    elif n:
-        handle = n & 0x7
+        session = (n & 0x7) or None
+    else:
+        handle = (n & 0x7) or None
     return DecodedRC(rc=rc, layer=layer, layer_name=layer_name,
                      name="TPM_RC_" + name, description=text,
                      base=RC_FMT1 + number, format_one=True,
