@@ -1,0 +1,253 @@
+"""Signed attestation results: a verdict as a JWS the whole cloud can check.
+
+The conductor signs every verdict with its key (ES256 or EdDSA, see
+``keystore``); consumers (scheduler filter, migration, notification
+listeners) verify with the conductor's public key(s) and get a
+:class:`~trusted_pools.attestation.verdict.Verdict` back, or a typed error.
+
+Token: JWS compact serialization, protected header
+``{"alg", "kid", "typ": "trusted-pools-result+jwt"}`` (the explicit type
+keeps these tokens from being confused with other JWTs, RFC 8725 section
+3.11), payload = canonical JSON (sorted keys, no spaces) of exactly these
+claims::
+
+    ver              1 (the claim set version; unknown claims are refused)
+    iss              conductor id
+    sub              host
+    iat, exp         issue and expiry, UTC epoch seconds (the verdict's own)
+    jti              unique token id
+    status           "trusted" | "untrusted" | "unknown"
+    level            0..4 (levels.AssuranceLevel)
+    vector           AR4SI trustworthiness vector, label -> int
+    policy_versions  policy name -> version
+    evidence_digest  SHA-256 hex of the canonical evidence ("" if unknown)
+    reasons          list of strings
+
+Verification fails closed on any anomaly: unknown kid, tampered header or
+payload, algorithm not matching the key type, expired, not yet valid,
+missing or extra claims, a non-canonical payload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from typing import Any, Mapping
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from trusted_pools import exception
+from trusted_pools.attestation import jws
+from trusted_pools.attestation import keystore
+from trusted_pools.attestation.levels import TrustVector
+from trusted_pools.attestation.verdict import Verdict, canonical_json
+
+__all__ = [
+    "RESULT_TYPE", "RESULT_VERSION", "DEFAULT_LEEWAY", "MAX_LEEWAY",
+    "SignedResult", "ResultSigner", "result_claims", "sign_verdict",
+    "verify_signed_result", "verify_result",
+]
+
+RESULT_TYPE = "trusted-pools-result+jwt"
+RESULT_VERSION = 1
+#: Default clock leeway, seconds, between conductor and consumer.
+DEFAULT_LEEWAY = 5
+#: A larger leeway would quietly extend every verdict's life.
+MAX_LEEWAY = 300
+_MAX_ISSUER_CHARS = 255
+_MAX_JTI_CHARS = 128
+
+_CLAIMS = frozenset({
+    "ver", "iss", "sub", "iat", "exp", "jti", "status", "level", "vector",
+    "policy_versions", "evidence_digest", "reasons",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedResult:
+    """A verified token: the verdict plus who signed it and with what."""
+
+    verdict: Verdict
+    issuer: str
+    jti: str
+    kid: str
+    alg: str
+
+
+def _check_issuer(issuer: Any) -> str:
+    if not isinstance(issuer, str) or not 0 < len(
+            issuer) <= _MAX_ISSUER_CHARS or not issuer.isprintable():
+        raise exception.InvalidParameterValue(
+            name="issuer", reason="must be a string of 1 to %d characters"
+            % _MAX_ISSUER_CHARS)
+    return issuer
+
+
+def result_claims(verdict: Verdict, issuer: str, jti: str) -> dict[str, Any]:
+    """The claim set signed for ``verdict``."""
+    if not isinstance(verdict, Verdict):
+        raise exception.InvalidParameterValue(name="verdict",
+                                              reason="expected a Verdict")
+    if (not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI_CHARS
+            or not jti.isascii() or not jti.isprintable()):
+        raise exception.InvalidParameterValue(
+            name="jti", reason="must be a string of 1 to %d characters"
+            % _MAX_JTI_CHARS)
+    return {
+        "ver": RESULT_VERSION,
+        "iss": _check_issuer(issuer),
+        "sub": verdict.host,
+        "iat": verdict.issued_at,
+        "exp": verdict.expires_at,
+        "jti": jti,
+        "status": verdict.status.value,
+        "level": int(verdict.level),
+        "vector": verdict.vector.to_json(),
+        "policy_versions": dict(verdict.policy_versions),
+        "evidence_digest": verdict.evidence_digest,
+        "reasons": list(verdict.reasons),
+    }
+
+
+class ResultSigner:
+    """Signs verdicts with one key; computes the key id once."""
+
+    def __init__(self, key: jws.PrivateKey, issuer: str) -> None:
+        if not isinstance(key, (ec.EllipticCurvePrivateKey,
+                                ed25519.Ed25519PrivateKey)):
+            raise exception.InvalidParameterValue(
+                name="key", reason="expected an ES256 or Ed25519 private key")
+        self._key = key
+        self.issuer = _check_issuer(issuer)
+        self.alg = jws.algorithm_for_key(key)
+        self.kid = keystore.jwk_thumbprint(key)
+
+    def sign(self, verdict: Verdict, jti: str | None = None) -> str:
+        claims = result_claims(verdict, self.issuer,
+                               jti if jti is not None
+                               else secrets.token_urlsafe(16))
+        return jws.sign_compact(canonical_json(claims), self._key,
+                                kid=self.kid, typ=RESULT_TYPE)
+
+
+def sign_verdict(verdict: Verdict, key: jws.PrivateKey, issuer: str, *,
+                 jti: str | None = None) -> str:
+    """Sign one verdict (use :class:`ResultSigner` to sign many)."""
+    return ResultSigner(key, issuer).sign(verdict, jti)
+
+
+def _malformed(reason: str) -> exception.ResultMalformed:
+    return exception.ResultMalformed(reason=reason)
+
+
+def _int_claim(claims: Mapping[str, Any], name: str) -> int:
+    value = claims[name]
+    if type(value) is not int:
+        raise _malformed("claim %s must be an integer" % name)
+    return value
+
+
+def _str_claim(claims: Mapping[str, Any], name: str, limit: int) -> str:
+    value = claims[name]
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise _malformed("claim %s must be a string of 1 to %d characters"
+                         % (name, limit))
+    return value
+
+
+def _check_arguments(now: Any, leeway: Any) -> None:
+    if type(now) is not int or now < 0:
+        raise exception.InvalidParameterValue(
+            name="now", reason="expected integer epoch seconds")
+    if type(leeway) is not int or not 0 <= leeway <= MAX_LEEWAY:
+        raise exception.InvalidParameterValue(
+            name="leeway", reason="must be 0 to %d seconds" % MAX_LEEWAY)
+
+
+def _parse_claims(payload: bytes) -> dict[str, Any]:
+    claims = jws.parse_json_object(payload, "payload")
+    present = set(claims)
+    if present != _CLAIMS:
+        missing = sorted(_CLAIMS - present)
+        extra = sorted(name[:32] for name in present - _CLAIMS)
+        raise _malformed("claims missing %s, unexpected %s" % (missing, extra))
+    try:
+        canonical = canonical_json(claims)
+    except (ValueError, TypeError):
+        raise _malformed("payload holds values without a JSON encoding")
+    if canonical != payload:
+        raise _malformed("payload is not canonical JSON")
+    if _int_claim(claims, "ver") != RESULT_VERSION:
+        raise _malformed("claim set version %r is not %d"
+                         % (claims["ver"], RESULT_VERSION))
+    return claims
+
+
+def _check_times(iat: int, exp: int, now: int, leeway: int) -> None:
+    if exp <= iat:
+        raise _malformed("exp is not after iat")
+    if iat > now + leeway:
+        raise exception.ResultNotYetValid(issued_at=iat, now=now,
+                                          leeway=leeway)
+    if now >= exp + leeway:
+        raise exception.ResultExpired(expires_at=exp, now=now, leeway=leeway)
+
+
+def _verdict_from_claims(claims: Mapping[str, Any]) -> Verdict:
+    for name, kind in (("status", str), ("vector", dict), ("reasons", list),
+                       ("policy_versions", dict), ("evidence_digest", str),
+                       ("sub", str)):
+        if not isinstance(claims[name], kind):
+            raise _malformed("claim %s must be a JSON %s"
+                             % (name, kind.__name__))
+    try:
+        return Verdict(host=claims["sub"], status=claims["status"],
+                       level=_int_claim(claims, "level"),
+                       vector=TrustVector.from_json(claims["vector"]),
+                       reasons=tuple(claims["reasons"]),
+                       policy_versions=claims["policy_versions"],
+                       evidence_digest=claims["evidence_digest"],
+                       issued_at=claims["iat"], expires_at=claims["exp"])
+    except exception.Invalid as exc:
+        raise _malformed("claims do not form a valid verdict: %s"
+                         % exc.message)
+
+
+def verify_signed_result(token: str, public_keys: Mapping[str, jws.PublicKey],
+                         now: int, leeway: int = DEFAULT_LEEWAY, *,
+                         issuer: str | None = None) -> SignedResult:
+    """Verify ``token`` and return the verdict with its signing details.
+
+    ``public_keys`` maps kid (RFC 7638 thumbprint, see
+    ``keystore.key_set``) to the conductor public keys to accept. With
+    ``issuer`` set, a token from another conductor id is refused.
+    Raises only ``SignedResultError`` subclasses for a bad token (and
+    ``InvalidParameterValue`` for bad arguments).
+    """
+    _check_arguments(now, leeway)
+    if issuer is not None:
+        _check_issuer(issuer)
+    verified = jws.verify_compact(token, public_keys, typ=RESULT_TYPE)
+    claims = _parse_claims(verified.payload)
+    iss = _str_claim(claims, "iss", _MAX_ISSUER_CHARS)
+    jti = _str_claim(claims, "jti", _MAX_JTI_CHARS)
+    if issuer is not None and iss != issuer:
+        raise exception.SignedResultError(
+            reason="issued by %r, not by the expected %r"
+            % (iss[:64], issuer))
+    _check_times(_int_claim(claims, "iat"), _int_claim(claims, "exp"),
+                 now, leeway)
+    return SignedResult(verdict=_verdict_from_claims(claims), issuer=iss,
+                        jti=jti, kid=verified.kid, alg=verified.alg)
+
+
+def verify_result(token: str, public_keys: Mapping[str, jws.PublicKey],
+                  now: int, leeway: int = DEFAULT_LEEWAY, *,
+                  issuer: str | None = None) -> Verdict:
+    """Verify ``token`` and return its verdict (see verify_signed_result).
+
+    A verified verdict is authentic, not necessarily trusted: pass it to
+    ``verdict.is_trusted`` for the scheduling decision.
+    """
+    return verify_signed_result(token, public_keys, now, leeway,
+                                issuer=issuer).verdict
