@@ -67,6 +67,8 @@ def _ensure_sqlite_directory(connection: str) -> None:
 
 
 def run_sync(args: argparse.Namespace) -> int:
+    # Again at run time: CONF.reset() drops defaults set by oslo.db.
+    database_conf.register_opts(CONF)
     try:
         _ensure_sqlite_directory(CONF.database.connection)
         engine = _engine()
@@ -82,6 +84,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_version(args: argparse.Namespace) -> int:
+    database_conf.register_opts(CONF)
     try:
         engine = _engine()
         try:

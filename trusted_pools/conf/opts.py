@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from trusted_pools.conf import agent
 from trusted_pools.conf import attestation
+from trusted_pools.conf import conductor
 from trusted_pools.conf import tpm
 
-_MODULES = (attestation, tpm)
+_MODULES = (agent, attestation, conductor, tpm)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

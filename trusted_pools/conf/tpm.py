@@ -11,9 +11,19 @@ opts = [
                help="TCTI string for the host TPM. Use the kernel resource "
                     "manager device:/dev/tpmrm0 on real hosts; "
                     "swtpm:host=127.0.0.1,port=2321 for a software TPM."),
-    cfg.StrOpt("ak_handle", default="0x81010002",
-               help="Persistent handle (hex) where the attestation key is "
-                    "kept once created."),
+    cfg.StrOpt("ak_handle", default="0x81008001",
+               help="Persistent handle (hex, owner range 0x81000000-"
+                    "0x817FFFFF) where the attestation key is kept once "
+                    "created. Keep it clear of the SRK (0x81000001) and "
+                    "the TCG EK range (0x8101xxxx)."),
+    cfg.StrOpt("ak_algorithm", default="ecc", choices=["ecc", "rsa"],
+               help="Key type of a newly created attestation key: ECC "
+                    "P-256 (fast to create and to quote) or RSA-2048."),
+    cfg.StrOpt("ek_kind", default="rsa2048",
+               choices=["rsa2048", "ecc256", "rsa2048-high", "ecc256-high",
+                        "ecc384-high"],
+               help="Which endorsement key (and EK certificate) binds the "
+                    "attestation key; the TPM must hold its certificate."),
 ]
 
 

@@ -1,0 +1,180 @@
+"""A small trusted pool in one process, for functional tests and the demo
+of the whole flow: real swtpm TPMs booted from real event logs, one agent
+per TPM, conductors, a real database and the real RabbitMQ bus.
+
+Test-side only: the product never imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from oslo_config import cfg
+
+from tests import ima_gen
+from tests import swtpm_pool
+from trusted_pools.agent.service import AgentService
+from trusted_pools.conductor import rpcapi as conductor_rpcapi
+from trusted_pools.conductor.service import ConductorService
+from trusted_pools.db import api as db_api
+from trusted_pools.db import migration
+from trusted_pools.tpm import constants
+from trusted_pools.tpm import ima
+
+SHA1 = constants.TPM_ALG.SHA1
+SHA256 = constants.TPM_ALG.SHA256
+
+
+@dataclass
+class PoolHost:
+    name: str
+    tpm: swtpm_pool.SwtpmInstance
+    event_log_path: pathlib.Path
+    ima_log_path: pathlib.Path
+    tampered_event: int | None = None
+    agent: AgentService | None = None
+
+
+def _extend_ima(tpm: swtpm_pool.SwtpmInstance, lines: bytes) -> None:
+    """Extend IMA entries into PCR 10 as the kernel does (one template
+    hash per bank, computed from the template data)."""
+    with tpm.device() as device:
+        for entry in ima.parse_ima_log(lines):
+            data = entry.template_data
+            device.pcr_extend(10, {SHA1: hashlib.sha1(data).digest(),
+                                   SHA256: hashlib.sha256(data).digest()})
+
+
+def boot_ima(host: PoolHost, count: int, seed: int) -> bytes:
+    """Give the host an IMA log whose boot_aggregate matches its PCRs."""
+    with host.tpm.device() as device:
+        pcrs = device.pcr_read({SHA256: range(10)})
+    aggregate = ima.compute_boot_aggregate(pcrs[SHA256], SHA256)
+    first = ima_gen.ascii_line(10, "ima-ng", [
+        b"sha256:\0" + aggregate, b"boot_aggregate\0"])
+    rest = ima_gen.generate_ascii_log(count, seed=seed).splitlines(
+        keepends=True)[1:]
+    log = first + b"".join(rest)
+    _extend_ima(host.tpm, log)
+    host.ima_log_path.write_bytes(log)
+    return log
+
+
+def append_ima(host: PoolHost, lines: bytes) -> None:
+    """Run more programs: extend and append new IMA entries."""
+    _extend_ima(host.tpm, lines)
+    with open(host.ima_log_path, "ab") as handle:
+        handle.write(lines)
+
+
+@dataclass
+class TrustedPool:
+    """Builder and owner of every part; ``close()`` stops them all."""
+
+    workdir: pathlib.Path
+    conf: cfg.ConfigOpts
+    start_tpms: Callable[[int], list[swtpm_pool.SwtpmInstance]]
+    ca: swtpm_pool.LocalCA
+    db_url: str
+    interval: int = 2
+    hosts: list[PoolHost] = field(default_factory=list)
+    conductors: list[ConductorService] = field(default_factory=list)
+    db: db_api.Connection | None = None
+
+    def configure(self) -> None:
+        ca_path = self.workdir / "ek-ca.pem"
+        ca_path.write_bytes(self.ca.bundle_pem)
+        overrides = {
+            "signing_key_path": str(self.workdir / "signing-key.pem"),
+            "ek_ca_bundle": str(ca_path),
+            "attestation_interval": self.interval,
+            "heartbeat_interval": 1,
+            "heartbeat_timeout": 3,
+            "unknown_after_missed": 2,
+        }
+        for name, value in overrides.items():
+            self.conf.set_override(name, value, group="conductor")
+        self.conf.set_override("pcr_banks", ["sha256"], group="attestation")
+        context = db_api.make_context_manager(self.db_url)
+        self.db = db_api.Connection(context)
+        migration.upgrade(engine=self.db.get_engine())
+
+    def add_hosts(self, count: int, log: str = "ubuntu-2104",
+                  tamper: Iterable[int] = (), ima_entries: int = 50
+                  ) -> list[PoolHost]:
+        tampered = set(tamper)
+        tpms = self.start_tpms(count)
+        added = []
+        for i, tpm in enumerate(tpms):
+            index = len(self.hosts)
+            name = "compute-%02d" % index
+            log_path = swtpm_pool.BOOTED_HOST_LOGS[log]
+            event = (swtpm_pool.kernel_event_index(log_path.read_bytes())
+                     if i in tampered else None)
+            swtpm_pool.boot_from_event_log(tpm, log_path, tamper=event)
+            host = PoolHost(name, tpm, self.workdir / ("%s.eventlog" % name),
+                            self.workdir / ("%s.ima" % name), event)
+            host.event_log_path.write_bytes(log_path.read_bytes())
+            boot_ima(host, ima_entries, seed=index)
+            self.hosts.append(host)
+            added.append(host)
+        return added
+
+    def start_agents(self, hosts: Iterable[PoolHost] | None = None) -> None:
+        for host in hosts or self.hosts:
+            host.agent = AgentService(
+                self.conf, host=host.name, tcti=host.tpm.tcti,
+                event_log_path=str(host.event_log_path),
+                ima_log_path=str(host.ima_log_path))
+            host.agent.start()
+
+    def start_conductor(self, name: str) -> ConductorService:
+        service = ConductorService(self.conf, db=self.db, host=name)
+        service.start()
+        self.conductors.append(service)
+        return service
+
+    def api(self) -> conductor_rpcapi.ConductorAPI:
+        return conductor_rpcapi.ConductorAPI(timeout=60)
+
+    def enroll_all(self, group: str = "default") -> None:
+        api = self.api()
+        for host in self.hosts:
+            api.enroll_host({}, host.name, group)
+
+    def latest(self) -> dict[str, db_api.Verdict]:
+        names = {h.id: h.hostname for h in self.db.list_hosts()}
+        return {names[v.host_id]: v for v in self.db.latest_verdicts()}
+
+    def wait_for(self, predicate: Callable[[dict[str, db_api.Verdict]],
+                                           bool],
+                 timeout: float = 30.0) -> dict[str, db_api.Verdict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            latest = self.latest()
+            if predicate(latest):
+                return latest
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "pool did not reach the expected state in %.0f s: %s"
+                    % (timeout, {h: (v.status, v.level, v.reasons)
+                                 for h, v in latest.items()}))
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        for service in self.conductors:
+            service.stop()
+        for host in self.hosts:
+            if host.agent is not None:
+                host.agent.stop()
+        for option in ("signing_key_path", "ek_ca_bundle",
+                       "attestation_interval", "heartbeat_interval",
+                       "heartbeat_timeout", "unknown_after_missed"):
+            self.conf.clear_override(option, group="conductor")
+        self.conf.clear_override("pcr_banks", group="attestation")
+        if self.db is not None:
+            self.db.dispose()

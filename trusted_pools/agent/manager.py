@@ -1,0 +1,89 @@
+"""Server side of the agent RPC API: endpoints on each compute host."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any, Callable
+
+import oslo_messaging as messaging
+
+from trusted_pools import exception
+from trusted_pools.agent.attester import Attester
+from trusted_pools.attestation import freshness
+from trusted_pools.tpm import constants
+
+LOG = logging.getLogger(__name__)
+
+# Evidence is pushed to the conductor that announced the epoch.
+EvidenceSink = Callable[[dict, str, dict[str, Any]], None]
+
+
+def _banks(names: list[str]) -> list[int]:
+    return [constants.hash_by_name(name).alg for name in names]
+
+
+def _decode(value: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (ValueError, TypeError):
+        raise exception.InvalidParameterValue(
+            name=name, reason="not base64") from None
+
+
+class AgentManager:
+    """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
+
+    target = messaging.Target(version="1.0")
+
+    def __init__(self, attester: Attester, send_evidence: EvidenceSink
+                 ) -> None:
+        self.attester = attester
+        self._send_evidence = send_evidence
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def get_identity(self, context: dict) -> dict[str, Any]:
+        identity = self.attester.identity()
+        return {"host": self.attester.host,
+                "ek_certificate": _b64(identity.ek_certificate),
+                "ek_public": _b64(identity.ek_public),
+                "ak_public": _b64(identity.ak_public)}
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def activate_credential(self, context: dict, credential_blob: str,
+                            encrypted_secret: str) -> str:
+        secret = self.attester.activate_credential(
+            _decode(credential_blob, "credential_blob"),
+            _decode(encrypted_secret, "encrypted_secret"))
+        return _b64(secret)
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def get_evidence(self, context: dict, nonce: str, banks: list[str],
+                     ima_start: int, event_log: bool) -> dict[str, Any]:
+        evidence = self.attester.evidence(
+            _decode(nonce, "nonce"), _banks(banks), ima_start=ima_start,
+            event_log=event_log)
+        return evidence.to_wire()
+
+    def start_epoch(self, context: dict, conductor: str, epoch_id: str,
+                    epoch_value: str, banks: list[str],
+                    requests: dict[str, dict[str, Any]]) -> None:
+        """Quote over this host's epoch nonce and push the evidence."""
+        request = requests.get(self.attester.host, {})
+        try:
+            nonce = freshness.host_nonce(_decode(epoch_value, "epoch_value"),
+                                         self.attester.host)
+            evidence = self.attester.evidence(
+                nonce, _banks(banks), epoch_id=epoch_id,
+                ima_start=int(request.get("ima_start", 0)),
+                event_log=bool(request.get("event_log", True)))
+        except exception.TrustedPoolsError as error:
+            # The conductor sees no evidence and marks the host unknown.
+            LOG.warning("Cannot answer epoch %s of conductor %s: %s",
+                        epoch_id, conductor, error)
+            return
+        self._send_evidence(context, conductor, evidence.to_wire())
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,67 @@
+"""Client side of the agent RPC API (what conductors call).
+
+Each agent listens on topic ``trusted_pools_agent`` with its host name as
+server; epochs are announced with a fanout cast to every agent.
+
+API version history:
+
+* 1.0 - Initial version: get_identity, activate_credential, get_evidence,
+  start_epoch (fanout cast).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import oslo_messaging as messaging
+
+from trusted_pools.common import rpc
+
+TOPIC = "trusted_pools_agent"
+RPC_API_VERSION = "1.0"
+
+
+class AgentAPI:
+    """Client for every agent; ``host`` picks the agent of a call."""
+
+    def __init__(self, timeout: float | None = None,
+                 version_cap: str | None = None) -> None:
+        target = messaging.Target(topic=TOPIC, version="1.0")
+        self.client = rpc.get_client(target, version_cap=version_cap
+                                     or RPC_API_VERSION, timeout=timeout)
+
+    def _prepare(self, host: str, version: str = "1.0"):
+        return self.client.prepare(server=host, version=version)
+
+    def get_identity(self, context: dict, host: str) -> dict[str, Any]:
+        """EK certificate, EK public and AK public of ``host`` (base64)."""
+        return self._prepare(host).call(context, "get_identity")
+
+    def activate_credential(self, context: dict, host: str,
+                            credential_blob: str, encrypted_secret: str
+                            ) -> str:
+        """The secret recovered by the host's TPM (base64)."""
+        return self._prepare(host).call(
+            context, "activate_credential", credential_blob=credential_blob,
+            encrypted_secret=encrypted_secret)
+
+    def get_evidence(self, context: dict, host: str, nonce: str,
+                     banks: list[str], ima_start: int,
+                     event_log: bool) -> dict[str, Any]:
+        """Evidence for a one-off challenge (``attest now``)."""
+        return self._prepare(host).call(
+            context, "get_evidence", nonce=nonce, banks=banks,
+            ima_start=ima_start, event_log=event_log)
+
+    def start_epoch(self, context: dict, conductor: str, epoch_id: str,
+                    epoch_value: str, banks: list[str],
+                    requests: dict[str, dict[str, Any]]) -> None:
+        """Announce an epoch to every agent (fanout).
+
+        ``requests`` maps a host to what the conductor needs beyond a quote
+        from it (``ima_start``, ``event_log``); hosts not listed send a
+        quote and their IMA log from the start.
+        """
+        self.client.prepare(fanout=True, version="1.0").cast(
+            context, "start_epoch", conductor=conductor, epoch_id=epoch_id,
+            epoch_value=epoch_value, banks=banks, requests=requests)

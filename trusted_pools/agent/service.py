@@ -1,0 +1,54 @@
+"""The agent service: the host's RPC endpoints over its TPM."""
+
+from __future__ import annotations
+
+import logging
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from trusted_pools.agent import attester as attester_mod
+from trusted_pools.agent import manager as agent_manager
+from trusted_pools.agent import rpcapi
+from trusted_pools.common import rpc
+from trusted_pools.conductor import rpcapi as conductor_rpcapi
+
+LOG = logging.getLogger(__name__)
+
+
+class AgentService:
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
+                 tcti: str | None = None,
+                 event_log_path: str | None = None,
+                 ima_log_path: str | None = None) -> None:
+        self.host = host or conf.agent.host
+        tcti = tcti or conf.tpm.tcti
+        self.attester = attester_mod.Attester(
+            self.host, attester_mod.default_open_device(tcti),
+            ak_handle=attester_mod.parse_handle(conf.tpm.ak_handle),
+            ak_alg=conf.tpm.ak_algorithm, ek_kind=conf.tpm.ek_kind,
+            event_log_path=(event_log_path if event_log_path is not None
+                            else conf.agent.event_log_path),
+            ima_log_path=(ima_log_path if ima_log_path is not None
+                          else conf.agent.ima_log_path),
+            pcr_read_retries=conf.agent.pcr_read_retries)
+        self._conductors = conductor_rpcapi.ConductorAPI()
+        self.manager = agent_manager.AgentManager(
+            self.attester, self._conductors.submit_evidence)
+        self._server: messaging.MessageHandlingServer | None = None
+
+    def start(self) -> None:
+        self._server = rpc.get_server(
+            messaging.Target(topic=rpcapi.TOPIC, server=self.host),
+            [self.manager])
+        self._server.start()
+        LOG.info("Agent for host %s started", self.host)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server.wait()
+            self._server = None
+        self.attester.close()
+        LOG.info("Agent for host %s stopped", self.host)

@@ -1,0 +1,188 @@
+"""The evidence a host agent sends to a conductor, and its wire form.
+
+On the bus evidence is a JSON-able dict of base64 and hex strings. The
+conductor parses it with :func:`Evidence.from_wire`, which accepts nothing
+but the documented shape and sizes: whatever an agent sends, a malformed
+message becomes :class:`MalformedEvidence` (or :class:`EvidenceTooLarge`)
+and so a failed verdict, never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from trusted_pools import exception
+from trusted_pools.tpm import constants
+
+WIRE_VERSION = 1
+_MAX_QUOTE = 4096
+_MAX_SIGNATURE = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits applied before anything is decoded."""
+
+    max_event_log: int = 16 * 1024 * 1024
+    max_ima: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IMATail:
+    """IMA entries after the first ``start`` ones (ascii lines)."""
+
+    start: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Evidence:
+    host: str
+    quote: bytes
+    signature: bytes
+    pcrs: dict[int, dict[int, bytes]]
+    epoch_id: str | None = None
+    event_log: bytes | None = None
+    event_log_digest: str | None = None
+    ima: IMATail | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "version": WIRE_VERSION,
+            "host": self.host,
+            "epoch_id": self.epoch_id,
+            "quote": _b64(self.quote),
+            "signature": _b64(self.signature),
+            "pcrs": {constants.hash_algorithm(alg).name:
+                     {str(i): v.hex() for i, v in sorted(bank.items())}
+                     for alg, bank in self.pcrs.items()},
+            "event_log": (None if self.event_log is None
+                          else _b64(self.event_log)),
+            "event_log_digest": self.event_log_digest,
+            "ima": (None if self.ima is None else
+                    {"start": self.ima.start, "data": _b64(self.ima.data)}),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Any, limits: Limits = Limits()) -> "Evidence":
+        """Strictly parse an agent's message; typed errors only."""
+        if not isinstance(wire, Mapping):
+            raise _malformed("not a mapping")
+        if wire.get("version") != WIRE_VERSION:
+            raise _malformed("unsupported version %r" % (wire.get("version"),))
+        host = _text(wire, "host", 255)
+        event_log = _optional_b64(wire, "event_log", limits.max_event_log)
+        digest = wire.get("event_log_digest")
+        if digest is not None and not _is_hex(digest, 64):
+            raise _malformed("event_log_digest must be 64 hex characters")
+        if event_log is not None:
+            digest = hashlib.sha256(event_log).hexdigest()
+        return cls(
+            host=host,
+            epoch_id=(None if wire.get("epoch_id") is None
+                      else _text(wire, "epoch_id", 128)),
+            quote=_required_b64(wire, "quote", _MAX_QUOTE),
+            signature=_required_b64(wire, "signature", _MAX_SIGNATURE),
+            pcrs=_pcrs(wire.get("pcrs")),
+            event_log=event_log,
+            event_log_digest=digest,
+            ima=_ima(wire.get("ima"), limits.max_ima))
+
+    def digest(self) -> str:
+        """SHA-256 over the evidence's signed and replayed parts."""
+        h = hashlib.sha256()
+        for part in (self.quote, self.signature,
+                     (self.event_log_digest or "").encode(),
+                     b"" if self.ima is None else self.ima.data):
+            h.update(len(part).to_bytes(8, "big"))
+            h.update(part)
+        return h.hexdigest()
+
+
+def _malformed(reason: str) -> exception.MalformedEvidence:
+    return exception.MalformedEvidence(what="evidence message", reason=reason)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_hex(value: Any, length: int | None = None) -> bool:
+    if not isinstance(value, str) or (length and len(value) != length):
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _text(wire: Mapping, key: str, limit: int) -> str:
+    value = wire.get(key)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise _malformed("%s must be a non-empty string of at most %d "
+                         "characters" % (key, limit))
+    return value
+
+
+def _decode_b64(value: Any, key: str, limit: int) -> bytes:
+    if not isinstance(value, str):
+        raise _malformed("%s must be a base64 string" % key)
+    if len(value) > (limit + 2) // 3 * 4:
+        raise exception.EvidenceTooLarge(what=key, size=len(value) * 3 // 4,
+                                         limit=limit)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _malformed("%s is not valid base64" % key) from None
+
+
+def _required_b64(wire: Mapping, key: str, limit: int) -> bytes:
+    data = _decode_b64(wire.get(key), key, limit)
+    if not data:
+        raise _malformed("%s is empty" % key)
+    return data
+
+
+def _optional_b64(wire: Mapping, key: str, limit: int) -> bytes | None:
+    value = wire.get(key)
+    return None if value is None else _decode_b64(value, key, limit)
+
+
+def _pcrs(value: Any) -> dict[int, dict[int, bytes]]:
+    if not isinstance(value, Mapping) or not value:
+        raise _malformed("pcrs must map bank names to PCR values")
+    pcrs: dict[int, dict[int, bytes]] = {}
+    for name, bank in value.items():
+        try:
+            alg = constants.hash_by_name(str(name))
+        except exception.UnsupportedAlgorithm:
+            raise _malformed("unknown PCR bank %r" % (name,)) from None
+        if not isinstance(bank, Mapping) or len(bank) > 24:
+            raise _malformed("bank %s must map up to 24 PCRs" % alg.name)
+        pcrs[alg.alg] = {}
+        for index, digest in bank.items():
+            if not (isinstance(index, str) and index.isdigit()
+                    and int(index) < 24):
+                raise _malformed("PCR index %r out of range" % (index,))
+            if not _is_hex(digest, alg.digest_size * 2):
+                raise _malformed("PCR %s of bank %s is not a %d-byte hex "
+                                 "digest" % (index, alg.name,
+                                             alg.digest_size))
+            pcrs[alg.alg][int(index)] = bytes.fromhex(digest)
+    return pcrs
+
+
+def _ima(value: Any, limit: int) -> IMATail | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _malformed("ima must be a mapping")
+    start = value.get("start")
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise _malformed("ima.start must be an integer >= 0")
+    return IMATail(start, _decode_b64(value.get("data"), "ima.data", limit))

@@ -1,0 +1,24 @@
+"""``trusted-pools-agent``: the attester on each compute host."""
+
+from __future__ import annotations
+
+import sys
+
+from trusted_pools.common import config
+from trusted_pools.common import rpc
+from trusted_pools.common.service import run_until_signalled
+
+
+def main(argv: list[str] | None = None) -> int:
+    conf = config.parse_args(sys.argv[1:] if argv is None else argv,
+                             "trusted-pools-agent")
+    rpc.init(conf)
+    from trusted_pools.agent.service import AgentService
+    try:
+        return run_until_signalled(AgentService(conf))
+    finally:
+        rpc.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""``trusted-pools-conductor``: the attestation conductor service."""
+
+from __future__ import annotations
+
+import sys
+
+from trusted_pools.common import config
+from trusted_pools.common import rpc
+from trusted_pools.common.service import run_until_signalled
+
+
+def main(argv: list[str] | None = None) -> int:
+    conf = config.parse_args(sys.argv[1:] if argv is None else argv,
+                             "trusted-pools-conductor")
+    rpc.init(conf)
+    from trusted_pools.conductor.service import ConductorService
+    try:
+        return run_until_signalled(ConductorService(conf))
+    finally:
+        rpc.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

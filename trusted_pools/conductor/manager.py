@@ -1,0 +1,400 @@
+"""Server side of the conductor RPC API, and the attestation cycle.
+
+One conductor owns the hosts the hash ring gives it. Each interval it
+starts an epoch and announces it to every agent with one fanout cast; each
+of its hosts pushes evidence quoted over its own epoch nonce
+(:mod:`trusted_pools.attestation.freshness`). Evidence is queued by the RPC
+thread and verified in batches by a worker, whose verdicts are written to
+the database in one transaction per batch; a change of trust is announced
+with a signed notification. Hosts that send nothing for
+``unknown_after_missed`` epochs get an "unknown" verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import oslo_messaging as messaging
+
+from trusted_pools import exception
+from trusted_pools.attestation import appraisal
+from trusted_pools.attestation import enrollment
+from trusted_pools.attestation import freshness
+from trusted_pools.attestation import keystore
+from trusted_pools.attestation import results
+from trusted_pools.attestation import verdict as verdict_mod
+from trusted_pools.attestation.evidence import Evidence
+from trusted_pools.conductor import verifier
+from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.db import api as db_api
+from trusted_pools.tpm import structures
+
+LOG = logging.getLogger(__name__)
+
+TRUST_EVENT = "trusted_pools.host.trust.update"
+
+
+def _utc(ts: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+
+
+def _b64d(value: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (ValueError, TypeError):
+        raise exception.MalformedEvidence(what=name, reason="not base64") \
+            from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class ConductorManager:
+    """Endpoints of a conductor. See :mod:`.rpcapi` for the versions."""
+
+    target = messaging.Target(version="1.0")
+
+    def __init__(self, host: str, db: db_api.Connection,
+                 signing_key: Any, agents: Any,
+                 notifier: messaging.Notifier | None, ca_bundle: bytes, *,
+                 interval: int = 60, unknown_after_missed: int = 2,
+                 heartbeat_timeout: int = 60, banks: tuple[str, ...] =
+                 ("sha256",), batch_size: int = 500,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.host = host
+        self.db = db
+        self.signer = results.ResultSigner(signing_key, host)
+        self.public_pem = keystore.public_key_pem(signing_key)
+        self.agents = agents
+        self.notifier = notifier
+        self.ca_bundle = ca_bundle
+        self.interval = interval
+        self.unknown_after_missed = unknown_after_missed
+        self.heartbeat_timeout = heartbeat_timeout
+        self.banks = list(banks)
+        self.batch_size = batch_size
+        self.clock = clock
+        self.epochs = freshness.EpochKeeper()
+        self.ring = HashRing([host])
+        self._states: dict[str, verifier.HostState] = {}
+        self._states_lock = threading.Lock()
+        self._queue: queue.Queue[tuple[float, Any]] = queue.Queue()
+        self._published: dict[str, tuple[str, int]] = {}
+        self._last_evidence: dict[str, float] = {}
+        self._policy_cache: dict[str, Any] = {}
+
+    # --- validity and ownership ---------------------------------------------
+
+    @property
+    def validity(self) -> int:
+        """Seconds a verdict may be relied on: past it, no fresh evidence."""
+        return self.interval * (self.unknown_after_missed + 1)
+
+    def refresh_ring(self) -> HashRing:
+        alive = self.db.list_alive_conductors(self.heartbeat_timeout)
+        members = set(alive) | {self.host}
+        if members != set(self.ring.conductors):
+            LOG.info("Conductor ring is now %s", ", ".join(sorted(members)))
+            self.ring = HashRing(members)
+        return self.ring
+
+    def owned_hosts(self) -> list[db_api.Host]:
+        return [h for h in self.db.list_hosts(state="enrolled")
+                if self.ring.owner(h.hostname) == self.host]
+
+    def heartbeat(self) -> None:
+        self.db.register_conductor(self.host)
+
+    # --- host state ------------------------------------------------------------
+
+    def _policies(self, group: str) -> Any:
+        if group not in self._policy_cache:
+            bodies = self.db.policies_for_group(group)
+            self._policy_cache[group] = appraisal.host_policies(bodies)
+        return self._policy_cache[group]
+
+    def reload_policies(self) -> None:
+        """Drop cached policies: they are read again on next use."""
+        self._policy_cache = {}
+        with self._states_lock:
+            for state in self._states.values():
+                state.policy = None
+
+    def _state(self, hostname: str) -> verifier.HostState:
+        with self._states_lock:
+            state = self._states.get(hostname)
+        if state is None:
+            state = self._load_state(hostname)
+            with self._states_lock:
+                state = self._states.setdefault(hostname, state)
+        if state.policy is None:
+            state.policy = self._policies(state.group)
+        return state
+
+    def _load_state(self, hostname: str) -> verifier.HostState:
+        host = self.db.get_host_by_name(hostname)
+        registration = self.db.get_registration(host.id)
+        state = verifier.HostState(
+            host=hostname, host_id=host.id, group=host.group,
+            ak=structures.load_public(registration.ak_public))
+        latest = self.db.latest_verdicts([host.id])
+        if latest and latest[0].quote_clock is not None:
+            state.clock = verifier.StoredClock(
+                latest[0].quote_clock, latest[0].reset_count or 0,
+                latest[0].restart_count or 0)
+        return state
+
+    def forget_host(self, hostname: str) -> None:
+        with self._states_lock:
+            self._states.pop(hostname, None)
+
+    # --- RPC endpoints -------------------------------------------------------
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def enroll_host(self, context: dict, host: str,
+                    group: str = "default") -> dict[str, Any]:
+        """Register ``host``: EK chain, AK rules, credential activation."""
+        identity = self.agents.get_identity(context, host)
+        challenge = enrollment.start_enrollment(
+            host, _b64d(identity["ek_certificate"], "EK certificate"),
+            _b64d(identity["ek_public"], "EK public"),
+            _b64d(identity["ak_public"], "AK public"),
+            ca_bundle=self.ca_bundle)
+        secret = self.agents.activate_credential(
+            context, host, _b64(challenge.credential_blob),
+            _b64(challenge.encrypted_secret))
+        registration = enrollment.finish_enrollment(
+            challenge.challenge, _b64d(secret, "activated secret"))
+        record = self._store_registration(host, group, identity,
+                                          registration)
+        self.forget_host(host)
+        LOG.info("Host %s enrolled (EK certificate %s, AK name %s)", host,
+                 registration.ek_certificate_fingerprint,
+                 registration.ak_name.hex())
+        return {"host": host, "group": record.group,
+                "ek_certificate_fingerprint":
+                    registration.ek_certificate_fingerprint,
+                "ak_name": registration.ak_name.hex()}
+
+    def _store_registration(self, host: str, group: str,
+                            identity: dict[str, Any],
+                            registration: enrollment.Registration
+                            ) -> db_api.Host:
+        try:
+            record = self.db.get_host_by_name(host)
+        except exception.HostNotFound:
+            record = self.db.create_host(host, group=group,
+                                         state="enrolling")
+        self.db.set_registration(
+            record.id, _b64d(identity["ek_certificate"], "EK certificate"),
+            registration.ak_public, registration.ak_name)
+        return self.db.update_host_state(record.id, "enrolled")
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def attest_now(self, context: dict, host: str) -> dict[str, Any]:
+        """Challenge ``host`` now with a one-off nonce; return its verdict."""
+        state = self._state(host)
+        nonce = freshness.host_nonce(
+            self.epochs.start_epoch(self.clock()).value, host)
+        request = state.request()
+        wire = self.agents.get_evidence(
+            context, host, _b64(nonce), self.banks, request["ima_start"],
+            True)
+        verdict = self._verify_wire(state, wire, nonce)
+        token = self._record([(state, verdict)])[0]
+        return {"verdict": _verdict_json(verdict), "signed_result": token}
+
+    def submit_evidence(self, context: dict, evidence: dict) -> None:
+        """Cast by agents: queue for the verification worker."""
+        self._queue.put((self.clock(), evidence))
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def verdicts_since(self, context: dict, since: float
+                       ) -> list[dict[str, Any]]:
+        """Signed results of every verdict issued at or after ``since``."""
+        names = {h.id: h.hostname for h in self.db.list_hosts()}
+        return [{"host": names.get(v.host_id), "status": v.status,
+                 "level": v.level, "signed_result": v.signed_result}
+                for v in self.db.verdicts_since(_utc(since))]
+
+    def get_public_keys(self, context: dict) -> dict[str, str]:
+        """kid -> PEM of the key that signs this conductor's results."""
+        return {self.signer.kid: self.public_pem}
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def create_policy(self, context: dict, name: str, kind: str,
+                      body: dict[str, Any], created_by: str = "operator"
+                      ) -> dict[str, Any]:
+        appraisal.validate_policy(kind, body)
+        policy = self.db.create_policy_version(name, kind, body,
+                                               created_by=created_by)
+        self.reload_policies()
+        return {"name": policy.name, "version": policy.version,
+                "kind": policy.kind}
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def assign_policy(self, context: dict, group: str, name: str,
+                      version: int | None = None) -> None:
+        self.db.assign_policy(group, name, version)
+        self.reload_policies()
+
+    # --- the cycle -----------------------------------------------------------
+
+    def start_epoch(self, context: dict | None = None) -> freshness.Epoch:
+        """Begin an interval: announce a fresh epoch to every agent."""
+        epoch = self.epochs.start_epoch(self.clock())
+        requests = {}
+        for host in self.owned_hosts():
+            try:
+                requests[host.hostname] = self._state(host.hostname).request()
+            except exception.NotFound as error:
+                LOG.warning("Host %s has no registration: %s", host.hostname,
+                            error)
+        self.agents.start_epoch(context or {}, self.host, epoch.epoch_id,
+                                _b64(epoch.value), self.banks, requests)
+        return epoch
+
+    def process_evidence(self, wait: float = 0.0) -> int:
+        """Verify queued evidence in batches; returns how many."""
+        batch = self._take_batch(wait)
+        verdicts = []
+        for received_at, wire in batch:
+            outcome = self._verify_pushed(wire, received_at)
+            if outcome is not None:
+                verdicts.append(outcome)
+        if verdicts:
+            self._record(verdicts)
+        return len(batch)
+
+    def _take_batch(self, wait: float) -> list[tuple[float, Any]]:
+        batch = []
+        try:
+            batch.append(self._queue.get(timeout=wait) if wait
+                         else self._queue.get_nowait())
+            while len(batch) < self.batch_size:
+                batch.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def _verify_pushed(self, wire: Any, received_at: float
+                       ) -> tuple[verifier.HostState, Any] | None:
+        host = wire.get("host") if isinstance(wire, dict) else None
+        try:
+            state = self._state(host) if isinstance(host, str) else None
+        except exception.NotFound:
+            state = None
+        if state is None:
+            LOG.warning("Evidence from unknown host %r ignored: enroll it "
+                        "first", host if isinstance(host, str) else "?")
+            return None
+        epoch_id = wire.get("epoch_id")
+        try:
+            nonce = self.epochs.expected_nonce(str(epoch_id), host)
+        except exception.StaleEvidence as error:
+            return state, verifier.failed_verdict(
+                host, error, "", int(received_at), self.validity)
+        return state, self._verify_wire(state, wire, nonce)
+
+    def _verify_wire(self, state: verifier.HostState, wire: Any,
+                     nonce: bytes) -> Any:
+        now = int(self.clock())
+        try:
+            evidence = Evidence.from_wire(wire)
+        except exception.EvidenceError as error:
+            return verifier.failed_verdict(state.host, error, "", now,
+                                           self.validity)
+        outcome = verifier.verify_and_appraise(state, evidence, nonce, now,
+                                               self.validity)
+        self._last_evidence[state.host] = self.clock()
+        return outcome.verdict
+
+    def mark_missing(self) -> int:
+        """Unknown verdict for owned hosts silent for too many epochs."""
+        now = self.clock()
+        limit = self.interval * self.unknown_after_missed
+        missing = []
+        for host in self.owned_hosts():
+            last = self._last_evidence.get(host.hostname)
+            if last is None:
+                self._last_evidence[host.hostname] = now  # grace from now
+                continue
+            if now - last > limit and self._published.get(
+                    host.hostname, ("", 0))[0] != "unknown":
+                state = self._state(host.hostname)
+                missing.append((state, verdict_mod.unknown_verdict(
+                    host=host.hostname, issued_at=int(now),
+                    validity=self.validity,
+                    reason="no evidence for %d s: agent unreachable or "
+                           "not answering" % int(now - last))))
+        if missing:
+            self._record(missing)
+        return len(missing)
+
+    # --- recording and publishing ---------------------------------------------
+
+    def _record(self, verdicts: list[tuple[verifier.HostState, Any]]
+                ) -> list[str]:
+        tokens = [self.signer.sign(v) for _, v in verdicts]
+        rows = [_new_verdict(state, v, token)
+                for (state, v), token in zip(verdicts, tokens)]
+        self.db.add_verdicts(rows)
+        for state, _ in verdicts:
+            self._save_ima(state)
+        for (state, v), token in zip(verdicts, tokens):
+            self._publish_if_changed(v, token)
+        return tokens
+
+    def _save_ima(self, state: verifier.HostState) -> None:
+        if state.ima_state is None or state.clock is None:
+            return
+        self.db.save_ima_state(db_api.IMAState(
+            host_id=state.host_id, entries=state.ima_state.entries,
+            pcr_values={str(b): v.hex()
+                        for b, v in state.ima_state.pcrs.items()},
+            reset_count=state.clock.reset_count,
+            restart_count=state.clock.restart_count))
+
+    def _publish_if_changed(self, v: Any, token: str) -> None:
+        current = (v.status.value, int(v.level))
+        if self._published.get(v.host) == current:
+            return
+        previous = self._published.get(v.host)
+        self._published[v.host] = current
+        LOG.info("Host %s is now %s at level %d (was %s): %s", v.host,
+                 current[0], current[1],
+                 "%s/%d" % previous if previous else "not known",
+                 "; ".join(v.reasons) or "no reasons")
+        if self.notifier is not None:
+            self.notifier.info({}, TRUST_EVENT, {
+                "host": v.host, "status": current[0], "level": current[1],
+                "signed_result": token})
+
+
+def _new_verdict(state: verifier.HostState, v: Any, token: str
+                 ) -> db_api.NewVerdict:
+    clock = state.clock
+    return db_api.NewVerdict(
+        host_id=state.host_id, status=v.status.value, level=int(v.level),
+        issued_at=_utc(v.issued_at), expires_at=_utc(v.expires_at),
+        vector=v.vector.to_json(), reasons=list(v.reasons),
+        policy_versions=dict(v.policy_versions),
+        evidence_digest=v.evidence_digest or None,
+        quote_clock=None if clock is None else clock.clock,
+        reset_count=None if clock is None else clock.reset_count,
+        restart_count=None if clock is None else clock.restart_count,
+        signed_result=token)
+
+
+def _verdict_json(v: Any) -> dict[str, Any]:
+    return {"host": v.host, "status": v.status.value, "level": int(v.level),
+            "reasons": list(v.reasons), "vector": v.vector.to_json(),
+            "policy_versions": dict(v.policy_versions),
+            "issued_at": v.issued_at, "expires_at": v.expires_at}

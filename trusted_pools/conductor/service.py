@@ -1,0 +1,101 @@
+"""The conductor service: RPC server, attestation cycle and worker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from trusted_pools import exception
+from trusted_pools.agent import rpcapi as agent_rpcapi
+from trusted_pools.attestation import keystore
+from trusted_pools.common import rpc
+from trusted_pools.common.service import PeriodicJob
+from trusted_pools.conductor import manager as conductor_manager
+from trusted_pools.conductor import rpcapi
+from trusted_pools.db import api as db_api
+
+LOG = logging.getLogger(__name__)
+
+
+def _read_ca_bundle(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise exception.ConfigInvalid(
+            reason="[conductor] ek_ca_bundle %s cannot be read (%s); put "
+                   "the TPM manufacturers' CA certificates there"
+                   % (path, exc.strerror)) from exc
+
+
+class ConductorService:
+    """One conductor process (or one in-process conductor in tests)."""
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 db: db_api.Connection | None = None,
+                 host: str | None = None) -> None:
+        self.conf = conf
+        group = conf.conductor
+        self.host = host or group.host
+        self.db = db or db_api.get_instance()
+        key = keystore.load_or_create_signing_key(group.signing_key_path)
+        self.manager = conductor_manager.ConductorManager(
+            self.host, self.db, key, agent_rpcapi.AgentAPI(timeout=30),
+            rpc.get_notifier("trusted_pools.conductor.%s" % self.host),
+            _read_ca_bundle(group.ek_ca_bundle),
+            interval=group.attestation_interval,
+            unknown_after_missed=group.unknown_after_missed,
+            heartbeat_timeout=group.heartbeat_timeout,
+            banks=tuple(conf.attestation.pcr_banks),
+            batch_size=group.evidence_batch_size)
+        self._server: messaging.MessageHandlingServer | None = None
+        self._jobs: list[PeriodicJob] = []
+
+    def start(self) -> None:
+        self.manager.heartbeat()
+        self.manager.refresh_ring()
+        self._server = rpc.get_server(
+            messaging.Target(topic=rpcapi.TOPIC, server=self.host),
+            [self.manager])
+        self._server.start()
+        group = self.conf.conductor
+        self._jobs = [
+            PeriodicJob("heartbeat", self._heartbeat,
+                        group.heartbeat_interval),
+            PeriodicJob("attestation-cycle", self.run_cycle,
+                        group.attestation_interval, initial_delay=0.5),
+            PeriodicJob("evidence-worker", self._work, 0.0),
+        ]
+        for job in self._jobs:
+            job.start()
+        LOG.info("Conductor %s started: interval %d s", self.host,
+                 group.attestation_interval)
+
+    def _heartbeat(self) -> None:
+        self.manager.heartbeat()
+        self.manager.refresh_ring()
+
+    def run_cycle(self) -> Any:
+        self.manager.refresh_ring()
+        self.manager.mark_missing()
+        return self.manager.start_epoch()
+
+    def _work(self) -> None:
+        self.manager.process_evidence(wait=0.5)
+
+    def stop(self) -> None:
+        for job in self._jobs:
+            job.stop()
+        if self._server is not None:
+            self._server.stop()
+            self._server.wait()
+            self._server = None
+        try:
+            self.db.unregister_conductor(self.host)
+        except exception.TrustedPoolsError as error:
+            LOG.warning("Could not unregister conductor %s: %s", self.host,
+                        error)
+        LOG.info("Conductor %s stopped", self.host)

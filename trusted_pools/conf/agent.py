@@ -1,0 +1,33 @@
+"""[agent]: the attester on each compute host."""
+
+import socket
+
+from oslo_config import cfg
+
+group = cfg.OptGroup(
+    "agent", title="Host agent",
+    help="trusted-pools-agent: answers attestation challenges from this "
+         "host's TPM.")
+
+opts = [
+    cfg.StrOpt("host", default=socket.gethostname(), sample_default="<hostname>",
+               help="Name of this compute host as Nova knows it; the "
+                    "agent's RPC topic and the host's identity in verdicts."),
+    cfg.StrOpt("event_log_path",
+               default="/sys/kernel/security/tpm0/binary_bios_measurements",
+               help="Measured-boot event log of this host, as the kernel "
+                    "exposes it. Empty: send no event log."),
+    cfg.StrOpt("ima_log_path",
+               default="/sys/kernel/security/ima/ascii_runtime_measurements",
+               help="IMA runtime measurement list (ascii). Empty: send no "
+                    "IMA log."),
+    cfg.IntOpt("pcr_read_retries", default=5, min=1, max=100,
+               help="How often to retry reading PCR values that changed "
+                    "while the quote was taken (IMA extends PCR 10 at any "
+                    "time)."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)

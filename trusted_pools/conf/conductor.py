@@ -1,0 +1,48 @@
+"""[conductor]: the remote verifier."""
+
+import socket
+
+from oslo_config import cfg
+
+group = cfg.OptGroup(
+    "conductor", title="Attestation conductor",
+    help="trusted-pools-conductor: registers hosts, attests them at an "
+         "interval and publishes signed verdicts.")
+
+opts = [
+    cfg.StrOpt("host", default=socket.gethostname(), sample_default="<hostname>",
+               help="Name of this conductor in the hash ring and in the "
+                    "issuer of its signed results."),
+    cfg.IntOpt("attestation_interval", default=60, min=1, max=86400,
+               help="Seconds between two attestations of each host (the "
+                    "epoch length; ETSI GR NFV-SEC 007 7.2.2)."),
+    cfg.IntOpt("unknown_after_missed", default=2, min=1, max=100,
+               help="Epochs a host may miss before its verdict becomes "
+                    "'unknown' (never trusted). Each verdict also expires "
+                    "after this many intervals plus one."),
+    cfg.IntOpt("heartbeat_interval", default=10, min=1,
+               help="Seconds between two heartbeats of this conductor."),
+    cfg.IntOpt("heartbeat_timeout", default=60, min=2,
+               help="Seconds without a heartbeat after which a conductor "
+                    "counts as dead and its hosts move to the others. "
+                    "Its hosts are attested by the others within two of "
+                    "these timeouts."),
+    cfg.StrOpt("signing_key_path",
+               default="/var/lib/trusted-pools/conductor-signing-key.pem",
+               help="PEM private key (Ed25519 or ECDSA P-256) that signs "
+                    "attestation results; created (mode 0600) on first "
+                    "start if absent. Share it between conductors, or "
+                    "give consumers every conductor's public key."),
+    cfg.StrOpt("ek_ca_bundle", default="/etc/trusted-pools/ek-ca.pem",
+               help="PEM bundle of the TPM manufacturers' CA certificates "
+                    "that EK certificates must chain to. A host whose EK "
+                    "does not chain cannot enroll."),
+    cfg.IntOpt("evidence_batch_size", default=500, min=1, max=100000,
+               help="Evidence messages verified and written to the "
+                    "database together."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)
