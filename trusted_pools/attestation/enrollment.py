@@ -120,7 +120,8 @@ def _load_certificate(cert_der: bytes, host: str) -> x509.Certificate:
         raise TypeError("cert_der must be bytes")
     try:
         return _parsed_fully(x509.load_der_x509_certificate(bytes(cert_der)))
-    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) \
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension,
+            x509.InvalidVersion) \
             as exc:
         raise exception.MalformedEvidence(
             what="EK certificate of host %s" % host, reason=str(exc)) \
