@@ -336,3 +336,11 @@ class DatabaseError(TrustedPoolsError):
     """A database failure that is neither a conflict nor an outage."""
 
     _msg_fmt = "Database error: %(reason)s"
+
+
+# --- Golden-measurement policies (trusted_pools.attestation.policy) ---------
+
+class PolicyInvalid(InvalidParameterValue):
+    """A policy body failed validation; nothing was stored or applied."""
+
+    _msg_fmt = ("Policy %(policy)s is invalid at %(field)s: %(reason)s")

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from oslo_config import cfg
 
+from trusted_pools.cmd import db
 from trusted_pools.cmd import evidence
 from trusted_pools.conf import CONF
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory of *.conf files read after --config-file")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    db.add_commands(commands)
     evidence.add_commands(commands)
     return parser
 

@@ -109,8 +109,12 @@ class ConductorManager:
         return [h for h in self.db.list_hosts(state="enrolled")
                 if self.ring.owner(h.hostname) == self.host]
 
+    def register(self) -> None:
+        """Join the ring (again after a restart: the row is reused)."""
+        self.db.register_conductor(self.host, update_existing=True)
+
     def heartbeat(self) -> None:
-        self.db.register_conductor(self.host)
+        self.db.touch_conductor(self.host)
 
     # --- host state ------------------------------------------------------------
 

@@ -55,7 +55,7 @@ class ConductorService:
         self._jobs: list[PeriodicJob] = []
 
     def start(self) -> None:
-        self.manager.heartbeat()
+        self.manager.register()
         self.manager.refresh_ring()
         self._server = rpc.get_server(
             messaging.Target(topic=rpcapi.TOPIC, server=self.host),

@@ -5,6 +5,7 @@ from oslo_config import cfg
 from trusted_pools.conf import agent
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
+from trusted_pools.conf import database
 from trusted_pools.conf import tpm
 
 CONF = cfg.CONF
@@ -12,4 +13,5 @@ CONF = cfg.CONF
 agent.register_opts(CONF)
 attestation.register_opts(CONF)
 conductor.register_opts(CONF)
+database.register_opts(CONF)
 tpm.register_opts(CONF)

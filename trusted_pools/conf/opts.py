@@ -7,9 +7,10 @@ from oslo_config import cfg
 from trusted_pools.conf import agent
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
+from trusted_pools.conf import database
 from trusted_pools.conf import tpm
 
-_MODULES = (agent, attestation, conductor, tpm)
+_MODULES = (agent, attestation, conductor, database, tpm)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

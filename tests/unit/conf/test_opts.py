@@ -5,14 +5,17 @@ from trusted_pools.conf import opts
 
 
 def test_list_opts_covers_registered_groups():
-    listed = {group.name: [o.name for o in options]
+    listed = {getattr(group, "name", group): [o.name for o in options]
               for group, options in opts.list_opts()}
-    assert "attestation" in listed and "tpm" in listed
+    for expected in ("agent", "attestation", "conductor", "tpm",
+                     "DEFAULT"):
+        assert expected in listed
     for group, names in listed.items():
+        section = CONF if group == "DEFAULT" else CONF[group]
         for name in names:
             # Raises NoSuchOptError if listed but never registered.
-            CONF[group][name]
-            assert name in CONF[group]
+            section[name]
+            assert name in section
 
 
 def test_every_option_has_help_and_type():

@@ -1,0 +1,1033 @@
+"""The database API the services call.
+
+Everything the conductor persists goes through :class:`Connection`; services
+get the process-wide one with :func:`get_instance`, configured from
+``[database]`` in trusted-pools.conf. Tests and tools build their own with
+:func:`make_context_manager`.
+
+Contract:
+
+* Each method is one short transaction (oslo.db enginefacade ``writer`` or
+  ``reader``) and returns plain frozen records, never ORM objects, so nothing
+  lazy-loads outside its transaction.
+* Errors are the project's: :class:`~trusted_pools.exception.NotFound` and
+  :class:`~trusted_pools.exception.Conflict` subclasses for state problems,
+  :class:`~trusted_pools.exception.InvalidParameterValue` for bad arguments,
+  :class:`~trusted_pools.exception.DatabaseUnavailable` when the server is
+  away. Deadlocks are retried here before they surface.
+* Timestamps are timezone-aware UTC ``datetime`` objects; naive ones given
+  by callers are taken as UTC.
+* On SQLite, writers take the write lock when they begin (``BEGIN
+  IMMEDIATE``, WAL journal) so that two writers queue instead of failing
+  with "database is locked" half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import functools
+import hashlib
+import threading
+import uuid as uuid_lib
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+from oslo_db import api as oslo_db_api
+from oslo_db import exception as db_exc
+from oslo_db.sqlalchemy import enginefacade
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from trusted_pools import exception
+from trusted_pools.db import models
+
+__all__ = [
+    "Connection", "ConductorRecord", "Host", "IMAState", "NewVerdict",
+    "Policy", "PolicyAssignment", "Registration", "Verdict",
+    "UNCONDITIONAL", "get_instance", "make_context_manager",
+]
+
+Clock = Callable[[], datetime.datetime]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_SQLITE_IMMEDIATE = "trusted_pools_sqlite_immediate"
+
+#: ``save_ima_state(state)`` without ``expected``: write whatever is stored.
+UNCONDITIONAL = object()
+# Rows per INSERT round trip in add_verdicts: large enough to amortize the
+# statement, small enough for MySQL's max_allowed_packet with JWS payloads.
+_VERDICT_CHUNK = 1000
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _as_utc(value: datetime.datetime, name: str) -> datetime.datetime:
+    if not isinstance(value, datetime.datetime):
+        raise exception.InvalidParameterValue(
+            name=name, reason="must be a datetime, not %s"
+            % type(value).__name__)
+    return models._utc(value)
+
+
+def _choice(value: str, choices: Sequence[str], name: str) -> str:
+    if value not in choices:
+        raise exception.InvalidParameterValue(
+            name=name, reason="%r is not one of %s"
+            % (value, ", ".join(choices)))
+    return value
+
+
+def _non_empty(value: str, name: str, limit: int = 255) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise exception.InvalidParameterValue(
+            name=name, reason="must be a non-empty string of at most %d "
+            "characters" % limit)
+    return value
+
+
+def _count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise exception.InvalidParameterValue(
+            name=name, reason="must be a non-negative integer")
+    return value
+
+
+# --- Records returned to (and taken from) callers ----------------------------
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Host:
+    id: int
+    uuid: str
+    hostname: str
+    group: str
+    state: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registration:
+    """The TPM identity of a host. ``ek_cert_fingerprint`` is SHA-256 hex of
+    the DER certificate, computed here, never taken from the caller."""
+
+    host_id: int
+    ek_cert_fingerprint: str
+    ek_certificate: bytes
+    ak_public: bytes
+    ak_name: bytes
+    registered_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Policy:
+    id: int
+    name: str
+    version: int
+    kind: str
+    body: dict[str, Any]
+    created_at: datetime.datetime
+    created_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicyAssignment:
+    """``policy_version`` None means "always the latest version"."""
+
+    group: str
+    policy_name: str
+    policy_version: int | None
+    assigned_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewVerdict:
+    """A verdict to store; the constructor validates, so a bad one cannot
+    reach the database half-way through a batch."""
+
+    host_id: int
+    status: str
+    level: int
+    issued_at: datetime.datetime
+    expires_at: datetime.datetime
+    vector: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reasons: list[Any] = dataclasses.field(default_factory=list)
+    policy_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    evidence_digest: str | None = None
+    quote_clock: int | None = None
+    reset_count: int | None = None
+    restart_count: int | None = None
+    signed_result: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice(self.status, models.VERDICT_STATUSES, "status")
+        _count(self.level, "level")
+        issued = _as_utc(self.issued_at, "issued_at")
+        expires = _as_utc(self.expires_at, "expires_at")
+        if expires < issued:
+            raise exception.InvalidParameterValue(
+                name="expires_at", reason="is before issued_at")
+        object.__setattr__(self, "issued_at", issued)
+        object.__setattr__(self, "expires_at", expires)
+        for name in ("quote_clock", "reset_count", "restart_count"):
+            if getattr(self, name) is not None:
+                _count(getattr(self, name), name)
+        for name, kind in (("vector", dict), ("reasons", list),
+                           ("policy_versions", dict)):
+            if not isinstance(getattr(self, name), kind):
+                raise exception.InvalidParameterValue(
+                    name=name, reason="must be a %s" % kind.__name__)
+
+    def _row(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    id: int
+    host_id: int
+    status: str
+    level: int
+    vector: dict[str, Any]
+    reasons: list[Any]
+    policy_versions: dict[str, int]
+    evidence_digest: str | None
+    quote_clock: int | None
+    reset_count: int | None
+    restart_count: int | None
+    issued_at: datetime.datetime
+    expires_at: datetime.datetime
+    signed_result: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IMAState:
+    """Where a host's IMA replay stopped: ``entries`` lines consumed, the
+    PCR 10 value per bank (hex) they replay to, and the boot they belong to
+    (a different reset/restart count means the host rebooted)."""
+
+    host_id: int
+    entries: int
+    pcr_values: dict[str, str]
+    reset_count: int
+    restart_count: int
+    updated_at: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConductorRecord:
+    hostname: str
+    online: bool
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+def _record(cls: type, row: Any, **renamed: str) -> Any:
+    """Copy an ORM row into a record; ``renamed`` maps field -> column."""
+    return cls(**{f.name: getattr(row, renamed.get(f.name, f.name))
+                  for f in dataclasses.fields(cls)})
+
+
+def _host(row: models.Host) -> Host:
+    return _record(Host, row, group="host_group")
+
+
+# Verdicts are read and written in bulk: through Core, in the column order
+# of the record, which skips the ORM's per-row identity bookkeeping.
+_VERDICTS = models.Verdict.__table__
+_VERDICT_COLUMNS = [_VERDICTS.c[f.name] for f in dataclasses.fields(Verdict)]
+
+
+def _policy(row: models.Policy) -> Policy:
+    return _record(Policy, row)
+
+
+# --- Error translation -------------------------------------------------------
+
+def _translate_errors(fn: _F) -> _F:
+    """Turn oslo.db errors that escaped a method into the project's."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except db_exc.DBConnectionError as exc:
+            raise exception.DatabaseUnavailable(
+                reason="cannot connect (%s)" % type(exc.inner_exception
+                                                    ).__name__) from exc
+        except db_exc.DBDeadlock as exc:
+            raise exception.TemporaryFailure(
+                reason="database deadlock persisted after retries") from exc
+        except db_exc.DBDuplicateEntry as exc:
+            raise exception.Conflict(
+                reason="duplicate value for %s"
+                % ", ".join(exc.columns or ["a unique column"])) from exc
+        except db_exc.DBReferenceError as exc:
+            raise exception.NotFound(
+                reason="a referenced row does not exist (%s)"
+                % (exc.key or "foreign key")) from exc
+        except (db_exc.DBConstraintError, db_exc.DBDataError) as exc:
+            raise exception.Invalid(
+                reason="the database rejected a value: %s"
+                % type(exc).__name__) from exc
+        except db_exc.DBError as exc:
+            if isinstance(exc.inner_exception, sa.exc.IntegrityError):
+                raise exception.Invalid(
+                    reason="the database rejected a value (integrity "
+                    "constraint)") from exc
+            raise exception.DatabaseError(
+                reason=type(exc.inner_exception).__name__) from exc
+        except sa.exc.OperationalError as exc:
+            # oslo.db passes these through unwrapped: connection refused
+            # with newer libpq messages, SQLite's "database is locked"
+            # after the busy timeout, server shutdown, lock timeouts.
+            if _mysql_errno(exc) == _MYSQL_CHECK_VIOLATED:
+                raise exception.Invalid(
+                    reason="the database rejected a value (check "
+                    "constraint)") from exc
+            first_line = str(exc.orig).strip().splitlines()[:1]
+            raise exception.DatabaseUnavailable(
+                reason=first_line[0] if first_line else type(exc.orig
+                                                             ).__name__
+            ) from exc
+    return wrapper  # type: ignore[return-value]
+
+
+_MYSQL_CHECK_VIOLATED = 4025  # MariaDB: CONSTRAINT ... failed
+
+
+def _mysql_errno(exc: sa.exc.DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _retry_on_duplicate(exc: Exception) -> bool:
+    return isinstance(exc, db_exc.DBDuplicateEntry)
+
+
+_retry_deadlock = oslo_db_api.wrap_db_retry(
+    max_retries=5, retry_interval=0.05, max_retry_interval=1,
+    inc_retry_interval=True, retry_on_deadlock=True, jitter=True)
+
+# Version numbers are allocated as max + 1; two writers racing for the same
+# name make one of them hit the unique constraint, and it simply retries.
+_retry_allocation = oslo_db_api.wrap_db_retry(
+    max_retries=10, retry_interval=0.01, max_retry_interval=0.2,
+    inc_retry_interval=True, retry_on_deadlock=True, jitter=True,
+    exception_checker=_retry_on_duplicate)
+
+
+# --- Engine setup ------------------------------------------------------------
+
+def _sqlite_engine_hook(engine: sa.engine.Engine) -> None:
+    """WAL journal and BEGIN IMMEDIATE for writers on SQLite engines."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _wal(dbapi_connection: Any, record: Any) -> None:
+        if engine.url.database not in (None, "", ":memory:"):
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    def _begin(conn: sa.engine.Connection) -> None:
+        if (conn.get_execution_options().get(_SQLITE_IMMEDIATE)
+                and "in_transaction" not in conn.info):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.info["in_transaction"] = True
+
+    # Must run before oslo.db's own listener, which emits a plain BEGIN
+    # unless a transaction is already marked as open; ``insert=True`` is
+    # not honoured for engine "begin" events, so re-add theirs after ours.
+    others = list(engine.dispatch.begin)
+    for listener in others:
+        sa.event.remove(engine, "begin", listener)
+    sa.event.listen(engine, "begin", _begin)
+    for listener in others:
+        sa.event.listen(engine, "begin", listener)
+
+
+def make_context_manager(connection: str | None = None, **options: Any
+                         ) -> enginefacade._TransactionContextManager:
+    """A new enginefacade transaction context for this schema.
+
+    ``connection`` None reads ``[database]`` from the global configuration
+    on first use; otherwise it is a SQLAlchemy URL and ``options`` are
+    further enginefacade settings (``max_pool_size``, ...). SQLite foreign
+    keys are always on: the schema relies on them for cascades.
+    """
+    context_manager = enginefacade.transaction_context()
+    settings: dict[str, Any] = {"sqlite_fk": True}
+    if connection is not None:
+        settings["connection"] = connection
+    settings.update(options)
+    context_manager.configure(**settings)
+    context_manager.append_on_engine_create(_sqlite_engine_hook)
+    return context_manager
+
+
+# --- The API -----------------------------------------------------------------
+
+class Connection:
+    """The persistence API; one instance per database, shared by threads."""
+
+    def __init__(self, context_manager: enginefacade._TransactionContextManager
+                 | None = None, clock: Clock = _utcnow) -> None:
+        self._context_manager = context_manager or make_context_manager()
+        self._clock = clock
+        # enginefacade keeps the current transaction on this object; a
+        # thread-local one gives each thread its own transaction.
+        self._local = threading.local()
+        self._sqlite: bool | None = None
+
+    # -- plumbing
+
+    def get_engine(self) -> sa.engine.Engine:
+        """The writer engine (for migrations and diagnostics)."""
+        return self._context_manager.writer.get_engine()
+
+    def dispose(self) -> None:
+        """Close pooled connections (tests, forked workers)."""
+        self._context_manager.dispose_pool()
+
+    def _is_sqlite(self) -> bool:
+        if self._sqlite is None:
+            self._sqlite = self.get_engine().dialect.name == "sqlite"
+        return self._sqlite
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[orm.Session]:
+        sqlite = self._is_sqlite()
+        with self._context_manager.writer.using(self._local) as session:
+            if sqlite:
+                session.connection(execution_options={_SQLITE_IMMEDIATE:
+                                                      True})
+            yield session
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[orm.Session]:
+        with self._context_manager.reader.using(self._local) as session:
+            yield session
+
+    # -- hosts
+
+    @_translate_errors
+    @_retry_deadlock
+    def create_host(self, hostname: str, group: str = "default",
+                    state: str = "enrolling", uuid: str | None = None
+                    ) -> Host:
+        """Add a host; :class:`HostAlreadyExists` if the name is taken."""
+        _non_empty(hostname, "hostname")
+        _non_empty(group, "group")
+        _choice(state, models.HOST_STATES, "state")
+        host_uuid = uuid or str(uuid_lib.uuid4())
+        try:
+            with self._writer() as session:
+                row = models.Host(uuid=host_uuid, hostname=hostname,
+                                  host_group=group, state=state,
+                                  created_at=self._clock())
+                session.add(row)
+                session.flush()
+                return _host(row)
+        except db_exc.DBDuplicateEntry as exc:
+            if any("uuid" in column for column in exc.columns or []):
+                raise exception.Conflict(
+                    reason="a host with UUID %s already exists"
+                    % host_uuid) from exc
+            raise exception.HostAlreadyExists(host=hostname) from exc
+
+    def _host_row(self, session: orm.Session, host_id: int) -> models.Host:
+        row = session.get(models.Host, host_id)
+        if row is None:
+            raise exception.HostNotFound(host=host_id)
+        return row
+
+    @_translate_errors
+    def get_host(self, host_id: int) -> Host:
+        with self._reader() as session:
+            return _host(self._host_row(session, host_id))
+
+    @_translate_errors
+    def get_host_by_name(self, hostname: str) -> Host:
+        return self._get_host_where(models.Host.hostname == hostname,
+                                    hostname)
+
+    @_translate_errors
+    def get_host_by_uuid(self, uuid: str) -> Host:
+        return self._get_host_where(models.Host.uuid == uuid, uuid)
+
+    def _get_host_where(self, condition: Any, shown: str) -> Host:
+        with self._reader() as session:
+            row = session.scalars(sa.select(models.Host).where(condition)
+                                  ).one_or_none()
+            if row is None:
+                raise exception.HostNotFound(host=shown)
+            return _host(row)
+
+    @_translate_errors
+    def list_hosts(self, group: str | None = None, state: str | None = None
+                   ) -> list[Host]:
+        """Hosts ordered by id, optionally of one group and/or state."""
+        query = sa.select(models.Host).order_by(models.Host.id)
+        if group is not None:
+            query = query.where(models.Host.host_group == group)
+        if state is not None:
+            query = query.where(models.Host.state ==
+                                _choice(state, models.HOST_STATES, "state"))
+        with self._reader() as session:
+            return [_host(row) for row in session.scalars(query)]
+
+    @_translate_errors
+    @_retry_deadlock
+    def update_host_state(self, host_id: int, state: str) -> Host:
+        _choice(state, models.HOST_STATES, "state")
+        return self._update_host(host_id, state=state)
+
+    @_translate_errors
+    @_retry_deadlock
+    def update_host_group(self, host_id: int, group: str) -> Host:
+        """Move a host to another group (and so to its policies)."""
+        return self._update_host(host_id, host_group=_non_empty(group,
+                                                                "group"))
+
+    def _update_host(self, host_id: int, **values: Any) -> Host:
+        with self._writer() as session:
+            row = self._host_row(session, host_id)
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.updated_at = self._clock()
+            session.flush()
+            return _host(row)
+
+    @_translate_errors
+    @_retry_deadlock
+    def delete_host(self, host_id: int) -> None:
+        """Remove a host with its registration, verdicts and IMA state."""
+        with self._writer() as session:
+            # Delete dependants explicitly: cascades are declared, but
+            # SQLite only honours them with foreign keys on.
+            for model in (models.Registration, models.IMAState,
+                          models.Verdict):
+                session.execute(sa.delete(model).where(
+                    model.host_id == host_id))
+            deleted = session.execute(sa.delete(models.Host).where(
+                models.Host.id == host_id)).rowcount
+            if not deleted:
+                raise exception.HostNotFound(host=host_id)
+
+    # -- registrations
+
+    @_translate_errors
+    @_retry_deadlock
+    def set_registration(self, host_id: int, ek_certificate: bytes,
+                         ak_public: bytes, ak_name: bytes) -> Registration:
+        """Bind a host to its TPM (EK certificate) and AK, replacing any
+        previous registration in the same transaction: readers see the old
+        or the new identity, never a mix.
+
+        :raises EKAlreadyRegistered: the EK is bound to another host.
+        """
+        for name, value in (("ek_certificate", ek_certificate),
+                            ("ak_public", ak_public), ("ak_name", ak_name)):
+            if not isinstance(value, bytes) or not value:
+                raise exception.InvalidParameterValue(
+                    name=name, reason="must be non-empty bytes")
+        fingerprint = hashlib.sha256(ek_certificate).hexdigest()
+        try:
+            with self._writer() as session:
+                self._host_row(session, host_id)
+                row = session.get(models.Registration, host_id)
+                if row is None:
+                    row = models.Registration(host_id=host_id)
+                    session.add(row)
+                row.ek_cert_fingerprint = fingerprint
+                row.ek_certificate = ek_certificate
+                row.ak_public = ak_public
+                row.ak_name = ak_name
+                row.registered_at = self._clock()
+                session.flush()
+                return _record(Registration, row)
+        except db_exc.DBDuplicateEntry as exc:
+            if any("fingerprint" in c for c in exc.columns or []):
+                raise exception.EKAlreadyRegistered(
+                    fingerprint=fingerprint) from exc
+            raise exception.ConcurrentUpdate(
+                what="registration of host %s" % host_id,
+                reason="registered concurrently") from exc
+
+    @_translate_errors
+    def get_registration(self, host_id: int) -> Registration:
+        with self._reader() as session:
+            row = session.get(models.Registration, host_id)
+            if row is None:
+                self._host_row(session, host_id)
+                raise exception.RegistrationNotFound(host=host_id)
+            return _record(Registration, row)
+
+    @_translate_errors
+    def get_registration_by_fingerprint(self, fingerprint: str
+                                        ) -> Registration:
+        """Which host an EK certificate (SHA-256 hex) is registered to."""
+        with self._reader() as session:
+            row = session.scalars(sa.select(models.Registration).where(
+                models.Registration.ek_cert_fingerprint ==
+                fingerprint.lower())).one_or_none()
+            if row is None:
+                raise exception.RegistrationNotFound(host=fingerprint)
+            return _record(Registration, row)
+
+    @_translate_errors
+    @_retry_deadlock
+    def delete_registration(self, host_id: int) -> None:
+        with self._writer() as session:
+            deleted = session.execute(sa.delete(models.Registration).where(
+                models.Registration.host_id == host_id)).rowcount
+            if not deleted:
+                raise exception.RegistrationNotFound(host=host_id)
+
+    # -- policies
+
+    @_translate_errors
+    @_retry_allocation
+    def create_policy_version(self, name: str, kind: str,
+                              body: dict[str, Any], created_by: str
+                              ) -> Policy:
+        """Store ``body`` as the next version of policy ``name`` (1 for a
+        new name). Versions are immutable; concurrent writers get distinct
+        consecutive versions."""
+        _non_empty(name, "name")
+        _choice(kind, models.POLICY_KINDS, "kind")
+        _non_empty(created_by, "created_by")
+        if not isinstance(body, dict):
+            raise exception.InvalidParameterValue(name="body",
+                                                  reason="must be a dict")
+        with self._writer() as session:
+            current = session.scalar(
+                sa.select(sa.func.max(models.Policy.version)).where(
+                    models.Policy.name == name))
+            if current is not None:
+                existing = session.scalar(sa.select(models.Policy.kind).where(
+                    models.Policy.name == name).limit(1))
+                if existing != kind:
+                    raise exception.Conflict(
+                        reason="policy %s is of kind %s, not %s"
+                        % (name, existing, kind))
+            row = models.Policy(name=name, version=(current or 0) + 1,
+                                kind=kind, body=body,
+                                created_at=self._clock(),
+                                created_by=created_by)
+            session.add(row)
+            session.flush()
+            return _policy(row)
+
+    @_translate_errors
+    def get_policy(self, name: str, version: int | None = None) -> Policy:
+        """One version of a policy; ``version`` None gives the latest."""
+        query = sa.select(models.Policy).where(models.Policy.name == name)
+        if version is None:
+            query = query.order_by(models.Policy.version.desc()).limit(1)
+        else:
+            query = query.where(models.Policy.version == version)
+        with self._reader() as session:
+            row = session.scalars(query).first()
+            if row is None:
+                raise exception.PolicyNotFound(
+                    policy=name, version="latest" if version is None
+                    else version)
+            return _policy(row)
+
+    @_translate_errors
+    def list_policies(self, name: str | None = None) -> list[Policy]:
+        """Every stored version, by name then version."""
+        query = sa.select(models.Policy).order_by(models.Policy.name,
+                                                  models.Policy.version)
+        if name is not None:
+            query = query.where(models.Policy.name == name)
+        with self._reader() as session:
+            return [_policy(row) for row in session.scalars(query)]
+
+    @_translate_errors
+    @_retry_deadlock
+    def assign_policy(self, group: str, policy_name: str,
+                      version: int | None = None) -> PolicyAssignment:
+        """Hold ``group`` to a policy, pinned to ``version`` or following
+        its latest version; replaces an earlier assignment of that name."""
+        _non_empty(group, "group")
+        if version is not None and (isinstance(version, bool) or
+                                    not isinstance(version, int) or
+                                    version < 1):
+            raise exception.InvalidParameterValue(
+                name="version", reason="must be a positive integer or None")
+        with self._writer() as session:
+            exists = sa.select(models.Policy.id).where(
+                models.Policy.name == policy_name)
+            if version is not None:
+                exists = exists.where(models.Policy.version == version)
+            if session.scalar(exists.limit(1)) is None:
+                raise exception.PolicyNotFound(
+                    policy=policy_name,
+                    version="any" if version is None else version)
+            row = session.get(models.PolicyAssignment, (group, policy_name))
+            if row is None:
+                row = models.PolicyAssignment(host_group=group,
+                                              policy_name=policy_name)
+                session.add(row)
+            row.policy_version = version
+            row.assigned_at = self._clock()
+            session.flush()
+            return _record(PolicyAssignment, row, group="host_group")
+
+    @_translate_errors
+    @_retry_deadlock
+    def unassign_policy(self, group: str, policy_name: str) -> None:
+        with self._writer() as session:
+            deleted = session.execute(sa.delete(models.PolicyAssignment).where(
+                models.PolicyAssignment.host_group == group,
+                models.PolicyAssignment.policy_name == policy_name)).rowcount
+            if not deleted:
+                raise exception.PolicyNotFound(
+                    policy="%s (assigned to %s)" % (policy_name, group),
+                    version="any")
+
+    @_translate_errors
+    def list_assignments(self, group: str | None = None
+                         ) -> list[PolicyAssignment]:
+        query = sa.select(models.PolicyAssignment).order_by(
+            models.PolicyAssignment.host_group,
+            models.PolicyAssignment.policy_name)
+        if group is not None:
+            query = query.where(models.PolicyAssignment.host_group == group)
+        with self._reader() as session:
+            return [_record(PolicyAssignment, row, group="host_group")
+                    for row in session.scalars(query)]
+
+    @_translate_errors
+    def policies_for_group(self, group: str) -> list[Policy]:
+        """The policy versions a group is held to now, by name: the pinned
+        version, or the latest one for unpinned assignments."""
+        assignment = models.PolicyAssignment
+        policy = models.Policy
+        other = orm.aliased(models.Policy)
+        latest = (sa.select(sa.func.max(other.version))
+                  .where(other.name == assignment.policy_name)
+                  .correlate(assignment)
+                  .scalar_subquery())
+        query = (sa.select(policy)
+                 .join(assignment, policy.name == assignment.policy_name)
+                 .where(assignment.host_group == group)
+                 .where(policy.version == sa.func.coalesce(
+                     assignment.policy_version, latest))
+                 .order_by(policy.name))
+        with self._reader() as session:
+            return [_policy(row) for row in session.scalars(query)]
+
+    # -- verdicts
+
+    @_translate_errors
+    @_retry_deadlock
+    def add_verdicts(self, verdicts: Sequence[NewVerdict]) -> int:
+        """Store a batch of verdicts in one transaction (all or none), with
+        multi-row inserts; returns the number stored.
+
+        :raises HostNotFound: a verdict names a host that does not exist.
+        """
+        rows = []
+        for verdict in verdicts:
+            if not isinstance(verdict, NewVerdict):
+                raise exception.InvalidParameterValue(
+                    name="verdicts", reason="items must be NewVerdict")
+            rows.append(verdict._row())
+        if not rows:
+            return 0
+        try:
+            with self._writer() as session:
+                for start in range(0, len(rows), _VERDICT_CHUNK):
+                    session.execute(_VERDICTS.insert(),
+                                    rows[start:start + _VERDICT_CHUNK])
+        except db_exc.DBReferenceError as exc:
+            raise exception.HostNotFound(
+                host=self._missing_hosts({r["host_id"] for r in rows})
+            ) from exc
+        return len(rows)
+
+    def _missing_hosts(self, host_ids: set[int]) -> str:
+        with self._reader() as session:
+            known = set(session.scalars(sa.select(models.Host.id).where(
+                models.Host.id.in_(host_ids))))
+        return ", ".join(str(i) for i in sorted(host_ids - known)) or "?"
+
+    @_translate_errors
+    def latest_verdicts(self, host_ids: Iterable[int] | None = None
+                        ) -> list[Verdict]:
+        """The newest verdict (by issued_at, then id) of each host that has
+        one, ordered by host id; all hosts when ``host_ids`` is None."""
+        # Driven from hosts: one index probe on (host_id, issued_at) per
+        # host, whatever the length of the history.
+        host = models.Host
+        newer = orm.aliased(models.Verdict)
+        newest_id = (sa.select(newer.id)
+                     .where(newer.host_id == host.id)
+                     .order_by(newer.issued_at.desc(), newer.id.desc())
+                     .limit(1)
+                     .correlate(host)
+                     .scalar_subquery())
+        query = (sa.select(*_VERDICT_COLUMNS)
+                 .select_from(host)
+                 .join(_VERDICTS, _VERDICTS.c.id == newest_id))
+        if host_ids is not None:
+            wanted = sorted(set(host_ids))
+            if not wanted:
+                return []
+            query = query.where(host.id.in_(wanted))
+        query = query.order_by(host.id)
+        with self._reader() as session:
+            return [Verdict(*row) for row in session.execute(query)]
+
+    @_translate_errors
+    def verdicts_since(self, since: datetime.datetime,
+                       after_id: int | None = None,
+                       limit: int | None = None) -> list[Verdict]:
+        """Verdicts issued after ``since``, oldest first.
+
+        Pages are exact with keyset pagination: pass the last verdict's
+        ``issued_at`` as ``since`` and its ``id`` as ``after_id`` to get
+        the verdicts issued at that same instant that did not fit.
+        """
+        since = _as_utc(since, "since")
+        verdict = models.Verdict
+        if after_id is None:
+            condition = verdict.issued_at > since
+        else:
+            condition = sa.or_(verdict.issued_at > since,
+                               sa.and_(verdict.issued_at == since,
+                                       verdict.id > after_id))
+        query = (sa.select(*_VERDICT_COLUMNS).where(condition)
+                 .order_by(verdict.issued_at, verdict.id))
+        if limit is not None:
+            query = query.limit(max(_count(limit, "limit"), 1))
+        with self._reader() as session:
+            return [Verdict(*row) for row in session.execute(query)]
+
+    @_translate_errors
+    def verdict_history(self, host_id: int, limit: int = 100
+                        ) -> list[Verdict]:
+        """A host's verdicts, newest first."""
+        verdict = models.Verdict
+        query = (sa.select(*_VERDICT_COLUMNS)
+                 .where(verdict.host_id == host_id)
+                 .order_by(verdict.issued_at.desc(), verdict.id.desc())
+                 .limit(max(_count(limit, "limit"), 1)))
+        with self._reader() as session:
+            return [Verdict(*row) for row in session.execute(query)]
+
+    @_translate_errors
+    @_retry_deadlock
+    def purge_verdicts(self, before: datetime.datetime) -> int:
+        """Delete verdicts issued before ``before``; returns how many.
+
+        The newest verdict of each host is kept whatever its age, so
+        :meth:`latest_verdicts` still answers for every host.
+        """
+        before = _as_utc(before, "before")
+        verdict = models.Verdict
+        newer = orm.aliased(models.Verdict)
+        has_newer = (sa.select(newer.id)
+                     .where(newer.host_id == verdict.host_id)
+                     .where(sa.or_(newer.issued_at > verdict.issued_at,
+                                   sa.and_(newer.issued_at ==
+                                           verdict.issued_at,
+                                           newer.id > verdict.id)))
+                     .exists())
+        with self._writer() as session:
+            ids = list(session.scalars(sa.select(verdict.id).where(
+                verdict.issued_at < before).where(has_newer)))
+            for start in range(0, len(ids), _VERDICT_CHUNK):
+                session.execute(sa.delete(verdict).where(
+                    verdict.id.in_(ids[start:start + _VERDICT_CHUNK])))
+            return len(ids)
+
+    # -- IMA replay state
+
+    @_translate_errors
+    def get_ima_state(self, host_id: int) -> IMAState | None:
+        """Where the host's IMA replay stopped, or None (replay from 0)."""
+        with self._reader() as session:
+            row = session.get(models.IMAState, host_id)
+            return None if row is None else _record(IMAState, row)
+
+    @_translate_errors
+    @_retry_deadlock
+    def save_ima_state(self, state: IMAState,
+                       expected: IMAState | None | object = UNCONDITIONAL
+                       ) -> IMAState:
+        """Store the IMA replay state of a host, as compare-and-set.
+
+        ``expected`` is the state the caller's replay started from (None:
+        there was none). The write only happens if the stored state is
+        still that one (same entries, reset and restart counts), so two
+        conductors that both attested the host cannot move it backwards.
+        Left out (:data:`UNCONDITIONAL`), the state is written whatever is
+        stored: last writer wins.
+
+        :raises ConcurrentUpdate: the stored state changed meanwhile.
+        :raises HostNotFound: no such host.
+        """
+        for name in ("entries", "reset_count", "restart_count"):
+            _count(getattr(state, name), name)
+        if expected is not None and expected is not UNCONDITIONAL and (
+                not isinstance(expected, IMAState)
+                or expected.host_id != state.host_id):
+            raise exception.InvalidParameterValue(
+                name="expected", reason="is the state of another host")
+        values = {"entries": state.entries,
+                  "pcr_values": dict(state.pcr_values),
+                  "reset_count": state.reset_count,
+                  "restart_count": state.restart_count,
+                  "updated_at": self._clock()}
+        what = "IMA state of host %s" % state.host_id
+        try:
+            with self._writer() as session:
+                if expected is UNCONDITIONAL:
+                    self._host_row(session, state.host_id)
+                    row = session.get(models.IMAState, state.host_id)
+                    if row is None:
+                        session.add(models.IMAState(host_id=state.host_id,
+                                                    **values))
+                    else:
+                        for name, value in values.items():
+                            setattr(row, name, value)
+                    session.flush()
+                elif expected is None:
+                    self._host_row(session, state.host_id)
+                    session.add(models.IMAState(host_id=state.host_id,
+                                                **values))
+                    session.flush()
+                else:
+                    ima = models.IMAState
+                    updated = session.execute(
+                        sa.update(ima)
+                        .where(ima.host_id == state.host_id,
+                               ima.entries == expected.entries,
+                               ima.reset_count == expected.reset_count,
+                               ima.restart_count == expected.restart_count)
+                        .values(**values)).rowcount
+                    if updated != 1:
+                        self._host_row(session, state.host_id)
+                        raise exception.ConcurrentUpdate(
+                            what=what, reason="expected %d entries at "
+                            "reset %d restart %d" % (
+                                expected.entries, expected.reset_count,
+                                expected.restart_count))
+        except db_exc.DBDuplicateEntry as exc:
+            raise exception.ConcurrentUpdate(
+                what=what, reason="a first state was stored "
+                "concurrently") from exc
+        return dataclasses.replace(state, updated_at=values["updated_at"])
+
+    @_translate_errors
+    @_retry_deadlock
+    def delete_ima_state(self, host_id: int) -> None:
+        """Forget the replay state: the next appraisal replays from 0."""
+        with self._writer() as session:
+            session.execute(sa.delete(models.IMAState).where(
+                models.IMAState.host_id == host_id))
+
+    # -- conductors (heartbeats for the hash ring)
+
+    @_translate_errors
+    @_retry_deadlock
+    def register_conductor(self, hostname: str,
+                           update_existing: bool = False
+                           ) -> ConductorRecord:
+        """Mark a conductor online. An online row of the same name is a
+        :class:`ConductorAlreadyRegistered` unless ``update_existing``
+        (a restart after a crash that left the row online)."""
+        _non_empty(hostname, "hostname")
+        now = self._clock()
+        try:
+            with self._writer() as session:
+                row = session.scalars(sa.select(models.Conductor).where(
+                    models.Conductor.hostname == hostname)).one_or_none()
+                if row is None:
+                    row = models.Conductor(hostname=hostname,
+                                           created_at=now)
+                    session.add(row)
+                elif row.online and not update_existing:
+                    raise exception.ConductorAlreadyRegistered(
+                        conductor=hostname)
+                row.online = True
+                row.updated_at = now
+                session.flush()
+                return _record(ConductorRecord, row)
+        except db_exc.DBDuplicateEntry as exc:
+            raise exception.ConductorAlreadyRegistered(
+                conductor=hostname) from exc
+
+    @_translate_errors
+    @_retry_deadlock
+    def touch_conductor(self, hostname: str) -> None:
+        """Heartbeat: the conductor is alive now."""
+        conductor = models.Conductor
+        with self._writer() as session:
+            updated = session.execute(
+                sa.update(conductor)
+                .where(conductor.hostname == hostname,
+                       conductor.online == sa.true())
+                .values(updated_at=self._clock())).rowcount
+            if updated != 1:
+                raise exception.ConductorNotFound(conductor=hostname)
+
+    @_translate_errors
+    def list_alive_conductors(self, timeout: float) -> list[str]:
+        """Online conductors whose last heartbeat is younger than
+        ``timeout`` seconds, sorted (input to the hash ring)."""
+        if timeout <= 0:
+            raise exception.InvalidParameterValue(
+                name="timeout", reason="must be positive (seconds)")
+        oldest = self._clock() - datetime.timedelta(seconds=timeout)
+        conductor = models.Conductor
+        query = (sa.select(conductor.hostname)
+                 .where(conductor.online == sa.true(),
+                        conductor.updated_at >= oldest)
+                 .order_by(conductor.hostname))
+        with self._reader() as session:
+            return list(session.scalars(query))
+
+    @_translate_errors
+    def list_conductors(self) -> list[ConductorRecord]:
+        with self._reader() as session:
+            return [_record(ConductorRecord, row) for row in session.scalars(
+                sa.select(models.Conductor).order_by(
+                    models.Conductor.hostname))]
+
+    @_translate_errors
+    @_retry_deadlock
+    def unregister_conductor(self, hostname: str) -> None:
+        """Graceful stop: mark offline so the ring drops it at once."""
+        conductor = models.Conductor
+        with self._writer() as session:
+            updated = session.execute(
+                sa.update(conductor)
+                .where(conductor.hostname == hostname,
+                       conductor.online == sa.true())
+                .values(online=False, updated_at=self._clock())).rowcount
+            if updated != 1:
+                raise exception.ConductorNotFound(conductor=hostname)
+
+
+_INSTANCE: Connection | None = None
+_INSTANCE_LOCK = threading.Lock()
+
+
+def get_instance() -> Connection:
+    """The process-wide :class:`Connection`, configured from cfg.CONF."""
+    global _INSTANCE
+    with _INSTANCE_LOCK:
+        if _INSTANCE is None:
+            from trusted_pools.conf import database as database_conf
+            from oslo_config import cfg
+            database_conf.register_opts(cfg.CONF)
+            _INSTANCE = Connection(make_context_manager())
+        return _INSTANCE

@@ -1,0 +1,291 @@
+"""SQLAlchemy models of the attestation service's state.
+
+The models describe the schema the latest migration creates; the migrations
+(``trusted_pools/db/migrations``) are what actually builds the database, and a
+functional test checks that both agree on every backend.
+
+Conventions that matter to callers:
+
+* Every timestamp is stored as naive UTC with microseconds (``DATETIME(6)`` on
+  MySQL/MariaDB, whose plain ``DATETIME`` would drop them and break "verdicts
+  since T" queries) and read back as a timezone-aware UTC ``datetime``.
+* JSON columns are text holding canonical JSON (sorted keys), so the same
+  content always gives the same bytes on every backend.
+* MySQL/MariaDB tables are InnoDB with ``utf8mb4``: foreign keys and
+  transactions are required.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.dialects import mysql
+
+HOST_STATES = ("enrolling", "enrolled", "disabled")
+VERDICT_STATUSES = ("trusted", "untrusted", "unknown")
+POLICY_KINDS = ("measured_boot", "ima")
+
+_TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+
+def _utc(value: datetime.datetime) -> datetime.datetime:
+    """Naive values are taken as UTC; aware ones are converted to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A UTC timestamp with microseconds on every backend."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.engine.Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime.datetime | None,
+                           dialect: sa.engine.Dialect
+                           ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        return _utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime.datetime | None,
+                             dialect: sa.engine.Dialect
+                             ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=datetime.timezone.utc)
+
+
+class CanonicalJSON(sa.types.TypeDecorator):
+    """JSON in a text column, serialized with sorted keys.
+
+    ``long=True`` makes it ``LONGTEXT`` on MySQL/MariaDB, whose ``TEXT`` stops
+    at 64 KiB: policy bodies (IMA allowlists) are far larger.
+    """
+
+    impl = sa.Text
+    cache_ok = True
+
+    def __init__(self, long: bool = False) -> None:
+        super().__init__()
+        self.long = long
+        if long:
+            self.impl = sa.Text().with_variant(mysql.LONGTEXT(), "mysql",
+                                               "mariadb")
+
+    def process_bind_param(self, value: Any, dialect: sa.engine.Dialect
+                           ) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    def process_result_value(self, value: str | None,
+                             dialect: sa.engine.Dialect) -> Any:
+        if value is None:
+            return None
+        return json.loads(value)
+
+
+class Base(orm.DeclarativeBase):
+    """Declarative base; its metadata is what the migrations must match."""
+
+
+class Host(Base):
+    """A compute host known to the verifier."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (
+        sa.UniqueConstraint("uuid", name="uniq_hosts0uuid"),
+        sa.UniqueConstraint("hostname", name="uniq_hosts0hostname"),
+        sa.Index("hosts_host_group_idx", "host_group"),
+        sa.CheckConstraint(
+            "state IN ('enrolling', 'enrolled', 'disabled')",
+            name="ck_hosts_state"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True,
+                                            autoincrement=True)
+    uuid: orm.Mapped[str] = orm.mapped_column(sa.String(36), nullable=False)
+    hostname: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                  nullable=False)
+    host_group: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                    nullable=False)
+    state: orm.Mapped[str] = orm.mapped_column(sa.String(16), nullable=False)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    updated_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        UTCDateTime(), nullable=True)
+
+
+class Registration(Base):
+    """The TPM identity bound to a host: one active row per host.
+
+    ``ek_cert_fingerprint`` is unique across hosts: one TPM claimed by two
+    hostnames means one of them is impersonating the other.
+    """
+
+    __tablename__ = "registrations"
+    __table_args__ = (
+        sa.UniqueConstraint("ek_cert_fingerprint",
+                            name="uniq_registrations0ek_cert_fingerprint"),
+        _TABLE_ARGS,
+    )
+
+    host_id: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, sa.ForeignKey("hosts.id", ondelete="CASCADE",
+                                  name="registrations_host_id_fkey"),
+        primary_key=True, autoincrement=False)
+    ek_cert_fingerprint: orm.Mapped[str] = orm.mapped_column(
+        sa.String(64), nullable=False)
+    ek_certificate: orm.Mapped[bytes] = orm.mapped_column(
+        sa.LargeBinary, nullable=False)
+    ak_public: orm.Mapped[bytes] = orm.mapped_column(sa.LargeBinary,
+                                                     nullable=False)
+    ak_name: orm.Mapped[bytes] = orm.mapped_column(sa.LargeBinary,
+                                                   nullable=False)
+    registered_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+
+
+class Policy(Base):
+    """One immutable version of a named golden-measurement policy."""
+
+    __tablename__ = "policies"
+    __table_args__ = (
+        sa.UniqueConstraint("name", "version",
+                            name="uniq_policies0name0version"),
+        sa.CheckConstraint("kind IN ('measured_boot', 'ima')",
+                           name="ck_policies_kind"),
+        sa.CheckConstraint("version >= 1", name="ck_policies_version"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True,
+                                            autoincrement=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), nullable=False)
+    version: orm.Mapped[int] = orm.mapped_column(sa.Integer, nullable=False)
+    kind: orm.Mapped[str] = orm.mapped_column(sa.String(32), nullable=False)
+    body: orm.Mapped[dict] = orm.mapped_column(CanonicalJSON(long=True),
+                                               nullable=False)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    created_by: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                    nullable=False)
+
+
+class PolicyAssignment(Base):
+    """Which policy a host group is held to; NULL version means latest."""
+
+    __tablename__ = "policy_assignments"
+    __table_args__ = (
+        sa.CheckConstraint("policy_version IS NULL OR policy_version >= 1",
+                           name="ck_policy_assignments_version"),
+        _TABLE_ARGS,
+    )
+
+    host_group: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                    primary_key=True)
+    policy_name: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                     primary_key=True)
+    policy_version: orm.Mapped[int | None] = orm.mapped_column(
+        sa.Integer, nullable=True)
+    assigned_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+
+
+class Verdict(Base):
+    """One appraisal of one host: the verdict history."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (
+        sa.Index("verdicts_host_id_issued_at_idx", "host_id", "issued_at"),
+        sa.Index("verdicts_issued_at_idx", "issued_at"),
+        sa.CheckConstraint(
+            "status IN ('trusted', 'untrusted', 'unknown')",
+            name="ck_verdicts_status"),
+        sa.CheckConstraint("level >= 0", name="ck_verdicts_level"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.BigInteger().with_variant(
+        sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    host_id: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, sa.ForeignKey("hosts.id", ondelete="CASCADE",
+                                  name="verdicts_host_id_fkey"),
+        nullable=False)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                                nullable=False)
+    level: orm.Mapped[int] = orm.mapped_column(sa.Integer, nullable=False)
+    vector: orm.Mapped[dict] = orm.mapped_column(CanonicalJSON(),
+                                                 nullable=False)
+    reasons: orm.Mapped[list] = orm.mapped_column(CanonicalJSON(),
+                                                  nullable=False)
+    policy_versions: orm.Mapped[dict] = orm.mapped_column(CanonicalJSON(),
+                                                          nullable=False)
+    evidence_digest: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(128), nullable=True)
+    quote_clock: orm.Mapped[int | None] = orm.mapped_column(sa.BigInteger,
+                                                            nullable=True)
+    reset_count: orm.Mapped[int | None] = orm.mapped_column(sa.BigInteger,
+                                                            nullable=True)
+    restart_count: orm.Mapped[int | None] = orm.mapped_column(sa.BigInteger,
+                                                              nullable=True)
+    issued_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    signed_result: orm.Mapped[str | None] = orm.mapped_column(sa.Text,
+                                                              nullable=True)
+
+
+class IMAState(Base):
+    """Where the incremental IMA replay of a host stopped."""
+
+    __tablename__ = "ima_state"
+    __table_args__ = (_TABLE_ARGS,)
+
+    host_id: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, sa.ForeignKey("hosts.id", ondelete="CASCADE",
+                                  name="ima_state_host_id_fkey"),
+        primary_key=True, autoincrement=False)
+    entries: orm.Mapped[int] = orm.mapped_column(sa.BigInteger,
+                                                 nullable=False)
+    pcr_values: orm.Mapped[dict] = orm.mapped_column(CanonicalJSON(),
+                                                     nullable=False)
+    reset_count: orm.Mapped[int] = orm.mapped_column(sa.BigInteger,
+                                                     nullable=False)
+    restart_count: orm.Mapped[int] = orm.mapped_column(sa.BigInteger,
+                                                       nullable=False)
+    updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+
+
+class Conductor(Base):
+    """A conductor's heartbeat, for the hash ring over live conductors."""
+
+    __tablename__ = "conductors"
+    __table_args__ = (
+        sa.UniqueConstraint("hostname", name="uniq_conductors0hostname"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True,
+                                            autoincrement=True)
+    hostname: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                  nullable=False)
+    online: orm.Mapped[bool] = orm.mapped_column(
+        sa.Boolean(create_constraint=False), nullable=False)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
