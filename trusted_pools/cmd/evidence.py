@@ -217,7 +217,11 @@ def _load_pcrs(args: argparse.Namespace, quote_bytes: bytes
         return pcr_files.parse_serialized(data)[1]
     # The quote's selection only lays out raw values; verify_quote then
     # checks them against the signed digest, so reading it early is safe.
-    selection = structures.parse_attest(quote_bytes).attested.pcr_select
+    attested = structures.parse_attest(quote_bytes).attested
+    if not isinstance(attested, structures.QuoteInfo):
+        raise exception.QuoteTypeInvalid(
+            type=structures.parse_attest(quote_bytes).type, expected=0x8018)
+    selection = attested.pcr_select
     if args.pcrs_format == "values":
         return pcr_files.parse_values(data, selection)
     return pcr_files.load_pcr_values(data, selection)

@@ -11,7 +11,9 @@ hold, checked in this order (the first failure is the error raised):
 2. the signature verifies over the exact quote bytes with the AK, with the
    scheme pinned by key and signature: an RSA key verifies only RSASSA or
    RSAPSS, an ECC key only ECDSA, and a key that names a scheme accepts only
-   that scheme and hash (:class:`SignatureSchemeMismatch`); a signature that
+   that scheme and hash (:class:`SignatureSchemeMismatch`); RSASSA-PSS takes
+   only the salt lengths TPM 2.0 Part 1 B.7 lets a TPM use
+   (:func:`pss_salt_lengths`); a signature that
    does not verify is :class:`InvalidSignature`, with no detail. Because the
    signature comes first, tampering with any signed byte is reported as
    InvalidSignature, never as the field that was changed;
@@ -35,13 +37,14 @@ restricted key; only restricted keys make the magic mean "made by the TPM".
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from cryptography import exceptions as crypto_exceptions
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature)
 
@@ -50,10 +53,10 @@ from trusted_pools.tpm import constants
 from trusted_pools.tpm.constants import TPM_ALG, TPM_ST
 from trusted_pools.tpm.structures import (
     ECC_COORDINATE_SIZE, Attest, ClockInfo, ObjectAttributes, PCRSelection,
-    Public, QuoteInfo, Signature, parse_attest, parse_signature)
+    Public, QuoteInfo, Signature, _build, parse_attest, parse_signature)
 
-__all__ = ["VerifiedQuote", "verify_quote", "verify_signature",
-           "verify_parsed_signature"]
+__all__ = ["VerifiedQuote", "pss_salt_lengths", "verify_parsed_signature",
+           "verify_quote", "verify_signature"]
 
 # cryptography hash objects are immutable: build them once.
 _CRYPTO_HASHES: dict[int, hashes.HashAlgorithm] = {
@@ -65,15 +68,32 @@ _CRYPTO_HASHES: dict[int, hashes.HashAlgorithm] = {
 _ECDSA: dict[int, ec.ECDSA] = {
     alg: ec.ECDSA(h) for alg, h in _CRYPTO_HASHES.items()}
 _PKCS1V15 = padding.PKCS1v15()
-# RSASSA-PSS: MGF1 with the message hash, and the salt length recovered
-# from the encoding (EMSA-PSS-VERIFY with sLen read from the PS || 0x01
-# boundary). This is how a TPM itself verifies PSS (TPM2_VerifySignature
-# accepts the salt size the signer chose); TPMs sign with the largest salt
-# the key allows or, when FIPS 186-4 bound, the digest size (TPM 2.0 Part 1,
-# annex B.7). It is one verification, not a search over paddings.
-_PSS: dict[int, padding.PSS] = {
-    alg: padding.PSS(mgf=padding.MGF1(h), salt_length=padding.PSS.AUTO)
-    for alg, h in _CRYPTO_HASHES.items()}
+
+
+def pss_salt_lengths(key_bytes: int, digest_size: int) -> tuple[int, ...]:
+    """The salt lengths a TPM may use for RSASSA-PSS, most common first.
+
+    TPM 2.0 Part 1, annex B.7: the salt is the largest the key and digest
+    allow (emLen - hLen - 2); a TPM bound to FIPS 186-4 uses the largest
+    FIPS allows, the digest size (or the maximum, if that is smaller).
+    libtpms (swtpm) and current TPMs use the digest size. A signature with
+    any other salt length was not made by a TPM and is rejected. Both
+    lengths belong to the one pinned scheme and hash: this is the spec's
+    rule, not a search over paddings.
+    """
+    largest = key_bytes - digest_size - 2
+    if largest < 0:
+        return ()
+    fips = min(digest_size, largest)
+    return (fips,) if fips == largest else (fips, largest)
+
+
+@functools.lru_cache(maxsize=64)
+def _pss_paddings(hash_alg: int, key_bytes: int) -> tuple[padding.PSS, ...]:
+    h = _CRYPTO_HASHES[hash_alg]
+    return tuple(padding.PSS(mgf=padding.MGF1(h), salt_length=length)
+                 for length in pss_salt_lengths(key_bytes, h.digest_size))
+
 
 _RSA_SIGNATURE_SCHEMES = frozenset({TPM_ALG.RSASSA, TPM_ALG.RSAPSS})
 
@@ -98,15 +118,25 @@ def _alg_name(alg: int) -> str:
     return known.name if known else "%#06x" % alg
 
 
+_ECC_SIGNATURE_SCHEMES = frozenset({TPM_ALG.ECDSA})
+# Plain ints for the hot path: reading an enum member is a descriptor call.
+_ALG_RSA, _ALG_ECC, _ALG_NULL = int(TPM_ALG.RSA), int(TPM_ALG.ECC), \
+    int(TPM_ALG.NULL)
+_ALG_ECDSA, _ALG_RSASSA = int(TPM_ALG.ECDSA), int(TPM_ALG.RSASSA)
+_ST_ATTEST_QUOTE = int(TPM_ST.ATTEST_QUOTE)
+_TPM_GENERATED_VALUE = constants.TPM_GENERATED_VALUE
+_SIGN_BIT = int(ObjectAttributes.SIGN_ENCRYPT)
+
+
 def _check_scheme(key: Public, sig: Signature) -> None:
     """Pin the signature scheme by key type, key scheme and signature."""
-    if not key.attributes & ObjectAttributes.SIGN_ENCRYPT:
+    if not int(key.attributes) & _SIGN_BIT:
         raise exception.AKAttributesRejected(attribute="sign",
                                              expected="set")
-    if key.type == TPM_ALG.RSA:
+    if key.type == _ALG_RSA:
         allowed = _RSA_SIGNATURE_SCHEMES
-    elif key.type == TPM_ALG.ECC:
-        allowed = frozenset({TPM_ALG.ECDSA})
+    elif key.type == _ALG_ECC:
+        allowed = _ECC_SIGNATURE_SCHEMES
     else:
         raise exception.UnsupportedAlgorithm(
             algorithm="%#06x" % key.type,
@@ -116,7 +146,7 @@ def _check_scheme(key: Public, sig: Signature) -> None:
             scheme="%#06x" % sig.sig_alg,
             reason="not a scheme for a %s key"
             % ("RSA" if key.type == TPM_ALG.RSA else "ECC"))
-    if key.scheme != TPM_ALG.NULL and (
+    if key.scheme != _ALG_NULL and (
             key.scheme != sig.sig_alg or key.scheme_hash != sig.hash_alg):
         raise exception.SignatureSchemeMismatch(
             scheme="%#06x/%s" % (sig.sig_alg, _alg_name(sig.hash_alg)),
@@ -142,11 +172,12 @@ def verify_parsed_signature(key: Public, message: bytes,
     does not verify.
     """
     _check_scheme(key, sig)
-    hash_obj = _crypto_hash(sig.hash_alg)
-    public_key = key.public_key()
+    hash_obj = _CRYPTO_HASHES.get(sig.hash_alg) or _crypto_hash(sig.hash_alg)
+    # The key type matches the scheme (checked above), so public_key() is
+    # an EllipticCurvePublicKey for ECDSA and an RSAPublicKey otherwise.
+    public_key: Any = key.public_key()
     try:
-        if sig.sig_alg == TPM_ALG.ECDSA:
-            assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        if sig.sig_alg == _ALG_ECDSA:
             assert sig.r is not None and sig.s is not None
             size = ECC_COORDINATE_SIZE[key.curve]  # type: ignore[index]
             if len(sig.r) > size or len(sig.s) > size:
@@ -155,15 +186,32 @@ def verify_parsed_signature(key: Public, message: bytes,
                                        int.from_bytes(sig.s, "big"))
             public_key.verify(der, message, _ECDSA[sig.hash_alg])
         else:
-            assert isinstance(public_key, rsa.RSAPublicKey)
             assert sig.sig is not None
             if len(sig.sig) != len(key.unique):
                 raise exception.InvalidSignature()
-            pad = (_PKCS1V15 if sig.sig_alg == TPM_ALG.RSASSA
-                   else _PSS[sig.hash_alg])
-            public_key.verify(sig.sig, message, pad, hash_obj)
+            if sig.sig_alg == _ALG_RSASSA:
+                public_key.verify(sig.sig, message, _PKCS1V15, hash_obj)
+            else:
+                _verify_pss(public_key, sig.sig, message, sig.hash_alg)
     except (crypto_exceptions.InvalidSignature, ValueError):
         raise exception.InvalidSignature() from None
+
+
+def _verify_pss(public_key: Any, signature: bytes, message: bytes,
+                hash_alg: int) -> None:
+    """RSASSA-PSS with one of the salt lengths a TPM may use."""
+    paddings = _pss_paddings(hash_alg, len(signature))
+    for pad in paddings[:-1]:
+        try:
+            public_key.verify(signature, message, pad,
+                              _CRYPTO_HASHES[hash_alg])
+            return
+        except crypto_exceptions.InvalidSignature:
+            pass
+    if not paddings:
+        raise exception.InvalidSignature()
+    public_key.verify(signature, message, paddings[-1],
+                      _CRYPTO_HASHES[hash_alg])
 
 
 def verify_signature(key: Public, message: bytes, signature: bytes) -> None:
@@ -183,50 +231,98 @@ def _format_pcrs(pairs: list[tuple[int, int]]) -> str:
                      for alg, pcrs in banks.items())
 
 
-def _check_selection(selection: tuple[PCRSelection, ...],
-                     pcr_values: Mapping[int, Mapping[int, bytes]]) -> None:
-    """PCRs provided must be exactly the signed ones (both directions)."""
-    if not selection or not any(sel.pcrs for sel in selection):
-        raise exception.PCRSelectionMismatch(
-            reason="the quote covers no PCR")
-    signed: dict[int, set[int]] = {}
-    for sel in selection:
-        constants.hash_algorithm(sel.hash_alg)
-        signed.setdefault(sel.hash_alg, set()).update(sel.pcrs)
-    missing = [(alg, pcr) for alg, pcrs in signed.items() for pcr in pcrs
-               if pcr not in pcr_values.get(alg, ())]
+def _selection_errors(signed: Mapping[int, frozenset[int] | set[int]],
+                      pcr_values: Mapping[int, Mapping[int, bytes]]) -> None:
+    """Raise PCRSelectionMismatch naming what is missing or extra."""
+    missing = [(alg, pcr) for alg, pcrs in signed.items()
+               for pcr in sorted(pcrs) if pcr not in pcr_values.get(alg, ())]
     if missing:
         raise exception.PCRSelectionMismatch(
             reason="signed PCR(s) not provided: %s" % _format_pcrs(missing),
             missing=missing)
     extra = [(alg, pcr) for alg, values in pcr_values.items()
-             for pcr in values if pcr not in signed.get(alg, ())]
+             for pcr in sorted(values) if pcr not in signed.get(alg, ())]
     if extra:
         raise exception.PCRSelectionMismatch(
             reason="PCR(s) provided but not covered by the quote: %s"
             % _format_pcrs(extra), extra=extra)
 
 
+@dataclass(frozen=True)
+class _SelectionPlan:
+    """What a signed selection asks for, worked out once per selection."""
+
+    signed: dict[int, frozenset[int]]      # bank -> every signed PCR
+    order: tuple[tuple[int, tuple[int, ...], int], ...]  # bank, PCRs, size
+
+
+@functools.lru_cache(maxsize=256)
+def _selection_plan(selection: tuple[PCRSelection, ...]) -> _SelectionPlan:
+    """Cached: a host quotes the same selection every time (the parser
+    also hands out the same PCRSelection objects for the same bytes)."""
+    if not any(sel.pcrs for sel in selection):
+        raise exception.PCRSelectionMismatch(
+            reason="the quote covers no PCR")
+    signed: dict[int, frozenset[int]] = {}
+    order = []
+    for sel in selection:
+        size = constants.hash_algorithm(sel.hash_alg).digest_size
+        if not sel.pcrs:
+            continue  # a bank listed with no PCR selected adds nothing
+        signed[sel.hash_alg] = signed.get(sel.hash_alg, frozenset()) | \
+            sel.pcrs
+        order.append((sel.hash_alg, tuple(sorted(sel.pcrs)), size))
+    return _SelectionPlan(signed, tuple(order))
+
+
 def _checked_pcr_values(selection: tuple[PCRSelection, ...],
                         pcr_values: Mapping[int, Mapping[int, bytes]],
                         ) -> tuple[dict[int, dict[int, bytes]], bytes]:
-    """The signed values, and their concatenation in signed order."""
-    _check_selection(selection, pcr_values)
-    checked: dict[int, dict[int, bytes]] = {}
-    parts = []
-    for sel in selection:
-        size = constants.hash_algorithm(sel.hash_alg).digest_size
-        bank_in = pcr_values[sel.hash_alg]
-        bank_out = checked.setdefault(sel.hash_alg, {})
-        for pcr in sorted(sel.pcrs):
-            value = bank_in[pcr]
-            if not isinstance(value, bytes) or len(value) != size:
+    """The signed values, and their concatenation in signed order.
+
+    The PCRs provided must be exactly the signed ones, both ways; each
+    value must be one digest of its bank (else values split at other
+    boundaries could hash to the same signed concatenation).
+    """
+    plan = _selection_plan(selection)
+    signed = plan.signed
+    parts: list[bytes] = []
+    try:
+        # Every signed PCR is looked up (KeyError if one is missing) and
+        # each bank holds as many PCRs as were signed: so no extra ones.
+        if len(pcr_values) != len(signed):
+            raise KeyError
+        for alg, pcrs in signed.items():
+            if len(pcr_values[alg]) != len(pcrs):
+                raise KeyError
+        for alg, indices, size in plan.order:
+            values = list(map(pcr_values[alg].__getitem__, indices))
+            # One digest per PCR: values split at other boundaries could
+            # hash to the same signed concatenation. (join rejects what is
+            # not bytes-like; total and shortest length pin every length.)
+            try:
+                total = len(b"".join(values))
+            except TypeError:
+                total = -1
+            if total != size * len(values) or min(map(len, values)) != size:
                 raise exception.MalformedEvidence(
                     what="PCR value",
-                    reason="%s PCR %d is not a %d-byte digest"
-                    % (_alg_name(sel.hash_alg), pcr, size))
-            bank_out[pcr] = value
-            parts.append(value)
+                    reason="%s PCR(s) %s are not %d-byte digests" % (
+                        _alg_name(alg),
+                        [pcr for pcr, v in zip(indices, values)
+                         if not isinstance(v, bytes) or len(v) != size],
+                        size))
+            parts += values
+    except KeyError:
+        _selection_errors(signed, pcr_values)
+        # Same PCRs, but e.g. an empty extra bank: not the signed set.
+        raise exception.PCRSelectionMismatch(
+            reason="bank(s) provided but not covered by the quote: %s"
+            % ", ".join(_alg_name(alg)
+                        for alg in sorted(set(pcr_values) - set(signed)))
+        ) from None
+    # Keys were checked equal to the signed PCRs: copy the banks whole.
+    checked = {alg: dict(pcr_values[alg]) for alg in signed}
     return checked, b"".join(parts)
 
 
@@ -243,20 +339,22 @@ def verify_quote(ak: Public, quote: bytes, signature: bytes, nonce: bytes,
     attest = parse_attest(quote)
     sig = parse_signature(signature)
     verify_parsed_signature(ak, attest.raw, sig)
-    if attest.magic != constants.TPM_GENERATED_VALUE:
+    if attest.magic != _TPM_GENERATED_VALUE:
         raise exception.QuoteMagicInvalid(magic=attest.magic)
-    if attest.type != TPM_ST.ATTEST_QUOTE:
+    info = attest.attested
+    if attest.type != _ST_ATTEST_QUOTE or type(info) is not QuoteInfo:
         raise exception.QuoteTypeInvalid(type=attest.type,
                                          expected=TPM_ST.ATTEST_QUOTE)
     if not hmac.compare_digest(attest.extra_data, bytes(nonce)):
         raise exception.NonceMismatch()
-    info = attest.attested
-    assert isinstance(info, QuoteInfo)
     checked, concatenated = _checked_pcr_values(info.pcr_select, pcr_values)
-    digest = constants.hash_algorithm(sig.hash_alg).digest(concatenated)
+    # The TPM hashes the PCRs with the signing scheme's hash; the scheme
+    # (and so the hash) was pinned by the key above.
+    digest = constants.HASH_ALGORITHMS[sig.hash_alg].new(
+        concatenated).digest()
     if not hmac.compare_digest(digest, info.pcr_digest):
         raise exception.PCRDigestMismatch(
             bank=",".join(dict.fromkeys(
                 _alg_name(sel.hash_alg) for sel in info.pcr_select)))
-    return VerifiedQuote(attest, attest.clock_info, attest.firmware_version,
-                         info.pcr_select, checked)
+    return _build(VerifiedQuote, attest, attest.clock_info,
+                  attest.firmware_version, info.pcr_select, checked)
