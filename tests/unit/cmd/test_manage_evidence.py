@@ -139,3 +139,14 @@ def test_ima_log_over_limit_is_rejected(gcp_files, capsys, tmp_path):
     assert code == 1
     # The GCP quote covers PCR 10 in SHA-1, so the size limit is reached.
     assert result["failure"]["error"] == "EvidenceTooLarge"
+
+
+def test_non_quote_attestation_is_rejected(gcp_files, capsys):
+    import base64
+    import json as json_mod
+    record = json_mod.loads(gcp_attestation.PATH.read_text())
+    gcp_files["quote"].write_bytes(
+        base64.b64decode(record["AK"]["CreateAttestation"]))
+    code, result = _run_json(_argv(gcp_files), capsys)
+    assert code == 1
+    assert result["failure"]["error"] == "QuoteTypeInvalid"
