@@ -29,6 +29,23 @@ SHA1 = constants.TPM_ALG.SHA1
 SHA256 = constants.TPM_ALG.SHA256
 
 
+def honest_tampered_log(log_bytes: bytes, index: int) -> bytes:
+    """The log a host writes when event ``index`` measured what
+    :func:`swtpm_pool.boot_from_event_log` extends for a tampered boot: the
+    firmware logs the real (unapproved) digest, so the log still replays
+    and only the policy can tell."""
+    from trusted_pools.tpm import eventlog
+    event = next(e for e in eventlog.parse_event_log(log_bytes).events
+                 if e.index == index)
+    data = bytearray(log_bytes)
+    for alg, digest in event.digests.items():
+        new = constants.hash_algorithm(alg).digest(
+            swtpm_pool.TAMPERED_DIGEST_INPUT)
+        at = bytes(data).index(digest, event.offset)
+        data[at:at + len(digest)] = new
+    return bytes(data)
+
+
 @dataclass
 class PoolHost:
     name: str
@@ -104,8 +121,11 @@ class TrustedPool:
         migration.upgrade(engine=self.db.get_engine())
 
     def add_hosts(self, count: int, log: str = "ubuntu-2104",
-                  tamper: Iterable[int] = (), ima_entries: int = 50
-                  ) -> list[PoolHost]:
+                  tamper: Iterable[int] = (), ima_entries: int = 50,
+                  lying_log: bool = False) -> list[PoolHost]:
+        """Start ``count`` booted hosts; those at the positions in
+        ``tamper`` booted an unapproved kernel and log it honestly (or,
+        with ``lying_log``, keep logging the approved one)."""
         tampered = set(tamper)
         tpms = self.start_tpms(count)
         added = []
@@ -118,7 +138,10 @@ class TrustedPool:
             swtpm_pool.boot_from_event_log(tpm, log_path, tamper=event)
             host = PoolHost(name, tpm, self.workdir / ("%s.eventlog" % name),
                             self.workdir / ("%s.ima" % name), event)
-            host.event_log_path.write_bytes(log_path.read_bytes())
+            logged = log_path.read_bytes()
+            if event is not None and not lying_log:
+                logged = honest_tampered_log(logged, event)
+            host.event_log_path.write_bytes(logged)
             boot_ima(host, ima_entries, seed=index)
             self.hosts.append(host)
             added.append(host)

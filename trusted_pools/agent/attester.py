@@ -77,16 +77,22 @@ class Attester:
 
     def evidence(self, nonce: bytes, banks: Iterable[int], *,
                  epoch_id: str | None = None, ima_start: int = 0,
-                 event_log: bool = True) -> Evidence:
-        """Quote ``nonce`` over every PCR of ``banks``, with the logs."""
+                 event_log: bool = True,
+                 known_event_log_digest: str | None = None) -> Evidence:
+        """Quote ``nonce`` over every PCR of ``banks``, with the logs.
+
+        The event log is left out when ``event_log`` is false or its
+        digest equals ``known_event_log_digest`` (the verifier has it).
+        """
         selection = {bank: ALL_PCRS for bank in banks}
         quote, signature, pcrs = self._with_device(
             lambda dev: self._quote(dev, nonce, selection))
         # Logs are read after the quote: they can only have grown, and the
         # verifier accepts the prefix that replays to the quoted PCRs.
-        log = self._read(self.event_log_path) if event_log else None
-        digest = (hashlib.sha256(log).hexdigest() if log is not None
-                  else self._event_log_digest())
+        log = self._read(self.event_log_path)
+        digest = None if log is None else hashlib.sha256(log).hexdigest()
+        if not event_log or digest == known_event_log_digest:
+            log = None
         return Evidence(host=self.host, quote=quote, signature=signature,
                         pcrs=pcrs, epoch_id=epoch_id, event_log=log,
                         event_log_digest=digest,
@@ -116,10 +122,6 @@ class Attester:
         except OSError as exc:
             raise exception.TemporaryFailure(
                 reason="cannot read %s: %s" % (path, exc.strerror)) from exc
-
-    def _event_log_digest(self) -> str | None:
-        log = self._read(self.event_log_path)
-        return None if log is None else hashlib.sha256(log).hexdigest()
 
     def _ima_tail(self, start: int) -> IMATail | None:
         data = self._read(self.ima_log_path)

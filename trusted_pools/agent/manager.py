@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import oslo_messaging as messaging
@@ -11,6 +12,7 @@ import oslo_messaging as messaging
 from trusted_pools import exception
 from trusted_pools.agent.attester import Attester
 from trusted_pools.attestation import freshness
+from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.tpm import constants
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +33,14 @@ def _decode(value: str, name: str) -> bytes:
             name=name, reason="not base64") from None
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """What this agent last pushed to one conductor."""
+
+    ima_next: int = 0
+    event_log_digest: str | None = None
+
+
 class AgentManager:
     """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
 
@@ -40,6 +50,7 @@ class AgentManager:
                  ) -> None:
         self.attester = attester
         self._send_evidence = send_evidence
+        self._sent: dict[str, _Sent] = {}
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def get_identity(self, context: dict) -> dict[str, Any]:
@@ -59,29 +70,44 @@ class AgentManager:
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def get_evidence(self, context: dict, nonce: str, banks: list[str],
-                     ima_start: int, event_log: bool) -> dict[str, Any]:
+                     ima_start: int, event_log: bool,
+                     conductor: str | None = None) -> dict[str, Any]:
         evidence = self.attester.evidence(
             _decode(nonce, "nonce"), _banks(banks), ima_start=ima_start,
             event_log=event_log)
+        if conductor is not None:
+            self._remember(conductor, evidence, _Sent())
         return evidence.to_wire()
+
+    def _remember(self, conductor: str, evidence: Any, sent: "_Sent"
+                  ) -> None:
+        self._sent[conductor] = _Sent(
+            sent.ima_next if evidence.ima is None
+            else evidence.ima.start + evidence.ima.data.count(b"\n"),
+            evidence.event_log_digest)
 
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
                     epoch_value: str, banks: list[str],
-                    requests: dict[str, dict[str, Any]]) -> None:
-        """Quote over this host's epoch nonce and push the evidence."""
-        request = requests.get(self.attester.host, {})
+                    members: list[str]) -> None:
+        """Quote over this host's epoch nonce and push the evidence to the
+        conductor that owns this host, with only what it has not seen."""
+        host = self.attester.host
+        if not members or HashRing(members).owner(host) != conductor:
+            return
+        sent = self._sent.get(conductor, _Sent())
         try:
             nonce = freshness.host_nonce(_decode(epoch_value, "epoch_value"),
-                                         self.attester.host)
+                                         host)
             evidence = self.attester.evidence(
                 nonce, _banks(banks), epoch_id=epoch_id,
-                ima_start=int(request.get("ima_start", 0)),
-                event_log=bool(request.get("event_log", True)))
+                ima_start=sent.ima_next,
+                known_event_log_digest=sent.event_log_digest)
         except exception.TrustedPoolsError as error:
             # The conductor sees no evidence and marks the host unknown.
             LOG.warning("Cannot answer epoch %s of conductor %s: %s",
                         epoch_id, conductor, error)
             return
+        self._remember(conductor, evidence, sent)
         self._send_evidence(context, conductor, evidence.to_wire())
 
 

@@ -46,22 +46,24 @@ class AgentAPI:
             encrypted_secret=encrypted_secret)
 
     def get_evidence(self, context: dict, host: str, nonce: str,
-                     banks: list[str], ima_start: int,
-                     event_log: bool) -> dict[str, Any]:
-        """Evidence for a one-off challenge (``attest now``)."""
+                     banks: list[str], ima_start: int, event_log: bool,
+                     conductor: str | None = None) -> dict[str, Any]:
+        """Evidence for a one-off challenge (``attest now``, or a
+        conductor catching up); ``conductor`` lets the agent's next push to
+        it continue from here."""
         return self._prepare(host).call(
             context, "get_evidence", nonce=nonce, banks=banks,
-            ima_start=ima_start, event_log=event_log)
+            ima_start=ima_start, event_log=event_log, conductor=conductor)
 
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
                     epoch_value: str, banks: list[str],
-                    requests: dict[str, dict[str, Any]]) -> None:
-        """Announce an epoch to every agent (fanout).
+                    members: list[str]) -> None:
+        """Announce an epoch to every agent: one fanout message.
 
-        ``requests`` maps a host to what the conductor needs beyond a quote
-        from it (``ima_start``, ``event_log``); hosts not listed send a
-        quote and their IMA log from the start.
+        ``members`` is the conductor ring as the sender sees it; an agent
+        answers only if the sender owns its host on that ring, so the
+        message stays the same size whatever the number of hosts.
         """
         self.client.prepare(fanout=True, version="1.0").cast(
             context, "start_epoch", conductor=conductor, epoch_id=epoch_id,
-            epoch_value=epoch_value, banks=banks, requests=requests)
+            epoch_value=epoch_value, banks=banks, members=members)

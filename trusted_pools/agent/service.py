@@ -10,6 +10,7 @@ from oslo_config import cfg
 from trusted_pools.agent import attester as attester_mod
 from trusted_pools.agent import manager as agent_manager
 from trusted_pools.agent import rpcapi
+from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 

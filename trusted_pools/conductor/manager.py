@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+import os
 import queue
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any, Callable
 import oslo_messaging as messaging
 
 from trusted_pools import exception
-from trusted_pools.attestation import appraisal
+from trusted_pools.attestation import policy as policy_mod
 from trusted_pools.attestation import enrollment
 from trusted_pools.attestation import freshness
 from trusted_pools.attestation import keystore
@@ -119,17 +120,34 @@ class ConductorManager:
     # --- host state ------------------------------------------------------------
 
     def _policies(self, group: str) -> Any:
-        if group not in self._policy_cache:
-            bodies = self.db.policies_for_group(group)
-            self._policy_cache[group] = appraisal.host_policies(bodies)
-        return self._policy_cache[group]
+        cached = self._policy_cache.get(group)
+        if cached is None:
+            records = self.db.policies_for_group(group)
+            cached = (_versions(records),
+                      verifier.load_host_policies(records))
+            self._policy_cache[group] = cached
+        return cached[1]
 
     def reload_policies(self) -> None:
         """Drop cached policies: they are read again on next use."""
         self._policy_cache = {}
+        self._drop_host_policies(None)
+
+    def refresh_policies(self) -> None:
+        """Pick up policy versions created or assigned elsewhere (another
+        conductor, the CLI); parse again only the groups that changed."""
+        for group, (versions, _) in list(self._policy_cache.items()):
+            if _versions(self.db.policies_for_group(group)) != versions:
+                LOG.info("Policies of host group %s changed; appraising "
+                         "with the new versions", group)
+                del self._policy_cache[group]
+                self._drop_host_policies(group)
+
+    def _drop_host_policies(self, group: str | None) -> None:
         with self._states_lock:
             for state in self._states.values():
-                state.policy = None
+                if group is None or state.group == group:
+                    state.policy = None
 
     def _state(self, hostname: str) -> verifier.HostState:
         with self._states_lock:
@@ -210,10 +228,28 @@ class ConductorManager:
         request = state.request()
         wire = self.agents.get_evidence(
             context, host, _b64(nonce), self.banks, request["ima_start"],
-            True)
+            True, conductor=self.host)
         verdict = self._verify_wire(state, wire, nonce)
         token = self._record([(state, verdict)])[0]
         return {"verdict": _verdict_json(verdict), "signed_result": token}
+
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def capture_policy(self, context: dict, host: str) -> dict[str, Any]:
+        """Policy bodies from ``host``'s current evidence, for review.
+
+        Golden-measurement registration (NFV-SEC 007 7.1.3): attest the
+        known-good host afresh, with its whole event log and IMA log, and
+        pin what verified. Nothing is stored: the operator reviews the
+        bodies and creates the policies.
+        """
+        state = self._state(host)
+        nonce = freshness.host_nonce(
+            self.epochs.start_epoch(self.clock()).value, host)
+        evidence = Evidence.from_wire(self.agents.get_evidence(
+            context, host, _b64(nonce), self.banks, 0, True))
+        captured = verifier.capture(state.ak, evidence, nonce)
+        LOG.info("Captured policies from host %s for review", host)
+        return captured
 
     def submit_evidence(self, context: dict, evidence: dict) -> None:
         """Cast by agents: queue for the verification worker."""
@@ -236,7 +272,7 @@ class ConductorManager:
     def create_policy(self, context: dict, name: str, kind: str,
                       body: dict[str, Any], created_by: str = "operator"
                       ) -> dict[str, Any]:
-        appraisal.validate_policy(kind, body)
+        policy_mod.load_policy(kind, body, name=name, version=1)
         policy = self.db.create_policy_version(name, kind, body,
                                                created_by=created_by)
         self.reload_policies()
@@ -254,15 +290,9 @@ class ConductorManager:
     def start_epoch(self, context: dict | None = None) -> freshness.Epoch:
         """Begin an interval: announce a fresh epoch to every agent."""
         epoch = self.epochs.start_epoch(self.clock())
-        requests = {}
-        for host in self.owned_hosts():
-            try:
-                requests[host.hostname] = self._state(host.hostname).request()
-            except exception.NotFound as error:
-                LOG.warning("Host %s has no registration: %s", host.hostname,
-                            error)
         self.agents.start_epoch(context or {}, self.host, epoch.epoch_id,
-                                _b64(epoch.value), self.banks, requests)
+                                _b64(epoch.value), self.banks,
+                                sorted(self.ring.conductors))
         return epoch
 
     def process_evidence(self, wait: float = 0.0) -> int:
@@ -271,7 +301,7 @@ class ConductorManager:
         verdicts = []
         for received_at, wire in batch:
             outcome = self._verify_pushed(wire, received_at)
-            if outcome is not None:
+            if outcome is not None and outcome[1] is not None:
                 verdicts.append(outcome)
         if verdicts:
             self._record(verdicts)
@@ -299,24 +329,50 @@ class ConductorManager:
             LOG.warning("Evidence from unknown host %r ignored: enroll it "
                         "first", host if isinstance(host, str) else "?")
             return None
-        epoch_id = wire.get("epoch_id")
+        now = int(received_at)
         try:
-            nonce = self.epochs.expected_nonce(str(epoch_id), host)
-        except exception.StaleEvidence as error:
-            return state, verifier.failed_verdict(
-                host, error, "", int(received_at), self.validity)
-        return state, self._verify_wire(state, wire, nonce)
+            nonce = self.epochs.expected_nonce(str(wire.get("epoch_id")),
+                                               host)
+            evidence = Evidence.from_wire(wire)
+        except exception.EvidenceError as error:
+            return state, verifier.failed_verdict(host, error, "", now,
+                                                  self.validity)
+        if verifier.needs_full_evidence(state, evidence):
+            return state, self._pull(state)
+        return state, self._verify(state, evidence, nonce)
+
+    def _pull(self, state: verifier.HostState) -> Any:
+        """Challenge the host directly for what the push left out (after a
+        lost message or a conductor restart)."""
+        nonce = os.urandom(32)
+        request = state.request()
+        try:
+            wire = self.agents.get_evidence(
+                {}, state.host, _b64(nonce), self.banks,
+                request["ima_start"], True, conductor=self.host)
+        except messaging.MessagingException as error:
+            LOG.warning("Host %s did not answer a direct challenge: %s",
+                        state.host, error)
+            return None
+        except exception.TrustedPoolsError as error:
+            LOG.warning("Host %s could not answer a direct challenge: %s",
+                        state.host, error)
+            return None
+        return self._verify_wire(state, wire, nonce)
 
     def _verify_wire(self, state: verifier.HostState, wire: Any,
                      nonce: bytes) -> Any:
-        now = int(self.clock())
         try:
             evidence = Evidence.from_wire(wire)
         except exception.EvidenceError as error:
-            return verifier.failed_verdict(state.host, error, "", now,
-                                           self.validity)
-        outcome = verifier.verify_and_appraise(state, evidence, nonce, now,
-                                               self.validity)
+            return verifier.failed_verdict(state.host, error, "",
+                                           int(self.clock()), self.validity)
+        return self._verify(state, evidence, nonce)
+
+    def _verify(self, state: verifier.HostState, evidence: Evidence,
+                nonce: bytes) -> Any:
+        outcome = verifier.verify_and_appraise(
+            state, evidence, nonce, int(self.clock()), self.validity)
         self._last_evidence[state.host] = self.clock()
         return outcome.verdict
 
@@ -380,6 +436,10 @@ class ConductorManager:
             self.notifier.info({}, TRUST_EVENT, {
                 "host": v.host, "status": current[0], "level": current[1],
                 "signed_result": token})
+
+
+def _versions(records: Any) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((r.name, r.version) for r in records))
 
 
 def _new_verdict(state: verifier.HostState, v: Any, token: str

@@ -8,7 +8,8 @@ announced the epoch.
 API version history:
 
 * 1.0 - Initial version: enroll_host, attest_now, submit_evidence (cast),
-  verdicts_since, get_public_keys, create_policy, assign_policy.
+  verdicts_since, get_public_keys, capture_policy, create_policy,
+  assign_policy.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class ConductorAPI:
     def attest_now(self, context: dict, host: str,
                    conductor: str | None = None) -> dict[str, Any]:
         return self._prepare(conductor).call(context, "attest_now",
+                                             host=host)
+
+    def capture_policy(self, context: dict, host: str,
+                       conductor: str | None = None) -> dict[str, Any]:
+        return self._prepare(conductor).call(context, "capture_policy",
                                              host=host)
 
     def submit_evidence(self, context: dict, conductor: str,

@@ -11,6 +11,7 @@ from oslo_config import cfg
 from trusted_pools import exception
 from trusted_pools.agent import rpcapi as agent_rpcapi
 from trusted_pools.attestation import keystore
+from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common.service import PeriodicJob
 from trusted_pools.conductor import manager as conductor_manager
@@ -80,19 +81,29 @@ class ConductorService:
 
     def run_cycle(self) -> Any:
         self.manager.refresh_ring()
+        self.manager.refresh_policies()
         self.manager.mark_missing()
         return self.manager.start_epoch()
 
     def _work(self) -> None:
         self.manager.process_evidence(wait=0.5)
 
+    def stop_without_unregistering(self) -> None:
+        """Stop as a crashed process would: heartbeats just end (tests)."""
+        self._stop(unregister=False)
+
     def stop(self) -> None:
+        self._stop(unregister=True)
+
+    def _stop(self, unregister: bool) -> None:
         for job in self._jobs:
             job.stop()
         if self._server is not None:
             self._server.stop()
             self._server.wait()
             self._server = None
+        if not unregister:
+            return
         try:
             self.db.unregister_conductor(self.host)
         except exception.TrustedPoolsError as error:

@@ -17,14 +17,15 @@ benchmarked on its own.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
 
 from trusted_pools import exception
 from trusted_pools.attestation import appraisal as appraisal_mod
 from trusted_pools.attestation import freshness
 from trusted_pools.attestation.evidence import Evidence
 from trusted_pools.attestation import levels
+from trusted_pools.attestation import policy as policy_mod
 from trusted_pools.attestation import verdict as verdict_mod
 from trusted_pools.attestation.verdict import Verdict
 from trusted_pools.tpm import eventlog
@@ -56,6 +57,48 @@ class BootRecord:
     log: eventlog.VerifiedEventLog
 
 
+@dataclass(frozen=True)
+class HostPolicies:
+    """The policies of a host group, and the level that makes it trusted.
+
+    The required level is the highest rung the policies cover: a group
+    with a runtime (IMA) policy must reach level 4, one with only a
+    measured-boot policy level 3 (or 2 if it covers only firmware), one
+    without policies level 1 (an enrolled TPM that answers).
+    """
+
+    measured_boot: policy_mod.MeasuredBootPolicy | None = None
+    runtime: policy_mod.RuntimePolicy | None = None
+
+    @property
+    def required_level(self) -> levels.AssuranceLevel:
+        if self.runtime is not None:
+            return levels.AssuranceLevel.RUNTIME
+        boot = self.measured_boot
+        if boot is not None and boot.covers(levels.Rung.OS_BOOT):
+            return levels.AssuranceLevel.OS_BOOT
+        if boot is not None and boot.covers(levels.Rung.PLATFORM_FIRMWARE):
+            return levels.AssuranceLevel.PLATFORM_FIRMWARE
+        return levels.AssuranceLevel.IDENTITY
+
+
+def load_host_policies(records: Iterable[Any]) -> HostPolicies:
+    """HostPolicies from database records (name, version, kind, body)."""
+    found: dict[str, Any] = {}
+    for record in records:
+        if record.kind in found:
+            raise exception.ConfigInvalid(
+                reason="two %s policies (%s and %s) are assigned to one "
+                       "host group; assign one" % (
+                           record.kind, found[record.kind].name,
+                           record.name))
+        found[record.kind] = policy_mod.load_policy(
+            record.kind, record.body, name=record.name,
+            version=record.version)
+    return HostPolicies(found.get(policy_mod.KIND_MEASURED_BOOT),
+                        found.get(policy_mod.KIND_RUNTIME))
+
+
 @dataclass
 class HostState:
     """What a conductor remembers about a host between rounds."""
@@ -67,15 +110,45 @@ class HostState:
     clock: Any = None               # ClockInfo of the last accepted quote
     boot: BootRecord | None = None
     ima_state: ima.ReplayState | None = None
-    want_event_log: bool = True
-    policy: "appraisal_mod.HostPolicies | None" = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Runtime outcome of the IMA entries already replayed: a bad file
+    # stays bad until the host reboots.
+    ima_prior: levels.Outcome | None = None
+    # IMA lines received after the quoted prefix: replayed next round.
+    ima_pending: bytes = b""
+    policy: HostPolicies | None = None
+
+    @property
+    def ima_replayed(self) -> int:
+        return 0 if self.ima_state is None else self.ima_state.entries
+
+    @property
+    def ima_expected_start(self) -> int:
+        """Entry number the host's next IMA tail must start at."""
+        return self.ima_replayed + self.ima_pending.count(b"\n")
 
     def request(self) -> dict[str, Any]:
-        """What to ask of the host in the next epoch."""
-        return {"ima_start": 0 if self.ima_state is None
-                else self.ima_state.entries,
-                "event_log": self.want_event_log}
+        """What to ask of the host in a direct challenge."""
+        return {"ima_start": self.ima_replayed, "event_log": True}
+
+    def forget_boot(self) -> None:
+        self.boot = None
+        self.forget_ima()
+
+    def forget_ima(self) -> None:
+        self.ima_state = None
+        self.ima_prior = None
+        self.ima_pending = b""
+
+
+def needs_full_evidence(state: HostState, evidence: Evidence) -> bool:
+    """Whether pushed evidence leaves out what this conductor lacks: the
+    event log of the host's current boot, or IMA entries it never got."""
+    if evidence.event_log is None and (
+            state.boot is None
+            or evidence.event_log_digest != state.boot.event_log_digest):
+        return True
+    return evidence.ima is not None and \
+        evidence.ima.start != state.ima_expected_start
 
 
 @dataclass(frozen=True)
@@ -106,17 +179,22 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
                                       validity), None)
     state.clock = verified.clock_info
     if reboot is freshness.Reboot.RESET:
-        state.boot = None
-        state.ima_state = None
-    reasons: list[str] = []
-    boot_log = _verified_boot(state, evidence, verified, reasons)
-    runtime = _verified_runtime(state, evidence, verified, reasons)
+        state.forget_boot()
+    policies = state.policy or HostPolicies()
+    boot_log, boot_error = _verified_boot(state, evidence, verified)
+    runtime, runtime_error = _verified_runtime(state, evidence, verified)
+    prior = state.ima_prior if runtime is not None and \
+        runtime.start.entries > 0 else None
     result = appraisal_mod.appraise(
-        identity_ok=True, verified_quote=verified,
-        verified_event_log=boot_log, verified_ima=runtime,
-        policies=state.policy, extra_reasons=reasons)
+        identity=True, quote=verified, event_log=boot_log,
+        ima_log=runtime, measured_boot_policy=policies.measured_boot,
+        runtime_policy=policies.runtime, ima_prior=prior,
+        event_log_error=boot_error, ima_error=runtime_error)
+    if runtime is not None:
+        state.ima_prior = result.outcomes[levels.Rung.RUNTIME]
     return Outcome(appraisal_mod.make_verdict(
-        state.host, result, digest, now, validity), reboot)
+        state.host, result, digest, now, validity,
+        min_level_for_trusted=policies.required_level), reboot)
 
 
 def failed_verdict(host: str, error: exception.EvidenceError, digest: str,
@@ -146,52 +224,76 @@ def _same_boot(record: BootRecord, verified: quotes.VerifiedQuote) -> bool:
 
 
 def _verified_boot(state: HostState, evidence: Evidence,
-                   verified: quotes.VerifiedQuote, reasons: list[str]
-                   ) -> eventlog.VerifiedEventLog | None:
+                   verified: quotes.VerifiedQuote
+                   ) -> tuple[eventlog.VerifiedEventLog | None,
+                              exception.TrustedPoolsError | None]:
     if evidence.event_log is None:
         if state.boot is not None and _same_boot(state.boot, verified):
-            return state.boot.log
-        state.want_event_log = True
-        reasons.append("no event log for the quoted boot PCRs yet; "
-                       "requested from the host")
-        return None
+            return state.boot.log, None
+        return None, exception.EvidenceError(
+            reason="the quoted boot PCRs changed but no event log came "
+                   "with them")
     try:
         log = eventlog.verify_event_log(
             eventlog.parse_event_log(evidence.event_log), verified.pcrs)
     except exception.EvidenceError as error:
         state.boot = None
-        reasons.append("event log: %s" % error.message)
-        return None
+        return None, error
     state.boot = BootRecord(evidence.event_log_digest or "",
                             _boot_pcrs(log, verified), log)
-    state.want_event_log = False
-    return log
+    return log, None
 
 
 def _verified_runtime(state: HostState, evidence: Evidence,
-                      verified: quotes.VerifiedQuote, reasons: list[str]
-                      ) -> ima.VerifiedIMALog | None:
+                      verified: quotes.VerifiedQuote
+                      ) -> tuple[ima.VerifiedIMALog | None,
+                                 exception.TrustedPoolsError | None]:
     quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
               if IMA_PCR in pcrs}
     if evidence.ima is None or not quoted:
-        return None
+        return None, None
     start = state.ima_state
-    expected_start = 0 if start is None else start.entries
-    if evidence.ima.start != expected_start:
-        reasons.append("IMA log sent from entry %d, expected %d; asked "
-                       "again" % (evidence.ima.start, expected_start))
-        return None
     if start is not None and set(start.pcrs) != set(quoted):
-        start = None
-        reasons.append("IMA banks changed; replaying from the start")
-        state.ima_state = None
-        return None
+        state.forget_ima()
+        return None, exception.EvidenceError(
+            reason="the quoted IMA banks changed; replaying from the first "
+                   "entry next round")
+    if evidence.ima.start == state.ima_expected_start:
+        data = state.ima_pending + evidence.ima.data
+    elif evidence.ima.start == state.ima_replayed:
+        data = evidence.ima.data  # a direct challenge resends the pending
+    else:
+        return None, exception.EvidenceError(
+            reason="IMA log sent from entry %d, expected %d"
+            % (evidence.ima.start, state.ima_expected_start))
     try:
-        result = ima.verify_ima_log(evidence.ima.data, quoted, start,
-                                    fmt="ascii", tail=True)
+        result = ima.verify_ima_log(data, quoted, start, fmt="ascii",
+                                    tail=True)
     except exception.EvidenceError as error:
         # Keep the old state: the next round replays the same entries.
-        reasons.append("IMA log: %s" % error.message)
-        return None
+        return None, error
     state.ima_state = replace(result.state, offset=None)
-    return result
+    state.ima_pending = b"".join(
+        data.splitlines(keepends=True)[result.covered:])
+    return result, None
+
+
+def capture(ak: structures.Public, evidence: Evidence, nonce: bytes
+            ) -> dict[str, Any]:
+    """Verify fresh, complete evidence and capture policies from it."""
+    verified = quotes.verify_quote(ak, evidence.quote, evidence.signature,
+                                   nonce, evidence.pcrs)
+    captured: dict[str, Any] = {}
+    if evidence.event_log is not None:
+        log = eventlog.verify_event_log(
+            eventlog.parse_event_log(evidence.event_log), verified.pcrs)
+        captured[policy_mod.KIND_MEASURED_BOOT] = \
+            appraisal_mod.capture_measured_boot_policy(log, verified.pcrs)
+    quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
+              if IMA_PCR in pcrs}
+    if evidence.ima is not None and evidence.ima.start == 0 and quoted:
+        runtime = ima.verify_ima_log(evidence.ima.data, quoted,
+                                     fmt="ascii", tail=True)
+        captured[policy_mod.KIND_RUNTIME] = \
+            appraisal_mod.capture_runtime_policy(runtime, verified.pcrs)
+    return captured

@@ -1,0 +1,241 @@
+"""The verdict cache of one scheduler process.
+
+Entries are keyed by host name: the name the conductor signs as the
+verdict's subject (``sub``), which is the host agent's name and by default
+``HostState.host`` of Nova (the nova-compute service host; see the
+``host_key`` option). A signed result is verified once, when it arrives;
+lookups afterwards are one dict read and a few comparisons, safe to run
+per host per request.
+
+Freshness is judged by the **local** monotonic clock at which this process
+received the verdict (the old Nova TrustedFilter trusted the attestation
+server's clock); the verdict's own ``exp`` still applies, converted to the
+local monotonic clock at arrival. Receiving the same token again does not
+make it younger, so replaying an old notification cannot extend a verdict.
+
+Fails closed: a host without an entry, a verdict that is not "trusted" or
+below the requested level, older than ``max_age`` by local receive time,
+past its expiry, or every host when no contact with the conductor
+succeeded for ``grace`` seconds. A token with a bad signature, an unknown
+key id, a malformed payload or an expired result is refused at arrival with
+a log line that says why, and nothing is admitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Callable, Mapping
+
+from trusted_pools import exception
+from trusted_pools.attestation import jws
+from trusted_pools.attestation import results
+from trusted_pools.attestation.verdict import Status, Verdict
+
+__all__ = ["CachedVerdict", "VerdictCache"]
+
+LOG = logging.getLogger(__name__)
+
+#: ``trusted_level`` of an entry whose verdict trusts nothing.
+_NOT_TRUSTED = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedVerdict:
+    """A verified verdict and when (local monotonic seconds) it arrived."""
+
+    verdict: Verdict
+    token: str
+    jti: str
+    received: float
+    #: The verdict's ``exp`` (plus leeway) on the local monotonic clock.
+    expires: float
+    #: The level when the verdict trusts the host, else -1: precomputed so
+    #: a lookup is one comparison.
+    trusted_level: int
+
+
+def _trusted_level(verdict: Verdict) -> int:
+    if verdict.status is not Status.TRUSTED or verdict.vector.contraindicated():
+        return _NOT_TRUSTED
+    return int(verdict.level)
+
+
+def _less_trusting(new: Verdict, old: Verdict) -> bool:
+    return (_trusted_level(new), int(new.level)) < (_trusted_level(old),
+                                                    int(old.level))
+
+
+class VerdictCache:
+    """Thread-safe map host -> latest verified verdict.
+
+    ``public_keys`` maps kid to conductor public key (see
+    ``keystore.key_set``); it can be replaced with :meth:`set_public_keys`.
+    ``wall`` and ``monotonic`` are clocks, injectable for tests.
+    """
+
+    def __init__(self, public_keys: Mapping[str, jws.PublicKey], *,
+                 max_age: int = 180, grace: int = 120, leeway: int = 5,
+                 wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        for name, value in (("max_age", max_age), ("grace", grace)):
+            if type(value) is not int or value <= 0:
+                raise exception.InvalidParameterValue(
+                    name=name, reason="must be a positive number of seconds")
+        if type(leeway) is not int or not 0 <= leeway <= results.MAX_LEEWAY:
+            raise exception.InvalidParameterValue(
+                name="leeway", reason="must be 0 to %d seconds"
+                % results.MAX_LEEWAY)
+        self.max_age = max_age
+        self.grace = grace
+        self.leeway = leeway
+        self._wall = wall
+        self.monotonic = monotonic
+        self._keys: dict[str, jws.PublicKey] = dict(public_keys)
+        self._entries: dict[str, CachedVerdict] = {}
+        self._lock = threading.Lock()
+        self._last_contact: float | None = None
+
+    # --- keys and contact -----------------------------------------------------
+
+    def set_public_keys(self, public_keys: Mapping[str, jws.PublicKey]
+                        ) -> None:
+        self._keys = dict(public_keys)
+
+    @property
+    def public_key_ids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
+    def mark_contact(self) -> None:
+        """Record a successful exchange with the conductor (now)."""
+        self._last_contact = self.monotonic()
+
+    def contact_age(self, now: float | None = None) -> float | None:
+        """Seconds since the last contact, or None if there was none."""
+        if self._last_contact is None:
+            return None
+        return (self.monotonic() if now is None else now) - self._last_contact
+
+    def in_contact(self, now: float) -> bool:
+        last = self._last_contact
+        return last is not None and now - last <= self.grace
+
+    # --- arrival --------------------------------------------------------------
+
+    def admit(self, token: str) -> Verdict:
+        """Verify ``token`` and keep its verdict if newer than the cached.
+
+        Raises a ``SignedResultError`` subclass for a token that does not
+        verify (nothing is admitted). Returns the verified verdict, even if
+        an entry issued later was kept instead.
+        """
+        if not isinstance(token, str):
+            raise exception.ResultMalformed(reason="signed_result is not a "
+                                            "string")
+        wall = self._wall()
+        received = self.monotonic()
+        signed = results.verify_signed_result(token, self._keys, int(wall),
+                                              self.leeway)
+        verdict = signed.verdict
+        entry = CachedVerdict(
+            verdict=verdict, token=token, jti=signed.jti, received=received,
+            expires=received + (verdict.expires_at + self.leeway - wall),
+            trusted_level=_trusted_level(verdict))
+        with self._lock:
+            current = self._entries.get(verdict.host)
+            if self._keep_current(current, entry):
+                return verdict
+            self._entries[verdict.host] = entry
+        LOG.debug("Admitted verdict %s for host %s: %s level %d, issued at "
+                  "%d, expires at %d", signed.jti, verdict.host,
+                  verdict.status.value, verdict.level, verdict.issued_at,
+                  verdict.expires_at)
+        return verdict
+
+    @staticmethod
+    def _keep_current(current: CachedVerdict | None,
+                      new: CachedVerdict) -> bool:
+        """Whether the cached entry wins over a newly verified one.
+
+        An older verdict never replaces a newer one (a late bulk refresh, a
+        replay). The same token again keeps its first receive time. Two
+        verdicts issued in the same second: the less trusting wins.
+        """
+        if current is None:
+            return False
+        if current.jti == new.jti:
+            return True
+        old_at, new_at = current.verdict.issued_at, new.verdict.issued_at
+        if new_at != old_at:
+            return new_at < old_at
+        return not _less_trusting(new.verdict, current.verdict)
+
+    def knows_token(self, host: str, token: str) -> bool:
+        """Whether ``token`` is exactly the one cached for ``host`` (so a
+        bulk refresh can skip verifying it again)."""
+        entry = self._entries.get(host)
+        return entry is not None and entry.token == token
+
+    def forget(self, host: str) -> None:
+        with self._lock:
+            self._entries.pop(host, None)
+
+    # --- lookups --------------------------------------------------------------
+
+    def get(self, host: str) -> CachedVerdict | None:
+        return self._entries.get(host)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def hosts(self) -> list[str]:
+        return list(self._entries)
+
+    def passes(self, host: str, min_level: int, max_age: int,
+               now: float) -> bool:
+        """The per-host decision: a dict read and comparisons, no I/O.
+
+        The caller checks :meth:`in_contact` once per request.
+        """
+        entry = self._entries.get(host)
+        return (entry is not None and entry.trusted_level >= min_level
+                and now - entry.received <= max_age and now < entry.expires)
+
+    def is_trusted(self, host: str, min_level: int, max_age: int | None = None,
+                   now: float | None = None) -> bool:
+        """Complete check for one host, grace included (for callers other
+        than the filter)."""
+        now = self.monotonic() if now is None else now
+        age = self.max_age if max_age is None else min(max_age, self.max_age)
+        return self.in_contact(now) and self.passes(host, min_level, age, now)
+
+    def explain(self, host: str, min_level: int, max_age: int,
+                now: float) -> str:
+        """Why ``host`` does not pass (for the operator's log)."""
+        if not self.in_contact(now):
+            age = self.contact_age(now)
+            return ("no contact with the conductor %s (grace %d s): every "
+                    "host fails closed" % (
+                        "yet" if age is None else "for %.0f s" % age,
+                        self.grace))
+        entry = self._entries.get(host)
+        if entry is None:
+            return "no verdict received for this host"
+        verdict = entry.verdict
+        if verdict.status is not Status.TRUSTED:
+            reasons = "; ".join(verdict.reasons[:3]) or "no reason given"
+            return "verdict is %s (%s)" % (verdict.status.value, reasons)
+        if entry.trusted_level < 0:
+            return "verdict carries a contraindicated claim"
+        if entry.trusted_level < min_level:
+            return "level %d is below the required %d" % (
+                entry.trusted_level, min_level)
+        if now >= entry.expires:
+            return "verdict expired at %d (conductor clock)" % (
+                verdict.expires_at)
+        if now - entry.received > max_age:
+            return ("verdict is stale: received %.0f s ago, max_age %d s"
+                    % (now - entry.received, max_age))
+        return "passes"

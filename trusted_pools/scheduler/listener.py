@@ -1,0 +1,394 @@
+"""Feeding the verdict cache: trust notifications and bulk refreshes.
+
+The conductor publishes ``trusted_pools.host.trust.update`` (driver
+messagingv2, topic ``trusted_pools_notifications``) whenever a host's trust
+changes, with payload ``{"host", "status", "level", "signed_result"}``. Only
+``signed_result`` is trusted, after its signature verifies; the other
+fields are cross-checked and a disagreement is logged (the signed result
+counts). A payload that is not of that shape is refused with a log line.
+
+Because the conductor notifies only on a change, a bulk ``verdicts_since``
+refresh runs at start, every ``refresh_interval`` seconds, and again soon
+after a failed one (its cursor stays put, so the gap is covered). Each
+successful notification or refresh is a "contact"; without contact for
+``grace`` seconds every host fails trust-requiring requests.
+
+Each scheduler process listens in its own notification pool: processes in
+one pool would share a queue and each would see only part of the updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from trusted_pools import exception
+from trusted_pools.attestation import keystore
+from trusted_pools.common import rpc
+from trusted_pools.scheduler import opts as scheduler_conf
+from trusted_pools.scheduler.cache import VerdictCache
+
+__all__ = [
+    "TRUST_EVENT", "ConductorSource", "ConductorClient",
+    "TrustNotificationEndpoint", "TrustListener", "load_public_keys",
+    "default_cache", "stop_default",
+]
+
+LOG = logging.getLogger(__name__)
+
+#: Event type of the conductor's trust notifications.
+TRUST_EVENT = "trusted_pools.host.trust.update"
+#: Conductor RPC topic (trusted_pools.conductor.rpcapi.TOPIC).
+CONDUCTOR_TOPIC = "trusted_pools_conductor"
+#: Seconds between two key fetches triggered by unknown key ids.
+_KEY_FETCH_SPACING = 30.0
+#: Seconds before retrying a failed refresh (at most refresh_interval).
+_RETRY_AFTER = 5.0
+
+
+class ConductorSource(Protocol):
+    """What the listener needs of the conductor (ConductorAPI fits)."""
+
+    def verdicts_since(self, context: dict, since: float
+                       ) -> list[dict[str, Any]]: ...
+
+    def get_public_keys(self, context: dict) -> dict[str, str]: ...
+
+
+class ConductorClient:
+    """Conductor RPC client on an explicit exchange and transport.
+
+    nova-scheduler's own ``control_exchange`` is ``nova``; the conductor
+    listens on the trusted_pools exchange, so the target names it.
+    """
+
+    def __init__(self, transport: messaging.Transport, exchange: str,
+                 timeout: float) -> None:
+        target = messaging.Target(exchange=exchange, topic=CONDUCTOR_TOPIC,
+                                  version="1.0")
+        self._client = messaging.get_rpc_client(transport, target,
+                                                version_cap="1.0",
+                                                timeout=timeout)
+
+    def verdicts_since(self, context: dict, since: float
+                       ) -> list[dict[str, Any]]:
+        return self._client.call(context, "verdicts_since", since=since)
+
+    def get_public_keys(self, context: dict) -> dict[str, str]:
+        return self._client.call(context, "get_public_keys")
+
+
+def _describe(error: Exception) -> str:
+    return "%s: %s" % (type(error).__name__, error)
+
+
+def keys_from_pems(pems: Mapping[str, str]) -> dict[str, Any]:
+    """kid -> key from the conductor's ``get_public_keys`` answer; a kid
+    that is not the key's own thumbprint is refused."""
+    keys = {}
+    for kid, pem in pems.items():
+        key = keystore.public_key_from_pem(pem)
+        if keystore.jwk_thumbprint(key) != kid:
+            raise exception.InvalidParameterValue(
+                name="public_keys", reason="kid %r is not the thumbprint "
+                "of its key" % (kid,))
+        keys[kid] = key
+    return keys
+
+
+def load_public_keys(paths: list[str]) -> dict[str, Any]:
+    """kid -> key from PEM files; an unreadable file is a ConfigInvalid."""
+    keys = []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(64 * 1024)
+        except OSError as error:
+            raise exception.ConfigInvalid(
+                reason="cannot read conductor public key %s: %s"
+                % (path, error.strerror))
+        try:
+            keys.append(keystore.public_key_from_pem(data))
+        except exception.InvalidParameterValue as error:
+            raise exception.ConfigInvalid(
+                reason="conductor public key %s: %s" % (path, error))
+    return keystore.key_set(keys)
+
+
+class TrustNotificationEndpoint:
+    """oslo.messaging notification endpoint: verified verdicts -> cache."""
+
+    filter_rule = messaging.NotificationFilter(
+        event_type="^" + TRUST_EVENT.replace(".", r"\.") + "$")
+
+    def __init__(self, cache: VerdictCache,
+                 on_unknown_key: Callable[[], bool] | None = None) -> None:
+        self.cache = cache
+        self._on_unknown_key = on_unknown_key
+
+    def info(self, ctxt: Any, publisher_id: str, event_type: str,
+             payload: Any, metadata: Any) -> Any:
+        self.handle(payload, publisher_id)
+        return messaging.NotificationResult.HANDLED
+
+    def handle(self, payload: Any, origin: str = "conductor") -> bool:
+        """Admit the signed result of one payload; False if refused."""
+        if (not isinstance(payload, dict)
+                or not isinstance(payload.get("signed_result"), str)
+                or not isinstance(payload.get("host"), str)):
+            LOG.warning("Refused trust notification from %s: malformed "
+                        "payload (expected a JSON object with string 'host' "
+                        "and 'signed_result'); nothing admitted",
+                        str(origin)[:128])
+            return False
+        host = payload["host"][:255]
+        try:
+            verdict = admit_with_key_retry(self.cache, payload[
+                "signed_result"], self._on_unknown_key)
+        except exception.SignedResultError as error:
+            LOG.warning("Refused trust notification for host %s from %s: "
+                        "%s; nothing admitted", host, str(origin)[:128],
+                        error)
+            return False
+        self.cache.mark_contact()
+        claimed = (payload.get("host"), payload.get("status"),
+                   payload.get("level"))
+        signed = (verdict.host, verdict.status.value, int(verdict.level))
+        if claimed != signed:
+            LOG.warning("Trust notification fields %r disagree with its "
+                        "signed result %r; the signed result counts",
+                        claimed, signed)
+        LOG.info("Host %s is %s at level %d per the conductor's signed "
+                 "result", verdict.host, verdict.status.value,
+                 verdict.level)
+        return True
+
+
+def admit_with_key_retry(cache: VerdictCache, token: str,
+                         on_unknown_key: Callable[[], bool] | None) -> Any:
+    try:
+        return cache.admit(token)
+    except exception.ResultKeyUnknown:
+        if on_unknown_key is None or not on_unknown_key():
+            raise
+        return cache.admit(token)
+
+
+class TrustListener:
+    """Notification listener plus the periodic bulk refresh thread."""
+
+    def __init__(self, cache: VerdictCache, source: ConductorSource | None,
+                 *, notification_transport: messaging.Transport | None,
+                 exchange: str, pool: str | None = None,
+                 refresh_interval: float = 30.0, fetch_keys: bool = False,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.cache = cache
+        self.source = source
+        self.exchange = exchange
+        self.pool = pool or "trusted-pools-scheduler-%s-%d" % (
+            socket.gethostname(), os.getpid())
+        self.refresh_interval = refresh_interval
+        self.fetch_keys = fetch_keys and source is not None
+        self._wall = wall
+        self._transport = notification_transport
+        self._server: messaging.MessageHandlingServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._cursor: float | None = None
+        self._last_key_fetch = 0.0
+        self.endpoint = TrustNotificationEndpoint(
+            cache, self._fetch_keys if self.fetch_keys else None)
+
+    # --- keys ------------------------------------------------------------------
+
+    def _fetch_keys(self) -> bool:
+        """Fetch the conductor's keys (rate-limited); True if fetched."""
+        now = time.monotonic()
+        if self.source is None or (self._last_key_fetch and now
+                                   - self._last_key_fetch
+                                   < _KEY_FETCH_SPACING):
+            return False
+        self._last_key_fetch = now
+        try:
+            keys = keys_from_pems(self.source.get_public_keys({}))
+        except (messaging.MessagingException,
+                exception.TrustedPoolsError) as error:
+            LOG.warning("Could not fetch the conductor public keys: %s",
+                        _describe(error))
+            return False
+        merged = {**{k: v for k, v in self.cache._keys.items()}, **keys}
+        self.cache.set_public_keys(merged)
+        LOG.info("Conductor public keys fetched over RPC: %s",
+                 ", ".join(sorted(keys)))
+        return True
+
+    # --- bulk refresh ----------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Pull verdicts issued since the cursor; returns how many were
+        admitted. Raises MessagingException when the conductor is away."""
+        if self.source is None:
+            return 0
+        started = self._wall()
+        since = (self._cursor if self._cursor is not None
+                 else started - self.cache.max_age)
+        items = self.source.verdicts_since({}, since)
+        if not isinstance(items, list):
+            raise exception.ResultMalformed(
+                reason="verdicts_since answered a %s, not a list"
+                % type(items).__name__)
+        admitted = refused = 0
+        for item in items:
+            token = item.get("signed_result") if isinstance(item,
+                                                            dict) else None
+            host = item.get("host") if isinstance(item, dict) else None
+            if not isinstance(token, str) or not isinstance(host, str):
+                refused += 1
+                continue
+            if self.cache.knows_token(host, token):
+                continue
+            try:
+                admit_with_key_retry(self.cache, token,
+                                     self._fetch_keys if self.fetch_keys
+                                     else None)
+                admitted += 1
+            except exception.SignedResultError as error:
+                refused += 1
+                LOG.warning("Refused verdict for host %s from the bulk "
+                            "refresh: %s; nothing admitted", host[:255],
+                            error)
+        self.cache.mark_contact()
+        # Overlap one interval plus the leeway: verdicts are written to the
+        # conductor's database a little after they are issued.
+        self._cursor = started - self.refresh_interval - self.cache.leeway
+        LOG.debug("Bulk refresh since %.0f: %d verdicts, %d admitted, %d "
+                  "refused", since, len(items), admitted, refused)
+        return admitted
+
+    def _refresh_logged(self) -> bool:
+        try:
+            self.refresh()
+            return True
+        except (messaging.MessagingException,
+                exception.TrustedPoolsError) as error:
+            age = self.cache.contact_age()
+            LOG.warning("Bulk refresh of verdicts failed (%s); %s",
+                        _describe(error),
+                        "no contact with the conductor yet: every host "
+                        "fails trust-requiring requests" if age is None
+                        else "last contact %.0f s ago (grace %d s)"
+                        % (age, self.cache.grace))
+            return False
+
+    def _run(self) -> None:
+        ok = True
+        while not self._stop.wait(self.refresh_interval if ok else min(
+                _RETRY_AFTER, self.refresh_interval)):
+            ok = self._refresh_logged()
+
+    # --- life cycle ------------------------------------------------------------
+
+    def start(self, initial_refresh: bool = True) -> None:
+        if self.fetch_keys:
+            self._fetch_keys()
+        if initial_refresh:
+            self._refresh_logged()
+        if self._transport is not None:
+            targets = [messaging.Target(topic=topic, exchange=self.exchange)
+                       for topic in rpc.NOTIFICATION_TOPICS]
+            self._server = messaging.get_notification_listener(
+                self._transport, targets, [self.endpoint],
+                executor="threading", pool=self.pool)
+            self._server.start()
+        if self.source is not None:
+            self._thread = threading.Thread(
+                target=self._run, name="trusted-pools-verdict-refresh",
+                daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.stop()
+            self._server.wait()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+# --- the process-wide instance used by the filter ------------------------------
+
+_DEFAULT: tuple[int, VerdictCache, TrustListener, list[Any]] | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def _build_default(conf: cfg.ConfigOpts
+                   ) -> tuple[VerdictCache, TrustListener, list[Any]]:
+    group = conf[scheduler_conf.group.name]
+    keys = load_public_keys(list(group.conductor_public_keys))
+    if not keys and not group.fetch_public_keys:
+        LOG.error("[%s] conductor_public_keys is empty and "
+                  "fetch_public_keys is off: no verdict can be verified, "
+                  "so no host passes a request that needs trust",
+                  scheduler_conf.group.name)
+    cache = VerdictCache(keys, max_age=group.max_age, grace=group.grace,
+                         leeway=group.clock_leeway)
+    url = group.transport_url
+    notification_transport = messaging.get_notification_transport(
+        conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS)
+    rpc_transport = messaging.get_rpc_transport(
+        conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS)
+    source = ConductorClient(rpc_transport, group.control_exchange,
+                             group.rpc_timeout)
+    listener = TrustListener(
+        cache, source, notification_transport=notification_transport,
+        exchange=group.control_exchange, pool=group.notification_pool,
+        refresh_interval=group.refresh_interval,
+        fetch_keys=group.fetch_public_keys)
+    listener.start()
+    return cache, listener, [notification_transport, rpc_transport]
+
+
+def default_cache(conf: cfg.ConfigOpts | None = None) -> VerdictCache:
+    """The process's cache, its listener started on first use.
+
+    Keyed by process id: a scheduler worker forked after the filter was
+    loaded starts its own listener (threads do not survive a fork).
+    """
+    global _DEFAULT
+    state = _DEFAULT
+    if state is not None and state[0] == os.getpid():
+        return state[1]
+    conf = cfg.CONF if conf is None else conf
+    with _DEFAULT_LOCK:
+        state = _DEFAULT
+        if state is None or state[0] != os.getpid():
+            if scheduler_conf.group.name not in conf:
+                scheduler_conf.register_opts(conf)
+            cache, listener, transports = _build_default(conf)
+            _DEFAULT = state = (os.getpid(), cache, listener, transports)
+    return state[1]
+
+
+def default_listener() -> TrustListener | None:
+    state = _DEFAULT
+    return state[2] if state is not None else None
+
+
+def stop_default() -> None:
+    """Stop the process's listener and close its transports."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        state, _DEFAULT = _DEFAULT, None
+    if state is not None and state[0] == os.getpid():
+        state[2].stop()
+        for transport in state[3]:
+            transport.cleanup()

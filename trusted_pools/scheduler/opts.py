@@ -1,0 +1,86 @@
+"""[trusted_pools_scheduler]: the trust filter inside nova-scheduler.
+
+The definitions live here, not in ``trusted_pools.conf.scheduler``, so that
+nova-scheduler can load the filter without importing ``trusted_pools.conf``:
+that package registers every project option (``[DEFAULT] state_path``
+among them) on the global ``cfg.CONF`` it shares with Nova, which collides
+with Nova's own options. ``trusted_pools.conf.scheduler`` re-exports them
+for the sample generator.
+
+These options are read from the configuration of the process that loads the
+filter (``nova.conf`` of nova-scheduler), hence the group name that says
+whose options they are.
+"""
+
+from oslo_config import cfg
+
+group = cfg.OptGroup(
+    "trusted_pools_scheduler", title="Trusted pools scheduler filter",
+    help="TrustedHostFilter: the verdict cache in nova-scheduler, fed by "
+         "the conductor's signed trust notifications.")
+
+opts = [
+    cfg.IntOpt("max_age", default=180, min=1, max=86400,
+               help="Seconds a verdict counts as fresh, measured from the "
+                    "moment this scheduler received it (its local "
+                    "monotonic clock, not the conductor's clock). A flavor "
+                    "may ask for less with trust:max_age, never for more. "
+                    "Keep it above refresh_interval plus the conductor's "
+                    "attestation interval."),
+    cfg.IntOpt("grace", default=120, min=1, max=86400,
+               help="Seconds without any successful contact with the "
+                    "conductor (a verified notification or a bulk refresh) "
+                    "after which no host passes a request that needs trust. "
+                    "Keep it above refresh_interval."),
+    cfg.IntOpt("refresh_interval", default=30, min=1, max=3600,
+               help="Seconds between two bulk 'verdicts since' refreshes. "
+                    "The conductor only notifies on a change of trust, so "
+                    "this refresh is what carries re-issued verdicts and "
+                    "keeps contact alive in a quiet fleet."),
+    cfg.IntOpt("default_min_level", default=1, min=1, max=4,
+               help="Level of assurance required when a request asks for "
+                    "trust without trust:min_level (1 identity, 2 platform "
+                    "firmware, 3 OS boot, 4 runtime)."),
+    cfg.IntOpt("clock_leeway", default=5, min=0, max=300,
+               help="Seconds of clock difference allowed between conductor "
+                    "and scheduler when checking a verdict's own issue and "
+                    "expiry times."),
+    cfg.ListOpt("conductor_public_keys", default=[],
+                help="Paths of PEM files with the conductor public keys "
+                     "(Ed25519 or ECDSA P-256) whose signatures are "
+                     "accepted. Copy them from 'trusted-pools-manage' or "
+                     "from each conductor's signing key."),
+    cfg.BoolOpt("fetch_public_keys", default=False, mutable=False,
+                help="Also accept the public keys the conductor announces "
+                     "over RPC (get_public_keys) at start and on an unknown "
+                     "key id. This trusts whoever can answer on the message "
+                     "bus as the conductor, so it is off by default and "
+                     "cannot be switched on at runtime."),
+    cfg.StrOpt("transport_url", secret=True,
+               help="Message bus where the conductor publishes its trust "
+                    "notifications and answers RPC. Unset: the process's "
+                    "own [oslo_messaging_notifications] / [DEFAULT] "
+                    "transport_url."),
+    cfg.StrOpt("control_exchange", default="trusted_pools",
+               help="Exchange of the trusted_pools services (their "
+                    "[DEFAULT] control_exchange)."),
+    cfg.StrOpt("notification_pool",
+               help="Listener pool (queue) name. Each scheduler process "
+                    "needs every notification, so each needs its own pool. "
+                    "Unset: 'trusted-pools-scheduler-<hostname>-<pid>'."),
+    cfg.IntOpt("rpc_timeout", default=10, min=1, max=300,
+               help="Seconds to wait for the conductor's answer to a bulk "
+                    "refresh or a key fetch."),
+    cfg.StrOpt("host_key", default="host", choices=[
+        ("host", "HostState.host: the nova-compute service host, which is "
+                 "the name the host agent attests under (both default to "
+                 "the machine's hostname)"),
+        ("nodename", "HostState.nodename: the hypervisor node name")],
+               help="Which name of a Nova host is looked up in the verdict "
+                    "cache."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)
