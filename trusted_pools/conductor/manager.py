@@ -300,7 +300,14 @@ class ConductorManager:
         batch = self._take_batch(wait)
         verdicts = []
         for received_at, wire in batch:
-            outcome = self._verify_pushed(wire, received_at)
+            try:
+                outcome = self._verify_pushed(wire, received_at)
+            except Exception:  # noqa: BLE001 - one message, not the batch
+                # Fail closed: no verdict now, "unknown" when it lasts.
+                LOG.exception("Verifying evidence from %r failed",
+                              wire.get("host") if isinstance(wire, dict)
+                              else "?")
+                continue
             if outcome is not None and outcome[1] is not None:
                 verdicts.append(outcome)
         if verdicts:
@@ -335,9 +342,16 @@ class ConductorManager:
                                                host)
             evidence = Evidence.from_wire(wire)
         except exception.EvidenceError as error:
-            return state, verifier.failed_verdict(host, error, "", now,
-                                                  self.validity)
+            return state, verifier.failed_verdict(
+                host, error, verifier.wire_digest(wire), now, self.validity)
         if verifier.needs_full_evidence(state, evidence):
+            # Only a genuine, fresh quote earns the host a direct
+            # challenge; anything else is judged as it is.
+            try:
+                verifier.check_quote(state, evidence, nonce)
+            except exception.EvidenceError as error:
+                return state, verifier.failed_verdict(
+                    host, error, evidence.digest(), now, self.validity)
             return state, self._pull(state)
         return state, self._verify(state, evidence, nonce)
 
@@ -365,8 +379,9 @@ class ConductorManager:
         try:
             evidence = Evidence.from_wire(wire)
         except exception.EvidenceError as error:
-            return verifier.failed_verdict(state.host, error, "",
-                                           int(self.clock()), self.validity)
+            return verifier.failed_verdict(
+                state.host, error, verifier.wire_digest(wire),
+                int(self.clock()), self.validity)
         return self._verify(state, evidence, nonce)
 
     def _verify(self, state: verifier.HostState, evidence: Evidence,

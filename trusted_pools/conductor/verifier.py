@@ -16,6 +16,8 @@ benchmarked on its own.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
@@ -157,6 +159,15 @@ class Outcome:
     reboot: freshness.Reboot | None
 
 
+def check_quote(state: HostState, evidence: Evidence,
+                expected_nonce: bytes) -> None:
+    """Raise if the quote is not genuine and fresh (state unchanged)."""
+    verified = quotes.verify_quote(state.ak, evidence.quote,
+                                   evidence.signature, expected_nonce,
+                                   evidence.pcrs)
+    freshness.check_clock(state.host, state.clock, verified.clock_info)
+
+
 def verify_and_appraise(state: HostState, evidence: Evidence,
                         expected_nonce: bytes, now: int,
                         validity: int) -> Outcome:
@@ -195,6 +206,13 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
     return Outcome(appraisal_mod.make_verdict(
         state.host, result, digest, now, validity,
         min_level_for_trusted=policies.required_level), reboot)
+
+
+def wire_digest(wire: Any) -> str:
+    """Digest of a message that did not parse as evidence (for the
+    verdict's evidence digest: what exactly was rejected)."""
+    return hashlib.sha256(json.dumps(wire, sort_keys=True, default=repr)
+                          .encode()).hexdigest()
 
 
 def failed_verdict(host: str, error: exception.EvidenceError, digest: str,

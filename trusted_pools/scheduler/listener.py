@@ -383,12 +383,25 @@ def default_listener() -> TrustListener | None:
     return state[2] if state is not None else None
 
 
-def stop_default() -> None:
-    """Stop the process's listener and close its transports."""
+def stop_default(wait: bool = True) -> None:
+    """Stop the process's listener and close its transports.
+
+    With ``wait=False`` the (seconds long) broker shutdown runs in a
+    daemon thread; the cache is detached at once either way.
+    """
     global _DEFAULT
     with _DEFAULT_LOCK:
         state, _DEFAULT = _DEFAULT, None
-    if state is not None and state[0] == os.getpid():
+    if state is None or state[0] != os.getpid():
+        return
+
+    def shutdown() -> None:
         state[2].stop()
         for transport in state[3]:
             transport.cleanup()
+
+    if wait:
+        shutdown()
+    else:
+        threading.Thread(target=shutdown, name="trusted-pools-listener-stop",
+                         daemon=True).start()
