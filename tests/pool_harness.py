@@ -142,7 +142,8 @@ class TrustedPool:
             if event is not None and not lying_log:
                 logged = honest_tampered_log(logged, event)
             host.event_log_path.write_bytes(logged)
-            boot_ima(host, ima_entries, seed=index)
+            # Same image everywhere: the same programs ran on every host.
+            boot_ima(host, ima_entries, seed=0)
             self.hosts.append(host)
             added.append(host)
         return added

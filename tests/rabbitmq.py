@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from typing import Iterator
 
@@ -36,8 +37,41 @@ def require_broker() -> None:
                     pytrace=False)
 
 
+def _rabbitmqctl(*args: str) -> bool:
+    try:
+        subprocess.run(["rabbitmqctl", *args], check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> Iterator[str]:
+    """The broker URL with a virtual host of this test session's own.
+
+    oslo.messaging names queues after topics, not exchanges, so only a
+    virtual host keeps two test runs (or a test run and the demo) on one
+    broker from consuming each other's messages. Without rabbitmqctl
+    (not root) the default virtual host is used, shared.
+    """
+    require_broker()
+    if "TRUSTED_POOLS_TEST_RABBIT" in os.environ:
+        yield RABBIT_URL
+        return
+    vhost = "tp-test-%s" % uuid.uuid4().hex[:12]
+    if not (_rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
+            "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
+        yield RABBIT_URL
+        return
+    try:
+        yield RABBIT_URL.rstrip("/") + "/" + vhost
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture
-def rabbit_conf() -> Iterator[cfg.ConfigOpts]:
+def rabbit_conf(rabbit_url: str) -> Iterator[cfg.ConfigOpts]:
     """Global CONF pointed at the real broker, on a private exchange.
 
     oslo.messaging registers some options only on the global CONF, so the
@@ -52,7 +86,7 @@ def rabbit_conf() -> Iterator[cfg.ConfigOpts]:
     # can be overridden before the first transport exists.
     fixture = conffixture.ConfFixture(conf)
     fixture.setUp()
-    fixture.transport_url = RABBIT_URL
+    fixture.transport_url = rabbit_url
     conf.set_override("control_exchange", "tp-test-%s" % uuid.uuid4().hex)
     rpc.init(conf)
     try:

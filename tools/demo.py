@@ -1,11 +1,18 @@
-"""The main job of trusted_pools at this stage of the project.
+"""The main job of trusted_pools: a small trusted pool, end to end.
 
 1. Verify a real attestation recorded from a Google Cloud shielded VM's TPM
    (shipped in tests/data): its files are written out the way tpm2-tools
    would, then checked with ``trusted-pools-manage evidence verify``.
 2. Show that the same evidence with one byte changed is rejected.
-3. If swtpm and tpm2-tools are present, make a fresh quote on a real
-   software TPM 2.0 with tpm2-tools and verify it with the same command.
+3. Make a fresh quote on a real software TPM 2.0 (swtpm) with tpm2-tools
+   and verify it with the same command.
+4. Bring up a small trusted pool on embedded defaults: four compute hosts,
+   each a swtpm booted from a real firmware event log (one of them with a
+   kernel nobody approved) with an IMA log, one agent per host, one
+   conductor, SQLite, and the local RabbitMQ bus. Enroll the hosts (EK
+   certificate chain, AK bound by credential activation), capture the
+   golden measurements from a good host, attest, and print each host's
+   verdict, level and reasons.
 
 Exit status is non-zero if any step does not give the expected outcome.
 """
@@ -23,6 +30,7 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 ATTESTATION = ROOT / "tests/data/quote/go-attestation/windows_gcp_shielded_vm.json"
 MANAGE = [sys.executable, "-m", "trusted_pools.cmd.manage"]
 SHA1_GO = 3  # Go's crypto.SHA1 numbering, as used in the JSON
@@ -121,6 +129,92 @@ def swtpm_quote(workdir: pathlib.Path) -> dict[str, pathlib.Path] | None:
             "signature": workdir / "quote.sig", "pcrs": workdir / "quote.pcrs"}
 
 
+POOL_CONF = """[DEFAULT]
+transport_url = rabbit://guest:guest@127.0.0.1:5672/%(vhost)s
+state_path = %(workdir)s
+[database]
+connection = sqlite:///%(workdir)s/trusted_pools.sqlite
+[conductor]
+attestation_interval = 2
+"""
+
+
+def run_pool(workdir: pathlib.Path) -> int:
+    """Build the pool with the test-side swtpm harness, then let the real
+    services do the rest."""
+    from tests import pool_harness, swtpm_pool
+    from trusted_pools.common import config, rpc
+
+    # A virtual host of its own keeps the demo's queues apart from any
+    # other deployment or test run on the same broker.
+    vhost = "trusted-pools-demo-%s" % os.urandom(4).hex()
+    if not (_rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
+            "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
+        vhost = ""
+    conf_path = workdir / "trusted-pools.conf"
+    conf_path.write_text(POOL_CONF % {"workdir": workdir, "vhost": vhost})
+    conf = config.parse_args(["--config-file", str(conf_path)],
+                             "trusted-pools-demo")
+    rpc.init(conf)
+    ca = swtpm_pool.LocalCA.create(workdir / "ek-ca")
+    with swtpm_pool.SwtpmPool(ca, workdir / "tpms") as tpms:
+        pool = pool_harness.TrustedPool(
+            workdir, conf, tpms.start, ca,
+            conf.database.connection, interval=2)
+        try:
+            return _attest_pool(pool)
+        finally:
+            pool.close()
+            rpc.cleanup()
+            if vhost:
+                _rabbitmqctl("delete_vhost", vhost)
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    try:
+        subprocess.run(["rabbitmqctl", *args], check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _attest_pool(pool) -> int:
+    pool.configure()
+    hosts = pool.add_hosts(4, tamper=[3])
+    print("hosts: %s (%s booted a kernel nobody approved)"
+          % (", ".join(h.name for h in hosts), hosts[3].name))
+    pool.start_agents()
+    pool.start_conductor("conductor-1")
+    pool.enroll_all()
+    print("enrolled: EK certificates chain to the local CA; AKs bound by "
+          "credential activation")
+    api = pool.api()
+    captured = api.capture_policy({}, hosts[0].name)
+    for kind, body in sorted(captured.items()):
+        api.create_policy({}, "golden-" + kind, kind, body)
+        api.assign_policy({}, "default", "golden-" + kind)
+    print("golden measurements captured from %s: %s" % (
+        hosts[0].name, ", ".join(sorted(captured))))
+    names = [h.name for h in hosts]
+    latest = pool.wait_for(lambda v: all(
+        n in v and len(v[n].policy_versions) == len(captured)
+        for n in names), timeout=60)
+    print()
+    print("%-12s %-10s %-5s %s" % ("HOST", "VERDICT", "LEVEL", "REASONS"))
+    for name in names:
+        verdict = latest[name]
+        reasons = "; ".join(verdict.reasons) or "-"
+        print("%-12s %-10s %-5d %s" % (name, verdict.status, verdict.level,
+                                       reasons[:300]))
+    expected = {n: "trusted" for n in names[:3]}
+    expected[names[3]] = "untrusted"
+    wrong = [n for n in names if latest[n].status != expected[n]]
+    if wrong:
+        print("UNEXPECTED verdicts for %s" % ", ".join(wrong))
+    return 1 if wrong else 0
+
+
 def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="trusted-pools-demo-") as tmp:
@@ -145,6 +239,9 @@ def main() -> int:
                 "--signature", str(live["signature"]),
                 "--nonce", "c0ffee00deadbeef", "--pcrs", str(live["pcrs"])])
             failures += rc != 0
+        banner("4. A small trusted pool: 4 hosts, 1 conductor, SQLite, "
+               "RabbitMQ")
+        failures += run_pool(workdir) != 0
     banner("demo %s" % ("PASSED" if not failures else "FAILED"))
     return 1 if failures else 0
 

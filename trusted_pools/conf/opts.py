@@ -8,9 +8,10 @@ from trusted_pools.conf import agent
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
 from trusted_pools.conf import database
+from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
 
-_MODULES = (agent, attestation, conductor, database, tpm)
+_MODULES = (agent, attestation, conductor, database, scheduler, tpm)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

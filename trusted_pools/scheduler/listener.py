@@ -70,8 +70,8 @@ class ConductorClient:
     """
 
     def __init__(self, transport: messaging.Transport, exchange: str,
-                 timeout: float) -> None:
-        target = messaging.Target(exchange=exchange, topic=CONDUCTOR_TOPIC,
+                 timeout: float, topic: str = CONDUCTOR_TOPIC) -> None:
+        target = messaging.Target(exchange=exchange, topic=topic,
                                   version="1.0")
         self._client = messaging.get_rpc_client(transport, target,
                                                 version_cap="1.0",

@@ -1,0 +1,184 @@
+"""Signed trust notifications over the real RabbitMQ: notification ->
+cache -> filter, and what is refused (with a log line, nothing admitted).
+
+RabbitMQ names queues by topic or pool, not by exchange: a unique exchange
+per test does not keep two test runs (or a conductor test running at the
+same time) off each other's queues. So every listener here has a unique
+pool and the RPC test a unique topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import oslo_messaging as messaging
+import pytest
+
+from tests import nova_harness as nh
+from trusted_pools.common import rpc
+from trusted_pools.scheduler.cache import VerdictCache
+from trusted_pools.scheduler.filters import TrustedHostFilter
+from trusted_pools.scheduler.listener import (CONDUCTOR_TOPIC,
+                                              ConductorClient, TRUST_EVENT,
+                                              TrustListener)
+
+pytestmark = [pytest.mark.rabbitmq]
+
+
+class FakeConductorEndpoint:
+    """RPC endpoint answering like the conductor, from signed tokens."""
+
+    target = messaging.Target(version="1.0")
+
+    def __init__(self, factory: nh.VerdictFactory) -> None:
+        self.factory = factory
+        self.items: list[dict[str, Any]] = []
+
+    def verdicts_since(self, context, since):
+        return self.items
+
+    def get_public_keys(self, context):
+        return {self.factory.signer.kid: self.factory.public_pem}
+
+
+@pytest.fixture
+def pool(rabbit_conf):
+    factory = nh.VerdictFactory()
+    cache = VerdictCache(factory.public_keys, max_age=60, grace=60)
+    transport = messaging.get_notification_transport(rabbit_conf)
+    listener = TrustListener(cache, None, notification_transport=transport,
+                             exchange=rabbit_conf.control_exchange,
+                             pool="test-%s" % uuid.uuid4().hex)
+    listener.start()
+    notifier = rpc.get_notifier("trusted_pools.conductor.test")
+    try:
+        yield factory, cache, notifier
+    finally:
+        listener.stop()
+        transport.cleanup()
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_signed_notification_reaches_the_filter(pool):
+    factory, cache, notifier = pool
+    flt = TrustedHostFilter(cache=cache)
+    spec = nh.request_spec({"trust:trusted_host": "required"})
+    host = nh.host_state("compute-1")
+    assert not flt.host_passes(host, spec)
+    notifier.info({}, TRUST_EVENT, factory.payload("compute-1"))
+    assert wait_until(lambda: flt.host_passes(host, spec))
+    notifier.info({}, TRUST_EVENT, factory.payload(
+        "compute-1", status="untrusted",
+        issued_at=cache.get("compute-1").verdict.issued_at + 1))
+    assert wait_until(lambda: not flt.host_passes(host, spec))
+
+
+@pytest.mark.parametrize("case", ["bad-signature", "unknown-key", "expired",
+                                  "malformed", "other-event"])
+def test_bad_notifications_are_refused(pool, caplog, case):
+    factory, cache, notifier = pool
+    event = TRUST_EVENT
+    if case == "bad-signature":
+        payload = factory.payload("compute-2")
+        head, body, sig = payload["signed_result"].split(".")
+        payload["signed_result"] = ".".join(
+            (head, body, sig[:-4] + ("AAAA" if sig[-4:] != "AAAA"
+                                     else "BBBB")))
+        expected = "signature verification failed"
+    elif case == "unknown-key":
+        payload = nh.VerdictFactory(issuer="rogue").payload("compute-2")
+        expected = "not among the trusted conductor keys"
+    elif case == "expired":
+        payload = factory.payload("compute-2",
+                                  issued_at=int(time.time()) - 600,
+                                  validity=60)
+        expected = "expired"
+    elif case == "malformed":
+        payload = {"host": "compute-2", "signed_result": ["nope"]}
+        expected = "malformed payload"
+    else:
+        payload = factory.payload("compute-2")
+        event = "trusted_pools.host.other"
+        expected = None
+    with caplog.at_level(logging.INFO,
+                         logger="trusted_pools.scheduler.listener"):
+        notifier.info({}, event, payload)
+        # A good notification after it proves the bad one was consumed.
+        notifier.info({}, TRUST_EVENT, factory.payload("marker"))
+        assert wait_until(lambda: cache.get("marker") is not None)
+    assert cache.get("compute-2") is None
+    if expected is not None:
+        assert expected in caplog.text
+        assert "nothing admitted" in caplog.text
+    assert not cache.is_trusted("compute-2", 1)
+
+
+def test_bulk_refresh_and_key_fetch_over_rpc(rabbit_conf):
+    factory = nh.VerdictFactory()
+    endpoint = FakeConductorEndpoint(factory)
+    endpoint.items = [
+        {"host": "a", "status": "trusted", "level": 4,
+         "signed_result": factory.token("a")},
+        {"host": "b", "status": "untrusted", "level": 2,
+         "signed_result": factory.token("b", status="untrusted")},
+        {"host": "c", "status": "trusted", "level": 4,
+         "signed_result": "garbage"},
+    ]
+    topic = "%s-%s" % (CONDUCTOR_TOPIC, uuid.uuid4().hex)
+    server = rpc.get_server(messaging.Target(topic=topic, server="c1"),
+                            [endpoint])
+    server.start()
+    transport = messaging.get_rpc_transport(rabbit_conf)
+    try:
+        cache = VerdictCache({}, max_age=60, grace=60)
+        source = ConductorClient(transport, rabbit_conf.control_exchange, 10,
+                                 topic=topic)
+        listener = TrustListener(cache, source, notification_transport=None,
+                                 exchange=rabbit_conf.control_exchange,
+                                 fetch_keys=True, refresh_interval=60)
+        listener.start()
+        try:
+            assert cache.public_key_ids == {factory.signer.kid}
+            assert cache.is_trusted("a", 4)
+            assert not cache.is_trusted("b", 1)
+            assert cache.get("c") is None
+            assert cache.contact_age() is not None
+            # A second refresh skips tokens it already holds.
+            assert listener.refresh() == 0
+        finally:
+            listener.stop()
+    finally:
+        server.stop()
+        server.wait()
+        transport.cleanup()
+
+
+def test_unreachable_conductor_fails_closed(rabbit_conf, caplog):
+    transport = messaging.get_rpc_transport(rabbit_conf)
+    try:
+        factory = nh.VerdictFactory()
+        cache = VerdictCache(factory.public_keys, grace=1)
+        listener = TrustListener(
+            cache, ConductorClient(transport, rabbit_conf.control_exchange,
+                                   1, topic="nobody-%s" % uuid.uuid4().hex),
+            notification_transport=None,
+            exchange=rabbit_conf.control_exchange, refresh_interval=60)
+        with caplog.at_level(logging.WARNING):
+            listener.start()
+            listener.stop()
+        assert "Bulk refresh of verdicts failed" in caplog.text
+        cache.admit(factory.token("a"))
+        assert not cache.is_trusted("a", 1)
+    finally:
+        transport.cleanup()
