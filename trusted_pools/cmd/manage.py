@@ -13,6 +13,8 @@ from typing import Sequence
 
 from oslo_config import cfg
 
+from trusted_pools.cmd import conductor_ops
+from trusted_pools.common import rpc
 from trusted_pools.cmd import db
 from trusted_pools.cmd import evidence
 from trusted_pools.conf import CONF
@@ -25,9 +27,10 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trusted-pools-manage",
-        description="Operate a trusted compute pool: verify TPM 2.0 "
-                    "evidence, and (in later releases) manage hosts, "
-                    "policies and the database.")
+        description="Operate a trusted compute pool: enroll hosts, "
+                    "manage golden-measurement policies, read verdicts, "
+                    "create the database and verify TPM 2.0 evidence "
+                    "from files.")
     parser.add_argument(
         "--config-file", action="append", metavar="PATH",
         help="configuration file (repeatable); default: the oslo.config "
@@ -38,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory of *.conf files read after --config-file")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    conductor_ops.add_commands(commands)
     db.add_commands(commands)
     evidence.add_commands(commands)
     return parser
@@ -61,6 +65,7 @@ def load_config(args: argparse.Namespace) -> cfg.ConfigOpts:
         cli += ["--config-file", path]
     if args.config_dir:
         cli += ["--config-dir", args.config_dir]
+    rpc.set_defaults()
     CONF(cli, project="trusted-pools", prog="trusted-pools-manage",
          validate_default_values=True)
     return CONF
