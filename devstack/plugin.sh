@@ -1,9 +1,9 @@
 #!/bin/bash
 # devstack plugin for trusted_pools: enable with
 #   enable_plugin trusted-pools <repository URL or path>
-# At this stage the project ships the evidence library and the
-# trusted-pools-manage CLI; the conductor, agent and scheduler filter are
-# wired in here as they land.
+# Services: tp-cond (trusted-pools-conductor) and tp-agent
+# (trusted-pools-agent, on every compute host). The Nova filter is enabled
+# in nova-scheduler.
 
 function install_trusted_pools {
     install_package swtpm swtpm-tools tpm2-tools libtss2-dev
@@ -16,6 +16,25 @@ function configure_trusted_pools {
         --config-file etc/trusted-pools/trusted-pools-config-generator.conf \
         --output-file $TRUSTED_POOLS_CONF)
     iniset $TRUSTED_POOLS_CONF tpm tcti "$TRUSTED_POOLS_TPM_TCTI"
+    iniset $TRUSTED_POOLS_CONF DEFAULT transport_url "$(get_transport_url)"
+    iniset $TRUSTED_POOLS_CONF database connection \
+        "$(database_connection_url trusted_pools)"
+    iniset $TRUSTED_POOLS_CONF conductor ek_ca_bundle \
+        "$TRUSTED_POOLS_CONF_DIR/ek-ca.pem"
+    local filter=trusted_pools.scheduler.filters.TrustedHostFilter
+    iniadd $NOVA_CONF filter_scheduler available_filters "$filter"
+    iniset $NOVA_CONF filter_scheduler enabled_filters \
+        "$(iniget $NOVA_CONF filter_scheduler enabled_filters),TrustedHostFilter"
+}
+
+function init_trusted_pools {
+    recreate_database trusted_pools
+    trusted-pools-manage --config-file $TRUSTED_POOLS_CONF db sync
+}
+
+function start_trusted_pools {
+    run_process tp-cond "$TRUSTED_POOLS_BIN_DIR/trusted-pools-conductor --config-file $TRUSTED_POOLS_CONF"
+    run_process tp-agent "$TRUSTED_POOLS_BIN_DIR/trusted-pools-agent --config-file $TRUSTED_POOLS_CONF"
 }
 
 if is_service_enabled trusted-pools || [[ "$1" == "stack" ]]; then
@@ -25,5 +44,12 @@ if is_service_enabled trusted-pools || [[ "$1" == "stack" ]]; then
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring trusted_pools"
         configure_trusted_pools
+        init_trusted_pools
+    elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        start_trusted_pools
+    fi
+    if [[ "$1" == "unstack" ]]; then
+        stop_process tp-cond
+        stop_process tp-agent
     fi
 fi
