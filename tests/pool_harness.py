@@ -54,6 +54,7 @@ class PoolHost:
     ima_log_path: pathlib.Path
     tampered_event: int | None = None
     agent: AgentService | None = None
+    source_log: pathlib.Path | None = None
 
 
 def _extend_ima(tpm: swtpm_pool.SwtpmInstance, lines: bytes) -> None:
@@ -137,7 +138,8 @@ class TrustedPool:
                      if i in tampered else None)
             swtpm_pool.boot_from_event_log(tpm, log_path, tamper=event)
             host = PoolHost(name, tpm, self.workdir / ("%s.eventlog" % name),
-                            self.workdir / ("%s.ima" % name), event)
+                            self.workdir / ("%s.ima" % name), event,
+                            source_log=log_path)
             logged = log_path.read_bytes()
             if event is not None and not lying_log:
                 logged = honest_tampered_log(logged, event)
@@ -147,6 +149,14 @@ class TrustedPool:
             self.hosts.append(host)
             added.append(host)
         return added
+
+    def reboot(self, host: PoolHost, ima_entries: int = 50) -> None:
+        """Reboot a host: its TPM restarts (PCRs reset, resetCount + 1)
+        and measures the same boot and programs again."""
+        host.tpm.restart(same_ports=True)
+        swtpm_pool.boot_from_event_log(host.tpm, host.source_log,
+                                       tamper=host.tampered_event)
+        boot_ima(host, ima_entries, seed=0)
 
     def start_agents(self, hosts: Iterable[PoolHost] | None = None) -> None:
         for host in hosts or self.hosts:

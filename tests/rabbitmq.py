@@ -37,7 +37,7 @@ def require_broker() -> None:
                     pytrace=False)
 
 
-def _rabbitmqctl(*args: str) -> bool:
+def rabbitmqctl(*args: str) -> bool:
     try:
         subprocess.run(["rabbitmqctl", *args], check=True, timeout=60,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -60,14 +60,14 @@ def rabbit_url() -> Iterator[str]:
         yield RABBIT_URL
         return
     vhost = "tp-test-%s" % uuid.uuid4().hex[:12]
-    if not (_rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
+    if not (rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
             "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
         yield RABBIT_URL
         return
     try:
         yield RABBIT_URL.rstrip("/") + "/" + vhost
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture

@@ -364,10 +364,15 @@ class SwtpmInstance:
                     return
                 time.sleep(0.005)
 
-    def restart(self) -> "SwtpmInstance":
+    def restart(self, same_ports: bool = False) -> "SwtpmInstance":
         """Stop and start again on the same state (a host reboot: PCRs
-        reset, persistent objects and NV survive)."""
+        reset, persistent objects and NV survive). With ``same_ports`` a
+        client's TCTI string stays valid."""
+        port, ctrl = self.port, self.ctrl_port
         self.stop()
+        if same_ports and port is not None:
+            self._start_on(port, ctrl)
+            return self
         return self.start()
 
     @property

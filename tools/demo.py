@@ -131,6 +131,7 @@ def swtpm_quote(workdir: pathlib.Path) -> dict[str, pathlib.Path] | None:
 
 POOL_CONF = """[DEFAULT]
 transport_url = rabbit://guest:guest@127.0.0.1:5672/%(vhost)s
+[trusted_pools]
 state_path = %(workdir)s
 [database]
 connection = sqlite:///%(workdir)s/trusted_pools.sqlite
@@ -143,12 +144,13 @@ def run_pool(workdir: pathlib.Path) -> int:
     """Build the pool with the test-side swtpm harness, then let the real
     services do the rest."""
     from tests import pool_harness, swtpm_pool
+    from tests.rabbitmq import rabbitmqctl
     from trusted_pools.common import config, rpc
 
     # A virtual host of its own keeps the demo's queues apart from any
     # other deployment or test run on the same broker.
     vhost = "trusted-pools-demo-%s" % os.urandom(4).hex()
-    if not (_rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
+    if not (rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
             "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
         vhost = ""
     conf_path = workdir / "trusted-pools.conf"
@@ -167,16 +169,8 @@ def run_pool(workdir: pathlib.Path) -> int:
             pool.close()
             rpc.cleanup()
             if vhost:
-                _rabbitmqctl("delete_vhost", vhost)
+                rabbitmqctl("delete_vhost", vhost)
 
-
-def _rabbitmqctl(*args: str) -> bool:
-    try:
-        subprocess.run(["rabbitmqctl", *args], check=True, timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return True
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 def _attest_pool(pool) -> int:

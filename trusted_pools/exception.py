@@ -344,3 +344,25 @@ class PolicyInvalid(InvalidParameterValue):
     """A policy body failed validation; nothing was stored or applied."""
 
     _msg_fmt = ("Policy %(policy)s is invalid at %(field)s: %(reason)s")
+
+
+# --- Placement traits and response to distrust (trusted_pools.placement,
+# --- trusted_pools.conductor.distrust) ----------------------------------------
+
+class ServiceUnavailable(TemporaryFailure):
+    _msg_fmt = ("The %(service)s API cannot be reached or failed: "
+                "%(reason)s. Check the [%(group)s] endpoint and credentials; "
+                "the next round retries.")
+
+
+class ServiceAPIError(TrustedPoolsError):
+    """An OpenStack API refused a request (a 4xx other than a conflict)."""
+
+    _msg_fmt = ("The %(service)s API answered %(method)s %(path)s with HTTP "
+                "%(status)s: %(reason)s")
+
+
+class ResourceProviderNotFound(NotFound):
+    _msg_fmt = ("Placement has no resource provider named %(name)s: the "
+                "host is not a compute node known to Placement (or its "
+                "node name differs from its host name)")

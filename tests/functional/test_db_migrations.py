@@ -160,7 +160,7 @@ def test_manage_db_sync_and_version(empty_db_url, tmp_path, capsys):
 def test_manage_db_sync_default_sqlite_under_state_path(tmp_path, capsys):
     state = tmp_path / "state" / "nested"
     config = tmp_path / "trusted-pools.conf"
-    config.write_text("[DEFAULT]\nstate_path = %s\n" % state)
+    config.write_text("[trusted_pools]\nstate_path = %s\n" % state)
     assert _manage(["--config-file", str(config), "db", "sync"]) == 0
     assert (state / "trusted_pools.sqlite").is_file()
     assert oct((state).stat().st_mode & 0o777) == oct(0o700)
@@ -176,7 +176,7 @@ def test_manage_db_sync_unreachable_fails(tmp_path, capsys):
 
 def test_manage_db_sync_unknown_revision_fails(tmp_path, capsys):
     config = tmp_path / "trusted-pools.conf"
-    config.write_text("[DEFAULT]\nstate_path = %s\n" % tmp_path)
+    config.write_text("[trusted_pools]\nstate_path = %s\n" % tmp_path)
     assert _manage(["--config-file", str(config), "db", "sync",
                     "--revision", "deadbeef"]) == 1
     assert "deadbeef" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from trusted_pools.conf import agent
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
 from trusted_pools.conf import database
+from trusted_pools.conf import placement
 from trusted_pools.conf import tpm
 
 CONF = cfg.CONF
@@ -14,4 +15,5 @@ agent.register_opts(CONF)
 attestation.register_opts(CONF)
 conductor.register_opts(CONF)
 database.register_opts(CONF)
+placement.register_opts(CONF)
 tpm.register_opts(CONF)

@@ -1,4 +1,4 @@
-"""[DEFAULT] state_path and the [database] group (owned by oslo.db).
+"""[trusted_pools] state_path and the [database] group (owned by oslo.db).
 
 oslo.db registers and documents the ``[database]`` options itself
 (``connection``, pool sizes, retries, ...); this module only sets the default
@@ -7,6 +7,11 @@ connection for the embedded case: an SQLite file under ``state_path``,
 moves ``state_path``. Production deployments with several conductors set
 ``[database] connection`` to PostgreSQL or MariaDB: SQLite serializes every
 writer and cannot be shared between machines.
+
+``state_path`` lives in a group of its own, not in ``[DEFAULT]`` as in
+Nova and Ironic: the scheduler filter runs inside nova-scheduler, whose
+``[DEFAULT] state_path`` (another default, another help) would clash with
+ours on the shared global configuration.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 from oslo_config import cfg
 from oslo_db import options as db_options
 
-# Options of the DEFAULT group; the generator accepts the group by name.
-group = "DEFAULT"
+group = cfg.OptGroup(
+    "trusted_pools", title="trusted_pools",
+    help="Settings shared by the trusted_pools services.")
 
 opts = [
     cfg.StrOpt("state_path", default="/var/lib/trusted-pools",
@@ -26,7 +32,7 @@ opts = [
                     "only."),
 ]
 
-DEFAULT_CONNECTION = "sqlite:///$state_path/trusted_pools.sqlite"
+DEFAULT_CONNECTION = "sqlite:///$trusted_pools.state_path/trusted_pools.sqlite"
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -34,10 +40,11 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 
     Safe to call more than once on the same ``conf``.
     """
-    conf.register_opts(opts)
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)
     db_options.set_defaults(conf, connection=DEFAULT_CONNECTION)
 
 
-def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
     """Our own options; [database] comes from the ``oslo.db`` namespace."""
     return [(group, list(opts))]

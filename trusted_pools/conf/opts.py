@@ -8,12 +8,20 @@ from trusted_pools.conf import agent
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
 from trusted_pools.conf import database
+from trusted_pools.conf import placement
 from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
 
-_MODULES = (agent, attestation, conductor, database, scheduler, tpm)
+_MODULES = (agent, attestation, conductor, database, placement, scheduler,
+            tpm)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
     """Every option group with its options, for the sample generator."""
-    return [(module.group, list(module.opts)) for module in _MODULES]
+    listed = []
+    for module in _MODULES:
+        if hasattr(module, "list_opts"):  # modules with several groups
+            listed.extend(module.list_opts())
+        else:
+            listed.append((module.group, list(module.opts)))
+    return listed

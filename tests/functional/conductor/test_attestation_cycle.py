@@ -7,7 +7,6 @@ import base64
 import copy
 import hashlib
 import os
-import subprocess
 import time
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from tests import swtpm_pool
 from tests.db_fixtures import provisioned_database
 from tests.pool_harness import TrustedPool
+from tests.rabbitmq import rabbitmqctl
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
@@ -101,6 +101,19 @@ def test_ten_hosts_two_conductors_tampered_kernel_then_accepted(
         pool.close()
 
 
+def _all_trusted(pool: TrustedPool, count: int, conductors=("conductor-a",)):
+    """Hosts booted, enrolled, under a captured policy, all trusted."""
+    hosts = pool.add_hosts(count)
+    pool.start_agents()
+    services = [pool.start_conductor(name) for name in conductors]
+    pool.enroll_all()
+    _capture_and_assign(pool, hosts[0].name)
+    names = [h.name for h in hosts]
+    pool.wait_for(lambda v: _all_appraised(names)(v) and all(
+        v[n].status == "trusted" for n in names), timeout=60)
+    return hosts, services, names
+
+
 def _wire(pool, host, nonce, epoch_id, **changes):
     evidence = host.agent.attester.evidence(
         nonce, [0x000B], epoch_id=epoch_id, ima_start=0, event_log=True)
@@ -115,14 +128,7 @@ def test_bad_input_gives_failed_verdicts_and_harms_no_other_host(
     pool = _make_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                       sqlite_url)
     try:
-        hosts = pool.add_hosts(3)
-        pool.start_agents()
-        conductor = pool.start_conductor("conductor-a")
-        pool.enroll_all()
-        _capture_and_assign(pool, hosts[0].name)
-        names = [h.name for h in hosts]
-        pool.wait_for(lambda v: _all_appraised(names)(v) and all(
-            v[n].status == "trusted" for n in names), timeout=60)
+        hosts, (conductor,), names = _all_trusted(pool, 3)
         victim = hosts[1]
         api = conductor_rpcapi.ConductorAPI()
         epoch = conductor.manager.epochs.current
@@ -201,9 +207,7 @@ def _epoch_start():
 
 
 def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=120)
+    assert rabbitmqctl(*args), "rabbitmqctl %s failed" % " ".join(args)
 
 
 def test_rabbitmq_restart_then_next_cycle_completes(
@@ -211,14 +215,7 @@ def test_rabbitmq_restart_then_next_cycle_completes(
     pool = _make_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                       sqlite_url)
     try:
-        hosts = pool.add_hosts(3)
-        pool.start_agents()
-        pool.start_conductor("conductor-a")
-        pool.enroll_all()
-        _capture_and_assign(pool, hosts[0].name)
-        names = [h.name for h in hosts]
-        pool.wait_for(lambda v: _all_appraised(names)(v) and all(
-            v[n].status == "trusted" for n in names), timeout=60)
+        _, _, names = _all_trusted(pool, 3)
         _rabbitmqctl("stop_app")
         down_at = time.time()
         time.sleep(2 * pool.interval)
@@ -240,10 +237,7 @@ def test_rabbitmq_restart_then_next_cycle_completes(
             time.sleep(0.5)
         assert len(fresh) == len(names), "no complete cycle after restart"
     finally:
-        try:
-            _rabbitmqctl("start_app")
-        except subprocess.CalledProcessError:
-            pass
+        rabbitmqctl("start_app")
         pool.close()
 
 
@@ -253,15 +247,8 @@ def test_killed_conductor_hosts_move_to_the_other(
     pool = _make_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                       sqlite_url)
     try:
-        hosts = pool.add_hosts(4)
-        pool.start_agents()
-        first = pool.start_conductor("conductor-a")
-        second = pool.start_conductor("conductor-b")
-        pool.enroll_all()
-        _capture_and_assign(pool, hosts[0].name)
-        names = [h.name for h in hosts]
-        pool.wait_for(lambda v: _all_appraised(names)(v) and all(
-            v[n].status == "trusted" for n in names), timeout=60)
+        _, (first, second), names = _all_trusted(
+            pool, 4, ("conductor-a", "conductor-b"))
         ring = second.manager.refresh_ring()
         moved = [n for n in names if ring.owner(n) == "conductor-a"]
         assert moved, "the ring gave conductor-a no host"
@@ -281,5 +268,43 @@ def test_killed_conductor_hosts_move_to_the_other(
             time.sleep(0.5)
         assert fresh == set(moved)
         assert set(second.manager.ring.conductors) == {"conductor-b"}
+    finally:
+        pool.close()
+
+
+def test_silent_agent_becomes_unknown_and_reboot_is_replayed_in_full(
+        tmp_path, rabbit_conf, swtpm_pool, swtpm_ca, sqlite_url):
+    import datetime
+    pool = _make_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
+                      sqlite_url)
+    try:
+        hosts, _, names = _all_trusted(pool, 3)
+        silent, rebooted = hosts[1], hosts[2]
+        # The agent goes away: after unknown_after_missed epochs without
+        # evidence the host is unknown, never trusted.
+        silent.agent.stop()
+        silent.agent = None
+        latest = pool.wait_for(
+            lambda v: v[silent.name].status == "unknown", timeout=30)
+        assert latest[silent.name].level == 0
+        assert any("no evidence" in r for r in latest[silent.name].reasons)
+        # A reboot: resetCount moves, PCRs start over, the IMA log too.
+        reboot_at = datetime.datetime.fromtimestamp(
+            time.time(), datetime.timezone.utc)
+        pool.reboot(rebooted)
+        host_id = pool.db.get_host_by_name(rebooted.name).id
+        deadline = time.monotonic() + 30
+        fresh = []
+        while time.monotonic() < deadline and not fresh:
+            fresh = [v for v in pool.db.verdicts_since(reboot_at)
+                     if v.host_id == host_id and v.status == "trusted"
+                     and v.reset_count is not None]
+            time.sleep(0.3)
+        assert fresh, pool.db.verdict_history(host_id, 5)
+        before = pool.db.verdict_history(host_id, 100)
+        old_reset = min(v.reset_count for v in before
+                        if v.reset_count is not None)
+        assert fresh[-1].reset_count == old_reset + 1
+        assert pool.latest()[names[0]].status == "trusted"
     finally:
         pool.close()

@@ -28,8 +28,8 @@ def test_every_module_registers_what_it_lists():
 
 def test_services_see_every_group_but_the_scheduler_one():
     listed = {_name(group): options for group, options in opts.list_opts()}
-    for expected in ("agent", "attestation", "conductor", "tpm", "DEFAULT",
-                     SCHEDULER_ONLY):
+    for expected in ("agent", "attestation", "conductor", "tpm",
+                     "trusted_pools", SCHEDULER_ONLY):
         assert expected in listed
     for group, options in listed.items():
         if group == SCHEDULER_ONLY:
@@ -37,6 +37,13 @@ def test_services_see_every_group_but_the_scheduler_one():
         section = CONF if group == "DEFAULT" else CONF[group]
         for opt in options:
             assert opt.dest in section
+
+
+def test_no_option_of_ours_lives_in_default():
+    # Our options are loaded into nova-scheduler's global configuration:
+    # any of ours in [DEFAULT] risks a clash with Nova's (state_path did).
+    for group, options in opts.list_opts():
+        assert _name(group) != "DEFAULT", [o.name for o in options]
 
 
 def test_every_option_has_help_and_type():

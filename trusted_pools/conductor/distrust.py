@@ -1,0 +1,421 @@
+"""Response to distrust: what happens when a trusted host stops being one.
+
+A :class:`DistrustResponder` watches the verified verdict stream (it is an
+observer of the scheduler's verdict cache, fed by the scheduler's own
+notification endpoint and bulk refresh: nothing reaches it that did not
+verify against a known conductor key). When a host's verdict goes from
+trusted to not trusted (untrusted, or unknown: no fresh evidence), it runs
+the configured actions in order, once per transition:
+
+``notify``
+    log at WARNING and emit a ``trusted_pools.host.distrust`` notification;
+``disable_compute``
+    disable the host's nova-compute service through the compute API
+    (``PUT /os-services/{id}``, microversion 2.53), with a
+    ``disabled_reason`` naming the verdict, so nothing new lands there;
+``migrate_trusted_instances``
+    live-migrate the instances on the host whose flavor extra specs ask for
+    trust (``trust:*`` or the ``CUSTOM_TRUSTED_POOLS_*`` traits), with no
+    target host, so the scheduler (and the trust filter) picks a trusted
+    one.
+
+Only transitions seen in verdicts count: a host first seen untrusted (the
+responder has no "before"), a repeated untrusted verdict, a replayed token,
+or a verdict that merely grows stale (the conductor may just be out of
+reach) does not trigger anything. A host that becomes trusted again re-arms
+its trigger. Each action returns an :class:`ActionRecord`; the records are
+logged and kept in :attr:`DistrustResponder.history` for the operator.
+
+Actions are stevedore plugins (namespace ``trusted_pools.distrust.actions``),
+loaded by name from ``[trusted_pools_distrust] actions``.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import dataclasses
+import logging
+import queue
+import threading
+from typing import Any, Sequence
+
+from keystoneauth1 import adapter as ks_adapter
+from oslo_config import cfg
+
+from trusted_pools import exception
+from trusted_pools.attestation.verdict import Status, Verdict
+from trusted_pools.placement.client import (adapter_for_endpoint,
+                                            adapter_from_conf, api_call)
+from trusted_pools.scheduler.cache import VerdictCache
+from trusted_pools.scheduler.extra_specs import requirement_from_specs
+
+__all__ = [
+    "NAMESPACE", "DISTRUST_EVENT", "DistrustEvent", "ActionRecord",
+    "DistrustAction", "NotifyAction", "DisableComputeAction",
+    "MigrateTrustedInstancesAction", "ComputeAPI", "load_actions",
+    "DistrustResponder",
+]
+
+LOG = logging.getLogger(__name__)
+
+NAMESPACE = "trusted_pools.distrust.actions"
+DISTRUST_EVENT = "trusted_pools.host.distrust"
+_SERVICE = "compute"
+_GROUP = "trusted_pools_distrust"
+_HISTORY = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class DistrustEvent:
+    """A verified trusted -> not trusted transition of one host."""
+
+    host: str
+    status: str
+    level: int
+    previous_level: int
+    reasons: tuple[str, ...]
+    issued_at: int
+    jti: str
+
+    def describe(self) -> str:
+        reasons = "; ".join(self.reasons[:3]) or "no reason given"
+        return ("trusted_pools verdict %s at %d: %s (was trusted at level "
+                "%d): %s" % (self.jti, self.issued_at, self.status,
+                             self.previous_level, reasons))
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionRecord:
+    """The visible outcome of one action on one host."""
+
+    action: str
+    host: str
+    #: "done", "skipped" or "failed".
+    outcome: str
+    detail: str
+    #: What was acted on (service ids, server ids), with per-item result.
+    items: tuple[tuple[str, str], ...] = ()
+
+
+class DistrustAction(abc.ABC):
+    """One response to distrust. Must not raise: failures are records."""
+
+    name = "abstract"
+
+    @abc.abstractmethod
+    def __call__(self, event: DistrustEvent) -> ActionRecord:
+        """Act on ``event`` and say what happened."""
+
+
+class NotifyAction(DistrustAction):
+    """Log and, with a notifier, emit ``trusted_pools.host.distrust``."""
+
+    name = "notify"
+
+    def __init__(self, notifier: Any = None, **_: Any) -> None:
+        self.notifier = notifier
+
+    def __call__(self, event: DistrustEvent) -> ActionRecord:
+        LOG.warning("Host %s is no longer trusted: %s", event.host,
+                    event.describe())
+        if self.notifier is None:
+            return ActionRecord(self.name, event.host, "done",
+                                "logged (no notifier configured)")
+        try:
+            self.notifier.warn({}, DISTRUST_EVENT, {
+                "host": event.host, "status": event.status,
+                "level": event.level, "previous_level": event.previous_level,
+                "reasons": list(event.reasons), "verdict": event.jti})
+        except Exception as error:  # noqa: BLE001 - bus errors vary
+            return ActionRecord(self.name, event.host, "failed",
+                                "notification not sent: %s"
+                                % type(error).__name__)
+        return ActionRecord(self.name, event.host, "done",
+                            "logged and notified %s" % DISTRUST_EVENT)
+
+
+# --- the compute API ---------------------------------------------------------------
+
+class ComputeAPI:
+    """The few compute API calls the actions need (admin credentials)."""
+
+    def __init__(self, adapter: ks_adapter.Adapter) -> None:
+        self.adapter = adapter
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> "ComputeAPI":
+        return cls(adapter_from_conf(conf, _GROUP, _SERVICE,
+                                     conf[_GROUP].compute_microversion))
+
+    @classmethod
+    def for_endpoint(cls, endpoint: str, token: str = "admin",
+                     microversion: str = "2.53") -> "ComputeAPI":
+        return cls(adapter_for_endpoint(endpoint, _SERVICE, microversion,
+                                        token))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return api_call(self.adapter, method, path, service=_SERVICE,
+                        group=_GROUP, **kwargs)
+
+    def compute_services(self, host: str) -> list[dict[str, Any]]:
+        body = self._call("GET", "/os-services", params={
+            "binary": "nova-compute", "host": host}).json()
+        services = body.get("services") if isinstance(body, dict) else None
+        if not isinstance(services, list):
+            raise exception.ServiceAPIError(
+                service=_SERVICE, method="GET", path="/os-services",
+                status=200, reason="no services list")
+        return [s for s in services if isinstance(s, dict)
+                and s.get("host") == host
+                and s.get("binary") == "nova-compute"]
+
+    def disable_service(self, service_id: str, reason: str) -> None:
+        self._call("PUT", "/os-services/%s" % service_id, json={
+            "status": "disabled", "disabled_reason": reason[:255]})
+
+    def servers_on_host(self, host: str) -> list[dict[str, Any]]:
+        body = self._call("GET", "/servers/detail", params={
+            "host": host, "all_tenants": "1"}).json()
+        servers = body.get("servers") if isinstance(body, dict) else None
+        if not isinstance(servers, list):
+            raise exception.ServiceAPIError(
+                service=_SERVICE, method="GET", path="/servers/detail",
+                status=200, reason="no servers list")
+        return [s for s in servers if isinstance(s, dict)]
+
+    def live_migrate(self, server_id: str) -> None:
+        self._call("POST", "/servers/%s/action" % server_id, ok=(202,),
+                   json={"os-migrateLive": {"host": None,
+                                            "block_migration": "auto"}})
+
+
+class DisableComputeAction(DistrustAction):
+    name = "disable_compute"
+
+    def __init__(self, compute: ComputeAPI | None = None, **_: Any) -> None:
+        if compute is None:
+            raise exception.ConfigInvalid(
+                reason="distrust action disable_compute needs the compute "
+                       "API: set the [trusted_pools_distrust] keystoneauth options")
+        self.compute = compute
+
+    def __call__(self, event: DistrustEvent) -> ActionRecord:
+        reason = "trusted_pools: %s" % event.describe()
+        try:
+            services = self.compute.compute_services(event.host)
+        except exception.TrustedPoolsError as error:
+            return ActionRecord(self.name, event.host, "failed", str(error))
+        if not services:
+            return ActionRecord(self.name, event.host, "skipped",
+                                "no nova-compute service on this host")
+        items, failed = [], False
+        for service in services:
+            service_id = str(service.get("id"))
+            if service.get("status") == "disabled":
+                items.append((service_id, "already disabled"))
+                continue
+            try:
+                self.compute.disable_service(service_id, reason)
+                items.append((service_id, "disabled"))
+            except exception.TrustedPoolsError as error:
+                failed = True
+                items.append((service_id, "failed: %s" % error))
+        LOG.warning("disable_compute on host %s: %s", event.host,
+                    ", ".join("%s %s" % item for item in items))
+        return ActionRecord(self.name, event.host,
+                            "failed" if failed else "done",
+                            "nova-compute disabled with reason %r" % reason,
+                            tuple(items))
+
+
+def requires_trust(server: dict[str, Any]) -> bool:
+    """Whether the server's embedded flavor (microversion >= 2.47) asks
+    for trust. A flavor we cannot read is treated as asking for it (the
+    instance may need a trusted host; moving it is the safe side)."""
+    flavor = server.get("flavor")
+    specs = flavor.get("extra_specs") if isinstance(flavor, dict) else None
+    if not isinstance(specs, dict):
+        return True
+    return requirement_from_specs(specs) is not None
+
+
+class MigrateTrustedInstancesAction(DistrustAction):
+    name = "migrate_trusted_instances"
+
+    def __init__(self, compute: ComputeAPI | None = None,
+                 max_migrations: int = 50, **_: Any) -> None:
+        if compute is None:
+            raise exception.ConfigInvalid(
+                reason="distrust action migrate_trusted_instances needs "
+                       "the compute API: set the [trusted_pools_distrust] keystoneauth "
+                       "options")
+        self.compute = compute
+        self.max_migrations = max_migrations
+
+    def __call__(self, event: DistrustEvent) -> ActionRecord:
+        try:
+            servers = self.compute.servers_on_host(event.host)
+        except exception.TrustedPoolsError as error:
+            return ActionRecord(self.name, event.host, "failed", str(error))
+        wanted = [s for s in servers if requires_trust(s)
+                  and s.get("status") == "ACTIVE"]
+        items, failed = [], False
+        for index, server in enumerate(wanted):
+            server_id = str(server.get("id"))
+            if index >= self.max_migrations:
+                items.append((server_id, "left: over max_migrations"))
+                continue
+            try:
+                self.compute.live_migrate(server_id)
+                items.append((server_id, "live migration requested"))
+            except exception.TrustedPoolsError as error:
+                failed = True
+                items.append((server_id, "failed: %s" % error))
+        LOG.warning("migrate_trusted_instances on host %s: %d of %d "
+                    "instances require trust: %s", event.host, len(wanted),
+                    len(servers), ", ".join("%s %s" % i for i in items)
+                    or "nothing to move")
+        return ActionRecord(
+            self.name, event.host, "failed" if failed else (
+                "done" if wanted else "skipped"),
+            "%d of %d instances require trust" % (len(wanted), len(servers)),
+            tuple(items))
+
+
+#: The shipped actions, also used when the package's entry points are not
+#: installed yet (an editable install that predates them).
+BUILTIN_ACTIONS: dict[str, type[DistrustAction]] = {
+    cls.name: cls for cls in (NotifyAction, DisableComputeAction,
+                              MigrateTrustedInstancesAction)}
+
+
+def load_actions(names: Sequence[str], **kwargs: Any
+                 ) -> list[DistrustAction]:
+    """Instantiate the named actions, in order, through stevedore.
+
+    ``kwargs`` (``notifier``, ``compute``, ``max_migrations``) go to every
+    action's constructor. A name that loads nowhere, or an action that
+    cannot be built, is a ConfigInvalid naming it.
+    """
+    from stevedore import extension
+
+    available = {ext.name: ext.plugin for ext in
+                 extension.ExtensionManager(NAMESPACE, invoke_on_load=False)}
+    actions = []
+    for name in names:
+        plugin = available.get(name) or BUILTIN_ACTIONS.get(name)
+        if plugin is None:
+            raise exception.ConfigInvalid(
+                reason="[trusted_pools_distrust] actions: no action named %r in %s"
+                       % (name, NAMESPACE))
+        try:
+            actions.append(plugin(**kwargs))
+        except exception.ConfigInvalid:
+            raise
+        except Exception as error:  # noqa: BLE001 - plugin code varies
+            raise exception.ConfigInvalid(
+                reason="[trusted_pools_distrust] action %r failed to load: %s"
+                       % (name, error))
+    return actions
+
+
+# --- the consumer ----------------------------------------------------------------------
+
+def _is_trusted(verdict: Verdict) -> bool:
+    return (verdict.status is Status.TRUSTED
+            and not verdict.vector.contraindicated())
+
+
+class DistrustResponder:
+    """Runs the actions on each verified trusted -> not trusted transition.
+
+    Register :meth:`observe` on an ``ObservedVerdictCache``. With
+    ``background=True`` the actions run in a worker thread (compute API
+    calls must not hold up the notification listener).
+    """
+
+    def __init__(self, cache: VerdictCache,
+                 actions: Sequence[DistrustAction], *,
+                 background: bool = False) -> None:
+        self.cache = cache
+        self.actions = list(actions)
+        self.history: collections.deque[ActionRecord] = collections.deque(
+            maxlen=_HISTORY)
+        #: host -> (trusted?, level) of the last verdict seen.
+        self._last: dict[str, tuple[bool, int]] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[DistrustEvent | None] | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(
+                target=self._work, name="trusted-pools-distrust",
+                daemon=True)
+            self._thread.start()
+
+    def observe(self, verdict: Verdict) -> DistrustEvent | None:
+        """Called with every verified, admitted verdict. Returns the event
+        if this verdict is a transition to distrust (and acts on it)."""
+        entry = self.cache.get(verdict.host)
+        if entry is None or entry.verdict != verdict:
+            return None         # an older verdict than the one kept
+        trusted = _is_trusted(verdict)
+        with self._lock:
+            before = self._last.get(verdict.host)
+            self._last[verdict.host] = (trusted, int(verdict.level))
+        if trusted or before is None or not before[0]:
+            return None
+        event = DistrustEvent(
+            host=verdict.host, status=verdict.status.value,
+            level=int(verdict.level), previous_level=before[1],
+            reasons=tuple(verdict.reasons), issued_at=verdict.issued_at,
+            jti=entry.jti)
+        if self._queue is not None:
+            self._queue.put(event)
+        else:
+            self.respond(event)
+        return event
+
+    def respond(self, event: DistrustEvent) -> list[ActionRecord]:
+        """Run every action on ``event``; each outcome is logged and kept."""
+        records = []
+        for action in self.actions:
+            try:
+                record = action(event)
+            except Exception as error:  # noqa: BLE001 - one action's bug
+                LOG.exception("Distrust action %s crashed on host %s",
+                              action.name, event.host)
+                record = ActionRecord(action.name, event.host, "failed",
+                                      "crashed: %s" % type(error).__name__)
+            log = LOG.warning if record.outcome == "failed" else LOG.info
+            log("Distrust action %s on host %s: %s (%s)", record.action,
+                record.host, record.outcome, record.detail)
+            records.append(record)
+            self.history.append(record)
+        return records
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            event = self._queue.get()
+            try:
+                if event is None:
+                    return
+                self.respond(event)
+            finally:
+                self._queue.task_done()
+
+    def wait_idle(self) -> None:
+        if self._queue is not None:
+            self._queue.join()
+
+    def stop(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def records_for(self, host: str) -> list[ActionRecord]:
+        return [r for r in self.history if r.host == host]
+

@@ -1,0 +1,115 @@
+"""``trusted-pools-placement-sync``: the trait keeper and the response to
+distrust, as one small service.
+
+It is a verdict consumer like nova-scheduler's filter, so it reuses the
+filter's pieces and options as they are: the ``[trusted_pools_scheduler]``
+group (conductor public keys, transport URL, exchange, max_age, grace,
+refresh_interval), the notification endpoint and bulk refresh of
+``scheduler.listener``, and the verdict cache (here the observed subclass
+of ``placement.sync``). Its own options are ``[placement]`` and
+``[distrust]`` (``trusted_pools.conf.placement``).
+
+Start order: the listener's first bulk refresh fills the cache, then the
+keeper's full resync runs against it (so a restart does not strip the
+traits of every host for lack of verdicts), then notifications flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from trusted_pools.common import rpc
+from trusted_pools.conductor import distrust
+from trusted_pools.conf import placement as placement_conf
+from trusted_pools.placement.client import PlacementClient
+from trusted_pools.placement.sync import ObservedVerdictCache, TraitKeeper
+from trusted_pools.scheduler import listener as listener_mod
+from trusted_pools.scheduler import opts as scheduler_conf
+
+__all__ = ["PlacementSyncService", "main"]
+
+LOG = logging.getLogger(__name__)
+
+PUBLISHER_ID = "trusted-pools-placement-sync"
+
+
+class PlacementSyncService:
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        group = conf[scheduler_conf.group.name]
+        keys = listener_mod.load_public_keys(
+            list(group.conductor_public_keys))
+        self.cache = ObservedVerdictCache(
+            keys, max_age=group.max_age, grace=group.grace,
+            leeway=group.clock_leeway)
+        url = group.transport_url
+        self._transports: list[Any] = [
+            messaging.get_notification_transport(
+                conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS),
+            messaging.get_rpc_transport(
+                conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS)]
+        source = listener_mod.ConductorClient(
+            self._transports[1], group.control_exchange, group.rpc_timeout)
+        self.listener = listener_mod.TrustListener(
+            self.cache, source, notification_transport=self._transports[0],
+            exchange=group.control_exchange,
+            pool="trusted-pools-placement-sync",
+            refresh_interval=group.refresh_interval,
+            fetch_keys=group.fetch_public_keys)
+        section = conf[placement_conf.group.name]
+        self.keeper = TraitKeeper(
+            self.cache, PlacementClient.from_conf(conf),
+            sweep_interval=section.sweep_interval,
+            resync_interval=section.resync_interval)
+        self.cache.add_observer(self.keeper.observe)
+        self.responder = self._responder(conf)
+
+    def _responder(self, conf: cfg.ConfigOpts) -> distrust.DistrustResponder:
+        section = conf[placement_conf.distrust_group.name]
+        names = list(section.actions)
+        kwargs: dict[str, Any] = {"max_migrations": section.max_migrations}
+        kwargs["notifier"] = messaging.Notifier(
+            self._transports[0], publisher_id=PUBLISHER_ID,
+            driver="messagingv2", topics=rpc.NOTIFICATION_TOPICS)
+        if {"disable_compute", "migrate_trusted_instances"} & set(names):
+            kwargs["compute"] = distrust.ComputeAPI.from_conf(conf)
+        responder = distrust.DistrustResponder(
+            self.cache, distrust.load_actions(names, **kwargs),
+            background=True)
+        self.cache.add_observer(responder.observe)
+        LOG.info("Response to distrust: %s", ", ".join(names) or "none")
+        return responder
+
+    def start(self) -> None:
+        self.listener.start(initial_refresh=True)
+        self.keeper.start(initial_resync=True)
+
+    def stop(self) -> None:
+        self.listener.stop()
+        self.keeper.stop()
+        self.responder.stop()
+        for transport in self._transports:
+            transport.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trusted_pools.common import config
+    from trusted_pools.common.service import run_until_signalled
+    from trusted_pools.conf import CONF
+
+    if placement_conf.group.name not in CONF:
+        placement_conf.register_opts(CONF)
+    if scheduler_conf.group.name not in CONF:
+        scheduler_conf.register_opts(CONF)
+    conf = config.parse_args(sys.argv[1:] if argv is None else argv,
+                             PUBLISHER_ID)
+    return run_until_signalled(PlacementSyncService(conf))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
