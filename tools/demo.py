@@ -206,7 +206,55 @@ def _attest_pool(pool) -> int:
     wrong = [n for n in names if latest[n].status != expected[n]]
     if wrong:
         print("UNEXPECTED verdicts for %s" % ", ".join(wrong))
-    return 1 if wrong else 0
+    banner("5. Placing VMs through Nova's HostFilterHandler with "
+           "TrustedHostFilter")
+    return (1 if wrong else 0) + place_vms(api, names, set(names[:3]))
+
+
+def place_vms(api, names: list[str], trusted: set[str]) -> int:
+    """Feed the scheduler filter's cache the way nova-scheduler does (bulk
+    refresh of signed verdicts from the conductor), then schedule."""
+    from nova.scheduler import filters as nova_filters
+    from nova.scheduler.filters import compute_capabilities_filter
+    from nova.scheduler.filters import compute_filter
+    from nova.scheduler.filters import image_props_filter
+    from tests import nova_harness
+    from trusted_pools.scheduler import listener
+    from trusted_pools.scheduler.cache import VerdictCache
+    from trusted_pools.scheduler.filters import TrustedHostFilter
+
+    cache = VerdictCache(listener.keys_from_pems(api.get_public_keys({})),
+                         max_age=120, grace=60)
+    refresher = listener.TrustListener(
+        cache, api, notification_transport=None, exchange="trusted_pools")
+    print("verdicts admitted into the filter's cache (signatures checked "
+          "once): %d" % refresher.refresh())
+    chain = [compute_filter.ComputeFilter(),
+             compute_capabilities_filter.ComputeCapabilitiesFilter(),
+             image_props_filter.ImagePropertiesFilter(),
+             TrustedHostFilter(cache=cache)]
+    hosts = [nova_harness.host_state(name) for name in names]
+    handler = nova_filters.HostFilterHandler()
+    requests = [
+        ("vm-secure-1", {"trust:trusted_host": "required"}, trusted),
+        ("vm-secure-2", {"trust:min_level": "4"}, trusted),
+        ("vm-plain", {}, set(names)),
+    ]
+    failures = 0
+    print("%-12s %-34s %s" % ("VM", "FLAVOR EXTRA SPECS", "HOSTS THAT PASS"))
+    for vm, specs, allowed in requests:
+        passed = {h.host for h in handler.get_filtered_objects(
+            chain, hosts, nova_harness.request_spec(specs))}
+        ok = passed == allowed
+        failures += not ok
+        print("%-12s %-34s %s%s" % (
+            vm, ", ".join("%s=%s" % kv for kv in specs.items()) or "-",
+            ", ".join(sorted(passed)) or "none",
+            "" if ok else "   <- WRONG, expected %s" % sorted(allowed)))
+    for name in sorted(set(names) - trusted):
+        print("%s refused: %s" % (name, cache.explain(
+            name, 1, 120, cache.monotonic())))
+    return failures
 
 
 def main() -> int:

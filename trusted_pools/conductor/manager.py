@@ -148,6 +148,9 @@ class ConductorManager:
             for state in self._states.values():
                 if group is None or state.group == group:
                     state.policy = None
+                    # The runtime outcome kept for entries already replayed
+                    # was judged by the old policy: replay them all again.
+                    state.forget_ima()
 
     def _state(self, hostname: str) -> verifier.HostState:
         with self._states_lock:
