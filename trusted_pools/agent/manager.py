@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,6 +18,9 @@ from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.tpm import constants
 
 LOG = logging.getLogger(__name__)
+
+# A conductor cannot make agents wait longer than this (seconds).
+_MAX_SPREAD = 3600.0
 
 # Evidence is pushed to the conductor that announced the epoch.
 EvidenceSink = Callable[[dict, str, dict[str, Any]], None]
@@ -87,13 +92,27 @@ class AgentManager:
             evidence.event_log_digest)
 
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
-                    epoch_value: str, banks: list[str],
-                    members: list[str]) -> None:
+                    epoch_value: str, banks: list[str], members: list[str],
+                    spread: float = 0.0) -> None:
         """Quote over this host's epoch nonce and push the evidence to the
-        conductor that owns this host, with only what it has not seen."""
+        conductor that owns this host, after a random delay up to
+        ``spread`` seconds (the per-host jitter of the interval)."""
         host = self.attester.host
         if not members or HashRing(members).owner(host) != conductor:
             return
+        delay = random.uniform(0.0, max(0.0, min(float(spread), _MAX_SPREAD)))
+        if delay <= 0.0:
+            self._answer_epoch(context, conductor, epoch_id, epoch_value,
+                               banks)
+            return
+        timer = threading.Timer(delay, self._answer_epoch, (
+            context, conductor, epoch_id, epoch_value, banks))
+        timer.daemon = True
+        timer.start()
+
+    def _answer_epoch(self, context: dict, conductor: str, epoch_id: str,
+                      epoch_value: str, banks: list[str]) -> None:
+        host = self.attester.host
         sent = self._sent.get(conductor, _Sent())
         try:
             nonce = freshness.host_nonce(_decode(epoch_value, "epoch_value"),
@@ -108,7 +127,13 @@ class AgentManager:
                         epoch_id, conductor, error)
             return
         self._remember(conductor, evidence, sent)
-        self._send_evidence(context, conductor, evidence.to_wire())
+        try:
+            self._send_evidence(context, conductor, evidence.to_wire())
+        except messaging.MessagingException as error:
+            # The bus is away: this epoch is lost; the next one, or the
+            # conductor's direct challenge, catches up.
+            LOG.warning("Cannot push evidence to conductor %s: %s",
+                        conductor, error)
 
 
 def _b64(data: bytes) -> str:

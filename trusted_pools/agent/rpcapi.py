@@ -56,14 +56,17 @@ class AgentAPI:
             ima_start=ima_start, event_log=event_log, conductor=conductor)
 
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
-                    epoch_value: str, banks: list[str],
-                    members: list[str]) -> None:
+                    epoch_value: str, banks: list[str], members: list[str],
+                    spread: float = 0.0) -> None:
         """Announce an epoch to every agent: one fanout message.
 
         ``members`` is the conductor ring as the sender sees it; an agent
         answers only if the sender owns its host on that ring, so the
-        message stays the same size whatever the number of hosts.
+        message stays the same size whatever the number of hosts. Each
+        agent waits a random time up to ``spread`` seconds before quoting,
+        so the evidence of a large pool arrives spread over the interval.
         """
         self.client.prepare(fanout=True, version="1.0").cast(
             context, "start_epoch", conductor=conductor, epoch_id=epoch_id,
-            epoch_value=epoch_value, banks=banks, members=members)
+            epoch_value=epoch_value, banks=banks, members=members,
+            spread=spread)

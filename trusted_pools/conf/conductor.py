@@ -16,6 +16,11 @@ opts = [
     cfg.IntOpt("attestation_interval", default=60, min=1, max=86400,
                help="Seconds between two attestations of each host (the "
                     "epoch length; ETSI GR NFV-SEC 007 7.2.2)."),
+    cfg.FloatOpt("epoch_spread", default=0.5, min=0.0, max=0.9,
+                 help="Fraction of the interval over which hosts answer an "
+                      "epoch: each waits a random time up to this share of "
+                      "the interval, so evidence arrives spread out instead "
+                      "of all at once (the per-host jitter)."),
     cfg.IntOpt("unknown_after_missed", default=2, min=1, max=100,
                help="Epochs a host may miss before its verdict becomes "
                     "'unknown' (never trusted). Each verdict also expires "
