@@ -594,3 +594,33 @@ def test_timestamps_and_json_round_trip(db_api, moment, vector):
     assert stored.issued_at == moment
     assert stored.issued_at.tzinfo == UTC
     assert stored.vector == vector
+
+
+def test_verdicts_and_ima_states_in_one_batch(db_api):
+    """The conductor writes a batch's verdicts and the IMA replay states
+    they moved their hosts to in one transaction."""
+    hosts = [db_api.create_host("batch-ima-%d" % i) for i in range(3)]
+    now = db_api.clock()
+    verdicts = [api.NewVerdict(host_id=h.id, status="trusted", level=4,
+                           issued_at=now,
+                           expires_at=now + datetime.timedelta(seconds=60))
+                for h in hosts]
+    states = [api.IMAState(host_id=h.id, entries=10 * (i + 1),
+                       pcr_values={"11": "ab" * 32}, reset_count=1,
+                       restart_count=0) for i, h in enumerate(hosts[:2])]
+    assert db_api.add_verdicts(verdicts, states) == 3
+    assert db_api.get_ima_state(hosts[0].id).entries == 10
+    assert db_api.get_ima_state(hosts[1].id).entries == 20
+    assert db_api.get_ima_state(hosts[2].id) is None
+    # A second batch moves a state forward in place.
+    moved = api.IMAState(host_id=hosts[0].id, entries=15,
+                     pcr_values={"11": "cd" * 32}, reset_count=1,
+                     restart_count=0)
+    db_api.add_verdicts(verdicts[:1], [moved])
+    assert db_api.get_ima_state(hosts[0].id).entries == 15
+    # A batch naming an unknown host stores nothing, states included.
+    ghost = api.IMAState(host_id=999999, entries=1, pcr_values={},
+                     reset_count=0, restart_count=0)
+    with pytest.raises(exception.HostNotFound):
+        db_api.add_verdicts(verdicts[:1], [moved, ghost])
+    assert len(db_api.verdict_history(hosts[0].id)) == 2

@@ -68,8 +68,10 @@ class ConductorManager:
                  interval: int = 60, unknown_after_missed: int = 2,
                  heartbeat_timeout: int = 60, banks: tuple[str, ...] =
                  ("sha256",), batch_size: int = 500,
+                 epoch_spread: float = 0.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.host = host
+        self.epoch_spread = epoch_spread
         self.db = db
         self.signer = results.ResultSigner(signing_key, host)
         self.public_pem = keystore.public_key_pem(signing_key)
@@ -295,7 +297,8 @@ class ConductorManager:
         epoch = self.epochs.start_epoch(self.clock())
         self.agents.start_epoch(context or {}, self.host, epoch.epoch_id,
                                 _b64(epoch.value), self.banks,
-                                sorted(self.ring.conductors))
+                                sorted(self.ring.conductors),
+                                spread=self.epoch_spread * self.interval)
         return epoch
 
     def process_evidence(self, wait: float = 0.0) -> int:
@@ -423,22 +426,26 @@ class ConductorManager:
         tokens = [self.signer.sign(v) for _, v in verdicts]
         rows = [_new_verdict(state, v, token)
                 for (state, v), token in zip(verdicts, tokens)]
-        self.db.add_verdicts(rows)
-        for state, _ in verdicts:
-            self._save_ima(state)
+        # One transaction per batch: the verdicts and the IMA replay
+        # states they moved their hosts to (a commit per host cost more
+        # than verifying its evidence).
+        self.db.add_verdicts(rows, [s for s in (
+            self._ima_record(state) for state in _unique(verdicts))
+            if s is not None])
         for (state, v), token in zip(verdicts, tokens):
             self._publish_if_changed(v, token)
         return tokens
 
-    def _save_ima(self, state: verifier.HostState) -> None:
+    @staticmethod
+    def _ima_record(state: verifier.HostState) -> db_api.IMAState | None:
         if state.ima_state is None or state.clock is None:
-            return
-        self.db.save_ima_state(db_api.IMAState(
+            return None
+        return db_api.IMAState(
             host_id=state.host_id, entries=state.ima_state.entries,
             pcr_values={str(b): v.hex()
                         for b, v in state.ima_state.pcrs.items()},
             reset_count=state.clock.reset_count,
-            restart_count=state.clock.restart_count))
+            restart_count=state.clock.restart_count)
 
     def _publish_if_changed(self, v: Any, token: str) -> None:
         current = (v.status.value, int(v.level))
@@ -454,6 +461,12 @@ class ConductorManager:
             self.notifier.info({}, TRUST_EVENT, {
                 "host": v.host, "status": current[0], "level": current[1],
                 "signed_result": token})
+
+
+def _unique(verdicts: list[tuple[verifier.HostState, Any]]
+            ) -> list[verifier.HostState]:
+    """Each host's state once (a batch may hold two rounds of a host)."""
+    return list({id(state): state for state, _ in verdicts}.values())
 
 
 def _versions(records: Any) -> tuple[tuple[str, int], ...]:

@@ -51,7 +51,8 @@ class ConductorService:
             unknown_after_missed=group.unknown_after_missed,
             heartbeat_timeout=group.heartbeat_timeout,
             banks=tuple(conf.attestation.pcr_banks),
-            batch_size=group.evidence_batch_size)
+            batch_size=group.evidence_batch_size,
+            epoch_spread=group.epoch_spread)
         self._server: messaging.MessageHandlingServer | None = None
         self._jobs: list[PeriodicJob] = []
 

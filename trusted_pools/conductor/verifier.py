@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable
 
 from trusted_pools import exception
@@ -291,9 +291,78 @@ def _verified_runtime(state: HostState, evidence: Evidence,
         # Keep the old state: the next round replays the same entries.
         return None, error
     state.ima_state = replace(result.state, offset=None)
-    state.ima_pending = b"".join(
-        data.splitlines(keepends=True)[result.covered:])
-    return result, None
+    # Lines as the IMA module cuts them (at "\n" only), so the pending
+    # part starts exactly after the last covered entry.
+    lines = data.split(b"\n")
+    state.ima_pending = b"\n".join(lines[result.covered:])
+    return _with_entry_cache(result, lines[:result.covered]), None
+
+
+class _EntryCache:
+    """Parsed IMA entries by the exact bytes of their ascii line.
+
+    Appraisal reads every new entry's path and file digest, and the strict
+    parser that builds an entry costs ten times the replay of its line.
+    The hosts of one image run the same programs, so the same lines come
+    back from host after host (and round after round): a line's entry,
+    apart from its number in the log, is a function of the line's bytes
+    alone (the template-hash algorithm follows from the hash's length),
+    so an entry parsed once is reused for every identical line. Only
+    lines of a verified (replayed) prefix are looked up or stored, and a
+    miss parses the whole round the normal way. Bounded: when full it is
+    emptied and refills from the next rounds.
+    """
+
+    def __init__(self, size: int = 32768) -> None:
+        self._size = size
+        self._items: dict[bytes, tuple[Any, ...]] = {}
+
+    def entries(self, lines: list[bytes], first: int
+                ) -> tuple[ima.IMAEntry, ...] | None:
+        items = self._items
+        found = [items.get(line) for line in lines]
+        if None in found:
+            return None
+        entry = ima.IMAEntry
+        return tuple([entry(first + i, *rest)
+                      for i, rest in enumerate(found)])
+
+    def store(self, lines: list[bytes],
+              entries: tuple[ima.IMAEntry, ...]) -> None:
+        if len(lines) != len(entries):
+            return
+        if len(self._items) + len(lines) > self._size:
+            self._items = {}
+        for line, entry in zip(lines, entries):
+            self._items[line] = tuple(
+                getattr(entry, name) for name in _ENTRY_FIELDS[1:])
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(ima.IMAEntry))
+if _ENTRY_FIELDS[0] != "line":  # entries are rebuilt positionally
+    raise ImportError("IMAEntry no longer starts with its line number")
+_ENTRY_CACHE = _EntryCache()
+
+
+def _with_entry_cache(result: ima.VerifiedIMALog, lines: list[bytes]
+                      ) -> ima.VerifiedIMALog:
+    """``result`` whose entries come from :data:`_ENTRY_CACHE` when every
+    covered line is in it (same result otherwise)."""
+    if not lines:
+        return result
+    first = result.start.entries + 1
+
+    def materialise() -> tuple[ima.IMAEntry, ...]:
+        cached = _ENTRY_CACHE.entries(lines, first)
+        if cached is not None:
+            return cached
+        parsed = result.entries
+        _ENTRY_CACHE.store(lines, parsed)
+        return parsed
+
+    return ima.VerifiedIMALog(result.state, result.start, result.covered,
+                              result.uncovered, result.sha1_padded,
+                              materialise)
 
 
 def capture(ak: structures.Public, evidence: Evidence, nonce: bytes

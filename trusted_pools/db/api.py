@@ -727,11 +727,19 @@ class Connection:
 
     @_translate_errors
     @_retry_deadlock
-    def add_verdicts(self, verdicts: Sequence[NewVerdict]) -> int:
+    def add_verdicts(self, verdicts: Sequence[NewVerdict],
+                     ima_states: Sequence[IMAState] = ()) -> int:
         """Store a batch of verdicts in one transaction (all or none), with
         multi-row inserts; returns the number stored.
 
-        :raises HostNotFound: a verdict names a host that does not exist.
+        ``ima_states`` are the IMA replay states the same attestations
+        moved their hosts to, written unconditionally (last writer wins,
+        as :meth:`save_ima_state` without ``expected``) in the same
+        transaction: a conductor's batch costs one commit, and a stored
+        verdict never runs ahead of, or behind, the replay state it used.
+
+        :raises HostNotFound: a verdict or a state names a host that does
+            not exist.
         """
         rows = []
         for verdict in verdicts:
@@ -739,18 +747,70 @@ class Connection:
                 raise exception.InvalidParameterValue(
                     name="verdicts", reason="items must be NewVerdict")
             rows.append(verdict._row())
-        if not rows:
+        states = self._ima_state_rows(ima_states)
+        if not rows and not states:
             return 0
         try:
             with self._writer() as session:
                 for start in range(0, len(rows), _VERDICT_CHUNK):
                     session.execute(_VERDICTS.insert(),
                                     rows[start:start + _VERDICT_CHUNK])
+                if states:
+                    self._upsert_ima_states(session, states)
         except db_exc.DBReferenceError as exc:
             raise exception.HostNotFound(
-                host=self._missing_hosts({r["host_id"] for r in rows})
-            ) from exc
+                host=self._missing_hosts(
+                    {r["host_id"] for r in rows}
+                    | {s["host_id"] for s in states.values()})) from exc
         return len(rows)
+
+    def _ima_state_rows(self, states: Sequence[IMAState]
+                        ) -> dict[int, dict[str, Any]]:
+        """Validated rows by host id (the last state of a host wins)."""
+        now = self._clock()
+        rows: dict[int, dict[str, Any]] = {}
+        for state in states:
+            if not isinstance(state, IMAState):
+                raise exception.InvalidParameterValue(
+                    name="ima_states", reason="items must be IMAState")
+            for name in ("entries", "reset_count", "restart_count"):
+                _count(getattr(state, name), name)
+            rows[state.host_id] = {
+                "host_id": state.host_id, "entries": state.entries,
+                "pcr_values": dict(state.pcr_values),
+                "reset_count": state.reset_count,
+                "restart_count": state.restart_count, "updated_at": now}
+        return rows
+
+    @staticmethod
+    def _upsert_ima_states(session: orm.Session,
+                           rows: dict[int, dict[str, Any]]) -> None:
+        """Update the hosts that have a state, insert the others: two
+        executemany statements instead of one round trip per host."""
+        table = models.IMAState.__table__
+        ids = list(rows)
+        existing: set[int] = set()
+        for start in range(0, len(ids), _VERDICT_CHUNK):
+            existing.update(session.scalars(
+                sa.select(table.c.host_id).where(table.c.host_id.in_(
+                    ids[start:start + _VERDICT_CHUNK]))))
+        columns = ("entries", "pcr_values", "reset_count", "restart_count",
+                   "updated_at")
+        # Bind names must differ from the column names they set.
+        updates = [{"b_" + name: row[name]
+                    for name in ("host_id",) + columns}
+                   for i, row in rows.items() if i in existing]
+        inserts = [rows[i] for i in ids if i not in existing]
+        if updates:
+            session.execute(
+                sa.update(table)
+                .where(table.c.host_id == sa.bindparam("b_host_id"))
+                .values({name: sa.bindparam("b_" + name,
+                                            type_=table.c[name].type)
+                         for name in columns}),
+                updates)
+        if inserts:
+            session.execute(table.insert(), inserts)
 
     def _missing_hosts(self, host_ids: set[int]) -> str:
         with self._reader() as session:
