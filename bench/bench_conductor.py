@@ -64,6 +64,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bench import sim_agents
+from bench._bus import configure_bus, rabbitmqctl
 from bench._timing import median_seconds, report
 
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
@@ -144,15 +145,6 @@ def _install_timers(timers: PhaseTimers, manager: Any) -> None:
 
 # --- setup -----------------------------------------------------------------
 
-def _rabbitmqctl(*args: str) -> bool:
-    try:
-        subprocess.run(["rabbitmqctl", *args], check=True, timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return True
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 def _policies(image: sim_agents.Image) -> tuple[dict, dict]:
     from trusted_pools.attestation import appraisal
     from trusted_pools.tpm import eventlog, ima
@@ -227,21 +219,6 @@ def _baseline(image: sim_agents.Image) -> float:
 
 # --- the run -----------------------------------------------------------------
 
-def _conf(url: str, exchange: str) -> Any:
-    from oslo_config import cfg
-    from oslo_messaging import conffixture
-    from trusted_pools.common import rpc
-    conf = cfg.CONF
-    conf([], project="trusted_pools_bench")
-    rpc.set_defaults()
-    fixture = conffixture.ConfFixture(conf)
-    fixture.setUp()
-    fixture.transport_url = url
-    conf.set_override("control_exchange", exchange)
-    rpc.init(conf)
-    return fixture
-
-
 class Worker(threading.Thread):
     """The service's evidence worker: ``process_evidence`` in a loop."""
 
@@ -289,7 +266,7 @@ def _conductor(name: str, names: list[str], args: argparse.Namespace,
     from trusted_pools.db import api as db_api
 
     db = db_api.Connection(db_api.make_context_manager(db_url))
-    fixture = _conf(url, exchange)
+    fixture = configure_bus(url, exchange, "trusted_pools_bench")
     key = keystore.load_or_create_signing_key(
         os.path.join(workdir, "signing-key-%s.pem" % name))
     manager = conductor_manager.ConductorManager(
@@ -524,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="cProfile the worker in the last round")
     args = parser.parse_args(argv)
     vhost = "tp-bench-%s" % uuid.uuid4().hex[:12]
-    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
+    if rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
             "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"):
         url = RABBIT.rstrip("/") + "/" + vhost
     else:
@@ -537,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if vhost is not None:
-            _rabbitmqctl("delete_vhost", vhost)
+            rabbitmqctl("delete_vhost", vhost)
 
 
 if __name__ == "__main__":

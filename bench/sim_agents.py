@@ -231,21 +231,13 @@ def run(url: str, exchange: str, hosts: int, seed: int, ima_per_round: int,
         rounds: int, report_path: str) -> None:
     """Serve the fleet on the bus until stdin closes; on exit write the
     fleet's CPU seconds and message count to ``report_path``."""
-    from oslo_config import cfg
-    from oslo_messaging import conffixture
     import oslo_messaging as messaging
     from trusted_pools.agent import rpcapi as agent_rpcapi
     from trusted_pools.common import rpc
     from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
-    conf = cfg.CONF
-    conf([], project="trusted_pools_bench_agents")
-    rpc.set_defaults()
-    fixture = conffixture.ConfFixture(conf)
-    fixture.setUp()
-    fixture.transport_url = url
-    conf.set_override("control_exchange", exchange)
-    rpc.init(conf)
+    from bench._bus import configure_bus
+    fixture = configure_bus(url, exchange, "trusted_pools_bench_agents")
     api = conductor_rpcapi.ConductorAPI()
     image = Image(ima_per_round, rounds)
     fleet = Fleet(hosts, seed, image, api.submit_evidence)
