@@ -13,6 +13,9 @@ import argparse
 import json
 import os
 import sys
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -87,7 +90,9 @@ def _add_verify_arguments(verify: argparse.ArgumentParser) -> None:
     verify.add_argument(
         "--ak", required=True, metavar="FILE",
         help="attestation key public: TPM2B_PUBLIC/TPMT_PUBLIC as written "
-             "by 'tpm2_readpublic -f tss' or 'tpm2_createak -u'")
+             "by 'tpm2_readpublic -f tss' or 'tpm2_createak -u', or a PEM "
+             "public key (then the AK rules cannot be checked and "
+             "--allow-unrestricted-ak is required)")
     verify.add_argument(
         "--allow-unrestricted-ak", action="store_true",
         help="skip the AK attribute rules (restricted, sign, fixedTPM, "
@@ -140,6 +145,18 @@ def _read(path: str) -> bytes:
             name=path, reason="cannot read file: %s" % exc.strerror) from exc
 
 
+def _load_ak(data: bytes) -> tuple[structures.Public, bool]:
+    """The AK from tpm2-tools' TSS form or a PEM public key."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm) as error:
+            raise exception.MalformedEvidence(
+                what="AK public (PEM)", reason=str(error)) from None
+        return keys.public_from_key(key), True
+    return structures.load_public(data), False
+
+
 def _read_limited(path: str, what: str, limit: int) -> bytes:
     data = _read(path)
     if len(data) > limit:
@@ -189,8 +206,16 @@ def verify_files(args: argparse.Namespace) -> Report:
 
 
 def _verify_all(args: argparse.Namespace, report: Report) -> None:
-    ak = _step(report, "AK public", lambda: structures.load_public(
-        _read(args.ak)))
+    ak, from_pem = _step(report, "AK public", lambda: _load_ak(_read(
+        args.ak)))
+    if from_pem and not args.allow_unrestricted_ak:
+        report.failed("AK attributes", exception.AKAttributesRejected(
+            "A PEM key carries no TPM attributes, so nothing shows it is a "
+            "restricted key inside a TPM: give the AK as 'tpm2_readpublic "
+            "-f tss' output, or pass --allow-unrestricted-ak if it was "
+            "checked at enrollment", attribute="restricted",
+            expected="set"))
+        raise _Stop()
     if args.allow_unrestricted_ak:
         report.passed("AK attributes", "NOT CHECKED (--allow-unrestricted-ak)")
     else:

@@ -15,7 +15,8 @@ from trusted_pools.tpm import constants
 from trusted_pools.tpm.constants import TPM_ALG, TPM_ECC_CURVE
 from trusted_pools.tpm.structures import ObjectAttributes, Public
 
-__all__ = ["check_ak_attributes", "MIN_RSA_KEY_BITS", "AK_CURVES"]
+__all__ = ["check_ak_attributes", "public_from_key", "MIN_RSA_KEY_BITS",
+           "AK_CURVES"]
 
 MIN_RSA_KEY_BITS = 2048
 AK_CURVES = frozenset({TPM_ECC_CURVE.NIST_P256, TPM_ECC_CURVE.NIST_P384,
@@ -65,3 +66,45 @@ def check_ak_attributes(public: Public) -> None:
         constants.hash_algorithm(public.scheme_hash or 0)
     # Building the key checks the modulus / point (MalformedEvidence).
     public.public_key()
+
+
+_CURVE_IDS = {"secp256r1": TPM_ECC_CURVE.NIST_P256,
+              "secp384r1": TPM_ECC_CURVE.NIST_P384,
+              "secp521r1": TPM_ECC_CURVE.NIST_P521}
+
+
+def public_from_key(key: object) -> Public:
+    """A :class:`Public` for a key known only as a plain public key (PEM).
+
+    It carries no TPM attributes but ``sign`` and no scheme, so the
+    signature's own scheme is checked against the key type only. A PEM file
+    cannot show that the key is restricted and lives in a TPM:
+    :func:`check_ak_attributes` always rejects this Public, and a caller
+    must say explicitly that it checked the key some other way.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    u16 = lambda v: int(v).to_bytes(2, "big")  # noqa: E731
+    head = u16(TPM_ALG.SHA256) + int(ObjectAttributes.SIGN_ENCRYPT).to_bytes(
+        4, "big") + u16(0)
+    null = u16(TPM_ALG.NULL)
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        modulus = numbers.n.to_bytes((key.key_size + 7) // 8, "big")
+        exponent = 0 if numbers.e == 65537 else numbers.e
+        body = (u16(TPM_ALG.RSA) + head + null + null + u16(key.key_size)
+                + exponent.to_bytes(4, "big") + u16(len(modulus)) + modulus)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        curve = _CURVE_IDS.get(key.curve.name)
+        if curve is None:
+            raise exception.UnsupportedAlgorithm(
+                algorithm=key.curve.name, reason="not a NIST P curve")
+        size = (key.curve.key_size + 7) // 8
+        numbers = key.public_numbers()
+        x, y = (v.to_bytes(size, "big") for v in (numbers.x, numbers.y))
+        body = (u16(TPM_ALG.ECC) + head + null + null + u16(curve) + null
+                + u16(size) + x + u16(size) + y)
+    else:
+        raise exception.UnsupportedAlgorithm(
+            algorithm=type(key).__name__, reason="not an RSA or ECC key")
+    from trusted_pools.tpm.structures import parse_public
+    return parse_public(body)

@@ -150,3 +150,34 @@ def test_non_quote_attestation_is_rejected(gcp_files, capsys):
     code, result = _run_json(_argv(gcp_files), capsys)
     assert code == 1
     assert result["failure"]["error"] == "QuoteTypeInvalid"
+
+
+def _pem_ak(gcp_files):
+    from cryptography.hazmat.primitives import serialization
+    from trusted_pools.tpm import structures
+    key = structures.load_public(gcp_attestation.load().ak_public).public_key()
+    gcp_files["ak"].write_bytes(key.public_bytes(
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def test_pem_ak_needs_an_explicit_waiver(gcp_files, capsys):
+    _pem_ak(gcp_files)
+    code, result = _run_json(_argv(gcp_files), capsys)
+    assert code == 1
+    assert result["failure"]["error"] == "AKAttributesRejected"
+    assert "PEM" in result["failure"]["reason"]
+
+
+def test_pem_ak_verifies_the_quote_when_waived(gcp_files, capsys):
+    _pem_ak(gcp_files)
+    code, result = _run_json(
+        _argv(gcp_files, "--allow-unrestricted-ak"), capsys)
+    assert code == 0, result["failure"]
+    assert result["checks"][0]["detail"].startswith("NOT CHECKED")
+    sig = bytearray(gcp_files["signature"].read_bytes())
+    sig[-3] ^= 0x10
+    gcp_files["signature"].write_bytes(bytes(sig))
+    code, result = _run_json(
+        _argv(gcp_files, "--allow-unrestricted-ak"), capsys)
+    assert code == 1 and result["failure"]["error"] == "InvalidSignature"
