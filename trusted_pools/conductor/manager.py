@@ -263,11 +263,18 @@ class ConductorManager:
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]:
-        """Signed results of every verdict issued at or after ``since``."""
+        """The newest signed result of each host issued after ``since``.
+
+        Older verdicts of the same host in the window are left out: a
+        consumer would verify their signatures only to replace them.
+        """
         names = {h.id: h.hostname for h in self.db.list_hosts()}
+        newest: dict[int, Any] = {}
+        for verdict in self.db.verdicts_since(_utc(since)):
+            newest[verdict.host_id] = verdict  # oldest first
         return [{"host": names.get(v.host_id), "status": v.status,
                  "level": v.level, "signed_result": v.signed_result}
-                for v in self.db.verdicts_since(_utc(since))]
+                for v in newest.values()]
 
     def get_public_keys(self, context: dict) -> dict[str, str]:
         """kid -> PEM of the key that signs this conductor's results."""

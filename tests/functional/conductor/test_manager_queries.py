@@ -1,0 +1,50 @@
+"""Conductor endpoints that only read the database (SQLite file)."""
+
+from __future__ import annotations
+
+import datetime
+
+from trusted_pools.attestation import keystore
+from trusted_pools.conductor.manager import ConductorManager
+from trusted_pools.db import api as db_api
+from trusted_pools.db import migration
+
+
+def _manager(tmp_path) -> ConductorManager:
+    db = db_api.Connection(db_api.make_context_manager(
+        "sqlite:///%s" % (tmp_path / "q.sqlite")))
+    migration.upgrade(engine=db.get_engine())
+    return ConductorManager("conductor-q", db,
+                            keystore.generate_signing_key(), None, None, b"")
+
+
+def _verdict(host_id: int, at: datetime.datetime, token: str
+             ) -> db_api.NewVerdict:
+    return db_api.NewVerdict(host_id=host_id, status="trusted", level=3,
+                             issued_at=at,
+                             expires_at=at + datetime.timedelta(minutes=3),
+                             signed_result=token)
+
+
+def test_verdicts_since_gives_each_hosts_newest_only(tmp_path):
+    manager = _manager(tmp_path)
+    a = manager.db.create_host("host-a")
+    b = manager.db.create_host("host-b")
+    t0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    step = datetime.timedelta(seconds=60)
+    manager.db.add_verdicts([_verdict(a.id, t0, "a1"),
+                             _verdict(a.id, t0 + step, "a2"),
+                             _verdict(b.id, t0 + step, "b1"),
+                             _verdict(a.id, t0 + 2 * step, "a3")])
+    rows = manager.verdicts_since({}, (t0 - step).timestamp())
+    assert sorted((r["host"], r["signed_result"]) for r in rows) == [
+        ("host-a", "a3"), ("host-b", "b1")]
+    later = manager.verdicts_since({}, (t0 + step).timestamp())
+    assert [(r["host"], r["signed_result"]) for r in later] == [
+        ("host-a", "a3")]
+
+
+def test_public_key_is_named_by_its_thumbprint(tmp_path):
+    manager = _manager(tmp_path)
+    (kid, pem), = manager.get_public_keys({}).items()
+    assert keystore.jwk_thumbprint(keystore.public_key_from_pem(pem)) == kid
