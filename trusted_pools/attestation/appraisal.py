@@ -44,6 +44,7 @@ import hashlib
 import hmac
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -77,7 +78,7 @@ from trusted_pools.tpm.quote import VerifiedQuote
 __all__ = [
     "Appraisal", "appraise", "make_verdict", "capture_measured_boot_policy",
     "capture_runtime_policy", "signature_entry_id", "DEFAULT_PIN_PCRS",
-    "MAX_REASONS_PER_RUNG", "clear_cache",
+    "MAX_REASONS_PER_RUNG", "clear_cache", "MeasuredBootMemo",
 ]
 
 #: PCRs whose quoted values capture pins by default: firmware code (0),
@@ -95,6 +96,8 @@ _BANK_PREFERENCE = (constants.TPM_ALG.SHA256, constants.TPM_ALG.SHA384,
 _SEVERITY = (Outcome.CRYPTO_FAILED, Outcome.CONTRAINDICATED,
              Outcome.MALFORMED, Outcome.VERIFIER_ERROR, Outcome.UNRECOGNIZED,
              Outcome.VULNERABLE, Outcome.NOT_APPRAISED, Outcome.PASSED)
+# Iterating an Enum class costs more than a tuple; appraise does it often.
+_RUNGS = tuple(Rung)
 _RUNG_LABEL = {Rung.IDENTITY: "identity",
                Rung.PLATFORM_FIRMWARE: "platform firmware",
                Rung.OS_BOOT: "OS boot", Rung.RUNTIME: "runtime"}
@@ -262,8 +265,11 @@ _FACTS = _FactCache()
 
 
 def clear_cache() -> None:
-    """Forget cached event facts (tests, benchmarks, memory pressure)."""
+    """Forget cached event facts and IMA line decisions (tests,
+    benchmarks, memory pressure). :class:`MeasuredBootMemo` objects belong
+    to their callers and are not touched."""
     _FACTS.clear()
+    _PASSING_LINES.clear()
 
 
 def _summary(log: VerifiedEventLog, pcrs: tuple[int, ...]
@@ -385,8 +391,8 @@ class _Findings:
     """Outcomes and reasons gathered per rung while checking."""
 
     def __init__(self) -> None:
-        self.outcomes: dict[Rung, list[Outcome]] = {r: [] for r in Rung}
-        self.reasons: dict[Rung, list[str]] = {r: [] for r in Rung}
+        self.outcomes: dict[Rung, list[Outcome]] = {r: [] for r in _RUNGS}
+        self.reasons: dict[Rung, list[str]] = {r: [] for r in _RUNGS}
         self.configuration: list[Outcome] = []
 
     def add(self, rung: Rung, outcome: Outcome, reason: str | None = None
@@ -400,6 +406,22 @@ class _Findings:
         found = self.outcomes[rung]
         return _worst(found) if found else Outcome.NOT_APPRAISED
 
+    def snapshot(self) -> "_Recorded":
+        """What was found so far, frozen (to be merged again later)."""
+        return _Recorded(
+            tuple((rung, tuple(self.outcomes[rung]),
+                   tuple(self.reasons[rung])) for rung in _RUNGS
+                  if self.outcomes[rung] or self.reasons[rung]),
+            tuple(self.configuration))
+
+    def merge(self, recorded: "_Recorded") -> None:
+        """Add findings recorded from another :class:`_Findings`, after
+        the ones already here (the same order as finding them here)."""
+        for rung, outcomes, reasons in recorded.rungs:
+            self.outcomes[rung].extend(outcomes)
+            self.reasons[rung].extend(reasons)
+        self.configuration.extend(recorded.configuration)
+
     def rung_reasons(self, rung: Rung) -> tuple[str, ...]:
         reasons = self.reasons[rung]
         prefix = "%s: " % _RUNG_LABEL[rung]
@@ -408,6 +430,14 @@ class _Findings:
             kept.append(prefix + "%d more findings not listed"
                         % (len(reasons) - MAX_REASONS_PER_RUNG))
         return tuple(kept)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recorded:
+    """Findings frozen by :meth:`_Findings.snapshot`."""
+
+    rungs: tuple[tuple[Rung, tuple[Outcome, ...], tuple[str, ...]], ...]
+    configuration: tuple[Outcome, ...]
 
 
 class _Check:
@@ -699,38 +729,121 @@ def _check_boot_aggregate(check: _Check, log: ima.VerifiedIMALog,
                        entry.file_hash.hex()))
 
 
-def _check_ima_entries(check: _Check, entries: Iterable[ima.IMAEntry],
+def _check_ima_entry(check: _Check, entry: ima.IMAEntry,
+                     policy: RuntimePolicy, label: str) -> bool:
+    """Check one entry; True when it passed (nothing found)."""
+    if entry.is_boot_aggregate:
+        return True
+    if entry.violation:
+        if policy.allow_violations:
+            return True
+        check.fail(Outcome.UNRECOGNIZED, "IMA line %d: measurement "
+                   "violation (logged path '%s'): the file content is"
+                   " unknown and %s does not allow violations" % (
+                       entry.line, _clean(entry.path or "?"), label))
+        return False
+    path, digest = entry.path, entry.file_hash
+    if path is None or digest is None or entry.file_hash_alg is None:
+        check.fail(Outcome.UNRECOGNIZED, "IMA line %d: template %s "
+                   "carries no file name and digest to appraise" % (
+                       entry.line, _clean(entry.template_name, 40)))
+        return False
+    if policy.is_excluded(path):
+        return True
+    allowed = policy.allowed(path)
+    key = ima_digest_key(entry.file_hash_alg, digest)
+    if allowed is None:
+        if policy.allow_unknown:
+            return True
+        check.fail(Outcome.UNRECOGNIZED, "IMA line %d: %s (%s) is "
+                   "not in %s" % (entry.line, _clean(path, 300),
+                                  key, label))
+        return False
+    if key not in allowed:
+        check.fail(Outcome.UNRECOGNIZED, "IMA line %d: %s has %s, not a "
+                   "digest %s allows for it" % (
+                       entry.line, _clean(path, 300), key, label))
+        return False
+    return True
+
+
+class _PassingLines:
+    """Exact IMA ascii lines a runtime policy object passed.
+
+    Whether an entry passes is a function of the policy and of the entry
+    apart from its number (path, file digest and its algorithm, violation,
+    template): and the entry is a function of its line's bytes (the
+    template-hash algorithm follows from the hash's length). The hosts of
+    one image run the same programs, so the same lines come back host
+    after host; a line passed once passes again, and only a line not known
+    to pass is parsed into an entry and checked. Line 1 is never stored or
+    skipped (it may be the boot_aggregate, which the entry check skips by
+    its number). Kept per policy *object* (held weakly: a new version is a
+    new object with nothing known), bounded per policy (emptied when
+    full), and only failures are ever reported, so results are identical
+    with or without it.
+    """
+
+    def __init__(self, size: int = 65536) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._by_policy: dict[int, tuple[weakref.ref, set[bytes]]] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            for _, lines in self._by_policy.values():
+                lines.clear()
+
+    def of(self, policy: RuntimePolicy) -> set[bytes]:
+        key = id(policy)
+        found = self._by_policy.get(key)
+        if found is not None and found[0]() is policy:
+            lines = found[1]
+            if len(lines) >= self._size:
+                lines.clear()
+            return lines
+        with self._lock:
+            found = self._by_policy.get(key)
+            if found is not None and found[0]() is policy:
+                return found[1]
+            lines = set()
+            self._by_policy[key] = (weakref.ref(policy, self._forget(key)),
+                                    lines)
+            return lines
+
+    def _forget(self, key: int) -> Callable[[weakref.ref], None]:
+        def forget(ref: weakref.ref) -> None:
+            with self._lock:
+                found = self._by_policy.get(key)
+                if found is not None and found[0] is ref:
+                    del self._by_policy[key]
+        return forget
+
+
+_PASSING_LINES = _PassingLines()
+
+
+def _check_ima_entries(check: _Check, log: ima.VerifiedIMALog,
                        policy: RuntimePolicy) -> None:
     label = _label(policy)
-    for entry in entries:
-        if entry.is_boot_aggregate:
+    lines = log.ascii_lines
+    if lines is None or len(lines) != log.covered:
+        for entry in log.entries:
+            _check_ima_entry(check, entry, policy, label)
+        return
+    passing = _PASSING_LINES.of(policy)
+    first = log.start.entries + 1
+    entries: tuple[ima.IMAEntry, ...] | None = None
+    for i, line in enumerate(lines):
+        number = first + i
+        if number > 1 and line in passing:
             continue
-        if entry.violation:
-            if not policy.allow_violations:
-                check.fail(Outcome.UNRECOGNIZED, "IMA line %d: measurement "
-                           "violation (logged path '%s'): the file content is"
-                           " unknown and %s does not allow violations" % (
-                               entry.line, _clean(entry.path or "?"), label))
-            continue
-        path, digest = entry.path, entry.file_hash
-        if path is None or digest is None or entry.file_hash_alg is None:
-            check.fail(Outcome.UNRECOGNIZED, "IMA line %d: template %s "
-                       "carries no file name and digest to appraise" % (
-                           entry.line, _clean(entry.template_name, 40)))
-            continue
-        if policy.is_excluded(path):
-            continue
-        allowed = policy.allowed(path)
-        key = ima_digest_key(entry.file_hash_alg, digest)
-        if allowed is None:
-            if not policy.allow_unknown:
-                check.fail(Outcome.UNRECOGNIZED, "IMA line %d: %s (%s) is "
-                           "not in %s" % (entry.line, _clean(path, 300),
-                                          key, label))
-        elif key not in allowed:
-            check.fail(Outcome.UNRECOGNIZED, "IMA line %d: %s has %s, not a "
-                       "digest %s allows for it" % (
-                           entry.line, _clean(path, 300), key, label))
+        if entries is None:
+            entries = log.entries
+        entry = entries[i]
+        if _check_ima_entry(check, entry, policy, label) and number > 1 \
+                and entry.line == number:
+            passing.add(line)
 
 
 def _appraise_runtime(f: _Findings,
@@ -755,7 +868,7 @@ def _appraise_runtime(f: _Findings,
                        "%s" % (log.start.entries, prior.value))
     elif policy.require_boot_aggregate:
         _check_boot_aggregate(check, log, quote_pcrs, policy)
-    _check_ima_entries(check, log.entries, policy)
+    _check_ima_entries(check, log, policy)
     check.done()
 
 
@@ -842,6 +955,52 @@ def _identity(f: _Findings, identity: bool | Outcome, quote_present: bool,
               "the enrolled TPM answered")
 
 
+class MeasuredBootMemo:
+    """One host's last measured-boot findings, reused while nothing they
+    depend on changed.
+
+    The findings of the firmware and OS boot rungs are a pure function of
+    the verified event log, the measured-boot policy and the quoted values
+    of the PCRs that policy pins: the event rules read the verified log
+    only, the pins the quote only. A conductor replays the event log only
+    when the boot changes and keeps that one verified log object while the
+    boot lasts; it shares one policy object per host group until another
+    version is loaded. So it keeps one memo per verified boot and passes
+    it to :func:`appraise`, which reuses the findings only for the very
+    same log and policy objects (identity, never equality: the memo holds
+    both, so neither is freed and its id reused), the same policy name and
+    version, and equal pinned values; anything else is appraised again
+    and replaces the memo. A failed or missing event log is never
+    memoised. Safe to share between threads: one tuple is read or
+    replaced at a time.
+    """
+
+    __slots__ = ("_entry",)
+
+    def __init__(self) -> None:
+        self._entry: tuple[Any, ...] | None = None
+
+    def clear(self) -> None:
+        self._entry = None
+
+    def lookup(self, log: VerifiedEventLog, policy: MeasuredBootPolicy,
+               pinned: tuple[bytes | None, ...]) -> _Recorded | None:
+        entry = self._entry
+        if entry is None:
+            return None
+        known_log, known_policy, name, version, known_pinned, found = entry
+        if (known_log is log and known_policy is policy
+                and name == policy.name and version == policy.version
+                and known_pinned == pinned):
+            return found
+        return None
+
+    def store(self, log: VerifiedEventLog, policy: MeasuredBootPolicy,
+              pinned: tuple[bytes | None, ...], found: _Recorded) -> None:
+        self._entry = (log, policy, policy.name, policy.version, pinned,
+                       found)
+
+
 def appraise(*, identity: bool | Outcome, quote: VerifiedQuote | None,
              event_log: VerifiedEventLog | None = None,
              ima_log: ima.VerifiedIMALog | None = None,
@@ -850,7 +1009,8 @@ def appraise(*, identity: bool | Outcome, quote: VerifiedQuote | None,
              ima_prior: Outcome | None = None,
              quote_error: exception.TrustedPoolsError | None = None,
              event_log_error: exception.TrustedPoolsError | None = None,
-             ima_error: exception.TrustedPoolsError | None = None
+             ima_error: exception.TrustedPoolsError | None = None,
+             boot_memo: MeasuredBootMemo | None = None
              ) -> Appraisal:
     """Appraise one host's verified evidence against its policies.
 
@@ -863,7 +1023,10 @@ def appraise(*, identity: bool | Outcome, quote: VerifiedQuote | None,
     before it; the conductor keeps it until the host reboots (a bad file
     stays bad). The ``*_error`` arguments carry why a piece of evidence
     did not verify; they turn into CRYPTO_FAILED / MALFORMED outcomes with
-    the error as reason.
+    the error as reason. ``boot_memo``: the caller's
+    :class:`MeasuredBootMemo` for this verified boot (the result is the
+    same with or without it; with it, an unchanged boot under an
+    unchanged policy is not appraised again).
     """
     if quote is not None and not isinstance(quote, VerifiedQuote):
         raise _invalid("quote", "expected a VerifiedQuote or None")
@@ -881,6 +1044,9 @@ def appraise(*, identity: bool | Outcome, quote: VerifiedQuote | None,
                                                      RuntimePolicy):
         raise _invalid("runtime_policy", "expected a RuntimePolicy (kind %r)"
                        " or None" % KIND_RUNTIME)
+    if boot_memo is not None and not isinstance(boot_memo,
+                                                MeasuredBootMemo):
+        raise _invalid("boot_memo", "expected a MeasuredBootMemo or None")
     if ima_prior is not None and not isinstance(ima_prior, Outcome):
         raise _invalid("ima_prior", "expected an Outcome or None")
     if not isinstance(identity, (bool, Outcome)):
@@ -904,11 +1070,11 @@ def appraise(*, identity: bool | Outcome, quote: VerifiedQuote | None,
     else:
         _appraise_with_quote(f, quote.pcrs, event_log, event_log_error,
                              ima_log, ima_error, ima_prior,
-                             measured_boot_policy, runtime_policy)
-    outcomes = {rung: f.outcome(rung) for rung in Rung}
+                             measured_boot_policy, runtime_policy, boot_memo)
+    outcomes = {rung: f.outcome(rung) for rung in _RUNGS}
     configuration = _worst(f.configuration) if f.configuration \
         else Outcome.NOT_APPRAISED
-    reasons = tuple(r for rung in Rung for r in f.rung_reasons(rung))
+    reasons = tuple(r for rung in _RUNGS for r in f.rung_reasons(rung))
     versions = {p.name: p.version for p in (measured_boot_policy,
                                             runtime_policy) if p is not None}
     return Appraisal(
@@ -916,6 +1082,46 @@ def appraise(*, identity: bool | Outcome, quote: VerifiedQuote | None,
         configuration=configuration, level=compute_level(outcomes),
         vector=vector_from_outcomes(outcomes, configuration),
         reasons=reasons, policy_versions=types.MappingProxyType(versions))
+
+
+def _pinned_values(policy: MeasuredBootPolicy,
+                   quote_pcrs: Mapping[int, Mapping[int, bytes]]
+                   ) -> tuple[bytes | None, ...]:
+    """The quoted values of the PCRs ``policy`` pins, in its order."""
+    return tuple(quote_pcrs.get(alg, {}).get(pcr)
+                 for alg, bank in policy.pcrs.items() for pcr in bank)
+
+
+def _boot_findings(quote_pcrs: Mapping[int, Mapping[int, bytes]],
+                   log: VerifiedEventLog | None,
+                   log_error: exception.TrustedPoolsError | None,
+                   policy: MeasuredBootPolicy,
+                   memo: MeasuredBootMemo | None) -> _Recorded:
+    """What ``policy`` finds on the firmware and OS boot rungs, from
+    ``memo`` when it holds the findings for this very log, policy and
+    pinned values (only a verified log is memoised)."""
+    if log is None or log_error is not None:
+        memo = None
+    pinned = None
+    if memo is not None:
+        pinned = _pinned_values(policy, quote_pcrs)
+        found = memo.lookup(log, policy, pinned)
+        if found is not None:
+            return found
+    sub = _Findings()
+    for rung in (Rung.PLATFORM_FIRMWARE, Rung.OS_BOOT):
+        if not policy.covers(rung):
+            sub.add(rung, Outcome.NOT_APPRAISED, "%s has no rule for "
+                    "this rung (%s)" % (_label(policy), {
+                        Rung.PLATFORM_FIRMWARE: "PCRs 0-3, 5-7: "
+                        "platform_firmware rules or pcrs",
+                        Rung.OS_BOOT: "PCRs 4, 8, 9, 11-14: os_boot rules "
+                        "or pcrs"}[rung]))
+    _appraise_measured_boot(sub, quote_pcrs, log, log_error, policy)
+    recorded = sub.snapshot()
+    if memo is not None and log is not None and pinned is not None:
+        memo.store(log, policy, pinned, recorded)
+    return recorded
 
 
 def _appraise_with_quote(f: _Findings,
@@ -926,7 +1132,8 @@ def _appraise_with_quote(f: _Findings,
                          ima_error: exception.TrustedPoolsError | None,
                          ima_prior: Outcome | None,
                          boot_policy: MeasuredBootPolicy | None,
-                         runtime_policy: RuntimePolicy | None) -> None:
+                         runtime_policy: RuntimePolicy | None,
+                         boot_memo: MeasuredBootMemo | None = None) -> None:
     if event_log_error is not None:
         outcome = _error_outcome(event_log_error)
         rungs = (_failing_rungs(event_log_error)
@@ -943,16 +1150,8 @@ def _appraise_with_quote(f: _Findings,
             f.add(rung, Outcome.NOT_APPRAISED, "no measured-boot policy is "
                   "assigned to the host")
     else:
-        for rung in (Rung.PLATFORM_FIRMWARE, Rung.OS_BOOT):
-            if not boot_policy.covers(rung):
-                f.add(rung, Outcome.NOT_APPRAISED, "%s has no rule for "
-                      "this rung (%s)" % (_label(boot_policy), {
-                          Rung.PLATFORM_FIRMWARE: "PCRs 0-3, 5-7: "
-                          "platform_firmware rules or pcrs",
-                          Rung.OS_BOOT: "PCRs 4, 8, 9, 11-14: os_boot rules "
-                          "or pcrs"}[rung]))
-        _appraise_measured_boot(f, quote_pcrs, event_log, event_log_error,
-                                boot_policy)
+        f.merge(_boot_findings(quote_pcrs, event_log, event_log_error,
+                               boot_policy, boot_memo))
     if runtime_policy is None:
         f.add(Rung.RUNTIME, Outcome.NOT_APPRAISED, "no runtime (IMA) policy "
               "is assigned to the host")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterable
 
 from trusted_pools import exception
@@ -52,11 +52,19 @@ class StoredClock:
 
 @dataclass(frozen=True)
 class BootRecord:
-    """The last verified boot of a host: which log, which PCR values."""
+    """The last verified boot of a host: which log, which PCR values.
+
+    ``appraisal`` remembers the measured-boot findings for this log (see
+    :class:`~trusted_pools.attestation.appraisal.MeasuredBootMemo`): a new
+    boot is a new record, so it starts empty.
+    """
 
     event_log_digest: str
     pcrs: tuple[tuple[int, int, bytes], ...]  # (bank, pcr, value) checked
     log: eventlog.VerifiedEventLog
+    appraisal: appraisal_mod.MeasuredBootMemo = field(
+        default_factory=appraisal_mod.MeasuredBootMemo, compare=False,
+        repr=False)
 
 
 @dataclass(frozen=True)
@@ -196,11 +204,15 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
     runtime, runtime_error = _verified_runtime(state, evidence, verified)
     prior = state.ima_prior if runtime is not None and \
         runtime.start.entries > 0 else None
+    boot = state.boot
+    memo = boot.appraisal if boot is not None and boot_log is not None \
+        and boot.log is boot_log else None
     result = appraisal_mod.appraise(
         identity=True, quote=verified, event_log=boot_log,
         ima_log=runtime, measured_boot_policy=policies.measured_boot,
         runtime_policy=policies.runtime, ima_prior=prior,
-        event_log_error=boot_error, ima_error=runtime_error)
+        event_log_error=boot_error, ima_error=runtime_error,
+        boot_memo=memo)
     if runtime is not None:
         state.ima_prior = result.outcomes[levels.Rung.RUNTIME]
     return Outcome(appraisal_mod.make_verdict(
@@ -362,7 +374,7 @@ def _with_entry_cache(result: ima.VerifiedIMALog, lines: list[bytes]
 
     return ima.VerifiedIMALog(result.state, result.start, result.covered,
                               result.uncovered, result.sha1_padded,
-                              materialise)
+                              materialise, result.ascii_lines)
 
 
 def capture(ak: structures.Public, evidence: Evidence, nonce: bytes

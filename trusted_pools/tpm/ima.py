@@ -250,19 +250,32 @@ class VerifiedIMALog:
     ``uncovered`` counts entries the log held beyond the quoted prefix
     (appended after the quote; verified next time). ``sha1_padded`` says the
     pre-5.1 kernel rule was needed.
+
+    ``ascii_lines`` (ascii lists only, else None) holds the exact bytes of
+    the covered lines: ``entries[i]`` is parsed from ``ascii_lines[i]``
+    and, apart from its number, is a function of those bytes alone. It
+    lets a caller recognise a line it has judged before without building
+    its entry; the bytes count only as the entry they parse to (the
+    template name in them is not covered, as above).
     """
 
     __slots__ = ("state", "start", "covered", "uncovered", "sha1_padded",
-                 "_materialise", "_entries")
+                 "ascii_lines", "_materialise", "_entries")
 
     def __init__(self, state: ReplayState, start: ReplayState, covered: int,
                  uncovered: int, sha1_padded: bool,
-                 materialise: Callable[[], tuple[IMAEntry, ...]]) -> None:
+                 materialise: Callable[[], tuple[IMAEntry, ...]],
+                 ascii_lines: tuple[bytes, ...] | None = None) -> None:
+        if ascii_lines is not None and len(ascii_lines) != covered:
+            raise exception.InvalidParameterValue(
+                name="ascii_lines", reason="must hold one line per covered "
+                "entry")
         self.state = state
         self.start = start
         self.covered = covered
         self.uncovered = uncovered
         self.sha1_padded = sha1_padded
+        self.ascii_lines = ascii_lines
         self._materialise = materialise
         self._entries: tuple[IMAEntry, ...] | None = None
 
@@ -923,10 +936,12 @@ def verify_ima_log(data: bytes | str, quoted: Mapping[Any, bytes],
     base = 0 if tail else _skip_entries(data, fmt, start, template_hash_alg)
     body = data[base:] if base else data
     first = start.entries + 1
+    lines: list[bytes] | None = None
     if fmt == "binary":
         batch = _binary_batch(body, first, template_hash_alg)
     else:
-        batch = _ascii_batch(_ascii_lines(body), first, template_hash_alg)
+        lines = _ascii_lines(body)
+        batch = _ascii_batch(lines, first, template_hash_alg)
     cache: dict[tuple[int, bool], list[bytes]] = {}
     if check_template_hashes and batch.datas:
         _check_recorded(batch, cache)
@@ -953,7 +968,8 @@ def verify_ima_log(data: bytes | str, quoted: Mapping[Any, bytes],
         offset, fmt)
     return VerifiedIMALog(
         state, start, k, len(batch.datas) - k, sha1_padded,
-        lambda: tuple(batch.entry_at(i) for i in range(k)))
+        lambda: tuple(batch.entry_at(i) for i in range(k)),
+        None if lines is None else tuple(lines[:k]))
 
 
 # --- boot_aggregate ----------------------------------------------------------
