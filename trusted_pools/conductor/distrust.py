@@ -77,6 +77,8 @@ class DistrustEvent:
     reasons: tuple[str, ...]
     issued_at: int
     jti: str
+    #: Names of the actions to run again (after they failed); None: all.
+    only: frozenset[str] | None = None
 
     def describe(self) -> str:
         reasons = "; ".join(self.reasons[:3]) or "no reason given"
@@ -344,6 +346,10 @@ class DistrustResponder:
             maxlen=_HISTORY)
         #: host -> (trusted?, level) of the last verdict seen.
         self._last: dict[str, tuple[bool, int]] = {}
+        #: host -> names of actions that failed on its current distrust;
+        #: they run again on the host's next not-trusted verdict, so a
+        #: compute API that was away does not leave the host in use.
+        self._pending: dict[str, tuple[frozenset[str], int]] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[DistrustEvent | None] | None = None
         self._thread: threading.Thread | None = None
@@ -364,13 +370,18 @@ class DistrustResponder:
         with self._lock:
             before = self._last.get(verdict.host)
             self._last[verdict.host] = (trusted, int(verdict.level))
-        if trusted or before is None or not before[0]:
+            if trusted:
+                self._pending.pop(verdict.host, None)
+            retry = self._pending.get(verdict.host)
+        if trusted or before is None or (not before[0] and not retry):
             return None
+        again = retry is not None and not before[0]
         event = DistrustEvent(
             host=verdict.host, status=verdict.status.value,
-            level=int(verdict.level), previous_level=before[1],
+            level=int(verdict.level),
+            previous_level=retry[1] if again else before[1],
             reasons=tuple(verdict.reasons), issued_at=verdict.issued_at,
-            jti=entry.jti)
+            jti=entry.jti, only=retry[0] if again else None)
         if self._queue is not None:
             self._queue.put(event)
         else:
@@ -380,7 +391,10 @@ class DistrustResponder:
     def respond(self, event: DistrustEvent) -> list[ActionRecord]:
         """Run every action on ``event``; each outcome is logged and kept."""
         records = []
+        failed = set()
         for action in self.actions:
+            if event.only is not None and action.name not in event.only:
+                continue
             try:
                 record = action(event)
             except Exception as error:  # noqa: BLE001 - one action's bug
@@ -393,6 +407,14 @@ class DistrustResponder:
                 record.host, record.outcome, record.detail)
             records.append(record)
             self.history.append(record)
+            if record.outcome == "failed":
+                failed.add(action.name)
+        with self._lock:
+            if failed and not self._last.get(event.host, (False, 0))[0]:
+                self._pending[event.host] = (frozenset(failed),
+                                             event.previous_level)
+            else:
+                self._pending.pop(event.host, None)
         return records
 
     def _work(self) -> None:

@@ -147,3 +147,44 @@ def test_notify_with_a_notifier():
     assert notifier.sent == [(distrust.DISTRUST_EVENT, {
         "host": "h1", "status": "untrusted", "level": 1,
         "previous_level": 3, "reasons": ["PCR 4"], "verdict": "jti-1"})]
+
+
+class FailingOnce(distrust.DistrustAction):
+    """A compute API that is away the first time."""
+
+    name = "failing-once"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, event):
+        self.calls += 1
+        outcome = "failed" if self.calls == 1 else "done"
+        return distrust.ActionRecord(self.name, event.host, outcome, "")
+
+
+def test_a_failed_action_runs_again_on_the_next_distrust_verdict(setup):
+    factory, cache, action, responder, send = setup
+    flaky = FailingOnce()
+    responder.actions.insert(0, flaky)
+    send("h1", "trusted")
+    send("h1", "untrusted")
+    assert (flaky.calls, len(action.events)) == (1, 1)
+    send("h1", "untrusted")      # only the failed action runs again
+    assert (flaky.calls, len(action.events)) == (2, 1)
+    assert responder.history[-1].outcome == "done"
+    assert action.events[0].previous_level == 3
+    send("h1", "unknown")        # it succeeded: nothing pending any more
+    assert flaky.calls == 2
+
+
+def test_a_host_trusted_again_drops_what_was_pending(setup):
+    factory, cache, action, responder, send = setup
+    flaky = FailingOnce()
+    responder.actions.insert(0, flaky)
+    send("h1", "trusted")
+    send("h1", "untrusted")
+    send("h1", "trusted")
+    assert flaky.calls == 1
+    send("h1", "untrusted")      # a new distrust: everything runs
+    assert (flaky.calls, len(action.events)) == (2, 2)
