@@ -14,6 +14,9 @@ def main(argv: list[str]) -> int:
                    if m.name.startswith("bench_"))
     wanted = [n for n in names if not argv or n in argv
               or n.removeprefix("bench_") in argv]
+    # Each benchmark runs on its defaults (some read sys.argv themselves;
+    # run one as "python -m bench.NAME --help" to change them).
+    sys.argv = sys.argv[:1]
     for name in wanted:
         print("\n## %s" % name, flush=True)
         importlib.import_module("bench." + name).main()
