@@ -172,3 +172,28 @@ def load_validators() -> None:
 
 def names(hosts: Iterable[Any]) -> list[str]:
     return sorted(h.host for h in hosts)
+
+
+def run_nova_child(test_file: str, test_class: str) -> None:
+    """Run ``test_file::test_class`` (a Nova functional test class) in a
+    child interpreter and fail with its output if it fails.
+
+    Nova's harness either monkey-patches the whole pytest session with
+    eventlet or refuses to start once eventlet is imported (oslo.messaging
+    does), so its classes run in their own process, in native threading
+    mode, with Nova's harness loaded before anything else.
+    """
+    import subprocess
+    from tests.rabbitmq import require_broker
+    require_broker()
+    env = dict(os.environ, TRUSTED_POOLS_NOVA_CHILD="1",
+               OS_NOVA_DISABLE_EVENTLET_PATCHING="1")
+    root = pathlib.Path(__file__).resolve().parent.parent
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-p", "nova.tests.functional", "-W", "ignore::DeprecationWarning",
+         "%s::%s" % (test_file, test_class)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    tail = (child.stdout + child.stderr)[-6000:]
+    assert child.returncode == 0, "Nova functional tests failed:\n" + tail
+    assert " passed" in child.stdout and "failed" not in child.stdout, tail

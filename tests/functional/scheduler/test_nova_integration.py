@@ -19,8 +19,6 @@ file with ``TRUSTED_POOLS_NOVA_CHILD=1`` to run the class directly.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -33,22 +31,8 @@ _CHILD = os.environ.get("TRUSTED_POOLS_NOVA_CHILD") == "1"
 @pytest.mark.rabbitmq
 @pytest.mark.skipif(_CHILD, reason="parent side only")
 def test_trusted_host_filter_inside_nova():
-    from tests.rabbitmq import require_broker
-    require_broker()
-    env = dict(os.environ, TRUSTED_POOLS_NOVA_CHILD="1",
-               OS_NOVA_DISABLE_EVENTLET_PATCHING="1")
-    child = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         # Nova must choose its concurrency mode before anything imports
-         # eventlet (oslo.messaging does): load its harness first.
-         "-p", "nova.tests.functional",
-         "-W", "ignore::DeprecationWarning", __file__ + "::TestTrustInNova"],
-        env=env, capture_output=True, text=True, timeout=300,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.dirname(os.path.abspath(__file__))))))
-    tail = (child.stdout + child.stderr)[-6000:]
-    assert child.returncode == 0, "Nova functional tests failed:\n" + tail
-    assert " passed" in child.stdout and "failed" not in child.stdout, tail
+    from tests.nova_harness import run_nova_child
+    run_nova_child(__file__, "TestTrustInNova")
 
 
 if _CHILD:
