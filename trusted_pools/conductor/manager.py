@@ -228,8 +228,9 @@ class ConductorManager:
     def attest_now(self, context: dict, host: str) -> dict[str, Any]:
         """Challenge ``host`` now with a one-off nonce; return its verdict."""
         state = self._state(host)
-        nonce = freshness.host_nonce(
-            self.epochs.start_epoch(self.clock()).value, host)
+        # A one-off nonce: starting an epoch here would turn the epoch
+        # hosts are answering into a stale one.
+        nonce = os.urandom(32)
         request = state.request()
         wire = self.agents.get_evidence(
             context, host, _b64(nonce), self.banks, request["ima_start"],
@@ -248,8 +249,9 @@ class ConductorManager:
         bodies and creates the policies.
         """
         state = self._state(host)
-        nonce = freshness.host_nonce(
-            self.epochs.start_epoch(self.clock()).value, host)
+        # A one-off nonce: starting an epoch here would turn the epoch
+        # hosts are answering into a stale one.
+        nonce = os.urandom(32)
         evidence = Evidence.from_wire(self.agents.get_evidence(
             context, host, _b64(nonce), self.banks, 0, True))
         captured = verifier.capture(state.ak, evidence, nonce)

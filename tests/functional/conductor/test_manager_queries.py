@@ -48,3 +48,35 @@ def test_public_key_is_named_by_its_thumbprint(tmp_path):
     manager = _manager(tmp_path)
     (kid, pem), = manager.get_public_keys({}).items()
     assert keystore.jwk_thumbprint(keystore.public_key_from_pem(pem)) == kid
+
+
+class _Agents:
+    """Stands in for the agents' RPC client: answers a direct challenge
+    with whatever the test needs (here: nothing useful)."""
+
+    def __init__(self) -> None:
+        self.nonces = []
+
+    def get_evidence(self, context, host, nonce, banks, ima_start,
+                     event_log, conductor=None):
+        self.nonces.append(nonce)
+        return {"version": 1, "host": host}
+
+
+def test_attest_now_does_not_end_the_running_epoch(tmp_path):
+    from trusted_pools.tpm import keys
+    from cryptography.hazmat.primitives.asymmetric import ec
+    manager = _manager(tmp_path)
+    manager.agents = _Agents()
+    host = manager.db.create_host("host-a")
+    ak = keys.public_from_key(ec.generate_private_key(
+        ec.SECP256R1()).public_key())
+    manager.db.set_registration(host.id, b"cert", ak.raw, ak.name())
+    manager.db.update_host_state(host.id, "enrolled")
+    epoch = manager.epochs.start_epoch(0.0)
+    for _ in range(3):
+        result = manager.attest_now({}, "host-a")
+        assert result["verdict"]["status"] == "untrusted"
+    # Evidence for the running epoch is still accepted as fresh.
+    assert manager.epochs.expected_nonce(epoch.epoch_id, "host-a")
+    assert len(set(manager.agents.nonces)) == 3
