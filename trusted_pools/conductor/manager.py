@@ -365,6 +365,7 @@ class ConductorManager:
             try:
                 verifier.check_quote(state, evidence, nonce)
             except exception.EvidenceError as error:
+                self._reread_registration(host)
                 return state, verifier.failed_verdict(
                     host, error, evidence.digest(), now, self.validity)
             return state, self._pull(state)
@@ -404,7 +405,15 @@ class ConductorManager:
         outcome = verifier.verify_and_appraise(
             state, evidence, nonce, int(self.clock()), self.validity)
         self._last_evidence[state.host] = self.clock()
+        if outcome.quote_failed:
+            self._reread_registration(state.host)
         return outcome.verdict
+
+    def _reread_registration(self, host: str) -> None:
+        """After a quote that did not verify, read the host's registration
+        again next time: it may have re-enrolled (a new AK) through another
+        conductor. A forged quote costs one database read more, no more."""
+        self.forget_host(host)
 
     def mark_missing(self) -> int:
         """Unknown verdict for owned hosts silent for too many epochs."""

@@ -165,6 +165,8 @@ def needs_full_evidence(state: HostState, evidence: Evidence) -> bool:
 class Outcome:
     verdict: Verdict
     reboot: freshness.Reboot | None
+    #: The quote itself did not verify (signature, nonce, clock, ...).
+    quote_failed: bool = False
 
 
 def check_quote(state: HostState, evidence: Evidence,
@@ -195,7 +197,7 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
                                        verified.clock_info)
     except exception.EvidenceError as error:
         return Outcome(failed_verdict(state.host, error, digest, now,
-                                      validity), None)
+                                      validity), None, quote_failed=True)
     state.clock = verified.clock_info
     if reboot is freshness.Reboot.RESET:
         state.forget_boot()

@@ -80,3 +80,27 @@ def test_attest_now_does_not_end_the_running_epoch(tmp_path):
     # Evidence for the running epoch is still accepted as fresh.
     assert manager.epochs.expected_nonce(epoch.epoch_id, "host-a")
     assert len(set(manager.agents.nonces)) == 3
+
+
+def test_a_failed_quote_makes_the_registration_be_read_again(tmp_path):
+    """A host re-enrolled through another conductor (new AK) must not stay
+    untrusted on the conductor that cached its old AK."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from trusted_pools.attestation.evidence import Evidence
+    from trusted_pools.tpm import keys
+    manager = _manager(tmp_path)
+    host = manager.db.create_host("host-a")
+    old = keys.public_from_key(ec.generate_private_key(
+        ec.SECP256R1()).public_key())
+    manager.db.set_registration(host.id, b"cert", old.raw, old.name())
+    manager.db.update_host_state(host.id, "enrolled")
+    state = manager._state("host-a")
+    assert state.ak.raw == old.raw
+    new = keys.public_from_key(ec.generate_private_key(
+        ec.SECP256R1()).public_key())
+    manager.db.set_registration(host.id, b"cert2", new.raw, new.name())
+    bogus = Evidence(host="host-a", quote=b"\xff" * 40, signature=b"\x00",
+                     pcrs={0x000B: {0: bytes(32)}})
+    verdict = manager._verify(state, bogus, bytes(32))
+    assert verdict.status.value == "untrusted"
+    assert manager._state("host-a").ak.raw == new.raw
