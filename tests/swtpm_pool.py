@@ -234,7 +234,7 @@ def _pid_is_swtpm(pid: int, state_dir: Path) -> bool:
 class SwtpmInstance:
     """One provisioned swtpm TPM 2.0 with its own state directory."""
 
-    def __init__(self, state_dir: str | os.PathLike, ca: LocalCA,
+    def __init__(self, state_dir: str | os.PathLike, ca: LocalCA | None,
                  name: str = "tpm") -> None:
         self.state_dir = Path(state_dir).resolve()
         self.ca = ca

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import random
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from typing import Iterator, NamedTuple
 
 import pytest
+
+from tests import swtpm_pool
 
 REQUIRED_TOOLS = ("swtpm", "tpm2_createek", "tpm2_createak", "tpm2_quote",
                   "tpm2_flushcontext", "tpm2_activatecredential")
@@ -46,71 +44,19 @@ def require_tools() -> None:
                     "swtpm-tools tpm2-tools)" % ", ".join(missing))
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_pair() -> int:
-    for _ in range(200):
-        port = random.randrange(20000, 60000, 2)
-        if _port_free(port) and _port_free(port + 1):
-            return port
-    pytest.fail("no free TCP port pair for swtpm")
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    pytest.fail("swtpm did not listen on port %d" % port)
-
-
-def start_swtpm(workdir: pathlib.Path) -> tuple[BareSwtpm, int]:
-    """Start swtpm in ``workdir``; returns (handle, pid)."""
-    require_tools()
-    state = workdir / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    port = _free_port_pair()
-    pidfile = workdir / "swtpm.pid"
-    subprocess.run(
-        ["swtpm", "socket", "--tpm2", "--tpmstate", "dir=%s" % state,
-         "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % port,
-         "--ctrl", "type=tcp,port=%d,bindaddr=127.0.0.1" % (port + 1),
-         "--flags", "not-need-init,startup-clear", "--daemon",
-         "--pid", "file=%s" % pidfile],
-        check=True, capture_output=True, timeout=30)
-    _wait_listening(port)
-    pid = int(pidfile.read_text().strip())
-    tcti = "swtpm:host=127.0.0.1,port=%d" % port
-    return BareSwtpm(port, tcti, workdir), pid
-
-
-def stop_swtpm(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def bare_swtpm(tmp_path_factory: pytest.TempPathFactory,
                ) -> Iterator[BareSwtpm]:
-    """A fresh swtpm (module scope: key creation is the slow part)."""
-    handle, pid = start_swtpm(tmp_path_factory.mktemp("swtpm"))
+    """A fresh, unprovisioned swtpm (module scope: key creation is the slow
+    part), started and stopped by the pool's own :class:`SwtpmInstance`."""
+    require_tools()
+    workdir = tmp_path_factory.mktemp("swtpm")
+    instance = swtpm_pool.SwtpmInstance(workdir / "state", ca=None,
+                                        name="bare").start()
     try:
-        yield handle
+        yield BareSwtpm(instance.port, instance.tcti, workdir)
     finally:
-        stop_swtpm(pid)
+        instance.stop()
 
 
 def tpm2(tpm: BareSwtpm, *args: str, check: bool = True,

@@ -127,12 +127,17 @@ class Attester:
         data = self._read(self.ima_log_path)
         if data is None:
             return None
-        lines = data.splitlines(keepends=True)
-        if start > len(lines):
-            # The log is shorter than the verifier thinks: the host
-            # rebooted. Send it all; the verifier sees the reboot too.
-            start = 0
-        return IMATail(start, b"".join(lines[start:]))
+        # Entries end at "\n" only, as the kernel writes them and the
+        # verifier counts them: a path may hold any other byte.
+        offset = 0
+        for _ in range(start):
+            end = data.find(b"\n", offset)
+            if end < 0:
+                # Shorter than the verifier thinks: the host rebooted.
+                # Send it all; the verifier sees the reboot too.
+                return IMATail(0, data)
+            offset = end + 1
+        return IMATail(start, data[offset:])
 
 
 def parse_handle(text: str) -> int:

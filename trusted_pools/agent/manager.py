@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import threading
@@ -14,6 +13,8 @@ import oslo_messaging as messaging
 from trusted_pools import exception
 from trusted_pools.agent.attester import Attester
 from trusted_pools.attestation import freshness
+from trusted_pools.attestation.evidence import decode_b64 as _decode
+from trusted_pools.attestation.evidence import encode_b64 as _b64
 from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.tpm import constants
 
@@ -28,14 +29,6 @@ EvidenceSink = Callable[[dict, str, dict[str, Any]], None]
 
 def _banks(names: list[str]) -> list[int]:
     return [constants.hash_by_name(name).alg for name in names]
-
-
-def _decode(value: str, name: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (ValueError, TypeError):
-        raise exception.InvalidParameterValue(
-            name=name, reason="not base64") from None
 
 
 @dataclass(frozen=True)
@@ -134,7 +127,3 @@ class AgentManager:
             # conductor's direct challenge, catches up.
             LOG.warning("Cannot push evidence to conductor %s: %s",
                         conductor, error)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

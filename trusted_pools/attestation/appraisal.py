@@ -130,11 +130,6 @@ def _label(policy: MeasuredBootPolicy | RuntimePolicy) -> str:
     return "policy %r v%d" % (policy.name, policy.version)
 
 
-def _bank(alg: int) -> str:
-    known = constants.HASH_ALGORITHMS.get(alg)
-    return known.name if known else "%#06x" % alg
-
-
 def _preferred(digests: Mapping[int, bytes],
                among: Iterable[int] | None = None) -> int | None:
     """The bank to show or pin for an event (strongest common one)."""
@@ -152,7 +147,7 @@ def _digest_text(event: VerifiedEvent, lists: Iterable[DigestAllowList]
     alg = _preferred(event.digests, banks) or _preferred(event.digests)
     if alg is None:
         return "no digest"
-    return "%s digest %s" % (_bank(alg), event.digests[alg].hex())
+    return "%s digest %s" % (constants.alg_name(alg), event.digests[alg].hex())
 
 
 def _logged_text(event: VerifiedEvent) -> str | None:
@@ -484,7 +479,7 @@ def _check_pcr_values(f: _Findings, rung: Rung,
         if actual is None:
             f.add(rung, Outcome.NOT_APPRAISED,
                   "PCR %d (%s) is not in the quote; %s expects %s"
-                  % (pcr, _bank(alg), _label(policy), expected.hex()))
+                  % (pcr, constants.alg_name(alg), _label(policy), expected.hex()))
         elif not hmac.compare_digest(actual, expected):
             hint = ""
             if log is not None and _checked(log, pcr):
@@ -494,7 +489,7 @@ def _check_pcr_values(f: _Findings, rung: Rung,
                         ", ..." if len(indices) > 12 else "") or "none")
             f.add(rung, Outcome.UNRECOGNIZED,
                   "PCR %d (%s) is %s, %s expects %s%s"
-                  % (pcr, _bank(alg), actual.hex(), _label(policy),
+                  % (pcr, constants.alg_name(alg), actual.hex(), _label(policy),
                      expected.hex(), hint))
         else:
             f.add(rung, Outcome.PASSED)
@@ -524,7 +519,7 @@ def _check_images(f: _Findings, rung: Rung, log: VerifiedEventLog,
             else:
                 check.fail(Outcome.NOT_APPRAISED, "%s: verified in bank(s) "
                            "%s only, %s lists %s digests only" % (
-                               what, ", ".join(_bank(a) for a in sorted(
+                               what, ", ".join(constants.alg_name(a) for a in sorted(
                                    event.digests)), _label(policy),
                                ", ".join(sorted({b for a in allow_lists
                                                  for b in a.banks()}))))
@@ -1202,10 +1197,10 @@ def _pin(events: Iterable[VerifiedEvent], notes: dict[str, str],
         if alg is None:
             continue
         hexdigest = event.digests[alg].hex()
-        out.setdefault(_bank(alg), set()).add(hexdigest)
+        out.setdefault(constants.alg_name(alg), set()).add(hexdigest)
         logged = _logged_text(event)
         kind = (kinds or {}).get(event.index, default_kind)
-        notes.setdefault("%s:%s" % (_bank(alg), hexdigest), _clean(
+        notes.setdefault("%s:%s" % (constants.alg_name(alg), hexdigest), _clean(
             "%s PCR %d event %d %s%s" % (kind, event.pcr, event.index,
                                          event.type_name,
                                          " '%s'" % logged if logged else ""),
@@ -1270,7 +1265,7 @@ def capture_measured_boot_policy(verified_log: VerifiedEventLog,
         pinned = {str(p): values[p].hex() for p in pins
                   if p in values and p in PCR_RUNGS}
         if pinned:
-            body["pcrs"] = {_bank(bank): pinned}
+            body["pcrs"] = {constants.alg_name(bank): pinned}
     fw: dict[str, Any] = {}
     log = verified_log
     if _checked(log, 0):

@@ -21,6 +21,8 @@ from trusted_pools.tpm import constants
 WIRE_VERSION = 1
 _MAX_QUOTE = 4096
 _MAX_SIGNATURE = 1024
+# Other binary fields on the bus: nonces, keys, certificates, credentials.
+_MAX_FIELD = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,17 @@ class Evidence:
             "version": WIRE_VERSION,
             "host": self.host,
             "epoch_id": self.epoch_id,
-            "quote": _b64(self.quote),
-            "signature": _b64(self.signature),
+            "quote": encode_b64(self.quote),
+            "signature": encode_b64(self.signature),
             "pcrs": {constants.hash_algorithm(alg).name:
                      {str(i): v.hex() for i, v in sorted(bank.items())}
                      for alg, bank in self.pcrs.items()},
             "event_log": (None if self.event_log is None
-                          else _b64(self.event_log)),
+                          else encode_b64(self.event_log)),
             "event_log_digest": self.event_log_digest,
             "ima": (None if self.ima is None else
-                    {"start": self.ima.start, "data": _b64(self.ima.data)}),
+                    {"start": self.ima.start,
+                     "data": encode_b64(self.ima.data)}),
         }
 
     @classmethod
@@ -107,7 +110,8 @@ def _malformed(reason: str) -> exception.MalformedEvidence:
     return exception.MalformedEvidence(what="evidence message", reason=reason)
 
 
-def _b64(data: bytes) -> str:
+def encode_b64(data: bytes) -> str:
+    """Bytes as the base64 text every message on the bus carries."""
     return base64.b64encode(data).decode("ascii")
 
 
@@ -129,7 +133,9 @@ def _text(wire: Mapping, key: str, limit: int) -> str:
     return value
 
 
-def _decode_b64(value: Any, key: str, limit: int) -> bytes:
+def decode_b64(value: Any, key: str, limit: int = _MAX_FIELD) -> bytes:
+    """Base64 text from the bus as bytes; typed errors only, and nothing
+    over ``limit`` bytes is decoded."""
     if not isinstance(value, str):
         raise _malformed("%s must be a base64 string" % key)
     if len(value) > (limit + 2) // 3 * 4:
@@ -142,7 +148,7 @@ def _decode_b64(value: Any, key: str, limit: int) -> bytes:
 
 
 def _required_b64(wire: Mapping, key: str, limit: int) -> bytes:
-    data = _decode_b64(wire.get(key), key, limit)
+    data = decode_b64(wire.get(key), key, limit)
     if not data:
         raise _malformed("%s is empty" % key)
     return data
@@ -150,7 +156,7 @@ def _required_b64(wire: Mapping, key: str, limit: int) -> bytes:
 
 def _optional_b64(wire: Mapping, key: str, limit: int) -> bytes | None:
     value = wire.get(key)
-    return None if value is None else _decode_b64(value, key, limit)
+    return None if value is None else decode_b64(value, key, limit)
 
 
 def _pcrs(value: Any) -> dict[int, dict[int, bytes]]:
@@ -185,4 +191,4 @@ def _ima(value: Any, limit: int) -> IMATail | None:
     start = value.get("start")
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise _malformed("ima.start must be an integer >= 0")
-    return IMATail(start, _decode_b64(value.get("data"), "ima.data", limit))
+    return IMATail(start, decode_b64(value.get("data"), "ima.data", limit))

@@ -216,16 +216,11 @@ class DigestAllowList:
         return False if shared else None
 
     def banks(self) -> list[str]:
-        return [_bank_name(alg) for alg in sorted(self.digests)]
+        return [constants.alg_name(alg) for alg in sorted(self.digests)]
 
     def to_json(self) -> dict[str, list[str]]:
-        return {_bank_name(alg): sorted(d.hex() for d in values)
+        return {constants.alg_name(alg): sorted(d.hex() for d in values)
                 for alg, values in sorted(self.digests.items())}
-
-
-def _bank_name(alg: int) -> str:
-    known = constants.HASH_ALGORITHMS.get(alg)
-    return known.name if known else "%#06x" % alg
 
 
 def _sb_ids(value: Any, check: _Checker, where: str) -> frozenset[str]:
@@ -555,7 +550,7 @@ class MeasuredBootPolicy:
         if self.description:
             out["description"] = self.description
         if self.pcrs:
-            out["pcrs"] = {_bank_name(alg): {str(p): v.hex()
+            out["pcrs"] = {constants.alg_name(alg): {str(p): v.hex()
                                              for p, v in sorted(b.items())}
                            for alg, b in sorted(self.pcrs.items())}
         fw, os_ = self.platform_firmware.to_json(), self.os_boot.to_json()

@@ -189,13 +189,6 @@ class _Stop(Exception):
     """Internal: a step failed and the report says why."""
 
 
-def _bank_name(alg: int) -> str:
-    try:
-        return constants.hash_algorithm(alg).name
-    except exception.UnsupportedAlgorithm:
-        return "%#06x" % alg
-
-
 def verify_files(args: argparse.Namespace) -> Report:
     report = Report()
     try:
@@ -254,7 +247,7 @@ def _load_pcrs(args: argparse.Namespace, quote_bytes: bytes
 
 def _report_quote(report: Report, verified: Any) -> None:
     clock = verified.clock_info
-    banks = ", ".join("%s:%s" % (_bank_name(alg),
+    banks = ", ".join("%s:%s" % (constants.alg_name(alg),
                                  ",".join(str(p) for p in sorted(pcrs)))
                       for alg, pcrs in verified.pcrs.items())
     report.passed("quote signature", "valid signature by the AK")

@@ -12,7 +12,6 @@ with a signed notification. Hosts that send nothing for
 
 from __future__ import annotations
 
-import base64
 import datetime
 import logging
 import os
@@ -31,6 +30,8 @@ from trusted_pools.attestation import keystore
 from trusted_pools.attestation import results
 from trusted_pools.attestation import verdict as verdict_mod
 from trusted_pools.attestation.evidence import Evidence
+from trusted_pools.attestation.evidence import decode_b64 as _b64d
+from trusted_pools.attestation.evidence import encode_b64 as _b64
 from trusted_pools.conductor import verifier
 from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.db import api as db_api
@@ -43,18 +44,6 @@ TRUST_EVENT = "trusted_pools.host.trust.update"
 
 def _utc(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
-
-
-def _b64d(value: str, name: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (ValueError, TypeError):
-        raise exception.MalformedEvidence(what=name, reason="not base64") \
-            from None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 class ConductorManager:
@@ -189,9 +178,9 @@ class ConductorManager:
                     group: str = "default") -> dict[str, Any]:
         """Register ``host``: EK chain, AK rules, credential activation."""
         identity = self.agents.get_identity(context, host)
+        ek_certificate = _b64d(identity["ek_certificate"], "EK certificate")
         challenge = enrollment.start_enrollment(
-            host, _b64d(identity["ek_certificate"], "EK certificate"),
-            _b64d(identity["ek_public"], "EK public"),
+            host, ek_certificate, _b64d(identity["ek_public"], "EK public"),
             _b64d(identity["ak_public"], "AK public"),
             ca_bundle=self.ca_bundle)
         secret = self.agents.activate_credential(
@@ -199,7 +188,7 @@ class ConductorManager:
             _b64(challenge.encrypted_secret))
         registration = enrollment.finish_enrollment(
             challenge.challenge, _b64d(secret, "activated secret"))
-        record = self._store_registration(host, group, identity,
+        record = self._store_registration(host, group, ek_certificate,
                                           registration)
         self.forget_host(host)
         LOG.info("Host %s enrolled (EK certificate %s, AK name %s)", host,
@@ -211,7 +200,7 @@ class ConductorManager:
                 "ak_name": registration.ak_name.hex()}
 
     def _store_registration(self, host: str, group: str,
-                            identity: dict[str, Any],
+                            ek_certificate: bytes,
                             registration: enrollment.Registration
                             ) -> db_api.Host:
         try:
@@ -220,8 +209,7 @@ class ConductorManager:
             record = self.db.create_host(host, group=group,
                                          state="enrolling")
         self.db.set_registration(
-            record.id, _b64d(identity["ek_certificate"], "EK certificate"),
-            registration.ak_public, registration.ak_name)
+            record.id, ek_certificate, registration.ak_public, registration.ak_name)
         return self.db.update_host_state(record.id, "enrolled")
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)

@@ -170,12 +170,16 @@ class Outcome:
 
 
 def check_quote(state: HostState, evidence: Evidence,
-                expected_nonce: bytes) -> None:
-    """Raise if the quote is not genuine and fresh (state unchanged)."""
+                expected_nonce: bytes
+                ) -> tuple[quotes.VerifiedQuote, freshness.Reboot]:
+    """The verified quote and what happened to the TPM since the last one,
+    or a typed error if the quote is not genuine and fresh. Changes no
+    state."""
     verified = quotes.verify_quote(state.ak, evidence.quote,
                                    evidence.signature, expected_nonce,
                                    evidence.pcrs)
-    freshness.check_clock(state.host, state.clock, verified.clock_info)
+    return verified, freshness.check_clock(state.host, state.clock,
+                                           verified.clock_info)
 
 
 def verify_and_appraise(state: HostState, evidence: Evidence,
@@ -190,11 +194,7 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
             raise exception.MalformedEvidence(
                 what="evidence", reason="sent for host %s to the queue of "
                 "host %s" % (evidence.host, state.host))
-        verified = quotes.verify_quote(state.ak, evidence.quote,
-                                       evidence.signature, expected_nonce,
-                                       evidence.pcrs)
-        reboot = freshness.check_clock(state.host, state.clock,
-                                       verified.clock_info)
+        verified, reboot = check_quote(state, evidence, expected_nonce)
     except exception.EvidenceError as error:
         return Outcome(failed_verdict(state.host, error, digest, now,
                                       validity), None, quote_failed=True)
@@ -259,9 +259,13 @@ def _verified_boot(state: HostState, evidence: Evidence,
                    verified: quotes.VerifiedQuote
                    ) -> tuple[eventlog.VerifiedEventLog | None,
                               exception.TrustedPoolsError | None]:
+    if state.boot is not None and _same_boot(state.boot, verified) and (
+            evidence.event_log is None
+            or evidence.event_log_digest == state.boot.event_log_digest):
+        # Same log, same quoted boot PCRs: nothing to replay again (and
+        # the appraisal memo of this boot stays valid).
+        return state.boot.log, None
     if evidence.event_log is None:
-        if state.boot is not None and _same_boot(state.boot, verified):
-            return state.boot.log, None
         return None, exception.EvidenceError(
             reason="the quoted boot PCRs changed but no event log came "
                    "with them")
@@ -305,11 +309,11 @@ def _verified_runtime(state: HostState, evidence: Evidence,
         # Keep the old state: the next round replays the same entries.
         return None, error
     state.ima_state = replace(result.state, offset=None)
-    # Lines as the IMA module cuts them (at "\n" only), so the pending
-    # part starts exactly after the last covered entry.
-    lines = data.split(b"\n")
-    state.ima_pending = b"\n".join(lines[result.covered:])
-    return _with_entry_cache(result, lines[:result.covered]), None
+    # The covered lines as the IMA module cut them (at "\n" only): the
+    # pending part starts right after the last of them.
+    covered = list(result.ascii_lines or ())
+    state.ima_pending = data[sum(len(line) + 1 for line in covered):]
+    return _with_entry_cache(result, covered), None
 
 
 class _EntryCache:

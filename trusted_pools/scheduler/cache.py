@@ -104,6 +104,9 @@ class VerdictCache:
                         ) -> None:
         self._keys = dict(public_keys)
 
+    def public_keys(self) -> dict[str, jws.PublicKey]:
+        return dict(self._keys)
+
     @property
     def public_key_ids(self) -> frozenset[str]:
         return frozenset(self._keys)

@@ -203,6 +203,9 @@ class TrustListener:
         self._stop = threading.Event()
         self._cursor: float | None = None
         self._last_key_fetch = 0.0
+        # Keys from the configuration stay; fetched ones are replaced by
+        # each fetch, so a key the conductors retired stops being accepted.
+        self._configured_keys = cache.public_keys()
         self.endpoint = TrustNotificationEndpoint(
             cache, self._fetch_keys if self.fetch_keys else None)
 
@@ -223,8 +226,7 @@ class TrustListener:
             LOG.warning("Could not fetch the conductor public keys: %s",
                         _describe(error))
             return False
-        merged = {**{k: v for k, v in self.cache._keys.items()}, **keys}
-        self.cache.set_public_keys(merged)
+        self.cache.set_public_keys({**self._configured_keys, **keys})
         LOG.info("Conductor public keys fetched over RPC: %s",
                  ", ".join(sorted(keys)))
         return True

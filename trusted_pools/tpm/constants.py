@@ -104,6 +104,13 @@ KNOWN_DIGEST_SIZES: dict[int, int] = {
 }
 
 
+def alg_name(alg: int) -> str:
+    """'sha256' for a hash algorithm this verifier computes, else the
+    TPM_ALG_ID in hex (for messages: never raises)."""
+    known = HASH_ALGORITHMS.get(alg)
+    return known.name if known else "%#06x" % alg
+
+
 def hash_algorithm(alg: int) -> HashAlgorithm:
     """Return the :class:`HashAlgorithm` for a TPM_ALG_ID, or raise."""
     try:

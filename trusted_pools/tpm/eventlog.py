@@ -511,11 +511,6 @@ def _normalise_pcr_values(
     return result
 
 
-def _alg_name(alg: int) -> str:
-    known = constants.HASH_ALGORITHMS.get(alg)
-    return known.name if known else "%#06x" % alg
-
-
 #: PCRs only platform firmware extends (SRTM): the firmware event log must
 #: account for every one of them, so a quoted PCR 0-7 the log never extends
 #: must still hold its reset value.
@@ -629,15 +624,15 @@ def verify_event_log(
     if failures:
         first = min(failures)
         raise exception.ReplayMismatch(
-            log=LOG_NAME, bank=_alg_name(first), pcrs=failures[first],
-            failures={_alg_name(a): p for a, p in failures.items()})
+            log=LOG_NAME, bank=constants.alg_name(first), pcrs=failures[first],
+            failures={constants.alg_name(a): p for a, p in failures.items()})
     if not checked:
         raise exception.EventLogUnverifiable(
             log=LOG_NAME,
             reason="no PCR is both extended by the log (banks %s) and given "
                    "in the quoted banks %s" % (
-                       sorted(_alg_name(a) for a in log.digest_sizes),
-                       sorted(_alg_name(a) for a in quoted)))
+                       sorted(constants.alg_name(a) for a in log.digest_sizes),
+                       sorted(constants.alg_name(a) for a in quoted)))
     return VerifiedEventLog(
         events=_verified_events(events, checked, len(log.events)),
         checked_pcrs=checked,

@@ -113,11 +113,6 @@ class VerifiedQuote:
     pcrs: dict[int, dict[int, bytes]]
 
 
-def _alg_name(alg: int) -> str:
-    known = constants.HASH_ALGORITHMS.get(alg)
-    return known.name if known else "%#06x" % alg
-
-
 _ECC_SIGNATURE_SCHEMES = frozenset({TPM_ALG.ECDSA})
 # Plain ints for the hot path: reading an enum member is a descriptor call.
 _ALG_RSA, _ALG_ECC, _ALG_NULL = int(TPM_ALG.RSA), int(TPM_ALG.ECC), \
@@ -149,9 +144,9 @@ def _check_scheme(key: Public, sig: Signature) -> None:
     if key.scheme != _ALG_NULL and (
             key.scheme != sig.sig_alg or key.scheme_hash != sig.hash_alg):
         raise exception.SignatureSchemeMismatch(
-            scheme="%#06x/%s" % (sig.sig_alg, _alg_name(sig.hash_alg)),
+            scheme="%#06x/%s" % (sig.sig_alg, constants.alg_name(sig.hash_alg)),
             reason="the key only signs with %#06x/%s"
-            % (key.scheme, _alg_name(key.scheme_hash or 0)))
+            % (key.scheme, constants.alg_name(key.scheme_hash or 0)))
 
 
 def _crypto_hash(alg: int) -> hashes.HashAlgorithm:
@@ -227,7 +222,7 @@ def _format_pcrs(pairs: list[tuple[int, int]]) -> str:
     banks: dict[int, list[int]] = {}
     for alg, pcr in pairs:
         banks.setdefault(alg, []).append(pcr)
-    return "; ".join("%s:%s" % (_alg_name(alg), sorted(pcrs))
+    return "; ".join("%s:%s" % (constants.alg_name(alg), sorted(pcrs))
                      for alg, pcrs in banks.items())
 
 
@@ -308,7 +303,7 @@ def _checked_pcr_values(selection: tuple[PCRSelection, ...],
                 raise exception.MalformedEvidence(
                     what="PCR value",
                     reason="%s PCR(s) %s are not %d-byte digests" % (
-                        _alg_name(alg),
+                        constants.alg_name(alg),
                         [pcr for pcr, v in zip(indices, values)
                          if not isinstance(v, bytes) or len(v) != size],
                         size))
@@ -318,7 +313,7 @@ def _checked_pcr_values(selection: tuple[PCRSelection, ...],
         # Same PCRs, but e.g. an empty extra bank: not the signed set.
         raise exception.PCRSelectionMismatch(
             reason="bank(s) provided but not covered by the quote: %s"
-            % ", ".join(_alg_name(alg)
+            % ", ".join(constants.alg_name(alg)
                         for alg in sorted(set(pcr_values) - set(signed)))
         ) from None
     # Keys were checked equal to the signed PCRs: copy the banks whole.
@@ -355,6 +350,6 @@ def verify_quote(ak: Public, quote: bytes, signature: bytes, nonce: bytes,
     if not hmac.compare_digest(digest, info.pcr_digest):
         raise exception.PCRDigestMismatch(
             bank=",".join(dict.fromkeys(
-                _alg_name(sel.hash_alg) for sel in info.pcr_select)))
+                constants.alg_name(sel.hash_alg) for sel in info.pcr_select)))
     return _build(VerifiedQuote, attest, attest.clock_info,
                   attest.firmware_version, info.pcr_select, checked)

@@ -10,7 +10,6 @@ import pytest
 
 from tests.nova_harness import VerdictFactory
 from trusted_pools import exception
-from trusted_pools.attestation import jws
 from trusted_pools.scheduler.cache import VerdictCache
 from trusted_pools.scheduler.listener import TrustNotificationEndpoint
 
@@ -232,6 +231,41 @@ def test_payload_disagreement_is_logged_signed_result_counts(
 
 
 def test_verification_uses_the_configured_keys_only(factory, clocks):
-    assert set(factory.public_keys) == {factory.signer.kid}
-    assert isinstance(next(iter(factory.public_keys.values())),
-                      jws.PublicKey.__args__)
+    cache = make_cache(factory, clocks)
+    stranger = VerdictFactory()  # a validly signed result, another key
+    with pytest.raises(exception.ResultKeyUnknown):
+        cache.admit(stranger.token("h1", issued_at=T0))
+    assert not cache.is_trusted("h1", 1)
+    assert cache.get("h1") is None
+
+
+def test_fetched_keys_replace_earlier_fetched_ones(factory, clocks):
+    """A conductor key that is no longer served stops being accepted; the
+    configured keys stay."""
+    from trusted_pools.attestation import keystore
+    from trusted_pools.scheduler.listener import TrustListener
+    old, new = VerdictFactory(), VerdictFactory()
+    served = {}
+
+    class Source:
+        def get_public_keys(self, context):
+            return {kid: keystore.public_key_pem(key)
+                    for kid, key in served.items()}
+
+        def verdicts_since(self, context, since):
+            return []
+
+    cache = make_cache(factory, clocks)
+    listener = TrustListener(cache, Source(), notification_transport=None,
+                             exchange="x", fetch_keys=True)
+    served.update(old.public_keys)
+    assert listener._fetch_keys()
+    cache.admit(old.token("h1", issued_at=T0))
+    listener._last_key_fetch = 0.0
+    served.clear()
+    served.update(new.public_keys)
+    assert listener._fetch_keys()
+    with pytest.raises(exception.ResultKeyUnknown):
+        cache.admit(old.token("h2", issued_at=T0))
+    cache.admit(new.token("h2", issued_at=T0))
+    cache.admit(factory.token("h3", issued_at=T0))  # configured key
