@@ -46,6 +46,18 @@ def honest_tampered_log(log_bytes: bytes, index: int) -> bytes:
     return bytes(data)
 
 
+def ek_sha256(tpm: swtpm_pool.SwtpmInstance, kind: str = "rsa2048"
+              ) -> str:
+    """The hash an operator approves: SHA-256 of the EK certificate's
+    SubjectPublicKeyInfo, read from the TPM's NV index."""
+    from cryptography import x509
+    from trusted_pools.attestation import enrollment
+    with tpm.device() as device:
+        cert = x509.load_der_x509_certificate(
+            device.read_ek_certificate(kind))
+    return enrollment.ek_public_sha256(cert)
+
+
 @dataclass
 class PoolHost:
     name: str
@@ -176,9 +188,12 @@ class TrustedPool:
         return conductor_rpcapi.ConductorAPI(timeout=60)
 
     def enroll_all(self, group: str = "default") -> None:
+        """Enroll every host, approving the EK read from the swtpm this
+        harness started (an operator reads it from the inventory)."""
         api = self.api()
         for host in self.hosts:
-            api.enroll_host({}, host.name, group)
+            api.enroll_host({}, host.name, group,
+                            ek_sha256=ek_sha256(host.tpm))
 
     def latest(self) -> dict[str, db_api.Verdict]:
         names = {h.id: h.hostname for h in self.db.list_hosts()}

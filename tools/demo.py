@@ -152,7 +152,9 @@ def _attest_pool(pool) -> int:
     pool.start_agents()
     pool.start_conductor("conductor-1")
     pool.enroll_all()
-    print("enrolled: EK certificates chain to the local CA; AKs bound by "
+    print("enrolled: EK certificates chain to the local CA; each EK "
+          "approved by its hash (the demo reads it from the swtpm it made, "
+          "as an operator would from the inventory); AKs bound by "
           "credential activation")
     api = pool.api()
     captured = api.capture_policy({}, hosts[0].name)

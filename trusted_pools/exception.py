@@ -229,6 +229,34 @@ class CredentialActivationFailed(EnrollmentRejected):
                 "in the TPM that holds this EK)")
 
 
+class EKNotApproved(EnrollmentRejected):
+    """The host has no approved EK yet, or the approval names another EK:
+    the operator compares the hash with the TPM's record and approves it."""
+
+    _msg_fmt = ("Enrollment of host %(host)s refused: its TPM presents the "
+                "EK whose public key has SHA-256 %(presented)s, %(reason)s. "
+                "Check that hash against the host's TPM (see README, "
+                "'Running a pool') and run 'trusted-pools-manage host "
+                "enroll %(host)s --ek-sha256 %(presented)s'.")
+
+
+class EKChanged(Conflict):
+    """An enrolled host presents a different EK: another TPM (a swap, or a
+    host relaying another host's TPM). Only the operator may accept it."""
+
+    _msg_fmt = ("Enrollment of host %(host)s refused: it is bound to the EK "
+                "with public key SHA-256 %(approved)s, but presents "
+                "%(presented)s. If the host's TPM or motherboard was "
+                "replaced, run 'trusted-pools-manage host reset-enrollment "
+                "%(host)s' and enroll it again with --ek-sha256.")
+
+
+class AKAlreadyRegistered(Conflict):
+    _msg_fmt = ("The AK with name %(ak_name)s is already registered to "
+                "host %(other)s: one attestation key cannot speak for two "
+                "hosts.")
+
+
 class HostAlreadyEnrolled(Conflict):
     _msg_fmt = ("Host %(host)s is already enrolled; remove its "
                 "registration before enrolling it again")
@@ -307,8 +335,8 @@ class RegistrationNotFound(NotFound):
 
 
 class EKAlreadyRegistered(Conflict):
-    _msg_fmt = ("The EK certificate with SHA-256 fingerprint "
-                "%(fingerprint)s is already registered to another host: one "
+    _msg_fmt = ("The EK with public key SHA-256 "
+                "%(fingerprint)s is already bound to host %(other)s: one "
                 "TPM cannot vouch for two hosts. Remove the other host "
                 "first if it was rebuilt under a new name.")
 

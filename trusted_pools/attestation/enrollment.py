@@ -39,12 +39,14 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ObjectIdentifier
 
 from trusted_pools import exception
 from trusted_pools.tpm import credential, keys, structures
@@ -56,8 +58,8 @@ __all__ = [
     "Challenge", "DictEnrollmentStore", "EnrollmentChallenge",
     "EnrollmentStore", "HostIdentity", "Registration", "answer_challenge",
     "collect_identity", "complete_enrollment", "ek_matches_certificate",
-    "finish_enrollment", "load_ca_bundle", "start_enrollment",
-    "validate_ek_certificate",
+    "finish_enrollment", "ek_public_sha256", "load_ca_bundle",
+    "start_enrollment", "validate_ek_certificate",
 ]
 
 DEFAULT_CHALLENGE_TTL = datetime.timedelta(seconds=120)
@@ -76,6 +78,16 @@ _UNDERSTOOD_CRITICAL = frozenset({
     ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
     ExtensionOID.SUBJECT_KEY_IDENTIFIER,
 })
+
+
+#: TCG EK Credential Profile: the EK certificate's key purpose
+#: (tcg-kp-EKCertificate) in ExtendedKeyUsage.
+TCG_KP_EK_CERTIFICATE = ObjectIdentifier("2.23.133.8.1")
+#: The TPM manufacturer directory name in the subject alternative name:
+#: tcg-at-tpmManufacturer, tcg-at-tpmModel, tcg-at-tpmVersion.
+TCG_TPM_SAN_ATTRIBUTES = (ObjectIdentifier("2.23.133.2.1"),
+                          ObjectIdentifier("2.23.133.2.2"),
+                          ObjectIdentifier("2.23.133.2.3"))
 
 
 def _utcnow() -> datetime.datetime:
@@ -218,10 +230,186 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject and _signed_by(cert, cert)
 
 
+def _extension(cert: x509.Certificate, kind: type) -> Any:
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _eku_names(usage: x509.ExtendedKeyUsage) -> str:
+    names = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+             ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+             ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning"}
+    return ", ".join(names.get(oid, oid.dotted_string) for oid in usage)
+
+
+def _has_tpm_manufacturer_san(cert: x509.Certificate) -> bool:
+    san = _extension(cert, x509.SubjectAlternativeName)
+    if san is None:
+        return False
+    for name in san.get_values_for_type(x509.DirectoryName):
+        present = {attr.oid for attr in name}
+        if all(oid in present for oid in TCG_TPM_SAN_ATTRIBUTES):
+            return True
+    return False
+
+
+def _ek_key_usage_problem(usage: x509.KeyUsage | None) -> str | None:
+    """An EK is a decryption key (RSA keyEncipherment, ECC keyAgreement);
+    a key that may only sign is not one."""
+    if usage is None:
+        return None
+    if usage.key_encipherment or usage.key_agreement:
+        return None
+    return ("its keyUsage allows neither keyEncipherment nor keyAgreement "
+            "(an EK decrypts credentials; this key %s)"
+            % ("signs" if usage.digital_signature else "has no EK use"))
+
+
+def check_ek_profile(leaf: x509.Certificate, *, anchor_ek_only: bool,
+                     host: str = "?") -> None:
+    """The TCG EK Credential Profile, enough that no other certificate
+    under a bundle CA passes for an EK certificate (a TLS server key's
+    holder could answer MakeCredential in software and forge quotes).
+
+    * ExtendedKeyUsage, when present, must hold tcg-kp-EKCertificate
+      (2.23.133.8.1): serverAuth/clientAuth-only leaves are refused;
+    * keyUsage, when present, must allow keyEncipherment or keyAgreement:
+      digitalSignature-only leaves are refused;
+    * without ExtendedKeyUsage (older vendor profiles) the leaf needs
+      keyUsage keyEncipherment/keyAgreement *and* the TPM manufacturer
+      directory name in its SAN, and its anchor must be one the operator
+      marked EK-only (``[conductor] ek_only_anchors``): only a CA that
+      signs nothing but EK certificates makes such a leaf an EK.
+    """
+    issuer = _name(leaf, issuer=True)
+    eku = _extension(leaf, x509.ExtendedKeyUsage)
+    usage = _extension(leaf, x509.KeyUsage)
+    problem = _ek_key_usage_problem(usage)
+    if problem is not None:
+        raise exception.EKCertificateUntrusted(
+            host=host, issuer=issuer,
+            reason="the leaf is not an EK certificate: %s" % problem)
+    if eku is not None:
+        if TCG_KP_EK_CERTIFICATE not in eku:
+            raise exception.EKCertificateUntrusted(
+                host=host, issuer=issuer,
+                reason="the leaf is not an EK certificate: its extended "
+                "key usage (%s) lacks the EK purpose tcg-kp-EKCertificate "
+                "(2.23.133.8.1)" % _eku_names(eku))
+        return
+    if usage is None or not _has_tpm_manufacturer_san(leaf):
+        raise exception.EKCertificateUntrusted(
+            host=host, issuer=issuer,
+            reason="the leaf is not an EK certificate: no EK purpose "
+            "tcg-kp-EKCertificate (2.23.133.8.1) in an extended key usage, "
+            "nor keyEncipherment/keyAgreement with the TPM manufacturer "
+            "subject alternative name (2.23.133.2.1/2/3)")
+    if not anchor_ek_only:
+        raise exception.EKCertificateUntrusted(
+            host=host, issuer=issuer,
+            reason="the leaf has no EK purpose tcg-kp-EKCertificate "
+            "(2.23.133.8.1); such a certificate is accepted only under an "
+            "anchor listed in [conductor] ek_only_anchors")
+
+
+def _no_check(policy: Any, cert: x509.Certificate, ext: Any) -> None:
+    return None
+
+
+def _ek_eku_validator(policy: Any, cert: x509.Certificate,
+                      eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and TCG_KP_EK_CERTIFICATE not in eku:
+        raise ValueError("no tcg-kp-EKCertificate in extended key usage")
+
+
+def _ek_key_usage_validator(policy: Any, cert: x509.Certificate,
+                            usage: x509.KeyUsage | None) -> None:
+    if _ek_key_usage_problem(usage) is not None:
+        raise ValueError("keyUsage allows neither keyEncipherment nor "
+                         "keyAgreement")
+
+
+def _known_extensions(policy: verification.ExtensionPolicy,
+                      kinds: tuple[type, ...]) -> verification.ExtensionPolicy:
+    any_criticality = verification.Criticality.AGNOSTIC
+    for kind in kinds:
+        policy = policy.may_be_present(kind, any_criticality, None)
+    return policy
+
+
+# Extensions the library may see, critical or not, besides those with a
+# rule of their own. The Subject Directory Attributes (TPM spec/security
+# assertions) are not interpreted; some vendors mark them critical.
+_SHARED_KINDS: tuple[type, ...] = tuple(
+    kind for kind in (x509.CertificatePolicies, x509.AuthorityKeyIdentifier,
+                      x509.SubjectKeyIdentifier,
+                      getattr(x509, "SubjectDirectoryAttributes", None))
+    if kind is not None)
+
+
+def _ek_extension_policies() -> tuple[verification.ExtensionPolicy,
+                                      verification.ExtensionPolicy]:
+    """(CA policy, EK leaf policy) for ``cryptography.x509.verification``:
+    not the web PKI's (an EK certificate has an empty subject, a critical
+    SAN directory name and the TCG EKU), but the TCG EK profile's."""
+    any_criticality = verification.Criticality.AGNOSTIC
+    ca = verification.ExtensionPolicy.permit_all().require_present(
+        x509.BasicConstraints, any_criticality, None)
+    ca = _known_extensions(ca, _SHARED_KINDS + (
+        x509.KeyUsage, x509.SubjectAlternativeName, x509.ExtendedKeyUsage))
+    leaf = verification.ExtensionPolicy.permit_all()
+    leaf = leaf.may_be_present(x509.ExtendedKeyUsage, any_criticality,
+                               _ek_eku_validator)
+    leaf = leaf.may_be_present(x509.KeyUsage, any_criticality,
+                               _ek_key_usage_validator)
+    leaf = _known_extensions(leaf, _SHARED_KINDS + (
+        x509.SubjectAlternativeName, x509.BasicConstraints))
+    return ca, leaf
+
+
+def _library_verify(leaf: x509.Certificate,
+                    anchors: list[x509.Certificate],
+                    now: datetime.datetime, host: str) -> None:
+    """The same chain through cryptography's own path validation (RFC
+    5280 rules, allowed signature algorithms and key sizes, encoding
+    checks), with the TCG EK extension policy."""
+    ca_policy, leaf_policy = _ek_extension_policies()
+    verifier = (verification.PolicyBuilder()
+                .store(verification.Store(anchors))
+                .time(now.replace(tzinfo=None))
+                .max_chain_depth(MAX_CHAIN_DEPTH)
+                .extension_policies(ca_policy=ca_policy,
+                                    ee_policy=leaf_policy)
+                .build_client_verifier())
+    try:
+        verifier.verify(leaf, [])
+    except verification.VerificationError as exc:
+        raise exception.EKCertificateUntrusted(
+            host=host, issuer=_name(leaf, issuer=True),
+            reason="path validation failed: %s" % exc) from None
+
+
+def ek_public_sha256(key_or_cert: Any) -> str:
+    """The EK's identity for approval and uniqueness: SHA-256 (hex) of its
+    SubjectPublicKeyInfo DER. Compute it from the EK certificate with
+    ``openssl x509 -in ek.pem -pubkey -noout | openssl pkey -pubin
+    -outform DER | sha256sum``, or from the TPM with ``tpm2_createek -c
+    ek.ctx -u ek.pub -f der`` hashed the same way (see README)."""
+    if isinstance(key_or_cert, x509.Certificate):
+        key_or_cert = key_or_cert.public_key()
+    elif isinstance(key_or_cert, structures.Public):
+        key_or_cert = key_or_cert.public_key()
+    return hashlib.sha256(_spki(key_or_cert)).hexdigest()
+
+
 def validate_ek_certificate(cert_der: bytes,
                             ca_bundle: bytes | list[x509.Certificate], *,
                             now: datetime.datetime | None = None,
-                            host: str = "?") -> list[x509.Certificate]:
+                            host: str = "?",
+                            ek_only_anchors: Sequence[str] = ()
+                            ) -> list[x509.Certificate]:
     """Check that the EK certificate chains to the CA bundle; return the
     chain (leaf first, up to the trust anchor).
 
@@ -235,6 +423,15 @@ def validate_ek_certificate(cert_der: bytes,
     walk ends at a self-signed bundle certificate or, when the bundle holds
     an intermediate without its root, at that intermediate: every
     certificate the operator put in the bundle is a trust anchor.
+
+    The walk gives the operator a reason that names the certificate at
+    fault; it is kept beside the library because
+    ``cryptography.x509.verification`` only says "candidates exhausted".
+    A chain the walk accepts must then also pass that library's path
+    validation with the TCG EK extension policy (:func:`_library_verify`),
+    and the leaf must match the EK profile (:func:`check_ek_profile`);
+    ``ek_only_anchors`` lists SHA-256 fingerprints (hex of the DER) of
+    bundle certificates marked EK-only.
 
     Raises :class:`EKCertificateUntrusted` naming the issuer that did not
     chain, :class:`MalformedEvidence` for bytes that are not a certificate.
@@ -268,15 +465,36 @@ def validate_ek_certificate(cert_der: bytes,
         _check_issuer_may_sign(issuer, depth, host)
         _check_validity(issuer, now, host)
         chain.append(issuer)
-        if _is_self_signed(issuer):
-            return chain
-        if not any(a.subject == issuer.issuer and a is not issuer
-                   for a in anchors):
-            return chain  # an intermediate the operator trusts directly
+        if _is_self_signed(issuer) or not any(
+                a.subject == issuer.issuer and a is not issuer
+                for a in anchors):
+            # A root, or an intermediate the operator trusts directly.
+            return _accept_chain(chain, anchors, now, host, ek_only_anchors)
         current = issuer
     raise exception.EKCertificateUntrusted(
         host=host, issuer=_name(current, issuer=True),
         reason="chain longer than %d certificates" % MAX_CHAIN_DEPTH)
+
+
+def _fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(
+        cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def normalize_fingerprints(values: Sequence[str]) -> frozenset[str]:
+    """SHA-256 fingerprints as lower-case hex without colons."""
+    return frozenset(v.replace(":", "").strip().lower() for v in values)
+
+
+def _accept_chain(chain: list[x509.Certificate],
+                  anchors: list[x509.Certificate], now: datetime.datetime,
+                  host: str, ek_only_anchors: Sequence[str]
+                  ) -> list[x509.Certificate]:
+    ek_only = normalize_fingerprints(ek_only_anchors)
+    check_ek_profile(chain[0], host=host,
+                     anchor_ek_only=_fingerprint(chain[-1]) in ek_only)
+    _library_verify(chain[0], anchors, now, host)
+    return chain
 
 
 def _spki(key) -> bytes:
@@ -334,6 +552,7 @@ class Challenge:
     ak_name: bytes
     created_at: datetime.datetime
     expires_at: datetime.datetime
+    ek_public_sha256: str = ""  # the EK's identity (see ek_public_sha256)
 
 
 @dataclass(frozen=True)
@@ -365,6 +584,7 @@ class Registration:
     ak_name: bytes
     registered_at: datetime.datetime
     ek_public: bytes = b""
+    ek_public_sha256: str = ""       # SHA-256 of the EK's SPKI DER, hex
 
 
 class EnrollmentStore(abc.ABC):
@@ -373,8 +593,10 @@ class EnrollmentStore(abc.ABC):
     Contract: :meth:`take_challenge` removes and returns atomically, so a
     challenge is answered at most once; :meth:`add_challenge` drops the
     host's older pending challenges; :meth:`register` is all-or-nothing
-    and refuses a second registration for a host. A database-backed
-    implementation comes with the services.
+    and refuses a second registration for a host, and an EK public key or
+    AK name already registered to another host. The conductor's database
+    (:meth:`trusted_pools.db.api.Connection.enroll`) adds the operator's
+    EK approval.
     """
 
     @abc.abstractmethod
@@ -434,6 +656,14 @@ class DictEnrollmentStore(EnrollmentStore):
         with self._lock:
             if registration.host_id in self._registrations:
                 raise exception.HostAlreadyEnrolled(host=registration.host_id)
+            for other in self._registrations.values():
+                if other.ek_public_sha256 == registration.ek_public_sha256:
+                    raise exception.EKAlreadyRegistered(
+                        fingerprint=other.ek_public_sha256,
+                        other=other.host_id)
+                if other.ak_name == registration.ak_name:
+                    raise exception.AKAlreadyRegistered(
+                        ak_name=other.ak_name.hex(), other=other.host_id)
             self._registrations[registration.host_id] = registration
 
     def get_registration(self, host_id: str) -> Registration:
@@ -484,6 +714,7 @@ def start_enrollment(host_id: str, ek_cert: bytes, ek_public: bytes,
                      store: EnrollmentStore | None = None,
                      now: datetime.datetime | None = None,
                      ttl: datetime.timedelta = DEFAULT_CHALLENGE_TTL,
+                     ek_only_anchors: Sequence[str] = (),
                      ) -> EnrollmentChallenge:
     """Check a host's identity and make its one-time credential challenge.
 
@@ -500,7 +731,8 @@ def start_enrollment(host_id: str, ek_cert: bytes, ek_public: bytes,
             name="ttl", reason="must be positive")
     now = _aware(now)
     chain = validate_ek_certificate(ek_cert, ca_bundle, now=now,
-                                    host=host_id)
+                                    host=host_id,
+                                    ek_only_anchors=ek_only_anchors)
     ek = _parse_public(ek_public, "EK public", host_id)
     ek_matches_certificate(ek, chain[0], host=host_id)
     ak = _parse_public(ak_public, "AK public", host_id)
@@ -511,7 +743,8 @@ def start_enrollment(host_id: str, ek_cert: bytes, ek_public: bytes,
         challenge_id=uuid.uuid4().hex, host_id=host_id, secret=secret,
         ek_certificate_fingerprint=hashlib.sha256(bytes(ek_cert)).hexdigest(),
         ek_public=ek.raw, ak_public=ak.raw, ak_name=ak.name(),
-        created_at=now, expires_at=now + ttl)
+        created_at=now, expires_at=now + ttl,
+        ek_public_sha256=ek_public_sha256(chain[0]))
     if store is not None:
         store.add_challenge(challenge)
     return EnrollmentChallenge(challenge, blob, encrypted_secret)
@@ -539,7 +772,8 @@ def finish_enrollment(challenge: Challenge, activated_secret: bytes,
         host_id=challenge.host_id,
         ek_certificate_fingerprint=challenge.ek_certificate_fingerprint,
         ak_public=challenge.ak_public, ak_name=challenge.ak_name,
-        registered_at=now, ek_public=challenge.ek_public)
+        registered_at=now, ek_public=challenge.ek_public,
+        ek_public_sha256=challenge.ek_public_sha256)
 
 
 def complete_enrollment(store: EnrollmentStore, challenge_id: str,

@@ -74,12 +74,40 @@ def _host_commands(commands: argparse._SubParsersAction) -> None:
         "enroll", help="register a host's TPM (EK chain, AK binding)",
         description="Ask a conductor to enroll HOST: its agent must run. "
                     "The EK certificate must chain to [conductor] "
-                    "ek_ca_bundle.")
+                    "ek_ca_bundle and match the TCG EK profile. The first "
+                    "enrollment needs --ek-sha256, the SHA-256 of the "
+                    "host's EK public key (SubjectPublicKeyInfo DER) from "
+                    "your inventory; without it the refusal prints the "
+                    "hash the host presents, to compare. Re-enrolling with "
+                    "the same EK (a new AK) needs no approval; another EK "
+                    "needs 'host reset-enrollment' first.")
     enroll.add_argument("host", help="compute host name (the agent's host)")
     enroll.add_argument("--group", default="default",
                         help="host group whose policies apply")
+    enroll.add_argument("--ek-sha256", metavar="HEX",
+                        help="approve this EK: SHA-256 (64 hex digits, "
+                             "colons allowed) of the EK's "
+                             "SubjectPublicKeyInfo DER")
     enroll.set_defaults(func=lambda a: _run(
-        lambda: _conductor_api().enroll_host({}, a.host, a.group)))
+        lambda: _conductor_api().enroll_host({}, a.host, a.group,
+                                             ek_sha256=a.ek_sha256)))
+    reset = sub.add_parser(
+        "reset-enrollment", help="forget a host's TPM after a TPM swap",
+        description="Drop HOST's EK approval and registration (after its "
+                    "TPM or motherboard was replaced): it is not attested "
+                    "until it enrolls again with --ek-sha256 of the new "
+                    "EK.")
+    reset.add_argument("host")
+    reset.set_defaults(func=lambda a: _run(
+        lambda: _conductor_api().reset_enrollment({}, a.host)))
+    ek_hash = sub.add_parser(
+        "ek-sha256", help="print the EK hash of an EK certificate file",
+        description="Print the SHA-256 of the public key in FILE (an EK "
+                    "certificate, PEM or DER, or a PEM/DER public key): "
+                    "the value 'host enroll --ek-sha256' approves.")
+    ek_hash.add_argument("file")
+    ek_hash.set_defaults(func=lambda a: _run(lambda: {
+        "ek_sha256": _ek_sha256_of_file(a.file)}))
     attest = sub.add_parser(
         "attest", help="attest a host now (a fresh challenge)")
     attest.add_argument("host")
@@ -87,6 +115,29 @@ def _host_commands(commands: argparse._SubParsersAction) -> None:
         lambda: _conductor_api().attest_now({}, a.host)))
     listing = sub.add_parser("list", help="hosts with their latest verdict")
     listing.set_defaults(func=lambda a: _run(_list_hosts))
+
+
+def _ek_sha256_of_file(path: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from trusted_pools.attestation import enrollment
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise exception.InvalidParameterValue(
+            name=path, reason="cannot be read (%s)" % error) from None
+    loaders = (x509.load_pem_x509_certificate,
+               x509.load_der_x509_certificate,
+               serialization.load_pem_public_key,
+               serialization.load_der_public_key)
+    for load in loaders:
+        try:
+            return enrollment.ek_public_sha256(load(data))
+        except (ValueError, TypeError):
+            continue
+    raise exception.InvalidParameterValue(
+        name=path, reason="not a certificate or public key (PEM or DER)")
 
 
 def _list_hosts() -> list[dict[str, Any]]:

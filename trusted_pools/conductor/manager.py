@@ -49,7 +49,7 @@ def _utc(ts: float) -> datetime.datetime:
 class ConductorManager:
     """Endpoints of a conductor. See :mod:`.rpcapi` for the versions."""
 
-    target = messaging.Target(version="1.0")
+    target = messaging.Target(version="1.1")
 
     def __init__(self, host: str, db: db_api.Connection,
                  signing_key: Any, agents: Any,
@@ -58,8 +58,10 @@ class ConductorManager:
                  heartbeat_timeout: int = 60, banks: tuple[str, ...] =
                  ("sha256",), batch_size: int = 500,
                  epoch_spread: float = 0.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 ek_only_anchors: tuple[str, ...] = ()) -> None:
         self.host = host
+        self.ek_only_anchors = ek_only_anchors
         self.epoch_spread = epoch_spread
         self.db = db
         self.signer = results.ResultSigner(signing_key, host)
@@ -159,12 +161,17 @@ class ConductorManager:
         registration = self.db.get_registration(host.id)
         state = verifier.HostState(
             host=hostname, host_id=host.id, group=host.group,
-            ak=structures.load_public(registration.ak_public))
-        latest = self.db.latest_verdicts([host.id])
-        if latest and latest[0].quote_clock is not None:
+            ak=structures.load_public(registration.ak_public),
+            registration=registration.generation)
+        # The clock baseline belongs to the registration: a verdict of an
+        # earlier one came from another TPM (a swapped board), whose clock
+        # would make every quote of this one look replayed.
+        latest = self.db.latest_clock_verdict(host.id,
+                                              registration.generation)
+        if latest is not None:
             state.clock = verifier.StoredClock(
-                latest[0].quote_clock, latest[0].reset_count or 0,
-                latest[0].restart_count or 0)
+                latest.quote_clock, latest.reset_count or 0,
+                latest.restart_count or 0)
         return state
 
     def forget_host(self, hostname: str) -> None:
@@ -174,43 +181,56 @@ class ConductorManager:
     # --- RPC endpoints -------------------------------------------------------
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
-    def enroll_host(self, context: dict, host: str,
-                    group: str = "default") -> dict[str, Any]:
-        """Register ``host``: EK chain, AK rules, credential activation."""
+    def enroll_host(self, context: dict, host: str, group: str = "default",
+                    ek_sha256: str | None = None) -> dict[str, Any]:
+        """Register ``host``: EK chain and profile, the operator's EK
+        approval, AK rules, credential activation.
+
+        ``ek_sha256`` is the operator's approval of the host's EK (SHA-256
+        of its SubjectPublicKeyInfo DER), needed at the first enrollment
+        and after ``reset_enrollment``; an enrolled host re-enrolls (a new
+        AK) only with the EK it is bound to. A refusal changes nothing.
+        """
         identity = self.agents.get_identity(context, host)
         ek_certificate = _b64d(identity["ek_certificate"], "EK certificate")
         challenge = enrollment.start_enrollment(
             host, ek_certificate, _b64d(identity["ek_public"], "EK public"),
             _b64d(identity["ak_public"], "AK public"),
-            ca_bundle=self.ca_bundle)
+            ca_bundle=self.ca_bundle, ek_only_anchors=self.ek_only_anchors)
+        pending = challenge.challenge
+        # Refuse an unapproved or foreign EK before the TPM is asked
+        # anything more; the database checks again when it writes.
+        self.db.check_enrollment(host, pending.ek_public_sha256,
+                                 pending.ak_name, approve=ek_sha256)
         secret = self.agents.activate_credential(
             context, host, _b64(challenge.credential_blob),
             _b64(challenge.encrypted_secret))
         registration = enrollment.finish_enrollment(
-            challenge.challenge, _b64d(secret, "activated secret"))
-        record = self._store_registration(host, group, ek_certificate,
-                                          registration)
+            pending, _b64d(secret, "activated secret"))
+        record, stored = self.db.enroll(
+            host, group, ek_certificate, registration.ek_public_sha256,
+            registration.ak_public, registration.ak_name, approve=ek_sha256)
         self.forget_host(host)
-        LOG.info("Host %s enrolled (EK certificate %s, AK name %s)", host,
-                 registration.ek_certificate_fingerprint,
-                 registration.ak_name.hex())
+        LOG.info("Host %s enrolled (EK public key SHA-256 %s, AK name %s, "
+                 "generation %d)", host, registration.ek_public_sha256,
+                 registration.ak_name.hex(), stored.generation)
         return {"host": host, "group": record.group,
+                "ek_sha256": registration.ek_public_sha256,
                 "ek_certificate_fingerprint":
                     registration.ek_certificate_fingerprint,
-                "ak_name": registration.ak_name.hex()}
+                "ak_name": registration.ak_name.hex(),
+                "generation": stored.generation}
 
-    def _store_registration(self, host: str, group: str,
-                            ek_certificate: bytes,
-                            registration: enrollment.Registration
-                            ) -> db_api.Host:
-        try:
-            record = self.db.get_host_by_name(host)
-        except exception.HostNotFound:
-            record = self.db.create_host(host, group=group,
-                                         state="enrolling")
-        self.db.set_registration(
-            record.id, ek_certificate, registration.ak_public, registration.ak_name)
-        return self.db.update_host_state(record.id, "enrolled")
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    def reset_enrollment(self, context: dict, host: str) -> dict[str, Any]:
+        """The operator's reset after a TPM or motherboard swap: forget the
+        host's EK approval and registration (it is not attested until it
+        enrolls again, with ``ek_sha256`` for its new EK)."""
+        record = self.db.reset_enrollment(host)
+        self.forget_host(host)
+        LOG.warning("Enrollment of host %s reset by the operator: it must "
+                    "enroll again with an approved EK", host)
+        return {"host": host, "state": record.state}
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def attest_now(self, context: dict, host: str) -> dict[str, Any]:
@@ -491,7 +511,8 @@ def _new_verdict(state: verifier.HostState, v: Any, token: str
         quote_clock=None if clock is None else clock.clock,
         reset_count=None if clock is None else clock.reset_count,
         restart_count=None if clock is None else clock.restart_count,
-        signed_result=token)
+        signed_result=token,
+        registration_generation=state.registration)
 
 
 def _verdict_json(v: Any) -> dict[str, Any]:

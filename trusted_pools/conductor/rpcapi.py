@@ -10,6 +10,8 @@ API version history:
 * 1.0 - Initial version: enroll_host, attest_now, submit_evidence (cast),
   verdicts_since, get_public_keys, capture_policy, create_policy,
   assign_policy.
+* 1.1 - enroll_host takes ek_sha256 (the operator's EK approval);
+  reset_enrollment.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import oslo_messaging as messaging
 from trusted_pools.common import rpc
 
 TOPIC = "trusted_pools_conductor"
-RPC_API_VERSION = "1.0"
+RPC_API_VERSION = "1.1"
 
 
 class ConductorAPI:
@@ -38,9 +40,19 @@ class ConductorAPI:
         return self.client.prepare(server=conductor, version=version)
 
     def enroll_host(self, context: dict, host: str, group: str = "default",
-                    conductor: str | None = None) -> dict[str, Any]:
-        return self._prepare(conductor).call(context, "enroll_host",
-                                             host=host, group=group)
+                    conductor: str | None = None,
+                    ek_sha256: str | None = None) -> dict[str, Any]:
+        if ek_sha256 is None:
+            return self._prepare(conductor).call(context, "enroll_host",
+                                                 host=host, group=group)
+        return self._prepare(conductor, "1.1").call(
+            context, "enroll_host", host=host, group=group,
+            ek_sha256=ek_sha256)
+
+    def reset_enrollment(self, context: dict, host: str,
+                         conductor: str | None = None) -> dict[str, Any]:
+        return self._prepare(conductor, "1.1").call(
+            context, "reset_enrollment", host=host)
 
     def attest_now(self, context: dict, host: str,
                    conductor: str | None = None) -> dict[str, Any]:

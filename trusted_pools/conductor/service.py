@@ -52,7 +52,8 @@ class ConductorService:
             heartbeat_timeout=group.heartbeat_timeout,
             banks=tuple(conf.attestation.pcr_banks),
             batch_size=group.evidence_batch_size,
-            epoch_spread=group.epoch_spread)
+            epoch_spread=group.epoch_spread,
+            ek_only_anchors=tuple(group.ek_only_anchors))
         self._server: messaging.MessageHandlingServer | None = None
         self._jobs: list[PeriodicJob] = []
 

@@ -126,6 +126,8 @@ class HostState:
     # IMA lines received after the quoted prefix: replayed next round.
     ima_pending: bytes = b""
     policy: HostPolicies | None = None
+    # The host's enrollment generation this state (AK, clock) belongs to.
+    registration: int = 0
 
     @property
     def ima_replayed(self) -> int:

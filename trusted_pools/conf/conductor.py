@@ -41,7 +41,21 @@ opts = [
     cfg.StrOpt("ek_ca_bundle", default="/etc/trusted-pools/ek-ca.pem",
                help="PEM bundle of the TPM manufacturers' CA certificates "
                     "that EK certificates must chain to. A host whose EK "
-                    "does not chain cannot enroll."),
+                    "does not chain cannot enroll. Every leaf must also "
+                    "match the TCG EK profile (see ek_only_anchors)."),
+    cfg.ListOpt("ek_only_anchors", default=[], item_type=cfg.types.String(
+                    regex=r"^[0-9A-Fa-f:]{64,95}$"),
+                mutable=False,
+                help="SHA-256 fingerprints (hex of the DER, colons "
+                     "allowed) of CA certificates in ek_ca_bundle that sign "
+                     "nothing but EK certificates (a TPM vendor's EK CA). "
+                     "Under such an anchor an EK certificate without the "
+                     "EK purpose OID 2.23.133.8.1 (older vendor profiles) "
+                     "is accepted when its keyUsage is keyEncipherment or "
+                     "keyAgreement and its SAN names the TPM manufacturer. "
+                     "Under every other anchor the EK purpose OID is "
+                     "required. Not mutable at runtime: it widens what "
+                     "counts as an EK certificate."),
     cfg.IntOpt("evidence_batch_size", default=500, min=1, max=100000,
                help="Evidence messages verified and written to the "
                     "database together."),

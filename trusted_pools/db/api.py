@@ -88,6 +88,16 @@ def _non_empty(value: str, name: str, limit: int = 255) -> str:
     return value
 
 
+def _sha256_hex(value: str, name: str) -> str:
+    """A SHA-256 given as 64 hex digits (colons and case ignored)."""
+    if isinstance(value, str):
+        value = value.replace(":", "").strip().lower()
+        if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            return value
+    raise exception.InvalidParameterValue(
+        name=name, reason="must be a SHA-256 as 64 hexadecimal digits")
+
+
 def _count(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise exception.InvalidParameterValue(
@@ -106,12 +116,19 @@ class Host:
     state: str
     created_at: datetime.datetime
     updated_at: datetime.datetime | None
+    #: SHA-256 hex of the approved EK's SubjectPublicKeyInfo DER, or None.
+    approved_ek_sha256: str | None = None
+    enrollment_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Registration:
     """The TPM identity of a host. ``ek_cert_fingerprint`` is SHA-256 hex of
-    the DER certificate, computed here, never taken from the caller."""
+    the DER certificate, computed here, never taken from the caller; it is
+    informational (a certificate has more than one encoding). The EK's
+    identity is ``ek_public_sha256`` (SHA-256 hex of its
+    SubjectPublicKeyInfo DER), unique across hosts like the AK name.
+    ``generation`` is the host's enrollment generation it was made in."""
 
     host_id: int
     ek_cert_fingerprint: str
@@ -119,6 +136,8 @@ class Registration:
     ak_public: bytes
     ak_name: bytes
     registered_at: datetime.datetime
+    ek_public_sha256: str = ""
+    generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,6 +179,7 @@ class NewVerdict:
     reset_count: int | None = None
     restart_count: int | None = None
     signed_result: str | None = None
+    registration_generation: int | None = None
 
     def __post_init__(self) -> None:
         _choice(self.status, models.VERDICT_STATUSES, "status")
@@ -171,7 +191,8 @@ class NewVerdict:
                 name="expires_at", reason="is before issued_at")
         object.__setattr__(self, "issued_at", issued)
         object.__setattr__(self, "expires_at", expires)
-        for name in ("quote_clock", "reset_count", "restart_count"):
+        for name in ("quote_clock", "reset_count", "restart_count",
+                     "registration_generation"):
             if getattr(self, name) is not None:
                 _count(getattr(self, name), name)
         for name, kind in (("vector", dict), ("reasons", list),
@@ -201,6 +222,7 @@ class Verdict:
     issued_at: datetime.datetime
     expires_at: datetime.datetime
     signed_result: str | None
+    registration_generation: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -522,40 +544,208 @@ class Connection:
     @_translate_errors
     @_retry_deadlock
     def set_registration(self, host_id: int, ek_certificate: bytes,
-                         ak_public: bytes, ak_name: bytes) -> Registration:
-        """Bind a host to its TPM (EK certificate) and AK, replacing any
-        previous registration in the same transaction: readers see the old
-        or the new identity, never a mix.
+                         ak_public: bytes, ak_name: bytes,
+                         ek_public_sha256: str | None = None
+                         ) -> Registration:
+        """Bind a host to its TPM and AK, replacing any previous
+        registration in the same transaction: readers see the old or the
+        new identity, never a mix. A low-level write for tools and tests:
+        enrollment goes through :meth:`enroll`, which enforces the
+        operator's EK approval. ``ek_public_sha256`` defaults to the
+        certificate's hash.
 
         :raises EKAlreadyRegistered: the EK is bound to another host.
+        :raises AKAlreadyRegistered: the AK is registered to another host.
         """
+        self._check_registration_values(ek_certificate, ak_public, ak_name)
+        ek_hash = _sha256_hex(ek_public_sha256 or
+                              hashlib.sha256(ek_certificate).hexdigest(),
+                              "ek_public_sha256")
+        with self._registration_conflicts(ek_hash, ak_name):
+            with self._writer() as session:
+                host = self._host_row(session, host_id)
+                return self._write_registration(
+                    session, host, ek_certificate, ek_hash, ak_public,
+                    ak_name)
+
+    @staticmethod
+    def _check_registration_values(ek_certificate: bytes, ak_public: bytes,
+                                   ak_name: bytes) -> None:
         for name, value in (("ek_certificate", ek_certificate),
                             ("ak_public", ak_public), ("ak_name", ak_name)):
             if not isinstance(value, bytes) or not value:
                 raise exception.InvalidParameterValue(
                     name=name, reason="must be non-empty bytes")
-        fingerprint = hashlib.sha256(ek_certificate).hexdigest()
+
+    @contextlib.contextmanager
+    def _registration_conflicts(self, ek_hash: str, ak_name: bytes
+                                ) -> Iterator[None]:
+        """Translate a unique-constraint race into the typed conflict."""
         try:
-            with self._writer() as session:
-                self._host_row(session, host_id)
-                row = session.get(models.Registration, host_id)
-                if row is None:
-                    row = models.Registration(host_id=host_id)
-                    session.add(row)
-                row.ek_cert_fingerprint = fingerprint
-                row.ek_certificate = ek_certificate
-                row.ak_public = ak_public
-                row.ak_name = ak_name
-                row.registered_at = self._clock()
-                session.flush()
-                return _record(Registration, row)
+            yield
         except db_exc.DBDuplicateEntry as exc:
-            if any("fingerprint" in c for c in exc.columns or []):
+            columns = " ".join(exc.columns or [])
+            if "ak_name" in columns:
+                raise exception.AKAlreadyRegistered(
+                    ak_name=ak_name.hex(), other="?") from exc
+            if "ek" in columns:
                 raise exception.EKAlreadyRegistered(
-                    fingerprint=fingerprint) from exc
+                    fingerprint=ek_hash, other="?") from exc
             raise exception.ConcurrentUpdate(
-                what="registration of host %s" % host_id,
+                what="registration with EK %s" % ek_hash,
                 reason="registered concurrently") from exc
+
+    def _write_registration(self, session: orm.Session, host: models.Host,
+                            ek_certificate: bytes, ek_hash: str,
+                            ak_public: bytes, ak_name: bytes
+                            ) -> Registration:
+        """Upsert the host's registration under a new generation."""
+        self._refuse_taken_identity(session, host, ek_hash, ak_name)
+        host.enrollment_generation = (host.enrollment_generation or 0) + 1
+        host.approved_ek_sha256 = ek_hash
+        host.updated_at = self._clock()
+        row = session.get(models.Registration, host.id)
+        if row is None:
+            row = models.Registration(host_id=host.id)
+            session.add(row)
+        row.ek_cert_fingerprint = hashlib.sha256(ek_certificate).hexdigest()
+        row.ek_certificate = ek_certificate
+        row.ek_public_sha256 = ek_hash
+        row.ak_public = ak_public
+        row.ak_name = ak_name
+        row.ak_name_hex = ak_name.hex()
+        row.generation = host.enrollment_generation
+        row.registered_at = self._clock()
+        session.flush()
+        return _record(Registration, row)
+
+    @staticmethod
+    def _refuse_taken_identity(session: orm.Session, host: models.Host,
+                               ek_hash: str, ak_name: bytes) -> None:
+        """Name the other host when the EK or AK is bound elsewhere (the
+        unique constraints are the backstop for a concurrent writer)."""
+        reg = models.Registration
+        other = session.execute(
+            sa.select(models.Host.hostname).join(
+                reg, reg.host_id == models.Host.id, isouter=True).where(
+                models.Host.id != host.id,
+                sa.or_(reg.ek_public_sha256 == ek_hash,
+                       models.Host.approved_ek_sha256 == ek_hash))
+        ).scalars().first()
+        if other is not None:
+            raise exception.EKAlreadyRegistered(fingerprint=ek_hash,
+                                                other=other)
+        other = session.execute(
+            sa.select(models.Host.hostname).join(
+                reg, reg.host_id == models.Host.id).where(
+                models.Host.id != host.id,
+                reg.ak_name_hex == ak_name.hex())).scalars().first()
+        if other is not None:
+            raise exception.AKAlreadyRegistered(ak_name=ak_name.hex(),
+                                                other=other)
+
+    @staticmethod
+    def _check_ek_approval(host: models.Host | None, hostname: str,
+                           ek_hash: str, approve: str | None) -> None:
+        """The operator's approval rule (see :meth:`enroll`)."""
+        approved = host.approved_ek_sha256 if host is not None else None
+        if approved is not None:
+            if ek_hash != approved or (approve is not None
+                                       and approve != approved):
+                raise exception.EKChanged(
+                    host=hostname, approved=approved,
+                    presented=ek_hash if ek_hash != approved else approve)
+            return
+        if approve is None:
+            raise exception.EKNotApproved(
+                host=hostname, presented=ek_hash,
+                reason="and no EK is approved for this host yet")
+        if approve != ek_hash:
+            raise exception.EKNotApproved(
+                host=hostname, presented=ek_hash,
+                reason="not the approved %s" % approve)
+
+    @_translate_errors
+    def check_enrollment(self, hostname: str, ek_public_sha256: str,
+                         ak_name: bytes, approve: str | None = None) -> None:
+        """Raise what :meth:`enroll` would raise for this EK and AK, without
+        writing: lets the conductor refuse before it challenges the TPM."""
+        ek_hash = _sha256_hex(ek_public_sha256, "ek_public_sha256")
+        approve = None if approve is None else _sha256_hex(approve,
+                                                           "approve")
+        with self._reader() as session:
+            host = session.scalars(sa.select(models.Host).where(
+                models.Host.hostname == hostname)).one_or_none()
+            self._check_ek_approval(host, hostname, ek_hash, approve)
+            probe = host if host is not None else models.Host(id=-1)
+            self._refuse_taken_identity(session, probe, ek_hash, ak_name)
+
+    @_translate_errors
+    @_retry_deadlock
+    def enroll(self, hostname: str, group: str, ek_certificate: bytes,
+               ek_public_sha256: str, ak_public: bytes, ak_name: bytes,
+               approve: str | None = None) -> tuple[Host, Registration]:
+        """Register a verified TPM identity for ``hostname`` in one
+        transaction (the host row is created when new): all or nothing, a
+        refusal leaves the previous registration untouched.
+
+        The EK rule: a host without an approved EK needs ``approve`` equal
+        to the EK's hash (the operator's approval); a host with one must
+        present that EK (``approve``, if given, must name it too): another
+        EK raises :class:`EKChanged` until :meth:`reset_enrollment`. The
+        same EK with a new AK re-enrolls. The EK and the AK name are unique
+        across hosts. Each enrollment starts a new generation.
+
+        :raises EKNotApproved, EKChanged, EKAlreadyRegistered,
+            AKAlreadyRegistered:
+        """
+        _non_empty(hostname, "hostname")
+        _non_empty(group, "group")
+        self._check_registration_values(ek_certificate, ak_public, ak_name)
+        ek_hash = _sha256_hex(ek_public_sha256, "ek_public_sha256")
+        approve = None if approve is None else _sha256_hex(approve,
+                                                           "approve")
+        with self._registration_conflicts(ek_hash, ak_name):
+            with self._writer() as session:
+                host = session.scalars(sa.select(models.Host).where(
+                    models.Host.hostname == hostname)).one_or_none()
+                self._check_ek_approval(host, hostname, ek_hash, approve)
+                if host is None:
+                    host = models.Host(uuid=str(uuid_lib.uuid4()),
+                                       hostname=hostname, host_group=group,
+                                       state="enrolling",
+                                       enrollment_generation=0,
+                                       created_at=self._clock())
+                    session.add(host)
+                    session.flush()
+                registration = self._write_registration(
+                    session, host, ek_certificate, ek_hash, ak_public,
+                    ak_name)
+                host.state = "enrolled"
+                session.flush()
+                return _host(host), registration
+
+    @_translate_errors
+    @_retry_deadlock
+    def reset_enrollment(self, hostname: str) -> Host:
+        """The operator's reset after a TPM or motherboard swap: drop the
+        host's registration, EK approval and IMA replay state; the host is
+        'enrolling' (not attested) until it enrolls again. Its verdict
+        history stays; the next enrollment starts a new generation, so no
+        clock baseline of the old TPM is used again."""
+        with self._writer() as session:
+            host = session.scalars(sa.select(models.Host).where(
+                models.Host.hostname == hostname)).one_or_none()
+            if host is None:
+                raise exception.HostNotFound(host=hostname)
+            for model in (models.Registration, models.IMAState):
+                session.execute(sa.delete(model).where(
+                    model.host_id == host.id))
+            host.approved_ek_sha256 = None
+            host.state = "enrolling"
+            host.updated_at = self._clock()
+            session.flush()
+            return _host(host)
 
     @_translate_errors
     def get_registration(self, host_id: int) -> Registration:
@@ -844,6 +1034,23 @@ class Connection:
         query = query.order_by(host.id)
         with self._reader() as session:
             return [Verdict(*row) for row in session.execute(query)]
+
+    @_translate_errors
+    def latest_clock_verdict(self, host_id: int, generation: int
+                             ) -> Verdict | None:
+        """The newest verdict of ``host_id`` made under enrollment
+        ``generation`` that carries a TPM clock, or None: a conductor's
+        replay baseline must come from the TPM registered now."""
+        query = (sa.select(*_VERDICT_COLUMNS)
+                 .where(_VERDICTS.c.host_id == host_id,
+                        _VERDICTS.c.registration_generation == generation,
+                        _VERDICTS.c.quote_clock.is_not(None))
+                 .order_by(_VERDICTS.c.issued_at.desc(),
+                           _VERDICTS.c.id.desc())
+                 .limit(1))
+        with self._reader() as session:
+            row = session.execute(query).first()
+            return None if row is None else Verdict(*row)
 
     @_translate_errors
     def verdicts_since(self, since: datetime.datetime,

@@ -106,6 +106,8 @@ class Host(Base):
     __table_args__ = (
         sa.UniqueConstraint("uuid", name="uniq_hosts0uuid"),
         sa.UniqueConstraint("hostname", name="uniq_hosts0hostname"),
+        sa.UniqueConstraint("approved_ek_sha256",
+                            name="uniq_hosts0approved_ek_sha256"),
         sa.Index("hosts_host_group_idx", "host_group"),
         sa.CheckConstraint(
             "state IN ('enrolling', 'enrolled', 'disabled')",
@@ -125,19 +127,33 @@ class Host(Base):
         UTCDateTime(), nullable=False)
     updated_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
         UTCDateTime(), nullable=True)
+    # SHA-256 (hex) of the SubjectPublicKeyInfo DER of the EK the operator
+    # approved for this host; NULL before the first enrollment and after
+    # an operator's reset. Unique: one TPM, one host name.
+    approved_ek_sha256: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(64), nullable=True)
+    # How many times the host was enrolled; verdicts record it so a clock
+    # baseline never outlives the registration (the TPM) it came from.
+    enrollment_generation: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, nullable=False, server_default="0")
 
 
 class Registration(Base):
     """The TPM identity bound to a host: one active row per host.
 
-    ``ek_cert_fingerprint`` is unique across hosts: one TPM claimed by two
-    hostnames means one of them is impersonating the other.
+    The EK public key (``ek_public_sha256``) and the AK name are unique
+    across hosts: one TPM claimed by two hostnames means one of them is
+    impersonating the other. ``ek_cert_fingerprint`` (SHA-256 of the DER)
+    is kept for operators but not unique: a certificate has more than one
+    valid encoding.
     """
 
     __tablename__ = "registrations"
     __table_args__ = (
-        sa.UniqueConstraint("ek_cert_fingerprint",
-                            name="uniq_registrations0ek_cert_fingerprint"),
+        sa.UniqueConstraint("ek_public_sha256",
+                            name="uniq_registrations0ek_public_sha256"),
+        sa.UniqueConstraint("ak_name_hex",
+                            name="uniq_registrations0ak_name_hex"),
         _TABLE_ARGS,
     )
 
@@ -153,6 +169,12 @@ class Registration(Base):
                                                      nullable=False)
     ak_name: orm.Mapped[bytes] = orm.mapped_column(sa.LargeBinary,
                                                    nullable=False)
+    ek_public_sha256: orm.Mapped[str] = orm.mapped_column(sa.String(64),
+                                                          nullable=False)
+    ak_name_hex: orm.Mapped[str] = orm.mapped_column(sa.String(132),
+                                                     nullable=False)
+    generation: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, nullable=False, server_default="0")
     registered_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         UTCDateTime(), nullable=False)
 
@@ -246,6 +268,9 @@ class Verdict(Base):
         UTCDateTime(), nullable=False)
     signed_result: orm.Mapped[str | None] = orm.mapped_column(sa.Text,
                                                               nullable=True)
+    # The host's enrollment generation the verdict was made under.
+    registration_generation: orm.Mapped[int | None] = orm.mapped_column(
+        sa.Integer, nullable=True)
 
 
 class IMAState(Base):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.pool_harness import TrustedPool
+from tests.pool_harness import TrustedPool, ek_sha256
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -42,10 +42,18 @@ def manage(conf, *argv: str) -> tuple[int, str, str]:
 
 def test_enroll_capture_create_assign_attest_list(running_pool, tmp_path):
     pool, conf = running_pool
+    first = pool.hosts[0]
+    # Without approval: refused, and the refusal shows the EK hash.
+    code, _, err = manage(conf, "host", "enroll", first.name)
+    assert code == 1 and "EKNotApproved" in err
+    assert ek_sha256(first.tpm) in err
+    assert pool.db.list_hosts() == []
     for host in pool.hosts:
-        code, out, err = manage(conf, "host", "enroll", host.name)
+        code, out, err = manage(conf, "host", "enroll", host.name,
+                                "--ek-sha256", ek_sha256(host.tpm))
         assert code == 0, err
         assert json.loads(out)["host"] == host.name
+        assert json.loads(out)["ek_sha256"] == ek_sha256(host.tpm)
     code, out, err = manage(conf, "policy", "capture", pool.hosts[0].name)
     assert code == 0, err
     bodies = json.loads(out)
