@@ -396,3 +396,183 @@ def test_bad_arguments(pki, kw):
 def test_truncated_ak_public_is_malformed(pki):
     with pytest.raises(exception.MalformedEvidence):
         start(pki, ak=ecc_ak_public()[:-5])
+
+
+# --- TCG EK profile, vendor chains, one EK per registration ----------------
+
+EK_DATA = __import__("pathlib").Path(__file__).parent.parent / "data" / "ek"
+IN_2024 = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def _vendor(name: str) -> bytes:
+    return (EK_DATA / name).read_bytes()
+
+
+@pytest.mark.parametrize("leaf,anchors", [
+    ("stm-ecc-ek.der", ["stm-ecc-intermediate-01.pem"]),
+    ("stm-ecc-ek.der", ["stm-ecc-intermediate-01.pem",
+                        "stm-ecc-root-01.pem"]),
+    ("stm-rsa-ek.der", ["stm-rsa-intermediate-05.pem"]),
+])
+def test_vendor_ek_chains_validate(leaf, anchors):
+    bundle = b"".join(_vendor(a) for a in anchors)
+    chain = en.validate_ek_certificate(_vendor(leaf), bundle, now=IN_2024)
+    assert "STMicroelectronics" in chain[-1].subject.rfc4514_string()
+    assert len(en.ek_public_sha256(chain[0])) == 64
+
+
+def test_vendor_ek_under_the_wrong_anchor_is_refused():
+    with pytest.raises(exception.EKCertificateUntrusted) as info:
+        en.validate_ek_certificate(
+            _vendor("stm-ecc-ek.der"), _vendor("stm-rsa-intermediate-05.pem"),
+            now=IN_2024)
+    assert "STM TPM ECC Intermediate CA 01" in str(info.value)
+
+
+def test_expired_vendor_ek_is_refused():
+    with pytest.raises(exception.EKCertificateUntrusted) as info:
+        en.validate_ek_certificate(
+            _vendor("stm-ecc-ek.der"), _vendor("stm-ecc-intermediate-01.pem"),
+            now=datetime.datetime(2029, 1, 1, tzinfo=datetime.timezone.utc))
+    assert "valid from" in str(info.value)
+
+
+def _leaf(pki: PKI, *, eku=None, usage: dict | None = None,
+          tpm_san: bool = True, signing_key=None, key=None
+          ) -> x509.Certificate:
+    """A leaf under the test EK CA with chosen purposes (a TLS server
+    certificate: eku=[serverAuth], usage={"digital_signature": True})."""
+    flags = dict(digital_signature=False, content_commitment=False,
+                 key_encipherment=False, data_encipherment=False,
+                 key_agreement=False, key_cert_sign=False, crl_sign=False,
+                 encipher_only=False, decipher_only=False)
+    flags.update(usage or {})
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(
+                   NameOID.COMMON_NAME, "compute-1.example.org")]))
+               .issuer_name(pki.inter.subject)
+               .public_key((key or pki.ek_key).public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+               .add_extension(x509.BasicConstraints(False, None), True)
+               .add_extension(x509.KeyUsage(**flags), True))
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), False)
+    if tpm_san:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DirectoryName(x509.Name([
+                x509.NameAttribute(ObjectIdentifier("2.23.133.2.1"),
+                                   "id:00001014"),
+                x509.NameAttribute(ObjectIdentifier("2.23.133.2.2"), "t"),
+                x509.NameAttribute(ObjectIdentifier("2.23.133.2.3"),
+                                   "id:0001")]))]), False)
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("compute-1.example.org")]), False)
+    return builder.sign(signing_key or pki.inter_key, hashes.SHA256())
+
+
+def test_tls_server_leaf_under_a_bundle_ca_is_refused(pki):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    tls = _leaf(pki, eku=[ExtendedKeyUsageOID.SERVER_AUTH],
+                usage={"digital_signature": True}, tpm_san=False)
+    with pytest.raises(exception.EKCertificateUntrusted) as info:
+        en.validate_ek_certificate(der(tls), pki.bundle, now=NOW)
+    assert "not an EK certificate" in str(info.value)
+    assert "keyEncipherment" in str(info.value)
+    # Even with an encipherment key usage, serverAuth is not the EK purpose.
+    tls = _leaf(pki, eku=[ExtendedKeyUsageOID.SERVER_AUTH,
+                          ExtendedKeyUsageOID.CLIENT_AUTH],
+                usage={"key_encipherment": True, "digital_signature": True})
+    with pytest.raises(exception.EKCertificateUntrusted) as info:
+        en.validate_ek_certificate(der(tls), pki.bundle, now=NOW)
+    assert "2.23.133.8.1" in str(info.value)
+    assert "serverAuth, clientAuth" in str(info.value)
+
+
+def test_digital_signature_only_leaf_is_refused(pki):
+    leaf = _leaf(pki, eku=[TCG_EK_EKU], usage={"digital_signature": True})
+    with pytest.raises(exception.EKCertificateUntrusted) as info:
+        en.validate_ek_certificate(der(leaf), pki.bundle, now=NOW)
+    assert "neither keyEncipherment nor keyAgreement" in str(info.value)
+
+
+def test_leaf_without_ek_purpose_needs_an_ek_only_anchor(pki):
+    legacy = _leaf(pki, usage={"key_encipherment": True})
+    with pytest.raises(exception.EKCertificateUntrusted) as info:
+        en.validate_ek_certificate(der(legacy), pki.bundle, now=NOW)
+    assert "ek_only_anchors" in str(info.value)
+    root_fp = en._fingerprint(pki.root)
+    chain = en.validate_ek_certificate(der(legacy), pki.bundle, now=NOW,
+                                       ek_only_anchors=[root_fp.upper()])
+    assert chain[-1] == pki.root
+    # ... but not without the TPM manufacturer name, even there.
+    no_san = _leaf(pki, usage={"key_encipherment": True}, tpm_san=False)
+    with pytest.raises(exception.EKCertificateUntrusted) as info:
+        en.validate_ek_certificate(der(no_san), pki.bundle, now=NOW,
+                                   ek_only_anchors=[root_fp])
+    assert "2.23.133.2.1/2/3" in str(info.value)
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def _rebuild(raw: bytes, old_sig: bytes, new_sig: bytes) -> bytes:
+    """Outer SEQUENCE { tbs, algorithm, BIT STRING signature }."""
+    def skip_header(data: bytes, at: int) -> tuple[int, int]:
+        first = data[at + 1]
+        if first < 0x80:
+            return at + 2, first
+        count = first & 0x7F
+        return at + 2 + count, int.from_bytes(data[at + 2:at + 2 + count],
+                                              "big")
+    start, _ = skip_header(raw, 0)
+    tbs_body, tbs_len = skip_header(raw, start)
+    after_tbs = tbs_body + tbs_len
+    alg_body, alg_len = skip_header(raw, after_tbs)
+    after_alg = alg_body + alg_len
+    prefix = raw[start:after_alg]
+    bits = b"\x00" + new_sig
+    content = prefix + b"\x03" + _der_length(len(bits)) + bits
+    return b"\x30" + _der_length(len(content)) + content
+
+
+def test_ecdsa_re_encoding_gives_no_second_registration():
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    root = make_cert("ECDSA TPM CA", "ECDSA TPM CA", ca_key.public_key(),
+                     ca_key, ca=True)
+    ek_key = rsa_key(2)
+    leaf = make_cert(None, "ECDSA TPM CA", ek_key.public_key(), ca_key,
+                     ca=False)
+    from cryptography.hazmat.primitives.asymmetric.utils import (
+        decode_dss_signature, encode_dss_signature)
+    order = int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2"
+                "FC632551", 16)
+    r, s = decode_dss_signature(leaf.signature)
+    twin = _rebuild(der(leaf), leaf.signature,
+                    encode_dss_signature(r, order - s))
+    assert twin != der(leaf)
+    bundle = pem(root)
+    first = en.validate_ek_certificate(der(leaf), bundle, now=NOW)[0]
+    second = en.validate_ek_certificate(twin, bundle, now=NOW)[0]
+    # Both encodings verify; the identity is the key, not the bytes.
+    assert en.ek_public_sha256(first) == en.ek_public_sha256(second)
+    store = en.DictEnrollmentStore()
+    ek_public = rsa_ek_public(ek_key)
+    for host, cert in (("host-a", der(leaf)), ("host-b", twin)):
+        challenge = en.start_enrollment(
+            host, cert, ek_public, ecc_ak_public(), ca_bundle=bundle,
+            store=store, now=NOW)
+        if host == "host-a":
+            en.complete_enrollment(store, challenge.challenge_id,
+                                   challenge.challenge.secret, now=NOW)
+        else:
+            with pytest.raises(exception.EKAlreadyRegistered) as info:
+                en.complete_enrollment(store, challenge.challenge_id,
+                                       challenge.challenge.secret, now=NOW)
+            assert "host-a" in str(info.value)
+    assert [r.host_id for r in store.registrations()] == ["host-a"]
