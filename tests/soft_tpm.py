@@ -110,11 +110,14 @@ def pcr_digest(hash_alg: int, selection: Sequence[PCRSelection],
 def attest_quote(selection: Sequence[PCRSelection], digest: bytes,
                  nonce: bytes, magic: int = TPM_GENERATED_VALUE,
                  st: int = TPM_ST.ATTEST_QUOTE,
-                 signer_name: bytes = b"\x00\x0b" + b"\x11" * 32) -> bytes:
-    """A TPMS_ATTEST for a quote."""
+                 signer_name: bytes = b"\x00\x0b" + b"\x11" * 32,
+                 clock: int = 123456789, reset_count: int = 7,
+                 restart_count: int = 3) -> bytes:
+    """A TPMS_ATTEST for a quote (``clock`` and the reboot counters are
+    its TPMS_CLOCK_INFO)."""
     return (struct.pack(">IH", magic, st) + marshal_tpm2b(signer_name)
             + marshal_tpm2b(nonce)
-            + struct.pack(">QIIB", 123456789, 7, 3, 1)
+            + struct.pack(">QIIB", clock, reset_count, restart_count, 1)
             + struct.pack(">Q", 0x2019102300163636)
             + marshal_pcr_selection_list(selection) + marshal_tpm2b(digest))
 

@@ -318,6 +318,12 @@ class QuoteReplayed(EvidenceError):
                 "(%(reason)s): an old quote was replayed")
 
 
+class HostNotOwned(Conflict):
+    _msg_fmt = ("Host %(host)s is attested by conductor %(owner)s on the "
+                "hash ring, not by %(conductor)s: send the request to "
+                "%(owner)s")
+
+
 # --- Persistence (trusted_pools.db) ------------------------------------------
 
 class DatabaseUnavailable(TemporaryFailure):

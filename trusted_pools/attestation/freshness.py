@@ -7,6 +7,18 @@ nonce is unpredictable before the epoch starts and different per host, so a
 quote can be neither prepared in advance nor moved to another host. Within
 an epoch the TPM clock defends against a replay of the same quote: it must
 move forward unless the TPM rebooted, and the reboot counters say so.
+
+A conductor that was slow or paused may verify a genuine quote after a
+newer one of the same host (a push queued behind a direct challenge, two
+epochs' pushes out of order, a message the broker delivered twice). Such a
+quote fails the clock check exactly as a replay does, so the conductor also
+keeps an :class:`IssueOrder`: every nonce it issues (epoch or one-off
+challenge) and every quote it accepts takes the next number. A quote over
+a nonce issued *before* the host's last quote was accepted may be older
+than that quote without any foul play: it is late (stale at worst), never
+proof of a replay (:func:`answered_before_accepted`). A quote over a nonce
+issued *after* that acceptance was made after it, so a genuine TPM's clock
+must have moved on: a regression there is a real failure.
 """
 
 from __future__ import annotations
@@ -30,11 +42,42 @@ def host_nonce(epoch_value: bytes, host: str) -> bytes:
                           + host.encode("utf-8")).digest()
 
 
+class IssueOrder:
+    """One conductor's order of issuing nonces and accepting quotes: a
+    counter, thread-safe, that only goes up (never a wall clock, which a
+    pause or an NTP step can move)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> int:
+        with self._lock:
+            self._last += 1
+            return self._last
+
+
+def answered_before_accepted(issued: int | None,
+                             accepted: int | None) -> bool:
+    """The ordering rule: whether a quote over a nonce issued at
+    ``issued`` may legitimately be older than the host's quote accepted at
+    ``accepted`` (both numbers of one :class:`IssueOrder`).
+
+    True only when the nonce was issued before that acceptance: the quote
+    may have been made before the accepted one and verified late. Unknown
+    numbers (a baseline read from the database, evidence whose nonce this
+    conductor did not issue) give False: the clock check decides alone.
+    """
+    return issued is not None and accepted is not None and issued < accepted
+
+
 @dataclass(frozen=True)
 class Epoch:
     epoch_id: str
     value: bytes
     started_at: float
+    #: This epoch's number in the conductor's :class:`IssueOrder`.
+    issued: int | None = None
 
 
 class EpochKeeper:
@@ -44,16 +87,19 @@ class EpochKeeper:
     been in flight when the epoch turned); anything older is stale.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, order: IssueOrder | None = None) -> None:
         self._lock = threading.Lock()
         self._epochs: list[Epoch] = []
         self._counter = 0
+        self._order = order
 
     def start_epoch(self, now: float) -> Epoch:
         with self._lock:
             self._counter += 1
             epoch = Epoch("%d-%s" % (self._counter, os.urandom(4).hex()),
-                          os.urandom(32), now)
+                          os.urandom(32), now,
+                          None if self._order is None
+                          else self._order.next())
             self._epochs = ([epoch] + self._epochs)[:2]
             return epoch
 
@@ -64,10 +110,15 @@ class EpochKeeper:
 
     def expected_nonce(self, epoch_id: str, host: str) -> bytes:
         """The nonce ``host`` must have used, or :class:`StaleEvidence`."""
+        return self.expected(epoch_id, host)[0]
+
+    def expected(self, epoch_id: str, host: str) -> tuple[bytes, int | None]:
+        """The nonce ``host`` must have used and the epoch's issue number,
+        or :class:`StaleEvidence`."""
         with self._lock:
             for epoch in self._epochs:
                 if epoch.epoch_id == epoch_id:
-                    return host_nonce(epoch.value, host)
+                    return host_nonce(epoch.value, host), epoch.issued
         raise exception.StaleEvidence(
             host=host, epoch=epoch_id,
             reason="only the current and the previous epoch are accepted")

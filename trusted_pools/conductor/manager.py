@@ -8,6 +8,17 @@ thread and verified in batches by a worker, whose verdicts are written to
 the database in one transaction per batch; a change of trust is announced
 with a signed notification. Hosts that send nothing for
 ``unknown_after_missed`` epochs get an "unknown" verdict.
+
+The bus is not a trusted channel: any compute host can cast
+``submit_evidence`` in any host's name. So a push that fails verification
+(malformed, bad signature, wrong nonce, stale epoch, wrong host, logs that
+do not replay) never gives a verdict by itself: it earns the named host a
+direct challenge with a one-off nonce, at most one per host per interval,
+and only the answer to that challenge (or silence, which ends in
+"unknown") is recorded. A conductor takes evidence only for the hosts it
+owns on the hash ring. A genuine quote older than one already accepted is
+judged by :func:`freshness.answered_before_accepted`: verified late after
+a pause or a redelivery it is dropped, never called a replay.
 """
 
 from __future__ import annotations
@@ -18,7 +29,8 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Union
 
 import oslo_messaging as messaging
 
@@ -40,6 +52,30 @@ from trusted_pools.tpm import structures
 LOG = logging.getLogger(__name__)
 
 TRUST_EVENT = "trusted_pools.host.trust.update"
+
+# Direct challenges in flight at once: a flood of failing pushes naming
+# many hosts costs at most this many agent calls at a time.
+MAX_CHALLENGES_IN_FLIGHT = 16
+
+
+@dataclass(frozen=True)
+class _Push:
+    """Evidence an agent pushed (unverified: anyone on the bus can)."""
+
+    received_at: float
+    wire: Any
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A host's answer to this conductor's direct challenge (``wire`` is
+    None when the host did not answer)."""
+
+    host: str
+    nonce: bytes
+    issued: int
+    wire: Any
+    received_at: float
 
 
 def _utc(ts: float) -> datetime.datetime:
@@ -75,11 +111,24 @@ class ConductorManager:
         self.banks = list(banks)
         self.batch_size = batch_size
         self.clock = clock
-        self.epochs = freshness.EpochKeeper()
+        self.order = freshness.IssueOrder()
+        self.epochs = freshness.EpochKeeper(self.order)
         self.ring = HashRing([host])
         self._states: dict[str, verifier.HostState] = {}
         self._states_lock = threading.Lock()
-        self._queue: queue.Queue[tuple[float, Any]] = queue.Queue()
+        # Verification of one host's evidence is serialised: the worker,
+        # attest_now (RPC thread) and challenge answers share HostState,
+        # and the ordering rule needs acceptances in issue order.
+        self._verify_lock = threading.RLock()
+        self._queue: queue.Queue[Union[_Push, _Answer]] = queue.Queue()
+        self._challenge_lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        # Host -> time of the last challenge a failing push earned it.
+        self._failure_challenges: dict[str, float] = {}
+        #: Challenges made because a push failed, per host (operators'
+        #: logs and tests read it).
+        self.failure_challenges: dict[str, int] = {}
+        self.spawn: Callable[[Callable[[], None]], None] = _daemon_thread
         self._published: dict[str, tuple[str, int]] = {}
         self._last_evidence: dict[str, float] = {}
         self._policy_cache: dict[str, Any] = {}
@@ -232,20 +281,41 @@ class ConductorManager:
                     "enroll again with an approved EK", host)
         return {"host": host, "state": record.state}
 
+    def _check_owner(self, host: str) -> None:
+        """Refuse a management call for a host another conductor owns:
+        two conductors judging one host would race on its clock baseline
+        and its IMA replay state."""
+        owner = self.refresh_ring().owner(host)
+        if owner != self.host:
+            raise exception.HostNotOwned(host=host, owner=owner,
+                                         conductor=self.host)
+
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def attest_now(self, context: dict, host: str) -> dict[str, Any]:
         """Challenge ``host`` now with a one-off nonce; return its verdict."""
-        state = self._state(host)
-        # A one-off nonce: starting an epoch here would turn the epoch
-        # hosts are answering into a stale one.
-        nonce = os.urandom(32)
-        request = state.request()
-        wire = self.agents.get_evidence(
-            context, host, _b64(nonce), self.banks, request["ima_start"],
-            True, conductor=self.host)
-        verdict = self._verify_wire(state, wire, nonce)
-        token = self._record([(state, verdict)])[0]
-        return {"verdict": _verdict_json(verdict), "signed_result": token}
+        self._check_owner(host)
+        # Twice at most: a push accepted while the host was answering may
+        # be newer than the answer (late, not judged); ask once more.
+        for _ in range(2):
+            state = self._state(host)
+            # A one-off nonce: starting an epoch here would turn the epoch
+            # hosts are answering into a stale one.
+            nonce = os.urandom(32)
+            issued = self.order.next()
+            request = state.request()
+            wire = self.agents.get_evidence(
+                context, host, _b64(nonce), self.banks,
+                request["ima_start"], True, conductor=self.host)
+            if _superseded(state, issued):
+                continue
+            verdict = self._verify_wire(state, wire, nonce, issued)
+            if verdict is not None:
+                token = self._record([(state, verdict)])[0]
+                return {"verdict": _verdict_json(verdict),
+                        "signed_result": token}
+        raise exception.TemporaryFailure(
+            reason="newer evidence of host %s kept arriving while it "
+                   "answered; its latest verdict stands" % host)
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def capture_policy(self, context: dict, host: str) -> dict[str, Any]:
@@ -256,6 +326,7 @@ class ConductorManager:
         pin what verified. Nothing is stored: the operator reviews the
         bodies and creates the policies.
         """
+        self._check_owner(host)
         state = self._state(host)
         # A one-off nonce: starting an epoch here would turn the epoch
         # hosts are answering into a stale one.
@@ -268,7 +339,7 @@ class ConductorManager:
 
     def submit_evidence(self, context: dict, evidence: dict) -> None:
         """Cast by agents: queue for the verification worker."""
-        self._queue.put((self.clock(), evidence))
+        self._queue.put(_Push(self.clock(), evidence))
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def verdicts_since(self, context: dict, since: float
@@ -322,11 +393,16 @@ class ConductorManager:
         """Verify queued evidence in batches; returns how many."""
         batch = self._take_batch(wait)
         verdicts = []
-        for received_at, wire in batch:
+        for item in batch:
             try:
-                outcome = self._verify_pushed(wire, received_at)
+                if isinstance(item, _Answer):
+                    outcome = self._verify_answer(item)
+                else:
+                    outcome = self._verify_pushed(item.wire,
+                                                  item.received_at)
             except Exception:  # noqa: BLE001 - one message, not the batch
                 # Fail closed: no verdict now, "unknown" when it lasts.
+                wire = getattr(item, "wire", None)
                 LOG.exception("Verifying evidence from %r failed",
                               wire.get("host") if isinstance(wire, dict)
                               else "?")
@@ -337,8 +413,8 @@ class ConductorManager:
             self._record(verdicts)
         return len(batch)
 
-    def _take_batch(self, wait: float) -> list[tuple[float, Any]]:
-        batch = []
+    def _take_batch(self, wait: float) -> list[Union[_Push, _Answer]]:
+        batch: list[Union[_Push, _Answer]] = []
         try:
             batch.append(self._queue.get(timeout=wait) if wait
                          else self._queue.get_nowait())
@@ -350,72 +426,210 @@ class ConductorManager:
 
     def _verify_pushed(self, wire: Any, received_at: float
                        ) -> tuple[verifier.HostState, Any] | None:
+        """A verdict only from a push whose quote and logs verify; any
+        other push earns its named host a direct challenge (rate-limited)
+        and gives nothing itself."""
         host = wire.get("host") if isinstance(wire, dict) else None
-        try:
-            state = self._state(host) if isinstance(host, str) else None
-        except exception.NotFound:
-            state = None
-        if state is None:
-            LOG.warning("Evidence from unknown host %r ignored: enroll it "
-                        "first", host if isinstance(host, str) else "?")
+        if not isinstance(host, str):
+            LOG.warning("Evidence without a host name ignored")
             return None
-        now = int(received_at)
+        owner = self.ring.owner(host)
+        if owner != self.host:
+            LOG.warning("Evidence for host %s refused: conductor %s owns "
+                        "it on the hash ring, not %s", host, owner,
+                        self.host)
+            return None
         try:
-            nonce = self.epochs.expected_nonce(str(wire.get("epoch_id")),
-                                               host)
+            state = self._state(host)
+        except exception.NotFound:
+            LOG.warning("Evidence from unknown host %r ignored: enroll it "
+                        "first", host)
+            return None
+        try:
+            nonce, issued = self.epochs.expected(str(wire.get("epoch_id")),
+                                                 host)
             evidence = Evidence.from_wire(wire)
         except exception.EvidenceError as error:
-            return state, verifier.failed_verdict(
-                host, error, verifier.wire_digest(wire), now, self.validity)
-        if verifier.needs_full_evidence(state, evidence):
-            # Only a genuine, fresh quote earns the host a direct
-            # challenge; anything else is judged as it is.
-            try:
-                verifier.check_quote(state, evidence, nonce)
-            except exception.EvidenceError as error:
-                self._reread_registration(host)
-                return state, verifier.failed_verdict(
-                    host, error, evidence.digest(), now, self.validity)
-            return state, self._pull(state)
-        return state, self._verify(state, evidence, nonce)
+            self._push_failed(state, error, received_at)
+            return None
+        with self._verify_lock:
+            if verifier.needs_full_evidence(state, evidence):
+                return self._gap(state, evidence, nonce, issued, received_at)
+            outcome = self._appraise(state, evidence, nonce, issued,
+                                     int(received_at), push=True)
+        if outcome.late is not None:
+            LOG.info("Evidence of host %s verified late (a newer quote was "
+                     "accepted meanwhile): dropped", host)
+            return None
+        if outcome.quote_failed or outcome.evidence_failed:
+            self._push_failed(state, outcome.verdict, received_at,
+                              quote_failed=outcome.quote_failed)
+            return None
+        self._last_evidence[host] = self.clock()
+        return state, outcome.verdict
 
-    def _pull(self, state: verifier.HostState) -> Any:
-        """Challenge the host directly for what the push left out (after a
-        lost message or a conductor restart)."""
+    def _gap(self, state: verifier.HostState, evidence: Evidence,
+             nonce: bytes, issued: int | None, received_at: float) -> None:
+        """The push left out what this conductor lacks (a lost message,
+        a restart): a genuine, fresh quote earns a direct challenge for
+        the whole of it."""
+        try:
+            verifier.check_quote(state, evidence, nonce)
+        except exception.QuoteReplayed as error:
+            if freshness.answered_before_accepted(issued,
+                                                  state.accepted_order):
+                return None
+            self._push_failed(state, error, received_at)
+            return None
+        except exception.EvidenceError as error:
+            self._push_failed(state, error, received_at, quote_failed=True)
+            return None
+        self._challenge(state, "its evidence left out what this conductor "
+                        "lacks", failure=False)
+        return None
+
+    def _push_failed(self, state: verifier.HostState, why: Any,
+                     received_at: float, quote_failed: bool = False
+                     ) -> None:
+        """A push that did not verify: challenge the host it names, unless
+        a quote of that host was accepted after the push arrived, or the
+        host was challenged for a failure less than an interval ago.
+
+        A quote that did not verify may mean the host re-enrolled (a new
+        AK) through another conductor: the challenge then reads the
+        registration again first. Only a granted challenge does, so a
+        flood of forged quotes costs one database read per interval."""
+        reasons = getattr(why, "reasons", None)
+        text = "; ".join(reasons) if reasons else "%s: %s" % (
+            type(why).__name__, getattr(why, "message", why))
+        LOG.warning("Evidence pushed in the name of host %s did not "
+                    "verify (%s); no verdict from it", state.host, text)
+        if self._last_evidence.get(state.host, float("-inf")) > received_at:
+            return
+        self._challenge(state, "pushed evidence did not verify",
+                        failure=True, reread=quote_failed)
+
+    def _challenge(self, state: verifier.HostState, why: str,
+                   failure: bool, reread: bool = False) -> bool:
+        """Challenge the host directly, off the batch path: an agent that
+        answers slowly, or never, holds one challenge thread, not the
+        worker. One challenge per host in flight; at most one per interval
+        for failed pushes."""
+        host = state.host
+        now = self.clock()
+        with self._challenge_lock:
+            if host in self._in_flight:
+                return False
+            if failure:
+                last = self._failure_challenges.get(host)
+                if last is not None and now - last < self.interval:
+                    LOG.info("Host %s was challenged %.1f s ago; not again "
+                             "before the next interval", host, now - last)
+                    return False
+            if len(self._in_flight) >= MAX_CHALLENGES_IN_FLIGHT:
+                LOG.warning("Too many direct challenges in flight; host %s "
+                            "waits for its next epoch", host)
+                return False
+            self._in_flight.add(host)
+            if failure:
+                self._failure_challenges[host] = now
+                self.failure_challenges[host] = \
+                    self.failure_challenges.get(host, 0) + 1
+        if reread:
+            self._reread_registration(host)
+            try:
+                state = self._state(host)
+            except exception.NotFound:
+                with self._challenge_lock:
+                    self._in_flight.discard(host)
+                return False
         nonce = os.urandom(32)
-        request = state.request()
+        issued = self.order.next()
+        ima_start = state.request()["ima_start"]
+        LOG.info("Challenging host %s directly: %s", host, why)
+        self.spawn(lambda: self._ask(host, nonce, issued, ima_start))
+        return True
+
+    def _ask(self, host: str, nonce: bytes, issued: int,
+             ima_start: int) -> None:
+        """Challenge thread: the agent call; the answer is verified by the
+        worker, in queue order with the pushes."""
+        wire = None
         try:
             wire = self.agents.get_evidence(
-                {}, state.host, _b64(nonce), self.banks,
-                request["ima_start"], True, conductor=self.host)
+                {}, host, _b64(nonce), self.banks, ima_start, True,
+                conductor=self.host)
         except messaging.MessagingException as error:
             LOG.warning("Host %s did not answer a direct challenge: %s",
-                        state.host, error)
-            return None
+                        host, error)
         except exception.TrustedPoolsError as error:
             LOG.warning("Host %s could not answer a direct challenge: %s",
-                        state.host, error)
+                        host, error)
+        except Exception:  # noqa: BLE001 - the flag below must clear
+            LOG.exception("Direct challenge of host %s failed", host)
+        self._queue.put(_Answer(host, nonce, issued, wire, self.clock()))
+
+    def _verify_answer(self, answer: _Answer
+                       ) -> tuple[verifier.HostState, Any] | None:
+        """The host's own answer to a direct challenge is judged, whatever
+        it is; silence gives nothing now ("unknown" when it lasts)."""
+        with self._challenge_lock:
+            self._in_flight.discard(answer.host)
+        if answer.wire is None:
             return None
-        return self._verify_wire(state, wire, nonce)
+        try:
+            state = self._state(answer.host)
+        except exception.NotFound:
+            return None
+        if _superseded(state, answer.issued):
+            # A quote of the host was accepted after this challenge was
+            # issued: the host proved itself since, and the answer (asked
+            # for the IMA entries from before that) is not needed.
+            return None
+        verdict = self._verify_wire(state, answer.wire, answer.nonce,
+                                    answer.issued)
+        if verdict is None:
+            LOG.info("Host %s answered a direct challenge with a quote older "
+                     "than one accepted meanwhile: dropped", answer.host)
+            return None
+        return state, verdict
 
     def _verify_wire(self, state: verifier.HostState, wire: Any,
-                     nonce: bytes) -> Any:
+                     nonce: bytes, issued: int | None = None) -> Any:
+        """The verdict on a host's answer to a direct challenge (None if
+        a newer quote was accepted while it answered)."""
         try:
             evidence = Evidence.from_wire(wire)
         except exception.EvidenceError as error:
             return verifier.failed_verdict(
                 state.host, error, verifier.wire_digest(wire),
                 int(self.clock()), self.validity)
-        return self._verify(state, evidence, nonce)
+        with self._verify_lock:
+            outcome = self._appraise(state, evidence, nonce, issued,
+                                     int(self.clock()))
+        if outcome.late is None:
+            # The host answered: a late answer refreshes nothing.
+            self._last_evidence[state.host] = self.clock()
+        return outcome.verdict
 
     def _verify(self, state: verifier.HostState, evidence: Evidence,
                 nonce: bytes) -> Any:
+        with self._verify_lock:
+            return self._appraise(state, evidence, nonce, None,
+                                  int(self.clock())).verdict
+
+    def _appraise(self, state: verifier.HostState, evidence: Evidence,
+                  nonce: bytes, issued: int | None, now: int,
+                  push: bool = False) -> verifier.Outcome:
+        # The acceptance number is taken under the verify lock, so it
+        # orders this acceptance after every nonce issued before it.
         outcome = verifier.verify_and_appraise(
-            state, evidence, nonce, int(self.clock()), self.validity)
-        self._last_evidence[state.host] = self.clock()
-        if outcome.quote_failed:
+            state, evidence, nonce, now, self.validity, issued=issued,
+            accepted=self.order.next())
+        if outcome.quote_failed and not push:
+            # (A failed push rereads only if it earns a challenge.)
             self._reread_registration(state.host)
-        return outcome.verdict
+        return outcome
 
     def _reread_registration(self, host: str) -> None:
         """After a quote that did not verify, read the host's registration
@@ -487,6 +701,16 @@ class ConductorManager:
             self.notifier.info({}, TRUST_EVENT, {
                 "host": v.host, "status": current[0], "level": current[1],
                 "signed_result": token})
+
+
+def _superseded(state: verifier.HostState, issued: int) -> bool:
+    """Whether a quote of the host was accepted after ``issued``."""
+    return state.accepted_order is not None and state.accepted_order > issued
+
+
+def _daemon_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="direct-challenge",
+                     daemon=True).start()
 
 
 def _unique(verdicts: list[tuple[verifier.HostState, Any]]

@@ -118,6 +118,9 @@ class HostState:
     group: str
     ak: structures.Public
     clock: Any = None               # ClockInfo of the last accepted quote
+    # Its number in the conductor's IssueOrder (None: read from the
+    # database, accepted before any nonce this process issued).
+    accepted_order: int | None = None
     boot: BootRecord | None = None
     ima_state: ima.ReplayState | None = None
     # Runtime outcome of the IMA entries already replayed: a bad file
@@ -165,10 +168,18 @@ def needs_full_evidence(state: HostState, evidence: Evidence) -> bool:
 
 @dataclass(frozen=True)
 class Outcome:
-    verdict: Verdict
+    #: None only when ``late``: nothing to judge.
+    verdict: Verdict | None
     reboot: freshness.Reboot | None
     #: The quote itself did not verify (signature, nonce, clock, ...).
     quote_failed: bool = False
+    #: The quote verified, but the event log or IMA log sent with it did
+    #: not replay to it (data the host wrote, which the quote does not
+    #: cover until it replays).
+    evidence_failed: bool = False
+    #: A genuine quote older than one already accepted, over a nonce
+    #: issued before that acceptance: verified late, not replayed.
+    late: exception.QuoteReplayed | None = None
 
 
 def check_quote(state: HostState, evidence: Evidence,
@@ -186,10 +197,18 @@ def check_quote(state: HostState, evidence: Evidence,
 
 def verify_and_appraise(state: HostState, evidence: Evidence,
                         expected_nonce: bytes, now: int,
-                        validity: int) -> Outcome:
+                        validity: int, *, issued: int | None = None,
+                        accepted: int | None = None) -> Outcome:
     """Verify ``evidence`` for ``state.host``; update ``state`` in place
     only with what verified. Any evidence error gives an untrusted verdict
-    whose reasons say why."""
+    whose reasons say why.
+
+    ``issued`` is the issue number of ``expected_nonce`` and ``accepted``
+    the number this acceptance takes (one :class:`freshness.IssueOrder`;
+    the caller serialises verification of a host). A genuine quote that is
+    older than the accepted one while its nonce was issued before that
+    acceptance is late: the outcome has no verdict and changes nothing.
+    """
     digest = evidence.digest()
     try:
         if evidence.host != state.host:
@@ -197,10 +216,16 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
                 what="evidence", reason="sent for host %s to the queue of "
                 "host %s" % (evidence.host, state.host))
         verified, reboot = check_quote(state, evidence, expected_nonce)
+    except exception.QuoteReplayed as error:
+        if freshness.answered_before_accepted(issued, state.accepted_order):
+            return Outcome(None, None, late=error)
+        return Outcome(failed_verdict(state.host, error, digest, now,
+                                      validity), None, quote_failed=True)
     except exception.EvidenceError as error:
         return Outcome(failed_verdict(state.host, error, digest, now,
                                       validity), None, quote_failed=True)
     state.clock = verified.clock_info
+    state.accepted_order = accepted
     if reboot is freshness.Reboot.RESET:
         state.forget_boot()
     policies = state.policy or HostPolicies()
@@ -221,7 +246,8 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
         state.ima_prior = result.outcomes[levels.Rung.RUNTIME]
     return Outcome(appraisal_mod.make_verdict(
         state.host, result, digest, now, validity,
-        min_level_for_trusted=policies.required_level), reboot)
+        min_level_for_trusted=policies.required_level), reboot,
+        evidence_failed=boot_error is not None or runtime_error is not None)
 
 
 def wire_digest(wire: Any) -> str:

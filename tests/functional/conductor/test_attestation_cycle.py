@@ -42,9 +42,14 @@ def sqlite_url(tmp_path):
     return "sqlite:///%s" % (tmp_path / "pool.sqlite")
 
 
+def _owner(pool: TrustedPool, host: str) -> str:
+    """The conductor that owns ``host`` (management calls go there)."""
+    return pool.conductors[0].manager.refresh_ring().owner(host)
+
+
 def _capture_and_assign(pool: TrustedPool, host: str) -> dict:
     api = pool.api()
-    captured = api.capture_policy({}, host)
+    captured = api.capture_policy({}, host, conductor=_owner(pool, host))
     api.create_policy({}, "golden-boot", "measured_boot",
                       captured["measured_boot"])
     api.assign_policy({}, "default", "golden-boot")
@@ -122,8 +127,11 @@ def _wire(pool, host, nonce, epoch_id, **changes):
     return wire
 
 
-def test_bad_input_gives_failed_verdicts_and_harms_no_other_host(
+def test_bad_input_earns_a_challenge_not_a_verdict_and_harms_no_host(
         tmp_path, rabbit_conf, swtpm_pool, swtpm_ca, sqlite_url):
+    """Pushed evidence that does not verify gives no verdict (anyone on
+    the bus can push in any host's name): the named host is challenged
+    directly, at most once per interval, and its own answer decides."""
     from trusted_pools.attestation import freshness
     pool = _make_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                       sqlite_url)
@@ -143,47 +151,35 @@ def test_bad_input_gives_failed_verdicts_and_harms_no_other_host(
                 event_log=base64.b64encode(
                     bytes(17 * 1024 * 1024)).decode()),
         }
-        expected = {"garbage": "MalformedEvidence",
-                    "wrong nonce": "NonceMismatch",
-                    "log over the size limit": "EvidenceTooLarge"}
         victim_id = pool.db.get_host_by_name(victim.name).id
-        for name, wire in cases.items():
-            before = pool.latest()[victim.name].id
-            api.submit_evidence({}, "conductor-a", wire)
-            rejected = _wait_for_verdict(
-                pool, victim_id, before,
-                lambda v: any(expected[name] in r for r in v.reasons))
-            assert rejected.status == "untrusted", (name, rejected)
-            assert rejected.level == 0
-
-        # An old quote replayed: the same evidence twice.
-        replay = _wire(pool, victim, freshness.host_nonce(
-            conductor.manager.epochs.current.value, victim.name),
-            conductor.manager.epochs.current.epoch_id)
         before = pool.latest()[victim.name].id
+        started = time.monotonic()
+        for wire in cases.values():
+            api.submit_evidence({}, "conductor-a", wire)
+        # An old quote replayed: the same evidence twice.
+        replay = _wire(pool, victim, good_nonce, epoch.epoch_id)
         api.submit_evidence({}, "conductor-a", replay)
         api.submit_evidence({}, "conductor-a", replay)
-        replayed = _wait_for_verdict(
-            pool, victim_id, before, lambda v: any(
-                "QuoteReplayed" in r or "StaleEvidence" in r
-                for r in v.reasons))
-        assert replayed.status == "untrusted"
-
         # Evidence naming a host nobody enrolled changes nothing.
-        count = len(pool.db.verdicts_since(_epoch_start()))
         unknown = dict(replay, host="compute-unknown")
         api.submit_evidence({}, "conductor-a", unknown)
-        # The conductor keeps running and the victim recovers with fresh
-        # evidence; the other hosts never stopped being trusted.
+        # The victim keeps being attested, trusted, from its own evidence.
+        fresh = _wait_for_verdict(pool, victim_id, before,
+                                  lambda v: v.status == "trusted")
+        time.sleep(2 * pool.interval)
         latest = pool.wait_for(lambda v: all(
             v[n].status == "trusted" for n in names), timeout=30)
         assert "compute-unknown" not in latest
-        assert len(pool.db.verdicts_since(_epoch_start())) > count
-        for host in (hosts[0], hosts[2]):
+        assert fresh.status == "trusted"
+        for host in hosts:
             history = pool.db.verdict_history(
                 pool.db.get_host_by_name(host.name).id, limit=100)
             assert all(v.status == "trusted" for v in history
-                       if v.policy_versions)
+                       if v.id > before or v.policy_versions), [
+                (v.status, v.reasons) for v in history]
+        intervals = (time.monotonic() - started) / pool.interval
+        challenges = conductor.manager.failure_challenges.get(victim.name, 0)
+        assert 1 <= challenges <= intervals + 1
     finally:
         pool.close()
 
