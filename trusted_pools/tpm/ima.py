@@ -760,7 +760,8 @@ def _ascii_batch(lines: list[bytes], first: int,
 
 def _rejoin_ascii_lines(lines: list[bytes], first: int,
                         th_alg: int | None,
-                        error: exception.IMAEntryInvalid) -> list[bytes]:
+                        error: exception.IMAEntryInvalid,
+                        found: list[bytes] | None = None) -> list[bytes]:
     """Lines regrouped into entries, for a list in which a file name holds
     a newline (the kernel prints names raw, so such an entry spans lines).
 
@@ -769,13 +770,14 @@ def _rejoin_ascii_lines(lines: list[bytes], first: int,
     the name is in that hash, so the cut is the kernel's (and the replay
     into the quoted PCRs checks it again). A violation entry's name is in
     no hash: where it spans lines, nothing can tell where it ends, and the
-    list is refused with the advice to use the binary list.
+    list is refused with the advice to use the binary list. ``found``, if
+    given, receives the entries regrouped before the one refused.
     """
     if th_alg is None:
         th_alg = _template_hash_alg(_first_hash_length(lines) if lines
                                     else 40, None, first)
     new = _bank(th_alg)[2]
-    merged: list[bytes] = []
+    merged: list[bytes] = [] if found is None else found
     i = 0
     while i < len(lines):
         number = first + len(merged)
@@ -848,10 +850,22 @@ def count_entries(data: bytes, fmt: str, *, offset: int = 0,
     end = data.rfind(b"\n", offset) + 1
     if end <= offset:
         return 0, offset
-    batch = _ascii_entries(data[offset:end], first, template_hash_alg, True,
-                           {})
-    k = len(batch.datas) if count is None else min(count, len(batch.datas))
-    return k, offset + batch.end_offset(k)
+    lines = _ascii_lines(data[offset:end])
+    try:
+        batch = _ascii_batch(lines, first, template_hash_alg)
+        _check_recorded(batch, {})
+        entries = lines
+    except exception.IMAEntryInvalid as error:
+        # Count the entries before the one that cannot be cut; the
+        # verifier gets the rest and says why it refuses it.
+        entries = []
+        try:
+            _rejoin_ascii_lines(lines, first, template_hash_alg, error,
+                                entries)
+        except exception.IMAEntryInvalid:
+            pass
+    k = len(entries) if count is None else min(count, len(entries))
+    return k, offset + sum(map(len, entries[:k])) + k
 
 
 def _binary_entry_end(data: bytes, pos: int, th_size: int,
