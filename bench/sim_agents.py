@@ -118,8 +118,9 @@ class Image:
     def tail_b64(self, start: int, end: int) -> str:
         key = (start, end)
         if key not in self._tails:
-            self._tails[key] = base64.b64encode(
-                b"".join(self.lines[start:end])).decode()
+            # Agents send the binary list (names may hold any byte).
+            self._tails[key] = base64.b64encode(ima_gen.ascii_to_binary(
+                b"".join(self.lines[start:end]))).decode()
         return self._tails[key]
 
     def pcrs(self, round_index: int) -> dict[int, bytes]:
@@ -212,14 +213,14 @@ class Fleet:
             ima_next, sent_digest = host.sent.get(conductor, (0, None))
             full_log = sent_digest != image.event_log_digest
             wire = {
-                "version": 1, "host": host.name, "epoch_id": epoch_id,
+                "version": 2, "host": host.name, "epoch_id": epoch_id,
                 "quote": base64.b64encode(attest).decode(),
                 "signature": base64.b64encode(
                     _signature(host.key, attest)).decode(),
                 "pcrs": wire_pcrs,
                 "event_log": image.event_log_b64 if full_log else None,
                 "event_log_digest": image.event_log_digest,
-                "ima": {"start": ima_next,
+                "ima": {"start": ima_next, "format": "binary",
                         "data": image.tail_b64(ima_next, end)},
             }
             host.sent[conductor] = (end, image.event_log_digest)

@@ -2,8 +2,10 @@
 
 An independent, deliberately plain implementation of the kernel's rules, so
 that it can serve as an oracle for trusted_pools.tpm.ima: it never imports
-the product. It writes ascii lists the way ima_fs.c prints them, converts
-ascii lists to the binary format, and replays a list naively.
+the product. It writes ascii lists the way ima_fs.c prints them (names
+raw, so a name holding a newline spans lines), binary entries the way
+ima_fs.c writes binary_runtime_measurements, converts ascii lists to the
+binary format, and replays a list naively.
 """
 
 from __future__ import annotations
@@ -105,6 +107,19 @@ def generate_ascii_log(count: int, *, template: str = "ima-ng",
                 if template != "ima" else bytes(20)
         lines.append(ascii_line(pcr, template, fields, violation))
     return b"".join(lines)
+
+
+def binary_entry(pcr: int, template: str, fields: list[bytes],
+                 violation: bool = False) -> bytes:
+    """One entry as ima_fs.c writes it to binary_runtime_measurements
+    (legacy SHA-1 template hash); the name may hold any byte."""
+    th = bytes(20) if violation else hashlib.sha1(
+        template_data(template, fields)).digest()
+    head = _u32(pcr) + th + _u32(len(template)) + template.encode()
+    if template == "ima":
+        return head + fields[0] + _u32(len(fields[1]) - 1) + fields[1][:-1]
+    tdata = template_data(template, fields)
+    return head + _u32(len(tdata)) + tdata
 
 
 def ascii_to_binary(data: bytes) -> bytes:

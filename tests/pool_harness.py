@@ -67,16 +67,29 @@ class PoolHost:
     tampered_event: int | None = None
     agent: AgentService | None = None
     source_log: pathlib.Path | None = None
+    # The IMA list the agent reads: binary (binary_runtime_measurements,
+    # as agents read by default) or ascii (the kernel's text list).
+    ima_format: str = "binary"
 
 
 def _extend_ima(tpm: swtpm_pool.SwtpmInstance, lines: bytes) -> None:
     """Extend IMA entries into PCR 10 as the kernel does (one template
     hash per bank, computed from the template data)."""
+    _extend_template_data(tpm, [entry.template_data
+                                for entry in ima.parse_ima_log(lines)])
+
+
+def _extend_template_data(tpm: swtpm_pool.SwtpmInstance,
+                          datas: Iterable[bytes]) -> None:
     with tpm.device() as device:
-        for entry in ima.parse_ima_log(lines):
-            data = entry.template_data
+        for data in datas:
             device.pcr_extend(10, {SHA1: hashlib.sha1(data).digest(),
                                    SHA256: hashlib.sha256(data).digest()})
+
+
+def _in_format(host: PoolHost, ascii_lines: bytes) -> bytes:
+    return ascii_lines if host.ima_format == "ascii" else \
+        ima_gen.ascii_to_binary(ascii_lines)
 
 
 def boot_ima(host: PoolHost, count: int, seed: int) -> bytes:
@@ -90,15 +103,38 @@ def boot_ima(host: PoolHost, count: int, seed: int) -> bytes:
         keepends=True)[1:]
     log = first + b"".join(rest)
     _extend_ima(host.tpm, log)
-    host.ima_log_path.write_bytes(log)
+    host.ima_log_path.write_bytes(_in_format(host, log))
     return log
 
 
 def append_ima(host: PoolHost, lines: bytes) -> None:
-    """Run more programs: extend and append new IMA entries."""
+    """Run more programs: extend and append new IMA entries (given as
+    kernel-written ascii lines; written in the host's list format)."""
     _extend_ima(host.tpm, lines)
     with open(host.ima_log_path, "ab") as handle:
-        handle.write(lines)
+        handle.write(_in_format(host, lines))
+
+
+def measure_file(host: PoolHost, name: bytes, digest: bytes,
+                 violation: bool = False) -> None:
+    """The kernel measures a file called ``name`` (any bytes but NUL, a
+    newline included) whose content has SHA-256 ``digest``: one ima-ng
+    entry extended into PCR 10 and appended to the host's list, the
+    ascii one printing the name raw as ima_fs.c does."""
+    if violation:
+        digest = bytes(32)
+    fields = [b"sha256:\0" + digest, name + b"\0"]
+    entry = (ima_gen.ascii_line(10, "ima-ng", fields, violation)
+             if host.ima_format == "ascii" else
+             ima_gen.binary_entry(10, "ima-ng", fields, violation))
+    data = ima_gen.template_data("ima-ng", fields)
+    with host.tpm.device() as device:
+        device.pcr_extend(10, {SHA1: b"\xff" * 20, SHA256: b"\xff" * 32}
+                          if violation else
+                          {SHA1: hashlib.sha1(data).digest(),
+                           SHA256: hashlib.sha256(data).digest()})
+    with open(host.ima_log_path, "ab") as handle:
+        handle.write(entry)
 
 
 @dataclass
@@ -135,7 +171,8 @@ class TrustedPool:
 
     def add_hosts(self, count: int, log: str = "ubuntu-2104",
                   tamper: Iterable[int] = (), ima_entries: int = 50,
-                  lying_log: bool = False) -> list[PoolHost]:
+                  lying_log: bool = False,
+                  ima_format: str = "binary") -> list[PoolHost]:
         """Start ``count`` booted hosts; those at the positions in
         ``tamper`` booted an unapproved kernel and log it honestly (or,
         with ``lying_log``, keep logging the approved one)."""
@@ -151,7 +188,7 @@ class TrustedPool:
             swtpm_pool.boot_from_event_log(tpm, log_path, tamper=event)
             host = PoolHost(name, tpm, self.workdir / ("%s.eventlog" % name),
                             self.workdir / ("%s.ima" % name), event,
-                            source_log=log_path)
+                            source_log=log_path, ima_format=ima_format)
             logged = log_path.read_bytes()
             if event is not None and not lying_log:
                 logged = honest_tampered_log(logged, event)
@@ -175,7 +212,8 @@ class TrustedPool:
             host.agent = AgentService(
                 self.conf, host=host.name, tcti=host.tpm.tcti,
                 event_log_path=str(host.event_log_path),
-                ima_log_path=str(host.ima_log_path))
+                ima_log_path=str(host.ima_log_path),
+                ima_log_format=host.ima_format)
             host.agent.start()
 
     def start_conductor(self, name: str) -> ConductorService:

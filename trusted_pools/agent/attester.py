@@ -6,15 +6,143 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from trusted_pools import exception
 from trusted_pools.attestation import enrollment
 from trusted_pools.attestation.evidence import Evidence, IMATail
+from trusted_pools.tpm import constants
 from trusted_pools.tpm import device as tpm_device
+from trusted_pools.tpm import ima
 
 # Every PCR of each requested bank: the verifier decides what matters.
 ALL_PCRS = tuple(range(24))
+# Bytes read back to check that a remembered position is still in the same
+# list: the start of the list (its boot_aggregate differs from boot to
+# boot) and the bytes just before the position.
+_MARK_CHECK = 128
+# Remembered positions: one per conductor's next start and the direct
+# challenges' restart points is plenty.
+_MAX_MARKS = 16
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """Entry ``entries + 1`` of the IMA list starts at byte ``offset``;
+    ``before`` holds the _MARK_CHECK bytes before it."""
+
+    entries: int
+    offset: int
+    before: bytes
+
+
+class IMAListReader:
+    """Reads the tail of the host's IMA list from entry N on.
+
+    Entries are counted, never lines: a binary list is walked by its length
+    fields (a file name may hold any byte, a newline included). Walking
+    100,000 entries each round would cost more than the rest of the
+    evidence, so the byte offsets of the last positions sent are
+    remembered and the next tail is read from there, after checking that
+    the list there is still the same one (its first bytes, with the
+    boot_aggregate that differs from boot to boot, and the bytes just
+    before the position).
+    """
+
+    def __init__(self, path: str, fmt: str = "binary",
+                 template_hash_alg: int | None = None) -> None:
+        if fmt not in ("binary", "ascii"):
+            raise exception.ConfigInvalid(
+                reason="[agent] ima_log_format %r is neither binary nor "
+                       "ascii" % fmt)
+        self.path = path
+        self.fmt = fmt
+        self.template_hash_alg = template_hash_alg
+        self._head = b""
+        self._marks: dict[int, _Mark] = {}
+        self._lock = threading.Lock()
+
+    def tail(self, start: int) -> IMATail | None:
+        """Entries from number ``start + 1`` on (all of them, from 0, when
+        the list holds fewer than ``start``: the host rebooted). None when
+        there is no list."""
+        with self._lock:
+            marks = [m for m in self._marks.values() if m.entries <= start]
+            if marks:
+                mark = max(marks, key=lambda m: m.entries)
+                data = self._read_at(mark)
+                if data is not None:
+                    want = start - mark.entries
+                    walked, offset = self._count(data, _MARK_CHECK, want,
+                                                 mark.entries + 1)
+                    if walked == want:
+                        return self._finish(data, mark.offset - _MARK_CHECK,
+                                            start, offset)
+            self._marks.clear()
+            data = self._read_all()
+            if data is None:
+                return None
+            self._head = data[:_MARK_CHECK]
+            walked, offset = self._count(data, 0, start, 1)
+            if walked < start:
+                # Shorter than the verifier thinks: the host rebooted.
+                # Send it all; the verifier sees the reboot too.
+                start, offset = 0, 0
+            return self._finish(data, 0, start, offset)
+
+    def _finish(self, data: bytes, base: int, start: int, offset: int
+                ) -> IMATail:
+        """The tail from ``offset`` of ``data`` (read from file offset
+        ``base``), remembering where it starts and ends."""
+        count, end = self._count(data, offset, None, start + 1)
+        self._remember(start, base, offset, data)
+        self._remember(start + count, base, end, data)
+        return IMATail(start, data[offset:], self.fmt,
+                       self.template_hash_alg, count=count)
+
+    def _count(self, data: bytes, offset: int, count: int | None,
+               first: int) -> tuple[int, int]:
+        return ima.count_entries(data, self.fmt, offset=offset, count=count,
+                                 first=first,
+                                 template_hash_alg=self.template_hash_alg)
+
+    def _remember(self, entries: int, base: int, offset: int,
+                  data: bytes) -> None:
+        if offset < _MARK_CHECK or len(self._head) < _MARK_CHECK:
+            return
+        if len(self._marks) >= _MAX_MARKS and entries not in self._marks:
+            del self._marks[min(self._marks)]
+        self._marks[entries] = _Mark(entries, base + offset,
+                                     data[offset - _MARK_CHECK:offset])
+
+    def _read_all(self) -> bytes | None:
+        try:
+            with open(self.path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
+
+    def _read_at(self, mark: _Mark) -> bytes | None:
+        """The list from ``_MARK_CHECK`` bytes before ``mark`` on; None when
+        it is no longer the list the mark was taken in."""
+        try:
+            with open(self.path, "rb") as handle:
+                if handle.read(len(self._head)) != self._head:
+                    return None
+                handle.seek(mark.offset - _MARK_CHECK)
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
+        return data if data[:_MARK_CHECK] == mark.before else None
+
+    def _unreadable(self, exc: OSError) -> exception.TemporaryFailure:
+        return exception.TemporaryFailure(
+            reason="cannot read %s: %s" % (self.path, exc.strerror))
 
 
 class Attester:
@@ -31,6 +159,8 @@ class Attester:
                  ak_alg: str = "ecc", ek_kind: str = "rsa2048",
                  event_log_path: str | None = None,
                  ima_log_path: str | None = None,
+                 ima_log_format: str = "binary",
+                 ima_template_hash: str = "sha1",
                  pcr_read_retries: int = 5) -> None:
         self.host = host
         self._open_device = open_device
@@ -41,6 +171,10 @@ class Attester:
         self.ek_kind = ek_kind
         self.event_log_path = event_log_path or None
         self.ima_log_path = ima_log_path or None
+        th_alg = None if ima_template_hash == "sha1" else int(
+            constants.hash_by_name(ima_template_hash).alg)
+        self._ima = None if self.ima_log_path is None else IMAListReader(
+            self.ima_log_path, ima_log_format, th_alg)
         self.pcr_read_retries = pcr_read_retries
 
     def _with_device(self, action: Callable[[tpm_device.TPMDevice], object]):
@@ -124,20 +258,7 @@ class Attester:
                 reason="cannot read %s: %s" % (path, exc.strerror)) from exc
 
     def _ima_tail(self, start: int) -> IMATail | None:
-        data = self._read(self.ima_log_path)
-        if data is None:
-            return None
-        # Entries end at "\n" only, as the kernel writes them and the
-        # verifier counts them: a path may hold any other byte.
-        offset = 0
-        for _ in range(start):
-            end = data.find(b"\n", offset)
-            if end < 0:
-                # Shorter than the verifier thinks: the host rebooted.
-                # Send it all; the verifier sees the reboot too.
-                return IMATail(0, data)
-            offset = end + 1
-        return IMATail(start, data[offset:])
+        return None if self._ima is None else self._ima.tail(start)
 
 
 def parse_handle(text: str) -> int:
@@ -153,5 +274,5 @@ def default_open_device(tcti: str) -> Callable[[], tpm_device.TPMDevice]:
     return lambda: tpm_device.TPMDevice(tcti)
 
 
-__all__ = ["Attester", "ALL_PCRS", "default_open_device", "parse_handle",
-           "os"]
+__all__ = ["Attester", "ALL_PCRS", "IMAListReader", "default_open_device",
+           "parse_handle", "os"]

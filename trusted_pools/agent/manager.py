@@ -81,7 +81,9 @@ class AgentManager:
                   ) -> None:
         self._sent[conductor] = _Sent(
             sent.ima_next if evidence.ima is None
-            else evidence.ima.start + evidence.ima.data.count(b"\n"),
+            else evidence.ima.start + (
+                evidence.ima.data.count(b"\n") if evidence.ima.count is None
+                else evidence.ima.count),
             evidence.event_log_digest)
 
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,

@@ -22,7 +22,8 @@ class AgentService:
     def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
                  tcti: str | None = None,
                  event_log_path: str | None = None,
-                 ima_log_path: str | None = None) -> None:
+                 ima_log_path: str | None = None,
+                 ima_log_format: str | None = None) -> None:
         self.host = host or conf.agent.host
         tcti = tcti or conf.tpm.tcti
         self.attester = attester_mod.Attester(
@@ -33,6 +34,8 @@ class AgentService:
                             else conf.agent.event_log_path),
             ima_log_path=(ima_log_path if ima_log_path is not None
                           else conf.agent.ima_log_path),
+            ima_log_format=ima_log_format or conf.agent.ima_log_format,
+            ima_template_hash=conf.agent.ima_template_hash,
             pcr_read_retries=conf.agent.pcr_read_retries)
         self._conductors = conductor_rpcapi.ConductorAPI()
         self.manager = agent_manager.AgentManager(

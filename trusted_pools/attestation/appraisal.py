@@ -821,7 +821,7 @@ _PASSING_LINES = _PassingLines()
 def _check_ima_entries(check: _Check, log: ima.VerifiedIMALog,
                        policy: RuntimePolicy) -> None:
     label = _label(policy)
-    lines = log.ascii_lines
+    lines = log.entry_keys
     if lines is None or len(lines) != log.covered:
         for entry in log.entries:
             _check_ima_entry(check, entry, policy, label)

@@ -5,6 +5,14 @@ conductor parses it with :func:`Evidence.from_wire`, which accepts nothing
 but the documented shape and sizes: whatever an agent sends, a malformed
 message becomes :class:`MalformedEvidence` (or :class:`EvidenceTooLarge`)
 and so a failed verdict, never a crash.
+
+Wire versions: 2 (sent since the binary IMA list) says the format of its
+IMA tail (``ima.format``: ``binary`` or ``ascii``; ``ima.template_hash_alg``
+names the template-hash algorithm of a per-bank binary list, SHA-1 when
+absent). Version 1 messages (older agents) are still accepted: their IMA
+tail is ascii, and they may not carry the new keys. An older conductor
+refuses a version 2 message with "unsupported version 2", so conductors are
+upgraded before agents.
 """
 
 from __future__ import annotations
@@ -12,13 +20,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from trusted_pools import exception
 from trusted_pools.tpm import constants
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+# Versions from_wire accepts: 1 is the ascii-only IMA tail of older agents.
+ACCEPTED_WIRE_VERSIONS = (1, 2)
+IMA_FORMATS = ("binary", "ascii")
+_IMA_KEYS = frozenset(("start", "data", "format", "template_hash_alg"))
 _MAX_QUOTE = 4096
 _MAX_SIGNATURE = 1024
 # Other binary fields on the bus: nonces, keys, certificates, credentials.
@@ -35,10 +47,23 @@ class Limits:
 
 @dataclass(frozen=True)
 class IMATail:
-    """IMA entries after the first ``start`` ones (ascii lines)."""
+    """IMA entries after the first ``start`` ones, in ``fmt``: ``binary``
+    (binary_runtime_measurements: length-prefixed, a name may hold any
+    byte) or ``ascii`` (one entry per line). ``template_hash_alg`` is the
+    TPM algorithm of a binary list's template hashes (None: SHA-1, the
+    kernel's legacy list). ``count`` is how many whole entries ``data``
+    holds, as the agent counted them; it is not sent, and the verifier
+    counts for itself."""
 
     start: int
     data: bytes
+    fmt: str = "ascii"
+    template_hash_alg: int | None = None
+    count: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.fmt not in IMA_FORMATS:
+            raise ValueError("fmt must be one of %s" % (IMA_FORMATS,))
 
 
 @dataclass(frozen=True)
@@ -65,18 +90,27 @@ class Evidence:
             "event_log": (None if self.event_log is None
                           else encode_b64(self.event_log)),
             "event_log_digest": self.event_log_digest,
-            "ima": (None if self.ima is None else
-                    {"start": self.ima.start,
-                     "data": encode_b64(self.ima.data)}),
+            "ima": (None if self.ima is None else self.ima_to_wire()),
         }
+
+    def ima_to_wire(self) -> dict[str, Any]:
+        assert self.ima is not None
+        wire: dict[str, Any] = {"start": self.ima.start,
+                                "data": encode_b64(self.ima.data),
+                                "format": self.ima.fmt}
+        if self.ima.template_hash_alg is not None:
+            wire["template_hash_alg"] = constants.hash_algorithm(
+                self.ima.template_hash_alg).name
+        return wire
 
     @classmethod
     def from_wire(cls, wire: Any, limits: Limits = Limits()) -> "Evidence":
         """Strictly parse an agent's message; typed errors only."""
         if not isinstance(wire, Mapping):
             raise _malformed("not a mapping")
-        if wire.get("version") != WIRE_VERSION:
-            raise _malformed("unsupported version %r" % (wire.get("version"),))
+        version = wire.get("version")
+        if isinstance(version, bool) or version not in ACCEPTED_WIRE_VERSIONS:
+            raise _malformed("unsupported version %r" % (version,))
         host = _text(wire, "host", 255)
         event_log = _optional_b64(wire, "event_log", limits.max_event_log)
         digest = wire.get("event_log_digest")
@@ -93,14 +127,18 @@ class Evidence:
             pcrs=_pcrs(wire.get("pcrs")),
             event_log=event_log,
             event_log_digest=digest,
-            ima=_ima(wire.get("ima"), limits.max_ima))
+            ima=_ima(wire.get("ima"), limits.max_ima, version))
 
     def digest(self) -> str:
         """SHA-256 over the evidence's signed and replayed parts."""
         h = hashlib.sha256()
+        ima_format = b"" if self.ima is None or self.ima.fmt == "ascii" \
+            else ("%s:%s" % (self.ima.fmt, self.ima.template_hash_alg)
+                  ).encode()
         for part in (self.quote, self.signature,
                      (self.event_log_digest or "").encode(),
-                     b"" if self.ima is None else self.ima.data):
+                     b"" if self.ima is None else self.ima.data,
+                     ima_format):
             h.update(len(part).to_bytes(8, "big"))
             h.update(part)
         return h.hexdigest()
@@ -183,12 +221,37 @@ def _pcrs(value: Any) -> dict[int, dict[int, bytes]]:
     return pcrs
 
 
-def _ima(value: Any, limit: int) -> IMATail | None:
+def _ima(value: Any, limit: int, version: int) -> IMATail | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise _malformed("ima must be a mapping")
+    unknown = sorted(str(k) for k in value if k not in _IMA_KEYS)
+    if unknown:
+        raise _malformed("ima has unknown keys %s" % ", ".join(unknown))
     start = value.get("start")
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise _malformed("ima.start must be an integer >= 0")
-    return IMATail(start, decode_b64(value.get("data"), "ima.data", limit))
+    if version < 2:
+        # Older agents read the ascii list and say nothing of formats.
+        if "format" in value or "template_hash_alg" in value:
+            raise _malformed("ima.format needs wire version 2")
+        fmt = "ascii"
+    else:
+        fmt = value.get("format")
+        if fmt not in IMA_FORMATS:
+            raise _malformed("ima.format must be one of %s"
+                             % ", ".join(IMA_FORMATS))
+    th_alg = None
+    name = value.get("template_hash_alg")
+    if name is not None:
+        if fmt != "binary" or not isinstance(name, str):
+            raise _malformed("ima.template_hash_alg is a hash name, for a "
+                             "binary list only")
+        try:
+            th_alg = int(constants.hash_by_name(name).alg)
+        except exception.UnsupportedAlgorithm:
+            raise _malformed("ima.template_hash_alg %r is no known hash"
+                             % name[:40]) from None
+    return IMATail(start, decode_b64(value.get("data"), "ima.data", limit),
+                   fmt, th_alg)

@@ -126,8 +126,12 @@ class HostState:
     # Runtime outcome of the IMA entries already replayed: a bad file
     # stays bad until the host reboots.
     ima_prior: levels.Outcome | None = None
-    # IMA lines received after the quoted prefix: replayed next round.
+    # IMA entries received after the quoted prefix (whole ones, then maybe
+    # the start of one not yet read in full), in ima_pending_format:
+    # replayed next round.
     ima_pending: bytes = b""
+    ima_pending_entries: int = 0
+    ima_pending_format: tuple[str, int | None] | None = None
     policy: HostPolicies | None = None
     # The host's enrollment generation this state (AK, clock) belongs to.
     registration: int = 0
@@ -139,7 +143,7 @@ class HostState:
     @property
     def ima_expected_start(self) -> int:
         """Entry number the host's next IMA tail must start at."""
-        return self.ima_replayed + self.ima_pending.count(b"\n")
+        return self.ima_replayed + self.ima_pending_entries
 
     def request(self) -> dict[str, Any]:
         """What to ask of the host in a direct challenge."""
@@ -153,6 +157,8 @@ class HostState:
         self.ima_state = None
         self.ima_prior = None
         self.ima_pending = b""
+        self.ima_pending_entries = 0
+        self.ima_pending_format = None
 
 
 def needs_full_evidence(state: HostState, evidence: Evidence) -> bool:
@@ -322,39 +328,51 @@ def _verified_runtime(state: HostState, evidence: Evidence,
         return None, exception.EvidenceError(
             reason="the quoted IMA banks changed; replaying from the first "
                    "entry next round")
-    if evidence.ima.start == state.ima_expected_start:
-        data = state.ima_pending + evidence.ima.data
-    elif evidence.ima.start == state.ima_replayed:
-        data = evidence.ima.data  # a direct challenge resends the pending
+    tail = evidence.ima
+    fmt = (tail.fmt, tail.template_hash_alg)
+    if tail.start == state.ima_expected_start and (
+            not state.ima_pending or state.ima_pending_format == fmt):
+        data = state.ima_pending + tail.data
+    elif tail.start == state.ima_replayed:
+        data = tail.data  # a direct challenge resends the pending
     else:
         return None, exception.EvidenceError(
             reason="IMA log sent from entry %d, expected %d"
-            % (evidence.ima.start, state.ima_expected_start))
+            % (tail.start, state.ima_expected_start))
     try:
-        result = ima.verify_ima_log(data, quoted, start, fmt="ascii",
-                                    tail=True)
+        result = ima.verify_ima_log(data, quoted, start, fmt=tail.fmt,
+                                    tail=True,
+                                    template_hash_alg=tail.template_hash_alg)
     except exception.EvidenceError as error:
         # Keep the old state: the next round replays the same entries.
         return None, error
     state.ima_state = replace(result.state, offset=None)
-    # The covered lines as the IMA module cut them (at "\n" only): the
-    # pending part starts right after the last of them.
-    covered = list(result.ascii_lines or ())
-    state.ima_pending = data[sum(len(line) + 1 for line in covered):]
-    return _with_entry_cache(result, covered), None
+    # The whole entries after the covered ones, as the parser cut them (in
+    # an ascii list a name may span lines): counted in entries, never in
+    # newlines. A partly read last entry is dropped: the agent counts whole
+    # entries too, and sends that one again, complete, next round.
+    end = result.end if result.end is not None else len(data)
+    state.ima_pending = data[end:len(data) - result.incomplete]
+    state.ima_pending_entries = result.uncovered
+    state.ima_pending_format = fmt
+    return _with_entry_cache(result), None
 
 
 class _EntryCache:
-    """Parsed IMA entries by the exact bytes of their ascii line.
+    """Parsed IMA entries by the exact bytes they were parsed from
+    (:attr:`~trusted_pools.tpm.ima.VerifiedIMALog.entry_keys`: an ascii
+    entry's text, or a binary entry's bytes tagged with its template-hash
+    algorithm).
 
     Appraisal reads every new entry's path and file digest, and the strict
     parser that builds an entry costs ten times the replay of its line.
     The hosts of one image run the same programs, so the same lines come
     back from host after host (and round after round): a line's entry,
     apart from its number in the log, is a function of the line's bytes
-    alone (the template-hash algorithm follows from the hash's length),
-    so an entry parsed once is reused for every identical line. Only
-    lines of a verified (replayed) prefix are looked up or stored, and a
+    alone (for ascii the template-hash algorithm follows from the hash's
+    length; a binary key names it), so an entry parsed once is reused for
+    every identical key. Only entries of a verified (replayed) prefix are
+    looked up or stored, and a
     miss parses the whole round the normal way. Bounded: when full it is
     emptied and refills from the next rounds.
     """
@@ -390,10 +408,10 @@ if _ENTRY_FIELDS[0] != "line":  # entries are rebuilt positionally
 _ENTRY_CACHE = _EntryCache()
 
 
-def _with_entry_cache(result: ima.VerifiedIMALog, lines: list[bytes]
-                      ) -> ima.VerifiedIMALog:
+def _with_entry_cache(result: ima.VerifiedIMALog) -> ima.VerifiedIMALog:
     """``result`` whose entries come from :data:`_ENTRY_CACHE` when every
-    covered line is in it (same result otherwise)."""
+    covered entry's key is in it (same result otherwise)."""
+    lines = list(result.entry_keys or ())
     if not lines:
         return result
     first = result.start.entries + 1
@@ -408,7 +426,8 @@ def _with_entry_cache(result: ima.VerifiedIMALog, lines: list[bytes]
 
     return ima.VerifiedIMALog(result.state, result.start, result.covered,
                               result.uncovered, result.sha1_padded,
-                              materialise, result.ascii_lines)
+                              materialise, result.entry_keys, fmt=result.fmt,
+                              end=result.end, incomplete=result.incomplete)
 
 
 def capture(ak: structures.Public, evidence: Evidence, nonce: bytes
@@ -425,8 +444,9 @@ def capture(ak: structures.Public, evidence: Evidence, nonce: bytes
     quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
               if IMA_PCR in pcrs}
     if evidence.ima is not None and evidence.ima.start == 0 and quoted:
-        runtime = ima.verify_ima_log(evidence.ima.data, quoted,
-                                     fmt="ascii", tail=True)
+        runtime = ima.verify_ima_log(
+            evidence.ima.data, quoted, fmt=evidence.ima.fmt, tail=True,
+            template_hash_alg=evidence.ima.template_hash_alg)
         captured[policy_mod.KIND_RUNTIME] = \
             appraisal_mod.capture_runtime_policy(runtime, verified.pcrs)
     return captured

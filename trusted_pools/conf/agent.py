@@ -18,9 +18,27 @@ opts = [
                help="Measured-boot event log of this host, as the kernel "
                     "exposes it. Empty: send no event log."),
     cfg.StrOpt("ima_log_path",
-               default="/sys/kernel/security/ima/ascii_runtime_measurements",
-               help="IMA runtime measurement list (ascii). Empty: send no "
-                    "IMA log."),
+               default="/sys/kernel/security/ima/binary_runtime_measurements",
+               help="IMA runtime measurement list, in the format "
+                    "ima_log_format says. Empty: send no IMA log."),
+    cfg.StrOpt("ima_log_format", default="binary",
+               choices=[("binary", "binary_runtime_measurements: "
+                         "length-prefixed entries; a file name may hold any "
+                         "byte"),
+                        ("ascii", "ascii_runtime_measurements: one entry per "
+                         "line; a file name holding a newline spans lines "
+                         "and its entry must be found by its template hash "
+                         "(a violation entry cannot be, and makes the host "
+                         "untrusted until it reboots)")],
+               help="Format of the list at ima_log_path. Use binary."),
+    cfg.StrOpt("ima_template_hash", default="sha1",
+               choices=[("sha1", "the kernel's legacy list"),
+                        ("sha256", "binary_runtime_measurements_sha256"),
+                        ("sha384", "binary_runtime_measurements_sha384"),
+                        ("sha512", "binary_runtime_measurements_sha512")],
+               help="Hash algorithm of the template hashes in a binary list "
+                    "at ima_log_path (newer kernels publish one list per "
+                    "PCR bank, named by its algorithm)."),
     cfg.IntOpt("pcr_read_retries", default=5, min=1, max=100,
                help="How often to retry reading PCR values that changed "
                     "while the quote was taken (IMA extends PCR 10 at any "

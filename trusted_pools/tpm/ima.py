@@ -69,9 +69,11 @@ __all__ = [
     "VerifiedIMALog",
     "boot_aggregate_matches",
     "compute_boot_aggregate",
+    "count_entries",
     "parse_ima_log",
     "replay_ima",
     "verify_ima_log",
+    "walk_binary_entries",
 ]
 
 IMA_PCR = 10
@@ -86,7 +88,14 @@ _U32LE = struct.Struct("<I")
 # u32le encodings of name-field lengths up to PATH_MAX + 1, so the hot loop
 # indexes a list instead of calling struct.pack per entry.
 _NAME_LENGTHS = tuple(_U32LE.pack(n) for n in range(4098))
+_U16BE = struct.Struct(">H")
 _SM3 = 0x0012  # TPM_ALG_SM3_256
+_IMA_TEMPLATE_BYTES = templates.IMA_TEMPLATE.encode()
+# PATH_MAX plus the rest of a line: no longer text can be one entry.
+_MAX_ASCII_ENTRY = 4096 + 1024
+# No kernel template carries more than a signature, a buffer (keys,
+# kexec command lines, ...) and a few names; 16 MiB bounds a lying length.
+_MAX_TEMPLATE_DATA = 16 * 1024 * 1024
 
 
 # --- hash algorithms ---------------------------------------------------------
@@ -251,33 +260,52 @@ class VerifiedIMALog:
     (appended after the quote; verified next time). ``sha1_padded`` says the
     pre-5.1 kernel rule was needed.
 
-    ``ascii_lines`` (ascii lists only, else None) holds the exact bytes of
-    the covered lines: ``entries[i]`` is parsed from ``ascii_lines[i]``
-    and, apart from its number, is a function of those bytes alone. It
-    lets a caller recognise a line it has judged before without building
-    its entry; the bytes count only as the entry they parse to (the
-    template name in them is not covered, as above).
+    ``entry_keys`` holds, per covered entry, the exact bytes it was parsed
+    from: its ascii text (lines joined by "\\n" where a name holds a
+    newline), or for a binary list a NUL, the template-hash algorithm
+    (u16 big-endian) and the entry's bytes. ``entries[i]`` is, apart from
+    its number, a function of ``entry_keys[i]`` alone, and keys of the two
+    formats never collide (no ascii entry starts with NUL). It lets a
+    caller recognise an entry it has judged before without building it;
+    the bytes count only as the entry they parse to (the template name in
+    them is not covered, as above).
+
+    ``fmt`` is the list's format; ``end`` the offset in the given data just
+    after the last covered entry, so that ``data[end:]`` is what is left
+    for the next round: ``uncovered`` whole entries, then ``incomplete``
+    bytes of an entry not yet fully read (binary lists only).
     """
 
     __slots__ = ("state", "start", "covered", "uncovered", "sha1_padded",
-                 "ascii_lines", "_materialise", "_entries")
+                 "entry_keys", "fmt", "end", "incomplete", "_materialise",
+                 "_entries")
 
     def __init__(self, state: ReplayState, start: ReplayState, covered: int,
                  uncovered: int, sha1_padded: bool,
                  materialise: Callable[[], tuple[IMAEntry, ...]],
-                 ascii_lines: tuple[bytes, ...] | None = None) -> None:
-        if ascii_lines is not None and len(ascii_lines) != covered:
+                 entry_keys: tuple[bytes, ...] | None = None, *,
+                 fmt: str | None = None, end: int | None = None,
+                 incomplete: int = 0) -> None:
+        if entry_keys is not None and len(entry_keys) != covered:
             raise exception.InvalidParameterValue(
-                name="ascii_lines", reason="must hold one line per covered "
+                name="entry_keys", reason="must hold one key per covered "
                 "entry")
         self.state = state
         self.start = start
         self.covered = covered
         self.uncovered = uncovered
         self.sha1_padded = sha1_padded
-        self.ascii_lines = ascii_lines
+        self.entry_keys = entry_keys
+        self.fmt = fmt
+        self.end = end
+        self.incomplete = incomplete
         self._materialise = materialise
         self._entries: tuple[IMAEntry, ...] | None = None
+
+    @property
+    def ascii_lines(self) -> tuple[bytes, ...] | None:
+        """The covered entries' ascii text (ascii lists only, else None)."""
+        return self.entry_keys if self.fmt == "ascii" else None
 
     @property
     def entries(self) -> tuple[IMAEntry, ...]:
@@ -637,7 +665,7 @@ class _Batch:
     """
 
     __slots__ = ("datas", "recorded", "violations", "pcrs", "th_alg",
-                 "first", "entry_at", "end_offset")
+                 "first", "entry_at", "end_offset", "complete", "keys")
 
     def __init__(self, first: int, th_alg: int) -> None:
         self.first = first
@@ -650,6 +678,10 @@ class _Batch:
         # (relative to the batch data) just after the k-th entry.
         self.entry_at: Callable[[int], IMAEntry] = None  # type: ignore
         self.end_offset: Callable[[int], int] = None  # type: ignore
+        # Where the bytes after the last whole entry start; keys(k) -> the
+        # exact bytes of the first k entries (see VerifiedIMALog.entry_keys).
+        self.complete = 0
+        self.keys: Callable[[int], tuple[bytes, ...]] = None  # type: ignore
 
     def add(self, entry: IMAEntry) -> None:
         index = len(self.datas)
@@ -721,17 +753,250 @@ def _ascii_batch(lines: list[bytes], first: int,
         batch.add(_parse_ascii_line(line, first + len(datas), th_alg))
     batch.entry_at = lambda i: _parse_ascii_line(lines[i], first + i, th_alg)
     batch.end_offset = lambda k: sum(map(len, lines[:k])) + k
+    batch.complete = batch.end_offset(len(lines))
+    batch.keys = lambda k: tuple(lines[:k])
     return batch
 
 
+def _rejoin_ascii_lines(lines: list[bytes], first: int,
+                        th_alg: int | None,
+                        error: exception.IMAEntryInvalid,
+                        found: list[bytes] | None = None) -> list[bytes]:
+    """Lines regrouped into entries, for a list in which a file name holds
+    a newline (the kernel prints names raw, so such an entry spans lines).
+
+    An entry ends at the first line whose text, joined to the lines before
+    it, rebuilds template data that hashes to the recorded template hash;
+    the name is in that hash, so the cut is the kernel's (and the replay
+    into the quoted PCRs checks it again). A violation entry's name is in
+    no hash: where it spans lines, nothing can tell where it ends, and the
+    list is refused with the advice to use the binary list. ``found``, if
+    given, receives the entries regrouped before the one refused.
+    """
+    if th_alg is None:
+        th_alg = _template_hash_alg(_first_hash_length(lines) if lines
+                                    else 40, None, first)
+    new = _bank(th_alg)[2]
+    merged: list[bytes] = [] if found is None else found
+    i = 0
+    while i < len(lines):
+        number = first + len(merged)
+        text, j = lines[i], i
+        while True:
+            try:
+                entry = _parse_ascii_line(text, number, th_alg)
+                if entry.violation or \
+                        new(entry.template_data).digest() == \
+                        entry.template_hash:
+                    break
+            except exception.IMAEntryInvalid:
+                pass
+            if j + 1 >= len(lines) or len(text) > _MAX_ASCII_ENTRY:
+                if number == error.kwargs.get("line"):
+                    reason = error.kwargs.get("reason", "")
+                else:
+                    reason = "the text does not rebuild the recorded entry"
+                raise _invalid(number, "%s (a file name holding a newline "
+                               "spans lines in the ascii list, and no "
+                               "following line completes it; verify the "
+                               "binary list, binary_runtime_measurements)"
+                               % reason)
+            j += 1
+            text = text + b"\n" + lines[j]
+        merged.append(text)
+        i = j + 1
+    return merged
+
+
+def _ascii_entries(body: bytes, first: int, th_alg: int | None,
+                   check: bool, cache: dict[tuple[int, bool], list[bytes]]
+                   ) -> _Batch:
+    """The batch of an ascii list, its recorded hashes checked (``check``).
+
+    The fast path cuts at every newline; only when that fails are the
+    lines regrouped (:func:`_rejoin_ascii_lines`), so names holding a
+    newline cost nothing to lists without them.
+    """
+    lines = _ascii_lines(body)
+    try:
+        batch = _ascii_batch(lines, first, th_alg)
+        if check and batch.datas:
+            _check_recorded(batch, cache)
+        return batch
+    except exception.IMAEntryInvalid as error:
+        merged = _rejoin_ascii_lines(lines, first, th_alg, error)
+    cache.clear()
+    batch = _ascii_batch(merged, first, th_alg)
+    if check and batch.datas:
+        _check_recorded(batch, cache)
+    return batch
+
+
+def count_entries(data: bytes, fmt: str, *, offset: int = 0,
+                  count: int | None = None, first: int = 1,
+                  template_hash_alg: int | None = None) -> tuple[int, int]:
+    """Up to ``count`` whole entries of a list from ``offset``: (entries,
+    offset just after the last). A partly written last entry is not
+    counted. Binary lists are walked by their length fields; ascii lists
+    are cut where :func:`verify_ima_log` cuts them (a name may hold a
+    newline), which costs a parse of the lines.
+    """
+    if fmt == "binary":
+        return walk_binary_entries(data, offset, count, first=first,
+                                   template_hash_alg=template_hash_alg)
+    if fmt != "ascii":
+        raise exception.InvalidParameterValue(
+            name="fmt", reason="must be 'ascii' or 'binary'")
+    end = data.rfind(b"\n", offset) + 1
+    if end <= offset:
+        return 0, offset
+    lines = _ascii_lines(data[offset:end])
+    try:
+        batch = _ascii_batch(lines, first, template_hash_alg)
+        _check_recorded(batch, {})
+        entries = lines
+    except exception.IMAEntryInvalid as error:
+        # Count the entries before the one that cannot be cut; the
+        # verifier gets the rest and says why it refuses it.
+        entries = []
+        try:
+            _rejoin_ascii_lines(lines, first, template_hash_alg, error,
+                                entries)
+        except exception.IMAEntryInvalid:
+            pass
+    k = len(entries) if count is None else min(count, len(entries))
+    return k, offset + sum(map(len, entries[:k])) + k
+
+
+def _binary_entry_end(data: bytes, pos: int, th_size: int,
+                      number: int) -> int | None:
+    """Offset just after the binary entry at ``pos``, from its length
+    fields alone, or None when the data ends inside it (the rest has not
+    been read yet). Lengths no kernel writes are errors, so a bad length
+    cannot hide the entries after it."""
+    size = len(data)
+    at = pos + 4 + th_size
+    if at + 4 > size:
+        return None
+    (name_length,) = _U32LE.unpack_from(data, at)
+    if not 0 < name_length <= 255:
+        raise _invalid(number, "template name length %d is not 1-255"
+                       % name_length)
+    at += 4 + name_length
+    if at > size:
+        return None
+    if data[at - name_length:at] == _IMA_TEMPLATE_BYTES:
+        at += 20  # the 'ima' template: raw SHA-1, then u32 + name
+        if at + 4 > size:
+            return None
+        (length,) = _U32LE.unpack_from(data, at)
+        if length > 255:
+            raise _invalid(number, "name longer than 255 bytes in the 'ima' "
+                           "template")
+    else:
+        if at + 4 > size:
+            return None
+        (length,) = _U32LE.unpack_from(data, at)
+        if length > _MAX_TEMPLATE_DATA:
+            raise _invalid(number, "template data length %d is over %d "
+                           "bytes" % (length, _MAX_TEMPLATE_DATA))
+    at += 4 + length
+    return at if at <= size else None
+
+
+def walk_binary_entries(data: bytes, offset: int = 0,
+                        count: int | None = None, *, first: int = 1,
+                        template_hash_alg: int | None = None
+                        ) -> tuple[int, int]:
+    """Walk up to ``count`` whole binary entries from ``offset`` by their
+    length fields only: (entries walked, offset just after the last).
+
+    A partly written last entry is not counted. ``first`` numbers the
+    entry at ``offset`` for errors. Used to find entry N of a list without
+    parsing what comes before it.
+    """
+    alg = int(constants.TPM_ALG.SHA1) if template_hash_alg is None \
+        else template_hash_alg
+    th_size = _bank(alg)[1]
+    walked = 0
+    while count is None or walked < count:
+        end = _binary_entry_end(data, offset, th_size, first + walked)
+        if end is None:
+            break
+        offset, walked = end, walked + 1
+    return walked, offset
+
+
+def _ima_ng_data_ok(tdata: bytes, violation: bool) -> bool:
+    """Whether ima-ng template data is exactly a d-ng and an n-ng field
+    that the strict parser would accept (else it takes the strict path)."""
+    size = len(tdata)
+    if size < 8:
+        return False
+    (l1,) = _U32LE.unpack_from(tdata, 0)
+    if 8 + l1 > size:
+        return False
+    (l2,) = _U32LE.unpack_from(tdata, 4 + l1)
+    if 8 + l1 + l2 != size or l2 == 0 or tdata[-1] != 0 \
+            or tdata.find(b"\0", 8 + l1, size - 1) >= 0:
+        return False
+    sep = tdata.find(b":\0", 4, 4 + l1)
+    if sep <= 4 or not tdata[4:sep].isascii():
+        return False
+    return not violation or not any(tdata[sep + 2:4 + l1])
+
+
 def _binary_batch(data: bytes, first: int, th_alg: int | None) -> _Batch:
-    entries, ends = _parse_binary(data, first, th_alg, None)
+    """Template data of every whole entry; see :func:`_ascii_batch`.
+
+    Entries of the default ``ima-ng`` template on PCR 10 are taken inline;
+    anything else goes through :func:`_parse_binary_entry`. Bytes after the
+    last whole entry (a partly read one) are left out: ``batch.complete``
+    is where they start.
+    """
     alg = int(constants.TPM_ALG.SHA1) if th_alg is None else th_alg
+    th_size = _bank(alg)[1]
     batch = _Batch(first, alg)
-    for entry in entries:
-        batch.add(entry)
-    batch.entry_at = entries.__getitem__
-    batch.end_offset = lambda k: ends[k - 1] if k else 0
+    datas, recorded, violations = batch.datas, batch.recorded, \
+        batch.violations
+    zero, ff = bytes(th_size), b"\xff" * th_size
+    bounds: list[int] = [0]
+    unpack = _U32LE.unpack_from
+    entry_end = _binary_entry_end
+    pos = 0
+    name_at = 4 + th_size + 4
+    while True:
+        number = first + len(datas)
+        end = entry_end(data, pos, th_size, number)
+        if end is None:
+            break
+        if (unpack(data, pos)[0] == IMA_PCR
+                and data[pos + name_at - 4:pos + name_at + 6]
+                == b"\x06\0\0\0ima-ng"):
+            rec = data[pos + 4:pos + 4 + th_size]
+            tdata = data[pos + name_at + 10:end]
+            violation = rec == zero
+            if _ima_ng_data_ok(tdata, violation):
+                if violation:
+                    violations.append(len(datas))
+                    rec = ff
+                datas.append(tdata)
+                recorded.append(rec)
+                bounds.append(end)
+                pos = end
+                continue
+        batch.add(_parse_binary_entry(
+            Reader(data[pos:end], "binary IMA log"), number, th_size, alg))
+        bounds.append(end)
+        pos = end
+    batch.entry_at = lambda i: _parse_binary_entry(
+        Reader(data[bounds[i]:bounds[i + 1]], "binary IMA log"), first + i,
+        th_size, alg)
+    batch.end_offset = bounds.__getitem__
+    batch.complete = pos
+    key_prefix = b"\0" + _U16BE.pack(alg)
+    batch.keys = lambda k: tuple(key_prefix + data[bounds[i]:bounds[i + 1]]
+                                 for i in range(k))
     return batch
 
 
@@ -936,15 +1201,14 @@ def verify_ima_log(data: bytes | str, quoted: Mapping[Any, bytes],
     base = 0 if tail else _skip_entries(data, fmt, start, template_hash_alg)
     body = data[base:] if base else data
     first = start.entries + 1
-    lines: list[bytes] | None = None
+    cache: dict[tuple[int, bool], list[bytes]] = {}
     if fmt == "binary":
         batch = _binary_batch(body, first, template_hash_alg)
+        if check_template_hashes and batch.datas:
+            _check_recorded(batch, cache)
     else:
-        lines = _ascii_lines(body)
-        batch = _ascii_batch(lines, first, template_hash_alg)
-    cache: dict[tuple[int, bool], list[bytes]] = {}
-    if check_template_hashes and batch.datas:
-        _check_recorded(batch, cache)
+        batch = _ascii_entries(body, first, template_hash_alg,
+                               check_template_hashes, cache)
     replay = _replay_any_pcr if batch.pcrs or any(
         p != IMA_PCR for _, p in quoted_pcrs) else _replay_pcr10
     sha1_padded = False
@@ -969,7 +1233,8 @@ def verify_ima_log(data: bytes | str, quoted: Mapping[Any, bytes],
     return VerifiedIMALog(
         state, start, k, len(batch.datas) - k, sha1_padded,
         lambda: tuple(batch.entry_at(i) for i in range(k)),
-        None if lines is None else tuple(lines[:k]))
+        batch.keys(k), fmt=fmt, end=batch.end_offset(k),
+        incomplete=len(body) - batch.complete)
 
 
 # --- boot_aggregate ----------------------------------------------------------

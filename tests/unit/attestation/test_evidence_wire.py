@@ -44,7 +44,8 @@ def test_event_log_digest_is_computed_not_trusted():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("version", 2), ("host", ""), ("host", 5), ("quote", "%%%"),
+    ("version", 3), ("version", True), ("host", ""), ("host", 5),
+    ("quote", "%%%"),
     ("quote", ""), ("pcrs", {}), ("pcrs", {"md5": {}}),
     ("pcrs", {"sha256": {"24": "00" * 32}}),
     ("pcrs", {"sha256": {"0": "00" * 20}}), ("ima", {"start": -1}),
@@ -92,3 +93,49 @@ def test_one_field_replaced_gives_evidence_or_a_typed_error(field, value):
         Evidence.from_wire(wire)
     except exception.TrustedPoolsError:
         pass
+
+
+def test_binary_ima_tail_says_its_format_and_round_trips():
+    binary = IMATail(7, b"\x0a\x00\x00\x00" + bytes(40), "binary",
+                     SHA256, count=1)
+    original = _evidence(ima=binary)
+    wire = original.to_wire()
+    assert wire["version"] == 2
+    assert wire["ima"]["format"] == "binary"
+    assert wire["ima"]["template_hash_alg"] == "sha256"
+    assert "count" not in wire["ima"]  # the verifier counts for itself
+    parsed = Evidence.from_wire(wire)
+    assert parsed.ima == binary and parsed.ima.count is None
+    # The format is part of what the evidence digest covers.
+    assert parsed.digest() == original.digest()
+    assert parsed.digest() != _evidence(
+        ima=IMATail(7, binary.data, "ascii")).digest()
+
+
+def test_version_1_messages_of_older_agents_are_ascii():
+    wire = _evidence().to_wire()
+    wire["version"] = 1
+    del wire["ima"]["format"]
+    parsed = Evidence.from_wire(wire)
+    assert parsed.ima.fmt == "ascii" and parsed.ima.start == 5
+    # ... and cannot claim a format they did not have.
+    wire["ima"]["format"] = "binary"
+    with pytest.raises(exception.MalformedEvidence, match="version 2"):
+        Evidence.from_wire(wire)
+
+
+@pytest.mark.parametrize("ima,reason", [
+    ({"start": 0, "data": ""}, "ima.format"),
+    ({"start": 0, "data": "", "format": "xml"}, "ima.format"),
+    ({"start": 0, "data": "", "format": "ascii",
+      "template_hash_alg": "sha256"}, "binary list only"),
+    ({"start": 0, "data": "", "format": "binary",
+      "template_hash_alg": "md4"}, "no known hash"),
+    ({"start": 0, "data": "", "format": "binary", "lines": 3},
+     "unknown keys lines"),
+])
+def test_ima_format_fields_are_strict(ima, reason):
+    wire = _evidence().to_wire()
+    wire["ima"] = ima
+    with pytest.raises(exception.MalformedEvidence, match=reason):
+        Evidence.from_wire(wire)
