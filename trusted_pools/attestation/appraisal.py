@@ -273,11 +273,15 @@ def _judged_events(log: VerifiedEventLog, pcrs: Iterable[int],
     events = _events_on(log, pcrs)
     if not events:
         return []
-    fixed = {alg: _hashes_of(alg, FIXED_NON_CODE_VALUES) | (
-        _hashes_of(alg, exempt) if exempt else frozenset())
-        for alg in {a for e in events for a in e.digests}}
+    fixed = {alg: _exempt_hashes(alg, exempt)
+             for alg in {a for e in events for a in e.digests}}
     return [e for e in events
             if not any(d in fixed[a] for a, d in e.digests.items())]
+
+
+@functools.lru_cache(maxsize=64)
+def _exempt_hashes(alg: int, exempt: frozenset[bytes]) -> frozenset[bytes]:
+    return _hashes_of(alg, FIXED_NON_CODE_VALUES) | _hashes_of(alg, exempt)
 
 
 class _FactCache:
@@ -428,15 +432,20 @@ def _text_preimages(text: str, kind: str) -> tuple[bytes, ...]:
     return (utf8, utf16, utf16 + b"\x00\x00")
 
 
+_FIXED_VALUE = "fixed non-code value"
+
+
 @functools.lru_cache(maxsize=64)
 def _command_digests(alg: int, lines: frozenset[str],
                      commands: frozenset[str] | None
                      ) -> Mapping[bytes, tuple[str, str]]:
     """Digest -> (kind, text) of every allowed command line and boot
-    loader command in bank ``alg``. A text allowed as both counts as a
-    command line."""
+    loader command in bank ``alg``, and of the fixed non-code values. A
+    text allowed as both counts as a command line."""
+    out: dict[bytes, tuple[str, str]] = {
+        digest: (_FIXED_VALUE, "") for digest in
+        _hashes_of(alg, FIXED_NON_CODE_VALUES)}
     algorithm = constants.HASH_ALGORITHMS.get(alg)
-    out: dict[bytes, tuple[str, str]] = {}
     if algorithm is None:
         return types.MappingProxyType(out)
     for kind, texts in ((_BOOT_LOADER_COMMAND, commands or ()),
@@ -447,17 +456,25 @@ def _command_digests(alg: int, lines: frozenset[str],
     return types.MappingProxyType(out)
 
 
-def _command_match(event: VerifiedEvent, lines: frozenset[str],
-                   commands: frozenset[str] | None
-                   ) -> tuple[str, str] | None:
-    """(kind, allowed text) whose hash the event's digest is, else None.
-    Only the digest is compared: the event's type, data and label are not
+def _command_matches(events: Iterable[VerifiedEvent], lines: frozenset[str],
+                     commands: frozenset[str] | None
+                     ) -> list[tuple[VerifiedEvent, tuple[str, str] | None]]:
+    """Each event with the (kind, allowed text) whose hash its digest is,
+    else None. Only digests are compared: types, data and labels are not
     read."""
-    for alg, digest in event.digests.items():
-        found = _command_digests(alg, lines, commands).get(digest)
-        if found is not None:
-            return found
-    return None
+    maps: dict[int, Mapping[bytes, tuple[str, str]]] = {}
+    out = []
+    for event in events:
+        found = None
+        for alg, digest in event.digests.items():
+            known = maps.get(alg)
+            if known is None:
+                known = maps[alg] = _command_digests(alg, lines, commands)
+            found = known.get(digest)
+            if found is not None:
+                break
+        out.append((event, found))
+    return out
 
 
 def _read_command_lines(log: VerifiedEventLog
@@ -747,8 +764,9 @@ def _check_command_lines(f: _Findings, log: VerifiedEventLog,
     if _require_pcrs(check, log, _CMDLINE_PCRS, "kernel_command_lines",
                      policy):
         found = False
-        for event in _judged_events(log, _CMDLINE_PCRS):
-            match = _command_match(event, lines, os_.boot_loader_commands)
+        for event, match in _command_matches(
+                _events_on(log, _CMDLINE_PCRS), lines,
+                os_.boot_loader_commands):
             if match is None:
                 check.fail(Outcome.UNRECOGNIZED, "%s: %s is not the hash of "
                            "any kernel_command_lines or boot_loader_commands "
@@ -1377,8 +1395,8 @@ def _capture_command_lines(log: VerifiedEventLog) -> dict[str, list[str]]:
     if commands:
         rule["boot_loader_commands"] = sorted(commands)
     # The same digest test as appraisal, so the log passes what it gave.
-    if any(_command_match(e, lines, commands or None) is None
-           for e in _judged_events(log, _CMDLINE_PCRS)):
+    if any(match is None for _, match in _command_matches(
+            _events_on(log, _CMDLINE_PCRS), lines, commands or None)):
         return {}
     return rule
 
