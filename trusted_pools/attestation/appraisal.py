@@ -650,6 +650,14 @@ def _logged_as(event: VerifiedEvent) -> str:
     """'PCR 8 event 96 (logged as EV_IPL: 'kernel_cmdline: ...')': for
     reasons about events whose type and text decide nothing."""
     logged = _logged_text(event)
+    if logged is None:
+        # Any type: show the data when it reads as text (an operator should
+        # see 'init=/bin/sh' whatever type the host put on it).
+        try:
+            text = event.data.rstrip(b"\x00").decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        logged = text if text and text.isprintable() else None
     return "PCR %d event %d (logged as %s%s)" % (
         event.pcr, event.index, event.type_name,
         ": '%s'" % _clean(logged, 600) if logged else "")
