@@ -70,7 +70,7 @@ def kernel_cmdline(name: str, index: int) -> str:
         "kernel_cmdline: ")
 
 
-# --- item 1: data that hashes to the digest skips nothing ---------------------
+# --- item 1: data that hashes to the digest skips nothing --------------------
 
 @pytest.mark.parametrize("name,index,rung,pcr", [
     (UBUNTU, 95, Rung.OS_BOOT, 9),               # GRUB's kernel file
@@ -161,7 +161,7 @@ def test_unlisted_crtm_version_fails_whatever_its_type():
                        for r in reasons), reasons
 
 
-# --- item 2: command lines by digest -----------------------------------------------
+# --- item 2: command lines by digest -----------------------------------------
 
 @pytest.mark.parametrize("change", [
     pytest.param(lambda line: {"data": line + b"\0"}, id="label-removed"),
@@ -276,7 +276,7 @@ def test_boot_loader_commands_need_command_lines():
         boot_policy(body)
 
 
-# --- property: the log's words never help the host -----------------------------------
+# --- property: the log's words never help the host ---------------------------
 
 NAMES = (UBUNTU, KEYLIME_SB, ARCH, FEDORA)
 JUDGED_PCRS = (0, 2, 4, 7, 8, 9, 12)
