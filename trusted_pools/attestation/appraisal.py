@@ -435,7 +435,8 @@ def _text_preimages(text: str, kind: str) -> tuple[bytes, ...]:
 _FIXED_VALUE = "fixed non-code value"
 
 
-@functools.lru_cache(maxsize=64)
+# One entry per (bank, policy): sized for a few hundred host groups.
+@functools.lru_cache(maxsize=512)
 def _command_digests(alg: int, lines: frozenset[str],
                      commands: frozenset[str] | None
                      ) -> Mapping[bytes, tuple[str, str]]:
