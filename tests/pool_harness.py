@@ -70,6 +70,8 @@ class PoolHost:
     # The IMA list the agent reads: binary (binary_runtime_measurements,
     # as agents read by default) or ascii (the kernel's text list).
     ima_format: str = "binary"
+    #: what the firmware measured at ``tampered_event`` instead
+    tamper_input: bytes = swtpm_pool.TAMPERED_DIGEST_INPUT
 
 
 def _extend_ima(tpm: swtpm_pool.SwtpmInstance, lines: bytes) -> None:
@@ -199,12 +201,40 @@ class TrustedPool:
             added.append(host)
         return added
 
+    def add_crafted_host(self, event: int, measured: bytes,
+                         log: str = "ubuntu-2104", ima_entries: int = 50,
+                         tpm: swtpm_pool.SwtpmInstance | None = None,
+                         **rewrite) -> PoolHost:
+        """A host whose firmware measured ``measured`` at event ``event``
+        (its TPM holds that), and whose log file says so with the event's
+        data or type rewritten as ``rewrite`` says
+        (:func:`tests.eventlog_edit.rewrite_event`): the compromised host
+        of issue 9, lying with everything it owns. ``tpm``: a started,
+        unused TPM (start several at once: provisioning runs in parallel).
+        """
+        from tests.eventlog_edit import rewrite_event
+        if tpm is None:
+            (tpm,) = self.start_tpms(1)
+        name = "compute-%02d" % len(self.hosts)
+        log_path = swtpm_pool.BOOTED_HOST_LOGS[log]
+        swtpm_pool.boot_from_event_log(tpm, log_path, tamper=event,
+                                       tamper_input=measured)
+        host = PoolHost(name, tpm, self.workdir / ("%s.eventlog" % name),
+                        self.workdir / ("%s.ima" % name), event,
+                        source_log=log_path, tamper_input=measured)
+        host.event_log_path.write_bytes(rewrite_event(
+            log_path.read_bytes(), event, measured=measured, **rewrite))
+        boot_ima(host, ima_entries, seed=0)
+        self.hosts.append(host)
+        return host
+
     def reboot(self, host: PoolHost, ima_entries: int = 50) -> None:
         """Reboot a host: its TPM restarts (PCRs reset, resetCount + 1)
         and measures the same boot and programs again."""
         host.tpm.restart(same_ports=True)
         swtpm_pool.boot_from_event_log(host.tpm, host.source_log,
-                                       tamper=host.tampered_event)
+                                       tamper=host.tampered_event,
+                                       tamper_input=host.tamper_input)
         boot_ima(host, ima_entries, seed=0)
 
     def start_agents(self, hosts: Iterable[PoolHost] | None = None) -> None:

@@ -490,12 +490,15 @@ def kernel_event_index(log_bytes: bytes) -> int:
 
 
 def boot_from_event_log(instance: SwtpmInstance, log_path: str | os.PathLike,
-                        tamper: int | None = None) -> BootResult:
+                        tamper: int | None = None,
+                        tamper_input: bytes = TAMPERED_DIGEST_INPUT
+                        ) -> BootResult:
     """Extend every extended event of the log at ``log_path`` into the
     instance's PCRs, in every bank both the log and the TPM have, so the
     TPM's PCRs equal the log's replay. With ``tamper`` (an event index from
     the parsed log, see :func:`kernel_event_index`) that one event is
-    extended with a different digest instead, as if another kernel booted.
+    extended with a different digest instead, as if another kernel booted:
+    the hash of ``tamper_input`` (what was measured instead).
 
     Logs with a StartupLocality event cannot be reproduced: a swtpm started
     with startup-clear at locality 0 starts PCR 0 at zero.
@@ -519,7 +522,7 @@ def boot_from_event_log(instance: SwtpmInstance, log_path: str | os.PathLike,
             digests = {alg: event.digests[alg] for alg in banks}
             if tamper is not None and event.index == tamper:
                 digests = {alg: constants.hash_algorithm(alg).digest(
-                    TAMPERED_DIGEST_INPUT) for alg in banks}
+                    tamper_input) for alg in banks}
             device.pcr_extend(event.pcr, digests)
             extended += 1
             pcrs.add(event.pcr)

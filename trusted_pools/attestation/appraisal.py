@@ -19,13 +19,18 @@ Rules that make it fail closed:
 * missing evidence for a rung the policy covers is NOT_APPRAISED, never
   PASSED: no quote, no verified event log, a PCR the rule needs that the
   event log verification did not check, a policy bank the evidence lacks;
-* event rules read only bound values of verified events (the trust
-  contract of :mod:`trusted_pools.tpm.eventlog_decode`): digests of
-  images and files, the data of events whose digest is the hash of their
-  data. Paths and device paths appear in reasons as "logged" text only.
-  Checks that could be dodged by mislabelling an event are written to
-  cover every unbound event of the PCR instead (every image in PCR 0/2
-  for firmware, in PCR 4 for boot loaders, every file in PCR 9);
+* event rules decide on digests, never on what the host wrote beside
+  them: an event's type, its data and any label in it are the host's
+  claim, and a host can put the measured bytes themselves into the data
+  (so that "the data hashes to the digest" proves nothing about what ran).
+  So every event extended into a PCR a rule covers is judged by its
+  digest: every event of PCRs 0/2 against the firmware digests, of PCR 4
+  against the boot loaders, of PCR 9 against the boot files, of PCRs 8/12
+  against the hashes of the allowed command lines and boot loader
+  commands. The only exemptions are digests recomputed here from fixed,
+  known values that are not code (:data:`FIXED_NON_CODE_VALUES`, and the
+  policy's own S-CRTM versions). Types, paths and texts appear in
+  reasons as "logged" only;
 * bad news is kept: a contradiction in one rung is reported even when a
   lower rung failed.
 
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import hmac
 import threading
@@ -79,6 +85,7 @@ __all__ = [
     "Appraisal", "appraise", "make_verdict", "capture_measured_boot_policy",
     "capture_runtime_policy", "signature_entry_id", "DEFAULT_PIN_PCRS",
     "MAX_REASONS_PER_RUNG", "clear_cache", "MeasuredBootMemo",
+    "FIXED_NON_CODE_VALUES",
 ]
 
 #: PCRs whose quoted values capture pins by default: firmware code (0),
@@ -107,6 +114,22 @@ _BOOT_FILES_PCR = 9
 _CMDLINE_PCRS = (8, 12)
 _SECURE_BOOT_PCR = 7
 _LINUX_INITRD_TAG = 0x8F3B22EC
+#: Values firmware measures that are not code or configuration: the normal
+#: EV_SEPARATOR value and the EV_EFI_ACTION strings of the TCG PC Client
+#: PFP that mark the boot flow. An event whose digest is the hash of one of
+#: them is exempt from the digest allow-lists, whatever its logged type or
+#: data (the digest is recomputed from the value, the log is not read).
+#: Not here: error separators, "UEFI Debug Mode" (both say something).
+FIXED_NON_CODE_VALUES: frozenset[bytes] = frozenset((
+    b"\x00\x00\x00\x00",
+    b"Calling EFI Application from Boot Option",
+    b"Returning from EFI Application from Boot Option",
+    b"Exit Boot Services Invocation",
+    b"Exit Boot Services Returned with Failure",
+    b"Exit Boot Services Returned with Success",
+))
+# Terminating NULs an S-CRTM version string may carry (UCS-2 units).
+_CRTM_MAX_NULS = 4
 
 
 def _worst(outcomes: Iterable[Outcome]) -> Outcome:
@@ -207,12 +230,58 @@ def _events_on(log: VerifiedEventLog, pcrs: Iterable[int]
     return tuple(e for e in log.events if e.pcr in wanted)
 
 
-def _unbound_events(log: VerifiedEventLog, pcrs: Iterable[int]
-                    ) -> list[VerifiedEvent]:
-    """Events whose digest is NOT the hash of their data: measurements of
-    code or files. Their type is not bound either, so rules take all of
-    them instead of trusting a type."""
-    return [e for e in _events_on(log, pcrs) if not e.data_verified]
+@functools.lru_cache(maxsize=256)
+def _hashes_of(alg: int, values: frozenset[bytes]) -> frozenset[bytes]:
+    """The ``alg`` digests of ``values`` (empty for a bank this verifier
+    cannot compute: nothing can match there)."""
+    algorithm = constants.HASH_ALGORITHMS.get(alg)
+    if algorithm is None:
+        return frozenset()
+    return frozenset(algorithm.digest(value) for value in values)
+
+
+@functools.lru_cache(maxsize=64)
+def _crtm_preimages(versions: frozenset[str] | None) -> frozenset[bytes]:
+    """Every byte string an allowed S-CRTM version is measured as: its
+    UCS-2 text with 0 to a few terminating NULs, or (for versions capture
+    printed as hex because they are not text, e.g. a GUID) the raw bytes."""
+    out: set[bytes] = set()
+    for version in versions or ():
+        text = version.encode("utf-16-le", errors="surrogatepass")
+        out.update(text + b"\x00\x00" * n for n in range(_CRTM_MAX_NULS + 1))
+        try:
+            out.add(bytes.fromhex(version))
+        except ValueError:
+            pass
+    return frozenset(out)
+
+
+def _digest_among(event: VerifiedEvent, preimages: frozenset[bytes]) -> bool:
+    """Whether, in some verified bank, the event's digest is the hash of
+    one of ``preimages`` (recomputed here; the event's data is not read)."""
+    return any(digest in _hashes_of(alg, preimages)
+               for alg, digest in event.digests.items())
+
+
+def _judged_events(log: VerifiedEventLog, pcrs: Iterable[int],
+                   exempt: frozenset[bytes] = frozenset()
+                   ) -> list[VerifiedEvent]:
+    """Every event of ``pcrs`` a digest allow-list must judge: all of them,
+    whatever their type, data or label, except those whose digest is the
+    hash of a fixed, known non-code value (:data:`FIXED_NON_CODE_VALUES`
+    and ``exempt``, e.g. the policy's S-CRTM versions)."""
+    events = _events_on(log, pcrs)
+    if not events:
+        return []
+    fixed = {alg: _exempt_hashes(alg, exempt)
+             for alg in {a for e in events for a in e.digests}}
+    return [e for e in events
+            if not any(d in fixed[a] for a, d in e.digests.items())]
+
+
+@functools.lru_cache(maxsize=64)
+def _exempt_hashes(alg: int, exempt: frozenset[bytes]) -> frozenset[bytes]:
+    return _hashes_of(alg, FIXED_NON_CODE_VALUES) | _hashes_of(alg, exempt)
 
 
 class _FactCache:
@@ -306,10 +375,6 @@ class _OSBootFacts:
     #: event index -> 'kernel'/'initrd' for PCR 9 files, as GRUB's commands
     #: and the file names suggest (for reasons and review only)
     kinds: Mapping[int, str]
-    #: bound kernel command lines of PCRs 8/12 and their events
-    lines: tuple[tuple[VerifiedEvent, str], ...]
-    #: PCR 8/12 events whose data is not bound (content unknown)
-    unbound: tuple[VerifiedEvent, ...]
 
 
 def _read_os_boot(log: VerifiedEventLog) -> _OSBootFacts:
@@ -324,14 +389,12 @@ def _read_os_boot(log: VerifiedEventLog) -> _OSBootFacts:
         key = tuple(sorted((a, d.hex()) for a, d in event.digests.items()))
         if key in by_digests:
             kinds[event.index] = by_digests[key]
-    lines, unbound = _read_command_lines(log)
-    return _OSBootFacts(types.MappingProxyType(kinds), tuple(lines),
-                        tuple(unbound))
+    return _OSBootFacts(types.MappingProxyType(kinds))
 
 
 def _os_boot_facts(log: VerifiedEventLog) -> _OSBootFacts:
-    return _FACTS.get("os_boot", log, (8, _BOOT_FILES_PCR, 12),
-                      _read_os_boot)
+    # GRUB's PCR 8 commands name the files it loads into PCR 9.
+    return _FACTS.get("os_boot", log, (8, _BOOT_FILES_PCR), _read_os_boot)
 
 
 def _file_kinds(log: VerifiedEventLog) -> Mapping[int, str]:
@@ -353,31 +416,87 @@ def _variable_events(log: VerifiedEventLog) -> dict[str, VerifiedEvent]:
     return found
 
 
-def _command_lines(log: VerifiedEventLog
-                   ) -> tuple[tuple[tuple[VerifiedEvent, str], ...],
-                              tuple[VerifiedEvent, ...]]:
-    facts = _os_boot_facts(log)
-    return facts.lines, facts.unbound
+_KERNEL_COMMAND_LINE = "kernel command line"
+_BOOT_LOADER_COMMAND = "boot loader command"
+
+
+def _text_preimages(text: str, kind: str) -> tuple[bytes, ...]:
+    """How boot loaders hash a command line or command: GRUB the bare
+    UTF-8 text (without its ``grub_cmd: ``/``kernel_cmdline: `` label and
+    without the NUL the event data carries), systemd-boot/-stub the UTF-16LE
+    text with its terminating NUL (some versions without)."""
+    utf8 = text.encode("utf-8", errors="surrogatepass")
+    if kind == _BOOT_LOADER_COMMAND:
+        return (utf8,)
+    utf16 = text.encode("utf-16-le", errors="surrogatepass")
+    return (utf8, utf16, utf16 + b"\x00\x00")
+
+
+_FIXED_VALUE = "fixed non-code value"
+
+
+# One entry per (bank, policy): sized for a few hundred host groups.
+@functools.lru_cache(maxsize=512)
+def _command_digests(alg: int, lines: frozenset[str],
+                     commands: frozenset[str] | None
+                     ) -> Mapping[bytes, tuple[str, str]]:
+    """Digest -> (kind, text) of every allowed command line and boot
+    loader command in bank ``alg``, and of the fixed non-code values. A
+    text allowed as both counts as a command line."""
+    out: dict[bytes, tuple[str, str]] = {
+        digest: (_FIXED_VALUE, "") for digest in
+        _hashes_of(alg, FIXED_NON_CODE_VALUES)}
+    algorithm = constants.HASH_ALGORITHMS.get(alg)
+    if algorithm is None:
+        return types.MappingProxyType(out)
+    for kind, texts in ((_BOOT_LOADER_COMMAND, commands or ()),
+                        (_KERNEL_COMMAND_LINE, lines)):
+        for text in texts:
+            for preimage in _text_preimages(text, kind):
+                out[algorithm.digest(preimage)] = (kind, text)
+    return types.MappingProxyType(out)
+
+
+def _command_matches(events: Iterable[VerifiedEvent], lines: frozenset[str],
+                     commands: frozenset[str] | None
+                     ) -> list[tuple[VerifiedEvent, tuple[str, str] | None]]:
+    """Each event with the (kind, allowed text) whose hash its digest is,
+    else None. Only digests are compared: types, data and labels are not
+    read."""
+    maps: dict[int, Mapping[bytes, tuple[str, str]]] = {}
+    out = []
+    for event in events:
+        found = None
+        for alg, digest in event.digests.items():
+            known = maps.get(alg)
+            if known is None:
+                known = maps[alg] = _command_digests(alg, lines, commands)
+            found = known.get(digest)
+            if found is not None:
+                break
+        out.append((event, found))
+    return out
 
 
 def _read_command_lines(log: VerifiedEventLog
-                        ) -> tuple[list[tuple[VerifiedEvent, str]],
-                                   list[VerifiedEvent]]:
-    """Bound kernel command lines of PCRs 8/12 (the rule of
-    ``eventlog_decode.summarize``), and the events there whose data is not
-    bound at all (their content is unknown)."""
-    lines, unbound = [], []
-    for event in _events_on(log, _CMDLINE_PCRS):
+                        ) -> tuple[list[str], list[str]] | None:
+    """For capture: the texts of the PCR 8/12 events as (kernel command
+    lines, boot loader commands), split by the boot loader's labels; None
+    when some event's measured content cannot be read back as text (then
+    no command line rule can be captured that this log would pass)."""
+    lines: list[str] = []
+    commands: list[str] = []
+    for event in _judged_events(log, _CMDLINE_PCRS):
         decoded = eventlog_decode.decode_event(event)
-        if decoded.binding is eventlog_decode.Binding.NONE:
-            unbound.append(event)
-            continue
         value = decoded.value
-        if isinstance(value, eventlog_decode.IPLString) and (
-                (value.kind == "kernel_cmdline" and event.pcr == 8)
-                or value.kind == "cmdline"):
-            lines.append((event, value.text))
-    return lines, unbound
+        if decoded.binding is eventlog_decode.Binding.NONE or \
+                not isinstance(value, eventlog_decode.IPLString):
+            return None
+        if value.kind in ("kernel_cmdline", "cmdline"):
+            lines.append(value.text)
+        else:
+            commands.append(value.text)
+    return lines, commands
 
 
 # --- findings ------------------------------------------------------------------
@@ -499,14 +618,16 @@ def _check_images(f: _Findings, rung: Rung, log: VerifiedEventLog,
                   pcrs: tuple[int, ...], lists: list[tuple[str,
                                                            DigestAllowList]],
                   policy: MeasuredBootPolicy, kinds: Mapping[int, str],
-                  default_kind: str | None = None) -> None:
-    """Every unbound event of ``pcrs`` must be in one of ``lists``."""
+                  default_kind: str | None = None,
+                  exempt: frozenset[bytes] = frozenset()) -> None:
+    """Every event of ``pcrs`` must be in one of ``lists``, whatever its
+    type or data, unless its digest is that of a fixed non-code value."""
     names = [name for name, _ in lists]
     rule = "/".join(names)
     check = _Check(f, rung)
     if _require_pcrs(check, log, pcrs, rule, policy):
         allow_lists = [allow for _, allow in lists]
-        for event in _unbound_events(log, pcrs):
+        for event in _judged_events(log, pcrs, exempt):
             results = [allow.allows(event.digests) for allow in allow_lists]
             if True in results:
                 continue
@@ -526,26 +647,60 @@ def _check_images(f: _Findings, rung: Rung, log: VerifiedEventLog,
     check.done()
 
 
+def _logged_as(event: VerifiedEvent) -> str:
+    """'PCR 8 event 96 (logged as EV_IPL: 'kernel_cmdline: ...')': for
+    reasons about events whose type and text decide nothing."""
+    logged = _logged_text(event)
+    if logged is None:
+        # Any type: show the data when it reads as text (an operator should
+        # see 'init=/bin/sh' whatever type the host put on it).
+        try:
+            text = event.data.rstrip(b"\x00").decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        logged = text if text and text.isprintable() else None
+    return "PCR %d event %d (logged as %s%s)" % (
+        event.pcr, event.index, event.type_name,
+        ": '%s'" % _clean(logged, 600) if logged else "")
+
+
 def _check_crtm(f: _Findings, log: VerifiedEventLog,
                 allowed: frozenset[str], policy: MeasuredBootPolicy) -> None:
+    """Some PCR 0 event's digest is the hash of an allowed S-CRTM version;
+    and an event logged as a version that is not is named (bad news is
+    kept, though the type is only the host's word)."""
     check = _Check(f, Rung.PLATFORM_FIRMWARE)
     if _require_pcrs(check, log, (0,), "crtm_versions", policy):
-        version = _summary(log, (0,)).crtm_version
-        if version is None:
-            check.fail(Outcome.UNRECOGNIZED, "PCR 0 holds no bound "
-                       "EV_S_CRTM_VERSION event; %s allows S-CRTM versions "
-                       "%s" % (_label(policy), ", ".join(
-                           repr(v) for v in sorted(allowed))))
-        elif version not in allowed:
-            event = next((e for e in _events_on(log, (0,))
-                          if e.event_type == EventType.EV_S_CRTM_VERSION
-                          and e.data_verified), None)
-            where = ("PCR 0 event %d (EV_S_CRTM_VERSION)" % event.index
-                     if event else "PCR 0")
-            check.fail(Outcome.UNRECOGNIZED, "%s: S-CRTM version '%s' is "
-                       "not among the crtm_versions of %s" % (
-                           where, _clean(version), _label(policy)))
+        preimages = _crtm_preimages(allowed)
+        events = _events_on(log, (0,))
+        found = any(_digest_among(e, preimages) for e in events)
+        for event in events:
+            if event.event_type != EventType.EV_S_CRTM_VERSION or \
+                    _digest_among(event, preimages):
+                continue
+            version = _bound_crtm_version(event)
+            check.fail(Outcome.UNRECOGNIZED, "%s: %s is not among the "
+                       "crtm_versions of %s" % (
+                           _event_name(event), "S-CRTM version '%s'"
+                           % _clean(version) if version is not None else
+                           "the measured S-CRTM version (its data is not "
+                           "what was measured)", _label(policy)))
+        if not found and not check.outcomes:
+            check.fail(Outcome.UNRECOGNIZED, "no PCR 0 event is the hash "
+                       "of an S-CRTM version %s allows (%s)" % (
+                           _label(policy), ", ".join(
+                               repr(v) for v in sorted(allowed))))
     check.done()
+
+
+def _bound_crtm_version(event: VerifiedEvent) -> str | None:
+    """The version text a data-bound event carries (for reasons)."""
+    if not event.data_verified:
+        return None
+    value = eventlog_decode.decode_event(event).value
+    if isinstance(value, eventlog_decode.CRTMVersion):
+        return value.text if value.text is not None else value.raw.hex()
+    return None
 
 
 def _check_secure_boot(f: _Findings, log: VerifiedEventLog,
@@ -608,23 +763,34 @@ def _check_secure_boot(f: _Findings, log: VerifiedEventLog,
 
 def _check_command_lines(f: _Findings, log: VerifiedEventLog,
                          policy: MeasuredBootPolicy) -> None:
-    allowed = policy.os_boot.kernel_command_lines
-    assert allowed is not None
+    """Every PCR 8/12 event's digest is the hash of an allowed kernel
+    command line or boot loader command (or of a fixed non-code value),
+    whatever its type or label; and one of them is a command line."""
+    os_ = policy.os_boot
+    lines = os_.kernel_command_lines
+    assert lines is not None
     check = _Check(f, Rung.OS_BOOT)
     if _require_pcrs(check, log, _CMDLINE_PCRS, "kernel_command_lines",
                      policy):
-        lines, unbound = _command_lines(log)
-        for event in unbound:
-            check.fail(Outcome.UNRECOGNIZED, "%s: its data is not what was "
-                       "measured, so the command line it may carry is "
-                       "unknown (%s pins command lines)" % (
-                           _event_name(event), _label(policy)))
-        for event, text in lines:
-            if text not in allowed:
-                check.fail(Outcome.UNRECOGNIZED, "%s: kernel command line "
-                           "'%s' is not among the kernel_command_lines of %s"
-                           % (_event_name(event, "command line"),
-                              _clean(text, 600), _label(policy)))
+        found = False
+        for event, match in _command_matches(
+                _events_on(log, _CMDLINE_PCRS), lines,
+                os_.boot_loader_commands):
+            if match is None:
+                check.fail(Outcome.UNRECOGNIZED, "%s: %s is not the hash of "
+                           "any kernel_command_lines or boot_loader_commands "
+                           "entry of %s (type and text are as logged; the "
+                           "digest decides)" % (
+                               _logged_as(event),
+                               _digest_text(event, ()), _label(policy)))
+            elif match[0] == _KERNEL_COMMAND_LINE:
+                found = True
+        if not found and not check.outcomes:
+            check.fail(Outcome.UNRECOGNIZED, "no event of PCR 8 or 12 is the "
+                       "hash of a kernel command line %s allows%s, so the "
+                       "command line the kernel ran with is unknown" % (
+                           _label(policy), "" if lines else
+                           " (its kernel_command_lines list is empty)"))
     f.configuration.append(check.done())
 
 
@@ -655,7 +821,7 @@ def _appraise_measured_boot(f: _Findings,
     if fw.firmware_digests is not None:
         _check_images(f, Rung.PLATFORM_FIRMWARE, log, _FIRMWARE_CODE_PCRS,
                       [("firmware_digests", fw.firmware_digests)], policy,
-                      {})
+                      {}, None, _crtm_preimages(fw.crtm_versions))
     if fw.secure_boot is not None:
         _check_secure_boot(f, log, policy)
     if os_.boot_loaders is not None:
@@ -1226,6 +1392,24 @@ def _capture_secure_boot(log: VerifiedEventLog, notes: dict[str, str]
     return rule
 
 
+def _capture_command_lines(log: VerifiedEventLog) -> dict[str, list[str]]:
+    """kernel_command_lines and boot_loader_commands from PCRs 8/12, only
+    if every event there is the hash of a text read back from it and one
+    is a kernel command line (else no rule: it could never pass)."""
+    texts = _read_command_lines(log)
+    if texts is None or not texts[0]:
+        return {}
+    lines, commands = frozenset(texts[0]), frozenset(texts[1])
+    rule: dict[str, list[str]] = {"kernel_command_lines": sorted(lines)}
+    if commands:
+        rule["boot_loader_commands"] = sorted(commands)
+    # The same digest test as appraisal, so the log passes what it gave.
+    if any(match is None for _, match in _command_matches(
+            _events_on(log, _CMDLINE_PCRS), lines, commands or None)):
+        return {}
+    return rule
+
+
 def capture_measured_boot_policy(verified_log: VerifiedEventLog,
                                  verified_quote_pcrs: Any, *,
                                  description: str | None = None,
@@ -1237,15 +1421,21 @@ def capture_measured_boot_policy(verified_log: VerifiedEventLog,
 
     * the quoted values of ``pin_pcrs`` (default :data:`DEFAULT_PIN_PCRS`)
       in the strongest bank quoted;
-    * platform_firmware: the S-CRTM version; the digest of every image
-      measured into PCRs 0 and 2; secure boot as it is now (required if
+    * platform_firmware: the S-CRTM version; the digest of every event
+      of PCRs 0 and 2; secure boot as it is now (required if
       on), every PK/KEK/db entry, and every current dbx entry as the
       revocations that must stay;
-    * os_boot: the digest of every image measured into PCR 4 (boot
-      loaders; with systemd-boot also the kernel), of every file measured
-      into PCR 9 split into kernels/initrds/boot_files by GRUB's commands
-      and file names, and the exact kernel command lines (only when PCRs 8
-      and 12 verified and all their events are bound).
+    * os_boot: the digest of every event of PCR 4 (boot loaders; with
+      systemd-boot also the kernel), of every event of PCR 9 split into
+      kernels/initrds/boot_files by GRUB's commands and file names, and
+      the exact kernel command lines and boot loader commands of PCRs 8
+      and 12 (only when both verified and every event there is the hash
+      of its text, one of them a command line).
+
+    As appraisal does, every event of a covered PCR is pinned whatever its
+    type or data; only digests of fixed non-code values are left out
+    (:data:`FIXED_NON_CODE_VALUES`, and the S-CRTM version pinned in
+    crtm_versions).
 
     Each digest is pinned in the strongest verified bank (SHA-256 first).
     ``annotations`` says what each digest was captured from. A rule whose
@@ -1268,13 +1458,21 @@ def capture_measured_boot_policy(verified_log: VerifiedEventLog,
             body["pcrs"] = {constants.alg_name(bank): pinned}
     fw: dict[str, Any] = {}
     log = verified_log
+    crtm_versions = None
     if _checked(log, 0):
         crtm = _summary(log, (0,)).crtm_version
-        if crtm is not None:
+        # Pinned only if appraisal can recompute its digest from the text.
+        if crtm is not None and any(
+                _digest_among(e, _crtm_preimages(frozenset((crtm,))))
+                for e in _events_on(log, (0,))):
+            crtm_versions = frozenset((crtm,))
             fw["crtm_versions"] = [crtm]
     if all(_checked(log, p) for p in _FIRMWARE_CODE_PCRS):
-        images = _pin(_unbound_events(log, _FIRMWARE_CODE_PCRS), notes,
-                      default_kind="firmware")
+        # Every event the firmware_digests rule judges, exactly as
+        # appraisal selects them (the captured S-CRTM version exempt).
+        images = _pin(_judged_events(log, _FIRMWARE_CODE_PCRS,
+                                     _crtm_preimages(crtm_versions)),
+                      notes, default_kind="firmware")
         if images:
             fw["firmware_digests"] = images
     if _checked(log, _SECURE_BOOT_PCR):
@@ -1283,13 +1481,13 @@ def capture_measured_boot_policy(verified_log: VerifiedEventLog,
             fw["secure_boot"] = rule
     os_: dict[str, Any] = {}
     if _checked(log, _BOOT_LOADER_PCR):
-        loaders = _pin(_unbound_events(log, (_BOOT_LOADER_PCR,)), notes,
+        loaders = _pin(_judged_events(log, (_BOOT_LOADER_PCR,)), notes,
                        default_kind="PCR 4 image")
         if loaders:
             os_["boot_loaders"] = loaders
     if _checked(log, _BOOT_FILES_PCR):
         kinds = _file_kinds(log)
-        files = _unbound_events(log, (_BOOT_FILES_PCR,))
+        files = _judged_events(log, (_BOOT_FILES_PCR,))
         for key, kind in (("kernels", "kernel"), ("initrds", "initrd"),
                           ("boot_files", None)):
             chosen = [e for e in files if kinds.get(e.index) == kind]
@@ -1298,9 +1496,7 @@ def capture_measured_boot_policy(verified_log: VerifiedEventLog,
                 os_[key] = pinned_files
     if "boot_loaders" in os_ and all(_checked(log, p)
                                      for p in _CMDLINE_PCRS):
-        lines, unbound = _command_lines(log)
-        if not unbound:
-            os_["kernel_command_lines"] = sorted({t for _, t in lines})
+        os_.update(_capture_command_lines(log))
     if fw:
         body["platform_firmware"] = fw
     if os_:

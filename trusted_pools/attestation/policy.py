@@ -15,9 +15,10 @@ and verdicts can say which policy decided):
     dbx entries that must be present;
   - ``os_boot`` (rung 3, PCRs 4, 8, 9, 11-14): allowed boot loaders (every
     image measured into PCR 4), kernels, initrds and other boot files
-    (every file measured into PCR 9) and kernel command lines (exact
-    strings, or an explicit ``allow_any_kernel_command_line``; regular
-    expressions are not offered: one careless ``.*`` would allow
+    (every file measured into PCR 9) and kernel command lines with the
+    boot loader's commands (exact strings whose hashes every PCR 8/12
+    event must match, or an explicit ``allow_any_kernel_command_line``;
+    regular expressions are not offered: one careless ``.*`` would allow
     ``init=/bin/sh``).
 
 * :class:`RuntimePolicy` (kind ``ima``) - allowed file digests per path
@@ -329,6 +330,13 @@ class OSBootRules:
     every image measured into PCR 9: the path that says "kernel" is not
     covered by the digest, so the split is for review and for reasons only,
     and naming one of them makes every PCR 9 file checked.
+
+    ``kernel_command_lines`` and ``boot_loader_commands`` (exact strings:
+    GRUB's commands without their ``grub_cmd: `` label) likewise form ONE
+    allow-list for every event of PCRs 8 and 12: GRUB hashes a command and
+    a command line the same way (the bare text), so only a digest can be
+    matched, never a label or an event type. At least one event must be
+    the hash of a listed kernel command line.
     """
 
     boot_loaders: DigestAllowList | None = None
@@ -337,9 +345,11 @@ class OSBootRules:
     boot_files: DigestAllowList | None = None
     kernel_command_lines: frozenset[str] | None = None
     allow_any_kernel_command_line: bool = False
+    boot_loader_commands: frozenset[str] | None = None
 
     _KEYS = ("boot_loaders", "kernels", "initrds", "boot_files",
-             "kernel_command_lines", "allow_any_kernel_command_line")
+             "kernel_command_lines", "allow_any_kernel_command_line",
+             "boot_loader_commands")
 
     @classmethod
     def from_json(cls, value: Any, check: _Checker, where: str
@@ -355,6 +365,18 @@ class OSBootRules:
                 check.text(v, "%s[%d]" % (path, i), empty=True)
                 for i, v in enumerate(check.array(
                     body["kernel_command_lines"], path, empty=True)))
+        commands = None
+        if "boot_loader_commands" in body:
+            path = where + ".boot_loader_commands"
+            commands = frozenset(
+                check.text(v, "%s[%d]" % (path, i), empty=True)
+                for i, v in enumerate(check.array(
+                    body["boot_loader_commands"], path)))
+            if cmdlines is None:
+                raise check.fail(path, "needs kernel_command_lines in the "
+                                 "same section: boot loader commands are "
+                                 "allowed only as part of the command line "
+                                 "rule of PCRs 8 and 12")
         allow_any = check.boolean(
             body.get("allow_any_kernel_command_line", False),
             where + ".allow_any_kernel_command_line")
@@ -364,14 +386,14 @@ class OSBootRules:
                              "kernel_command_lines: remove one of them")
         if cmdlines is not None and "boot_loaders" not in lists:
             raise check.fail(where + ".kernel_command_lines",
-                             "needs boot_loaders in the same section: the "
-                             "label that makes an event a command line is "
-                             "written by the boot loader and not covered by "
-                             "the digest, so it means something only when "
-                             "the boot loader is pinned")
+                             "needs boot_loaders in the same section: what "
+                             "a command line does depends on the boot loader "
+                             "that measured it, so it means something only "
+                             "when the boot loader is pinned")
         return cls(
             kernel_command_lines=cmdlines,
-            allow_any_kernel_command_line=allow_any, **lists)
+            allow_any_kernel_command_line=allow_any,
+            boot_loader_commands=commands, **lists)
 
     @property
     def files(self) -> tuple[tuple[str, DigestAllowList], ...]:
@@ -396,6 +418,8 @@ class OSBootRules:
             out["kernel_command_lines"] = sorted(self.kernel_command_lines)
         if self.allow_any_kernel_command_line:
             out["allow_any_kernel_command_line"] = True
+        if self.boot_loader_commands is not None:
+            out["boot_loader_commands"] = sorted(self.boot_loader_commands)
         return out
 
 
