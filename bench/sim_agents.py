@@ -244,6 +244,8 @@ def run(url: str, exchange: str, hosts: int, seed: int, ima_per_round: int,
     api = conductor_rpcapi.ConductorAPI()
     image = Image(ima_per_round, rounds)
     fleet = Fleet(hosts, seed, image, api.submit_evidence)
+    # Serves the agents' API at the version conductors send.
+    fleet.target = messaging.Target(version=agent_rpcapi.RPC_API_VERSION)
     server = rpc.get_server(
         messaging.Target(topic=agent_rpcapi.TOPIC, server="sim-fleet"),
         [fleet])
