@@ -195,6 +195,7 @@ class RequestVerifier:
         self._clock = clock
         self._lock = threading.Lock()
         self._used: dict[str, int] = {}
+        self._pruned_at = 0
         self._epochs: dict[tuple[str, str], int] = {}
 
     @property
@@ -290,8 +291,10 @@ class RequestVerifier:
         jti = request.jti
         now = int(self._clock())
         with self._lock:
-            self._used = {j: e for j, e in self._used.items()
-                          if e + self.leeway >= now}
+            if now != self._pruned_at:     # at most once a second
+                self._used = {j: e for j, e in self._used.items()
+                              if e + self.leeway >= now}
+                self._pruned_at = now
             if jti in self._used:
                 raise self._refuse(method, "the request token was already "
                                    "used (replayed)")
