@@ -202,7 +202,8 @@ class RequestVerifier:
     def key_ids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
-    def _refuse(self, method: str, reason: str) -> exception.AgentRequestRefused:
+    def _refuse(self, method: str, reason: str
+                ) -> exception.AgentRequestRefused:
         return exception.AgentRequestRefused(host=self.host, method=method,
                                              reason=reason)
 
