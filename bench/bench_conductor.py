@@ -258,6 +258,7 @@ def _conductor(name: str, names: list[str], args: argparse.Namespace,
     warnings.simplefilter("ignore")
     import oslo_messaging as messaging
     from trusted_pools.agent import rpcapi as agent_rpcapi
+    from trusted_pools.attestation import agent_requests
     from trusted_pools.attestation import keystore
     from trusted_pools.common import rpc
     from trusted_pools.conductor import manager as conductor_manager
@@ -270,7 +271,8 @@ def _conductor(name: str, names: list[str], args: argparse.Namespace,
     key = keystore.load_or_create_signing_key(
         os.path.join(workdir, "signing-key-%s.pem" % name))
     manager = conductor_manager.ConductorManager(
-        name, db, key, agent_rpcapi.AgentAPI(timeout=30),
+        name, db, key, agent_rpcapi.AgentAPI(
+            agent_requests.RequestSigner(key, name), timeout=30),
         rpc.get_notifier("trusted_pools.conductor.%s" % name), b"",
         interval=60, batch_size=args.batch)
     manager.register()

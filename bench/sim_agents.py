@@ -183,9 +183,12 @@ class Fleet:
 
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
                     epoch_value: str, banks: list[str],
-                    members: list[str], spread: float = 0.0) -> None:
+                    members: list[str], spread: float = 0.0,
+                    auth: str | None = None) -> None:
         """Every owned host quotes and pushes, as the real agent does (at
-        once: the benchmark measures throughput, not the spread)."""
+        once: the benchmark measures throughput, not the spread). The
+        fanout's ``auth`` token is not checked here: one check per message
+        is negligible beside a fleet's quotes, and the bench pins no key."""
         with self._lock:
             started = time.thread_time()
             self._round += 1
@@ -242,6 +245,8 @@ def run(url: str, exchange: str, hosts: int, seed: int, ima_per_round: int,
     api = conductor_rpcapi.ConductorAPI()
     image = Image(ima_per_round, rounds)
     fleet = Fleet(hosts, seed, image, api.submit_evidence)
+    # Serves the agents' API at the version conductors send.
+    fleet.target = messaging.Target(version=agent_rpcapi.RPC_API_VERSION)
     server = rpc.get_server(
         messaging.Target(topic=agent_rpcapi.TOPIC, server="sim-fleet"),
         [fleet])

@@ -21,10 +21,33 @@ function configure_trusted_pools {
         "$(database_connection_url trusted_pools)"
     iniset $TRUSTED_POOLS_CONF conductor ek_ca_bundle \
         "$TRUSTED_POOLS_CONF_DIR/ek-ca.pem"
+    configure_trusted_pools_keys
     local filter=trusted_pools.scheduler.filters.TrustedHostFilter
     iniadd $NOVA_CONF filter_scheduler available_filters "$filter"
     iniset $NOVA_CONF filter_scheduler enabled_filters \
         "$(iniget $NOVA_CONF filter_scheduler enabled_filters),TrustedHostFilter"
+}
+
+# Agents answer only requests signed by a conductor key they pin. The
+# conductor's key is made here (rather than at its first start) so that its
+# public half can be pinned before the agent starts. On a multi-node
+# deployment, copy the controller's $TRUSTED_POOLS_CONDUCTOR_KEYS to every
+# compute node (or set TRUSTED_POOLS_CONDUCTOR_KEYS to a copy of it there).
+function configure_trusted_pools_keys {
+    local key=$TRUSTED_POOLS_DATA_DIR/conductor-signing-key.pem
+    sudo install -d -o $STACK_USER -m 0700 $TRUSTED_POOLS_DATA_DIR
+    iniset $TRUSTED_POOLS_CONF conductor signing_key_path "$key"
+    iniset $TRUSTED_POOLS_CONF agent conductor_keys_file \
+        "$TRUSTED_POOLS_CONDUCTOR_KEYS"
+    if is_service_enabled tp-cond; then
+        if [[ ! -f $key ]]; then
+            (umask 077 && openssl genpkey -algorithm ed25519 -out "$key")
+        fi
+        openssl pkey -in "$key" -pubout -out "$TRUSTED_POOLS_CONDUCTOR_KEYS"
+    fi
+    if is_service_enabled tp-agent && [[ ! -s $TRUSTED_POOLS_CONDUCTOR_KEYS ]]; then
+        die $LINENO "trusted-pools-agent needs the conductor's public key in $TRUSTED_POOLS_CONDUCTOR_KEYS"
+    fi
 }
 
 function init_trusted_pools {

@@ -18,6 +18,7 @@ from oslo_config import cfg
 from tests import ima_gen
 from tests import swtpm_pool
 from trusted_pools.agent.service import AgentService
+from trusted_pools.attestation import keystore
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 from trusted_pools.conductor.service import ConductorService
 from trusted_pools.db import api as db_api
@@ -167,9 +168,24 @@ class TrustedPool:
         for name, value in overrides.items():
             self.conf.set_override(name, value, group="conductor")
         self.conf.set_override("pcr_banks", ["sha256"], group="attestation")
+        self.pin_conductor_keys()
         context = db_api.make_context_manager(self.db_url)
         self.db = db_api.Connection(context)
         migration.upgrade(engine=self.db.get_engine())
+
+    @property
+    def conductor_keys_path(self) -> pathlib.Path:
+        return self.workdir / "conductor-keys.pem"
+
+    def pin_conductor_keys(self) -> None:
+        """What the operator does: create the conductors' signing key (all
+        conductors here share one) and copy its public half to where the
+        agents read the keys they trust."""
+        key = keystore.load_or_create_signing_key(
+            self.conf.conductor.signing_key_path)
+        self.conductor_keys_path.write_text(keystore.public_key_pem(key))
+        self.conf.set_override("conductor_keys_file",
+                               str(self.conductor_keys_path), group="agent")
 
     def add_hosts(self, count: int, log: str = "ubuntu-2104",
                   tamper: Iterable[int] = (), ima_entries: int = 50,
@@ -293,5 +309,6 @@ class TrustedPool:
                        "heartbeat_timeout", "unknown_after_missed"):
             self.conf.clear_override(option, group="conductor")
         self.conf.clear_override("pcr_banks", group="attestation")
+        self.conf.clear_override("conductor_keys_file", group="agent")
         if self.db is not None:
             self.db.dispose()

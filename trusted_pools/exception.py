@@ -400,3 +400,22 @@ class ResourceProviderNotFound(NotFound):
     _msg_fmt = ("Placement has no resource provider named %(name)s: the "
                 "host is not a compute node known to Placement (or its "
                 "node name differs from its host name)")
+
+
+# --- Who may ask an agent (trusted_pools.attestation.agent_requests) ----------
+
+class NotAuthorized(TrustedPoolsError):
+    """The caller could not prove it may ask for this."""
+
+    _msg_fmt = "Not authorized: %(reason)s"
+
+
+class AgentRequestRefused(NotAuthorized):
+    """A request to an agent did not carry a valid conductor signature.
+
+    The agent did nothing for it: no TPM command ran, no evidence was sent.
+    """
+
+    _msg_fmt = ("The agent of %(host)s refused %(method)s: %(reason)s. Only "
+                "a conductor whose public key is pinned in the agent's "
+                "[agent] conductor_keys_file may ask it")

@@ -1,7 +1,15 @@
-"""Server side of the agent RPC API: endpoints on each compute host."""
+"""Server side of the agent RPC API: endpoints on each compute host.
+
+Every endpoint first checks the request's ``auth`` token against the
+conductor keys this agent pins (:mod:`trusted_pools.attestation.
+agent_requests`): a request that does not carry a valid one is refused with
+:class:`~trusted_pools.exception.AgentRequestRefused` before the TPM is
+touched, because any compute host can put a message on the bus.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -12,6 +20,7 @@ import oslo_messaging as messaging
 
 from trusted_pools import exception
 from trusted_pools.agent.attester import Attester
+from trusted_pools.attestation import agent_requests
 from trusted_pools.attestation import freshness
 from trusted_pools.attestation.evidence import decode_b64 as _decode
 from trusted_pools.attestation.evidence import encode_b64 as _b64
@@ -25,6 +34,27 @@ _MAX_SPREAD = 3600.0
 
 # Evidence is pushed to the conductor that announced the epoch.
 EvidenceSink = Callable[[dict, str, dict[str, Any]], None]
+
+
+def _authenticated(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``endpoint`` only for a request a pinned conductor signed.
+
+    The token covers the keyword arguments exactly as they arrived (the
+    RPC dispatcher passes them all by name), before any default is filled
+    in.
+    """
+    method = endpoint.__name__
+
+    @functools.wraps(endpoint)
+    def checked(self: "AgentManager", context: dict, *,
+                auth: str | None = None, **kwargs: Any) -> Any:
+        try:
+            self._requests.verify(method, kwargs, auth)
+        except exception.AgentRequestRefused as error:
+            LOG.warning("Refused request %s: %s", method, error)
+            raise
+        return endpoint(self, context, **kwargs)
+    return checked
 
 
 def _banks(names: list[str]) -> list[int]:
@@ -42,15 +72,17 @@ class _Sent:
 class AgentManager:
     """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
 
-    target = messaging.Target(version="1.0")
+    target = messaging.Target(version="1.1")
 
-    def __init__(self, attester: Attester, send_evidence: EvidenceSink
-                 ) -> None:
+    def __init__(self, attester: Attester, send_evidence: EvidenceSink,
+                 requests: agent_requests.RequestVerifier) -> None:
         self.attester = attester
+        self._requests = requests
         self._send_evidence = send_evidence
         self._sent: dict[str, _Sent] = {}
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @_authenticated
     def get_identity(self, context: dict) -> dict[str, Any]:
         identity = self.attester.identity()
         return {"host": self.attester.host,
@@ -59,6 +91,7 @@ class AgentManager:
                 "ak_public": _b64(identity.ak_public)}
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @_authenticated
     def activate_credential(self, context: dict, credential_blob: str,
                             encrypted_secret: str) -> str:
         secret = self.attester.activate_credential(
@@ -67,6 +100,7 @@ class AgentManager:
         return _b64(secret)
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @_authenticated
     def get_evidence(self, context: dict, nonce: str, banks: list[str],
                      ima_start: int, event_log: bool,
                      conductor: str | None = None) -> dict[str, Any]:
@@ -86,6 +120,8 @@ class AgentManager:
                 else evidence.ima.count),
             evidence.event_log_digest)
 
+    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @_authenticated
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
                     epoch_value: str, banks: list[str], members: list[str],
                     spread: float = 0.0) -> None:

@@ -3,10 +3,17 @@
 Each agent listens on topic ``trusted_pools_agent`` with its host name as
 server; epochs are announced with a fanout cast to every agent.
 
+Every request carries ``auth``: a token signed with the conductor's key
+that binds the method, the target host (``"*"`` for the epoch fanout) and
+the other arguments (:mod:`trusted_pools.attestation.agent_requests`).
+Agents at 1.1 refuse a request without a valid one.
+
 API version history:
 
 * 1.0 - Initial version: get_identity, activate_credential, get_evidence,
   start_epoch (fanout cast).
+* 1.1 - Every method takes ``auth``, the conductor's signed request token;
+  agents answer only requests it authenticates.
 """
 
 from __future__ import annotations
@@ -15,35 +22,56 @@ from typing import Any
 
 import oslo_messaging as messaging
 
+from trusted_pools.attestation import agent_requests
 from trusted_pools.common import rpc
 
 TOPIC = "trusted_pools_agent"
-RPC_API_VERSION = "1.0"
+RPC_API_VERSION = "1.1"
+_SIGNED_VERSION = "1.1"
 
 
 class AgentAPI:
-    """Client for every agent; ``host`` picks the agent of a call."""
+    """Client for every agent; ``host`` picks the agent of a call.
 
-    def __init__(self, timeout: float | None = None,
+    ``signer`` signs each request with this conductor's key; the agents pin
+    its public key.
+    """
+
+    def __init__(self, signer: agent_requests.RequestSigner,
+                 timeout: float | None = None,
                  version_cap: str | None = None) -> None:
         target = messaging.Target(topic=TOPIC, version="1.0")
         self.client = rpc.get_client(target, version_cap=version_cap
                                      or RPC_API_VERSION, timeout=timeout)
+        self.signer = signer
 
-    def _prepare(self, host: str, version: str = "1.0"):
-        return self.client.prepare(server=host, version=version)
+    def _signed(self, method: str, host: str, **args: Any
+                ) -> tuple[str, dict[str, Any]]:
+        """The version to send at and the arguments with their token.
+
+        An agent older than 1.1 (pinned by ``version_cap`` during an
+        upgrade) cannot take ``auth``; it gets the 1.0 call it answers.
+        """
+        if not self.client.can_send_version(_SIGNED_VERSION):
+            return "1.0", args
+        token = self.signer.sign(method, host, args)
+        return _SIGNED_VERSION, dict(args, auth=token)
 
     def get_identity(self, context: dict, host: str) -> dict[str, Any]:
         """EK certificate, EK public and AK public of ``host`` (base64)."""
-        return self._prepare(host).call(context, "get_identity")
+        version, kwargs = self._signed("get_identity", host)
+        return self.client.prepare(server=host, version=version).call(
+            context, "get_identity", **kwargs)
 
     def activate_credential(self, context: dict, host: str,
                             credential_blob: str, encrypted_secret: str
                             ) -> str:
         """The secret recovered by the host's TPM (base64)."""
-        return self._prepare(host).call(
-            context, "activate_credential", credential_blob=credential_blob,
+        version, kwargs = self._signed(
+            "activate_credential", host, credential_blob=credential_blob,
             encrypted_secret=encrypted_secret)
+        return self.client.prepare(server=host, version=version).call(
+            context, "activate_credential", **kwargs)
 
     def get_evidence(self, context: dict, host: str, nonce: str,
                      banks: list[str], ima_start: int, event_log: bool,
@@ -51,9 +79,11 @@ class AgentAPI:
         """Evidence for a one-off challenge (``attest now``, or a
         conductor catching up); ``conductor`` lets the agent's next push to
         it continue from here."""
-        return self._prepare(host).call(
-            context, "get_evidence", nonce=nonce, banks=banks,
+        version, kwargs = self._signed(
+            "get_evidence", host, nonce=nonce, banks=list(banks),
             ima_start=ima_start, event_log=event_log, conductor=conductor)
+        return self.client.prepare(server=host, version=version).call(
+            context, "get_evidence", **kwargs)
 
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
                     epoch_value: str, banks: list[str], members: list[str],
@@ -66,7 +96,9 @@ class AgentAPI:
         agent waits a random time up to ``spread`` seconds before quoting,
         so the evidence of a large pool arrives spread over the interval.
         """
-        self.client.prepare(fanout=True, version="1.0").cast(
-            context, "start_epoch", conductor=conductor, epoch_id=epoch_id,
-            epoch_value=epoch_value, banks=banks, members=members,
-            spread=spread)
+        version, kwargs = self._signed(
+            "start_epoch", agent_requests.ALL_HOSTS, conductor=conductor,
+            epoch_id=epoch_id, epoch_value=epoch_value, banks=list(banks),
+            members=list(members), spread=float(spread))
+        self.client.prepare(fanout=True, version=version).cast(
+            context, "start_epoch", **kwargs)

@@ -10,11 +10,23 @@ from oslo_config import cfg
 from trusted_pools.agent import attester as attester_mod
 from trusted_pools.agent import manager as agent_manager
 from trusted_pools.agent import rpcapi
+from trusted_pools.attestation import agent_requests
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
 LOG = logging.getLogger(__name__)
+
+
+def _request_verifier(conf: cfg.ConfigOpts, host: str
+                      ) -> agent_requests.RequestVerifier:
+    """Checks conductors' requests against the pinned keys; with none
+    pinned the agent does not start (it would answer no one, or anyone)."""
+    keys = agent_requests.load_pinned_keys(conf.agent.conductor_keys_file)
+    LOG.info("Agent for host %s trusts %d conductor key(s): %s", host,
+             len(keys), ", ".join(sorted(keys)))
+    return agent_requests.RequestVerifier(
+        keys, host, leeway=conf.agent.request_clock_leeway)
 
 
 class AgentService:
@@ -25,6 +37,8 @@ class AgentService:
                  ima_log_path: str | None = None,
                  ima_log_format: str | None = None) -> None:
         self.host = host or conf.agent.host
+        # Before the TPM is opened: without pinned keys, do not start.
+        requests = _request_verifier(conf, self.host)
         tcti = tcti or conf.tpm.tcti
         self.attester = attester_mod.Attester(
             self.host, attester_mod.default_open_device(tcti),
@@ -39,7 +53,8 @@ class AgentService:
             pcr_read_retries=conf.agent.pcr_read_retries)
         self._conductors = conductor_rpcapi.ConductorAPI()
         self.manager = agent_manager.AgentManager(
-            self.attester, self._conductors.submit_evidence)
+            self.attester, self._conductors.submit_evidence,
+            requests)
         self._server: messaging.MessageHandlingServer | None = None
 
     def start(self) -> None:

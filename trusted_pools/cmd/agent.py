@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from trusted_pools import exception
 from trusted_pools.common import config
 from trusted_pools.common import rpc
 from trusted_pools.common.service import run_until_signalled
@@ -15,7 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     rpc.init(conf)
     from trusted_pools.agent.service import AgentService
     try:
-        return run_until_signalled(AgentService(conf))
+        try:
+            service = AgentService(conf)
+        except exception.ConfigInvalid as error:
+            # Fail closed, and say why: typically no conductor key pinned.
+            print("trusted-pools-agent: %s" % error, file=sys.stderr)
+            return 1
+        return run_until_signalled(service)
     finally:
         rpc.cleanup()
 

@@ -10,6 +10,7 @@ from oslo_config import cfg
 
 from trusted_pools import exception
 from trusted_pools.agent import rpcapi as agent_rpcapi
+from trusted_pools.attestation import agent_requests
 from trusted_pools.attestation import keystore
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
@@ -43,8 +44,14 @@ class ConductorService:
         self.host = host or group.host
         self.db = db or db_api.get_instance()
         key = keystore.load_or_create_signing_key(group.signing_key_path)
+        # Agents answer only requests signed with this key (they pin its
+        # public half), so a compute host on the bus cannot pose as us.
+        agents = agent_rpcapi.AgentAPI(
+            agent_requests.RequestSigner(
+                key, self.host, lifetime=group.agent_request_lifetime),
+            timeout=30)
         self.manager = conductor_manager.ConductorManager(
-            self.host, self.db, key, agent_rpcapi.AgentAPI(timeout=30),
+            self.host, self.db, key, agents,
             rpc.get_notifier("trusted_pools.conductor.%s" % self.host),
             _read_ca_bundle(group.ek_ca_bundle),
             interval=group.attestation_interval,

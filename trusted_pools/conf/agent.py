@@ -43,6 +43,19 @@ opts = [
                help="How often to retry reading PCR values that changed "
                     "while the quote was taken (IMA extends PCR 10 at any "
                     "time)."),
+    cfg.StrOpt("conductor_keys_file",
+               default="/etc/trusted-pools/conductor-keys.pem",
+               help="File of the conductors' public keys this agent trusts: "
+                    "one or more PEM public keys ('openssl pkey -in "
+                    "<conductor signing_key_path> -pubout' on each "
+                    "conductor), or a JWKS ({\"keys\": [...]}). The agent "
+                    "answers only requests signed with one of them, and "
+                    "refuses to start when the file is missing or holds "
+                    "none. Read at start."),
+    cfg.IntOpt("request_clock_leeway", default=5, min=0, max=300,
+               help="Seconds of clock difference tolerated between a "
+                    "conductor and this host when checking the issue and "
+                    "expiry times of the conductor's signed requests."),
 ]
 
 

@@ -37,7 +37,9 @@ opts = [
                help="PEM private key (Ed25519 or ECDSA P-256) that signs "
                     "attestation results; created (mode 0600) on first "
                     "start if absent. Share it between conductors, or "
-                    "give consumers every conductor's public key."),
+                    "give consumers every conductor's public key. It also "
+                    "signs this conductor's requests to agents, which pin "
+                    "its public key ([agent] conductor_keys_file)."),
     cfg.StrOpt("ek_ca_bundle", default="/etc/trusted-pools/ek-ca.pem",
                help="PEM bundle of the TPM manufacturers' CA certificates "
                     "that EK certificates must chain to. A host whose EK "
@@ -59,6 +61,12 @@ opts = [
     cfg.IntOpt("evidence_batch_size", default=500, min=1, max=100000,
                help="Evidence messages verified and written to the "
                     "database together."),
+    cfg.IntOpt("agent_request_lifetime", default=60, min=5, max=600,
+               help="Seconds a request this conductor signs for an agent "
+                    "(identity, credential activation, challenge, epoch) "
+                    "stays valid. Agents refuse it afterwards, so a "
+                    "captured request cannot be replayed later; keep the "
+                    "hosts' clocks within [agent] request_clock_leeway."),
 ]
 
 

@@ -1,18 +1,25 @@
-"""The agent's epoch handling, without a bus or a TPM (an in-memory
-attester stands in; the real one is exercised in tests/functional)."""
+"""The agent's epoch handling and request checks, without a bus or a TPM
+(an in-memory attester stands in; the real one is exercised in
+tests/functional)."""
 
 from __future__ import annotations
 
 import base64
 import time
 
+import oslo_messaging as messaging
+import pytest
+
 from trusted_pools import exception
 from trusted_pools.agent.manager import AgentManager
+from trusted_pools.attestation import agent_requests
 from trusted_pools.attestation import freshness
+from trusted_pools.attestation import keystore
 from trusted_pools.attestation.evidence import Evidence, IMATail
 from trusted_pools.conductor.hash_ring import HashRing
 
 EPOCH = base64.b64encode(b"e" * 32).decode()
+CONDUCTOR_KEY = keystore.generate_signing_key()
 
 
 class FakeAttester:
@@ -20,6 +27,14 @@ class FakeAttester:
         self.host = host
         self.ima_lines = ima_lines
         self.calls: list[dict] = []
+
+    def identity(self):
+        self.calls.append({"identity": True})
+        raise AssertionError("the TPM was asked for its identity")
+
+    def activate_credential(self, blob, secret):
+        self.calls.append({"activate": True})
+        return b"secret"
 
     def evidence(self, nonce, banks, *, epoch_id=None, ima_start=0,
                  event_log=True, known_event_log_digest=None):
@@ -38,8 +53,22 @@ def _manager(host="compute-1"):
     sent = []
     attester = FakeAttester(host)
     manager = AgentManager(attester, lambda ctx, conductor, wire:
-                           sent.append((conductor, wire)))
+                           sent.append((conductor, wire)),
+                           agent_requests.RequestVerifier(
+                               [CONDUCTOR_KEY], host))
     return manager, attester, sent
+
+
+def _epoch(manager, conductor, epoch_id, value, banks, members, spread=0.0,
+           key=CONDUCTOR_KEY):
+    """Call start_epoch as the RPC dispatcher does, with a fanout token
+    signed as ``conductor``."""
+    args = {"conductor": conductor, "epoch_id": epoch_id,
+            "epoch_value": value, "banks": banks, "members": members,
+            "spread": spread}
+    auth = agent_requests.RequestSigner(key, conductor).sign(
+        "start_epoch", agent_requests.ALL_HOSTS, args)
+    return manager.start_epoch({}, auth=auth, **args)
 
 
 def test_answers_only_the_conductor_that_owns_the_host():
@@ -47,9 +76,9 @@ def test_answers_only_the_conductor_that_owns_the_host():
     members = ["c-a", "c-b"]
     owner = HashRing(members).owner("compute-1")
     other = ({"c-a", "c-b"} - {owner}).pop()
-    manager.start_epoch({}, other, "1-x", EPOCH, ["sha256"], members)
+    _epoch(manager, other, "1-x", EPOCH, ["sha256"], members)
     assert sent == [] and attester.calls == []
-    manager.start_epoch({}, owner, "1-x", EPOCH, ["sha256"], members)
+    _epoch(manager, owner, "1-x", EPOCH, ["sha256"], members)
     assert [c for c, _ in sent] == [owner]
     assert attester.calls[0]["nonce"] == freshness.host_nonce(b"e" * 32,
                                                               "compute-1")
@@ -57,22 +86,22 @@ def test_answers_only_the_conductor_that_owns_the_host():
 
 def test_sends_only_what_the_conductor_has_not_seen():
     manager, attester, sent = _manager()
-    manager.start_epoch({}, "c-a", "1-x", EPOCH, ["sha256"], ["c-a"])
+    _epoch(manager, "c-a", "1-x", EPOCH, ["sha256"], ["c-a"])
     attester.ima_lines = 5
-    manager.start_epoch({}, "c-a", "2-x", EPOCH, ["sha256"], ["c-a"])
+    _epoch(manager, "c-a", "2-x", EPOCH, ["sha256"], ["c-a"])
     first, second = (Evidence.from_wire(w) for _, w in sent)
     assert first.event_log == b"L" and first.ima.start == 0
     assert second.event_log is None, "the log was already sent"
     assert second.ima.start == 3
     # A conductor that never heard from this host gets everything.
-    manager.start_epoch({}, "c-b", "3-x", EPOCH, ["sha256"], ["c-b"])
+    _epoch(manager, "c-b", "3-x", EPOCH, ["sha256"], ["c-b"])
     third = Evidence.from_wire(sent[-1][1])
     assert third.ima.start == 0 and third.event_log == b"L"
 
 
 def test_spread_delays_the_answer():
     manager, _, sent = _manager()
-    manager.start_epoch({}, "c-a", "1-x", EPOCH, ["sha256"], ["c-a"],
+    _epoch(manager, "c-a", "1-x", EPOCH, ["sha256"], ["c-a"],
                         spread=0.2)
     deadline = time.monotonic() + 5
     while not sent and time.monotonic() < deadline:
@@ -86,5 +115,81 @@ def test_a_tpm_failure_sends_nothing():
     def broken(*args, **kwargs):
         raise exception.TPMUnreachable(tcti="swtpm:port=1", reason="down")
     attester.evidence = broken
-    manager.start_epoch({}, "c-a", "1-x", EPOCH, ["sha256"], ["c-a"])
+    _epoch(manager, "c-a", "1-x", EPOCH, ["sha256"], ["c-a"])
     assert sent == []
+
+
+def _refused(method, *args, **kwargs):
+    """The endpoint refused: the RPC dispatcher would send back the
+    AgentRequestRefused that expected_exceptions wrapped."""
+    with pytest.raises(messaging.ExpectedException) as info:
+        method(*args, **kwargs)
+    error = info.value.exc_info[1]
+    assert isinstance(error, exception.AgentRequestRefused), error
+    return error
+
+
+def _call(manager, method, host="compute-1", key=CONDUCTOR_KEY, **args):
+    auth = agent_requests.RequestSigner(key, "c-a").sign(method, host, args)
+    return getattr(manager, method)({}, auth=auth, **args)
+
+
+CALLS = {
+    "get_identity": {},
+    "activate_credential": {"credential_blob": "AA==",
+                            "encrypted_secret": "AA=="},
+    "get_evidence": {"nonce": base64.b64encode(b"n" * 32).decode(),
+                     "banks": ["sha256"], "ima_start": 0, "event_log": True,
+                     "conductor": "c-a"},
+    "start_epoch": {"conductor": "c-a", "epoch_id": "1-x",
+                    "epoch_value": EPOCH, "banks": ["sha256"],
+                    "members": ["c-a"], "spread": 0.0},
+}
+
+
+@pytest.mark.parametrize("method", sorted(CALLS))
+def test_unsigned_or_foreign_requests_never_reach_the_tpm(method):
+    manager, attester, sent = _manager()
+    attacker = keystore.generate_signing_key()
+    args = CALLS[method]
+    target = (agent_requests.ALL_HOSTS if method == "start_epoch"
+              else "compute-1")
+    forged = agent_requests.RequestSigner(attacker, "c-a").sign(
+        method, target, args)
+    for auth in (None, "", forged):
+        _refused(getattr(manager, method), {}, auth=auth, **args)
+    _refused(getattr(manager, method), {}, **args)       # no auth at all
+    assert attester.calls == [] and sent == []
+
+
+def test_a_signed_call_is_answered():
+    manager, attester, _ = _manager()
+    assert _call(manager, "activate_credential",
+                 **CALLS["activate_credential"]) == base64.b64encode(
+                     b"secret").decode()
+    wire = _call(manager, "get_evidence", **CALLS["get_evidence"])
+    assert wire["host"] == "compute-1" and len(attester.calls) == 2
+
+
+def test_a_call_signed_for_another_host_is_refused():
+    manager, attester, _ = _manager()
+    error = _refused(_call, manager, "get_evidence", host="compute-2",
+                     **CALLS["get_evidence"])
+    assert "compute-2" in str(error)
+    assert attester.calls == []
+
+
+def test_a_replayed_older_epoch_is_ignored():
+    manager, attester, sent = _manager()
+    signer = agent_requests.RequestSigner(CONDUCTOR_KEY, "c-a")
+    tokens = []
+    for epoch_id in ("1-x", "2-x"):
+        args = dict(CALLS["start_epoch"], epoch_id=epoch_id)
+        tokens.append((args, signer.sign("start_epoch",
+                                         agent_requests.ALL_HOSTS, args)))
+    (old_args, old), (new_args, new) = tokens
+    manager.start_epoch({}, auth=new, **new_args)  # the newer one first
+    error = _refused(manager.start_epoch, {}, auth=old, **old_args)
+    assert "not newer" in str(error)
+    assert [w["epoch_id"] for _, w in sent] == ["2-x"]
+    assert len(attester.calls) == 1
