@@ -370,3 +370,53 @@ def test_bank_listed_without_pcrs_needs_no_values(ecc_ak):
     result = quote.verify_quote(structures.load_public(ecc_ak.public_bytes),
                                 attest, ecc_ak.sign(attest), b"n", values)
     assert result.pcrs == values
+
+
+# --- signing scheme fixed at creation; SHA-1 only when allowed -----------------
+
+@pytest.mark.parametrize("make", [
+    lambda: soft_tpm.SoftAK.rsa(scheme=TPM_ALG.NULL, scheme_hash=None),
+    lambda: soft_tpm.SoftAK.ecc(scheme=TPM_ALG.NULL, scheme_hash=None),
+])
+def test_ak_without_fixed_scheme_is_rejected(make):
+    """With TPM_ALG_NULL the agent names the quote's scheme and hash;
+    such an AK fails the AK rules and verify_quote, with a reason."""
+    ak = make()
+    public = structures.load_public(ak.public_bytes)
+    with pytest.raises(exception.AKSchemeRejected, match="TPM_ALG_NULL"):
+        keys.check_ak_attributes(public)
+    values = soft_tpm.random_pcrs()
+    attest, sig = ak.quote(b"n", values)
+    with pytest.raises(exception.AKSchemeRejected):
+        quote.verify_quote(public, attest, sig, b"n", values)
+    # A bare PEM key has no scheme at all: the caller may waive it.
+    assert quote.verify_quote(public, attest, sig, b"n", values,
+                              allow_unfixed_scheme=True).pcrs == values
+
+
+def test_ak_scheme_of_the_wrong_family_is_rejected():
+    ak = soft_tpm.SoftAK.rsa()
+    key = ak.private_key.public_key()
+    public = structures.load_public(soft_tpm.rsa_public(
+        key, scheme=TPM_ALG.ECDSA, scheme_hash=TPM_ALG.SHA256))
+    with pytest.raises(exception.AKSchemeRejected, match="RSA"):
+        keys.check_ak_attributes(public)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: soft_tpm.SoftAK.rsa(hash_alg=TPM_ALG.SHA1),
+    lambda: soft_tpm.SoftAK.rsa(sig_alg=TPM_ALG.RSAPSS,
+                                hash_alg=TPM_ALG.SHA1),
+    lambda: soft_tpm.SoftAK.ecc(hash_alg=TPM_ALG.SHA1),
+])
+def test_sha1_quote_refused_unless_allowed(make):
+    ak = make()
+    public = structures.load_public(ak.public_bytes)
+    keys.check_ak_attributes(public)     # a fixed SHA-1 scheme is a scheme
+    values = soft_tpm.random_pcrs((TPM_ALG.SHA256,))
+    attest, sig = ak.quote(b"n", values)
+    with pytest.raises(exception.QuoteHashRefused,
+                       match="allow_sha1_quotes"):
+        quote.verify_quote(public, attest, sig, b"n", values)
+    assert quote.verify_quote(public, attest, sig, b"n", values,
+                              allow_sha1=True).pcrs == values
