@@ -285,9 +285,12 @@ class TrustListener:
         if verified:
             self.cache.mark_contact()
         else:
-            LOG.warning("Bulk refresh since %.0f returned no verdict that "
-                        "verifies (%d items): not counted as contact with "
-                        "the conductor", since, len(items))
+            # An empty answer is normal between rounds; one whose every
+            # token fails is not.
+            LOG.log(logging.WARNING if items else logging.DEBUG,
+                    "Bulk refresh since %.0f returned no verdict that "
+                    "verifies (%d items): not counted as contact with the "
+                    "conductor", since, len(items))
         # Overlap one interval plus the leeway: verdicts are written to the
         # conductor's database a little after they are issued.
         self._cursor = started - self.refresh_interval - self.cache.leeway
