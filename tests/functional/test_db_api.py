@@ -628,7 +628,7 @@ def test_verdicts_and_ima_states_in_one_batch(db_api):
     assert len(db_api.verdict_history(hosts[0].id)) == 2
 
 
-# --- verdict sequence ---------------------------------------------------------
+# --- verdict sequence --------------------------------------------------------
 
 def test_record_verdicts_signs_with_the_sequence_it_stores(db_api):
     host = db_api.create_host("seq-a").id

@@ -271,7 +271,7 @@ def test_fetched_keys_replace_earlier_fetched_ones(factory, clocks):
     cache.admit(factory.token("h3", issued_at=T0))  # configured key
 
 
-# --- order: the database's sequence, never a conductor's clock ----------------
+# --- order: the database's sequence, never a conductor's clock ---------------
 
 AHEAD = 4   # seconds the fast conductor's clock runs ahead (within leeway)
 
@@ -335,7 +335,7 @@ def test_old_format_token_without_sequence_is_refused(factory, clocks):
     assert cache.get("h1") is None
 
 
-# --- contact: only a conductor's new word counts ------------------------------
+# --- contact: only a conductor's new word counts -----------------------------
 
 def test_garbage_notifications_do_not_keep_contact(factory, clocks):
     """After the conductors are gone, a compromised host keeps sending

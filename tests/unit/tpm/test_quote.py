@@ -372,7 +372,7 @@ def test_bank_listed_without_pcrs_needs_no_values(ecc_ak):
     assert result.pcrs == values
 
 
-# --- signing scheme fixed at creation; SHA-1 only when allowed -----------------
+# --- signing scheme fixed at creation; SHA-1 only when allowed --------------
 
 @pytest.mark.parametrize("make", [
     lambda: soft_tpm.SoftAK.rsa(scheme=TPM_ALG.NULL, scheme_hash=None),
