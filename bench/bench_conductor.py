@@ -132,7 +132,8 @@ def _install_timers(timers: PhaseTimers, manager: Any) -> None:
     verifier.failed_verdict = timers.wrap("verdict", verifier.failed_verdict)
     manager.signer.sign = timers.wrap("signing (JWS EdDSA)",
                                       manager.signer.sign)
-    manager.db.add_verdicts = timers.wrap("database", manager.db.add_verdicts)
+    manager.db.record_verdicts = timers.wrap("database",
+                                             manager.db.record_verdicts)
     if hasattr(manager.db, "save_ima_states"):
         manager.db.save_ima_states = timers.wrap(
             "database", manager.db.save_ima_states)

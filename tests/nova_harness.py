@@ -81,16 +81,23 @@ class VerdictFactory:
             issued_at=issued, validity=validity, reasons=reasons)
 
     def token(self, host: str, status: str = "trusted", level: int = 4,
-              issued_at: int | None = None, validity: int = 300) -> str:
-        return self.signer.sign(self.verdict(host, status, level, issued_at,
-                                             validity))
+              issued_at: int | None = None, validity: int = 300,
+              sequence: int | None = None) -> str:
+        """A signed result. ``sequence`` (the database's order) defaults
+        to the issue time, so that tests about other things can say
+        "later" with ``issued_at`` alone; tests about order set it."""
+        v = self.verdict(host, status, level, issued_at, validity)
+        return self.signer.sign(v, sequence=v.issued_at if sequence is None
+                                else sequence)
 
     def payload(self, host: str, status: str = "trusted", level: int = 4,
-                issued_at: int | None = None, validity: int = 300
-                ) -> dict[str, Any]:
+                issued_at: int | None = None, validity: int = 300,
+                sequence: int | None = None) -> dict[str, Any]:
         v = self.verdict(host, status, level, issued_at, validity)
         return {"host": host, "status": v.status.value, "level": int(v.level),
-                "signed_result": self.signer.sign(v)}
+                "signed_result": self.signer.sign(
+                    v, sequence=v.issued_at if sequence is None
+                    else sequence)}
 
 
 # --- Nova objects --------------------------------------------------------------

@@ -173,6 +173,20 @@ class AKAttributesRejected(EvidenceError):
                 "(fixedTPM, fixedParent, sensitiveDataOrigin, not decrypt).")
 
 
+class AKSchemeRejected(EvidenceError):
+    _msg_fmt = ("Attestation key rejected: its signing scheme is "
+                "%(scheme)s. Create the AK with a scheme fixed at creation "
+                "(ECDSA, RSASSA or RSAPSS with SHA-256 or stronger, e.g. "
+                "'tpm2_createak -G ecc -s ecdsa -g sha256'): with "
+                "TPM_ALG_NULL the caller of TPM2_Quote picks the hash, "
+                "SHA-1 included.")
+
+
+class QuoteHashRefused(InvalidQuote):
+    _msg_fmt = ("Quote signed with %(hash)s, which this verifier refuses "
+                "(%(reason)s)")
+
+
 class PolicyViolation(EvidenceError):
     _msg_fmt = "Policy violated: %(reason)s"
 

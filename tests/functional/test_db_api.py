@@ -382,9 +382,10 @@ def test_batch_of_10000_and_verdicts_since(db_api):
     latest = db_api.latest_verdicts()
     assert [v.host_id for v in latest] == sorted(hosts)
     for verdict in latest:
-        newest = max(v.issued_at for v in batch
-                     if v.host_id == verdict.host_id)
-        assert verdict.issued_at == newest
+        # The newest is the one stored last (greatest sequence), not the
+        # one with the latest issued_at (a conductor's clock).
+        stored_last = [v for v in batch if v.host_id == verdict.host_id][-1]
+        assert verdict.reasons == stored_last.reasons
     by_host = {v.host_id: v for v in latest}
     subset = db_api.latest_verdicts(reversed(hosts[:3]))
     assert subset == [by_host[h] for h in sorted(hosts[:3])]
@@ -570,8 +571,9 @@ def test_verdicts_since_pages_match_a_filter(db_api, batch, cut, page):
         if not mine:
             assert host not in latest
         else:
+            # Stored last wins, whatever its issued_at.
             assert (latest[host].issued_at,
-                    latest[host].reasons[0]) == max(mine)
+                    latest[host].reasons[0]) == mine[-1]
 
 
 @_PROPERTY_SETTINGS
@@ -624,3 +626,65 @@ def test_verdicts_and_ima_states_in_one_batch(db_api):
     with pytest.raises(exception.HostNotFound):
         db_api.add_verdicts(verdicts[:1], [moved, ghost])
     assert len(db_api.verdict_history(hosts[0].id)) == 2
+
+
+# --- verdict sequence --------------------------------------------------------
+
+def test_record_verdicts_signs_with_the_sequence_it_stores(db_api):
+    host = db_api.create_host("seq-a").id
+    now = db_api.clock.now
+    signed = []
+
+    def sign(index: int, sequence: int) -> str:
+        signed.append((index, sequence))
+        return "token-%d-%d" % (index, sequence)
+
+    stored = db_api.record_verdicts(
+        [_verdict(host, now), _verdict(host, now, status="untrusted")], (),
+        sign)
+    (s1, t1), (s2, t2) = stored
+    assert s2 == s1 + 1 and t1 == "token-0-%d" % s1
+    assert signed == [(0, s1), (1, s2)]
+    history = db_api.verdict_history(host)
+    assert [(v.sequence, v.signed_result) for v in history] == [
+        (s2, t2), (s1, t1)]
+    # A later batch always gets greater numbers, whatever its issued_at.
+    earlier = now - datetime.timedelta(hours=1)
+    (s3, _), = db_api.record_verdicts([_verdict(host, earlier)], (), sign)
+    assert s3 > s2
+    assert db_api.latest_verdicts([host])[0].sequence == s3
+    with pytest.raises(exception.InvalidParameterValue):
+        db_api.record_verdicts([_verdict(host, now)], (), None)
+
+
+def test_concurrent_writers_get_distinct_ordered_sequences(db_url):
+    """Two conductors (two connections) storing verdicts of one host at
+    once: every number is used once, and each writer's numbers grow."""
+    writers = [api.Connection(api.make_context_manager(db_url))
+               for _ in range(2)]
+    host = writers[0].create_host("seq-shared").id
+    now = datetime.datetime.now(datetime.timezone.utc)
+    got: list[list[int]] = [[], []]
+
+    def run(n: int) -> None:
+        for _ in range(15):
+            stored = writers[n].record_verdicts(
+                [_verdict(host, now), _verdict(host, now)], (),
+                lambda i, s: "w%d-%d" % (n, s))
+            got[n].extend(s for s, _ in stored)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert all(g == sorted(g) and len(g) == 30 for g in got)
+        assert len(set(got[0]) | set(got[1])) == 60
+        history = writers[0].verdict_history(host, limit=100)
+        assert [v.signed_result for v in history] == [
+            "w%d-%d" % (0 if v.sequence in got[0] else 1, v.sequence)
+            for v in history]
+    finally:
+        for writer in writers:
+            writer.dispose()

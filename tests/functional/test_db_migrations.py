@@ -17,7 +17,7 @@ from trusted_pools.db import migration
 from trusted_pools.db import models
 from tests.db_fixtures import *  # noqa: F401,F403 (fixtures)
 
-EXPECTED_TABLES = {"hosts", "registrations", "policies",
+EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "policy_assignments", "verdicts", "ima_state",
                    "conductors", "alembic_version"}
 
@@ -27,7 +27,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "a7e3c91b5d20"
+    assert migration.head() == "8c4e2b7d1a93"
 
 
 def test_upgrade_from_empty(empty_db_url):

@@ -162,7 +162,9 @@ def test_wrong_key(tpm, quotes):
 def unrestricted(tpm):
     """A plain (unrestricted) ECC signing key: it will sign anything."""
     tpm2(tpm, "tpm2_createprimary", "-C", "o", "-G", "ecc", "-c", "prim.ctx")
-    tpm2(tpm, "tpm2_create", "-C", "prim.ctx", "-G", "ecc", "-u", "u.pub",
+    # A fixed scheme, so that the checks after the AK rules are reached.
+    tpm2(tpm, "tpm2_create", "-C", "prim.ctx", "-G", "ecc256:ecdsa-sha256",
+         "-u", "u.pub",
          "-r", "u.priv", "-a",
          "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign")
     tpm2(tpm, "tpm2_load", "-C", "prim.ctx", "-u", "u.pub", "-r", "u.priv",
@@ -300,3 +302,67 @@ def test_pcr_file_forms_agree(tpm):
                                 selection) == serialized
     assert pcrs.load_pcr_values(listing) == serialized
     quote.verify_quote(_ak(tpm, "ak_ecdsa"), msg, sig, nonce, serialized)
+
+
+# --- AK scheme and SHA-1 -----------------------------------------------------
+
+def _host_state(public: structures.Public, allow_sha1: bool | None):
+    """A conductor's state of a host whose group's measured-boot policy
+    sets allow_sha1_quotes (None: the group has no such policy)."""
+    from trusted_pools.attestation import policy as policy_mod
+    from trusted_pools.conductor import verifier
+    state = verifier.HostState(host="h", host_id=1, group="g", ak=public)
+    boot = None
+    if allow_sha1 is not None:
+        boot = policy_mod.MeasuredBootPolicy.from_json(
+            {"kind": policy_mod.KIND_MEASURED_BOOT,
+             "allow_sha1_quotes": allow_sha1,
+             "pcrs": {"sha256": {"0": "00" * 32}}}, name="mb", version=1)
+    state.policy = verifier.HostPolicies(measured_boot=boot)
+    return state
+
+
+def test_swtpm_sha1_quote_refused_unless_the_policy_allows_it(tpm):
+    """An AK fixed to RSASSA-SHA1 on a real TPM makes SHA-1 quotes; the
+    conductor refuses them unless the host's measured-boot policy says
+    allow_sha1_quotes."""
+    from types import SimpleNamespace
+    from trusted_pools.conductor import verifier
+    tpm2(tpm, "tpm2_createak", "-C", "ek.ctx", "-c", "ak_sha1.ctx",
+         "-G", "rsa", "-g", "sha1", "-s", "rsassa", "-u", "ak_sha1.pub",
+         "-n", "ak_sha1.name")
+    public = _ak(tpm, "ak_sha1")
+    assert public.scheme_hash == SHA1
+    keys.check_ak_attributes(public)
+    nonce = os.urandom(16)
+    tpm2(tpm, "tpm2_quote", "-c", "ak_sha1.ctx", "-l", "sha256:16",
+         "-q", nonce.hex(), "-m", "q.msg", "-s", "q.sig", "-o", "q.pcrs",
+         "-g", "sha1", "--scheme", "rsassa")
+    evidence = SimpleNamespace(quote=read(tpm, "q.msg"),
+                               signature=read(tpm, "q.sig"),
+                               pcrs=pcrs.load_pcr_values(read(tpm,
+                                                              "q.pcrs")))
+    assert structures.parse_signature(evidence.signature).hash_alg == SHA1
+    for allow in (None, False):
+        with pytest.raises(exception.QuoteHashRefused) as err:
+            verifier.check_quote(_host_state(public, allow), evidence, nonce)
+        assert "allow_sha1_quotes" in str(err.value)
+    verified, _ = verifier.check_quote(_host_state(public, True), evidence,
+                                       nonce)
+    assert set(verified.pcrs) == {SHA256}
+
+
+def test_swtpm_will_not_create_a_restricted_key_without_scheme(tpm):
+    """libtpms refuses TPM_ALG_NULL for a restricted signing key
+    (TPM_RC_SCHEME), so an AK without a fixed scheme comes from a TPM that
+    does not follow the specification, or from software: the AK rules
+    refuse it (tests/unit/tpm/test_quote.py and test_enrollment_unit.py
+    show that with the soft TPM)."""
+    tpm2(tpm, "tpm2_createprimary", "-C", "o", "-G", "ecc", "-c",
+         "prim_n.ctx")
+    with pytest.raises(ToolFailed, match="scheme"):
+        tpm2(tpm, "tpm2_create", "-C", "prim_n.ctx", "-G",
+             "rsa2048:null:null", "-u", "ak_null.pub", "-r", "ak_null.priv",
+             "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth"
+             "|restricted|sign")
+    tpm2(tpm, "tpm2_flushcontext", "-t")

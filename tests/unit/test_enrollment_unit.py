@@ -121,7 +121,8 @@ def rsa_ek_public(key: rsa.RSAPrivateKey) -> bytes:
             + struct.pack(">H", 256) + n)
 
 
-def ecc_ak_public(attributes: int = 0x00050472) -> bytes:
+def ecc_ak_public(attributes: int = 0x00050472, null_scheme: bool = False
+                  ) -> bytes:
     """TPMT_PUBLIC of an ECC P-256 AK; default attributes: fixedTPM|
     fixedParent|sensitiveDataOrigin|userWithAuth|noDA|restricted|sign."""
     point = ec.generate_private_key(ec.SECP256R1()).public_key() \
@@ -129,7 +130,8 @@ def ecc_ak_public(attributes: int = 0x00050472) -> bytes:
     return (struct.pack(">HHI", 0x0023, 0x000B, attributes)
             + struct.pack(">H", 0)
             + struct.pack(">H", 0x0010)           # symmetric NULL
-            + struct.pack(">HH", 0x0018, 0x000B)  # ECDSA SHA-256
+            + (struct.pack(">H", 0x0010) if null_scheme   # scheme NULL
+               else struct.pack(">HH", 0x0018, 0x000B))  # ECDSA SHA-256
             + struct.pack(">HH", 0x0003, 0x0010)  # P-256, KDF NULL
             + struct.pack(">H", 32) + point.x.to_bytes(32, "big")
             + struct.pack(">H", 32) + point.y.to_bytes(32, "big"))
@@ -312,6 +314,18 @@ def test_wrong_ak_attributes_rejected_before_any_challenge(pki):
     with pytest.raises(exception.AKAttributesRejected) as info:
         start(pki, store, ak=unrestricted)
     assert info.value.kwargs["attribute"] == "restricted"
+    assert store.pending_challenges() == []
+
+
+def test_ak_without_a_fixed_scheme_rejected_before_any_challenge(pki):
+    """A restricted AK created with TPM_ALG_NULL as its scheme lets the
+    host's agent pick the quote's hash (SHA-1 too): refused, and the
+    reason tells the operator how to create the AK."""
+    store = en.DictEnrollmentStore()
+    with pytest.raises(exception.AKSchemeRejected) as info:
+        start(pki, store, ak=ecc_ak_public(null_scheme=True))
+    assert "TPM_ALG_NULL" in info.value.message
+    assert "tpm2_createak" in info.value.message
     assert store.pending_challenges() == []
 
 

@@ -504,10 +504,14 @@ class MeasuredBootPolicy:
     description: str = ""
     annotations: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}))
+    #: Accept quotes signed (and PCR-digested) with SHA-1. Off unless the
+    #: operator sets it: SHA-1 collisions are practical, and any TPM 2.0
+    #: can make an AK with a SHA-256 scheme.
+    allow_sha1_quotes: bool = False
 
     kind = KIND_MEASURED_BOOT
     _KEYS = ("kind", "description", "pcrs", "platform_firmware", "os_boot",
-             "annotations")
+             "annotations", "allow_sha1_quotes")
 
     @classmethod
     def from_json(cls, body: Any, *, name: str, version: int
@@ -527,7 +531,9 @@ class MeasuredBootPolicy:
                                           "os_boot"),
             description=check.text(body.get("description", ""),
                                    "description", empty=True),
-            annotations=_annotations(body.get("annotations", {}), check))
+            annotations=_annotations(body.get("annotations", {}), check),
+            allow_sha1_quotes=check.boolean(body.get(
+                "allow_sha1_quotes", False), "allow_sha1_quotes"))
         if not any(policy.covers(rung) for rung in (
                 Rung.PLATFORM_FIRMWARE, Rung.OS_BOOT)):
             raise check.fail("(body)", "the policy checks nothing: give "
@@ -573,6 +579,8 @@ class MeasuredBootPolicy:
         out: dict[str, Any] = {"kind": self.kind}
         if self.description:
             out["description"] = self.description
+        if self.allow_sha1_quotes:
+            out["allow_sha1_quotes"] = True
         if self.pcrs:
             out["pcrs"] = {constants.alg_name(alg): {str(p): v.hex()
                                              for p, v in sorted(b.items())}

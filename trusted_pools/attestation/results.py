@@ -11,10 +11,17 @@ keeps these tokens from being confused with other JWTs, RFC 8725 section
 3.11), payload = canonical JSON (sorted keys, no spaces) of exactly these
 claims::
 
-    ver              1 (the claim set version; unknown claims are refused)
+    ver              2 (the claim set version; unknown claims are refused)
     iss              conductor id
     sub              host
-    iat, exp         issue and expiry, UTC epoch seconds (the verdict's own)
+    seq              verdict sequence number, 1..2**63-1: allocated by the
+                     verifier's database in the transaction that stores the
+                     verdict, strictly increasing across every conductor
+                     sharing that database; a greater ``seq`` is a later
+                     verdict of the host (consumers order by it, never by
+                     ``iat``, which is a conductor's wall clock)
+    iat, exp         issue and expiry, UTC epoch seconds (the verdict's own;
+                     for freshness and expiry only)
     jti              unique token id
     status           "trusted" | "untrusted" | "unknown"
     level            0..4 (levels.AssuranceLevel)
@@ -25,7 +32,10 @@ claims::
 
 Verification fails closed on any anomaly: unknown kid, tampered header or
 payload, algorithm not matching the key type, expired, not yet valid,
-missing or extra claims, a non-canonical payload.
+missing or extra claims, a non-canonical payload. A version 1 token (no
+``seq``, from a conductor older than the sequence) is refused: without a
+sequence it could only be ordered by its issuer's clock, which is what the
+sequence replaces.
 """
 
 from __future__ import annotations
@@ -44,12 +54,16 @@ from trusted_pools.attestation.verdict import Verdict, canonical_json
 
 __all__ = [
     "RESULT_TYPE", "RESULT_VERSION", "DEFAULT_LEEWAY", "MAX_LEEWAY",
-    "SignedResult", "ResultSigner", "result_claims", "sign_verdict",
+    "MAX_SEQUENCE", "SignedResult", "ResultSigner", "result_claims",
+    "sign_verdict",
     "verify_signed_result", "verify_result",
 ]
 
 RESULT_TYPE = "trusted-pools-result+jwt"
-RESULT_VERSION = 1
+#: Version 2 added ``seq``; version 1 tokens are refused.
+RESULT_VERSION = 2
+#: Largest verdict sequence (a signed 64-bit database column).
+MAX_SEQUENCE = 2 ** 63 - 1
 #: Default clock leeway, seconds, between conductor and consumer.
 DEFAULT_LEEWAY = 5
 #: A larger leeway would quietly extend every verdict's life.
@@ -58,7 +72,8 @@ _MAX_ISSUER_CHARS = 255
 _MAX_JTI_CHARS = 128
 
 _CLAIMS = frozenset({
-    "ver", "iss", "sub", "iat", "exp", "jti", "status", "level", "vector",
+    "ver", "iss", "sub", "seq", "iat", "exp", "jti", "status", "level",
+    "vector",
     "policy_versions", "evidence_digest", "reasons",
 })
 
@@ -72,6 +87,8 @@ class SignedResult:
     jti: str
     kid: str
     alg: str
+    #: The verifier's order of this host's verdicts (claim ``seq``).
+    sequence: int
 
 
 def _check_issuer(issuer: Any) -> str:
@@ -83,11 +100,22 @@ def _check_issuer(issuer: Any) -> str:
     return issuer
 
 
-def result_claims(verdict: Verdict, issuer: str, jti: str) -> dict[str, Any]:
-    """The claim set signed for ``verdict``."""
+def _check_sequence(sequence: Any) -> int:
+    if type(sequence) is not int or not 0 < sequence <= MAX_SEQUENCE:
+        raise exception.InvalidParameterValue(
+            name="sequence", reason="must be an integer from 1 to 2**63-1 "
+            "allocated by the database")
+    return sequence
+
+
+def result_claims(verdict: Verdict, issuer: str, jti: str,
+                  sequence: int) -> dict[str, Any]:
+    """The claim set signed for ``verdict``, the ``sequence``-th verdict
+    the database allocated."""
     if not isinstance(verdict, Verdict):
         raise exception.InvalidParameterValue(name="verdict",
                                               reason="expected a Verdict")
+    _check_sequence(sequence)
     if (not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI_CHARS
             or not jti.isascii() or not jti.isprintable()):
         raise exception.InvalidParameterValue(
@@ -97,6 +125,7 @@ def result_claims(verdict: Verdict, issuer: str, jti: str) -> dict[str, Any]:
         "ver": RESULT_VERSION,
         "iss": _check_issuer(issuer),
         "sub": verdict.host,
+        "seq": sequence,
         "iat": verdict.issued_at,
         "exp": verdict.expires_at,
         "jti": jti,
@@ -122,18 +151,23 @@ class ResultSigner:
         self.alg = jws.algorithm_for_key(key)
         self.kid = keystore.jwk_thumbprint(key)
 
-    def sign(self, verdict: Verdict, jti: str | None = None) -> str:
+    def sign(self, verdict: Verdict, *, sequence: int,
+             jti: str | None = None) -> str:
+        """Sign ``verdict`` as the ``sequence``-th verdict (allocated by
+        the database when the verdict is stored, see
+        ``db.api.Connection.record_verdicts``)."""
         claims = result_claims(verdict, self.issuer,
                                jti if jti is not None
-                               else secrets.token_urlsafe(16))
+                               else secrets.token_urlsafe(16), sequence)
         return jws.sign_compact(canonical_json(claims), self._key,
                                 kid=self.kid, typ=RESULT_TYPE)
 
 
 def sign_verdict(verdict: Verdict, key: jws.PrivateKey, issuer: str, *,
-                 jti: str | None = None) -> str:
+                 sequence: int, jti: str | None = None) -> str:
     """Sign one verdict (use :class:`ResultSigner` to sign many)."""
-    return ResultSigner(key, issuer).sign(verdict, jti)
+    return ResultSigner(key, issuer).sign(verdict, sequence=sequence,
+                                          jti=jti)
 
 
 def _malformed(reason: str) -> exception.ResultMalformed:
@@ -166,6 +200,10 @@ def _check_arguments(now: Any, leeway: Any) -> None:
 
 def _parse_claims(payload: bytes) -> dict[str, Any]:
     claims = jws.parse_json_object(payload, "payload")
+    if type(claims.get("ver")) is int and claims["ver"] == 1:
+        raise _malformed("claim set version 1 carries no verdict sequence "
+                         "(seq) and cannot be ordered; it comes from a "
+                         "conductor older than this consumer: upgrade it")
     present = set(claims)
     if present != _CLAIMS:
         missing = sorted(_CLAIMS - present)
@@ -180,6 +218,8 @@ def _parse_claims(payload: bytes) -> dict[str, Any]:
     if _int_claim(claims, "ver") != RESULT_VERSION:
         raise _malformed("claim set version %r is not %d"
                          % (claims["ver"], RESULT_VERSION))
+    if not 0 < _int_claim(claims, "seq") <= MAX_SEQUENCE:
+        raise _malformed("claim seq must be 1 to 2**63-1")
     return claims
 
 
@@ -238,7 +278,8 @@ def verify_signed_result(token: str, public_keys: Mapping[str, jws.PublicKey],
     _check_times(_int_claim(claims, "iat"), _int_claim(claims, "exp"),
                  now, leeway)
     return SignedResult(verdict=_verdict_from_claims(claims), issuer=iss,
-                        jti=jti, kid=verified.kid, alg=verified.alg)
+                        jti=jti, kid=verified.kid, alg=verified.alg,
+                        sequence=claims["seq"])
 
 
 def verify_result(token: str, public_keys: Mapping[str, jws.PublicKey],

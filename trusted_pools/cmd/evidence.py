@@ -98,7 +98,12 @@ def _add_verify_arguments(verify: argparse.ArgumentParser) -> None:
         help="skip the AK attribute rules (restricted, sign, fixedTPM, "
              "fixedParent, sensitiveDataOrigin, not decrypt). Never use "
              "for trust decisions: an unrestricted key can sign forged "
-             "quotes")
+             "quotes. Also accepts an AK without a fixed signing scheme")
+    verify.add_argument(
+        "--allow-sha1-quotes", action="store_true",
+        help="accept a quote signed with SHA-1 (refused by default, as the "
+             "conductor does unless the host's measured-boot policy sets "
+             "allow_sha1_quotes)")
     verify.add_argument(
         "--quote", required=True, metavar="FILE",
         help="quoted TPMS_ATTEST, as written by 'tpm2_quote -m'")
@@ -220,7 +225,9 @@ def _verify_all(args: argparse.Namespace, report: Report) -> None:
     values = _step(report, "PCR values", lambda: _load_pcrs(args,
                                                             quote_bytes))
     verified = _step(report, "quote", lambda: quotes.verify_quote(
-        ak, quote_bytes, _read(args.signature), nonce, values))
+        ak, quote_bytes, _read(args.signature), nonce, values,
+        allow_sha1=args.allow_sha1_quotes,
+        allow_unfixed_scheme=args.allow_unrestricted_ak))
     _report_quote(report, verified)
     if args.eventlog:
         _verify_eventlog(args, report, verified)

@@ -344,18 +344,21 @@ class ConductorManager:
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]:
-        """The newest signed result of each host issued after ``since``.
+        """The newest signed result of each host with a verdict issued
+        after ``since``.
 
-        Older verdicts of the same host in the window are left out: a
-        consumer would verify their signatures only to replace them.
+        "Newest" is the greatest sequence, not the latest ``issued_at``:
+        that is a conductor's clock, and one running ahead would make its
+        older verdict the answer. Older verdicts of the same host are left
+        out: a consumer would verify their signatures only to drop them.
         """
         names = {h.id: h.hostname for h in self.db.list_hosts()}
-        newest: dict[int, Any] = {}
-        for verdict in self.db.verdicts_since(_utc(since)):
-            newest[verdict.host_id] = verdict  # oldest first
+        touched = {v.host_id for v in self.db.verdicts_since(_utc(since))}
+        if not touched:
+            return []
         return [{"host": names.get(v.host_id), "status": v.status,
                  "level": v.level, "signed_result": v.signed_result}
-                for v in newest.values()]
+                for v in self.db.latest_verdicts(touched)]
 
     def get_public_keys(self, context: dict) -> dict[str, str]:
         """kid -> PEM of the key that signs this conductor's results."""
@@ -663,15 +666,26 @@ class ConductorManager:
 
     def _record(self, verdicts: list[tuple[verifier.HostState, Any]]
                 ) -> list[str]:
-        tokens = [self.signer.sign(v) for _, v in verdicts]
-        rows = [_new_verdict(state, v, token)
-                for (state, v), token in zip(verdicts, tokens)]
+        """Store, sign and publish a batch of verdicts; returns the tokens.
+
+        The database allocates each verdict's sequence number in the
+        transaction that stores it, and the token is signed there with
+        that number (claim ``seq``): consumers order a host's verdicts by
+        it, so a conductor whose clock runs ahead cannot make an older
+        verdict look newer.
+        """
+        rows = [_new_verdict(state, v) for state, v in verdicts]
+
+        def sign(index: int, sequence: int) -> str:
+            return self.signer.sign(verdicts[index][1], sequence=sequence)
+
         # One transaction per batch: the verdicts and the IMA replay
         # states they moved their hosts to (a commit per host cost more
         # than verifying its evidence).
-        self.db.add_verdicts(rows, [s for s in (
+        stored = self.db.record_verdicts(rows, [s for s in (
             self._ima_record(state) for state in _unique(verdicts))
-            if s is not None])
+            if s is not None], sign)
+        tokens = [token for _, token in stored]
         for (state, v), token in zip(verdicts, tokens):
             self._publish_if_changed(v, token)
         return tokens
@@ -723,8 +737,8 @@ def _versions(records: Any) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((r.name, r.version) for r in records))
 
 
-def _new_verdict(state: verifier.HostState, v: Any, token: str
-                 ) -> db_api.NewVerdict:
+def _new_verdict(state: verifier.HostState, v: Any) -> db_api.NewVerdict:
+    """The row to store for ``v`` (signed once its sequence is known)."""
     clock = state.clock
     return db_api.NewVerdict(
         host_id=state.host_id, status=v.status.value, level=int(v.level),
@@ -735,7 +749,6 @@ def _new_verdict(state: verifier.HostState, v: Any, token: str
         quote_clock=None if clock is None else clock.clock,
         reset_count=None if clock is None else clock.reset_count,
         restart_count=None if clock is None else clock.restart_count,
-        signed_result=token,
         registration_generation=state.registration)
 
 

@@ -188,6 +188,14 @@ class Outcome:
     late: exception.QuoteReplayed | None = None
 
 
+def allows_sha1_quotes(state: HostState) -> bool:
+    """Whether the host group's measured-boot policy accepts SHA-1 quotes
+    (``"allow_sha1_quotes": true``); without such a policy, no."""
+    policies = state.policy
+    boot = policies.measured_boot if policies is not None else None
+    return boot is not None and boot.allow_sha1_quotes
+
+
 def check_quote(state: HostState, evidence: Evidence,
                 expected_nonce: bytes
                 ) -> tuple[quotes.VerifiedQuote, freshness.Reboot]:
@@ -196,7 +204,8 @@ def check_quote(state: HostState, evidence: Evidence,
     state."""
     verified = quotes.verify_quote(state.ak, evidence.quote,
                                    evidence.signature, expected_nonce,
-                                   evidence.pcrs)
+                                   evidence.pcrs,
+                                   allow_sha1=allows_sha1_quotes(state))
     return verified, freshness.check_clock(state.host, state.clock,
                                            verified.clock_info)
 

@@ -44,7 +44,7 @@ from trusted_pools.db import models
 
 __all__ = [
     "Connection", "ConductorRecord", "Host", "IMAState", "NewVerdict",
-    "Policy", "PolicyAssignment", "Registration", "Verdict",
+    "Policy", "PolicyAssignment", "Registration", "SignFunction", "Verdict",
     "UNCONDITIONAL", "get_instance", "make_context_manager",
 ]
 
@@ -222,7 +222,15 @@ class Verdict:
     issued_at: datetime.datetime
     expires_at: datetime.datetime
     signed_result: str | None
+    #: The verdict's place in the order of all verdicts (greater: stored
+    #: later); the claim ``seq`` of ``signed_result``.
+    sequence: int
     registration_generation: int | None = None
+
+
+#: ``sign(index, sequence) -> token``: sign the ``index``-th verdict of a
+#: batch as number ``sequence``; called inside the storing transaction.
+SignFunction = Callable[[int, int], str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -919,8 +927,28 @@ class Connection:
     @_retry_deadlock
     def add_verdicts(self, verdicts: Sequence[NewVerdict],
                      ima_states: Sequence[IMAState] = ()) -> int:
-        """Store a batch of verdicts in one transaction (all or none), with
-        multi-row inserts; returns the number stored.
+        """Store a batch of verdicts as they are (unsigned ones, or tokens
+        signed elsewhere); returns the number stored. Each gets the next
+        sequence number, as in :meth:`record_verdicts`."""
+        return len(self._store_verdicts(verdicts, ima_states, None))
+
+    @_translate_errors
+    @_retry_deadlock
+    def record_verdicts(self, verdicts: Sequence[NewVerdict],
+                        ima_states: Sequence[IMAState],
+                        sign: SignFunction) -> list[tuple[int, str]]:
+        """Store a batch of verdicts in one transaction (all or none), each
+        signed by ``sign(index, sequence)`` with the sequence number the
+        database allocated for it in this transaction; returns (sequence,
+        token) per verdict, in order.
+
+        Numbers come from the one-row ``verdict_sequence`` table, taken
+        with an atomic increment whose lock lasts until the commit: of two
+        batches that store verdicts for one host (two conductors after a
+        ring change), the one stored later has the greater numbers, on
+        SQLite, PostgreSQL and MariaDB alike. Consumers order a host's
+        verdicts by this number, never by a conductor's clock. On a retry
+        (deadlock) ``sign`` is called again with new numbers.
 
         ``ima_states`` are the IMA replay states the same attestations
         moved their hosts to, written unconditionally (last writer wins,
@@ -931,6 +959,16 @@ class Connection:
         :raises HostNotFound: a verdict or a state names a host that does
             not exist.
         """
+        if not callable(sign):
+            raise exception.InvalidParameterValue(
+                name="sign", reason="must be a function (index, sequence) "
+                "-> signed result")
+        return self._store_verdicts(verdicts, ima_states, sign)
+
+    def _store_verdicts(self, verdicts: Sequence[NewVerdict],
+                        ima_states: Sequence[IMAState],
+                        sign: SignFunction | None
+                        ) -> list[tuple[int, str]]:
         rows = []
         for verdict in verdicts:
             if not isinstance(verdict, NewVerdict):
@@ -939,20 +977,46 @@ class Connection:
             rows.append(verdict._row())
         states = self._ima_state_rows(ima_states)
         if not rows and not states:
-            return 0
+            return []
+        stored: list[tuple[int, str]] = []
         try:
             with self._writer() as session:
+                if states:
+                    self._upsert_ima_states(session, states)
+                # Last before the inserts: the sequence row stays locked
+                # until the commit, so hold it as briefly as possible.
+                first = self._allocate_sequences(session, len(rows))
+                for index, row in enumerate(rows):
+                    row["sequence"] = first + index
+                    if sign is not None:
+                        row["signed_result"] = sign(index, row["sequence"])
+                    stored.append((row["sequence"], row["signed_result"]))
                 for start in range(0, len(rows), _VERDICT_CHUNK):
                     session.execute(_VERDICTS.insert(),
                                     rows[start:start + _VERDICT_CHUNK])
-                if states:
-                    self._upsert_ima_states(session, states)
         except db_exc.DBReferenceError as exc:
             raise exception.HostNotFound(
                 host=self._missing_hosts(
                     {r["host_id"] for r in rows}
                     | {s["host_id"] for s in states.values()})) from exc
-        return len(rows)
+        return stored
+
+    @staticmethod
+    def _allocate_sequences(session: orm.Session, count: int) -> int:
+        """Take ``count`` sequence numbers; returns the first."""
+        if not count:
+            return 0
+        table = models.VerdictSequence.__table__
+        updated = session.execute(
+            sa.update(table).where(table.c.id == 1)
+            .values(last_value=table.c.last_value + count))
+        if updated.rowcount != 1:
+            raise exception.DatabaseError(
+                reason="the verdict_sequence row is missing: run "
+                "'trusted-pools-manage db sync'")
+        last = session.scalar(sa.select(table.c.last_value)
+                              .where(table.c.id == 1))
+        return int(last) - count + 1
 
     def _ima_state_rows(self, states: Sequence[IMAState]
                         ) -> dict[int, dict[str, Any]]:
@@ -1011,15 +1075,15 @@ class Connection:
     @_translate_errors
     def latest_verdicts(self, host_ids: Iterable[int] | None = None
                         ) -> list[Verdict]:
-        """The newest verdict (by issued_at, then id) of each host that has
-        one, ordered by host id; all hosts when ``host_ids`` is None."""
-        # Driven from hosts: one index probe on (host_id, issued_at) per
+        """The newest verdict (by sequence: stored last) of each host that
+        has one, ordered by host id; all hosts when ``host_ids`` is None."""
+        # Driven from hosts: one index probe on (host_id, sequence) per
         # host, whatever the length of the history.
         host = models.Host
         newer = orm.aliased(models.Verdict)
         newest_id = (sa.select(newer.id)
                      .where(newer.host_id == host.id)
-                     .order_by(newer.issued_at.desc(), newer.id.desc())
+                     .order_by(newer.sequence.desc())
                      .limit(1)
                      .correlate(host)
                      .scalar_subquery())
@@ -1045,8 +1109,7 @@ class Connection:
                  .where(_VERDICTS.c.host_id == host_id,
                         _VERDICTS.c.registration_generation == generation,
                         _VERDICTS.c.quote_clock.is_not(None))
-                 .order_by(_VERDICTS.c.issued_at.desc(),
-                           _VERDICTS.c.id.desc())
+                 .order_by(_VERDICTS.c.sequence.desc())
                  .limit(1))
         with self._reader() as session:
             row = session.execute(query).first()
@@ -1080,11 +1143,11 @@ class Connection:
     @_translate_errors
     def verdict_history(self, host_id: int, limit: int = 100
                         ) -> list[Verdict]:
-        """A host's verdicts, newest first."""
+        """A host's verdicts, newest (greatest sequence) first."""
         verdict = models.Verdict
         query = (sa.select(*_VERDICT_COLUMNS)
                  .where(verdict.host_id == host_id)
-                 .order_by(verdict.issued_at.desc(), verdict.id.desc())
+                 .order_by(verdict.sequence.desc())
                  .limit(max(_count(limit, "limit"), 1)))
         with self._reader() as session:
             return [Verdict(*row) for row in session.execute(query)]
@@ -1094,18 +1157,16 @@ class Connection:
     def purge_verdicts(self, before: datetime.datetime) -> int:
         """Delete verdicts issued before ``before``; returns how many.
 
-        The newest verdict of each host is kept whatever its age, so
-        :meth:`latest_verdicts` still answers for every host.
+        The newest verdict (greatest sequence) of each host is kept
+        whatever its age, so :meth:`latest_verdicts` still answers for
+        every host.
         """
         before = _as_utc(before, "before")
         verdict = models.Verdict
         newer = orm.aliased(models.Verdict)
         has_newer = (sa.select(newer.id)
                      .where(newer.host_id == verdict.host_id)
-                     .where(sa.or_(newer.issued_at > verdict.issued_at,
-                                   sa.and_(newer.issued_at ==
-                                           verdict.issued_at,
-                                           newer.id > verdict.id)))
+                     .where(newer.sequence > verdict.sequence)
                      .exists())
         with self._writer() as session:
             ids = list(session.scalars(sa.select(verdict.id).where(

@@ -232,6 +232,8 @@ class Verdict(Base):
     __table_args__ = (
         sa.Index("verdicts_host_id_issued_at_idx", "host_id", "issued_at"),
         sa.Index("verdicts_issued_at_idx", "issued_at"),
+        sa.Index("verdicts_host_id_sequence_idx", "host_id", "sequence"),
+        sa.UniqueConstraint("sequence", name="uniq_verdicts0sequence"),
         sa.CheckConstraint(
             "status IN ('trusted', 'untrusted', 'unknown')",
             name="ck_verdicts_status"),
@@ -271,6 +273,35 @@ class Verdict(Base):
     # The host's enrollment generation the verdict was made under.
     registration_generation: orm.Mapped[int | None] = orm.mapped_column(
         sa.Integer, nullable=True)
+    #: The order of verdicts (claim ``seq`` of ``signed_result``), from
+    #: :class:`VerdictSequence`: a greater one is a later verdict, whatever
+    #: the conductors' clocks said in ``issued_at``.
+    sequence: orm.Mapped[int] = orm.mapped_column(sa.BigInteger,
+                                                  nullable=False)
+
+
+class VerdictSequence(Base):
+    """One row (id 1): the last verdict sequence number handed out.
+
+    A writer increments it with ``UPDATE ... SET last_value = last_value +
+    n`` in the transaction that stores its verdicts; the row lock (the
+    database lock on SQLite) keeps the order of the numbers the order in
+    which the verdicts were stored, across every conductor. Never reset:
+    a host deleted and enrolled again still gets greater numbers than any
+    verdict a consumer may hold for its name.
+    """
+
+    __tablename__ = "verdict_sequence"
+    __table_args__ = (
+        sa.CheckConstraint("last_value >= 0",
+                           name="ck_verdict_sequence_last_value"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True,
+                                            autoincrement=False)
+    last_value: orm.Mapped[int] = orm.mapped_column(sa.BigInteger,
+                                                    nullable=False)
 
 
 class IMAState(Base):

@@ -47,7 +47,7 @@ from trusted_pools import exception
 from trusted_pools.attestation import jws
 from trusted_pools.attestation.verdict import Verdict
 from trusted_pools.placement.client import PlacementClient
-from trusted_pools.scheduler.cache import VerdictCache
+from trusted_pools.scheduler.cache import Admission, VerdictCache
 from trusted_pools.scheduler.extra_specs import (TRAIT_TRUSTED,
                                                  trait_for_level)
 
@@ -95,15 +95,16 @@ class ObservedVerdictCache(VerdictCache):
     def add_observer(self, observer: Callable[[Verdict], object]) -> None:
         self._observers.append(observer)
 
-    def admit(self, token: str) -> Verdict:
-        verdict = super().admit(token)
+    def admit_token(self, token: str) -> Admission:
+        admission = super().admit_token(token)
+        verdict = admission.verdict
         for observer in list(self._observers):
             try:
                 observer(verdict)
             except Exception:  # noqa: BLE001 - the cache must stay fed
                 LOG.exception("Verdict observer %r failed for host %s",
                               observer, verdict.host)
-        return verdict
+        return admission
 
 
 @dataclasses.dataclass(frozen=True)

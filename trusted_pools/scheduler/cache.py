@@ -13,6 +13,12 @@ server's clock); the verdict's own ``exp`` still applies, converted to the
 local monotonic clock at arrival. Receiving the same token again does not
 make it younger, so replaying an old notification cannot extend a verdict.
 
+Order: of two verdicts for one host the one with the greater ``seq`` claim
+wins, a number the conductors' shared database allocates when it stores the
+verdict. The ``iat`` claim is a conductor's wall clock: a conductor whose
+clock runs ahead would otherwise make its older verdict look newer, so
+``iat`` is used for expiry and freshness only.
+
 Fails closed: a host without an entry, a verdict that is not "trusted" or
 below the requested level, older than ``max_age`` by local receive time,
 past its expiry, or every host when no contact with the conductor
@@ -34,7 +40,7 @@ from trusted_pools.attestation import jws
 from trusted_pools.attestation import results
 from trusted_pools.attestation.verdict import Status, Verdict
 
-__all__ = ["CachedVerdict", "VerdictCache"]
+__all__ = ["Admission", "CachedVerdict", "VerdictCache"]
 
 LOG = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ class CachedVerdict:
     verdict: Verdict
     token: str
     jti: str
+    #: The verifier's order of this host's verdicts (signed claim ``seq``).
+    sequence: int
     received: float
     #: The verdict's ``exp`` (plus leeway) on the local monotonic clock.
     expires: float
@@ -66,6 +74,16 @@ def _trusted_level(verdict: Verdict) -> int:
 def _less_trusting(new: Verdict, old: Verdict) -> bool:
     return (_trusted_level(new), int(new.level)) < (_trusted_level(old),
                                                     int(old.level))
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """A token that verified: its verdict, and whether it is now the one
+    kept for its host (False: the cache already held it or a later one)."""
+
+    verdict: Verdict
+    sequence: int
+    kept: bool
 
 
 class VerdictCache:
@@ -132,8 +150,12 @@ class VerdictCache:
 
         Raises a ``SignedResultError`` subclass for a token that does not
         verify (nothing is admitted). Returns the verified verdict, even if
-        an entry issued later was kept instead.
+        a later entry was kept instead (see :meth:`admit_token` to know).
         """
+        return self.admit_token(token).verdict
+
+    def admit_token(self, token: str) -> Admission:
+        """As :meth:`admit`, and say whether the verdict was kept."""
         if not isinstance(token, str):
             raise exception.ResultMalformed(reason="signed_result is not a "
                                             "string")
@@ -143,36 +165,38 @@ class VerdictCache:
                                               self.leeway)
         verdict = signed.verdict
         entry = CachedVerdict(
-            verdict=verdict, token=token, jti=signed.jti, received=received,
+            verdict=verdict, token=token, jti=signed.jti,
+            sequence=signed.sequence, received=received,
             expires=received + (verdict.expires_at + self.leeway - wall),
             trusted_level=_trusted_level(verdict))
         with self._lock:
             current = self._entries.get(verdict.host)
             if self._keep_current(current, entry):
-                return verdict
+                return Admission(verdict, signed.sequence, kept=False)
             self._entries[verdict.host] = entry
-        LOG.debug("Admitted verdict %s for host %s: %s level %d, issued at "
-                  "%d, expires at %d", signed.jti, verdict.host,
-                  verdict.status.value, verdict.level, verdict.issued_at,
-                  verdict.expires_at)
-        return verdict
+        LOG.debug("Admitted verdict %s (seq %d) for host %s: %s level %d, "
+                  "issued at %d, expires at %d", signed.jti, signed.sequence,
+                  verdict.host, verdict.status.value, verdict.level,
+                  verdict.issued_at, verdict.expires_at)
+        return Admission(verdict, signed.sequence, kept=True)
 
     @staticmethod
     def _keep_current(current: CachedVerdict | None,
                       new: CachedVerdict) -> bool:
         """Whether the cached entry wins over a newly verified one.
 
-        An older verdict never replaces a newer one (a late bulk refresh, a
-        replay). The same token again keeps its first receive time. Two
-        verdicts issued in the same second: the less trusting wins.
+        A verdict with a lower sequence never replaces one with a higher
+        (a late bulk refresh, a replay, a conductor whose clock runs
+        ahead: ``iat`` plays no part). The same token again keeps its first
+        receive time. Two tokens with the same sequence cannot come from
+        one database; should they meet, the less trusting wins.
         """
         if current is None:
             return False
         if current.jti == new.jti:
             return True
-        old_at, new_at = current.verdict.issued_at, new.verdict.issued_at
-        if new_at != old_at:
-            return new_at < old_at
+        if new.sequence != current.sequence:
+            return new.sequence < current.sequence
         return not _less_trusting(new.verdict, current.verdict)
 
     def knows_token(self, host: str, token: str) -> bool:
@@ -180,6 +204,13 @@ class VerdictCache:
         bulk refresh can skip verifying it again)."""
         entry = self._entries.get(host)
         return entry is not None and entry.token == token
+
+    def holds_unexpired(self, host: str, token: str) -> bool:
+        """Whether ``token`` is the one cached for ``host`` and its
+        verdict has not expired (local monotonic clock)."""
+        entry = self._entries.get(host)
+        return (entry is not None and entry.token == token
+                and self.monotonic() < entry.expires)
 
     def forget(self, host: str) -> None:
         with self._lock:

@@ -9,9 +9,14 @@ counts). A payload that is not of that shape is refused with a log line.
 
 Because the conductor notifies only on a change, a bulk ``verdicts_since``
 refresh runs at start, every ``refresh_interval`` seconds, and again soon
-after a failed one (its cursor stays put, so the gap is covered). Each
-successful notification or refresh is a "contact"; without contact for
-``grace`` seconds every host fails trust-requiring requests.
+after a failed one (its cursor stays put, so the gap is covered).
+
+"Contact" (without it for ``grace`` seconds every host fails
+trust-requiring requests) is proof that a conductor is alive, so only what
+a conductor must have signed recently counts: a notification whose token
+verified and is newer than the one kept, or a bulk refresh that returned at
+least one token that verifies now. A malformed or unverifiable payload, or
+an old token again (anyone on the bus can replay one), is not contact.
 
 Each scheduler process listens in its own notification pool: processes in
 one pool would share a queue and each would see only part of the updates.
@@ -33,7 +38,7 @@ from trusted_pools import exception
 from trusted_pools.attestation import keystore
 from trusted_pools.common import rpc
 from trusted_pools.scheduler import opts as scheduler_conf
-from trusted_pools.scheduler.cache import VerdictCache
+from trusted_pools.scheduler.cache import Admission, VerdictCache
 
 __all__ = [
     "TRUST_EVENT", "ConductorSource", "ConductorClient",
@@ -150,12 +155,18 @@ class TrustNotificationEndpoint:
             return False
         host = payload["host"][:255]
         try:
-            verdict = admit_with_key_retry(self.cache, payload[
+            admission = admit_with_key_retry(self.cache, payload[
                 "signed_result"], self._on_unknown_key)
         except exception.SignedResultError as error:
             LOG.warning("Refused trust notification for host %s from %s: "
                         "%s; nothing admitted", host, str(origin)[:128],
                         error)
+            return False
+        verdict = admission.verdict
+        if not admission.kept:
+            LOG.info("Trust notification for host %s carries verdict "
+                     "sequence %d, not newer than the one kept; ignored",
+                     verdict.host, admission.sequence)
             return False
         self.cache.mark_contact()
         claimed = (payload.get("host"), payload.get("status"),
@@ -172,13 +183,14 @@ class TrustNotificationEndpoint:
 
 
 def admit_with_key_retry(cache: VerdictCache, token: str,
-                         on_unknown_key: Callable[[], bool] | None) -> Any:
+                         on_unknown_key: Callable[[], bool] | None
+                         ) -> Admission:
     try:
-        return cache.admit(token)
+        return cache.admit_token(token)
     except exception.ResultKeyUnknown:
         if on_unknown_key is None or not on_unknown_key():
             raise
-        return cache.admit(token)
+        return cache.admit_token(token)
 
 
 class TrustListener:
@@ -246,7 +258,7 @@ class TrustListener:
             raise exception.ResultMalformed(
                 reason="verdicts_since answered a %s, not a list"
                 % type(items).__name__)
-        admitted = refused = 0
+        admitted = refused = verified = 0
         for item in items:
             token = item.get("signed_result") if isinstance(item,
                                                             dict) else None
@@ -255,18 +267,30 @@ class TrustListener:
                 refused += 1
                 continue
             if self.cache.knows_token(host, token):
+                # Verified when it arrived; still evidence of a live
+                # conductor while it has not expired.
+                verified += self.cache.holds_unexpired(host, token)
                 continue
             try:
-                admit_with_key_retry(self.cache, token,
-                                     self._fetch_keys if self.fetch_keys
-                                     else None)
-                admitted += 1
+                kept = admit_with_key_retry(
+                    self.cache, token, self._fetch_keys if self.fetch_keys
+                    else None).kept
+                verified += 1
+                admitted += kept
             except exception.SignedResultError as error:
                 refused += 1
                 LOG.warning("Refused verdict for host %s from the bulk "
                             "refresh: %s; nothing admitted", host[:255],
                             error)
-        self.cache.mark_contact()
+        if verified:
+            self.cache.mark_contact()
+        else:
+            # An empty answer is normal between rounds; one whose every
+            # token fails is not.
+            LOG.log(logging.WARNING if items else logging.DEBUG,
+                    "Bulk refresh since %.0f returned no verdict that "
+                    "verifies (%d items): not counted as contact with the "
+                    "conductor", since, len(items))
         # Overlap one interval plus the leeway: verdicts are written to the
         # conductor's database a little after they are issued.
         self._cursor = started - self.refresh_interval - self.cache.leeway

@@ -15,12 +15,16 @@ from trusted_pools.tpm import constants
 from trusted_pools.tpm.constants import TPM_ALG, TPM_ECC_CURVE
 from trusted_pools.tpm.structures import ObjectAttributes, Public
 
-__all__ = ["check_ak_attributes", "public_from_key", "MIN_RSA_KEY_BITS",
-           "AK_CURVES"]
+__all__ = ["check_ak_attributes", "check_ak_scheme", "public_from_key",
+           "MIN_RSA_KEY_BITS", "AK_CURVES", "AK_SCHEMES"]
 
 MIN_RSA_KEY_BITS = 2048
 AK_CURVES = frozenset({TPM_ECC_CURVE.NIST_P256, TPM_ECC_CURVE.NIST_P384,
                        TPM_ECC_CURVE.NIST_P521})
+
+#: Signing schemes an AK may be created with, by key type.
+AK_SCHEMES = {TPM_ALG.RSA: frozenset({TPM_ALG.RSASSA, TPM_ALG.RSAPSS}),
+              TPM_ALG.ECC: frozenset({TPM_ALG.ECDSA})}
 
 # (attribute, must be set?) in the order they are checked; names are the
 # TPMA_OBJECT field names from the specification, as tpm2-tools prints them.
@@ -34,13 +38,37 @@ _AK_ATTRIBUTE_RULES: tuple[tuple[ObjectAttributes, str, bool], ...] = (
 )
 
 
+def check_ak_scheme(public: Public) -> None:
+    """Raise AKSchemeRejected unless the AK's signing scheme was fixed at
+    creation: RSASSA or RSAPSS for RSA, ECDSA for ECC, with a hash this
+    verifier computes.
+
+    A key whose scheme is TPM_ALG_NULL signs with whatever scheme and hash
+    the caller of TPM2_Quote names, so whoever runs the host's agent picks
+    the hash, SHA-1 included. Whether a SHA-1 scheme is acceptable is the
+    quote verifier's decision (``verify_quote(..., allow_sha1=)``), made
+    from the host's policy.
+    """
+    if public.scheme == TPM_ALG.NULL:
+        raise exception.AKSchemeRejected(scheme="TPM_ALG_NULL (not fixed)")
+    allowed = AK_SCHEMES.get(public.type, frozenset())
+    if public.scheme not in allowed:
+        raise exception.AKSchemeRejected(
+            scheme="%#06x, not one for a%s key" % (
+                public.scheme, "n RSA" if public.type == TPM_ALG.RSA
+                else "n ECC" if public.type == TPM_ALG.ECC else " "
+                + hex(public.type)))
+    constants.hash_algorithm(public.scheme_hash or 0)
+
+
 def check_ak_attributes(public: Public) -> None:
     """Raise unless ``public`` is a TPM-resident restricted signing key.
 
     restricted, sign, fixedTPM, fixedParent and sensitiveDataOrigin must be
     set and decrypt clear (AKAttributesRejected names the first that is
     not); the key must be RSA of at least 2048 bits or ECC on NIST
-    P-256/P-384/P-521, with a name algorithm this verifier computes.
+    P-256/P-384/P-521, with a name algorithm this verifier computes, and a
+    signing scheme fixed at creation (:func:`check_ak_scheme`).
     """
     for flag, name, must_be_set in _AK_ATTRIBUTE_RULES:
         if bool(public.attributes & flag) != must_be_set:
@@ -62,8 +90,7 @@ def check_ak_attributes(public: Public) -> None:
         raise exception.UnsupportedAlgorithm(
             algorithm="%#06x" % public.type,
             reason="an AK must be an RSA or ECC key")
-    if public.scheme != TPM_ALG.NULL:
-        constants.hash_algorithm(public.scheme_hash or 0)
+    check_ak_scheme(public)
     # Building the key checks the modulus / point (MalformedEvidence).
     public.public_key()
 

@@ -17,6 +17,11 @@ hold, checked in this order (the first failure is the error raised):
    does not verify is :class:`InvalidSignature`, with no detail. Because the
    signature comes first, tampering with any signed byte is reported as
    InvalidSignature, never as the field that was changed;
+   Before that, the AK must have a signing scheme fixed at creation
+   (:class:`AKSchemeRejected` for TPM_ALG_NULL, unless the caller waives
+   it for a bare PEM key with ``allow_unfixed_scheme``); after it, a
+   signature with SHA-1 (the same hash made the signed pcrDigest) is
+   :class:`QuoteHashRefused` unless ``allow_sha1`` is set;
 3. magic is TPM_GENERATED_VALUE (:class:`QuoteMagicInvalid`);
 4. type is TPM_ST_ATTEST_QUOTE (:class:`QuoteTypeInvalid`);
 5. extraData equals ``nonce``, compared in constant time
@@ -118,6 +123,7 @@ _ECC_SIGNATURE_SCHEMES = frozenset({TPM_ALG.ECDSA})
 _ALG_RSA, _ALG_ECC, _ALG_NULL = int(TPM_ALG.RSA), int(TPM_ALG.ECC), \
     int(TPM_ALG.NULL)
 _ALG_ECDSA, _ALG_RSASSA = int(TPM_ALG.ECDSA), int(TPM_ALG.RSASSA)
+_ALG_SHA1 = int(TPM_ALG.SHA1)
 _ST_ATTEST_QUOTE = int(TPM_ST.ATTEST_QUOTE)
 _TPM_GENERATED_VALUE = constants.TPM_GENERATED_VALUE
 _SIGN_BIT = int(ObjectAttributes.SIGN_ENCRYPT)
@@ -322,18 +328,30 @@ def _checked_pcr_values(selection: tuple[PCRSelection, ...],
 
 
 def verify_quote(ak: Public, quote: bytes, signature: bytes, nonce: bytes,
-                 pcr_values: Mapping[int, Mapping[int, bytes]],
-                 ) -> VerifiedQuote:
+                 pcr_values: Mapping[int, Mapping[int, bytes]], *,
+                 allow_sha1: bool = False,
+                 allow_unfixed_scheme: bool = False) -> VerifiedQuote:
     """Verify a TPM2_Quote; see the module docstring for the checks.
 
     ``pcr_values`` maps a TPM_ALG hash id to {PCR index: value}; it must
-    hold exactly the PCRs the quote signed.
+    hold exactly the PCRs the quote signed. ``allow_sha1`` accepts a quote
+    signed with SHA-1 (a host policy's explicit choice);
+    ``allow_unfixed_scheme`` accepts an AK without a fixed scheme (only
+    for a key given as bare PEM, which carries no scheme at all).
     """
     if not isinstance(nonce, (bytes, bytearray)):
         raise TypeError("nonce must be bytes, not %s" % type(nonce).__name__)
+    if not allow_unfixed_scheme and ak.scheme == _ALG_NULL:
+        raise exception.AKSchemeRejected(scheme="TPM_ALG_NULL (not fixed)")
     attest = parse_attest(quote)
     sig = parse_signature(signature)
     verify_parsed_signature(ak, attest.raw, sig)
+    if sig.hash_alg == _ALG_SHA1 and not allow_sha1:
+        raise exception.QuoteHashRefused(
+            hash="SHA-1", reason="SHA-1 collisions are practical; set "
+            "\"allow_sha1_quotes\": true in the host group's measured-boot "
+            "policy to accept them, or better, give the host an AK with a "
+            "SHA-256 scheme")
     if attest.magic != _TPM_GENERATED_VALUE:
         raise exception.QuoteMagicInvalid(magic=attest.magic)
     info = attest.attested

@@ -104,3 +104,28 @@ def test_a_failed_quote_makes_the_registration_be_read_again(tmp_path):
     verdict = manager._verify(state, bogus, bytes(32))
     assert verdict.status.value == "untrusted"
     assert manager._state("host-a").ak.raw == new.raw
+
+
+def test_verdicts_since_answers_the_latest_stored_not_the_latest_dated(
+        tmp_path):
+    """A conductor whose clock runs ahead stored a trusted verdict dated
+    in the future; a correct-clock conductor stored an untrusted one
+    after it. The refresh must answer the untrusted one (greater
+    sequence), not the one with the later issued_at."""
+    manager = _manager(tmp_path)
+    a = manager.db.create_host("host-a")
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    ahead = now + datetime.timedelta(minutes=10)
+    manager.db.add_verdicts([_verdict(a.id, ahead, "old-trusted-ahead")])
+    manager.db.add_verdicts([db_api.NewVerdict(
+        host_id=a.id, status="untrusted", level=0, issued_at=now,
+        expires_at=now + datetime.timedelta(minutes=3),
+        signed_result="new-untrusted")])
+    rows = manager.verdicts_since({}, (now - datetime.timedelta(
+        seconds=30)).timestamp())
+    assert [(r["host"], r["signed_result"]) for r in rows] == [
+        ("host-a", "new-untrusted")]
+    stored = manager.db.verdict_history(a.id)
+    assert [v.signed_result for v in stored] == ["new-untrusted",
+                                                 "old-trusted-ahead"]
+    assert stored[0].sequence > stored[1].sequence

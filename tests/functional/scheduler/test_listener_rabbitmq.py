@@ -182,3 +182,81 @@ def test_unreachable_conductor_fails_closed(rabbit_conf, caplog):
         assert not cache.is_trusted("a", 1)
     finally:
         transport.cleanup()
+
+
+# --- verdict order: the database's sequence, not a conductor's clock ---------
+
+class _HostState:
+    """What ConductorManager._record reads of a host's state."""
+
+    def __init__(self, host: str, host_id: int) -> None:
+        self.host, self.host_id = host, host_id
+        self.clock = self.ima_state = None
+        self.registration = 1  # the host's enrollment generation
+
+
+@pytest.mark.parametrize("arrival", ["as-stored", "reversed"])
+def test_clock_ahead_conductor_does_not_win_over_rabbitmq(
+        rabbit_conf, tmp_path, arrival):
+    """Two real conductors share one database. Conductor A's clock runs 4 s
+    ahead (injected); it stores and signs a trusted verdict. Conductor B
+    (correct clock) then stores an untrusted one: an earlier iat, a greater
+    sequence. Through the real listener, whichever notification arrives
+    last, the scheduler keeps the untrusted verdict."""
+    from trusted_pools.attestation import keystore
+    from trusted_pools.conductor.manager import ConductorManager
+    from trusted_pools.db import api as db_api
+    from trusted_pools.db import migration
+    db = db_api.Connection(db_api.make_context_manager(
+        "sqlite:///%s" % (tmp_path / "c.sqlite")))
+    migration.upgrade(engine=db.get_engine())
+    host = db.create_host("compute-9", state="enrolled")
+    state = _HostState("compute-9", host.id)
+    notifier = rpc.get_notifier("trusted_pools.conductor.test")
+    publish = arrival == "as-stored"
+    conductors = {}
+    for name, skew in (("conductor-a", 4.0), ("conductor-b", 0.0)):
+        conductors[name] = ConductorManager(
+            name, db, keystore.generate_signing_key(), None,
+            notifier if publish else None, b"",
+            clock=lambda skew=skew: time.time() + skew)
+    keys = {}
+    for manager in conductors.values():
+        keys.update(keystore.key_set([manager.signer._key]))
+    factory = nh.VerdictFactory()
+    cache = VerdictCache({**keys, **factory.public_keys}, max_age=60,
+                         grace=60)
+    transport = messaging.get_notification_transport(rabbit_conf)
+    listener = TrustListener(cache, None, notification_transport=transport,
+                             exchange=rabbit_conf.control_exchange,
+                             pool="test-%s" % uuid.uuid4().hex)
+    listener.start()
+    try:
+        a, b = conductors["conductor-a"], conductors["conductor-b"]
+        trusted = factory.verdict("compute-9", level=4,
+                                  issued_at=int(a.clock()))
+        token_a, = a._record([(state, trusted)])
+        untrusted = factory.verdict("compute-9", status="untrusted",
+                                    issued_at=int(b.clock()))
+        token_b, = b._record([(state, untrusted)])
+        assert trusted.issued_at > untrusted.issued_at
+        if not publish:    # B's notification first, A's older one last
+            for token, v in ((token_b, untrusted), (token_a, trusted)):
+                notifier.info({}, TRUST_EVENT, {
+                    "host": v.host, "status": v.status.value,
+                    "level": int(v.level), "signed_result": token})
+        notifier.info({}, TRUST_EVENT, factory.payload("marker"))
+        assert wait_until(lambda: cache.get("marker") is not None)
+        assert wait_until(lambda: getattr(cache.get("compute-9"), "token",
+                                          None) == token_b)
+        time.sleep(0.3)     # both notifications consumed; nothing moves
+        entry = cache.get("compute-9")
+        assert entry.token == token_b
+        assert entry.verdict.status.value == "untrusted"
+        assert not cache.is_trusted("compute-9", 1)
+        stored = db.verdict_history(host.id)
+        assert [v.signed_result for v in stored] == [token_b, token_a]
+    finally:
+        listener.stop()
+        transport.cleanup()
+        db.dispose()

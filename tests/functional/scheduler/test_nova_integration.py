@@ -124,7 +124,9 @@ if _CHILD:
             factory = nova_harness.VerdictFactory(key=self.key,
                                                   issuer="c1")
             verdict = factory.verdict(host, status, level)
-            token = self.conductor.signer.sign(verdict)
+            self._sequence = getattr(self, "_sequence", 0) + 1
+            token = self.conductor.signer.sign(verdict,
+                                               sequence=self._sequence)
             self.conductor._publish_if_changed(verdict, token)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:

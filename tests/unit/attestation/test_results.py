@@ -28,6 +28,15 @@ KEYS = keystore.key_set([ED, EC])
 PRIVATE = {"ed": ED, "ec": EC}
 
 
+SEQ = 41
+
+
+def sign_verdict(v, key, issuer, **kw):
+    """results.sign_verdict with a sequence, as the database allocates."""
+    kw.setdefault("sequence", SEQ)
+    return results.sign_verdict(v, key, issuer, **kw)
+
+
 def rungs(identity=N, firmware=N, boot=N, runtime=N):
     return {Rung.IDENTITY: identity, Rung.PLATFORM_FIRMWARE: firmware,
             Rung.OS_BOOT: boot, Rung.RUNTIME: runtime}
@@ -69,7 +78,7 @@ def resign(claims, key=ED, kid=None, typ=results.RESULT_TYPE, raw=None):
 
 
 def good_claims(**changes):
-    claims = payload_of(results.sign_verdict(VERDICTS["trusted"], ED,
+    claims = payload_of(sign_verdict(VERDICTS["trusted"], ED,
                                              ISSUER, jti="j-1"))
     claims.update(changes)
     return claims
@@ -81,7 +90,7 @@ def good_claims(**changes):
 @pytest.mark.parametrize("name", sorted(VERDICTS))
 def test_round_trip(kid, name):
     original = VERDICTS[name]
-    token = results.sign_verdict(original, PRIVATE[kid], ISSUER)
+    token = sign_verdict(original, PRIVATE[kid], ISSUER)
     assert results.verify_result(token, KEYS, NOW + 1) == original
     signed = results.verify_signed_result(token, KEYS, NOW + 1,
                                           issuer=ISSUER)
@@ -89,16 +98,17 @@ def test_round_trip(kid, name):
     assert signed.issuer == ISSUER
     assert signed.kid == KID[kid]
     assert signed.alg == {"ed": "EdDSA", "ec": "ES256"}[kid]
+    assert signed.sequence == SEQ
 
 
 def test_payload_is_canonical_json_with_the_documented_claims():
-    token = results.sign_verdict(VERDICTS["tampered-kernel"], ED, ISSUER,
+    token = sign_verdict(VERDICTS["tampered-kernel"], ED, ISSUER,
                                  jti="abc")
     raw = jws.b64url_decode(token.split(".")[1], "p")
     claims = json.loads(raw)
     assert raw == canonical_json(claims)
     assert claims == {
-        "ver": 1, "iss": ISSUER, "sub": "compute-7", "iat": NOW,
+        "ver": 2, "iss": ISSUER, "sub": "compute-7", "seq": SEQ, "iat": NOW,
         "exp": NOW + 90, "jti": "abc", "status": "untrusted", "level": 2,
         "vector": {"instance-identity": 2, "configuration": 0,
                    "executables": 33, "file-system": 0, "hardware": 2,
@@ -115,7 +125,7 @@ def test_payload_is_canonical_json_with_the_documented_claims():
 
 def test_jti_is_unique_per_token():
     signer = results.ResultSigner(EC, ISSUER)
-    jtis = {payload_of(signer.sign(VERDICTS["trusted"]))["jti"]
+    jtis = {payload_of(signer.sign(VERDICTS["trusted"], sequence=1))["jti"]
             for _ in range(20)}
     assert len(jtis) == 20
     assert signer.kid == KID["ec"] and signer.alg == "ES256"
@@ -125,7 +135,7 @@ def test_jti_is_unique_per_token():
 
 @pytest.mark.parametrize("kid", ["ed", "ec"])
 def test_every_single_character_change_is_rejected(kid):
-    token = results.sign_verdict(VERDICTS["denied-file"], PRIVATE[kid],
+    token = sign_verdict(VERDICTS["denied-file"], PRIVATE[kid],
                                  ISSUER)
     for index, char in enumerate(token):
         replacement = "B" if char != "B" else "C"
@@ -141,7 +151,7 @@ def test_every_single_character_change_is_rejected(kid):
     dict(evidence_digest="0" * 64), dict(iss="conductor-b"),
 ])
 def test_edited_payload_without_resigning_is_rejected(change):
-    token = results.sign_verdict(VERDICTS["denied-file"], ED, ISSUER)
+    token = sign_verdict(VERDICTS["denied-file"], ED, ISSUER)
     head, _, sig = token.split(".")
     claims = payload_of(token)
     claims.update(change)
@@ -159,7 +169,7 @@ def test_edited_payload_without_resigning_is_rejected(change):
     {"alg": "ES256", "kid": None, "typ": results.RESULT_TYPE},
 ])
 def test_edited_header_is_rejected(header):
-    token = results.sign_verdict(VERDICTS["denied-file"], ED, ISSUER)
+    token = sign_verdict(VERDICTS["denied-file"], ED, ISSUER)
     _, body, sig = token.split(".")
     header = dict(header)
     if header["kid"] is None:
@@ -173,7 +183,7 @@ def test_edited_header_is_rejected(header):
 
 def test_same_header_in_other_bytes_is_rejected():
     """The signature covers the header's bytes, not its meaning."""
-    token = results.sign_verdict(VERDICTS["denied-file"], ED, ISSUER)
+    token = sign_verdict(VERDICTS["denied-file"], ED, ISSUER)
     _, body, sig = token.split(".")
     header = {"typ": results.RESULT_TYPE, "kid": KID["ed"], "alg": "EdDSA"}
     head = jws.b64url_encode(json.dumps(header).encode())
@@ -200,7 +210,7 @@ def test_algorithm_swap_between_key_types_fails():
 
 
 def test_only_the_given_keys_count():
-    token = results.sign_verdict(VERDICTS["trusted"], EC, ISSUER)
+    token = sign_verdict(VERDICTS["trusted"], EC, ISSUER)
     with pytest.raises(exception.ResultKeyUnknown):
         results.verify_result(token, keystore.key_set([ED]), NOW)
     with pytest.raises(exception.ResultKeyUnknown):
@@ -222,7 +232,7 @@ def test_only_the_given_keys_count():
     (0, 5, exception.ResultNotYetValid),
 ])
 def test_validity_window(now, leeway, error):
-    token = results.sign_verdict(VERDICTS["trusted"], ED, ISSUER)
+    token = sign_verdict(VERDICTS["trusted"], ED, ISSUER)
     if error is None:
         assert results.verify_result(token, KEYS, now, leeway) \
             == VERDICTS["trusted"]
@@ -236,13 +246,13 @@ def test_validity_window(now, leeway, error):
     (NOW, 2.0), (NOW, None),
 ])
 def test_bad_arguments_are_refused(now, leeway):
-    token = results.sign_verdict(VERDICTS["trusted"], ED, ISSUER)
+    token = sign_verdict(VERDICTS["trusted"], ED, ISSUER)
     with pytest.raises(exception.InvalidParameterValue):
         results.verify_result(token, KEYS, now, leeway)
 
 
 def test_issuer_pinning():
-    token = results.sign_verdict(VERDICTS["trusted"], ED, ISSUER)
+    token = sign_verdict(VERDICTS["trusted"], ED, ISSUER)
     assert results.verify_result(token, KEYS, NOW, issuer=ISSUER)
     with pytest.raises(exception.SignedResultError, match="expected"):
         results.verify_result(token, KEYS, NOW, issuer="conductor-b")
@@ -263,7 +273,9 @@ def test_each_missing_claim_is_rejected(name):
 
 @pytest.mark.parametrize("changes", [
     dict(extra=1), dict(aud="nova"), dict(nbf=NOW),
-    dict(ver=2), dict(ver="1"), dict(ver=True),
+    dict(ver=1), dict(ver=3), dict(ver="2"), dict(ver=True),
+    dict(seq=0), dict(seq=-1), dict(seq=2 ** 63), dict(seq="5"),
+    dict(seq=5.0), dict(seq=True), dict(seq=None),
     dict(iss=""), dict(iss=1), dict(iss="i" * 256),
     dict(jti=""), dict(jti=None), dict(jti="j" * 129),
     dict(sub=""), dict(sub=7), dict(sub=["compute-7"]),
@@ -289,6 +301,16 @@ def test_each_missing_claim_is_rejected(name):
 def test_bad_claims_are_rejected(changes):
     with pytest.raises(exception.ResultMalformed):
         results.verify_result(resign(good_claims(**changes)), KEYS, NOW)
+
+
+def test_version_1_token_without_sequence_is_refused_with_a_reason():
+    """A token from a conductor older than the sequence has only its
+    signer's clock to be ordered by: refused, and the log says why."""
+    claims = good_claims(ver=1)
+    del claims["seq"]
+    with pytest.raises(exception.ResultMalformed, match="no verdict "
+                       "sequence"):
+        results.verify_result(resign(claims), KEYS, NOW)
 
 
 @pytest.mark.parametrize("raw", [
@@ -317,16 +339,21 @@ def test_wrong_typ_is_rejected():
 
 
 @pytest.mark.parametrize("call", [
-    lambda: results.sign_verdict({"host": "x"}, ED, ISSUER),
-    lambda: results.sign_verdict(VERDICTS["trusted"], ED, ""),
-    lambda: results.sign_verdict(VERDICTS["trusted"], ED, ISSUER, jti=""),
-    lambda: results.sign_verdict(VERDICTS["trusted"], ED.public_key(),
+    lambda: sign_verdict({"host": "x"}, ED, ISSUER),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, ""),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, ISSUER, jti=""),
+    lambda: sign_verdict(VERDICTS["trusted"], ED.public_key(),
                                  ISSUER),
-    lambda: results.sign_verdict(VERDICTS["trusted"], b"key", ISSUER),
-    lambda: results.sign_verdict(VERDICTS["trusted"], ED, "\ud800"),
-    lambda: results.sign_verdict(VERDICTS["trusted"], ED, "a\nb"),
-    lambda: results.sign_verdict(VERDICTS["trusted"], ED, ISSUER,
+    lambda: sign_verdict(VERDICTS["trusted"], b"key", ISSUER),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, "\ud800"),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, "a\nb"),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, ISSUER,
                                  jti="é"),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, ISSUER, sequence=0),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, ISSUER, sequence=True),
+    lambda: sign_verdict(VERDICTS["trusted"], ED, ISSUER, sequence=2 ** 63),
+    lambda: results.ResultSigner(ED, ISSUER).sign(VERDICTS["trusted"],
+                                                  sequence="1"),
 ])
 def test_signing_misuse_is_refused(call):
     with pytest.raises(exception.InvalidParameterValue):
@@ -348,7 +375,7 @@ def test_round_trip_property(host, reasons, policies, kid):
                            policy_versions=policies)
     except exception.InvalidParameterValue:
         return
-    token = results.sign_verdict(original, PRIVATE[kid], ISSUER)
+    token = sign_verdict(original, PRIVATE[kid], ISSUER)
     assert results.verify_result(token, KEYS, NOW) == original
 
 
@@ -415,7 +442,7 @@ def test_validly_signed_arbitrary_claims_are_typed(overrides, drop_one):
 @pytest.mark.parametrize("kid, alg", [("ed", "EdDSA"), ("ec", "ES256")])
 def test_pyjwt_reads_our_results(kid, alg):
     jwt = pytest.importorskip("jwt")
-    token = results.sign_verdict(VERDICTS["tampered-kernel"], PRIVATE[kid],
+    token = sign_verdict(VERDICTS["tampered-kernel"], PRIVATE[kid],
                                  ISSUER, jti="x")
     claims = jwt.decode(token, key=PRIVATE[kid].public_key(),
                         algorithms=[alg], options={"verify_exp": False,

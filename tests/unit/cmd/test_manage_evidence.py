@@ -33,12 +33,14 @@ def gcp_files(tmp_path: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def _argv(paths: dict[str, pathlib.Path], *extra: str,
-          nonce: str = "") -> list[str]:
+          nonce: str = "", sha1: bool = True) -> list[str]:
+    # The GCP AK's scheme is fixed to RSASSA-SHA1: its quote is SHA-1,
+    # which needs the explicit waiver.
     argv = ["evidence", "verify", "--ak", str(paths["ak"]),
             "--quote", str(paths["quote"]),
             "--signature", str(paths["signature"]),
             "--pcrs", str(paths["pcrs"]), "--pcrs-format", "values",
-            "--nonce", nonce]
+            "--nonce", nonce] + (["--allow-sha1-quotes"] if sha1 else [])
     if "eventlog" in paths:
         argv += ["--eventlog", str(paths["eventlog"])]
     return argv + list(extra)
@@ -48,6 +50,13 @@ def _run_json(argv: list[str], capsys: pytest.CaptureFixture[str]
               ) -> tuple[int, dict]:
     code = manage.main(argv + ["--format", "json"])
     return code, json.loads(capsys.readouterr().out)
+
+
+def test_sha1_quote_needs_the_waiver(gcp_files, capsys):
+    code, result = _run_json(_argv(gcp_files, sha1=False), capsys)
+    assert code != 0 and result["verified"] is False
+    assert "SHA-1" in json.dumps(result["failure"])
+    assert "allow_sha1_quotes" in json.dumps(result["failure"])
 
 
 def test_real_attestation_verifies(gcp_files, capsys):

@@ -269,3 +269,141 @@ def test_fetched_keys_replace_earlier_fetched_ones(factory, clocks):
         cache.admit(old.token("h2", issued_at=T0))
     cache.admit(new.token("h2", issued_at=T0))
     cache.admit(factory.token("h3", issued_at=T0))  # configured key
+
+
+# --- order: the database's sequence, never a conductor's clock ---------------
+
+AHEAD = 4   # seconds the fast conductor's clock runs ahead (within leeway)
+
+
+@pytest.mark.parametrize("arrival", ["stored-order", "reversed"])
+def test_clock_ahead_conductor_cannot_displace_a_newer_verdict(
+        clocks, arrival):
+    """Conductor A (clock AHEAD s fast) stored a trusted verdict; then
+    conductor B (correct clock) stored an untrusted one, so the database
+    gave B's the greater sequence while A's carries the later iat. In
+    either arrival order the untrusted one is kept."""
+    from trusted_pools.attestation import keystore
+    fast, correct = VerdictFactory("conductor-a"), VerdictFactory(
+        "conductor-b")
+    keys = {**fast.public_keys, **correct.public_keys}
+    cache = VerdictCache(keys, wall=lambda: clocks.wall,
+                         monotonic=lambda: clocks.mono)
+    cache.mark_contact()
+    old_trusted = fast.token("h1", level=4, issued_at=T0 + AHEAD,
+                             sequence=101)
+    clocks.advance(2)
+    new_untrusted = correct.token("h1", status="untrusted",
+                                  issued_at=T0 + 2, sequence=102)
+    tokens = [old_trusted, new_untrusted]
+    if arrival == "reversed":
+        tokens.reverse()
+    for token in tokens:
+        cache.admit(token)
+    entry = cache.get("h1")
+    assert entry.sequence == 102 and entry.verdict.status.value == \
+        "untrusted"
+    assert not cache.is_trusted("h1", 1)
+    assert keystore.key_id(correct.key) in keys
+
+
+def test_lower_sequence_is_not_kept_and_says_so(factory, clocks):
+    cache = make_cache(factory, clocks)
+    assert cache.admit_token(factory.token(
+        "h1", status="untrusted", issued_at=T0 - 100, sequence=9)).kept
+    later_dated = cache.admit_token(factory.token("h1", issued_at=T0,
+                                                  sequence=8))
+    assert not later_dated.kept and later_dated.sequence == 8
+    assert not cache.is_trusted("h1", 1)
+
+
+def test_old_format_token_without_sequence_is_refused(factory, clocks):
+    """A version 1 token (no seq) cannot be ordered without trusting its
+    signer's clock: refused, nothing admitted."""
+    import json
+    from trusted_pools.attestation import jws, results
+    token = factory.token("h1", issued_at=T0)
+    claims = json.loads(jws.b64url_decode(token.split(".")[1], "p"))
+    claims["ver"] = 1
+    del claims["seq"]
+    from trusted_pools.attestation.verdict import canonical_json
+    old = jws.sign_compact(canonical_json(claims), factory.key,
+                           kid=factory.signer.kid, typ=results.RESULT_TYPE)
+    cache = make_cache(factory, clocks)
+    with pytest.raises(exception.ResultMalformed, match="sequence"):
+        cache.admit(old)
+    assert cache.get("h1") is None
+
+
+# --- contact: only a conductor's new word counts -----------------------------
+
+def test_garbage_notifications_do_not_keep_contact(factory, clocks):
+    """After the conductors are gone, a compromised host keeps sending
+    garbage, forged and replayed notifications: none of them is contact,
+    so past the grace every host fails closed."""
+    cache = make_cache(factory, clocks, grace=30, max_age=600)
+    endpoint = TrustNotificationEndpoint(cache)
+    payload = factory.payload("h1", issued_at=T0, validity=1000)
+    assert endpoint.handle(payload)
+    assert cache.is_trusted("h1", 1)
+    forged = VerdictFactory(issuer="rogue").payload("h1", issued_at=T0,
+                                                    validity=1000)
+    older = factory.payload("h1", issued_at=T0 - 5, validity=1000)
+    for _ in range(4):
+        clocks.advance(10)
+        assert not endpoint.handle({"host": "h1", "signed_result": "x.y.z"})
+        assert not endpoint.handle({"host": "h1"})
+        assert not endpoint.handle(forged)
+        assert not endpoint.handle(payload)       # replayed, same token
+        assert not endpoint.handle(older)         # verified, but older
+    assert cache.contact_age() == pytest.approx(40)
+    assert not cache.is_trusted("h1", 1)
+    assert "no contact" in cache.explain("h1", 1, 600, clocks.mono)
+    # A newer verdict from the conductor is contact again.
+    assert endpoint.handle(factory.payload("h1", issued_at=T0 + 40,
+                                           validity=1000))
+    assert cache.is_trusted("h1", 1)
+
+
+class _Source:
+    def __init__(self, items):
+        self.items = items
+
+    def verdicts_since(self, context, since):
+        return self.items
+
+    def get_public_keys(self, context):
+        return {}
+
+
+def _listener(cache, items):
+    from trusted_pools.scheduler.listener import TrustListener
+    return TrustListener(cache, _Source(items), notification_transport=None,
+                         exchange="x", wall=lambda: float(T0))
+
+
+@pytest.mark.parametrize("items", [
+    [], [{"host": "h1", "signed_result": "x.y.z"}], ["junk"],
+    [{"host": "h1", "signed_result": "forged"}],
+])
+def test_refresh_without_verified_tokens_is_not_contact(factory, clocks,
+                                                        items):
+    cache = VerdictCache(factory.public_keys, wall=lambda: clocks.wall,
+                         monotonic=lambda: clocks.mono)
+    if items and items[0] != "junk" and items[0]["signed_result"] == \
+            "forged":
+        items = [VerdictFactory(issuer="rogue").payload("h1", issued_at=T0)]
+    _listener(cache, items).refresh()
+    assert cache.contact_age() is None
+
+
+def test_refresh_with_a_verified_token_is_contact(factory, clocks):
+    cache = VerdictCache(factory.public_keys, wall=lambda: clocks.wall,
+                         monotonic=lambda: clocks.mono)
+    payload = factory.payload("h1", issued_at=T0)
+    assert _listener(cache, [payload]).refresh() == 1
+    assert cache.contact_age() == 0
+    clocks.advance(20)
+    # The same token again (already cached, unexpired) still verifies.
+    _listener(cache, [payload]).refresh()
+    assert cache.contact_age() == 0

@@ -12,6 +12,7 @@ parse.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import pathlib
 import struct
@@ -24,6 +25,9 @@ from trusted_pools import exception
 from trusted_pools.tpm import keys, quote, structures
 from trusted_pools.tpm.constants import TPM_ALG, TPM_ST
 from trusted_pools.tpm.structures import ObjectAttributes
+
+# The GCP AK's scheme is fixed to RSASSA-SHA1: its quote needs the waiver.
+verify_gcp = functools.partial(quote.verify_quote, allow_sha1=True)
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
 GCP = json.loads((DATA / "quote/go-attestation/windows_gcp_shielded_vm.json")
@@ -55,7 +59,7 @@ def test_gcp_quote_verifies():
     assert NONCE == b""
     values = gcp_pcrs()
     assert set(values) == {TPM_ALG.SHA1} and len(values[TPM_ALG.SHA1]) == 24
-    result = quote.verify_quote(AK, QUOTE, SIGNATURE, NONCE, values)
+    result = verify_gcp(AK, QUOTE, SIGNATURE, NONCE, values)
     assert result.pcrs == values
     assert result.selection == (structures.PCRSelection(
         TPM_ALG.SHA1, frozenset(range(24))),)
@@ -82,7 +86,7 @@ def test_gcp_quote_any_flipped_byte_fails(offset):
     mutated = flip(QUOTE, offset)
     expected = _expected_for_quote_flip(mutated)
     with pytest.raises(expected) as err:
-        quote.verify_quote(AK, mutated, SIGNATURE, NONCE, gcp_pcrs())
+        verify_gcp(AK, mutated, SIGNATURE, NONCE, gcp_pcrs())
     if expected is exception.MalformedEvidence:
         assert not isinstance(err.value, exception.InvalidQuote)
     if offset < 4:  # the magic: the signature is checked first
@@ -102,14 +106,14 @@ def _expected_for_signature_flip(offset: int) -> type:
 @pytest.mark.parametrize("offset", range(len(SIGNATURE)))
 def test_gcp_signature_any_flipped_byte_fails(offset):
     with pytest.raises(_expected_for_signature_flip(offset)):
-        quote.verify_quote(AK, QUOTE, flip(SIGNATURE, offset), NONCE,
+        verify_gcp(AK, QUOTE, flip(SIGNATURE, offset), NONCE,
                            gcp_pcrs())
 
 
 @pytest.mark.parametrize("nonce", [b"\0", b"x" * 32, b"\0" * 20])
 def test_gcp_other_nonce_fails(nonce):
     with pytest.raises(exception.NonceMismatch):
-        quote.verify_quote(AK, QUOTE, SIGNATURE, nonce, gcp_pcrs())
+        verify_gcp(AK, QUOTE, SIGNATURE, nonce, gcp_pcrs())
 
 
 @pytest.mark.parametrize("pcr", range(24))
@@ -118,7 +122,7 @@ def test_gcp_changed_pcr_value_fails(pcr, byte):
     values = gcp_pcrs()
     values[TPM_ALG.SHA1][pcr] = flip(values[TPM_ALG.SHA1][pcr], byte)
     with pytest.raises(exception.PCRDigestMismatch):
-        quote.verify_quote(AK, QUOTE, SIGNATURE, NONCE, values)
+        verify_gcp(AK, QUOTE, SIGNATURE, NONCE, values)
 
 
 def test_gcp_missing_pcr_is_named():
@@ -126,7 +130,7 @@ def test_gcp_missing_pcr_is_named():
     del values[TPM_ALG.SHA1][7]
     del values[TPM_ALG.SHA1][23]
     with pytest.raises(exception.PCRSelectionMismatch) as err:
-        quote.verify_quote(AK, QUOTE, SIGNATURE, NONCE, values)
+        verify_gcp(AK, QUOTE, SIGNATURE, NONCE, values)
     assert sorted(err.value.kwargs["missing"]) == [(TPM_ALG.SHA1, 7),
                                                    (TPM_ALG.SHA1, 23)]
     assert "sha1:[7, 23]" in str(err.value)
@@ -136,7 +140,7 @@ def test_gcp_extra_pcrs_are_rejected():
     values = gcp_pcrs()
     values[TPM_ALG.SHA256] = {0: b"\0" * 32}
     with pytest.raises(exception.PCRSelectionMismatch) as err:
-        quote.verify_quote(AK, QUOTE, SIGNATURE, NONCE, values)
+        verify_gcp(AK, QUOTE, SIGNATURE, NONCE, values)
     assert err.value.kwargs["extra"] == [(TPM_ALG.SHA256, 0)]
 
 
@@ -144,7 +148,7 @@ def test_gcp_wrong_size_pcr_value():
     values = gcp_pcrs()
     values[TPM_ALG.SHA1][3] += b"\0"
     with pytest.raises(exception.MalformedEvidence):
-        quote.verify_quote(AK, QUOTE, SIGNATURE, NONCE, values)
+        verify_gcp(AK, QUOTE, SIGNATURE, NONCE, values)
 
 
 def test_gcp_wrong_key():
@@ -366,3 +370,53 @@ def test_bank_listed_without_pcrs_needs_no_values(ecc_ak):
     result = quote.verify_quote(structures.load_public(ecc_ak.public_bytes),
                                 attest, ecc_ak.sign(attest), b"n", values)
     assert result.pcrs == values
+
+
+# --- signing scheme fixed at creation; SHA-1 only when allowed --------------
+
+@pytest.mark.parametrize("make", [
+    lambda: soft_tpm.SoftAK.rsa(scheme=TPM_ALG.NULL, scheme_hash=None),
+    lambda: soft_tpm.SoftAK.ecc(scheme=TPM_ALG.NULL, scheme_hash=None),
+])
+def test_ak_without_fixed_scheme_is_rejected(make):
+    """With TPM_ALG_NULL the agent names the quote's scheme and hash;
+    such an AK fails the AK rules and verify_quote, with a reason."""
+    ak = make()
+    public = structures.load_public(ak.public_bytes)
+    with pytest.raises(exception.AKSchemeRejected, match="TPM_ALG_NULL"):
+        keys.check_ak_attributes(public)
+    values = soft_tpm.random_pcrs()
+    attest, sig = ak.quote(b"n", values)
+    with pytest.raises(exception.AKSchemeRejected):
+        quote.verify_quote(public, attest, sig, b"n", values)
+    # A bare PEM key has no scheme at all: the caller may waive it.
+    assert quote.verify_quote(public, attest, sig, b"n", values,
+                              allow_unfixed_scheme=True).pcrs == values
+
+
+def test_ak_scheme_of_the_wrong_family_is_rejected():
+    ak = soft_tpm.SoftAK.rsa()
+    key = ak.private_key.public_key()
+    public = structures.load_public(soft_tpm.rsa_public(
+        key, scheme=TPM_ALG.ECDSA, scheme_hash=TPM_ALG.SHA256))
+    with pytest.raises(exception.AKSchemeRejected, match="RSA"):
+        keys.check_ak_attributes(public)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: soft_tpm.SoftAK.rsa(hash_alg=TPM_ALG.SHA1),
+    lambda: soft_tpm.SoftAK.rsa(sig_alg=TPM_ALG.RSAPSS,
+                                hash_alg=TPM_ALG.SHA1),
+    lambda: soft_tpm.SoftAK.ecc(hash_alg=TPM_ALG.SHA1),
+])
+def test_sha1_quote_refused_unless_allowed(make):
+    ak = make()
+    public = structures.load_public(ak.public_bytes)
+    keys.check_ak_attributes(public)     # a fixed SHA-1 scheme is a scheme
+    values = soft_tpm.random_pcrs((TPM_ALG.SHA256,))
+    attest, sig = ak.quote(b"n", values)
+    with pytest.raises(exception.QuoteHashRefused,
+                       match="allow_sha1_quotes"):
+        quote.verify_quote(public, attest, sig, b"n", values)
+    assert quote.verify_quote(public, attest, sig, b"n", values,
+                              allow_sha1=True).pcrs == values
