@@ -18,7 +18,8 @@ from trusted_pools.api import errors
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255,
          "pattern": r"^[^/\s]+$"}
 _SHA256 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
-_API_KINDS = ("measured_boot", "runtime")
+# "ima" is the body's own spelling of "runtime" (accepted as an alias).
+_API_KINDS = ("measured_boot", "runtime", "ima")
 
 enroll_host = {
     "type": "object",

@@ -12,6 +12,7 @@ from trusted_pools.db import api as db_api
 API_KIND = {policy_mod.KIND_MEASURED_BOOT: "measured_boot",
             policy_mod.KIND_RUNTIME: "runtime"}
 DB_KIND = {api: db for db, api in API_KIND.items()}
+DB_KIND[policy_mod.KIND_RUNTIME] = policy_mod.KIND_RUNTIME
 
 
 def iso(value: datetime.datetime | int | float | None) -> str | None:

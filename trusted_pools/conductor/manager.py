@@ -299,6 +299,9 @@ class ConductorManager:
     def attest_now(self, context: dict, host: str) -> dict[str, Any]:
         """Challenge ``host`` now with a one-off nonce; return its verdict."""
         self._check_owner(host)
+        # An operator who just changed a policy (through the API, straight
+        # into the database) attests with it, not with the cached one.
+        self.refresh_policies()
         # Twice at most: a push accepted while the host was answering may
         # be newer than the answer (late, not judged); ask once more.
         for _ in range(2):
