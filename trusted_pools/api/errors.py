@@ -68,7 +68,9 @@ def _snake(name: str) -> str:
 def code_of(error: exception.TrustedPoolsError) -> str:
     """``HostNotFound`` -> ``trusted-pools.host.not_found``;
     ``EKNotApproved`` -> ``trusted-pools.ek_not_approved``."""
-    name = type(error).__name__
+    # oslo.messaging re-raises a conductor's error as a subclass named
+    # "<Name>_Remote"; the code is the original's.
+    name = type(error).__name__.removesuffix("_Remote")
     if name.endswith("NotFound") and name != "NotFound":
         return CODE_PREFIX + _snake(name[:-len("NotFound")]) + ".not_found"
     return CODE_PREFIX + _snake(name)
