@@ -14,7 +14,6 @@ import logging
 import re
 from http import HTTPStatus
 
-
 import oslo_messaging as messaging
 import webob
 from oslo_policy import policy as oslo_policy

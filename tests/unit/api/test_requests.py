@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.api_fixtures import Client, error_of, make_api_conf
+from tests.api_fixtures import error_of, make_api_conf
 from tests.unit.api.conftest import (MEASURED_BOOT, FakeConductors,
                                      add_host_with_verdict)
 from trusted_pools.api import app as api_app
@@ -245,3 +245,22 @@ def test_noauth_server_serves_over_http(db, caplog):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_keys_are_the_registered_conductors_and_match_their_kid(client,
+                                                                db):
+    """Each conductor's key is served as a JWK whose kid is its
+    thumbprint; a row whose stored kid is not its key's is not served."""
+    from trusted_pools.attestation import keystore
+    good = keystore.generate_signing_key()
+    other = keystore.generate_signing_key("ES256")
+    db.register_conductor("conductor-a",
+                          public_key=keystore.public_key_pem(good),
+                          key_id=keystore.key_id(good))
+    db.register_conductor("conductor-b",
+                          public_key=keystore.public_key_pem(other),
+                          key_id=keystore.key_id(good))  # wrong kid
+    db.register_conductor("conductor-c")  # registered before keys
+    keys = client.get("/v1/keys", persona="member").json["keys"]
+    assert keys == [keystore.public_jwk(good)]
+    assert keys[0]["kty"] == "OKP" and keys[0]["crv"] == "Ed25519"
