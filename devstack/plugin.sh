@@ -1,9 +1,10 @@
 #!/bin/bash
 # devstack plugin for trusted_pools: enable with
 #   enable_plugin trusted-pools <repository URL or path>
-# Services: tp-cond (trusted-pools-conductor) and tp-agent
-# (trusted-pools-agent, on every compute host). The Nova filter is enabled
-# in nova-scheduler.
+# Services: tp-api (trusted-pools-api, Keystone service type
+# 'trusted-pools' on port 9440), tp-cond (trusted-pools-conductor) and
+# tp-agent (trusted-pools-agent, on every compute host). The Nova filter is
+# enabled in nova-scheduler.
 
 function install_trusted_pools {
     install_package swtpm swtpm-tools tpm2-tools libtss2-dev
@@ -22,6 +23,9 @@ function configure_trusted_pools {
     iniset $TRUSTED_POOLS_CONF conductor ek_ca_bundle \
         "$TRUSTED_POOLS_CONF_DIR/ek-ca.pem"
     configure_trusted_pools_keys
+    iniset $TRUSTED_POOLS_CONF api port "$TRUSTED_POOLS_API_PORT"
+    iniset $TRUSTED_POOLS_CONF api auth_strategy keystone
+    configure_keystone_authtoken_middleware $TRUSTED_POOLS_CONF trusted-pools
     local filter=trusted_pools.scheduler.filters.TrustedHostFilter
     iniadd $NOVA_CONF filter_scheduler available_filters "$filter"
     iniset $NOVA_CONF filter_scheduler enabled_filters \
@@ -50,12 +54,25 @@ function configure_trusted_pools_keys {
     fi
 }
 
+# The service user and the catalog entry clients find the API by.
+function create_trusted_pools_accounts {
+    create_service_user "trusted-pools" "admin"
+    get_or_create_service "trusted-pools" "trusted-pools" \
+        "Trusted compute pools: TPM attestation of compute hosts"
+    get_or_create_endpoint "trusted-pools" "$REGION_NAME" \
+        "$TRUSTED_POOLS_API_URL"
+}
+
 function init_trusted_pools {
     recreate_database trusted_pools
     trusted-pools-manage --config-file $TRUSTED_POOLS_CONF db sync
 }
 
 function start_trusted_pools {
+    run_process tp-api "$TRUSTED_POOLS_BIN_DIR/trusted-pools-api --config-file $TRUSTED_POOLS_CONF"
+    if ! wait_for_service $SERVICE_TIMEOUT $TRUSTED_POOLS_API_URL/healthcheck; then
+        die $LINENO "trusted-pools-api did not start"
+    fi
     run_process tp-cond "$TRUSTED_POOLS_BIN_DIR/trusted-pools-conductor --config-file $TRUSTED_POOLS_CONF"
     run_process tp-agent "$TRUSTED_POOLS_BIN_DIR/trusted-pools-agent --config-file $TRUSTED_POOLS_CONF"
 }
@@ -67,11 +84,15 @@ if is_service_enabled trusted-pools || [[ "$1" == "stack" ]]; then
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring trusted_pools"
         configure_trusted_pools
+        if is_service_enabled keystone; then
+            create_trusted_pools_accounts
+        fi
         init_trusted_pools
     elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
         start_trusted_pools
     fi
     if [[ "$1" == "unstack" ]]; then
+        stop_process tp-api
         stop_process tp-cond
         stop_process tp-agent
     fi

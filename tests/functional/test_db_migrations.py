@@ -27,7 +27,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "8c4e2b7d1a93"
+    assert migration.head() == "c4d8e2f61a93"
 
 
 def test_upgrade_from_empty(empty_db_url):

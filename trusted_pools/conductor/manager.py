@@ -153,8 +153,13 @@ class ConductorManager:
                 if self.ring.owner(h.hostname) == self.host]
 
     def register(self) -> None:
-        """Join the ring (again after a restart: the row is reused)."""
-        self.db.register_conductor(self.host, update_existing=True)
+        """Join the ring (again after a restart: the row is reused), and
+        publish the public half of the signing key in the database, where
+        trusted-pools-api serves it as a JWKS (consumers never take keys
+        from the bus)."""
+        self.db.register_conductor(self.host, update_existing=True,
+                                   public_key=self.public_pem,
+                                   key_id=self.signer.kid)
 
     def heartbeat(self) -> None:
         self.db.touch_conductor(self.host)
@@ -294,6 +299,9 @@ class ConductorManager:
     def attest_now(self, context: dict, host: str) -> dict[str, Any]:
         """Challenge ``host`` now with a one-off nonce; return its verdict."""
         self._check_owner(host)
+        # An operator who just changed a policy (through the API, straight
+        # into the database) attests with it, not with the cached one.
+        self.refresh_policies()
         # Twice at most: a push accepted while the host was answering may
         # be newer than the answer (late, not judged); ask once more.
         for _ in range(2):

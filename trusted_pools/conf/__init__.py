@@ -3,6 +3,7 @@
 from oslo_config import cfg
 
 from trusted_pools.conf import agent
+from trusted_pools.conf import api
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
 from trusted_pools.conf import database
@@ -12,6 +13,7 @@ from trusted_pools.conf import tpm
 CONF = cfg.CONF
 
 agent.register_opts(CONF)
+api.register_opts(CONF)
 attestation.register_opts(CONF)
 conductor.register_opts(CONF)
 database.register_opts(CONF)

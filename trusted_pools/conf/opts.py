@@ -5,6 +5,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from trusted_pools.conf import agent
+from trusted_pools.conf import api
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
 from trusted_pools.conf import database
@@ -12,8 +13,8 @@ from trusted_pools.conf import placement
 from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
 
-_MODULES = (agent, attestation, conductor, database, placement, scheduler,
-            tpm)
+_MODULES = (agent, api, attestation, conductor, database, placement,
+            scheduler, tpm)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

@@ -253,6 +253,10 @@ class ConductorRecord:
     online: bool
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    #: PEM of the conductor's public result-signing key, and its kid
+    #: (RFC 7638 thumbprint); None until it registers with one.
+    public_key: str | None = None
+    key_id: str | None = None
 
 
 def _record(cls: type, row: Any, **renamed: str) -> Any:
@@ -1267,12 +1271,24 @@ class Connection:
     @_translate_errors
     @_retry_deadlock
     def register_conductor(self, hostname: str,
-                           update_existing: bool = False
+                           update_existing: bool = False,
+                           public_key: str | None = None,
+                           key_id: str | None = None
                            ) -> ConductorRecord:
         """Mark a conductor online. An online row of the same name is a
         :class:`ConductorAlreadyRegistered` unless ``update_existing``
-        (a restart after a crash that left the row online)."""
+        (a restart after a crash that left the row online).
+
+        ``public_key`` (PEM) and ``key_id`` publish the conductor's
+        result-signing key for trusted-pools-api's JWKS; given together or
+        not at all (a registration without them keeps the stored ones)."""
         _non_empty(hostname, "hostname")
+        if (public_key is None) != (key_id is None):
+            raise exception.InvalidParameterValue(
+                name="public_key", reason="public_key and key_id go together")
+        if key_id is not None:
+            _non_empty(key_id, "key_id", limit=64)
+            _non_empty(public_key, "public_key", limit=4096)
         now = self._clock()
         try:
             with self._writer() as session:
@@ -1287,6 +1303,9 @@ class Connection:
                         conductor=hostname)
                 row.online = True
                 row.updated_at = now
+                if key_id is not None:
+                    row.public_key = public_key
+                    row.key_id = key_id
                 session.flush()
                 return _record(ConductorRecord, row)
         except db_exc.DBDuplicateEntry as exc:

@@ -345,3 +345,10 @@ class Conductor(Base):
         UTCDateTime(), nullable=False)
     updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         UTCDateTime(), nullable=False)
+    # The public half of the conductor's result-signing key (PEM) and its
+    # RFC 7638 thumbprint (the kid of its signed results), stored when it
+    # registers: trusted-pools-api serves them as a JWKS.
+    public_key: orm.Mapped[str | None] = orm.mapped_column(sa.Text,
+                                                           nullable=True)
+    key_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                       nullable=True)

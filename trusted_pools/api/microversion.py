@@ -1,0 +1,59 @@
+"""OpenStack microversions for trusted-pools-api.
+
+Clients ask with ``OpenStack-API-Version: trusted-pools 1.x`` (or
+``latest``); without the header they get the minimum. Every response of
+the v1 API names the version it used and varies on the header.
+
+Version history (raise ``MAX`` and add a line for every change a client
+can see, with the release note):
+
+* 1.0 - Initial version: hosts (list, show, verdicts, enroll, attest,
+  capture, reset-enrollment, decommission), policies (list, create, show,
+  diff, group assignments), verdicts since a time, conductor keys (JWKS).
+"""
+
+from __future__ import annotations
+
+import microversion_parse
+
+from trusted_pools.api import errors
+
+SERVICE_TYPE = "trusted-pools"
+HEADER = "OpenStack-API-Version"
+VERSIONS = ("1.0",)
+MIN = microversion_parse.parse_version_string(VERSIONS[0])
+MAX = microversion_parse.parse_version_string(VERSIONS[-1])
+
+
+def negotiate(environ: dict) -> microversion_parse.Version:
+    """The version a request asks for.
+
+    :raises APIError: 400 for a malformed version, 406 for a well-formed
+        one this service does not offer (the microversion convention).
+    """
+    headers = microversion_parse.headers_from_wsgi_environ(environ)
+    asked = microversion_parse.get_version(headers,
+                                           service_type=SERVICE_TYPE)
+    if asked is None:
+        return MIN
+    if asked.strip() == "latest":
+        return MAX
+    try:
+        version = microversion_parse.parse_version_string(asked)
+    except TypeError:
+        raise errors.bad_request(
+            "Invalid %s header %r: give '%s X.Y' or '%s latest'"
+            % (HEADER, asked, SERVICE_TYPE, SERVICE_TYPE),
+            code="microversion.invalid")
+    if not (MIN <= version <= MAX):
+        raise errors.APIError(
+            406, "microversion.unsupported",
+            "Version %s is not supported by the API. Minimum is %s and "
+            "maximum is %s." % (version, MIN, MAX),
+            headers=response_headers(MAX))
+    return version
+
+
+def response_headers(version: microversion_parse.Version
+                     ) -> dict[str, str]:
+    return {HEADER: "%s %s" % (SERVICE_TYPE, version), "Vary": HEADER}

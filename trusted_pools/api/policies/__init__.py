@@ -1,0 +1,23 @@
+"""Default access rules of trusted-pools-api (oslo.policy).
+
+``oslopolicy-sample-generator --namespace trusted_pools`` documents them;
+operators override them in ``/etc/trusted-pools/policy.yaml``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from oslo_policy import policy
+
+from trusted_pools.api.policies import base
+from trusted_pools.api.policies import hosts
+from trusted_pools.api.policies import policies
+from trusted_pools.api.policies import verdicts
+
+
+def list_rules() -> list[policy.RuleDefault]:
+    """Every default rule (entry point ``oslo.policy.policies``)."""
+    return list(itertools.chain(base.list_rules(), hosts.list_rules(),
+                                policies.list_rules(),
+                                verdicts.list_rules()))

@@ -1,0 +1,60 @@
+"""Paths and methods of the v1 API, mapped to handlers (Routes)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import routes
+
+from trusted_pools.api import errors
+from trusted_pools.api.handlers import hosts
+from trusted_pools.api.handlers import policies
+from trusted_pools.api.handlers import verdicts
+
+Handler = Callable[..., tuple[int, Any]]
+
+_SEGMENT = r"[^/]+"
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/v1/hosts": {"GET": hosts.list_hosts, "POST": hosts.enroll},
+    "/v1/hosts/{name}": {"GET": hosts.show, "DELETE": hosts.decommission},
+    "/v1/hosts/{name}/verdicts": {"GET": hosts.verdicts},
+    "/v1/hosts/{name}/attest": {"POST": hosts.attest},
+    "/v1/hosts/{name}/capture": {"POST": hosts.capture},
+    "/v1/hosts/{name}/reset-enrollment": {"POST": hosts.reset_enrollment},
+    "/v1/policies": {"GET": policies.list_policies,
+                     "POST": policies.create},
+    "/v1/policies/{name}": {"GET": policies.show},
+    "/v1/policies/{name}/diff": {"GET": policies.diff},
+    "/v1/groups/{group}/policies": {"GET": policies.list_assignments},
+    "/v1/groups/{group}/policies/{name}": {"PUT": policies.assign},
+    "/v1/verdicts": {"GET": verdicts.list_verdicts},
+    "/v1/keys": {"GET": verdicts.list_keys},
+}
+
+
+def make_mapper() -> routes.Mapper:
+    mapper = routes.Mapper()
+    for path in ROUTES:
+        mapper.connect(path, path=path,
+                       requirements={"name": _SEGMENT, "group": _SEGMENT})
+    return mapper
+
+
+def resolve(mapper: routes.Mapper, method: str, path_info: str
+            ) -> tuple[Handler, dict[str, str]]:
+    """The handler and path arguments; 404 for an unknown path, 405 (with
+    Allow) for a known path and another method."""
+    match = mapper.match(path_info)
+    if match is None:
+        raise errors.APIError(404, "resource.not_found",
+                              "No resource at %s" % path_info)
+    path = match.pop("path")
+    methods = ROUTES[path]
+    handler = methods.get(method)
+    if handler is None:
+        raise errors.APIError(
+            405, "method.not_allowed", "%s is not allowed on %s; use %s"
+            % (method, path, ", ".join(sorted(methods))),
+            headers={"Allow": ", ".join(sorted(methods))})
+    return handler, {k: v for k, v in match.items() if v is not None}

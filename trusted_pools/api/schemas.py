@@ -1,0 +1,130 @@
+"""JSON schemas of request bodies and query strings, and their checks.
+
+Unknown fields are refused (``additionalProperties: false``): a typo in a
+field name must not silently do something else. A refusal is a 400 naming
+the field; nothing is changed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import webob
+
+from trusted_pools.api import errors
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": 255,
+         "pattern": r"^[^/\s]+$"}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+# "ima" is the body's own spelling of "runtime" (accepted as an alias).
+_API_KINDS = ("measured_boot", "runtime", "ima")
+
+enroll_host = {
+    "type": "object",
+    "properties": {"name": _NAME, "group": _NAME, "ek_sha256": _SHA256},
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+create_policy = {
+    "type": "object",
+    "properties": {"name": _NAME, "kind": {"enum": list(_API_KINDS)},
+                   "body": {"type": "object"}},
+    "required": ["name", "kind", "body"],
+    "additionalProperties": False,
+}
+
+assign_policy = {
+    "type": "object",
+    "properties": {"version": {"type": ["integer", "null"], "minimum": 1}},
+    "required": ["version"],
+    "additionalProperties": False,
+}
+
+# Query strings: values arrive as strings; numbers are checked by pattern
+# and converted by the handler.
+_DIGITS = {"type": "string", "pattern": "^[0-9]{1,9}$"}
+_PAGE = {"limit": _DIGITS, "marker": _NAME}
+
+list_hosts_query = {
+    "type": "object",
+    "properties": dict(_PAGE, group=_NAME,
+                       state={"enum": ["enrolling", "enrolled", "disabled"]},
+                       status={"enum": ["trusted", "untrusted",
+                                        "unknown"]}),
+    "additionalProperties": False,
+}
+page_query = {"type": "object", "properties": dict(_PAGE),
+              "additionalProperties": False}
+limit_query = {"type": "object", "properties": {"limit": _DIGITS},
+               "additionalProperties": False}
+no_query = {"type": "object", "additionalProperties": False}
+show_policy_query = {"type": "object", "properties": {"version": _DIGITS},
+                     "additionalProperties": False}
+diff_query = {"type": "object",
+              "properties": {"from": _DIGITS, "to": _DIGITS},
+              "required": ["from", "to"], "additionalProperties": False}
+verdicts_query = {"type": "object",
+                  "properties": {"since": {"type": "string",
+                                           "maxLength": 64}},
+                  "additionalProperties": False}
+
+
+def _where(error: jsonschema.ValidationError, root: str) -> str:
+    path = "/".join(str(p) for p in error.absolute_path)
+    return root + ("/" + path if path else "")
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    # jsonschema repeats the offending value; a policy body can be large.
+    text = error.message
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def validate(instance: Any, schema: dict, root: str) -> None:
+    """Raise a 400 naming the first invalid field under ``root``."""
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is not None:
+        raise errors.bad_request("Invalid input for %s: %s"
+                                 % (_where(error, root), _message(error)))
+
+
+def query(request: webob.Request, schema: dict) -> dict[str, str]:
+    """The query string as a dict, validated (a repeated parameter is a
+    400: which one would count is ambiguous)."""
+    params: dict[str, str] = {}
+    for name, value in request.GET.items():
+        if name in params:
+            raise errors.bad_request("Query parameter %s is given more "
+                                     "than once" % name)
+        params[name] = value
+    validate(params, schema, "query")
+    return params
+
+
+def body(request: webob.Request, schema: dict, max_bytes: int) -> Any:
+    """The JSON request body, parsed and validated."""
+    if request.content_length is not None and \
+            request.content_length > max_bytes:
+        raise errors.APIError(413, "request.too_large",
+                              "The request body is over %d bytes"
+                              % max_bytes)
+    if request.content_type not in ("application/json", ""):
+        raise errors.APIError(415, "request.media_type",
+                              "Send the body as application/json, not %s"
+                              % request.content_type)
+    raw = request.body_file.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise errors.APIError(413, "request.too_large",
+                              "The request body is over %d bytes"
+                              % max_bytes)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.bad_request("The request body is not valid JSON: %s"
+                                 % exc, code="request.malformed")
+    validate(data, schema, "body")
+    return data

@@ -1,0 +1,1 @@
+"""Modules WSGI servers import; each builds its application on import."""
