@@ -23,8 +23,8 @@ function configure_trusted_pools {
     iniset $TRUSTED_POOLS_CONF conductor ek_ca_bundle \
         "$TRUSTED_POOLS_CONF_DIR/ek-ca.pem"
     configure_trusted_pools_keys
-    iniset $TRUSTED_POOLS_CONF api port "$TRUSTED_POOLS_API_PORT"
-    iniset $TRUSTED_POOLS_CONF api auth_strategy keystone
+    iniset $TRUSTED_POOLS_CONF trusted_pools_api port "$TRUSTED_POOLS_API_PORT"
+    iniset $TRUSTED_POOLS_CONF trusted_pools_api auth_strategy keystone
     configure_keystone_authtoken_middleware $TRUSTED_POOLS_CONF trusted-pools
     local filter=trusted_pools.scheduler.filters.TrustedHostFilter
     iniadd $NOVA_CONF filter_scheduler available_filters "$filter"

@@ -93,7 +93,7 @@ def make_api_conf(conf: cfg.ConfigOpts | None = None,
         api_conf.register_opts(conf)
         conductor_conf.register_opts(conf)
         conf([], project="trusted-pools-test", default_config_files=[])
-    conf.set_override("auth_strategy", auth_strategy, group="api")
+    conf.set_override("auth_strategy", auth_strategy, group="trusted_pools_api")
     # What a deployment sets in [keystone_authtoken]: where clients get
     # tokens (named in the 401's WWW-Authenticate header).
     from keystonemiddleware import auth_token

@@ -236,14 +236,19 @@ def main() -> int:
         workdir = pathlib.Path(tmp)
         banner("1. A real attestation from a GCP shielded VM's TPM")
         paths = write_gcp_files(workdir)
-        failures += verify(paths, nonce="") != 0
+        # That TPM's AK signs with SHA-1, which is refused unless waived
+        # explicitly (a host's policy must say allow_sha1_quotes).
+        print("Without the SHA-1 waiver the quote is refused:", flush=True)
+        failures += verify(paths, nonce="") != 1
+        sha1 = ["--allow-sha1-quotes"]
+        failures += verify(paths, nonce="", extra=sha1) != 0
 
         banner("2. The same evidence with one PCR value changed")
         tampered = bytearray(paths["pcrs"].read_bytes())
         tampered[7 * 20] ^= 0x01
         bad = dict(paths, pcrs=workdir / "gcp-pcrs-tampered.bin")
         bad["pcrs"].write_bytes(bytes(tampered))
-        failures += verify(bad, nonce="") != 1
+        failures += verify(bad, nonce="", extra=sha1) != 1
 
         banner("3. A fresh quote from a real software TPM 2.0 (swtpm)")
         live = swtpm_quote(workdir)

@@ -86,7 +86,7 @@ class APIApplication:
 
 
 class NoAuth:
-    """``[api] auth_strategy = noauth``: every request is an admin of a
+    """``[trusted_pools_api] auth_strategy = noauth``: every request is an admin of a
     fixed project. For the embedded demo on one machine only."""
 
     def __init__(self, application: WSGIApp) -> None:
@@ -145,7 +145,7 @@ def make_services(conf: cfg.ConfigOpts,
                   ) -> Services:
     db = db or db_api.get_instance()
     if conductors is None:
-        timeout = conf.api.rpc_timeout
+        timeout = conf.trusted_pools_api.rpc_timeout
         conductors = conductors_mod.Conductors(
             db, lambda: rpcapi.ConductorAPI(timeout=timeout),
             conf.conductor.heartbeat_timeout)
@@ -154,13 +154,13 @@ def make_services(conf: cfg.ConfigOpts,
 
 def build(conf: cfg.ConfigOpts, db: db_api.Connection | None = None,
           conductors: conductors_mod.Conductors | None = None) -> WSGIApp:
-    """The whole pipeline for ``conf`` ([api], [keystone_authtoken],
+    """The whole pipeline for ``conf`` ([trusted_pools_api], [keystone_authtoken],
     [oslo_policy], [cors], [healthcheck], [oslo_middleware])."""
     services = make_services(conf, db, conductors)
     application: WSGIApp = APIApplication(services)
-    if conf.api.auth_strategy == "noauth":
+    if conf.trusted_pools_api.auth_strategy == "noauth":
         LOG.warning(
-            "*** [api] auth_strategy = noauth: trusted-pools-api does NOT "
+            "*** [trusted_pools_api] auth_strategy = noauth: trusted-pools-api does NOT "
             "authenticate anyone; every request acts as an admin of "
             "project %s and may change what the cloud trusts. Use this "
             "for the embedded demo only, never in a cloud. ***",

@@ -52,10 +52,10 @@ class Call:
 
     def body(self, schema: dict) -> Any:
         return schemas.body(self.request, schema,
-                            self.services.conf.api.max_request_body_size)
+                            self.services.conf.trusted_pools_api.max_request_body_size)
 
     def page(self, params: dict[str, str]) -> pagination.Page:
-        group = self.services.conf.api
+        group = self.services.conf.trusted_pools_api
         return pagination.page_of(params, group.default_limit,
                                   group.max_limit)
 

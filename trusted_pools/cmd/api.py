@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
                              "trusted-pools-api")
     rpc.init(conf)
     try:
-        server = make_server(conf.api.host, conf.api.port, app.build(conf))
+        server = make_server(conf.trusted_pools_api.host, conf.trusted_pools_api.port, app.build(conf))
         # SIGTERM stops serving as Ctrl-C does.
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
             target=server.shutdown, daemon=True).start())
-        LOG.info("trusted-pools-api listening on %s:%d", conf.api.host,
-                 conf.api.port)
+        LOG.info("trusted-pools-api listening on %s:%d", conf.trusted_pools_api.host,
+                 conf.trusted_pools_api.port)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

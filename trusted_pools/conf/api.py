@@ -1,11 +1,11 @@
-"""[api]: trusted-pools-api, the management REST service."""
+"""[trusted_pools_api]: trusted-pools-api, the management REST service."""
 
 from __future__ import annotations
 
 from oslo_config import cfg
 
 group = cfg.OptGroup(
-    "api", title="Management REST API",
+    "trusted_pools_api", title="Management REST API",
     help="trusted-pools-api: the REST service operators, the openstack "
          "client plugin and Nova-side consumers call (Keystone service "
          "type 'trusted-pools').")

@@ -51,3 +51,20 @@ def test_every_option_has_help_and_type():
         for opt in options:
             assert opt.help, opt.name
             assert opt.type is not None, opt.name
+
+
+def test_our_options_and_novas_load_into_one_process():
+    # The filter and the demo run our code inside Nova's global config: a
+    # group both define with other options (Nova owns [api]) fails there
+    # with DuplicateOptError. A child interpreter, as nova-scheduler is.
+    import subprocess
+    import sys
+    code = ("import trusted_pools.conf, trusted_pools.conf.opts as o\n"
+            "import nova.conf\n"
+            "from oslo_config import cfg\n"
+            "ours = {getattr(g, 'name', g) for g, _ in o.list_opts()}\n"
+            "theirs = {g for g in cfg.CONF} - ours\n"
+            "print(len(theirs))\n")
+    result = subprocess.run([sys.executable, "-c", code],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
