@@ -107,7 +107,10 @@ def run_openstack(argv: list[str]) -> Result:
         app.stderr = err
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(
                 out):
-            code = app.run(list(argv))
+            try:
+                code = app.run(list(argv))
+            except SystemExit as exit_:  # argparse refusing arguments
+                code = exit_.code if isinstance(exit_.code, int) else 1
     finally:
         # The shell adds console handlers to the root logger on each run.
         for handler in list(root.handlers):
