@@ -1,0 +1,307 @@
+"""A small client of trusted-pools-api v1 for the OpenStack client plugin.
+
+It runs on an operator's machine, so it imports nothing from the services:
+only keystoneauth1 (sessions, the service catalog, microversion headers)
+and osc-lib (the error type the ``openstack`` shell prints).
+
+* Every request goes through a keystoneauth1 ``Adapter`` for the service
+  type ``trusted-pools`` and carries ``OpenStack-API-Version:
+  trusted-pools X.Y``.
+* An error response in the OpenStack error format becomes an
+  :class:`APIError` (an osc-lib ``CommandError``) whose message is the
+  API's own detail, with the HTTP status, the error code and request id.
+* List calls follow the API's ``next`` links. Only the ``marker`` and
+  ``limit`` of a link are used; the request goes to the same path on the
+  endpoint from the catalog, so a link naming another host never receives
+  the caller's token.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any, Iterable, Mapping
+
+from keystoneauth1 import adapter as ksa_adapter
+from keystoneauth1 import exceptions as ksa_exceptions
+from osc_lib import exceptions as osc_exceptions
+
+__all__ = ["SERVICE_TYPE", "MIN_VERSION", "MAX_VERSION", "APIError",
+           "Client", "parse_version"]
+
+SERVICE_TYPE = "trusted-pools"
+#: The range of API microversions this client can speak and render.
+MIN_VERSION = (1, 0)
+MAX_VERSION = (1, 0)
+
+#: A list never needs more pages than this; more means a broken server.
+_MAX_PAGES = 10_000
+#: The largest page the contract lets a client ask for; a larger --limit
+#: is reached by following next links.
+MAX_PAGE_LIMIT = 1000
+
+Query = Mapping[str, Any]
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"1"`` -> (1, 0), ``"1.2"`` -> (1, 2), within what the client knows.
+
+    :raises osc_lib.exceptions.UnsupportedVersion: malformed or outside
+        ``MIN_VERSION``..``MAX_VERSION``.
+    """
+    parts = str(text).strip().split(".")
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
+        raise osc_exceptions.UnsupportedVersion(
+            "Invalid trusted-pools API version %r: give MAJOR or "
+            "MAJOR.MINOR, e.g. 1.0" % text)
+    version = (int(parts[0]), int(parts[1]) if len(parts) == 2 else 0)
+    if not MIN_VERSION <= version <= MAX_VERSION:
+        raise osc_exceptions.UnsupportedVersion(
+            "trusted-pools API version %s is not supported by this client "
+            "(it supports %s to %s)" % (text, _text(MIN_VERSION),
+                                        _text(MAX_VERSION)))
+    return version
+
+
+def _text(version: tuple[int, int]) -> str:
+    return "%d.%d" % version
+
+
+class APIError(osc_exceptions.CommandError):
+    """A refusal or failure reported by trusted-pools-api."""
+
+    def __init__(self, status: int, title: str, detail: str,
+                 code: str | None = None, request_id: str | None = None
+                 ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.code = code
+        self.request_id = request_id
+        where = ", ".join(part for part in (
+            "code %s" % code if code else "",
+            "request %s" % request_id if request_id else "") if part)
+        super().__init__("%s (HTTP %d): %s%s" % (
+            title, status, detail, " [%s]" % where if where else ""))
+
+
+def _error_from(response: Any) -> APIError:
+    """The :class:`APIError` for a non-2xx ``requests`` response.
+
+    Reads the OpenStack error format (``{"errors": [...]}``), the
+    ``{"error": {...}}`` shape keystonemiddleware answers a bad token with,
+    and otherwise shows the start of the body as text."""
+    status = response.status_code
+    title = response.reason or "HTTP error"
+    request_id = response.headers.get("X-OpenStack-Request-ID")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("errors"), list) \
+            and body["errors"]:
+        entries = [e for e in body["errors"] if isinstance(e, dict)]
+        first = entries[0] if entries else {}
+        detail = "; ".join(str(e.get("detail") or e.get("title") or "")
+                           for e in entries) or title
+        return APIError(status, str(first.get("title") or title), detail,
+                        code=first.get("code"),
+                        request_id=first.get("request_id") or request_id)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return APIError(status, str(error.get("title") or title),
+                        str(error.get("message") or title),
+                        request_id=request_id)
+    text = (response.text or "").strip()
+    return APIError(status, title,
+                    text[:300] if text else "no detail in the response",
+                    request_id=request_id)
+
+
+class Client:
+    """Calls of the v1 API; each returns the decoded resource(s)."""
+
+    def __init__(self, adapter: ksa_adapter.Adapter) -> None:
+        self.adapter = adapter
+
+    # -- transport ---------------------------------------------------------
+
+    def _request(self, method: str, path: str, *,
+                 params: Query | None = None, body: Any = None) -> Any:
+        """One request; the decoded JSON body (None when empty).
+
+        :raises APIError: the API answered with an error status.
+        :raises osc_lib.exceptions.CommandError: the API cannot be reached.
+        """
+        kwargs: dict[str, Any] = {"raise_exc": False}
+        if params:
+            kwargs["params"] = {k: v for k, v in params.items()
+                                if v is not None}
+        if body is not None:
+            kwargs["json"] = body
+        try:
+            response = self.adapter.request(path, method, **kwargs)
+        except ksa_exceptions.EndpointNotFound as error:
+            raise osc_exceptions.CommandError(
+                "No %s endpoint found (%s): is trusted-pools-api registered "
+                "in the service catalog for this region and interface?"
+                % (SERVICE_TYPE, error)) from error
+        except ksa_exceptions.ConnectionError as error:
+            raise osc_exceptions.CommandError(
+                "Cannot reach trusted-pools-api for %s %s: %s"
+                % (method, path, error)) from error
+        if response.status_code >= 400:
+            raise _error_from(response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as error:
+            raise osc_exceptions.CommandError(
+                "trusted-pools-api answered %s %s with a body that is not "
+                "JSON" % (method, path)) from error
+
+    def _list(self, path: str, key: str, params: Query | None = None,
+              limit: int | None = None, marker: str | None = None
+              ) -> list[dict[str, Any]]:
+        """Every item of a paginated list, following ``next`` links; at
+        most ``limit`` items (all of them when None), from after
+        ``marker``."""
+        query: dict[str, Any] = dict(params or {})
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            query["marker"] = marker
+            query["limit"] = None if limit is None else min(
+                limit - len(items), MAX_PAGE_LIMIT)
+            page = self._request("GET", path, params=query) or {}
+            items.extend(page.get(key) or [])
+            marker = _next_marker(page.get("links") or [])
+            if marker is None or (limit is not None and len(items) >= limit):
+                return items if limit is None else items[:limit]
+            if marker in seen:
+                raise osc_exceptions.CommandError(
+                    "trusted-pools-api sent the page after %r twice while "
+                    "listing %s; stopped" % (marker, path))
+            seen.add(marker)
+        raise osc_exceptions.CommandError(
+            "trusted-pools-api sent more than %d pages for %s; stopped"
+            % (_MAX_PAGES, path))
+
+    # -- hosts -------------------------------------------------------------
+
+    def list_hosts(self, group: str | None = None, state: str | None = None,
+                   status: str | None = None, limit: int | None = None,
+                   marker: str | None = None) -> list[dict[str, Any]]:
+        return self._list("/v1/hosts", "hosts",
+                          {"group": group, "state": state, "status": status},
+                          limit, marker)
+
+    def get_host(self, name: str) -> dict[str, Any]:
+        answer = self._request("GET", _path("hosts", name))
+        return _member(answer, "host")
+
+    def list_host_verdicts(self, name: str, limit: int | None = None
+                           ) -> list[dict[str, Any]]:
+        answer = self._request("GET", _path("hosts", name, "verdicts"),
+                               params={"limit": limit})
+        return _member(answer, "verdicts")
+
+    def enroll_host(self, name: str, group: str | None = None,
+                    ek_sha256: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name}
+        if group is not None:
+            body["group"] = group
+        if ek_sha256 is not None:
+            body["ek_sha256"] = ek_sha256
+        return _member(self._request("POST", "/v1/hosts", body=body), "host")
+
+    def attest_host(self, name: str) -> dict[str, Any]:
+        answer = self._request("POST", _path("hosts", name, "attest"))
+        return _member(answer, "verdict")
+
+    def capture_policies(self, name: str) -> dict[str, Any]:
+        answer = self._request("POST", _path("hosts", name, "capture"))
+        return _member(answer, "policies")
+
+    def reset_enrollment(self, name: str) -> None:
+        self._request("POST", _path("hosts", name, "reset-enrollment"))
+
+    def delete_host(self, name: str) -> None:
+        self._request("DELETE", _path("hosts", name))
+
+    # -- policies ----------------------------------------------------------
+
+    def list_policies(self, limit: int | None = None,
+                      marker: str | None = None) -> list[dict[str, Any]]:
+        return self._list("/v1/policies", "policies", None, limit, marker)
+
+    def get_policy(self, name: str, version: int | None = None
+                   ) -> dict[str, Any]:
+        answer = self._request("GET", _path("policies", name),
+                               params={"version": version})
+        return _member(answer, "policy")
+
+    def create_policy(self, name: str, kind: str, body: Any
+                      ) -> dict[str, Any]:
+        answer = self._request("POST", "/v1/policies", body={
+            "name": name, "kind": kind, "body": body})
+        return _member(answer, "policy")
+
+    def diff_policy(self, name: str, old: int, new: int) -> dict[str, Any]:
+        answer = self._request("GET", _path("policies", name, "diff"),
+                               params={"from": old, "to": new})
+        return _member(answer, "diff")
+
+    def list_assignments(self, group: str) -> list[dict[str, Any]]:
+        answer = self._request("GET", _path("groups", group, "policies"))
+        return _member(answer, "assignments")
+
+    def assign_policy(self, group: str, name: str, version: int | None
+                      ) -> dict[str, Any]:
+        answer = self._request("PUT",
+                               _path("groups", group, "policies", name),
+                               body={"version": version})
+        return _member(answer, "assignment")
+
+    # -- verdicts and keys -------------------------------------------------
+
+    def list_verdicts(self, since: str | None = None
+                      ) -> list[dict[str, Any]]:
+        answer = self._request("GET", "/v1/verdicts",
+                               params={"since": since})
+        return _member(answer, "verdicts")
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return _member(self._request("GET", "/v1/keys"), "keys")
+
+
+def _member(answer: Any, key: str) -> Any:
+    """``answer[key]``, or a clear error when the API's answer lacks it."""
+    if not isinstance(answer, dict) or key not in answer:
+        raise osc_exceptions.CommandError(
+            "trusted-pools-api answered without %r; is the endpoint really "
+            "trusted-pools-api v1?" % key)
+    return answer[key]
+
+
+def _path(*segments: str) -> str:
+    """``/v1/a/b`` with each segment quoted: a name cannot add a path."""
+    return "/v1/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
+
+
+def _next_marker(links: Iterable[Any]) -> str | None:
+    """The marker of the ``next`` link, None on the last page.
+
+    :raises osc_lib.exceptions.CommandError: a next link without a marker
+        (following it would restart the list)."""
+    for link in links:
+        if isinstance(link, dict) and link.get("rel") == "next":
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(
+                str(link.get("href", ""))).query)
+            markers = query.get("marker")
+            if not markers or not markers[0]:
+                raise osc_exceptions.CommandError(
+                    "trusted-pools-api sent a next link without a marker: "
+                    "%s" % link.get("href"))
+            return markers[0]
+    return None

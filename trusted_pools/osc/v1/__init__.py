@@ -1,0 +1,1 @@
+"""Commands of the trusted-pools API v1 (``openstack.trusted.v1``)."""

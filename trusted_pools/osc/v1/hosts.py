@@ -1,0 +1,192 @@
+"""``openstack trusted host ...``: list, show, enroll, attest, capture,
+reset-enrollment, delete, and a host's verdict history."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from osc_lib import exceptions
+from osc_lib import utils
+from osc_lib.command import command
+
+from trusted_pools.osc.v1 import common
+
+LOG = logging.getLogger(__name__)
+
+HOST_STATUSES = ("trusted", "untrusted", "unknown")
+
+_DETAIL_FORMATS = {"reasons": common.LinesColumn,
+                   "vector": common.JsonColumn,
+                   "policy_versions": common.JsonColumn}
+_VERDICT_FORMATS = {"reasons": common.LinesColumn}
+
+
+def _client(cmd: command.Command) -> Any:
+    return cmd.app.client_manager.trusted
+
+
+class ListHost(command.Lister):
+    """List hosts with the status of their newest verdict."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--group", metavar="<group>",
+                            help="Only hosts of this host group")
+        parser.add_argument("--state", metavar="<state>",
+                            help="Only hosts in this enrollment state")
+        parser.add_argument("--status", choices=HOST_STATUSES,
+                            help="Only hosts whose newest verdict has "
+                                 "this status")
+        parser.add_argument("--long", action="store_true",
+                            help="Also show UUID and issue time")
+        common.add_paging(parser, "hosts")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        hosts = _client(self).list_hosts(
+            group=args.group, state=args.state, status=args.status,
+            limit=args.limit, marker=args.marker)
+        if args.long:
+            names = ["Name", "UUID", "Group", "State", "Status", "Level",
+                     "Issued At", "Expires At", "Conductor"]
+        else:
+            names = ["Name", "Group", "State", "Status", "Level",
+                     "Expires At", "Conductor"]
+        return names, (utils.get_dict_properties(h, names) for h in hosts)
+
+
+class ShowHost(command.ShowOne):
+    """Show a host: its newest verdict, reasons, vector and enrollment."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        host = _client(self).get_host(args.host)
+        return common.show_columns(host, _DETAIL_FORMATS)
+
+
+class EnrollHost(command.ShowOne):
+    """Enroll a host through the conductor that owns it."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        parser.add_argument("--group", metavar="<group>",
+                            help="Host group (the API's default: default)")
+        parser.add_argument(
+            "--ek-sha256", metavar="<hex>",
+            help="SHA-256 of the host's TPM endorsement key, approved "
+                 "out of band (64 hex digits)")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        host = _client(self).enroll_host(args.host, group=args.group,
+                                         ek_sha256=args.ek_sha256)
+        return common.show_columns(host)
+
+
+class AttestHost(command.ShowOne):
+    """Challenge a host now and show the verdict."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        verdict = _client(self).attest_host(args.host)
+        return common.show_columns(verdict, _VERDICT_FORMATS)
+
+
+class CapturePolicy(command.Command):
+    """Capture policy bodies from a host's current evidence (JSON).
+
+    Review what a host measured before you trust it: the bodies admit
+    exactly what this host booted and ran."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        parser.add_argument(
+            "--kind", choices=common.POLICY_KINDS,
+            help="Only this kind's body (a file 'policy create --kind' "
+                 "takes); default: every kind, keyed by kind")
+        parser.add_argument("--output", metavar="<file>",
+                            help="Write the JSON to this file instead of "
+                                 "standard output")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> None:
+        policies = _client(self).capture_policies(args.host)
+        if args.kind is not None:
+            if args.kind not in policies:
+                raise exceptions.CommandError(
+                    "Host %s gave no %s policy (it gave: %s)"
+                    % (args.host, args.kind,
+                       ", ".join(sorted(policies)) or "none"))
+            policies = policies[args.kind]
+        common.write_json(policies, args.output, self.app.stdout)
+
+
+class ResetEnrollment(command.Command):
+    """Forget a host's TPM keys; it must enroll again before any verdict."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> None:
+        _client(self).reset_enrollment(args.host)
+
+
+class DeleteHost(command.Command):
+    """Decommission hosts (their verdict history is kept)."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("hosts", metavar="<host>", nargs="+",
+                            help="Host name(s)")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> None:
+        failures = []
+        for name in args.hosts:
+            try:
+                _client(self).delete_host(name)
+            except exceptions.CommandError as error:
+                LOG.error("Failed to delete host %s: %s", name, error)
+                failures.append(name)
+        if failures:
+            raise exceptions.CommandError(
+                "%d of %d hosts failed to delete: %s" % (
+                    len(failures), len(args.hosts), ", ".join(failures)))
+
+
+class ListHostVerdict(command.Lister):
+    """List a host's verdicts, newest first."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        parser.add_argument("--limit", type=common.positive_int,
+                            metavar="<count>",
+                            help="Show at most this many verdicts")
+        parser.add_argument("--long", action="store_true",
+                            help="Also show the evidence digest")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        verdicts = _client(self).list_host_verdicts(args.host,
+                                                    limit=args.limit)
+        names = ["Issued At", "Status", "Level", "Expires At", "Reasons"]
+        if args.long:
+            names.append("Evidence Digest")
+        formats = {"Reasons": common.LinesColumn}
+        return names, (utils.get_dict_properties(v, names, formatters=formats)
+                       for v in verdicts)
