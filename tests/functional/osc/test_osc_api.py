@@ -75,8 +75,8 @@ def endpoint(db, auth_tokens) -> Iterator[str]:  # noqa: F811
     """The API served on 127.0.0.1; pages of two items so every list
     longer than that is fetched by following ``next`` links."""
     conf = make_api_conf()
-    conf.set_override("default_limit", 2, group="api")
-    conf.set_override("max_limit", 2, group="api")
+    conf.set_override("default_limit", 2, group="trusted_pools_api")
+    conf.set_override("max_limit", 2, group="trusted_pools_api")
     server = api_cmd.make_server(
         "127.0.0.1", 0, api_app.build(conf, db=db, conductors=NoConductors()))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
