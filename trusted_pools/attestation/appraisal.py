@@ -31,6 +31,12 @@ Rules that make it fail closed:
   known values that are not code (:data:`FIXED_NON_CODE_VALUES`, and the
   policy's own S-CRTM versions). Types, paths and texts appear in
   reasons as "logged" only;
+* secure boot (PCR 7) is read from bound content only: every PCR 7 event
+  is the separator or a fixed value (by recomputed digest) or a
+  UEFI_VARIABLE_DATA its digest is the hash of; which events are the
+  configuration and which are authorities follows from that content,
+  and an event accounted for by neither, or a variable measured twice,
+  fails the secure_boot rule (see :class:`_SecureBootFacts`);
 * bad news is kept: a contradiction in one rung is reported even when a
   lower rung failed.
 
