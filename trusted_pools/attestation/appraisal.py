@@ -146,7 +146,7 @@ def _invalid(name: str, reason: str) -> exception.InvalidParameterValue:
     return exception.InvalidParameterValue(name=name, reason=reason)
 
 
-# --- text for reasons -----------------------------------------------------------
+# --- text for reasons --------------------------------------------------------
 
 def _clean(text: str, limit: int = 160) -> str:
     """Host-supplied text made safe to show: no control characters."""
@@ -224,7 +224,7 @@ def signature_entry_id(entry: efi.SignatureEntry) -> str:
     return "%s:%s" % (entry.type, entry.data.hex())
 
 
-# --- reading verified event logs ------------------------------------------------
+# --- reading verified event logs ---------------------------------------------
 
 def _checked(log: VerifiedEventLog, pcr: int) -> bool:
     return any(pcr in pcrs for pcrs in log.checked_pcrs.values())
@@ -349,7 +349,7 @@ def _summary(log: VerifiedEventLog, pcrs: tuple[int, ...]
     return _FACTS.get("summary", log, pcrs, eventlog_decode.summarize)
 
 
-# --- PCR 7: secure boot, read from bound content only ---------------------------
+# --- PCR 7: secure boot, read from bound content only ------------------------
 
 #: The secure boot configuration UEFI measures into PCR 7 before the
 #: separator (TCG PC Client PFP), by (vendor GUID, name).
@@ -698,7 +698,7 @@ def _read_command_lines(log: VerifiedEventLog
     return lines, commands
 
 
-# --- findings ------------------------------------------------------------------
+# --- findings ----------------------------------------------------------------
 
 class _Findings:
     """Outcomes and reasons gathered per rung while checking."""
@@ -786,7 +786,7 @@ def _require_pcrs(check: _Check, log: VerifiedEventLog, pcrs: Iterable[int],
     return True
 
 
-# --- measured boot checks ----------------------------------------------------------
+# --- measured boot checks ----------------------------------------------------
 
 def _check_pcr_values(f: _Findings, rung: Rung,
                       quote_pcrs: Mapping[int, Mapping[int, bytes]],
@@ -1066,7 +1066,7 @@ def _appraise_measured_boot(f: _Findings,
         _check_command_lines(f, log, policy)
 
 
-# --- runtime (IMA) checks -------------------------------------------------------
+# --- runtime (IMA) checks ----------------------------------------------------
 
 def _boot_aggregate_ok(entry: ima.IMAEntry,
                        quote_pcrs: Mapping[int, Mapping[int, bytes]]
@@ -1265,7 +1265,7 @@ def _appraise_runtime(f: _Findings,
     check.done()
 
 
-# --- evidence errors ---------------------------------------------------------------
+# --- evidence errors ---------------------------------------------------------
 
 def _error_outcome(error: exception.TrustedPoolsError) -> Outcome:
     if isinstance(error, exception.EventLogUnverifiable):
@@ -1301,7 +1301,7 @@ def _check_error(value: Any, name: str) -> None:
         raise _invalid(name, "expected a TrustedPoolsError or None")
 
 
-# --- the appraisal --------------------------------------------------------------
+# --- the appraisal -----------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Appraisal:
@@ -1574,7 +1574,7 @@ def make_verdict(host: str, appraisal: Appraisal, evidence_digest: str,
         configuration=appraisal.configuration)
 
 
-# --- capture (golden measurement registration) ---------------------------------------
+# --- capture (golden measurement registration) -------------------------------
 
 def _quote_pcrs(value: Any) -> Mapping[int, Mapping[int, bytes]]:
     if isinstance(value, VerifiedQuote):

@@ -88,7 +88,8 @@ _IMA_ALG_SIZES = {"md5": 16, "sha1": 20, "sha224": 28, "sha256": 32,
                   "sha3-512": 64}
 _SB_ID = re.compile(r"[a-z0-9-]{1,32}:[0-9a-f]{2,1024}")
 # '<variable>:<kind>:<hex>', as appraisal.authority_id prints them.
-_SB_AUTHORITY = re.compile(r"[A-Za-z0-9_]{1,64}:[a-z0-9-]{1,40}:[0-9a-f]{0,128}")
+_SB_AUTHORITY = re.compile(
+    r"[A-Za-z0-9_]{1,64}:[a-z0-9-]{1,40}:[0-9a-f]{0,128}")
 
 
 # --- validation helpers --------------------------------------------------------

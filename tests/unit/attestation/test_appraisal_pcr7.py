@@ -132,7 +132,7 @@ def first_after_separator(name: str) -> int:
     return separator_index(name) + 1
 
 
-# --- honest logs: same facts, captured policies pass ---------------------------
+# --- honest logs: same facts, captured policies pass -------------------------
 
 @pytest.mark.parametrize("name", all_logs())
 def test_honest_logs_give_the_same_facts_and_pass_their_rule(name):
@@ -166,7 +166,7 @@ def test_authorities_are_read_from_content():
         "db", "Shim", "Shim"]
 
 
-# --- the relabel attack -----------------------------------------------------------
+# --- the relabel attack ------------------------------------------------------
 
 @pytest.mark.parametrize("relabel", RELABELS)
 @pytest.mark.parametrize("good_copy_at", ["before-separator",
@@ -328,7 +328,7 @@ def test_authorities_in_policy_are_validated():
     assert len(reasons_of(result, "platform firmware")) == 3
 
 
-# --- property: PCR 7's words never help the host ----------------------------------
+# --- property: PCR 7's words never help the host -----------------------------
 
 @st.composite
 def pcr7_boots(draw):
