@@ -38,18 +38,32 @@ def _sha1_event(pcr: int, event_type: int, digest: bytes, data: bytes
         "<I", len(data)) + data
 
 
+def _new_event(log: eventlog.EventLog, pcr: int, event_type: int,
+               measured: bytes, data: bytes) -> bytes:
+    digests = digests_of(measured, [a for a in log.digest_sizes])
+    if log.crypto_agile:
+        return _event2(pcr, event_type, digests, data)
+    (digest,) = digests.values()
+    return _sha1_event(pcr, event_type, digest, data)
+
+
 def rewrite_events(log_bytes: bytes, changes: dict[int, dict]) -> bytes:
     """The log with events changed: ``changes`` maps an event index (as
     parsed) to any of ``data=`` (new event data), ``event_type=`` (new
     type) and ``measured=`` (content whose hash replaces the digests in
-    every bank: what the firmware measured instead)."""
+    every bank: what the firmware measured instead), and ``before=``: a
+    list of new events ``(pcr, event_type, measured, data)`` that boot
+    code measured just before that event (what a TPM holds then changes:
+    the caller replays the new log for its quote)."""
     log = eventlog.parse_event_log(log_bytes)
     out = []
     for event in log.events:
-        change = changes.get(event.index, {})
-        unknown = set(change) - {"data", "event_type", "measured"}
+        change = dict(changes.get(event.index, {}))
+        unknown = set(change) - {"data", "event_type", "measured", "before"}
         if unknown:
             raise ValueError("unknown change(s) %s" % sorted(unknown))
+        for pcr, event_type, measured, data in change.pop("before", ()):
+            out.append(_new_event(log, pcr, event_type, measured, data))
         if not change:
             end = (log.events[event.index + 1].offset
                    if event.index + 1 < len(log.events) else len(log_bytes))

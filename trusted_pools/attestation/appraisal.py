@@ -31,6 +31,12 @@ Rules that make it fail closed:
   known values that are not code (:data:`FIXED_NON_CODE_VALUES`, and the
   policy's own S-CRTM versions). Types, paths and texts appear in
   reasons as "logged" only;
+* secure boot (PCR 7) is read from bound content only: every PCR 7 event
+  is the separator or a fixed value (by recomputed digest) or a
+  UEFI_VARIABLE_DATA its digest is the hash of; which events are the
+  configuration and which are authorities follows from that content,
+  and an event accounted for by neither, or a variable measured twice,
+  fails the secure_boot rule (see :class:`_SecureBootFacts`);
 * bad news is kept: a contradiction in one rung is reported even when a
   lower rung failed.
 
@@ -85,7 +91,7 @@ __all__ = [
     "Appraisal", "appraise", "make_verdict", "capture_measured_boot_policy",
     "capture_runtime_policy", "signature_entry_id", "DEFAULT_PIN_PCRS",
     "MAX_REASONS_PER_RUNG", "clear_cache", "MeasuredBootMemo",
-    "FIXED_NON_CODE_VALUES",
+    "FIXED_NON_CODE_VALUES", "authority_id",
 ]
 
 #: PCRs whose quoted values capture pins by default: firmware code (0),
@@ -140,7 +146,7 @@ def _invalid(name: str, reason: str) -> exception.InvalidParameterValue:
     return exception.InvalidParameterValue(name=name, reason=reason)
 
 
-# --- text for reasons -----------------------------------------------------------
+# --- text for reasons --------------------------------------------------------
 
 def _clean(text: str, limit: int = 160) -> str:
     """Host-supplied text made safe to show: no control characters."""
@@ -218,7 +224,7 @@ def signature_entry_id(entry: efi.SignatureEntry) -> str:
     return "%s:%s" % (entry.type, entry.data.hex())
 
 
-# --- reading verified event logs ------------------------------------------------
+# --- reading verified event logs ---------------------------------------------
 
 def _checked(log: VerifiedEventLog, pcr: int) -> bool:
     return any(pcr in pcrs for pcrs in log.checked_pcrs.values())
@@ -343,26 +349,234 @@ def _summary(log: VerifiedEventLog, pcrs: tuple[int, ...]
     return _FACTS.get("summary", log, pcrs, eventlog_decode.summarize)
 
 
+# --- PCR 7: secure boot, read from bound content only ------------------------
+
+#: The secure boot configuration UEFI measures into PCR 7 before the
+#: separator (TCG PC Client PFP), by (vendor GUID, name).
+_SB_CONFIG_VARIABLES: Mapping[tuple[str, str], str] = types.MappingProxyType({
+    (efi.EFI_GLOBAL_VARIABLE, "SecureBoot"): "SecureBoot",
+    (efi.EFI_GLOBAL_VARIABLE, "PK"): "PK",
+    (efi.EFI_GLOBAL_VARIABLE, "KEK"): "KEK",
+    (efi.EFI_IMAGE_SECURITY_DATABASE, "db"): "db",
+    (efi.EFI_IMAGE_SECURITY_DATABASE, "dbx"): "dbx",
+})
+#: Who measures which authority: firmware and shim the db entry that
+#: verified an image; shim its built-in certificate ("Shim"), its vendor_db
+#: entries and MOK entries (MokListRT), as one EFI_SIGNATURE_DATA or a bare
+#: certificate; and two values that are policy, not keys: SbatLevel (the
+#: SBAT revocations shim applied) and MokListTrusted.
+_SB_AUTHORITY_ENTRIES = frozenset((
+    (efi.EFI_IMAGE_SECURITY_DATABASE, "db"),
+    (efi.EFI_IMAGE_SECURITY_DATABASE, "vendor_db"),
+    (efi.SHIM_LOCK, "vendor_db"),
+    (efi.SHIM_LOCK, "Shim"),
+    (efi.SHIM_LOCK, "MokListRT"),
+    (efi.SHIM_LOCK, "MokList"),
+))
+_SB_AUTHORITY_VALUES = frozenset((
+    (efi.SHIM_LOCK, "SbatLevel"),
+    (efi.SHIM_LOCK, "MokListTrusted"),
+))
+_SEPARATOR_VALUE = frozenset((b"\x00\x00\x00\x00",))
+# Longer entry data / values are named by their SHA-256.
+_AUTHORITY_HEX_LIMIT = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class _Authority:
+    """A bound authority measurement: ``id`` as policies name it."""
+
+    id: str
+    name: str
+    event: VerifiedEvent
+    entry: efi.SignatureEntry | None
+    value: bytes
+
+
 @dataclasses.dataclass(frozen=True)
 class _SecureBootFacts:
+    """What PCR 7 says, read without trusting any event's type.
+
+    Every PCR 7 event is accounted for by its digest: the separator or
+    another fixed non-code value (recomputed), or a UEFI_VARIABLE_DATA the
+    digest is the hash of (so GUID, name and value are what the TPM holds).
+    Which events are the configuration and which are authorities follows
+    from that bound content (and the separator's position, itself fixed by
+    the digest order the PCR holds), never from the logged type.
+    ``problems`` names every event that could not be accounted for, every
+    variable measured twice and every bound value that does not parse:
+    any of them fails a secure_boot rule, so a host cannot hide a bad copy
+    of a variable behind a good one, or a measurement behind a label.
+    """
+
     secure_boot: bool | None
     #: variable name -> entries (in order) and their ids
     entries: Mapping[str, tuple[tuple[str, efi.SignatureEntry], ...]]
-    #: variable name -> first bound PCR 7 event that set it
+    #: variable name -> the one bound PCR 7 event that measured it
     events: Mapping[str, VerifiedEvent]
     #: variable name -> the ids of its entries
     ids: Mapping[str, frozenset[str]]
+    authorities: tuple[_Authority, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def _hex_or_hash(kind: str, data: bytes) -> str:
+    if len(data) <= _AUTHORITY_HEX_LIMIT:
+        return "%s:%s" % (kind, data.hex())
+    return "%s-sha256:%s" % (kind, hashlib.sha256(data).hexdigest())
+
+
+def authority_id(name: str, entry: efi.SignatureEntry | None,
+                 value: bytes = b"") -> str:
+    """How policies name a PCR 7 authority measurement.
+
+    ``<variable>:x509:<SHA-256 of the DER certificate>`` for a
+    certificate, ``<variable>:<type>:<hex>`` for another entry (its data,
+    or ``<type>-sha256:<SHA-256 of the data>`` when longer than 64 bytes),
+    ``<variable>:value:<hex>`` (or ``value-sha256:``) for a raw value such
+    as shim's SbatLevel.
+    """
+    if entry is None:
+        return "%s:%s" % (name, _hex_or_hash("value", value))
+    if entry.type == "x509":
+        return "%s:x509:%s" % (name, hashlib.sha256(entry.data).hexdigest())
+    return "%s:%s" % (name, _hex_or_hash(entry.type, entry.data))
+
+
+def _hashes_to(event: VerifiedEvent, content: bytes) -> bool:
+    """Whether every verified digest of ``event`` is the hash of
+    ``content`` (then ``content`` is what the TPM holds)."""
+    for alg, digest in event.digests.items():
+        algorithm = constants.HASH_ALGORITHMS.get(alg)
+        if algorithm is None or not hmac.compare_digest(
+                algorithm.digest(content), digest):
+            return False
+    return bool(event.digests)
+
+
+def _bound_variable(event: VerifiedEvent) -> efi.UEFIVariableData | None:
+    """The UEFI_VARIABLE_DATA the event's digest is the hash of, if any.
+
+    The whole data, or (older shim logged one byte too many after its
+    certificate) the data without its last byte: either way only bytes
+    the digest covers are read."""
+    if event.data_verified:
+        content = event.data
+    elif len(event.data) > 1 and _hashes_to(event, event.data[:-1]):
+        content = event.data[:-1]
+    else:
+        return None
+    try:
+        return efi.parse_variable_data(content)
+    except exception.MalformedEvidence:
+        return None
+
+
+def _authority_entry(value: bytes) -> efi.SignatureEntry:
+    """An authority's value: one EFI_SIGNATURE_DATA, or a bare DER
+    certificate (shim's own, and older shim for db/MOK entries)."""
+    if len(value) >= 4 and value[:2] == b"\x30\x82" and \
+            int.from_bytes(value[2:4], "big") + 4 == len(value):
+        return efi.certificate_entry(value)
+    return efi.parse_signature_data(value)
+
+
+def _signature_lists(value: bytes) -> tuple[efi.SignatureList, ...] | None:
+    try:
+        return efi.parse_signature_lists(value)
+    except exception.MalformedEvidence:
+        return None
 
 
 def _read_secure_boot(log: VerifiedEventLog) -> _SecureBootFacts:
-    summary = eventlog_decode.summarize(log)
-    entries = {name: tuple((signature_entry_id(e), e) for sig_list in lists
+    """Account for every PCR 7 event (see :class:`_SecureBootFacts`)."""
+    problems: list[str] = []
+    events: dict[str, VerifiedEvent] = {}
+    lists: dict[str, tuple[efi.SignatureList, ...]] = {}
+    authorities: list[_Authority] = []
+    secure_boot: bool | None = None
+    separator: VerifiedEvent | None = None
+    for event in _events_on(log, (_SECURE_BOOT_PCR,)):
+        if _digest_among(event, _SEPARATOR_VALUE):
+            if separator is not None:
+                problems.append("%s: a second PCR 7 separator (the first is "
+                                "event %d)" % (_logged_as(event),
+                                               separator.index))
+            separator = event
+            continue
+        if _digest_among(event, FIXED_NON_CODE_VALUES):
+            continue
+        var = _bound_variable(event)
+        if var is None:
+            problems.append(
+                "%s: its digest is neither the hash of its data read as a "
+                "UEFI variable nor of a fixed value such as the separator, "
+                "so what was measured into PCR 7 is unknown (%s)" % (
+                    _logged_as(event), _digest_text(event, ())))
+            continue
+        key = (var.guid, var.name)
+        name = _SB_CONFIG_VARIABLES.get(key)
+        parsed = None
+        if name is not None and name != "SecureBoot":
+            parsed = _signature_lists(var.value)
+            if parsed is None and key in _SB_AUTHORITY_ENTRIES:
+                # db as one EFI_SIGNATURE_DATA: an authority, not the db.
+                name = None
+        where = "PCR 7 event %d (variable %s, logged as %s)" % (
+            event.index, _clean(var.name, 40), event.type_name)
+        if name is not None:
+            if separator is not None:
+                problems.append("%s: secure boot variable %s measured after "
+                                "the PCR 7 separator (event %d)" % (
+                                    where, name, separator.index))
+            elif name in events:
+                problems.append("%s: %s measured a second time (first: event "
+                                "%d); which copy the firmware used is unknown"
+                                % (where, name, events[name].index))
+            elif var.trailing:
+                problems.append("%s: %d unexpected bytes after the value of "
+                                "%s" % (where, len(var.trailing), name))
+            elif name == "SecureBoot":
+                if var.value not in (b"", b"\x00", b"\x01"):
+                    problems.append("%s: SecureBoot is %s, not 0 or 1"
+                                    % (where, var.value[:8].hex()))
+                else:
+                    events[name] = event
+                    secure_boot = var.value == b"\x01"
+            elif parsed is None:
+                problems.append("%s: the value of %s is not a list of EFI "
+                                "signature lists" % (where, name))
+            else:
+                events[name] = event
+                lists[name] = parsed
+            continue
+        if key in _SB_AUTHORITY_ENTRIES:
+            try:
+                entry = _authority_entry(var.value)
+            except exception.MalformedEvidence as error:
+                problems.append("%s: authority %s is not a signature entry "
+                                "(%s)" % (where, _clean(var.name, 40), error))
+                continue
+            authorities.append(_Authority(
+                authority_id(var.name, entry), var.name, event, entry,
+                var.value))
+        elif key in _SB_AUTHORITY_VALUES:
+            authorities.append(_Authority(
+                authority_id(var.name, None, var.value), var.name, event,
+                None, var.value))
+        else:
+            problems.append("%s: variable %s %s is not a secure boot "
+                            "variable or authority PCR 7 should hold" % (
+                                where, var.guid, _clean(var.name, 40)))
+    entries = {name: tuple((signature_entry_id(e), e) for sig_list in value
                            for e in sig_list.entries)
-               for name, lists in summary.secure_boot_databases.items()}
+               for name, value in lists.items()}
     return _SecureBootFacts(
-        summary.secure_boot, entries, _variable_events(log),
-        {name: frozenset(i for i, _ in items)
-         for name, items in entries.items()})
+        secure_boot, types.MappingProxyType(entries),
+        types.MappingProxyType(events),
+        types.MappingProxyType({name: frozenset(i for i, _ in items)
+                                for name, items in entries.items()}),
+        tuple(authorities), tuple(problems))
 
 
 def _secure_boot_facts(log: VerifiedEventLog) -> _SecureBootFacts:
@@ -399,21 +613,6 @@ def _os_boot_facts(log: VerifiedEventLog) -> _OSBootFacts:
 
 def _file_kinds(log: VerifiedEventLog) -> Mapping[int, str]:
     return _os_boot_facts(log).kinds
-
-
-def _variable_events(log: VerifiedEventLog) -> dict[str, VerifiedEvent]:
-    """First bound PCR 7 EV_EFI_VARIABLE_DRIVER_CONFIG event per name."""
-    found: dict[str, VerifiedEvent] = {}
-    for event in _events_on(log, (_SECURE_BOOT_PCR,)):
-        if (event.event_type != EventType.EV_EFI_VARIABLE_DRIVER_CONFIG
-                or not event.data_verified):
-            continue
-        try:
-            name = efi.parse_variable_data(event.data).name
-        except exception.MalformedEvidence:
-            continue
-        found.setdefault(name, event)
-    return found
 
 
 _KERNEL_COMMAND_LINE = "kernel command line"
@@ -499,7 +698,7 @@ def _read_command_lines(log: VerifiedEventLog
     return lines, commands
 
 
-# --- findings ------------------------------------------------------------------
+# --- findings ----------------------------------------------------------------
 
 class _Findings:
     """Outcomes and reasons gathered per rung while checking."""
@@ -587,7 +786,7 @@ def _require_pcrs(check: _Check, log: VerifiedEventLog, pcrs: Iterable[int],
     return True
 
 
-# --- measured boot checks ----------------------------------------------------------
+# --- measured boot checks ----------------------------------------------------
 
 def _check_pcr_values(f: _Findings, rung: Rung,
                       quote_pcrs: Mapping[int, Mapping[int, bytes]],
@@ -715,9 +914,16 @@ def _check_secure_boot(f: _Findings, log: VerifiedEventLog,
     facts = _secure_boot_facts(log)
 
     def where(name: str) -> str:
+        # The type is shown as logged; the variable is the bound content.
         event = facts.events.get(name)
-        return ("PCR 7 event %d (EV_EFI_VARIABLE_DRIVER_CONFIG, %s)"
-                % (event.index, name) if event else "PCR 7 (%s)" % name)
+        return ("PCR 7 event %d (%s, %s)" % (event.index, event.type_name,
+                                             name)
+                if event else "PCR 7 (%s)" % name)
+
+    for problem in facts.problems:
+        check.fail(Outcome.UNRECOGNIZED, "%s; %s cannot judge secure boot "
+                   "from a PCR 7 it cannot fully account for" % (
+                       problem, _label(policy)))
 
     if rule.required:
         if facts.secure_boot is None:
@@ -758,7 +964,33 @@ def _check_secure_boot(f: _Findings, log: VerifiedEventLog,
                        "%s requires (revoked code could boot), e.g. %s" % (
                            where("dbx"), len(missing), _label(policy),
                            ", ".join(m[:80] for m in missing[:3])))
+    _check_authorities(check, facts, rule.authorities, policy)
     f.configuration.append(check.done())
+
+
+def _check_authorities(check: _Check, facts: _SecureBootFacts,
+                       allowed: frozenset[str] | None,
+                       policy: MeasuredBootPolicy) -> None:
+    """Each authority measurement is listed by the policy (when it lists
+    them), and a db authority is an entry of the db measured before it:
+    firmware only verifies with what db holds."""
+    db = facts.entries.get("db")
+    db_data = frozenset(e.data for _, e in db) if db is not None else None
+    for authority in facts.authorities:
+        event, entry = authority.event, authority.entry
+        what = "PCR 7 event %d (authority %s, logged as %s)" % (
+            event.index, _clean(authority.name, 40), event.type_name)
+        subject = (" (%s)" % _clean(entry.subject, 100)
+                   if entry is not None and entry.subject else "")
+        if allowed is not None and authority.id not in allowed:
+            check.fail(Outcome.UNRECOGNIZED, "%s: %s%s is not among the "
+                       "authorities of %s" % (what, authority.id[:120],
+                                              subject, _label(policy)))
+        if authority.name == "db" and entry is not None and (
+                db_data is None or entry.data not in db_data):
+            check.fail(Outcome.UNRECOGNIZED, "%s: %s%s verified code but is "
+                       "not an entry of the measured db" % (
+                           what, authority.id[:120], subject))
 
 
 def _check_command_lines(f: _Findings, log: VerifiedEventLog,
@@ -834,7 +1066,7 @@ def _appraise_measured_boot(f: _Findings,
         _check_command_lines(f, log, policy)
 
 
-# --- runtime (IMA) checks -------------------------------------------------------
+# --- runtime (IMA) checks ----------------------------------------------------
 
 def _boot_aggregate_ok(entry: ima.IMAEntry,
                        quote_pcrs: Mapping[int, Mapping[int, bytes]]
@@ -1033,7 +1265,7 @@ def _appraise_runtime(f: _Findings,
     check.done()
 
 
-# --- evidence errors ---------------------------------------------------------------
+# --- evidence errors ---------------------------------------------------------
 
 def _error_outcome(error: exception.TrustedPoolsError) -> Outcome:
     if isinstance(error, exception.EventLogUnverifiable):
@@ -1069,7 +1301,7 @@ def _check_error(value: Any, name: str) -> None:
         raise _invalid(name, "expected a TrustedPoolsError or None")
 
 
-# --- the appraisal --------------------------------------------------------------
+# --- the appraisal -----------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Appraisal:
@@ -1342,7 +1574,7 @@ def make_verdict(host: str, appraisal: Appraisal, evidence_digest: str,
         configuration=appraisal.configuration)
 
 
-# --- capture (golden measurement registration) ---------------------------------------
+# --- capture (golden measurement registration) -------------------------------
 
 def _quote_pcrs(value: Any) -> Mapping[int, Mapping[int, bytes]]:
     if isinstance(value, VerifiedQuote):
@@ -1377,7 +1609,8 @@ def _pin(events: Iterable[VerifiedEvent], notes: dict[str, str],
 def _capture_secure_boot(log: VerifiedEventLog, notes: dict[str, str]
                          ) -> dict[str, Any] | None:
     facts = _secure_boot_facts(log)
-    if facts.secure_boot is None:
+    if facts.secure_boot is None or facts.problems:
+        # No rule this log would fail; PCR 7's value is pinned anyway.
         return None
     rule: dict[str, Any] = {"required": facts.secure_boot}
     for name, key in (("PK", "pk"), ("KEK", "kek"), ("db", "db"),
@@ -1389,6 +1622,17 @@ def _capture_secure_boot(log: VerifiedEventLog, notes: dict[str, str]
                 if entry.subject:
                     notes.setdefault(entry_id, "%s: %s" % (
                         name, _clean(entry.subject, 300)))
+    rule["authorities"] = sorted({a.id for a in facts.authorities})
+    for authority in facts.authorities:
+        entry = authority.entry
+        if entry is not None:
+            note = entry.subject or ""
+        else:
+            note = authority.value.decode("ascii", "replace")
+        notes.setdefault(authority.id, _clean(
+            "authority %s (PCR 7 event %d)%s" % (
+                authority.name, authority.event.index,
+                ": " + note if note else ""), 300))
     return rule
 
 

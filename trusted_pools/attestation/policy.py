@@ -87,6 +87,9 @@ _IMA_ALG_SIZES = {"md5": 16, "sha1": 20, "sha224": 28, "sha256": 32,
                   "streebog512": 64, "sha3-256": 32, "sha3-384": 48,
                   "sha3-512": 64}
 _SB_ID = re.compile(r"[a-z0-9-]{1,32}:[0-9a-f]{2,1024}")
+# '<variable>:<kind>:<hex>', as appraisal.authority_id prints them.
+_SB_AUTHORITY = re.compile(
+    r"[A-Za-z0-9_]{1,64}:[a-z0-9-]{1,40}:[0-9a-f]{0,128}")
 
 
 # --- validation helpers --------------------------------------------------------
@@ -224,6 +227,20 @@ class DigestAllowList:
                 for alg, values in sorted(self.digests.items())}
 
 
+def _sb_authorities(value: Any, check: _Checker, where: str
+                    ) -> frozenset[str]:
+    ids = set()
+    for i, item in enumerate(check.array(value, where, empty=True)):
+        text = check.text(item, "%s[%d]" % (where, i))
+        if not _SB_AUTHORITY.fullmatch(text):
+            raise check.fail("%s[%d]" % (where, i), "expected "
+                             "'<variable>:<kind>:<hex>' such as "
+                             "'db:x509:<SHA-256 of the certificate>' or "
+                             "'SbatLevel:value:<hex>', got %s" % _short(item))
+        ids.add(text)
+    return frozenset(ids)
+
+
 def _sb_ids(value: Any, check: _Checker, where: str) -> frozenset[str]:
     ids = set()
     for i, item in enumerate(check.array(value, where)):
@@ -246,6 +263,12 @@ class SecureBootRule:
     them. ``pk``/``kek``/``db``: every entry of the variable must be listed
     (extra keys would let other code boot). ``dbx_contains``: every listed
     revocation must be present (a shorter dbx lets revoked code boot).
+    ``authorities``: every EV_EFI_VARIABLE_AUTHORITY-style measurement on
+    PCR 7 (the db entry, shim certificate or MOK that verified code, and
+    shim's SbatLevel / MokListTrusted values) must be listed, named
+    ``<variable>:<kind>:<hex>`` as
+    :func:`trusted_pools.attestation.appraisal.authority_id` prints them
+    (an empty list: none may appear).
     """
 
     required: bool
@@ -253,8 +276,9 @@ class SecureBootRule:
     kek: frozenset[str] | None = None
     db: frozenset[str] | None = None
     dbx_contains: frozenset[str] | None = None
+    authorities: frozenset[str] | None = None
 
-    _KEYS = ("required", "pk", "kek", "db", "dbx_contains")
+    _KEYS = ("required", "pk", "kek", "db", "dbx_contains", "authorities")
 
     @classmethod
     def from_json(cls, value: Any, check: _Checker, where: str
@@ -263,7 +287,8 @@ class SecureBootRule:
         if "required" not in body:
             raise check.fail(where + ".required", "missing: say whether "
                              "secure boot must be on (true or false)")
-        lists = {key: _sb_ids(body[key], check, "%s.%s" % (where, key))
+        lists = {key: (_sb_authorities if key == "authorities" else
+                       _sb_ids)(body[key], check, "%s.%s" % (where, key))
                  for key in cls._KEYS[1:] if key in body}
         return cls(check.boolean(body["required"], where + ".required"),
                    **lists)

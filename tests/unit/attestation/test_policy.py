@@ -215,7 +215,8 @@ _keys = st.sampled_from([
     "kind", "pcrs", "platform_firmware", "os_boot", "description",
     "annotations", "sha256", "sha1", "0", "7", "10", "crtm_versions",
     "firmware_digests", "secure_boot", "required", "pk", "db",
-    "dbx_contains", "boot_loaders", "kernels", "initrds", "boot_files",
+    "dbx_contains", "authorities", "boot_loaders", "kernels", "initrds",
+    "boot_files",
     "kernel_command_lines", "allow_any_kernel_command_line", "digests",
     "excludes", "allow_unknown", "allow_violations",
     "require_boot_aggregate", "/usr/bin/bash", "x"])
