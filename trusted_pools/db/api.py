@@ -122,6 +122,16 @@ class Host:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class HostEnrollment:
+    """The part of a host's row that says which TPM registration is in
+    force: conductors compare it with what they cached, each cycle."""
+
+    hostname: str
+    state: str
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Registration:
     """The TPM identity of a host. ``ek_cert_fingerprint`` is SHA-256 hex of
     the DER certificate, computed here, never taken from the caller; it is
@@ -500,6 +510,19 @@ class Connection:
                                 _choice(state, models.HOST_STATES, "state"))
         with self._reader() as session:
             return [_host(row) for row in session.scalars(query)]
+
+    @_translate_errors
+    def host_enrollments(self) -> dict[str, HostEnrollment]:
+        """hostname -> state and enrollment generation of every host.
+
+        Three narrow columns, no registration blobs: cheap enough for each
+        conductor to read once per attestation interval.
+        """
+        query = sa.select(models.Host.hostname, models.Host.state,
+                          models.Host.enrollment_generation)
+        with self._reader() as session:
+            return {name: HostEnrollment(name, state, generation or 0)
+                    for name, state, generation in session.execute(query)}
 
     @_translate_errors
     @_retry_deadlock
