@@ -10,6 +10,7 @@ reset host's agent keeps pushing quotes of its old AK.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -175,3 +176,150 @@ def test_disabled_host_is_not_attested(tmp_path):
     assert payload["status"] == "unknown"
     assert "disabled" in " ".join(
         _token_verdict(owner, payload["signed_result"]).reasons)
+
+
+# --- the real pool ------------------------------------------------------------
+
+@pytest.fixture
+def pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca):
+    trusted = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
+                          "sqlite:///%s" % (tmp_path / "tp.sqlite"))
+    trusted.configure()
+    try:
+        yield trusted
+    finally:
+        trusted.close()
+
+
+@pytest.fixture
+def scheduler_cache(pool):
+    """The scheduler's verdict cache, fed by the conductors' signed
+    notifications over RabbitMQ (the key is the pool's signing key, which
+    every conductor of the harness shares)."""
+    key = keystore.load_or_create_signing_key(
+        pool.conf.conductor.signing_key_path)
+    cache = VerdictCache(keystore.key_set([key]), max_age=60, grace=60)
+    transport = messaging.get_notification_transport(pool.conf)
+    listener = TrustListener(cache, None, notification_transport=transport,
+                             exchange=pool.conf.control_exchange,
+                             pool="test-%s" % uuid.uuid4().hex)
+    listener.start()
+    try:
+        yield cache
+    finally:
+        listener.stop()
+        transport.cleanup()
+
+
+def _wait(predicate, timeout: float, what: str) -> float:
+    """Seconds until ``predicate()`` held; fails after ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("%s: not within %.1f s" % (what, timeout))
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def _cached_status(cache: VerdictCache, host: str) -> str | None:
+    entry = cache.get(host)
+    return None if entry is None else entry.verdict.status.value
+
+
+def _trusted_since(pool: TrustedPool, host_id: int, since: float
+                   ) -> list[db_api.Verdict]:
+    return [v for v in pool.db.verdict_history(host_id, 200)
+            if v.status == "trusted" and v.issued_at.timestamp() >= since]
+
+
+@pytest.mark.swtpm
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_reset_drops_the_host_from_the_scheduler_at_once(pool,
+                                                         scheduler_cache):
+    (host,) = pool.add_hosts(1)
+    pool.start_agents()
+    pool.start_conductor("conductor-a")
+    api = pool.api()
+    api.enroll_host({}, host.name, ek_sha256=ek_sha256(host.tpm))
+    _wait(lambda: _cached_status(scheduler_cache, host.name) == "trusted",
+          20, "trusted verdict announced")
+    host_id = pool.db.get_host_by_name(host.name).id
+
+    reset_at = time.time()
+    api.reset_enrollment({}, host.name)  # as trusted-pools-manage does
+    took = _wait(
+        lambda: _cached_status(scheduler_cache, host.name) == "unknown",
+        pool.interval, "reset announced")
+    entry = scheduler_cache.get(host.name)
+    assert list(entry.verdict.reasons) == [manager_mod.RESET_REASON]
+    assert int(entry.verdict.level) == 0
+    # At once, not when the trusted verdict expires (3 intervals).
+    assert took < 1.0, took
+
+    # The agent keeps pushing quotes of the reset TPM's AK: nothing of
+    # them is judged, the scheduler keeps the host out.
+    time.sleep(2 * pool.interval)
+    assert _cached_status(scheduler_cache, host.name) == "unknown"
+    assert _trusted_since(pool, host_id, reset_at) == []
+
+
+@pytest.mark.swtpm
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_other_conductor_drops_the_reset_host_within_one_interval(pool):
+    (host,) = pool.add_hosts(1)
+    pool.start_agents()
+    conductors = [pool.start_conductor(n) for n in ("conductor-a",
+                                                    "conductor-b")]
+    _wait(lambda: all(len(c.manager.ring.conductors) == 2
+                      for c in conductors), 10, "ring of two conductors")
+    pool.api().enroll_host({}, host.name, ek_sha256=ek_sha256(host.tpm))
+    pool.wait_for(lambda v: host.name in v and
+                  v[host.name].status == "trusted", timeout=20)
+    owner_name = conductors[0].manager.ring.owner(host.name)
+    owner, handler = sorted(conductors,
+                            key=lambda c: c.host != owner_name)
+    assert host.name in owner.manager._states
+    host_id = pool.db.get_host_by_name(host.name).id
+
+    # The reset reaches the conductor that does not own the host.
+    handler.manager.reset_enrollment({}, host.name)
+    took = _wait(lambda: host.name not in owner.manager._states,
+                 pool.interval + 0.5, "owner drops the reset host")
+    dropped_at = time.time()
+
+    # Quotes of the old AK are judged by neither conductor: the agent's
+    # pushes to the owner and a direct challenge through either.
+    for conductor in conductors:
+        with pytest.raises(messaging.ExpectedException) as info:
+            conductor.manager.attest_now({}, host.name)
+        assert isinstance(info.value.exc_info[1], exception.HostNotEnrolled)
+    time.sleep(2 * pool.interval)
+    assert _trusted_since(pool, host_id, dropped_at) == []
+    latest = pool.latest()[host.name]
+    assert latest.status == "unknown", latest
+    assert took <= pool.interval + 0.5
+
+
+@pytest.mark.swtpm
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_ak_of_another_host_is_refused_naming_that_host(pool):
+    victim, attacker = pool.add_hosts(2)
+    pool.start_agents()
+    pool.start_conductor("conductor-a")
+    api = pool.api()
+    api.enroll_host({}, victim.name, ek_sha256=ek_sha256(victim.tpm))
+    # The compromised host's agent presents its own TPM's EK (approved by
+    # the operator for it) with the victim's AK.
+    stolen_ak = victim.agent.attester.identity().ak_public
+    own = attacker.agent.attester.identity
+    attacker.agent.attester.identity = lambda: dataclasses.replace(
+        own(), ak_public=stolen_ak)
+
+    with pytest.raises(exception.AKAlreadyRegistered) as info:
+        api.enroll_host({}, attacker.name,
+                        ek_sha256=ek_sha256(attacker.tpm))
+    assert victim.name in str(info.value)
+    assert [h.hostname for h in pool.db.list_hosts()] == [victim.name]
