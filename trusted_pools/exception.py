@@ -354,6 +354,15 @@ class RegistrationNotFound(NotFound):
                 "attesting it")
 
 
+class HostNotEnrolled(NotFound):
+    """The host exists but is not enrolled (an operator's reset, or never
+    finished): nothing it sends is judged until it enrolls again."""
+
+    _msg_fmt = ("Host %(host)s is %(state)s, not enrolled: it is not "
+                "attested until 'trusted-pools-manage host enroll "
+                "%(host)s --ek-sha256 ...' succeeds")
+
+
 class EKAlreadyRegistered(Conflict):
     _msg_fmt = ("The EK with public key SHA-256 "
                 "%(fingerprint)s is already bound to host %(other)s: one "

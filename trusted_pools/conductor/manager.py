@@ -78,6 +78,11 @@ class _Answer:
     received_at: float
 
 
+#: Reason of the verdict recorded when the operator resets a host.
+RESET_REASON = ("enrollment reset by the operator; enroll the host's TPM "
+                "again")
+
+
 def _utc(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
@@ -212,6 +217,10 @@ class ConductorManager:
 
     def _load_state(self, hostname: str) -> verifier.HostState:
         host = self.db.get_host_by_name(hostname)
+        if host.state != "enrolled":
+            # A host the operator reset (or one still enrolling) may keep a
+            # registration row for a moment; none of it is trusted.
+            raise exception.HostNotEnrolled(host=hostname, state=host.state)
         registration = self.db.get_registration(host.id)
         state = verifier.HostState(
             host=hostname, host_id=host.id, group=host.group,
@@ -231,6 +240,50 @@ class ConductorManager:
     def forget_host(self, hostname: str) -> None:
         with self._states_lock:
             self._states.pop(hostname, None)
+
+    def refresh_enrollments(self) -> list[str]:
+        """Drop what this conductor remembers of hosts whose registration
+        changed elsewhere; returns the names whose cached state it dropped.
+
+        A reset or a re-enrollment handled by another conductor (or the
+        CLI) must not leave this one accepting quotes of the old AK, or
+        comparing against the old TPM's clock: a host no longer enrolled,
+        or enrolled under another generation than the cached state's, is
+        forgotten. Its next evidence reloads the registration (and is
+        ignored while the host is not enrolled).
+        """
+        with self._states_lock:
+            cached = {name: state.registration
+                      for name, state in self._states.items()}
+        if not cached and not self._published:
+            return []
+        current = self.db.host_enrollments()
+        changed = sorted(
+            name for name in cached
+            if _registration_changed(current.get(name), cached[name]))
+        for name in changed:
+            self.forget_host(name)
+            # Silence is counted from the new enrollment on.
+            self._last_evidence.pop(name, None)
+            LOG.info("Registration of host %s changed (%s): cached AK and "
+                     "clock dropped", name, _describe(current.get(name)))
+        for name in list(self._published):
+            if _registration_changed(current.get(name), cached.get(name)):
+                self._drop_announcement(name, current.get(name))
+        return changed
+
+    def _drop_announcement(self, name: str,
+                           enrollment: db_api.HostEnrollment | None) -> None:
+        """Forget the last announcement of a host whose registration
+        changed: its next verdict is news to consumers even if it repeats
+        that one. One that said "trusted" for a host no longer enrolled is
+        superseded at once: quotes judged here with the old AK between the
+        reset and now may have left a trusted verdict newer than the
+        reset's own."""
+        announced = self._published.pop(name, ("", 0))[0]
+        if announced == "trusted" and enrollment is not None and \
+                enrollment.state != "enrolled":
+            self._record_not_enrolled(self.db.get_host_by_name(name))
 
     # --- RPC endpoints -------------------------------------------------------
 
@@ -279,11 +332,16 @@ class ConductorManager:
     def reset_enrollment(self, context: dict, host: str) -> dict[str, Any]:
         """The operator's reset after a TPM or motherboard swap: forget the
         host's EK approval and registration (it is not attested until it
-        enrolls again, with ``ek_sha256`` for its new EK)."""
+        enrolls again, with ``ek_sha256`` for its new EK), and record and
+        announce at once a signed "unknown" verdict for it, so the
+        scheduler and Placement drop the host without waiting for its last
+        trusted verdict to expire. Other conductors drop their cached
+        registration within one interval (:meth:`refresh_enrollments`)."""
         record = self.db.reset_enrollment(host)
         self.forget_host(host)
         LOG.warning("Enrollment of host %s reset by the operator: it must "
                     "enroll again with an approved EK", host)
+        self._record_not_enrolled(record)
         return {"host": host, "state": record.state}
 
     def _check_owner(self, host: str) -> None:
@@ -294,6 +352,29 @@ class ConductorManager:
         if owner != self.host:
             raise exception.HostNotOwned(host=host, owner=owner,
                                          conductor=self.host)
+
+    def _record_not_enrolled(self, host: db_api.Host) -> str:
+        """Sign, store and announce at once that ``host`` is not trusted.
+
+        Its last trusted verdict would otherwise stay valid until it
+        expires, and nothing would tell the scheduler or Placement. The
+        verdict carries the generation that was reset; it has no clock, so
+        it is never a replay baseline.
+        """
+        state = verifier.HostState(
+            host=host.hostname, host_id=host.id, group=host.group,
+            # No AK: the registration is gone. Recording reads only the
+            # host's id, generation, clock and IMA state (none here, so
+            # the deleted IMA replay state is not written back).
+            ak=None,  # type: ignore[arg-type]
+            registration=host.enrollment_generation)
+        verdict = verdict_mod.unknown_verdict(
+            host=host.hostname, reason=_not_enrolled_reason(host.state),
+            issued_at=int(self.clock()), validity=self.validity)
+        # Announce even if this conductor last announced "unknown" for the
+        # host: it may not own it, and the owner announced "trusted".
+        self._published.pop(host.hostname, None)
+        return self._record([(state, verdict)])[0]
 
     @messaging.expected_exceptions(exception.TrustedPoolsError)
     def attest_now(self, context: dict, host: str) -> dict[str, Any]:
@@ -739,6 +820,29 @@ def _unique(verdicts: list[tuple[verifier.HostState, Any]]
             ) -> list[verifier.HostState]:
     """Each host's state once (a batch may hold two rounds of a host)."""
     return list({id(state): state for state, _ in verdicts}.values())
+
+
+def _registration_changed(current: db_api.HostEnrollment | None,
+                          cached_generation: int | None) -> bool:
+    """Whether cached knowledge of a host is out of date: the host is gone
+    or not enrolled, or enrolled under another generation than cached
+    (``cached_generation`` None: only the announcement is cached)."""
+    if current is None or current.state != "enrolled":
+        return True
+    return cached_generation is not None and \
+        cached_generation != current.generation
+
+
+def _not_enrolled_reason(state: str) -> str:
+    if state == "enrolling":
+        return RESET_REASON
+    return "host is %s, not enrolled: it is not attested" % state
+
+
+def _describe(current: db_api.HostEnrollment | None) -> str:
+    if current is None:
+        return "removed"
+    return "%s, generation %d" % (current.state, current.generation)
 
 
 def _versions(records: Any) -> tuple[tuple[str, int], ...]:

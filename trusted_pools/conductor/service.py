@@ -87,10 +87,17 @@ class ConductorService:
     def _heartbeat(self) -> None:
         self.manager.heartbeat()
         self.manager.refresh_ring()
+        # Also here, not only each cycle: heartbeats are more frequent, so
+        # a reset on another conductor stops this one accepting the old
+        # AK's quotes sooner (one narrow query of the hosts table).
+        self.manager.refresh_enrollments()
 
     def run_cycle(self) -> Any:
         self.manager.refresh_ring()
         self.manager.refresh_policies()
+        # Before the epoch starts: no evidence of the new epoch is judged
+        # with an AK whose registration was reset or replaced meanwhile.
+        self.manager.refresh_enrollments()
         self.manager.mark_missing()
         return self.manager.start_epoch()
 

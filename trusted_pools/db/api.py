@@ -122,6 +122,16 @@ class Host:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class HostEnrollment:
+    """The part of a host's row that says which TPM registration is in
+    force: conductors compare it with what they cached, each cycle."""
+
+    hostname: str
+    state: str
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Registration:
     """The TPM identity of a host. ``ek_cert_fingerprint`` is SHA-256 hex of
     the DER certificate, computed here, never taken from the caller; it is
@@ -514,6 +524,19 @@ class Connection:
             return [_host(row) for row in session.scalars(query)]
 
     @_translate_errors
+    def host_enrollments(self) -> dict[str, HostEnrollment]:
+        """hostname -> state and enrollment generation of every host.
+
+        Three narrow columns, no registration blobs: cheap enough for each
+        conductor to read once per attestation interval.
+        """
+        query = sa.select(models.Host.hostname, models.Host.state,
+                          models.Host.enrollment_generation)
+        with self._reader() as session:
+            return {name: HostEnrollment(name, state, generation or 0)
+                    for name, state, generation in session.execute(query)}
+
+    @_translate_errors
     @_retry_deadlock
     def update_host_state(self, host_id: int, state: str) -> Host:
         _choice(state, models.HOST_STATES, "state")
@@ -573,7 +596,8 @@ class Connection:
         ek_hash = _sha256_hex(ek_public_sha256 or
                               hashlib.sha256(ek_certificate).hexdigest(),
                               "ek_public_sha256")
-        with self._registration_conflicts(ek_hash, ak_name):
+        with self._registration_conflicts(ek_hash, ak_name,
+                                          host_id=host_id):
             with self._writer() as session:
                 host = self._host_row(session, host_id)
                 return self._write_registration(
@@ -590,12 +614,20 @@ class Connection:
                     name=name, reason="must be non-empty bytes")
 
     @contextlib.contextmanager
-    def _registration_conflicts(self, ek_hash: str, ak_name: bytes
+    def _registration_conflicts(self, ek_hash: str, ak_name: bytes, *,
+                                hostname: str | None = None,
+                                host_id: int | None = None
                                 ) -> Iterator[None]:
-        """Translate a unique-constraint race into the typed conflict."""
+        """Translate a unique-constraint race into the typed conflict,
+        naming the host that won it (the writer is ``hostname`` or
+        ``host_id``)."""
         try:
             yield
         except db_exc.DBDuplicateEntry as exc:
+            named = self._holder_conflict(ek_hash, ak_name, hostname,
+                                          host_id)
+            if named is not None:
+                raise named from exc
             columns = " ".join(exc.columns or [])
             if "ak_name" in columns:
                 raise exception.AKAlreadyRegistered(
@@ -606,6 +638,24 @@ class Connection:
             raise exception.ConcurrentUpdate(
                 what="registration with EK %s" % ek_hash,
                 reason="registered concurrently") from exc
+
+    def _holder_conflict(self, ek_hash: str, ak_name: bytes,
+                         hostname: str | None, host_id: int | None
+                         ) -> exception.Conflict | None:
+        """After a lost race the winner has committed: the conflict the
+        check would have raised, naming it (None if it cannot be read)."""
+        try:
+            with self._reader() as session:
+                if host_id is None and hostname is not None:
+                    host_id = session.scalars(sa.select(models.Host.id).where(
+                        models.Host.hostname == hostname)).first()
+                probe = models.Host(id=-1 if host_id is None else host_id)
+                self._refuse_taken_identity(session, probe, ek_hash, ak_name)
+        except exception.Conflict as conflict:
+            return conflict
+        except db_exc.DBError:
+            pass  # the conflict is raised all the same, without the name
+        return None
 
     def _write_registration(self, session: orm.Session, host: models.Host,
                             ek_certificate: bytes, ek_hash: str,
@@ -717,7 +767,8 @@ class Connection:
         ek_hash = _sha256_hex(ek_public_sha256, "ek_public_sha256")
         approve = None if approve is None else _sha256_hex(approve,
                                                            "approve")
-        with self._registration_conflicts(ek_hash, ak_name):
+        with self._registration_conflicts(ek_hash, ak_name,
+                                          hostname=hostname):
             with self._writer() as session:
                 host = session.scalars(sa.select(models.Host).where(
                     models.Host.hostname == hostname)).one_or_none()
