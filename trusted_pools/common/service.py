@@ -144,7 +144,8 @@ class JobRunner:
         """Run ``work`` on the pool (long work handed off by endpoints)."""
         try:
             self._executor.submit(work)
-        except futurist.RejectedSubmission as error:
+        except (futurist.RejectedSubmission, RuntimeError) as error:
+            # RuntimeError: the executor was shut down (a stop).
             raise exception.TemporaryFailure(
                 reason="the service is stopping") from error
 
