@@ -39,6 +39,7 @@ import dataclasses
 import logging
 import queue
 import threading
+import urllib.parse
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from keystoneauth1 import exceptions as ks_exceptions
@@ -218,9 +219,11 @@ class ComputeAPI:
                     service=_SERVICE, group=_GROUP,
                     reason="%s answered HTTP %s: %s" % (what, status or "?",
                                                         reason))
+            path = urllib.parse.urlsplit(error.url).path if error.url \
+                else what
             raise exception.ServiceAPIError(
                 service=_SERVICE, method=error.method or "?",
-                path=what, status=status, reason=reason)
+                path=path, status=status, reason=reason)
         except (sdk_exceptions.SDKException,
                 ks_exceptions.ClientException) as error:
             raise exception.ServiceUnavailable(
