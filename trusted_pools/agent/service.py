@@ -1,4 +1,8 @@
-"""The agent service: the host's RPC endpoints over its TPM."""
+"""The agent service: the host's RPC endpoints over its TPM.
+
+An oslo.service service (threading backend); the agent has no periodic
+job today (it answers epochs and challenges), so its job table is empty.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from trusted_pools.agent import rpcapi
 from trusted_pools.attestation import agent_requests
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
+from trusted_pools.common import service as service_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
 LOG = logging.getLogger(__name__)
@@ -29,13 +34,14 @@ def _request_verifier(conf: cfg.ConfigOpts, host: str
         keys, host, leeway=conf.agent.request_clock_leeway)
 
 
-class AgentService:
+class AgentService(service_mod.ServiceBase):
 
     def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
                  tcti: str | None = None,
                  event_log_path: str | None = None,
                  ima_log_path: str | None = None,
                  ima_log_format: str | None = None) -> None:
+        super().__init__(conf)
         self.host = host or conf.agent.host
         # Before the TPM is opened: without pinned keys, do not start.
         requests = _request_verifier(conf, self.host)
@@ -57,17 +63,20 @@ class AgentService:
             requests)
         self._server: messaging.MessageHandlingServer | None = None
 
-    def start(self) -> None:
+    def _start(self) -> None:
         self._server = rpc.get_server(
             messaging.Target(topic=rpcapi.TOPIC, server=self.host),
             [self.manager])
         self._server.start()
         LOG.info("Agent for host %s started", self.host)
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
+        # The RPC server's stop lets the answers in flight finish; only
+        # then is the TPM closed under them.
         if self._server is not None:
             self._server.stop()
             self._server.wait()
             self._server = None
+        self._stop_jobs()
         self.attester.close()
         LOG.info("Agent for host %s stopped", self.host)

@@ -7,7 +7,7 @@ import sys
 from trusted_pools import exception
 from trusted_pools.common import config
 from trusted_pools.common import rpc
-from trusted_pools.common.service import run_until_signalled
+from trusted_pools.common import service as service_mod
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
             # Fail closed, and say why: typically no conductor key pinned.
             print("trusted-pools-agent: %s" % error, file=sys.stderr)
             return 1
-        return run_until_signalled(service)
+        return service_mod.launch(conf, service)
     finally:
         rpc.cleanup()
 

@@ -6,7 +6,7 @@ import sys
 
 from trusted_pools.common import config
 from trusted_pools.common import rpc
-from trusted_pools.common.service import run_until_signalled
+from trusted_pools.common import service as service_mod
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     rpc.init(conf)
     from trusted_pools.conductor.service import ConductorService
     try:
-        return run_until_signalled(ConductorService(conf))
+        return service_mod.launch(conf, ConductorService(conf))
     finally:
         rpc.cleanup()
 

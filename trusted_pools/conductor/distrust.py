@@ -11,8 +11,9 @@ the configured actions in order, once per transition:
     log at WARNING and emit a ``trusted_pools.host.distrust`` notification;
 ``disable_compute``
     disable the host's nova-compute service through the compute API
-    (``PUT /os-services/{id}``, microversion 2.53), with a
-    ``disabled_reason`` naming the verdict, so nothing new lands there;
+    (openstacksdk's ``disable_service``: ``PUT /os-services/{id}`` at
+    microversion 2.53), with a ``disabled_reason`` naming the verdict, so
+    nothing new lands there;
 ``migrate_trusted_instances``
     live-migrate the instances on the host whose flavor extra specs ask for
     trust (``trust:*`` or the ``CUSTOM_TRUSTED_POOLS_*`` traits), with no
@@ -38,15 +39,21 @@ import dataclasses
 import logging
 import queue
 import threading
-from typing import Any, Sequence
+import urllib.parse
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from keystoneauth1 import adapter as ks_adapter
+from keystoneauth1 import exceptions as ks_exceptions
+from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import session as ks_session
+from keystoneauth1 import token_endpoint
+from openstack import connection
+from openstack import exceptions as sdk_exceptions
+from openstack.compute.v2 import server as compute_server
+from openstack.compute.v2 import service as compute_service
 from oslo_config import cfg
 
 from trusted_pools import exception
 from trusted_pools.attestation.verdict import Status, Verdict
-from trusted_pools.placement.client import (adapter_for_endpoint,
-                                            adapter_from_conf, api_call)
 from trusted_pools.scheduler.cache import VerdictCache
 from trusted_pools.scheduler.extra_specs import requirement_from_specs
 
@@ -58,6 +65,8 @@ __all__ = [
 ]
 
 LOG = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 NAMESPACE = "trusted_pools.distrust.actions"
 DISTRUST_EVENT = "trusted_pools.host.distrust"
@@ -140,56 +149,115 @@ class NotifyAction(DistrustAction):
 # --- the compute API ---------------------------------------------------------------
 
 class ComputeAPI:
-    """The few compute API calls the actions need (admin credentials)."""
+    """The few Nova calls the actions need, through openstacksdk's compute
+    proxy (admin credentials from ``[trusted_pools_distrust]``).
 
-    def __init__(self, adapter: ks_adapter.Adapter) -> None:
-        self.adapter = adapter
+    SDK and keystoneauth errors become the project's typed errors here, at
+    the boundary: transport failures and 5xx are
+    :class:`~trusted_pools.exception.ServiceUnavailable`, other refusals
+    :class:`~trusted_pools.exception.ServiceAPIError` with the status.
+    """
+
+    def __init__(self, connection: connection.Connection) -> None:
+        self.connection = connection
+
+    @property
+    def session(self) -> ks_session.Session:
+        """The keystoneauth session under the connection."""
+        return self.connection.session
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> "ComputeAPI":
-        return cls(adapter_from_conf(conf, _GROUP, _SERVICE,
-                                     conf[_GROUP].compute_microversion))
+        """Session, auth and endpoint from the keystoneauth1 options of
+        ``[trusted_pools_distrust]``; every call at ``compute_microversion``
+        (the lowest that sets a disabled reason by service id)."""
+        group = conf[_GROUP]
+        try:
+            auth = ks_loading.load_auth_from_conf_options(conf, _GROUP)
+            session = ks_loading.load_session_from_conf_options(
+                conf, _GROUP, auth=auth)
+        except ks_exceptions.ClientException as error:
+            raise exception.ConfigInvalid(
+                reason="[%s] keystoneauth options: %s" % (_GROUP, error))
+        options: dict[str, Any] = {}
+        if group.endpoint_override:
+            options["compute_endpoint_override"] = group.endpoint_override
+        if group.region_name:
+            options["region_name"] = group.region_name
+        if group.valid_interfaces:
+            options["compute_interface"] = group.valid_interfaces[0]
+        return cls.for_session(session, group.compute_microversion,
+                               **options)
+
+    @classmethod
+    def for_session(cls, session: ks_session.Session,
+                    microversion: str = "2.53", **options: Any
+                    ) -> "ComputeAPI":
+        """An SDK connection over an existing keystoneauth ``session``;
+        ``options`` are openstacksdk's (``compute_endpoint_override``)."""
+        return cls(connection.Connection(
+            session=session, compute_default_microversion=microversion,
+            **options))
 
     @classmethod
     def for_endpoint(cls, endpoint: str, token: str = "admin",
                      microversion: str = "2.53") -> "ComputeAPI":
-        return cls(adapter_for_endpoint(endpoint, _SERVICE, microversion,
-                                        token))
+        """A fixed endpoint and token, no service catalog (test servers)."""
+        session = ks_session.Session(
+            auth=token_endpoint.Token(endpoint, token), timeout=10.0)
+        return cls.for_session(session, microversion,
+                               compute_endpoint_override=endpoint)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return api_call(self.adapter, method, path, service=_SERVICE,
-                        group=_GROUP, **kwargs)
-
-    def compute_services(self, host: str) -> list[dict[str, Any]]:
-        body = self._call("GET", "/os-services", params={
-            "binary": "nova-compute", "host": host}).json()
-        services = body.get("services") if isinstance(body, dict) else None
-        if not isinstance(services, list):
+    def _call(self, what: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except sdk_exceptions.HttpException as error:
+            status = error.status_code or 0
+            reason = str(error.details or error.message)[:300]
+            if status >= 500 or not status:
+                raise exception.ServiceUnavailable(
+                    service=_SERVICE, group=_GROUP,
+                    reason="%s answered HTTP %s: %s" % (what, status or "?",
+                                                        reason))
+            path = urllib.parse.urlsplit(error.url).path if error.url \
+                else what
             raise exception.ServiceAPIError(
-                service=_SERVICE, method="GET", path="/os-services",
-                status=200, reason="no services list")
-        return [s for s in services if isinstance(s, dict)
-                and s.get("host") == host
-                and s.get("binary") == "nova-compute"]
+                service=_SERVICE, method=error.method or "?",
+                path=path, status=status, reason=reason)
+        except (sdk_exceptions.SDKException,
+                ks_exceptions.ClientException) as error:
+            raise exception.ServiceUnavailable(
+                service=_SERVICE, group=_GROUP,
+                reason="%s: %s" % (what, type(error).__name__))
 
-    def disable_service(self, service_id: str, reason: str) -> None:
-        self._call("PUT", "/os-services/%s" % service_id, json={
-            "status": "disabled", "disabled_reason": reason[:255]})
+    def compute_services(self, host: str) -> list[compute_service.Service]:
+        """The nova-compute services on ``host`` (exact host match)."""
+        found = self._call("list services", lambda: list(
+            self.connection.compute.services(binary="nova-compute",
+                                             host=host)))
+        return [s for s in found
+                if s.host == host and s.binary == "nova-compute"]
 
-    def servers_on_host(self, host: str) -> list[dict[str, Any]]:
-        body = self._call("GET", "/servers/detail", params={
-            "host": host, "all_tenants": "1"}).json()
-        servers = body.get("servers") if isinstance(body, dict) else None
-        if not isinstance(servers, list):
-            raise exception.ServiceAPIError(
-                service=_SERVICE, method="GET", path="/servers/detail",
-                status=200, reason="no servers list")
-        return [s for s in servers if isinstance(s, dict)]
+    def disable_service(self, service: compute_service.Service,
+                        reason: str) -> None:
+        self._call("disable service %s" % service.id,
+                   lambda: self.connection.compute.disable_service(
+                       service, disabled_reason=reason[:255]))
 
-    def live_migrate(self, server_id: str) -> None:
-        self._call("POST", "/servers/%s/action" % server_id, ok=(202,),
-                   json={"os-migrateLive": {"host": None,
-                                            "block_migration": "auto"}})
+    def servers_on_host(self, host: str) -> list[compute_server.Server]:
+        """Every project's servers on ``host``, with their flavor."""
+        return self._call("list servers on %s" % host, lambda: list(
+            # compute_host is the SDK's name for Nova's ``host`` filter
+            # (``host`` itself would be a client-side attribute filter).
+            self.connection.compute.servers(details=True, all_projects=True,
+                                            compute_host=host)))
+
+    def live_migrate(self, server: compute_server.Server) -> None:
+        """Live migration with no target: the scheduler (and the trust
+        filter) chooses; block migration decided by Nova."""
+        self._call("live-migrate server %s" % server.id,
+                   lambda: self.connection.compute.live_migrate_server(
+                       server, host=None, block_migration="auto"))
 
 
 class DisableComputeAction(DistrustAction):
@@ -213,12 +281,12 @@ class DisableComputeAction(DistrustAction):
                                 "no nova-compute service on this host")
         items, failed = [], False
         for service in services:
-            service_id = str(service.get("id"))
-            if service.get("status") == "disabled":
+            service_id = str(service.id)
+            if service.status == "disabled":
                 items.append((service_id, "already disabled"))
                 continue
             try:
-                self.compute.disable_service(service_id, reason)
+                self.compute.disable_service(service, reason)
                 items.append((service_id, "disabled"))
             except exception.TrustedPoolsError as error:
                 failed = True
@@ -231,15 +299,17 @@ class DisableComputeAction(DistrustAction):
                             tuple(items))
 
 
-def requires_trust(server: dict[str, Any]) -> bool:
+def requires_trust(server: Mapping[str, Any]) -> bool:
     """Whether the server's embedded flavor (microversion >= 2.47) asks
     for trust. A flavor we cannot read is treated as asking for it (the
-    instance may need a trusted host; moving it is the safe side)."""
+    instance may need a trusted host; moving it is the safe side).
+    ``server``: an openstacksdk ``Server`` (a mapping) or a plain dict."""
     flavor = server.get("flavor")
-    specs = flavor.get("extra_specs") if isinstance(flavor, dict) else None
-    if not isinstance(specs, dict):
+    specs = flavor.get("extra_specs") if isinstance(flavor, Mapping) \
+        else None
+    if not isinstance(specs, Mapping):
         return True
-    return requirement_from_specs(specs) is not None
+    return requirement_from_specs(dict(specs)) is not None
 
 
 class MigrateTrustedInstancesAction(DistrustAction):
@@ -261,15 +331,15 @@ class MigrateTrustedInstancesAction(DistrustAction):
         except exception.TrustedPoolsError as error:
             return ActionRecord(self.name, event.host, "failed", str(error))
         wanted = [s for s in servers if requires_trust(s)
-                  and s.get("status") == "ACTIVE"]
+                  and s.status == "ACTIVE"]
         items, failed = [], False
         for index, server in enumerate(wanted):
-            server_id = str(server.get("id"))
+            server_id = str(server.id)
             if index >= self.max_migrations:
                 items.append((server_id, "left: over max_migrations"))
                 continue
             try:
-                self.compute.live_migrate(server_id)
+                self.compute.live_migrate(server)
                 items.append((server_id, "live migration requested"))
             except exception.TrustedPoolsError as error:
                 failed = True

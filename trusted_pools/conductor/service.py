@@ -1,4 +1,11 @@
-"""The conductor service: RPC server, attestation cycle and worker."""
+"""The conductor service: RPC server, attestation cycle and worker.
+
+An oslo.service service (threading backend); its periodic work is the job
+table in :meth:`ConductorService.periodic_jobs`. To add a job, append a
+``PeriodicJob(name, callable, "group.option")`` row there (and the spacing
+option, in seconds, to ``trusted_pools/conf/``); the callable runs on the
+service's thread pool, never on an RPC thread, and a stop waits for it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from trusted_pools.attestation import agent_requests
 from trusted_pools.attestation import keystore
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
+from trusted_pools.common import service as service_mod
 from trusted_pools.common.service import PeriodicJob
 from trusted_pools.conductor import manager as conductor_manager
 from trusted_pools.conductor import rpcapi
@@ -33,13 +41,13 @@ def _read_ca_bundle(path: str) -> bytes:
                    % (path, exc.strerror)) from exc
 
 
-class ConductorService:
+class ConductorService(service_mod.ServiceBase):
     """One conductor process (or one in-process conductor in tests)."""
 
     def __init__(self, conf: cfg.ConfigOpts,
                  db: db_api.Connection | None = None,
                  host: str | None = None) -> None:
-        self.conf = conf
+        super().__init__(conf)
         group = conf.conductor
         self.host = host or group.host
         self.db = db or db_api.get_instance()
@@ -62,27 +70,37 @@ class ConductorService:
             epoch_spread=group.epoch_spread,
             ek_only_anchors=tuple(group.ek_only_anchors))
         self._server: messaging.MessageHandlingServer | None = None
-        self._jobs: list[PeriodicJob] = []
+        self._unregister = True
 
-    def start(self) -> None:
+    def periodic_jobs(self) -> list[PeriodicJob]:
+        """The conductor's job table: (name, callable, spacing option)."""
+        return [
+            PeriodicJob("heartbeat", self._heartbeat,
+                        "conductor.heartbeat_interval"),
+            # Ring, policies, missing hosts, then the epoch: one job, as
+            # the order matters (mark_missing judges the epoch that ends).
+            PeriodicJob("attestation-cycle", self.run_cycle,
+                        "conductor.attestation_interval",
+                        run_immediately=True),
+            # A queue consumer: each round waits up to the spacing for
+            # evidence, so it runs again as soon as it returns.
+            PeriodicJob("evidence-worker", self._work,
+                        "conductor.evidence_wait", run_immediately=True),
+        ]
+
+    def _start(self) -> None:
         self.manager.register()
         self.manager.refresh_ring()
+        assert self.jobs is not None
+        # Direct challenges run on the job pool: off the RPC threads, and
+        # a stop waits for the ones in flight.
+        self.manager.spawn = self.jobs.spawn
         self._server = rpc.get_server(
             messaging.Target(topic=rpcapi.TOPIC, server=self.host),
             [self.manager])
         self._server.start()
-        group = self.conf.conductor
-        self._jobs = [
-            PeriodicJob("heartbeat", self._heartbeat,
-                        group.heartbeat_interval),
-            PeriodicJob("attestation-cycle", self.run_cycle,
-                        group.attestation_interval, initial_delay=0.5),
-            PeriodicJob("evidence-worker", self._work, 0.0),
-        ]
-        for job in self._jobs:
-            job.start()
-        LOG.info("Conductor %s started: interval %d s", self.host,
-                 group.attestation_interval)
+        LOG.info("Conductor %s started: jobs every %s s", self.host,
+                 self.jobs.spacings)
 
     def _heartbeat(self) -> None:
         self.manager.heartbeat()
@@ -102,23 +120,22 @@ class ConductorService:
         return self.manager.start_epoch()
 
     def _work(self) -> None:
-        self.manager.process_evidence(wait=0.5)
+        self.manager.process_evidence(wait=self.conf.conductor.evidence_wait)
 
     def stop_without_unregistering(self) -> None:
         """Stop as a crashed process would: heartbeats just end (tests)."""
-        self._stop(unregister=False)
+        self._unregister = False
+        self.stop()
 
-    def stop(self) -> None:
-        self._stop(unregister=True)
-
-    def _stop(self, unregister: bool) -> None:
-        for job in self._jobs:
-            job.stop()
+    def _stop(self) -> None:
+        # No new requests first, then let the running rounds (an evidence
+        # batch being verified, challenges in flight) finish.
         if self._server is not None:
             self._server.stop()
             self._server.wait()
             self._server = None
-        if not unregister:
+        self._stop_jobs()
+        if not self._unregister:
             return
         try:
             self.db.unregister_conductor(self.host)

@@ -61,6 +61,11 @@ opts = [
     cfg.IntOpt("evidence_batch_size", default=500, min=1, max=100000,
                help="Evidence messages verified and written to the "
                     "database together."),
+    cfg.FloatOpt("evidence_wait", default=0.5, min=0.05, max=5.0,
+                 help="Seconds the evidence worker waits for queued "
+                      "evidence before its round ends; it starts the next "
+                      "round at once. A stop waits at most this long plus "
+                      "the batch being verified."),
     cfg.IntOpt("agent_request_lifetime", default=60, min=5, max=600,
                help="Seconds a request this conductor signs for an agent "
                     "(identity, credential activation, challenge, epoch) "

@@ -12,18 +12,24 @@ of ``placement.sync``). Its own options are ``[placement]`` and
 Start order: the listener's first bulk refresh fills the cache, then the
 keeper's full resync runs against it (so a restart does not strip the
 traits of every host for lack of verdicts), then notifications flow.
+
+An oslo.service service (threading backend). Its periodic jobs (bulk
+refresh of verdicts, trait sweep, full resync) are the job table in
+:meth:`PlacementSyncService.periodic_jobs`; the keeper's own thread only
+consumes the queue of hosts whose verdict changed, and the distrust
+actions run in the responder's worker, never on a listener thread.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import oslo_messaging as messaging
 from oslo_config import cfg
 
 from trusted_pools.common import rpc
+from trusted_pools.common import service as service_mod
 from trusted_pools.conductor import distrust
 from trusted_pools.conf import placement as placement_conf
 from trusted_pools.placement.client import PlacementClient
@@ -31,16 +37,16 @@ from trusted_pools.placement.sync import ObservedVerdictCache, TraitKeeper
 from trusted_pools.scheduler import listener as listener_mod
 from trusted_pools.scheduler import opts as scheduler_conf
 
-__all__ = ["PlacementSyncService", "main"]
+__all__ = ["PlacementSyncService", "PUBLISHER_ID"]
 
 LOG = logging.getLogger(__name__)
 
 PUBLISHER_ID = "trusted-pools-placement-sync"
 
 
-class PlacementSyncService:
+class PlacementSyncService(service_mod.ServiceBase):
     def __init__(self, conf: cfg.ConfigOpts) -> None:
-        self.conf = conf
+        super().__init__(conf)
         group = conf[scheduler_conf.group.name]
         keys = listener_mod.load_public_keys(
             list(group.conductor_public_keys))
@@ -85,31 +91,34 @@ class PlacementSyncService:
         LOG.info("Response to distrust: %s", ", ".join(names) or "none")
         return responder
 
-    def start(self) -> None:
-        self.listener.start(initial_refresh=True)
-        self.keeper.start(initial_resync=True)
+    def periodic_jobs(self) -> list[service_mod.PeriodicJob]:
+        """The job table: (name, callable, spacing option)."""
+        placement = placement_conf.group.name
+        jobs = [
+            service_mod.PeriodicJob(
+                "verdict-refresh", self.listener.refresh_round,
+                lambda _conf: self.listener.retry_spacing),
+            service_mod.PeriodicJob(
+                "trait-sweep", self.keeper.sweep_guarded,
+                "%s.sweep_interval" % placement),
+        ]
+        if self.conf[placement].resync_interval:
+            jobs.append(service_mod.PeriodicJob(
+                "trait-resync", self.keeper.resync_guarded,
+                "%s.resync_interval" % placement))
+        return jobs
 
-    def stop(self) -> None:
+    def _start(self) -> None:
+        self.listener.start(initial_refresh=True, refresh_thread=False)
+        self.keeper.start(initial_resync=True, periodic=False)
+
+    def _stop(self) -> None:
+        # Stop hearing verdicts, finish the rounds and the queued hosts,
+        # then the distrust actions under way.
         self.listener.stop()
+        self._stop_jobs()
         self.keeper.stop()
         self.responder.stop()
         for transport in self._transports:
             transport.cleanup()
 
-
-def main(argv: list[str] | None = None) -> int:
-    from trusted_pools.common import config
-    from trusted_pools.common.service import run_until_signalled
-    from trusted_pools.conf import CONF
-
-    if placement_conf.group.name not in CONF:
-        placement_conf.register_opts(CONF)
-    if scheduler_conf.group.name not in CONF:
-        scheduler_conf.register_opts(CONF)
-    conf = config.parse_args(sys.argv[1:] if argv is None else argv,
-                             PUBLISHER_ID)
-    return run_until_signalled(PlacementSyncService(conf))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,12 +24,15 @@ verified ever reach the cache (the scheduler's listener and endpoint are
 reused as they are), so a bad signature, an unknown key or an expired result
 never adds a trait; the endpoint logs why it refused it.
 
-Changes are driven three ways, all through one worker thread so Placement
-sees one writer per keeper: every admitted verdict (an observer on the
+Changes are driven three ways, one at a time (a lock makes each keeper
+one writer to Placement): every admitted verdict (an observer on the
 cache), a sweep every ``sweep_interval`` seconds of the hosts that carry
 our traits (a verdict turns stale without any new message), and a full
 resync at start and every ``resync_interval``: every provider carrying any
 ``CUSTOM_TRUSTED_POOLS_`` trait or known to the cache is recomputed.
+The keeper's thread consumes the queue; it also runs the sweep and the
+resync on their intervals unless ``start(periodic=False)`` says the
+caller's job table runs them (``trusted-pools-placement-sync`` does).
 
 Other traits on the providers are never touched (see ``client``).
 """
@@ -37,11 +40,12 @@ Other traits on the providers are never touched (see ``client``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from trusted_pools import exception
 from trusted_pools.attestation import jws
@@ -50,6 +54,8 @@ from trusted_pools.placement.client import PlacementClient
 from trusted_pools.scheduler.cache import Admission, VerdictCache
 from trusted_pools.scheduler.extra_specs import (TRAIT_TRUSTED,
                                                  trait_for_level)
+
+_R = TypeVar("_R")
 
 __all__ = [
     "TRAIT_PREFIX", "MANAGED_TRAITS", "traits_for_level",
@@ -130,6 +136,16 @@ class ResyncReport:
     seconds: float
 
 
+def _one_writer(method: Callable[..., _R]) -> Callable[..., _R]:
+    """Run ``method`` under the keeper's writer lock: the queue consumer
+    and the periodic sweep and resync never write to Placement at once."""
+    @functools.wraps(method)
+    def locked(self: "TraitKeeper", *args: Any, **kwargs: Any) -> _R:
+        with self._writer:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 class TraitKeeper:
     """Keeps ``CUSTOM_TRUSTED_POOLS_*`` traits in step with ``cache``.
 
@@ -152,6 +168,7 @@ class TraitKeeper:
         self._queue: queue.Queue[str] = queue.Queue()
         self._queued: set[str] = set()
         self._lock = threading.Lock()
+        self._writer = threading.RLock()
         self._busy = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,6 +216,7 @@ class TraitKeeper:
                                          add=desired,
                                          remove=MANAGED_TRAITS - desired)
 
+    @_one_writer
     def sync_host(self, host: str) -> SyncRecord:
         """Bring one host's provider in line with its verdict now."""
         now = self.cache.monotonic()
@@ -240,6 +258,7 @@ class TraitKeeper:
 
     # --- periodic ----------------------------------------------------------------
 
+    @_one_writer
     def sweep(self) -> list[SyncRecord]:
         """Re-check the hosts that carry our traits (or failed last time):
         a verdict can turn stale or expire without any message."""
@@ -249,6 +268,7 @@ class TraitKeeper:
                 if host in self._retry or self.desired(host, now)
                 != self._applied.get(host)]
 
+    @_one_writer
     def resync(self) -> ResyncReport:
         """Recompute every provider carrying one of our traits and every
         host known to the cache; write only where it differs."""
@@ -313,7 +333,7 @@ class TraitKeeper:
             self._queued.discard(host)
         return host
 
-    def _run(self, initial_resync: bool) -> None:
+    def _run(self, initial_resync: bool, periodic: bool) -> None:
         last_resync = time.monotonic()
         if initial_resync:
             self._guarded(self.resync)
@@ -326,6 +346,8 @@ class TraitKeeper:
                 finally:
                     with self._lock:
                         self._busy -= 1
+                continue
+            if not periodic:
                 continue
             now = time.monotonic()
             if self.resync_interval and now - last_resync \
@@ -346,10 +368,22 @@ class TraitKeeper:
         except Exception:  # noqa: BLE001 - the keeper must keep running
             LOG.exception("Trait keeper round failed unexpectedly")
 
-    def start(self, initial_resync: bool = True) -> None:
+    def resync_guarded(self) -> None:
+        """A resync that logs instead of raising (a periodic job)."""
+        self._guarded(self.resync)
+
+    def sweep_guarded(self) -> None:
+        """A sweep that logs instead of raising (a periodic job)."""
+        self._guarded(self.sweep)
+
+    def start(self, initial_resync: bool = True,
+              periodic: bool = True) -> None:
+        """Start the queue consumer; with ``periodic`` it also sweeps and
+        resyncs on its intervals (else the caller schedules
+        :meth:`sweep_guarded` and :meth:`resync_guarded`)."""
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, args=(initial_resync,),
+            target=self._run, args=(initial_resync, periodic),
             name="trusted-pools-trait-keeper", daemon=True)
         self._thread.start()
 

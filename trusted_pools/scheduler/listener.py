@@ -214,6 +214,7 @@ class TrustListener:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._cursor: float | None = None
+        self._last_refreshed: float | None = None
         self._last_key_fetch = 0.0
         # Keys from the configuration stay; fetched ones are replaced by
         # each fetch, so a key the conductors retired stops being accepted.
@@ -313,6 +314,23 @@ class TrustListener:
                         % (age, self.cache.grace))
             return False
 
+    @property
+    def retry_spacing(self) -> float:
+        """Seconds between rounds of :meth:`refresh_round`."""
+        return min(_RETRY_AFTER, self.refresh_interval)
+
+    def refresh_round(self) -> None:
+        """One round for a caller's periodic job (every
+        :attr:`retry_spacing` seconds): a bulk refresh once
+        ``refresh_interval`` has passed since the last good one, and on
+        every round after a failure."""
+        now = time.monotonic()
+        if self._last_refreshed is not None and \
+                now - self._last_refreshed < self.refresh_interval:
+            return
+        if self._refresh_logged():
+            self._last_refreshed = now
+
     def _run(self) -> None:
         ok = True
         while not self._stop.wait(self.refresh_interval if ok else min(
@@ -321,11 +339,15 @@ class TrustListener:
 
     # --- life cycle ------------------------------------------------------------
 
-    def start(self, initial_refresh: bool = True) -> None:
+    def start(self, initial_refresh: bool = True,
+              refresh_thread: bool = True) -> None:
+        """Listen for notifications; with ``refresh_thread`` a thread of
+        its own runs the bulk refresh (else the caller schedules
+        :meth:`refresh_round`, as ``trusted-pools-placement-sync`` does)."""
         if self.fetch_keys:
             self._fetch_keys()
-        if initial_refresh:
-            self._refresh_logged()
+        if initial_refresh and self._refresh_logged():
+            self._last_refreshed = time.monotonic()
         if self._transport is not None:
             targets = [messaging.Target(topic=topic, exchange=self.exchange)
                        for topic in rpc.NOTIFICATION_TOPICS]
@@ -333,7 +355,7 @@ class TrustListener:
                 self._transport, targets, [self.endpoint],
                 executor="threading", pool=self.pool)
             self._server.start()
-        if self.source is not None:
+        if self.source is not None and refresh_thread:
             self._thread = threading.Thread(
                 target=self._run, name="trusted-pools-verdict-refresh",
                 daemon=True)

@@ -1,9 +1,11 @@
 """Response to distrust against a compute API served on 127.0.0.1.
 
 A small WSGI app speaks the parts of Nova's compute API the actions use
-(``GET /os-services``, ``PUT /os-services/{id}``, ``GET /servers/detail``,
-``POST /servers/{id}/action``) and records every call with its
-microversion header; the actions reach it through keystoneauth1. Verdicts
+(the version document openstacksdk discovers microversions from,
+``GET /os-services``, ``PUT /os-services/{id}``, ``GET /servers/detail``,
+``POST /servers/{id}/action``) and records every call but discovery with
+its microversion header; the actions reach it through openstacksdk over
+keystoneauth1. Verdicts
 are signed by the conductor's code and enter through the scheduler's
 notification endpoint.
 """
@@ -44,6 +46,12 @@ class FakeCompute:
 
     def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        if method == "GET" and path in ("", "/"):
+            # What Nova's /v2.1/ answers: the microversion range.
+            return self._reply(start_response, 200, {"version": {
+                "id": "v2.1", "status": "CURRENT", "version": "2.96",
+                "min_version": "2.1", "links": [
+                    {"rel": "self", "href": self.endpoint + "/"}]}})
         query = environ.get("QUERY_STRING", "")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(length)) if length \
@@ -129,8 +137,11 @@ def test_disable_compute_and_migrate_on_distrust(compute):
     assert all(b == {"os-migrateLive": {"host": None,
                                         "block_migration": "auto"}}
                for b in posts)
-    assert {version for _, _, version, _ in compute.calls} == {
-        "compute 2.53"}
+    # Every call at the configured microversion, but the live migration:
+    # openstacksdk sends its body shape of 2.30 (no "force" without host).
+    assert {(method, version) for method, _, version, _ in compute.calls
+            } == {("GET", "compute 2.53"), ("PUT", "compute 2.53"),
+                  ("POST", "compute 2.30")}
     # Idempotent: the same distrust again, or a replay, does nothing more.
     count = len(compute.calls)
     assert endpoint.handle(factory.payload("cn1", status="untrusted",
@@ -171,7 +182,7 @@ def test_no_action_without_a_verified_transition(compute):
 def test_api_failure_is_a_failed_record(compute):
     factory, endpoint, responder = make_responder(
         compute, ["disable_compute"])
-    responder.actions[0].compute.adapter.session.auth.token = "nobody"
+    responder.actions[0].compute.session.auth.token = "nobody"
     assert endpoint.handle(factory.payload("cn1", level=3, issued_at=1000,
                                            validity=10 ** 10))
     assert endpoint.handle(factory.payload("cn1", status="untrusted",

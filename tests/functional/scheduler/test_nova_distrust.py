@@ -9,12 +9,15 @@ fed by its own ``TrustListener`` (a notification pool of its own) and a
 ``DistrustResponder`` in background mode with the shipped actions
 ``notify``, ``disable_compute`` and ``migrate_trusted_instances``.
 
-The actions reach Nova's API through keystoneauth1, the way they do in
-production, at the URL where Nova's harness serves it (wsgi-intercept).
-Nova's harness replaces keystonemiddleware with a stub that builds the
-request context from ``X-Auth-User``/``X-Auth-Project-Id``/``X-Roles``;
-``ComputeAPI.for_endpoint`` sends only ``X-Auth-Token``, so the test wraps
-its session in an Adapter that adds those headers (test code only).
+The actions reach Nova's API through openstacksdk over a keystoneauth1
+session, the way they do in production, at the URL where Nova's harness
+serves it: the harness's ``OSAPIFixture`` installs wsgi-intercept for
+``requests`` on that URL, so the SDK's HTTP requests (version discovery
+included) reach Nova's real WSGI API in-process, no socket. Nova's harness
+replaces keystonemiddleware with a stub that builds the request context
+from ``X-Auth-User``/``X-Auth-Project-Id``/``X-Roles``; the test's session
+sends those headers besides the token (``additional_headers``, test code
+only).
 
 Like ``test_nova_integration``, the pytest-facing test runs the Nova test
 class in a child interpreter in native threading mode; run this file with
@@ -44,7 +47,8 @@ if _CHILD:
     import logging
 
     import oslo_messaging as messaging
-    from keystoneauth1 import adapter as ks_adapter
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1 import token_endpoint
     from oslo_config import cfg
 
     from tests.functional.scheduler import test_nova_integration as base
@@ -64,20 +68,20 @@ if _CHILD:
 
     def compute_api_for_harness(base_url: str, project_id: str
                                 ) -> distrust.ComputeAPI:
-        """The actions' ComputeAPI at the harness's endpoint.
+        """The actions' ComputeAPI (openstacksdk) at the harness's endpoint.
 
-        ``for_endpoint`` builds the session (token auth, fixed endpoint);
-        the Adapter around it adds the identity headers that stand in for
-        keystonemiddleware in Nova's harness, as an admin of the project.
+        A token session with a fixed endpoint, like ``for_endpoint``, that
+        also sends the identity headers that stand in for keystonemiddleware
+        in Nova's harness, as an admin of the project.
         """
-        token_only = distrust.ComputeAPI.for_endpoint(base_url)
-        return distrust.ComputeAPI(ks_adapter.Adapter(
-            token_only.adapter.session, service_type="compute",
-            default_microversion="2.53", raise_exc=False,
+        session = ks_session.Session(
+            auth=token_endpoint.Token(base_url, "admin"),
             additional_headers={"X-Auth-User": "admin",
                                 "X-User-Id": "admin",
                                 "X-Auth-Project-Id": project_id,
-                                "X-Roles": "reader,member,admin"}))
+                                "X-Roles": "reader,member,admin"})
+        return distrust.ComputeAPI.for_session(
+            session, "2.53", compute_endpoint_override=base_url)
 
     class TestDistrustInNova(base.TestTrustInNova):
         """The base class's set-up (computes, filter, conductor, flavors,

@@ -188,3 +188,33 @@ def test_a_host_trusted_again_drops_what_was_pending(setup):
     assert flaky.calls == 1
     send("h1", "untrusted")      # a new distrust: everything runs
     assert (flaky.calls, len(action.events)) == (2, 2)
+
+
+def test_compute_api_from_conf_uses_the_distrust_group():
+    """openstacksdk's connection is built on [trusted_pools_distrust]'s
+    keystoneauth options: its endpoint and microversion, no catalog."""
+    from oslo_config import cfg
+    from trusted_pools.conf import placement as placement_conf
+
+    conf = cfg.ConfigOpts()
+    placement_conf.register_opts(conf)
+    conf([], project="trusted-pools-test")
+    group = placement_conf.distrust_group.name
+    conf.set_override("auth_type", "admin_token", group=group)
+    conf.set_override("endpoint_override", "http://nova.example:8774/v2.1",
+                      group=group)
+    conf.set_override("compute_microversion", "2.60", group=group)
+    # admin_token's own options exist once the plugin is chosen.
+    from keystoneauth1 import loading as ks_loading
+    conf.register_opts(ks_loading.get_auth_plugin_conf_options(
+        "admin_token"), group=group)
+    conf.set_override("endpoint", "http://nova.example:8774/v2.1",
+                      group=group)
+    conf.set_override("token", "secret", group=group)
+    api = distrust.ComputeAPI.from_conf(conf)
+    # The region's settings (creating the compute proxy would already
+    # fetch Nova's version document).
+    region = api.connection.config
+    assert region.get_endpoint("compute") == "http://nova.example:8774/v2.1"
+    assert region.get_default_microversion("compute") == "2.60"
+    assert api.session.auth.get_token(api.session) == "secret"
