@@ -61,6 +61,7 @@ sequence replaces.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import json
 import re
@@ -303,8 +304,11 @@ def _verdict_from_claims(claims: Mapping[str, Any]) -> Verdict:
                          % exc.message)
 
 
-def _check_shape(token: Any) -> str:
-    """Size, ASCII, three non-empty unpadded base64url segments."""
+def _check_shape(token: Any) -> tuple[str, str]:
+    """Size, three non-empty unpadded base64url segments (so ASCII only).
+
+    Returns the header and signature segments.
+    """
     if not isinstance(token, str):
         raise _malformed("token is not a string")
     if len(token) > MAX_TOKEN_CHARS:
@@ -314,19 +318,24 @@ def _check_shape(token: Any) -> str:
     if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
         raise _malformed("token is not three non-empty dot-separated "
                          "unpadded base64url parts")
-    return parts[2]
+    return parts[0], parts[2]
 
 
-def _checked_header(token: str) -> tuple[str, str]:
+def _checked_header(segment: str) -> tuple[str, str]:
     """The unverified header's (alg, kid), after refusing anything else.
 
     Only selects the key; the signature that covers these bytes is checked
-    next, with the algorithm the key (not this header) implies.
+    next, by PyJWT, with the algorithm the key (not this header) implies.
+    Read here rather than with ``jwt.get_unverified_header``, which decodes
+    the whole token: PyJWT would then scan the payload twice per token.
     """
     try:
-        header = _JWS.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise _malformed("header is not a valid JWS header (%s)" % exc)
+        header = _JSON.decode(jwt.utils.base64url_decode(segment)
+                              .decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+        raise _malformed("header is not base64url JSON")
+    if not isinstance(header, dict):
+        raise _malformed("header is not a JSON object")
     if "crit" in header:
         raise _malformed("critical header extensions are not understood")
     unknown = set(header) - _HEADER_PARAMETERS
@@ -384,7 +393,17 @@ def _verified_payload(token: str, key: keystore.PublicKey, alg: str,
         raise _malformed("token refused by the JWS layer: %s" % exc)
     if keystore.b64url_encode(decoded["signature"]) != signature_segment:
         raise _malformed("signature is not canonical base64url")
+    # As for the payload, one header has one spelling (sorted, no spaces,
+    # as PyJWT and the conductor write it): a duplicate member, which one
+    # JSON parser reads differently from another, cannot pass.
+    if _canonical_header(decoded["header"]) != token.split(".", 1)[0]:
+        raise _malformed("header is not canonical JSON")
     return decoded["payload"]
+
+
+def _canonical_header(header: Mapping[str, Any]) -> str:
+    return keystore.b64url_encode(json.dumps(
+        header, sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
 def verify_signed_result(token: str,
@@ -402,8 +421,8 @@ def verify_signed_result(token: str,
     _check_arguments(now, leeway)
     if issuer is not None:
         _check_issuer(issuer)
-    signature_segment = _check_shape(token)
-    alg, kid = _checked_header(token)
+    header_segment, signature_segment = _check_shape(token)
+    alg, kid = _checked_header(header_segment)
     key, alg = _pinned_key(public_keys, alg, kid)
     claims = _parse_claims(_verified_payload(token, key, alg,
                                              signature_segment))
