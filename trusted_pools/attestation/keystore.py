@@ -38,7 +38,8 @@ from trusted_pools import exception
 
 __all__ = [
     "ALG_ES256", "ALG_EDDSA", "SUPPORTED_ALGORITHMS", "PrivateKey",
-    "PublicKey", "algorithm_for_key", "b64url_encode", "generate_signing_key", "load_signing_key", "load_or_create_signing_key",
+    "PublicKey", "algorithm_for_key", "b64url_encode",
+    "generate_signing_key", "load_signing_key", "load_or_create_signing_key",
     "public_key_of", "public_key_pem", "public_key_from_pem", "public_jwk",
     "public_key_from_jwk", "jwk_thumbprint", "key_id", "key_set",
 ]

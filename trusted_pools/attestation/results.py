@@ -32,31 +32,36 @@ keys, no spaces, UTF-8) of exactly these claims::
 
 Verification fails closed on any anomaly: unknown kid, tampered header or
 payload, algorithm not matching the key type, expired, not yet valid,
-missing or extra claims, a non-canonical payload.
+missing or extra claims, a non-canonical header or payload. A version 1
+token (no ``seq``, from a conductor older than the sequence) is refused:
+without a sequence it could only be ordered by its issuer's clock, which is
+what the sequence replaces.
 
-What PyJWT does and what this module adds around it:
+What PyJWT does, and what this module adds around it because PyJWT does
+not:
 
-* PyJWT verifies the signature (ES256 as the 64-byte R||S of RFC 7518, or
-  Ed25519), with ``algorithms`` pinned to the one algorithm of the key that
-  ``kid`` selects from the caller's own key set
+* PyJWT signs, and verifies the signature (ES256 as the 64-byte R||S of
+  RFC 7518, or Ed25519) with ``algorithms`` pinned to the one algorithm of
+  the key that ``kid`` selects from the caller's own key set
   (:func:`keystore.algorithm_for_key`); the header's ``alg`` only has to
-  agree with it, it never chooses.
+  agree with it, it never chooses. The ``PyJWS`` instance knows no other
+  algorithm at all.
 * Before PyJWT sees the token: a size bound, three non-empty unpadded
-  base64url segments, and a header of ``alg``, ``kid``, ``typ`` only. That
+  base64url segments, and a header of ``alg``, ``kid``, ``typ`` only (read
+  here to pick the key: PyJWT has no local key set by ``kid``). That
   refuses ``crit`` and ``b64`` (PyJWT implements RFC 7797 unencoded
   payloads, which a verdict never uses) and the key-carrying ``jwk``,
-  ``jku``, ``x5c``, ``x5u``. After it: the signature segment must be the
-  canonical spelling of the signature (older PyJWT releases decode base64url
-  leniently), so one token has one spelling.
+  ``jku``, ``x5c``, ``x5u``.
+* After it: header, payload and signature must each have their one
+  canonical spelling (sorted compact JSON, canonical base64url: older
+  PyJWT releases, which ``PyJWT>=2.8`` admits, decode base64url leniently,
+  and none refuses duplicate JSON members), so one verdict has one token.
 * The claims are checked here, not by ``jwt.decode``: the set must be exact
   (PyJWT's ``require`` cannot refuse extra claims), the payload canonical,
   and the times are compared with the caller's ``now`` (PyJWT only reads the
-  wall clock; the scheduler's cache passes its own clock) with the same
-  rule PyJWT uses: expired when ``now >= exp + leeway``, not yet valid when
-  ``iat > now + leeway``. A version 1 token (no
-``seq``, from a conductor older than the sequence) is refused: without a
-sequence it could only be ordered by its issuer's clock, which is what the
-sequence replaces.
+  wall clock; the scheduler's cache passes its own clock) by PyJWT's own
+  rule: expired when ``now >= exp + leeway``, not yet valid when
+  ``iat > now + leeway``.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ import secrets
 from typing import Any, Mapping
 
 import jwt
+from jwt import utils as jwt_utils
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from trusted_pools import exception
@@ -78,7 +84,8 @@ from trusted_pools.attestation.verdict import Verdict, canonical_json
 
 __all__ = [
     "RESULT_TYPE", "RESULT_VERSION", "DEFAULT_LEEWAY", "MAX_LEEWAY",
-    "MAX_SEQUENCE", "MAX_TOKEN_CHARS", "MAX_KID_CHARS", "SignedResult", "ResultSigner", "result_claims",
+    "MAX_SEQUENCE", "MAX_TOKEN_CHARS", "MAX_KID_CHARS", "SignedResult",
+    "ResultSigner", "result_claims",
     "sign_verdict",
     "verify_signed_result", "verify_result",
 ]
@@ -206,8 +213,8 @@ class ResultSigner:
         return token
 
 
-def sign_verdict(verdict: Verdict, key: keystore.PrivateKey, issuer: str, *,
-                 sequence: int, jti: str | None = None) -> str:
+def sign_verdict(verdict: Verdict, key: keystore.PrivateKey, issuer: str,
+                 *, sequence: int, jti: str | None = None) -> str:
     """Sign one verdict (use :class:`ResultSigner` to sign many)."""
     return ResultSigner(key, issuer).sign(verdict, sequence=sequence,
                                           jti=jti)
@@ -330,7 +337,7 @@ def _checked_header(segment: str) -> tuple[str, str]:
     the whole token: PyJWT would then scan the payload twice per token.
     """
     try:
-        header = _JSON.decode(jwt.utils.base64url_decode(segment)
+        header = _JSON.decode(jwt_utils.base64url_decode(segment)
                               .decode("utf-8"))
     except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
         raise _malformed("header is not base64url JSON")
@@ -439,7 +446,8 @@ def verify_signed_result(token: str,
                         sequence=claims["seq"])
 
 
-def verify_result(token: str, public_keys: Mapping[str, keystore.PublicKey],
+def verify_result(token: str,
+                  public_keys: Mapping[str, keystore.PublicKey],
                   now: int, leeway: int = DEFAULT_LEEWAY, *,
                   issuer: str | None = None) -> Verdict:
     """Verify ``token`` and return its verdict (see verify_signed_result).

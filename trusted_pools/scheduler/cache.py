@@ -118,7 +118,8 @@ class VerdictCache:
 
     # --- keys and contact -----------------------------------------------------
 
-    def set_public_keys(self, public_keys: Mapping[str, keystore.PublicKey]
+    def set_public_keys(self,
+                        public_keys: Mapping[str, keystore.PublicKey]
                         ) -> None:
         self._keys = dict(public_keys)
 
