@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from trusted_pools import exception
 from trusted_pools.attestation import keystore
@@ -77,15 +76,14 @@ MAX_KEYS_FILE_BYTES = 1024 * 1024
 
 
 def _algorithm(key: Any) -> str:
-    """The JWS algorithm a key is used with: its type decides."""
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
-        return "EdDSA"
-    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)
-                  ) and isinstance(key.curve, ec.SECP256R1):
-        return "ES256"
-    raise exception.InvalidParameterValue(
-        name="key", reason="only Ed25519 and ECDSA P-256 keys sign agent "
-        "requests")
+    """The JWS algorithm a key is used with: its type decides (the same rule
+    as signed results, :func:`keystore.algorithm_for_key`)."""
+    try:
+        return keystore.algorithm_for_key(key)
+    except exception.ResultAlgorithmRejected:
+        raise exception.InvalidParameterValue(
+            name="key", reason="only Ed25519 and ECDSA P-256 keys sign agent "
+            "requests")
 
 
 def args_digest(args: Mapping[str, Any]) -> str:

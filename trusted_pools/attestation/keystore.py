@@ -10,7 +10,12 @@ others is refused (as sshd does), because anyone who can read it can forge
 "trusted" verdicts.
 
 Consumers identify a key by its RFC 7638 JWK thumbprint (SHA-256), which is
-the ``kid`` of every signed result.
+the ``kid`` of every signed result and of every conductor -> agent request.
+
+This module is also the one place that says which JWS algorithm a key is
+used with (:func:`algorithm_for_key`): the key's type decides, never a
+token's header. Signed results (``results``) and agent requests
+(``agent_requests``) both sign and verify with PyJWT under that rule.
 """
 
 from __future__ import annotations
@@ -18,18 +23,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Union
 
 from cryptography.exceptions import UnsupportedAlgorithm as _CryptoUnsupported
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from jwt import utils as jwt_utils
+
 from trusted_pools import exception
-from trusted_pools.attestation import jws
 
 __all__ = [
+    "ALG_ES256", "ALG_EDDSA", "SUPPORTED_ALGORITHMS", "PrivateKey",
+    "PublicKey", "algorithm_for_key", "b64url_encode",
     "generate_signing_key", "load_signing_key", "load_or_create_signing_key",
     "public_key_of", "public_key_pem", "public_key_from_pem", "public_jwk",
     "public_key_from_jwk", "jwk_thumbprint", "key_id", "key_set",
@@ -41,21 +50,73 @@ _P256_BYTES = 32
 _ED25519_BYTES = 32
 
 
+#: The two JWS algorithms (RFC 7518 section 3.4, RFC 8037) and nothing else.
+ALG_ES256 = "ES256"
+ALG_EDDSA = "EdDSA"
+SUPPORTED_ALGORITHMS = frozenset({ALG_ES256, ALG_EDDSA})
+
+PrivateKey = Union[ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey]
+PublicKey = Union[ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _config_error(reason: str) -> exception.ConfigInvalid:
     return exception.ConfigInvalid(reason=reason)
 
 
-def generate_signing_key(algorithm: str = jws.ALG_EDDSA) -> jws.PrivateKey:
+def algorithm_for_key(key: Any) -> str:
+    """The one JWS algorithm a key (public or private) may be used with.
+
+    Verifiers pass exactly this to PyJWT's ``algorithms``, so a token's
+    ``alg`` header can never choose another algorithm for the key (no
+    ``none``, no HS256 keyed with the public key, no ES256/EdDSA swap).
+    """
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        return ALG_EDDSA
+    if isinstance(key, (ec.EllipticCurvePrivateKey,
+                        ec.EllipticCurvePublicKey)):
+        if isinstance(key.curve, ec.SECP256R1):
+            return ALG_ES256
+        raise exception.ResultAlgorithmRejected(
+            alg="ECDSA/%s" % key.curve.name,
+            reason="only the P-256 curve (ES256) is supported")
+    raise exception.ResultAlgorithmRejected(
+        alg=type(key).__name__,
+        reason="only ES256 (P-256) and EdDSA (Ed25519) keys are supported")
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding (RFC 7515 section 2), as text."""
+    return jwt_utils.base64url_encode(data).decode("ascii")
+
+
+def _b64url_decode_canonical(text: Any, what: str) -> bytes:
+    """Strict inverse of :func:`b64url_encode`: the URL-safe alphabet only,
+    no padding, no stray trailing bits (one value, one spelling). PyJWT's
+    own decoder is lenient in the versions we support, hence this check."""
+    if not isinstance(text, str) or not _B64URL.fullmatch(text) \
+            or len(text) % 4 == 1:
+        raise exception.InvalidParameterValue(
+            name="jwk", reason="%s is not unpadded base64url" % what)
+    data = jwt_utils.base64url_decode(text)
+    if b64url_encode(data) != text:
+        raise exception.InvalidParameterValue(
+            name="jwk", reason="%s is not canonical base64url" % what)
+    return data
+
+
+def generate_signing_key(algorithm: str = ALG_EDDSA) -> PrivateKey:
     """A fresh private key for ``algorithm`` (``EdDSA`` or ``ES256``)."""
-    if algorithm == jws.ALG_EDDSA:
+    if algorithm == ALG_EDDSA:
         return ed25519.Ed25519PrivateKey.generate()
-    if algorithm == jws.ALG_ES256:
+    if algorithm == ALG_ES256:
         return ec.generate_private_key(ec.SECP256R1())
     raise exception.InvalidParameterValue(
         name="algorithm", reason="%r is not ES256 or EdDSA" % (algorithm,))
 
 
-def public_key_of(key: Any) -> jws.PublicKey:
+def public_key_of(key: Any) -> PublicKey:
     """The public half of a private key; a public key is returned as is."""
     if isinstance(key, (ec.EllipticCurvePrivateKey,
                         ed25519.Ed25519PrivateKey)):
@@ -64,13 +125,13 @@ def public_key_of(key: Any) -> jws.PublicKey:
                             ed25519.Ed25519PublicKey)):
         raise exception.InvalidParameterValue(
             name="key", reason="expected an ES256 or Ed25519 key")
-    jws.algorithm_for_key(key)      # P-256 only among EC curves
+    algorithm_for_key(key)      # P-256 only among EC curves
     return key
 
 
 # --- Files -------------------------------------------------------------------
 
-def _parse_private_pem(data: bytes, path: str) -> jws.PrivateKey:
+def _parse_private_pem(data: bytes, path: str) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, _CryptoUnsupported) as exc:
@@ -82,13 +143,13 @@ def _parse_private_pem(data: bytes, path: str) -> jws.PrivateKey:
                             "Ed25519 keys are supported"
                             % (path, type(key).__name__))
     try:
-        jws.algorithm_for_key(key)
+        algorithm_for_key(key)
     except exception.ResultAlgorithmRejected as exc:
         raise _config_error("signing key %s: %s" % (path, exc))
     return key
 
 
-def load_signing_key(path: str | os.PathLike[str]) -> jws.PrivateKey:
+def load_signing_key(path: str | os.PathLike[str]) -> PrivateKey:
     """Load the private key from ``path``, refusing a too-open file mode."""
     path = os.fspath(path)
     try:
@@ -115,7 +176,7 @@ def load_signing_key(path: str | os.PathLike[str]) -> jws.PrivateKey:
     return _parse_private_pem(data, path)
 
 
-def _private_pem(key: jws.PrivateKey) -> bytes:
+def _private_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM,
                              serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -134,7 +195,7 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _publish_new_key(path: str, key: jws.PrivateKey) -> bool:
+def _publish_new_key(path: str, key: PrivateKey) -> bool:
     """Write ``key`` to ``path`` atomically unless a key is already there.
 
     Returns False when another process published first.
@@ -162,8 +223,8 @@ def _publish_new_key(path: str, key: jws.PrivateKey) -> bool:
 
 
 def load_or_create_signing_key(path: str | os.PathLike[str],
-                               algorithm: str = jws.ALG_EDDSA
-                               ) -> jws.PrivateKey:
+                               algorithm: str = ALG_EDDSA
+                               ) -> PrivateKey:
     """Load the key at ``path``; on first start create it (mode 0600).
 
     ``algorithm`` only applies to a key created now; an existing key keeps
@@ -192,7 +253,7 @@ def public_key_pem(key: Any) -> str:
         serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
-def public_key_from_pem(pem: str | bytes) -> jws.PublicKey:
+def public_key_from_pem(pem: str | bytes) -> PublicKey:
     """Parse a public key PEM; only ES256 (P-256) and Ed25519 keys."""
     if isinstance(pem, str):
         pem = pem.encode("ascii", "replace")
@@ -210,23 +271,23 @@ def public_key_from_pem(pem: str | bytes) -> jws.PublicKey:
         raise exception.InvalidParameterValue(name="pem", reason=str(exc))
 
 
-def _thumbprint_members(key: jws.PublicKey) -> dict[str, str]:
+def _thumbprint_members(key: PublicKey) -> dict[str, str]:
     """The required JWK members (RFC 7638 section 3.2; RFC 8037 for OKP)."""
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(serialization.Encoding.Raw,
                                serialization.PublicFormat.Raw)
-        return {"crv": "Ed25519", "kty": "OKP", "x": jws.b64url_encode(raw)}
+        return {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(raw)}
     numbers = key.public_numbers()
     return {"crv": "P-256", "kty": "EC",
-            "x": jws.b64url_encode(numbers.x.to_bytes(_P256_BYTES, "big")),
-            "y": jws.b64url_encode(numbers.y.to_bytes(_P256_BYTES, "big"))}
+            "x": b64url_encode(numbers.x.to_bytes(_P256_BYTES, "big")),
+            "y": b64url_encode(numbers.y.to_bytes(_P256_BYTES, "big"))}
 
 
 def jwk_thumbprint(key: Any) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url) of the public key."""
     members = _thumbprint_members(public_key_of(key))
     canonical = json.dumps(members, sort_keys=True, separators=(",", ":"))
-    return jws.b64url_encode(hashlib.sha256(canonical.encode()).digest())
+    return b64url_encode(hashlib.sha256(canonical.encode()).digest())
 
 
 #: The key id of signed results is the JWK thumbprint.
@@ -237,24 +298,20 @@ def public_jwk(key: Any) -> dict[str, str]:
     """Public JWK with ``kid`` (thumbprint), ``alg`` and ``use``."""
     public = public_key_of(key)
     jwk = _thumbprint_members(public)
-    jwk.update(kid=jwk_thumbprint(public), alg=jws.algorithm_for_key(public),
+    jwk.update(kid=jwk_thumbprint(public), alg=algorithm_for_key(public),
                use="sig")
     return jwk
 
 
 def _jwk_coordinate(jwk: Mapping[str, Any], name: str, size: int) -> bytes:
-    value = jwk.get(name)
-    try:
-        raw = jws.b64url_decode(value, "jwk %s" % name)
-    except exception.ResultMalformed as exc:
-        raise exception.InvalidParameterValue(name="jwk", reason=str(exc))
+    raw = _b64url_decode_canonical(jwk.get(name), "jwk %s" % name)
     if len(raw) != size:
         raise exception.InvalidParameterValue(
             name="jwk", reason="%s must be %d bytes" % (name, size))
     return raw
 
 
-def public_key_from_jwk(jwk: Any) -> jws.PublicKey:
+def public_key_from_jwk(jwk: Any) -> PublicKey:
     """Parse a public JWK strictly (no private members, kid must match)."""
     if not isinstance(jwk, Mapping):
         raise exception.InvalidParameterValue(name="jwk",
@@ -264,7 +321,7 @@ def public_key_from_jwk(jwk: Any) -> jws.PublicKey:
             name="jwk", reason="contains a private key; publish public keys "
             "only")
     kty, crv = jwk.get("kty"), jwk.get("crv")
-    key: jws.PublicKey
+    key: PublicKey
     if kty == "OKP" and crv == "Ed25519":
         try:
             key = ed25519.Ed25519PublicKey.from_public_bytes(
@@ -285,7 +342,7 @@ def public_key_from_jwk(jwk: Any) -> jws.PublicKey:
         raise exception.InvalidParameterValue(
             name="jwk", reason="only EC P-256 and OKP Ed25519 keys are "
             "supported")
-    if "alg" in jwk and jwk["alg"] != jws.algorithm_for_key(key):
+    if "alg" in jwk and jwk["alg"] != algorithm_for_key(key):
         raise exception.InvalidParameterValue(
             name="jwk", reason="alg does not match the key type")
     if "kid" in jwk and jwk["kid"] != jwk_thumbprint(key):
@@ -294,6 +351,6 @@ def public_key_from_jwk(jwk: Any) -> jws.PublicKey:
     return key
 
 
-def key_set(keys: Iterable[Any]) -> dict[str, jws.PublicKey]:
+def key_set(keys: Iterable[Any]) -> dict[str, PublicKey]:
     """Map kid (thumbprint) -> public key, for ``verify_result``."""
     return {jwk_thumbprint(key): public_key_of(key) for key in keys}

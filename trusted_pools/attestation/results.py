@@ -5,11 +5,11 @@ The conductor signs every verdict with its key (ES256 or EdDSA, see
 listeners) verify with the conductor's public key(s) and get a
 :class:`~trusted_pools.attestation.verdict.Verdict` back, or a typed error.
 
-Token: JWS compact serialization, protected header
-``{"alg", "kid", "typ": "trusted-pools-result+jwt"}`` (the explicit type
-keeps these tokens from being confused with other JWTs, RFC 8725 section
-3.11), payload = canonical JSON (sorted keys, no spaces) of exactly these
-claims::
+Token: JWS compact serialization made and checked by PyJWT (``jwt.PyJWS``),
+protected header ``{"alg", "kid", "typ": "trusted-pools-result+jwt"}``
+(sorted, no spaces; the explicit type keeps these tokens from being confused
+with other JWTs, RFC 8725 section 3.11), payload = canonical JSON (sorted
+keys, no spaces, UTF-8) of exactly these claims::
 
     ver              2 (the claim set version; unknown claims are refused)
     iss              conductor id
@@ -32,29 +32,60 @@ claims::
 
 Verification fails closed on any anomaly: unknown kid, tampered header or
 payload, algorithm not matching the key type, expired, not yet valid,
-missing or extra claims, a non-canonical payload. A version 1 token (no
-``seq``, from a conductor older than the sequence) is refused: without a
-sequence it could only be ordered by its issuer's clock, which is what the
-sequence replaces.
+missing or extra claims, a non-canonical header or payload. A version 1
+token (no ``seq``, from a conductor older than the sequence) is refused:
+without a sequence it could only be ordered by its issuer's clock, which is
+what the sequence replaces.
+
+What PyJWT does, and what this module adds around it because PyJWT does
+not:
+
+* PyJWT signs, and verifies the signature (ES256 as the 64-byte R||S of
+  RFC 7518, or Ed25519) with ``algorithms`` pinned to the one algorithm of
+  the key that ``kid`` selects from the caller's own key set
+  (:func:`keystore.algorithm_for_key`); the header's ``alg`` only has to
+  agree with it, it never chooses. The ``PyJWS`` instance knows no other
+  algorithm at all.
+* Before PyJWT sees the token: a size bound, three non-empty unpadded
+  base64url segments, and a header of ``alg``, ``kid``, ``typ`` only (read
+  here to pick the key: PyJWT has no local key set by ``kid``). That
+  refuses ``crit`` and ``b64`` (PyJWT implements RFC 7797 unencoded
+  payloads, which a verdict never uses) and the key-carrying ``jwk``,
+  ``jku``, ``x5c``, ``x5u``.
+* After it: header, payload and signature must each have their one
+  canonical spelling (sorted compact JSON, canonical base64url: older
+  PyJWT releases, which ``PyJWT>=2.8`` admits, decode base64url leniently,
+  and none refuses duplicate JSON members), so one verdict has one token.
+* The claims are checked here, not by ``jwt.decode``: the set must be exact
+  (PyJWT's ``require`` cannot refuse extra claims), the payload canonical,
+  and the times are compared with the caller's ``now`` (PyJWT only reads the
+  wall clock; the scheduler's cache passes its own clock) by PyJWT's own
+  rule: expired when ``now >= exp + leeway``, not yet valid when
+  ``iat > now + leeway``.
 """
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
+import json
+import re
 import secrets
 from typing import Any, Mapping
 
+import jwt
+from jwt import utils as jwt_utils
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from trusted_pools import exception
-from trusted_pools.attestation import jws
 from trusted_pools.attestation import keystore
 from trusted_pools.attestation.levels import TrustVector
 from trusted_pools.attestation.verdict import Verdict, canonical_json
 
 __all__ = [
     "RESULT_TYPE", "RESULT_VERSION", "DEFAULT_LEEWAY", "MAX_LEEWAY",
-    "MAX_SEQUENCE", "SignedResult", "ResultSigner", "result_claims",
+    "MAX_SEQUENCE", "MAX_TOKEN_CHARS", "MAX_KID_CHARS", "SignedResult",
+    "ResultSigner", "result_claims",
     "sign_verdict",
     "verify_signed_result", "verify_result",
 ]
@@ -68,8 +99,19 @@ MAX_SEQUENCE = 2 ** 63 - 1
 DEFAULT_LEEWAY = 5
 #: A larger leeway would quietly extend every verdict's life.
 MAX_LEEWAY = 300
+#: Longest token accepted, in characters; bounds the work done on input.
+MAX_TOKEN_CHARS = 256 * 1024
+#: Longest key id accepted (a thumbprint is 43).
+MAX_KID_CHARS = 128
 _MAX_ISSUER_CHARS = 255
 _MAX_JTI_CHARS = 128
+
+#: PyJWT restricted to the two algorithms; per token, ``algorithms`` is
+#: further pinned to the one the selected key implies.
+_JWS = jwt.PyJWS(algorithms=sorted(keystore.SUPPORTED_ALGORITHMS))
+_HEADER_PARAMETERS = frozenset({"alg", "kid", "typ"})
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_JSON = json.JSONDecoder()
 
 _CLAIMS = frozenset({
     "ver", "iss", "sub", "seq", "iat", "exp", "jti", "status", "level",
@@ -141,15 +183,16 @@ def result_claims(verdict: Verdict, issuer: str, jti: str,
 class ResultSigner:
     """Signs verdicts with one key; computes the key id once."""
 
-    def __init__(self, key: jws.PrivateKey, issuer: str) -> None:
+    def __init__(self, key: keystore.PrivateKey, issuer: str) -> None:
         if not isinstance(key, (ec.EllipticCurvePrivateKey,
                                 ed25519.Ed25519PrivateKey)):
             raise exception.InvalidParameterValue(
                 name="key", reason="expected an ES256 or Ed25519 private key")
         self._key = key
         self.issuer = _check_issuer(issuer)
-        self.alg = jws.algorithm_for_key(key)
+        self.alg = keystore.algorithm_for_key(key)
         self.kid = keystore.jwk_thumbprint(key)
+        self._headers = {"kid": self.kid, "typ": RESULT_TYPE}
 
     def sign(self, verdict: Verdict, *, sequence: int,
              jti: str | None = None) -> str:
@@ -159,12 +202,19 @@ class ResultSigner:
         claims = result_claims(verdict, self.issuer,
                                jti if jti is not None
                                else secrets.token_urlsafe(16), sequence)
-        return jws.sign_compact(canonical_json(claims), self._key,
-                                kid=self.kid, typ=RESULT_TYPE)
+        # PyJWS (not jwt.encode) so that the payload is our canonical JSON
+        # byte for byte; PyJWT writes the header sorted and without spaces.
+        token = _JWS.encode(canonical_json(claims), self._key,
+                            algorithm=self.alg, headers=dict(self._headers))
+        if len(token) > MAX_TOKEN_CHARS:
+            raise exception.InvalidParameterValue(
+                name="verdict", reason="token would exceed %d characters and "
+                "could not be verified" % MAX_TOKEN_CHARS)
+        return token
 
 
-def sign_verdict(verdict: Verdict, key: jws.PrivateKey, issuer: str, *,
-                 sequence: int, jti: str | None = None) -> str:
+def sign_verdict(verdict: Verdict, key: keystore.PrivateKey, issuer: str,
+                 *, sequence: int, jti: str | None = None) -> str:
     """Sign one verdict (use :class:`ResultSigner` to sign many)."""
     return ResultSigner(key, issuer).sign(verdict, sequence=sequence,
                                           jti=jti)
@@ -199,7 +249,12 @@ def _check_arguments(now: Any, leeway: Any) -> None:
 
 
 def _parse_claims(payload: bytes) -> dict[str, Any]:
-    claims = jws.parse_json_object(payload, "payload")
+    try:
+        claims = _JSON.decode(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _malformed("payload is not JSON")
+    if not isinstance(claims, dict):
+        raise _malformed("payload is not a JSON object")
     if type(claims.get("ver")) is int and claims["ver"] == 1:
         raise _malformed("claim set version 1 carries no verdict sequence "
                          "(seq) and cannot be ordered; it comes from a "
@@ -209,6 +264,9 @@ def _parse_claims(payload: bytes) -> dict[str, Any]:
         missing = sorted(_CLAIMS - present)
         extra = sorted(name[:32] for name in present - _CLAIMS)
         raise _malformed("claims missing %s, unexpected %s" % (missing, extra))
+    # Canonical: one encoding per claim set. This also refuses duplicate
+    # members (the parser kept one; the canonical form then differs) and
+    # NaN/Infinity (no canonical encoding).
     try:
         canonical = canonical_json(claims)
     except (ValueError, TypeError):
@@ -253,7 +311,110 @@ def _verdict_from_claims(claims: Mapping[str, Any]) -> Verdict:
                          % exc.message)
 
 
-def verify_signed_result(token: str, public_keys: Mapping[str, jws.PublicKey],
+def _check_shape(token: Any) -> tuple[str, str]:
+    """Size, three non-empty unpadded base64url segments (so ASCII only).
+
+    Returns the header and signature segments.
+    """
+    if not isinstance(token, str):
+        raise _malformed("token is not a string")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _malformed("token is longer than %d characters"
+                         % MAX_TOKEN_CHARS)
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
+        raise _malformed("token is not three non-empty dot-separated "
+                         "unpadded base64url parts")
+    return parts[0], parts[2]
+
+
+def _checked_header(segment: str) -> tuple[str, str]:
+    """The unverified header's (alg, kid), after refusing anything else.
+
+    Only selects the key; the signature that covers these bytes is checked
+    next, by PyJWT, with the algorithm the key (not this header) implies.
+    Read here rather than with ``jwt.get_unverified_header``, which decodes
+    the whole token: PyJWT would then scan the payload twice per token.
+    """
+    try:
+        header = _JSON.decode(jwt_utils.base64url_decode(segment)
+                              .decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+        raise _malformed("header is not base64url JSON")
+    if not isinstance(header, dict):
+        raise _malformed("header is not a JSON object")
+    if "crit" in header:
+        raise _malformed("critical header extensions are not understood")
+    unknown = set(header) - _HEADER_PARAMETERS
+    if unknown:
+        raise _malformed("unsupported header parameter(s) %s" % ", ".join(
+            sorted(repr(str(name)[:32]) for name in unknown)))
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise _malformed("header has no alg string")
+    if alg.lower() == "none":
+        raise exception.ResultAlgorithmRejected(
+            alg="none", reason="unsigned tokens are never accepted")
+    if alg not in keystore.SUPPORTED_ALGORITHMS:
+        raise exception.ResultAlgorithmRejected(
+            alg=repr(alg[:32]), reason="only ES256 and EdDSA are accepted")
+    if header.get("typ") != RESULT_TYPE:
+        raise _malformed("header typ is not %r" % RESULT_TYPE)
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_CHARS:
+        raise _malformed("kid must be a string of 1 to %d characters"
+                         % MAX_KID_CHARS)
+    return alg, kid
+
+
+def _pinned_key(public_keys: Mapping[str, keystore.PublicKey], alg: str,
+                kid: str) -> tuple[keystore.PublicKey, str]:
+    """The caller's key for ``kid`` and the one algorithm it implies."""
+    if not isinstance(public_keys, Mapping):
+        raise exception.InvalidParameterValue(
+            name="public_keys", reason="expected a mapping of kid to key")
+    key = public_keys.get(kid)
+    if key is None:
+        raise exception.ResultKeyUnknown(kid=repr(kid))
+    pinned = keystore.algorithm_for_key(key)
+    if pinned != alg:
+        raise exception.ResultAlgorithmRejected(
+            alg=alg, reason="key %r is pinned to %s" % (kid, pinned))
+    if not isinstance(key, (ec.EllipticCurvePublicKey,
+                            ed25519.Ed25519PublicKey)):
+        raise exception.InvalidParameterValue(
+            name="public_keys", reason="key %r is not a public key" % kid)
+    return key, pinned
+
+
+def _verified_payload(token: str, key: keystore.PublicKey, alg: str,
+                      signature_segment: str) -> bytes:
+    """PyJWT checks the signature with ``alg`` only; the payload bytes."""
+    try:
+        decoded = _JWS.decode_complete(token, key=key, algorithms=[alg])
+    except jwt.InvalidSignatureError:
+        raise exception.ResultSignatureInvalid()
+    except jwt.InvalidAlgorithmError as exc:
+        raise exception.ResultAlgorithmRejected(alg=alg, reason=str(exc))
+    except jwt.PyJWTError as exc:
+        raise _malformed("token refused by the JWS layer: %s" % exc)
+    if keystore.b64url_encode(decoded["signature"]) != signature_segment:
+        raise _malformed("signature is not canonical base64url")
+    # As for the payload, one header has one spelling (sorted, no spaces,
+    # as PyJWT and the conductor write it): a duplicate member, which one
+    # JSON parser reads differently from another, cannot pass.
+    if _canonical_header(decoded["header"]) != token.split(".", 1)[0]:
+        raise _malformed("header is not canonical JSON")
+    return decoded["payload"]
+
+
+def _canonical_header(header: Mapping[str, Any]) -> str:
+    return keystore.b64url_encode(json.dumps(
+        header, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+def verify_signed_result(token: str,
+                         public_keys: Mapping[str, keystore.PublicKey],
                          now: int, leeway: int = DEFAULT_LEEWAY, *,
                          issuer: str | None = None) -> SignedResult:
     """Verify ``token`` and return the verdict with its signing details.
@@ -267,8 +428,11 @@ def verify_signed_result(token: str, public_keys: Mapping[str, jws.PublicKey],
     _check_arguments(now, leeway)
     if issuer is not None:
         _check_issuer(issuer)
-    verified = jws.verify_compact(token, public_keys, typ=RESULT_TYPE)
-    claims = _parse_claims(verified.payload)
+    header_segment, signature_segment = _check_shape(token)
+    alg, kid = _checked_header(header_segment)
+    key, alg = _pinned_key(public_keys, alg, kid)
+    claims = _parse_claims(_verified_payload(token, key, alg,
+                                             signature_segment))
     iss = _str_claim(claims, "iss", _MAX_ISSUER_CHARS)
     jti = _str_claim(claims, "jti", _MAX_JTI_CHARS)
     if issuer is not None and iss != issuer:
@@ -278,11 +442,12 @@ def verify_signed_result(token: str, public_keys: Mapping[str, jws.PublicKey],
     _check_times(_int_claim(claims, "iat"), _int_claim(claims, "exp"),
                  now, leeway)
     return SignedResult(verdict=_verdict_from_claims(claims), issuer=iss,
-                        jti=jti, kid=verified.kid, alg=verified.alg,
+                        jti=jti, kid=kid, alg=alg,
                         sequence=claims["seq"])
 
 
-def verify_result(token: str, public_keys: Mapping[str, jws.PublicKey],
+def verify_result(token: str,
+                  public_keys: Mapping[str, keystore.PublicKey],
                   now: int, leeway: int = DEFAULT_LEEWAY, *,
                   issuer: str | None = None) -> Verdict:
     """Verify ``token`` and return its verdict (see verify_signed_result).

@@ -48,7 +48,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from trusted_pools import exception
-from trusted_pools.attestation import jws
+from trusted_pools.attestation import keystore
 from trusted_pools.attestation.verdict import Verdict
 from trusted_pools.placement.client import PlacementClient
 from trusted_pools.scheduler.cache import Admission, VerdictCache
@@ -93,7 +93,7 @@ class ObservedVerdictCache(VerdictCache):
     verdict they get may be older than the one kept.
     """
 
-    def __init__(self, public_keys: Mapping[str, jws.PublicKey],
+    def __init__(self, public_keys: Mapping[str, keystore.PublicKey],
                  **kwargs: Any) -> None:
         super().__init__(public_keys, **kwargs)
         self._observers: list[Callable[[Verdict], object]] = []

@@ -36,7 +36,7 @@ import time
 from typing import Callable, Mapping
 
 from trusted_pools import exception
-from trusted_pools.attestation import jws
+from trusted_pools.attestation import keystore
 from trusted_pools.attestation import results
 from trusted_pools.attestation.verdict import Status, Verdict
 
@@ -94,7 +94,7 @@ class VerdictCache:
     ``wall`` and ``monotonic`` are clocks, injectable for tests.
     """
 
-    def __init__(self, public_keys: Mapping[str, jws.PublicKey], *,
+    def __init__(self, public_keys: Mapping[str, keystore.PublicKey], *,
                  max_age: int = 180, grace: int = 120, leeway: int = 5,
                  wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -111,18 +111,19 @@ class VerdictCache:
         self.leeway = leeway
         self._wall = wall
         self.monotonic = monotonic
-        self._keys: dict[str, jws.PublicKey] = dict(public_keys)
+        self._keys: dict[str, keystore.PublicKey] = dict(public_keys)
         self._entries: dict[str, CachedVerdict] = {}
         self._lock = threading.Lock()
         self._last_contact: float | None = None
 
     # --- keys and contact -----------------------------------------------------
 
-    def set_public_keys(self, public_keys: Mapping[str, jws.PublicKey]
+    def set_public_keys(self,
+                        public_keys: Mapping[str, keystore.PublicKey]
                         ) -> None:
         self._keys = dict(public_keys)
 
-    def public_keys(self) -> dict[str, jws.PublicKey]:
+    def public_keys(self) -> dict[str, keystore.PublicKey]:
         return dict(self._keys)
 
     @property
