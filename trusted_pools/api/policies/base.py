@@ -32,6 +32,16 @@ RULE_ADMIN_OR_READER_OR_SERVICE = "rule:admin_or_system_reader_or_service"
 #: readers, an admin's project-scoped token for the cloud admin.
 SCOPES = ["system", "project"]
 
+
+def rule(name: str, check: str, description: str, method: str, path: str
+         ) -> policy.DocumentedRuleDefault:
+    """One documented API rule, named ``trusted_pools:<name>``, for one
+    operation, in both scopes."""
+    return policy.DocumentedRuleDefault(
+        name=PREFIX % name, check_str=check, description=description,
+        operations=[{"method": method, "path": path}],
+        scope_types=SCOPES)
+
 rules = [
     policy.RuleDefault("admin", ADMIN,
                        description="The cloud administrator."),

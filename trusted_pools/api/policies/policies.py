@@ -11,30 +11,23 @@ _POLICY = "/v1/policies/{name}"
 _ASSIGNMENTS = "/v1/groups/{group}/policies"
 
 
-def _rule(name: str, check: str, description: str, method: str, path: str
-          ) -> policy.DocumentedRuleDefault:
-    return policy.DocumentedRuleDefault(
-        name=base.PREFIX % name, check_str=check, description=description,
-        operations=[{"method": method, "path": path}],
-        scope_types=base.SCOPES)
-
 
 rules = [
-    _rule("policy:list", base.RULE_ADMIN_OR_SYSTEM_READER,
-          "List golden-measurement policies (newest versions).", "GET",
-          _POLICIES),
-    _rule("policy:get", base.RULE_ADMIN_OR_SYSTEM_READER,
-          "Show a policy version with its body.", "GET", _POLICY),
-    _rule("policy:diff", base.RULE_ADMIN_OR_SYSTEM_READER,
-          "Compare two versions of a policy.", "GET", _POLICY + "/diff"),
-    _rule("policy:create", base.RULE_ADMIN,
-          "Create a policy, or a new version of one.", "POST", _POLICIES),
-    _rule("policy:assignment:list", base.RULE_ADMIN_OR_SYSTEM_READER,
-          "List the policies a host group is held to.", "GET",
-          _ASSIGNMENTS),
-    _rule("policy:assign", base.RULE_ADMIN,
-          "Hold a host group to a policy (pinned or latest version).",
-          "PUT", _ASSIGNMENTS + "/{name}"),
+    base.rule("policy:list", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "List golden-measurement policies (newest versions).", "GET",
+              _POLICIES),
+    base.rule("policy:get", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "Show a policy version with its body.", "GET", _POLICY),
+    base.rule("policy:diff", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "Compare two versions of a policy.", "GET", _POLICY + "/diff"),
+    base.rule("policy:create", base.RULE_ADMIN,
+              "Create a policy, or a new version of one.", "POST", _POLICIES),
+    base.rule("policy:assignment:list", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "List the policies a host group is held to.", "GET",
+              _ASSIGNMENTS),
+    base.rule("policy:assign", base.RULE_ADMIN,
+              "Hold a host group to a policy (pinned or latest version).",
+              "PUT", _ASSIGNMENTS + "/{name}"),
 ]
 
 
