@@ -51,7 +51,9 @@ class AgentService:
             ima_log_format=ima_log_format or conf.agent.ima_log_format,
             ima_template_hash=conf.agent.ima_template_hash,
             pcr_read_retries=conf.agent.pcr_read_retries)
-        self._conductors = conductor_rpcapi.ConductorAPI()
+        # The agent's only call to a conductor: push evidence to the
+        # evidence topic (the management topic is not on its bus at all).
+        self._conductors = conductor_rpcapi.EvidenceAPI()
         self.manager = agent_manager.AgentManager(
             self.attester, self._conductors.submit_evidence,
             requests)
@@ -60,7 +62,7 @@ class AgentService:
     def start(self) -> None:
         self._server = rpc.get_server(
             messaging.Target(topic=rpcapi.TOPIC, server=self.host),
-            [self.manager])
+            [self.manager], bus=rpc.AGENT_BUS)
         self._server.start()
         LOG.info("Agent for host %s started", self.host)
 

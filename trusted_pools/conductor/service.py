@@ -15,6 +15,7 @@ from trusted_pools.attestation import keystore
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common.service import PeriodicJob
+from trusted_pools.conductor import endpoints
 from trusted_pools.conductor import manager as conductor_manager
 from trusted_pools.conductor import rpcapi
 from trusted_pools.db import api as db_api
@@ -49,7 +50,7 @@ class ConductorService:
         agents = agent_rpcapi.AgentAPI(
             agent_requests.RequestSigner(
                 key, self.host, lifetime=group.agent_request_lifetime),
-            timeout=30)
+            timeout=30, version_cap=conf.upgrade_levels.agent)
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
             rpc.get_notifier("trusted_pools.conductor.%s" % self.host),
@@ -61,16 +62,15 @@ class ConductorService:
             batch_size=group.evidence_batch_size,
             epoch_spread=group.epoch_spread,
             ek_only_anchors=tuple(group.ek_only_anchors))
-        self._server: messaging.MessageHandlingServer | None = None
+        self._servers: list[messaging.MessageHandlingServer] = []
         self._jobs: list[PeriodicJob] = []
 
     def start(self) -> None:
         self.manager.register()
         self.manager.refresh_ring()
-        self._server = rpc.get_server(
-            messaging.Target(topic=rpcapi.TOPIC, server=self.host),
-            [self.manager])
-        self._server.start()
+        self._servers = self.rpc_servers()
+        for server in self._servers:
+            server.start()
         group = self.conf.conductor
         self._jobs = [
             PeriodicJob("heartbeat", self._heartbeat,
@@ -83,6 +83,28 @@ class ConductorService:
             job.start()
         LOG.info("Conductor %s started: interval %d s", self.host,
                  group.attestation_interval)
+
+    def rpc_servers(self) -> list[messaging.MessageHandlingServer]:
+        """One RPC server per caller (conductor.endpoints): agents reach
+        only the evidence target, on the agent bus; management and verdict
+        reads live on the management bus, which compute hosts' bus
+        credentials do not open."""
+        return [
+            rpc.get_server(
+                messaging.Target(topic=rpcapi.EVIDENCE_TOPIC,
+                                 server=self.host),
+                [endpoints.EvidenceEndpoint(self.manager)],
+                bus=rpc.AGENT_BUS),
+            rpc.get_server(
+                messaging.Target(topic=rpcapi.TOPIC, server=self.host),
+                [endpoints.ManagementEndpoint(self.manager)],
+                bus=rpc.MANAGEMENT_BUS),
+            rpc.get_server(
+                messaging.Target(topic=rpcapi.VERDICTS_TOPIC,
+                                 server=self.host),
+                [endpoints.VerdictsEndpoint(self.manager)],
+                bus=rpc.MANAGEMENT_BUS),
+        ]
 
     def _heartbeat(self) -> None:
         self.manager.heartbeat()
@@ -107,10 +129,11 @@ class ConductorService:
     def _stop(self, unregister: bool) -> None:
         for job in self._jobs:
             job.stop()
-        if self._server is not None:
-            self._server.stop()
-            self._server.wait()
-            self._server = None
+        for server in self._servers:
+            server.stop()
+        for server in self._servers:
+            server.wait()
+        self._servers = []
         if not unregister:
             return
         try:

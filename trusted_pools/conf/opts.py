@@ -12,9 +12,10 @@ from trusted_pools.conf import database
 from trusted_pools.conf import placement
 from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
+from trusted_pools.conf import upgrade_levels
 
 _MODULES = (agent, api, attestation, conductor, database, placement,
-            scheduler, tpm)
+            scheduler, tpm, upgrade_levels)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
