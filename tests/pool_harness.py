@@ -18,7 +18,9 @@ from oslo_config import cfg
 from tests import ima_gen
 from tests import swtpm_pool
 from trusted_pools.agent.service import AgentService
+from trusted_pools.api import conductors as api_conductors
 from trusted_pools.attestation import keystore
+from trusted_pools.attestation import policy as policy_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 from trusted_pools.conductor.service import ConductorService
 from trusted_pools.db import api as db_api
@@ -138,6 +140,47 @@ def measure_file(host: PoolHost, name: bytes, digest: bytes,
                            SHA256: hashlib.sha256(data).digest()})
     with open(host.ima_log_path, "ab") as handle:
         handle.write(entry)
+
+
+class Operator:
+    """What trusted-pools-api does for an operator, minus HTTP: host
+    operations over the conductors' management API on the owning
+    conductor (the API's own router), policy writes in the database.
+    Conductors pick a new policy up at their next cycle or attest_now."""
+
+    def __init__(self, db: db_api.Connection, heartbeat_timeout: float,
+                 timeout: float = 60) -> None:
+        self.db = db
+        self.conductors = api_conductors.Conductors(
+            db, lambda: conductor_rpcapi.ConductorAPI(timeout=timeout),
+            heartbeat_timeout)
+
+    def enroll_host(self, context: dict, host: str, group: str = "default",
+                    ek_sha256: str | None = None) -> dict:
+        return self.conductors.call("enroll_host", context, host,
+                                    group=group, ek_sha256=ek_sha256)
+
+    def reset_enrollment(self, context: dict, host: str) -> dict:
+        return self.conductors.call("reset_enrollment", context, host)
+
+    def attest_now(self, context: dict, host: str) -> dict:
+        return self.conductors.call("attest_now", context, host)
+
+    def capture_policy(self, context: dict, host: str) -> dict:
+        return self.conductors.call("capture_policy", context, host)
+
+    def create_policy(self, context: dict, name: str, kind: str,
+                      body: dict, created_by: str = "operator") -> dict:
+        # As the API's policy handler: refuse what cannot be loaded.
+        policy_mod.load_policy(kind, body, name=name, version=1)
+        record = self.db.create_policy_version(name, kind, body,
+                                               created_by=created_by)
+        return {"name": record.name, "version": record.version,
+                "kind": record.kind}
+
+    def assign_policy(self, context: dict, group: str, name: str,
+                      version: int | None = None) -> None:
+        self.db.assign_policy(group, name, version)
 
 
 @dataclass
@@ -268,8 +311,8 @@ class TrustedPool:
         self.conductors.append(service)
         return service
 
-    def api(self) -> conductor_rpcapi.ConductorAPI:
-        return conductor_rpcapi.ConductorAPI(timeout=60)
+    def api(self) -> Operator:
+        return Operator(self.db, self.conf.conductor.heartbeat_timeout)
 
     def enroll_all(self, group: str = "default") -> None:
         """Enroll every host, approving the EK read from the swtpm this

@@ -54,9 +54,9 @@ VERDICTS_API_VERSION = "1.0"
 
 
 def _pin(name: str) -> str | None:
-    """The operator's ``[upgrade_levels] <name>`` pin, if any."""
+    """The operator's ``[rpc_pins] <name>`` pin, if any."""
     try:
-        return getattr(cfg.CONF.upgrade_levels, name)
+        return getattr(cfg.CONF.rpc_pins, name)
     except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
         return None
 

@@ -50,7 +50,7 @@ class ConductorService:
         agents = agent_rpcapi.AgentAPI(
             agent_requests.RequestSigner(
                 key, self.host, lifetime=group.agent_request_lifetime),
-            timeout=30, version_cap=conf.upgrade_levels.agent)
+            timeout=30, version_cap=conf.rpc_pins.agent)
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
             rpc.get_notifier("trusted_pools.conductor.%s" % self.host),

@@ -9,7 +9,7 @@ from trusted_pools.conf import conductor
 from trusted_pools.conf import database
 from trusted_pools.conf import placement
 from trusted_pools.conf import tpm
-from trusted_pools.conf import upgrade_levels
+from trusted_pools.conf import rpc_pins
 
 CONF = cfg.CONF
 
@@ -20,4 +20,4 @@ conductor.register_opts(CONF)
 database.register_opts(CONF)
 placement.register_opts(CONF)
 tpm.register_opts(CONF)
-upgrade_levels.register_opts(CONF)
+rpc_pins.register_opts(CONF)

@@ -1,4 +1,4 @@
-"""[upgrade_levels]: RPC version pins for rolling upgrades.
+"""[rpc_pins]: RPC version pins for rolling upgrades.
 
 Each option caps the version of one RPC API that this process sends, as
 Nova's ``[upgrade_levels]`` and Ironic's release pin do: during an upgrade,
@@ -11,7 +11,7 @@ to a peer that would reject it.
 from oslo_config import cfg
 
 group = cfg.OptGroup(
-    "upgrade_levels", title="RPC version pins",
+    "rpc_pins", title="RPC version pins",
     help="Highest version of each RPC API this process sends (rolling "
          "upgrades). Unset: the newest version this release knows.")
 
