@@ -155,19 +155,32 @@ class Operator:
             db, lambda: conductor_rpcapi.ConductorAPI(timeout=timeout),
             heartbeat_timeout)
 
+    def _call(self, method: str, context: dict, host: str,
+              conductor: str | None, **kwargs) -> dict:
+        """On the owner (the API's routing), or on ``conductor`` when a
+        test names one."""
+        if conductor is None:
+            return self.conductors.call(method, context, host, **kwargs)
+        return getattr(self.conductors.client, method)(
+            context, host, conductor=conductor, **kwargs)
+
     def enroll_host(self, context: dict, host: str, group: str = "default",
-                    ek_sha256: str | None = None) -> dict:
-        return self.conductors.call("enroll_host", context, host,
-                                    group=group, ek_sha256=ek_sha256)
+                    ek_sha256: str | None = None,
+                    conductor: str | None = None) -> dict:
+        return self._call("enroll_host", context, host, conductor,
+                          group=group, ek_sha256=ek_sha256)
 
-    def reset_enrollment(self, context: dict, host: str) -> dict:
-        return self.conductors.call("reset_enrollment", context, host)
+    def reset_enrollment(self, context: dict, host: str,
+                         conductor: str | None = None) -> dict:
+        return self._call("reset_enrollment", context, host, conductor)
 
-    def attest_now(self, context: dict, host: str) -> dict:
-        return self.conductors.call("attest_now", context, host)
+    def attest_now(self, context: dict, host: str,
+                   conductor: str | None = None) -> dict:
+        return self._call("attest_now", context, host, conductor)
 
-    def capture_policy(self, context: dict, host: str) -> dict:
-        return self.conductors.call("capture_policy", context, host)
+    def capture_policy(self, context: dict, host: str,
+                       conductor: str | None = None) -> dict:
+        return self._call("capture_policy", context, host, conductor)
 
     def create_policy(self, context: dict, name: str, kind: str,
                       body: dict, created_by: str = "operator") -> dict:
@@ -296,13 +309,18 @@ class TrustedPool:
                                        tamper_input=host.tamper_input)
         boot_ima(host, ima_entries, seed=0)
 
-    def start_agents(self, hosts: Iterable[PoolHost] | None = None) -> None:
+    def start_agents(self, hosts: Iterable[PoolHost] | None = None,
+                     bus_url: Callable[[PoolHost], str | None] | None = None
+                     ) -> None:
+        """``bus_url``: each agent's own bus URL (its RabbitMQ user on the
+        agent vhost); default: the process's agent bus."""
         for host in hosts or self.hosts:
             host.agent = AgentService(
                 self.conf, host=host.name, tcti=host.tpm.tcti,
                 event_log_path=str(host.event_log_path),
                 ima_log_path=str(host.ima_log_path),
-                ima_log_format=host.ima_format)
+                ima_log_format=host.ima_format,
+                transport_url=bus_url(host) if bus_url else None)
             host.agent.start()
 
     def start_conductor(self, name: str) -> ConductorService:

@@ -35,7 +35,8 @@ class AgentService:
                  tcti: str | None = None,
                  event_log_path: str | None = None,
                  ima_log_path: str | None = None,
-                 ima_log_format: str | None = None) -> None:
+                 ima_log_format: str | None = None,
+                 transport_url: str | None = None) -> None:
         self.host = host or conf.agent.host
         # Before the TPM is opened: without pinned keys, do not start.
         requests = _request_verifier(conf, self.host)
@@ -53,7 +54,12 @@ class AgentService:
             pcr_read_retries=conf.agent.pcr_read_retries)
         # The agent's only call to a conductor: push evidence to the
         # evidence topic (the management topic is not on its bus at all).
-        self._conductors = conductor_rpcapi.EvidenceAPI()
+        # ``transport_url``: this agent's own bus user, when the process
+        # is not an agent alone (tests run several agents in one process).
+        self._transport = (rpc.get_transport(conf, transport_url)
+                           if transport_url else None)
+        self._conductors = conductor_rpcapi.EvidenceAPI(
+            transport=self._transport)
         self.manager = agent_manager.AgentManager(
             self.attester, self._conductors.submit_evidence,
             requests)
@@ -62,7 +68,7 @@ class AgentService:
     def start(self) -> None:
         self._server = rpc.get_server(
             messaging.Target(topic=rpcapi.TOPIC, server=self.host),
-            [self.manager], bus=rpc.AGENT_BUS)
+            [self.manager], bus=rpc.AGENT_BUS, transport=self._transport)
         self._server.start()
         LOG.info("Agent for host %s started", self.host)
 
@@ -72,4 +78,7 @@ class AgentService:
             self._server.wait()
             self._server = None
         self.attester.close()
+        if self._transport is not None:
+            self._transport.cleanup()
+            self._transport = None
         LOG.info("Agent for host %s stopped", self.host)

@@ -239,6 +239,9 @@ def apply(plan: Plan, dry_run: bool = False) -> list[str]:
             if password is not None:
                 run(["change_password", name, password], password)
             continue
+        if password is None and dry_run:
+            done.append("add_user %s <password> (unless it exists)" % name)
+            continue
         if password is None:
             raise exception.InvalidParameterValue(
                 name=name, reason="user does not exist and --password-file "

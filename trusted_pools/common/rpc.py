@@ -96,22 +96,32 @@ def _rpc_transport(bus: str) -> messaging.Transport:
                      % (MANAGEMENT_BUS, AGENT_BUS, bus))
 
 
+def get_transport(conf: cfg.ConfigOpts, url: str) -> messaging.Transport:
+    """An RPC transport of its own for ``url`` (a process that speaks as
+    another bus user than the service's, e.g. an in-process agent)."""
+    return messaging.get_rpc_transport(conf, url=url,
+                                       allowed_remote_exmods=ALLOWED_EXMODS)
+
+
 def get_client(target: messaging.Target, version_cap: str | None = None,
-               timeout: float | None = None, bus: str = MANAGEMENT_BUS
+               timeout: float | None = None, bus: str = MANAGEMENT_BUS,
+               transport: messaging.Transport | None = None
                ) -> messaging.RPCClient:
     return messaging.get_rpc_client(
-        _rpc_transport(bus), target, version_cap=version_cap,
+        transport or _rpc_transport(bus), target, version_cap=version_cap,
         timeout=timeout)
 
 
 def get_server(target: messaging.Target, endpoints: Sequence[Any],
-               bus: str = MANAGEMENT_BUS
+               bus: str = MANAGEMENT_BUS,
+               transport: messaging.Transport | None = None
                ) -> messaging.MessageHandlingServer:
     """An RPC server that dispatches only to ``@messaging.expose``-d
     methods: a public helper of an endpoint is not callable by whoever
     can publish to the topic."""
     return messaging.get_rpc_server(
-        _rpc_transport(bus), target, list(endpoints), executor="threading",
+        transport or _rpc_transport(bus), target, list(endpoints),
+        executor="threading",
         access_policy=messaging.ExplicitRPCAccessPolicy)
 
 

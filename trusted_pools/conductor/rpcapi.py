@@ -109,11 +109,12 @@ class ConductorAPI:
 class EvidenceAPI:
     """Evidence API: the agents' client (a cast, nothing comes back)."""
 
-    def __init__(self, version_cap: str | None = None) -> None:
+    def __init__(self, version_cap: str | None = None,
+                 transport: messaging.Transport | None = None) -> None:
         target = messaging.Target(topic=EVIDENCE_TOPIC, version="1.0")
         self.client = rpc.get_client(
             target, version_cap=version_cap or _pin("evidence")
-            or EVIDENCE_API_VERSION, bus=rpc.AGENT_BUS)
+            or EVIDENCE_API_VERSION, bus=rpc.AGENT_BUS, transport=transport)
 
     def submit_evidence(self, context: dict, conductor: str,
                         evidence: dict[str, Any]) -> None:
