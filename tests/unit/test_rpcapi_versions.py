@@ -53,7 +53,8 @@ def test_upgrade_level_pins_cap_the_client(monkeypatch, option, cls, kwargs):
     from trusted_pools.conf import CONF
     seen = {}
 
-    def fake_client(target, version_cap=None, timeout=None, bus=None):
+    def fake_client(target, version_cap=None, timeout=None, bus=None,
+                    transport=None):
         seen["cap"] = version_cap
         return None
     monkeypatch.setattr(rpc, "get_client", fake_client)

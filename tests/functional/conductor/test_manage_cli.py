@@ -73,11 +73,15 @@ def test_rabbitmq_setup_dry_run_names_every_role(tmp_path):
         "--service-user", "tp-service", "--consumer-user", "nova-sched",
         "--agent-user", "agent-c1=compute-01", "--dry-run", conf=conf)
     assert code == 0, err
-    lines = out.splitlines()
-    # The agent exists only in the agent vhost; the consumer only in the
-    # management one; the service in both.
-    assert [line for line in lines if "agent-c1" in line] == [
-        line for line in lines if "agent-c1" in line and "tp-agents" in line]
+    lines = [line for line in out.splitlines()
+             if line.startswith("rabbitmqctl set_")]
+    assert "rabbitmqctl add_user agent-c1 <password> (unless it exists)" \
+        in out.splitlines()
+    # The agent has rights only in the agent vhost; the consumer only in
+    # the management one; the service in both.
+    agent_lines = [line for line in lines if "agent-c1" in line]
+    assert len(agent_lines) == 2
+    assert all(" -p tp-agents " in line for line in agent_lines)
     assert any(line.startswith("rabbitmqctl set_topic_permissions -p "
                                "tp-agents agent-c1 trusted_pools "
                                "^(trusted_pools_evidence\\.[^.]+)$")
