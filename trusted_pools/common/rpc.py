@@ -125,16 +125,6 @@ def get_server(target: messaging.Target, endpoints: Sequence[Any],
         access_policy=messaging.ExplicitRPCAccessPolicy)
 
 
-def exposed_methods(endpoint: Any) -> list[str]:
-    """Names an RPC server built by :func:`get_server` dispatches to on
-    ``endpoint`` (what the bus-boundary test checks against its table)."""
-    policy = messaging.ExplicitRPCAccessPolicy()
-    return sorted(name for name in dir(endpoint)
-                  if not name.startswith("_")
-                  and callable(getattr(endpoint, name, None))
-                  and policy.is_allowed(endpoint, name))
-
-
 def get_notifier(publisher_id: str) -> messaging.Notifier:
     return messaging.Notifier(
         _require(_NOTIFICATION_TRANSPORT), publisher_id=publisher_id,

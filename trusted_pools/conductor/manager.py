@@ -230,7 +230,7 @@ class ConductorManager:
         with self._states_lock:
             self._states.pop(hostname, None)
 
-    # --- operations behind the RPC endpoints (conductor.endpoints) -------------------------------------------------------
+    # --- operations behind the RPC endpoints (conductor.endpoints) ----------
 
     def enroll_host(self, context: dict, host: str, group: str = "default",
                     ek_sha256: str | None = None) -> dict[str, Any]:
