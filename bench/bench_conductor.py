@@ -262,6 +262,7 @@ def _conductor(name: str, names: list[str], args: argparse.Namespace,
     from trusted_pools.attestation import agent_requests
     from trusted_pools.attestation import keystore
     from trusted_pools.common import rpc
+    from trusted_pools.conductor import endpoints
     from trusted_pools.conductor import manager as conductor_manager
     from trusted_pools.conductor import rpcapi
     from trusted_pools.conductor.hash_ring import HashRing
@@ -281,7 +282,8 @@ def _conductor(name: str, names: list[str], args: argparse.Namespace,
     owned = len(HashRing(names).hosts_of(
         name, [sim_agents.HOST_FORMAT % i for i in range(args.hosts)]))
     server = rpc.get_server(
-        messaging.Target(topic=rpcapi.TOPIC, server=name), [manager])
+        messaging.Target(topic=rpcapi.EVIDENCE_TOPIC, server=name),
+        [endpoints.EvidenceEndpoint(manager)], bus=rpc.AGENT_BUS)
     server.start()
     timers = PhaseTimers()
     _install_timers(timers, manager)

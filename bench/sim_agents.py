@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import oslo_messaging as messaging
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -181,6 +182,7 @@ class Fleet:
             self._rings[key] = HashRing(key)
         return self._rings[key]
 
+    @messaging.expose
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
                     epoch_value: str, banks: list[str],
                     members: list[str], spread: float = 0.0,
@@ -235,14 +237,13 @@ def run(url: str, exchange: str, hosts: int, seed: int, ima_per_round: int,
         rounds: int, report_path: str) -> None:
     """Serve the fleet on the bus until stdin closes; on exit write the
     fleet's CPU seconds and message count to ``report_path``."""
-    import oslo_messaging as messaging
     from trusted_pools.agent import rpcapi as agent_rpcapi
     from trusted_pools.common import rpc
     from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
     from bench._bus import configure_bus
     fixture = configure_bus(url, exchange, "trusted_pools_bench_agents")
-    api = conductor_rpcapi.ConductorAPI()
+    api = conductor_rpcapi.EvidenceAPI()
     image = Image(ima_per_round, rounds)
     fleet = Fleet(hosts, seed, image, api.submit_evidence)
     # Serves the agents' API at the version conductors send.

@@ -18,7 +18,9 @@ from oslo_config import cfg
 from tests import ima_gen
 from tests import swtpm_pool
 from trusted_pools.agent.service import AgentService
+from trusted_pools.api import conductors as api_conductors
 from trusted_pools.attestation import keystore
+from trusted_pools.attestation import policy as policy_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 from trusted_pools.conductor.service import ConductorService
 from trusted_pools.db import api as db_api
@@ -140,6 +142,60 @@ def measure_file(host: PoolHost, name: bytes, digest: bytes,
         handle.write(entry)
 
 
+class Operator:
+    """What trusted-pools-api does for an operator, minus HTTP: host
+    operations over the conductors' management API on the owning
+    conductor (the API's own router), policy writes in the database.
+    Conductors pick a new policy up at their next cycle or attest_now."""
+
+    def __init__(self, db: db_api.Connection, heartbeat_timeout: float,
+                 timeout: float = 60) -> None:
+        self.db = db
+        self.conductors = api_conductors.Conductors(
+            db, lambda: conductor_rpcapi.ConductorAPI(timeout=timeout),
+            heartbeat_timeout)
+
+    def _call(self, method: str, context: dict, host: str,
+              conductor: str | None, **kwargs) -> dict:
+        """On the owner (the API's routing), or on ``conductor`` when a
+        test names one."""
+        if conductor is None:
+            return self.conductors.call(method, context, host, **kwargs)
+        return getattr(self.conductors.client, method)(
+            context, host, conductor=conductor, **kwargs)
+
+    def enroll_host(self, context: dict, host: str, group: str = "default",
+                    ek_sha256: str | None = None,
+                    conductor: str | None = None) -> dict:
+        return self._call("enroll_host", context, host, conductor,
+                          group=group, ek_sha256=ek_sha256)
+
+    def reset_enrollment(self, context: dict, host: str,
+                         conductor: str | None = None) -> dict:
+        return self._call("reset_enrollment", context, host, conductor)
+
+    def attest_now(self, context: dict, host: str,
+                   conductor: str | None = None) -> dict:
+        return self._call("attest_now", context, host, conductor)
+
+    def capture_policy(self, context: dict, host: str,
+                       conductor: str | None = None) -> dict:
+        return self._call("capture_policy", context, host, conductor)
+
+    def create_policy(self, context: dict, name: str, kind: str,
+                      body: dict, created_by: str = "operator") -> dict:
+        # As the API's policy handler: refuse what cannot be loaded.
+        policy_mod.load_policy(kind, body, name=name, version=1)
+        record = self.db.create_policy_version(name, kind, body,
+                                               created_by=created_by)
+        return {"name": record.name, "version": record.version,
+                "kind": record.kind}
+
+    def assign_policy(self, context: dict, group: str, name: str,
+                      version: int | None = None) -> None:
+        self.db.assign_policy(group, name, version)
+
+
 @dataclass
 class TrustedPool:
     """Builder and owner of every part; ``close()`` stops them all."""
@@ -253,13 +309,18 @@ class TrustedPool:
                                        tamper_input=host.tamper_input)
         boot_ima(host, ima_entries, seed=0)
 
-    def start_agents(self, hosts: Iterable[PoolHost] | None = None) -> None:
+    def start_agents(self, hosts: Iterable[PoolHost] | None = None,
+                     bus_url: Callable[[PoolHost], str | None] | None = None
+                     ) -> None:
+        """``bus_url``: each agent's own bus URL (its RabbitMQ user on the
+        agent vhost); default: the process's agent bus."""
         for host in hosts or self.hosts:
             host.agent = AgentService(
                 self.conf, host=host.name, tcti=host.tpm.tcti,
                 event_log_path=str(host.event_log_path),
                 ima_log_path=str(host.ima_log_path),
-                ima_log_format=host.ima_format)
+                ima_log_format=host.ima_format,
+                transport_url=bus_url(host) if bus_url else None)
             host.agent.start()
 
     def start_conductor(self, name: str) -> ConductorService:
@@ -268,8 +329,8 @@ class TrustedPool:
         self.conductors.append(service)
         return service
 
-    def api(self) -> conductor_rpcapi.ConductorAPI:
-        return conductor_rpcapi.ConductorAPI(timeout=60)
+    def api(self) -> Operator:
+        return Operator(self.db, self.conf.conductor.heartbeat_timeout)
 
     def enroll_all(self, group: str = "default") -> None:
         """Enroll every host, approving the EK read from the swtpm this

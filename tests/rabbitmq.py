@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import urllib.parse
 import uuid
+from dataclasses import dataclass
 from typing import Iterator
 
 import pytest
@@ -93,4 +95,106 @@ def rabbit_conf(rabbit_url: str) -> Iterator[cfg.ConfigOpts]:
         yield conf
     finally:
         rpc.cleanup()
+        fixture.cleanUp()
+
+
+# --- per-role users in a test vhost pair (the broker's trust boundary) -------
+
+#: Hosts the role fixture makes agent users for (TrustedPool's names).
+ROLE_TEST_HOSTS = ("compute-00", "compute-01", "compute-02")
+
+
+@dataclass
+class RoleBuses:
+    """A management and an agent vhost of this test's own, with the users
+    ``trusted-pools-manage rabbitmq setup`` creates for each role."""
+
+    management_vhost: str
+    agent_vhost: str
+    service_user: str
+    consumer_user: str
+    agent_users: dict[str, str]  # host -> user
+    passwords: dict[str, str]
+
+    def url(self, user: str, vhost: str) -> str:
+        base = urllib.parse.urlsplit(RABBIT_URL)
+        return "rabbit://%s:%s@%s:%d/%s" % (
+            urllib.parse.quote(user, safe=""),
+            urllib.parse.quote(self.passwords[user], safe=""),
+            base.hostname or "127.0.0.1", base.port or 5672,
+            urllib.parse.quote(vhost, safe=""))
+
+    def management_url(self, user: str) -> str:
+        return self.url(user, self.management_vhost)
+
+    def agent_url(self, user: str) -> str:
+        return self.url(user, self.agent_vhost)
+
+    def agent_url_of(self, host: str) -> str:
+        return self.agent_url(self.agent_users[host])
+
+
+@pytest.fixture
+def role_buses() -> Iterator[RoleBuses]:
+    """Both vhosts and a user per role (agents: one per host of
+    ``ROLE_TEST_HOSTS``), made by the product's own setup code
+    (``trusted_pools.cmd.rabbitmq``); deleted afterwards (users are
+    broker-wide, so their names carry this test's tag)."""
+    import argparse
+    from trusted_pools.cmd import rabbitmq as setup
+    require_broker()
+    tag = uuid.uuid4().hex[:10]
+    buses = RoleBuses(
+        "tp-mgmt-%s" % tag, "tp-agents-%s" % tag, "tp-service-%s" % tag,
+        "tp-consumer-%s" % tag,
+        {host: "tp-agent-%s-%s" % (host, tag) for host in ROLE_TEST_HOSTS},
+        {})
+    for user in (buses.service_user, buses.consumer_user,
+                 *buses.agent_users.values()):
+        buses.passwords[user] = uuid.uuid4().hex
+    args = argparse.Namespace(
+        vhost=buses.management_vhost, agent_vhost=buses.agent_vhost,
+        service_user=[buses.service_user],
+        consumer_user=[buses.consumer_user], remediation_user=None,
+        agent_user=["%s=%s" % (user, host)
+                    for host, user in buses.agent_users.items()],
+        dry_run=False)
+    try:
+        setup.apply(setup.build_plan(args, buses.passwords))
+    except Exception as error:  # noqa: BLE001 - name what is missing
+        pytest.fail("cannot create RabbitMQ users and vhosts with "
+                    "rabbitmqctl (run the tests as a user that may): %s"
+                    % error, pytrace=False)
+    try:
+        yield buses
+    finally:
+        for vhost in (buses.management_vhost, buses.agent_vhost):
+            rabbitmqctl("delete_vhost", vhost)
+        for user in buses.passwords:
+            rabbitmqctl("delete_user", user)
+
+
+@pytest.fixture
+def role_conf(role_buses: RoleBuses) -> Iterator[cfg.ConfigOpts]:
+    """Global CONF as trusted-pools-api and the conductors run it: the
+    service user on the management bus (transport_url) and on the agent
+    bus ([conductor] agent_transport_url), on the product's exchange (the
+    topic permissions name it)."""
+    from trusted_pools.common import rpc
+    from trusted_pools.cmd import rabbitmq as setup
+    conf = cfg.CONF
+    rpc.set_defaults()
+    fixture = conffixture.ConfFixture(conf)
+    fixture.setUp()
+    fixture.transport_url = role_buses.management_url(role_buses.service_user)
+    conf.set_override("control_exchange", setup.CONTROL_EXCHANGE)
+    conf.set_override("agent_transport_url",
+                      role_buses.agent_url(role_buses.service_user),
+                      group="conductor")
+    rpc.init(conf)
+    try:
+        yield conf
+    finally:
+        rpc.cleanup()
+        conf.clear_override("agent_transport_url", group="conductor")
         fixture.cleanUp()

@@ -181,12 +181,14 @@ def _attest_pool(pool) -> int:
         print("UNEXPECTED verdicts for %s" % ", ".join(wrong))
     banner("5. Placing VMs through Nova's HostFilterHandler with "
            "TrustedHostFilter")
-    return (1 if wrong else 0) + place_vms(api, names, set(names[:3]))
+    return (1 if wrong else 0) + place_vms(pool, names, set(names[:3]))
 
 
-def place_vms(api, names: list[str], trusted: set[str]) -> int:
+def place_vms(pool, names: list[str], trusted: set[str]) -> int:
     """Feed the scheduler filter's cache the way nova-scheduler does (bulk
-    refresh of signed verdicts from the conductor), then schedule."""
+    refresh of signed verdicts from the conductors' verdict read API,
+    checked with the conductor key pinned in configuration), then
+    schedule."""
     from nova.scheduler import filters as nova_filters
     from nova.scheduler.filters import compute_capabilities_filter
     from nova.scheduler.filters import compute_filter
@@ -196,10 +198,13 @@ def place_vms(api, names: list[str], trusted: set[str]) -> int:
     from trusted_pools.scheduler.cache import VerdictCache
     from trusted_pools.scheduler.filters import TrustedHostFilter
 
-    cache = VerdictCache(listener.keys_from_pems(api.get_public_keys({})),
-                         max_age=120, grace=60)
+    from trusted_pools.conductor import rpcapi as conductor_rpcapi
+    cache = VerdictCache(
+        listener.load_public_keys([str(pool.conductor_keys_path)]),
+        max_age=120, grace=60)
     refresher = listener.TrustListener(
-        cache, api, notification_transport=None, exchange="trusted_pools")
+        cache, conductor_rpcapi.VerdictsAPI(timeout=30),
+        notification_transport=None, exchange="trusted_pools")
     print("verdicts admitted into the filter's cache (signatures checked "
           "once): %d" % refresher.refresh())
     chain = [compute_filter.ComputeFilter(),

@@ -4,18 +4,65 @@ import pytest
 
 from trusted_pools.agent import manager as agent_manager
 from trusted_pools.agent import rpcapi as agent_rpcapi
-from trusted_pools.conductor import manager as conductor_manager
+from trusted_pools.conductor import endpoints
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
 
-@pytest.mark.parametrize("rpcapi,manager", [
-    (agent_rpcapi, agent_manager.AgentManager),
-    (conductor_rpcapi, conductor_manager.ConductorManager),
+@pytest.mark.parametrize("version,endpoint", [
+    (agent_rpcapi.RPC_API_VERSION, agent_manager.AgentManager),
+    (conductor_rpcapi.RPC_API_VERSION, endpoints.ManagementEndpoint),
+    (conductor_rpcapi.EVIDENCE_API_VERSION, endpoints.EvidenceEndpoint),
+    (conductor_rpcapi.VERDICTS_API_VERSION, endpoints.VerdictsEndpoint),
 ])
-def test_client_and_server_versions_agree(rpcapi, manager):
-    assert manager.target.version == rpcapi.RPC_API_VERSION
+def test_client_and_server_versions_agree(version, endpoint):
+    assert endpoint.target.version == version
 
 
-@pytest.mark.parametrize("rpcapi", [agent_rpcapi, conductor_rpcapi])
-def test_docstring_history_names_current_version(rpcapi):
-    assert "* %s - " % rpcapi.RPC_API_VERSION in rpcapi.__doc__
+@pytest.mark.parametrize("rpcapi,versions", [
+    (agent_rpcapi, ["RPC_API_VERSION"]),
+    (conductor_rpcapi, ["RPC_API_VERSION", "EVIDENCE_API_VERSION",
+                        "VERDICTS_API_VERSION"]),
+])
+def test_docstring_history_names_current_version(rpcapi, versions):
+    for name in versions:
+        assert "* %s - " % getattr(rpcapi, name) in rpcapi.__doc__
+
+
+def test_management_calls_need_the_owner():
+    """A host operation sent without naming the owning conductor is a
+    programming error, raised before anything is sent."""
+    api = conductor_rpcapi.ConductorAPI.__new__(conductor_rpcapi.ConductorAPI)
+    api.client = None  # never reached
+    for method in ("attest_now", "capture_policy", "reset_enrollment"):
+        with pytest.raises(TypeError):
+            getattr(api, method)({}, "compute-1")
+        with pytest.raises(ValueError):
+            getattr(api, method)({}, "compute-1", conductor="")
+    with pytest.raises(TypeError):
+        api.enroll_host({}, "compute-1")
+
+
+@pytest.mark.parametrize("option,cls,kwargs", [
+    ("conductor", conductor_rpcapi.ConductorAPI, {}),
+    ("evidence", conductor_rpcapi.EvidenceAPI, {}),
+    ("verdicts", conductor_rpcapi.VerdictsAPI, {}),
+])
+def test_upgrade_level_pins_cap_the_client(monkeypatch, option, cls, kwargs):
+    """[rpc_pins] caps what the client sends (rolling upgrades)."""
+    from trusted_pools.common import rpc
+    from trusted_pools.conf import CONF
+    seen = {}
+
+    def fake_client(target, version_cap=None, timeout=None, bus=None,
+                    transport=None):
+        seen["cap"] = version_cap
+        return None
+    monkeypatch.setattr(rpc, "get_client", fake_client)
+    cls(**kwargs)
+    assert seen["cap"] is not None and seen["cap"] != "0.9"
+    CONF.set_override(option, "0.9", group="rpc_pins")
+    try:
+        cls(**kwargs)
+    finally:
+        CONF.clear_override(option, group="rpc_pins")
+    assert seen["cap"] == "0.9"

@@ -32,6 +32,12 @@ LOG = logging.getLogger(__name__)
 # A conductor cannot make agents wait longer than this (seconds).
 _MAX_SPREAD = 3600.0
 
+# What an agent's endpoint may answer with (a refused request, a TPM that
+# failed or is away, arguments it cannot use); anything else is a bug.
+_EXPECTED = (exception.AgentRequestRefused, exception.TPMError,
+             exception.TemporaryFailure, exception.Invalid,
+             exception.EvidenceError)
+
 # Evidence is pushed to the conductor that announced the epoch.
 EvidenceSink = Callable[[dict, str, dict[str, Any]], None]
 
@@ -81,7 +87,8 @@ class AgentManager:
         self._send_evidence = send_evidence
         self._sent: dict[str, _Sent] = {}
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @messaging.expose
+    @messaging.expected_exceptions(*_EXPECTED)
     @_authenticated
     def get_identity(self, context: dict) -> dict[str, Any]:
         identity = self.attester.identity()
@@ -90,7 +97,8 @@ class AgentManager:
                 "ek_public": _b64(identity.ek_public),
                 "ak_public": _b64(identity.ak_public)}
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @messaging.expose
+    @messaging.expected_exceptions(*_EXPECTED)
     @_authenticated
     def activate_credential(self, context: dict, credential_blob: str,
                             encrypted_secret: str) -> str:
@@ -99,7 +107,8 @@ class AgentManager:
             _decode(encrypted_secret, "encrypted_secret"))
         return _b64(secret)
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @messaging.expose
+    @messaging.expected_exceptions(*_EXPECTED)
     @_authenticated
     def get_evidence(self, context: dict, nonce: str, banks: list[str],
                      ima_start: int, event_log: bool,
@@ -120,7 +129,8 @@ class AgentManager:
                 else evidence.ima.count),
             evidence.event_log_digest)
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
+    @messaging.expose
+    @messaging.expected_exceptions(*_EXPECTED)
     @_authenticated
     def start_epoch(self, context: dict, conductor: str, epoch_id: str,
                     epoch_value: str, banks: list[str], members: list[str],

@@ -1,7 +1,8 @@
 """Client side of the agent RPC API (what conductors call).
 
 Each agent listens on topic ``trusted_pools_agent`` with its host name as
-server; epochs are announced with a fanout cast to every agent.
+server, on the agent bus (``[conductor] agent_transport_url``); epochs are
+announced with a fanout cast to every agent.
 
 Every request carries ``auth``: a token signed with the conductor's key
 that binds the method, the target host (``"*"`` for the epoch fanout) and
@@ -41,8 +42,10 @@ class AgentAPI:
                  timeout: float | None = None,
                  version_cap: str | None = None) -> None:
         target = messaging.Target(topic=TOPIC, version="1.0")
+        # The agents' topic and the epoch fanout live on the agent bus.
         self.client = rpc.get_client(target, version_cap=version_cap
-                                     or RPC_API_VERSION, timeout=timeout)
+                                     or RPC_API_VERSION, timeout=timeout,
+                                     bus=rpc.AGENT_BUS)
         self.signer = signer
 
     def _signed(self, method: str, host: str, **args: Any

@@ -40,7 +40,8 @@ class AgentService(service_mod.ServiceBase):
                  tcti: str | None = None,
                  event_log_path: str | None = None,
                  ima_log_path: str | None = None,
-                 ima_log_format: str | None = None) -> None:
+                 ima_log_format: str | None = None,
+                 transport_url: str | None = None) -> None:
         super().__init__(conf)
         self.host = host or conf.agent.host
         # Before the TPM is opened: without pinned keys, do not start.
@@ -57,7 +58,14 @@ class AgentService(service_mod.ServiceBase):
             ima_log_format=ima_log_format or conf.agent.ima_log_format,
             ima_template_hash=conf.agent.ima_template_hash,
             pcr_read_retries=conf.agent.pcr_read_retries)
-        self._conductors = conductor_rpcapi.ConductorAPI()
+        # The agent's only call to a conductor: push evidence to the
+        # evidence topic (the management topic is not on its bus at all).
+        # ``transport_url``: this agent's own bus user, when the process
+        # is not an agent alone (tests run several agents in one process).
+        self._transport = (rpc.get_transport(conf, transport_url)
+                           if transport_url else None)
+        self._conductors = conductor_rpcapi.EvidenceAPI(
+            transport=self._transport)
         self.manager = agent_manager.AgentManager(
             self.attester, self._conductors.submit_evidence,
             requests)
@@ -66,7 +74,7 @@ class AgentService(service_mod.ServiceBase):
     def _start(self) -> None:
         self._server = rpc.get_server(
             messaging.Target(topic=rpcapi.TOPIC, server=self.host),
-            [self.manager])
+            [self.manager], bus=rpc.AGENT_BUS, transport=self._transport)
         self._server.start()
         LOG.info("Agent for host %s started", self.host)
 
@@ -79,4 +87,7 @@ class AgentService(service_mod.ServiceBase):
             self._server = None
         self._stop_jobs()
         self.attester.close()
+        if self._transport is not None:
+            self._transport.cleanup()
+            self._transport = None
         LOG.info("Agent for host %s stopped", self.host)

@@ -13,10 +13,11 @@ from typing import Sequence
 
 from oslo_config import cfg
 
-from trusted_pools.cmd import conductor_ops
 from trusted_pools.common import rpc
 from trusted_pools.cmd import db
+from trusted_pools.cmd import ek
 from trusted_pools.cmd import evidence
+from trusted_pools.cmd import rabbitmq
 from trusted_pools.conf import CONF
 
 EXIT_OK = 0
@@ -27,10 +28,11 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trusted-pools-manage",
-        description="Operate a trusted compute pool: enroll hosts, "
-                    "manage golden-measurement policies, read verdicts, "
-                    "create the database and verify TPM 2.0 evidence "
-                    "from files.")
+        description="What runs without trusted-pools-api: create the "
+                    "database, verify TPM 2.0 evidence from files, hash an "
+                    "EK certificate, set up the RabbitMQ users per role. "
+                    "Hosts, policies and verdicts: 'openstack trusted "
+                    "...' (the API checks who asks).")
     parser.add_argument(
         "--config-file", action="append", metavar="PATH",
         help="configuration file (repeatable); default: the oslo.config "
@@ -41,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory of *.conf files read after --config-file")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    conductor_ops.add_commands(commands)
     db.add_commands(commands)
+    ek.add_commands(commands)
     evidence.add_commands(commands)
+    rabbitmq.add_commands(commands)
     return parser
 
 

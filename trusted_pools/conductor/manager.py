@@ -35,7 +35,6 @@ from typing import Any, Callable, Union
 import oslo_messaging as messaging
 
 from trusted_pools import exception
-from trusted_pools.attestation import policy as policy_mod
 from trusted_pools.attestation import enrollment
 from trusted_pools.attestation import freshness
 from trusted_pools.attestation import keystore
@@ -88,9 +87,8 @@ def _utc(ts: float) -> datetime.datetime:
 
 
 class ConductorManager:
-    """Endpoints of a conductor. See :mod:`.rpcapi` for the versions."""
-
-    target = messaging.Target(version="1.1")
+    """A conductor's work. Only what :mod:`.endpoints` exposes is
+    reachable over the bus (see :mod:`.rpcapi` for the versions)."""
 
     def __init__(self, host: str, db: db_api.Connection,
                  signing_key: Any, agents: Any,
@@ -285,9 +283,8 @@ class ConductorManager:
                 enrollment.state != "enrolled":
             self._record_not_enrolled(self.db.get_host_by_name(name))
 
-    # --- RPC endpoints -------------------------------------------------------
+    # --- operations behind the RPC endpoints (conductor.endpoints) ----------
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
     def enroll_host(self, context: dict, host: str, group: str = "default",
                     ek_sha256: str | None = None) -> dict[str, Any]:
         """Register ``host``: EK chain and profile, the operator's EK
@@ -298,6 +295,7 @@ class ConductorManager:
         and after ``reset_enrollment``; an enrolled host re-enrolls (a new
         AK) only with the EK it is bound to. A refusal changes nothing.
         """
+        self._check_owner(host)
         identity = self.agents.get_identity(context, host)
         ek_certificate = _b64d(identity["ek_certificate"], "EK certificate")
         challenge = enrollment.start_enrollment(
@@ -328,7 +326,6 @@ class ConductorManager:
                 "ak_name": registration.ak_name.hex(),
                 "generation": stored.generation}
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
     def reset_enrollment(self, context: dict, host: str) -> dict[str, Any]:
         """The operator's reset after a TPM or motherboard swap: forget the
         host's EK approval and registration (it is not attested until it
@@ -337,6 +334,7 @@ class ConductorManager:
         scheduler and Placement drop the host without waiting for its last
         trusted verdict to expire. Other conductors drop their cached
         registration within one interval (:meth:`refresh_enrollments`)."""
+        self._check_owner(host)
         record = self.db.reset_enrollment(host)
         self.forget_host(host)
         LOG.warning("Enrollment of host %s reset by the operator: it must "
@@ -376,7 +374,6 @@ class ConductorManager:
         self._published.pop(host.hostname, None)
         return self._record([(state, verdict)])[0]
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
     def attest_now(self, context: dict, host: str) -> dict[str, Any]:
         """Challenge ``host`` now with a one-off nonce; return its verdict."""
         self._check_owner(host)
@@ -406,7 +403,6 @@ class ConductorManager:
             reason="newer evidence of host %s kept arriving while it "
                    "answered; its latest verdict stands" % host)
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
     def capture_policy(self, context: dict, host: str) -> dict[str, Any]:
         """Policy bodies from ``host``'s current evidence, for review.
 
@@ -426,11 +422,11 @@ class ConductorManager:
         LOG.info("Captured policies from host %s for review", host)
         return captured
 
-    def submit_evidence(self, context: dict, evidence: dict) -> None:
-        """Cast by agents: queue for the verification worker."""
+    def submit_evidence(self, context: dict, evidence: Any) -> None:
+        """Cast by agents (EvidenceEndpoint): queue for the verification
+        worker."""
         self._queue.put(_Push(self.clock(), evidence))
 
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]:
         """The newest signed result of each host with a verdict issued
@@ -448,27 +444,6 @@ class ConductorManager:
         return [{"host": names.get(v.host_id), "status": v.status,
                  "level": v.level, "signed_result": v.signed_result}
                 for v in self.db.latest_verdicts(touched)]
-
-    def get_public_keys(self, context: dict) -> dict[str, str]:
-        """kid -> PEM of the key that signs this conductor's results."""
-        return {self.signer.kid: self.public_pem}
-
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
-    def create_policy(self, context: dict, name: str, kind: str,
-                      body: dict[str, Any], created_by: str = "operator"
-                      ) -> dict[str, Any]:
-        policy_mod.load_policy(kind, body, name=name, version=1)
-        policy = self.db.create_policy_version(name, kind, body,
-                                               created_by=created_by)
-        self.reload_policies()
-        return {"name": policy.name, "version": policy.version,
-                "kind": policy.kind}
-
-    @messaging.expected_exceptions(exception.TrustedPoolsError)
-    def assign_policy(self, context: dict, group: str, name: str,
-                      version: int | None = None) -> None:
-        self.db.assign_policy(group, name, version)
-        self.reload_policies()
 
     # --- the cycle -----------------------------------------------------------
 

@@ -1,17 +1,38 @@
-"""Client side of the conductor RPC API.
+"""Client side of the conductor's RPC APIs, one per caller.
 
-Conductors listen on topic ``trusted_pools_conductor`` with their own name
-as server. Operator requests for a host go to the conductor that owns it
-(the caller's hash ring); agents push evidence to the conductor that
-announced the epoch.
+A conductor serves three targets (:mod:`trusted_pools.conductor.endpoints`
+says who may call which):
 
-API version history:
+* :class:`ConductorAPI`, the management API, topic
+  ``trusted_pools_conductor`` on the management bus: trusted-pools-api's
+  host operations, each sent to the conductor that owns the host (the
+  caller's hash ring; ``conductor`` is required);
+* :class:`EvidenceAPI`, topic ``trusted_pools_evidence`` on the agent bus:
+  agents push evidence to the conductor that announced the epoch;
+* :class:`VerdictsAPI`, topic ``trusted_pools_verdicts`` on the management
+  bus: signed verdicts for the consumers' bulk refresh (any conductor).
+
+Management API version history:
 
 * 1.0 - Initial version: enroll_host, attest_now, submit_evidence (cast),
   verdicts_since, get_public_keys, capture_policy, create_policy,
   assign_policy.
 * 1.1 - enroll_host takes ek_sha256 (the operator's EK approval);
   reset_enrollment.
+* 2.0 - Split by caller: this target keeps enroll_host, reset_enrollment,
+  attest_now and capture_policy, each only on the host's owner.
+  submit_evidence moved to the evidence API, verdicts_since to the
+  verdicts API; create_policy and assign_policy removed (the API writes
+  policies to the database), get_public_keys removed (keys are pinned or
+  read from the API's JWKS).
+
+Evidence API version history:
+
+* 1.0 - submit_evidence (cast).
+
+Verdicts API version history:
+
+* 1.0 - verdicts_since.
 """
 
 from __future__ import annotations
@@ -19,74 +40,100 @@ from __future__ import annotations
 from typing import Any
 
 import oslo_messaging as messaging
+from oslo_config import cfg
 
 from trusted_pools.common import rpc
 
 TOPIC = "trusted_pools_conductor"
-RPC_API_VERSION = "1.1"
+EVIDENCE_TOPIC = "trusted_pools_evidence"
+VERDICTS_TOPIC = "trusted_pools_verdicts"
+
+RPC_API_VERSION = "2.0"
+EVIDENCE_API_VERSION = "1.0"
+VERDICTS_API_VERSION = "1.0"
+
+
+def _pin(name: str) -> str | None:
+    """The operator's ``[rpc_pins] <name>`` pin, if any."""
+    try:
+        return getattr(cfg.CONF.rpc_pins, name)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return None
 
 
 class ConductorAPI:
+    """Management API: trusted-pools-api's client.
+
+    Every method goes to ``conductor``, the host's owner; a conductor
+    refuses a host it does not own (:class:`HostNotOwned` names the
+    owner)."""
 
     def __init__(self, timeout: float | None = None,
                  version_cap: str | None = None) -> None:
-        target = messaging.Target(topic=TOPIC, version="1.0")
-        self.client = rpc.get_client(target, version_cap=version_cap
-                                     or RPC_API_VERSION, timeout=timeout)
+        target = messaging.Target(topic=TOPIC, version="2.0")
+        self.client = rpc.get_client(
+            target, version_cap=version_cap or _pin("conductor")
+            or RPC_API_VERSION, timeout=timeout, bus=rpc.MANAGEMENT_BUS)
 
-    def _prepare(self, conductor: str | None, version: str = "1.0"):
-        if conductor is None:
-            return self.client.prepare(version=version)
+    def _prepare(self, conductor: str, version: str = "2.0"
+                 ) -> messaging.RPCClient:
+        if not isinstance(conductor, str) or not conductor:
+            raise ValueError("conductor: the name of the host's owner is "
+                             "required (a host operation on another "
+                             "conductor would race with the owner)")
         return self.client.prepare(server=conductor, version=version)
 
-    def enroll_host(self, context: dict, host: str, group: str = "default",
-                    conductor: str | None = None,
+    def enroll_host(self, context: dict, host: str, *, conductor: str,
+                    group: str = "default",
                     ek_sha256: str | None = None) -> dict[str, Any]:
-        if ek_sha256 is None:
-            return self._prepare(conductor).call(context, "enroll_host",
-                                                 host=host, group=group)
-        return self._prepare(conductor, "1.1").call(
+        return self._prepare(conductor).call(
             context, "enroll_host", host=host, group=group,
             ek_sha256=ek_sha256)
 
-    def reset_enrollment(self, context: dict, host: str,
-                         conductor: str | None = None) -> dict[str, Any]:
-        return self._prepare(conductor, "1.1").call(
+    def reset_enrollment(self, context: dict, host: str, *,
+                         conductor: str) -> dict[str, Any]:
+        return self._prepare(conductor).call(
             context, "reset_enrollment", host=host)
 
-    def attest_now(self, context: dict, host: str,
-                   conductor: str | None = None) -> dict[str, Any]:
+    def attest_now(self, context: dict, host: str, *, conductor: str
+                   ) -> dict[str, Any]:
         return self._prepare(conductor).call(context, "attest_now",
                                              host=host)
 
-    def capture_policy(self, context: dict, host: str,
-                       conductor: str | None = None) -> dict[str, Any]:
+    def capture_policy(self, context: dict, host: str, *, conductor: str
+                       ) -> dict[str, Any]:
         return self._prepare(conductor).call(context, "capture_policy",
                                              host=host)
 
+
+class EvidenceAPI:
+    """Evidence API: the agents' client (a cast, nothing comes back)."""
+
+    def __init__(self, version_cap: str | None = None,
+                 transport: messaging.Transport | None = None) -> None:
+        target = messaging.Target(topic=EVIDENCE_TOPIC, version="1.0")
+        self.client = rpc.get_client(
+            target, version_cap=version_cap or _pin("evidence")
+            or EVIDENCE_API_VERSION, bus=rpc.AGENT_BUS, transport=transport)
+
     def submit_evidence(self, context: dict, conductor: str,
                         evidence: dict[str, Any]) -> None:
-        self._prepare(conductor).cast(context, "submit_evidence",
-                                      evidence=evidence)
+        self.client.prepare(server=conductor, version="1.0").cast(
+            context, "submit_evidence", evidence=evidence)
 
-    def verdicts_since(self, context: dict, since: float,
-                       conductor: str | None = None) -> list[dict[str, Any]]:
-        return self._prepare(conductor).call(context, "verdicts_since",
-                                             since=since)
 
-    def get_public_keys(self, context: dict, conductor: str | None = None
-                        ) -> dict[str, str]:
-        return self._prepare(conductor).call(context, "get_public_keys")
+class VerdictsAPI:
+    """Verdicts API: signed verdicts from any conductor."""
 
-    def create_policy(self, context: dict, name: str, kind: str,
-                      body: dict[str, Any], created_by: str = "operator",
-                      conductor: str | None = None) -> dict[str, Any]:
-        return self._prepare(conductor).call(
-            context, "create_policy", name=name, kind=kind, body=body,
-            created_by=created_by)
+    def __init__(self, timeout: float | None = None,
+                 version_cap: str | None = None) -> None:
+        target = messaging.Target(topic=VERDICTS_TOPIC, version="1.0")
+        self.client = rpc.get_client(
+            target, version_cap=version_cap or _pin("verdicts")
+            or VERDICTS_API_VERSION, timeout=timeout,
+            bus=rpc.MANAGEMENT_BUS)
 
-    def assign_policy(self, context: dict, group: str, name: str,
-                      version: int | None = None,
-                      conductor: str | None = None) -> None:
-        self._prepare(conductor).call(context, "assign_policy", group=group,
-                                      name=name, version=version)
+    def verdicts_since(self, context: dict, since: float
+                       ) -> list[dict[str, Any]]:
+        return self.client.prepare(version="1.0").call(
+            context, "verdicts_since", since=since)

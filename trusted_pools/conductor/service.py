@@ -23,6 +23,7 @@ from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod
 from trusted_pools.common.service import PeriodicJob
+from trusted_pools.conductor import endpoints
 from trusted_pools.conductor import manager as conductor_manager
 from trusted_pools.conductor import rpcapi
 from trusted_pools.db import api as db_api
@@ -57,7 +58,7 @@ class ConductorService(service_mod.ServiceBase):
         agents = agent_rpcapi.AgentAPI(
             agent_requests.RequestSigner(
                 key, self.host, lifetime=group.agent_request_lifetime),
-            timeout=30)
+            timeout=30, version_cap=conf.rpc_pins.agent)
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
             rpc.get_notifier("trusted_pools.conductor.%s" % self.host),
@@ -69,7 +70,7 @@ class ConductorService(service_mod.ServiceBase):
             batch_size=group.evidence_batch_size,
             epoch_spread=group.epoch_spread,
             ek_only_anchors=tuple(group.ek_only_anchors))
-        self._server: messaging.MessageHandlingServer | None = None
+        self._servers: list[messaging.MessageHandlingServer] = []
         self._unregister = True
 
     def periodic_jobs(self) -> list[PeriodicJob]:
@@ -95,12 +96,33 @@ class ConductorService(service_mod.ServiceBase):
         # Direct challenges run on the job pool: off the RPC threads, and
         # a stop waits for the ones in flight.
         self.manager.spawn = self.jobs.spawn
-        self._server = rpc.get_server(
-            messaging.Target(topic=rpcapi.TOPIC, server=self.host),
-            [self.manager])
-        self._server.start()
+        self._servers = self.rpc_servers()
+        for server in self._servers:
+            server.start()
         LOG.info("Conductor %s started: jobs every %s s", self.host,
                  self.jobs.spacings)
+
+    def rpc_servers(self) -> list[messaging.MessageHandlingServer]:
+        """One RPC server per caller (conductor.endpoints): agents reach
+        only the evidence target, on the agent bus; management and verdict
+        reads live on the management bus, which compute hosts' bus
+        credentials do not open."""
+        return [
+            rpc.get_server(
+                messaging.Target(topic=rpcapi.EVIDENCE_TOPIC,
+                                 server=self.host),
+                [endpoints.EvidenceEndpoint(self.manager)],
+                bus=rpc.AGENT_BUS),
+            rpc.get_server(
+                messaging.Target(topic=rpcapi.TOPIC, server=self.host),
+                [endpoints.ManagementEndpoint(self.manager)],
+                bus=rpc.MANAGEMENT_BUS),
+            rpc.get_server(
+                messaging.Target(topic=rpcapi.VERDICTS_TOPIC,
+                                 server=self.host),
+                [endpoints.VerdictsEndpoint(self.manager)],
+                bus=rpc.MANAGEMENT_BUS),
+        ]
 
     def _heartbeat(self) -> None:
         self.manager.heartbeat()
@@ -130,10 +152,11 @@ class ConductorService(service_mod.ServiceBase):
     def _stop(self) -> None:
         # No new requests first, then let the running rounds (an evidence
         # batch being verified, challenges in flight) finish.
-        if self._server is not None:
-            self._server.stop()
-            self._server.wait()
-            self._server = None
+        for server in self._servers:
+            server.stop()
+        for server in self._servers:
+            server.wait()
+        self._servers = []
         self._stop_jobs()
         if not self._unregister:
             return

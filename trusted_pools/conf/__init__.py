@@ -9,6 +9,7 @@ from trusted_pools.conf import conductor
 from trusted_pools.conf import database
 from trusted_pools.conf import placement
 from trusted_pools.conf import tpm
+from trusted_pools.conf import rpc_pins
 
 CONF = cfg.CONF
 
@@ -19,3 +20,4 @@ conductor.register_opts(CONF)
 database.register_opts(CONF)
 placement.register_opts(CONF)
 tpm.register_opts(CONF)
+rpc_pins.register_opts(CONF)

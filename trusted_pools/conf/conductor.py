@@ -72,6 +72,18 @@ opts = [
                     "stays valid. Agents refuse it afterwards, so a "
                     "captured request cannot be replayed later; keep the "
                     "hosts' clocks within [agent] request_clock_leeway."),
+    cfg.StrOpt("agent_transport_url", secret=True, mutable=False,
+               help="Message bus (an oslo.messaging URL, normally its own "
+                    "RabbitMQ virtual host) the compute hosts' agents "
+                    "share: agents push evidence to this conductor there "
+                    "and take its challenges and epochs. transport_url "
+                    "stays the management bus that only trusted-pools-api, "
+                    "the conductors and the verdict consumers can reach. "
+                    "Unset: agents share the management bus, and any "
+                    "compute host's bus credentials reach the management "
+                    "queues through RabbitMQ's default exchange; set it "
+                    "in every deployment but a one-machine demo. See "
+                    "'trusted-pools-manage rabbitmq setup'."),
 ]
 
 

@@ -12,9 +12,10 @@ from trusted_pools.conf import database
 from trusted_pools.conf import placement
 from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
+from trusted_pools.conf import rpc_pins
 
 _MODULES = (agent, api, attestation, conductor, database, placement,
-            scheduler, tpm)
+            scheduler, tpm, rpc_pins)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

@@ -4,6 +4,7 @@ Defined in :mod:`trusted_pools.scheduler.opts` (see there why) and
 re-exported here like every other option group.
 """
 
-from trusted_pools.scheduler.opts import group, opts, register_opts
+from trusted_pools.scheduler.opts import group, list_opts, opts, \
+    register_opts
 
-__all__ = ["group", "opts", "register_opts"]
+__all__ = ["group", "list_opts", "opts", "register_opts"]

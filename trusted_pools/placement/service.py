@@ -66,7 +66,7 @@ class PlacementSyncService(service_mod.ServiceBase):
             exchange=group.control_exchange,
             pool="trusted-pools-placement-sync",
             refresh_interval=group.refresh_interval,
-            fetch_keys=group.fetch_public_keys)
+            key_source=listener_mod.api_key_source(conf))
         section = conf[placement_conf.group.name]
         self.keeper = TraitKeeper(
             self.cache, PlacementClient.from_conf(conf),

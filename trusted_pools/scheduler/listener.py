@@ -20,6 +20,14 @@ an old token again (anyone on the bus can replay one), is not contact.
 
 Each scheduler process listens in its own notification pool: processes in
 one pool would share a queue and each would see only part of the updates.
+
+Keys never come from the bus: they are pinned in configuration
+(``conductor_public_keys``) or, with ``fetch_public_keys``, read from
+trusted-pools-api's JWKS (``GET /v1/keys``) over keystoneauth, an
+authenticated HTTPS call to the endpoint in the Keystone catalog. Anyone
+holding bus credentials can publish a notification whose token names an
+unknown key id; that triggers at most one JWKS fetch per 30 s and never
+an RPC call.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Protocol
 
 import oslo_messaging as messaging
+from keystoneauth1 import exceptions as ks_exceptions
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 from trusted_pools import exception
@@ -41,7 +51,8 @@ from trusted_pools.scheduler import opts as scheduler_conf
 from trusted_pools.scheduler.cache import Admission, VerdictCache
 
 __all__ = [
-    "TRUST_EVENT", "ConductorSource", "ConductorClient",
+    "TRUST_EVENT", "ConductorSource", "ConductorClient", "KeySource",
+    "JWKSKeySource",
     "TrustNotificationEndpoint", "TrustListener", "load_public_keys",
     "default_cache", "stop_default",
 ]
@@ -50,8 +61,11 @@ LOG = logging.getLogger(__name__)
 
 #: Event type of the conductor's trust notifications.
 TRUST_EVENT = "trusted_pools.host.trust.update"
-#: Conductor RPC topic (trusted_pools.conductor.rpcapi.TOPIC).
-CONDUCTOR_TOPIC = "trusted_pools_conductor"
+#: The conductors' verdict read topic
+#: (trusted_pools.conductor.rpcapi.VERDICTS_TOPIC, API version 1.0).
+VERDICTS_TOPIC = "trusted_pools_verdicts"
+#: Keystone service type of trusted-pools-api.
+API_SERVICE_TYPE = "trusted-pools"
 #: Seconds between two key fetches triggered by unknown key ids.
 _KEY_FETCH_SPACING = 30.0
 #: Seconds before retrying a failed refresh (at most refresh_interval).
@@ -64,18 +78,24 @@ class ConductorSource(Protocol):
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]: ...
 
-    def get_public_keys(self, context: dict) -> dict[str, str]: ...
+
+class KeySource(Protocol):
+    """Where keys beyond the pinned ones come from (never the bus)."""
+
+    def fetch(self) -> dict[str, Any]: ...
 
 
 class ConductorClient:
-    """Conductor RPC client on an explicit exchange and transport.
+    """Client of the conductors' verdict read API (``verdicts_since``, the
+    only conductor method a consumer may call) on an explicit exchange and
+    transport.
 
     nova-scheduler's own ``control_exchange`` is ``nova``; the conductor
     listens on the trusted_pools exchange, so the target names it.
     """
 
     def __init__(self, transport: messaging.Transport, exchange: str,
-                 timeout: float, topic: str = CONDUCTOR_TOPIC) -> None:
+                 timeout: float, topic: str = VERDICTS_TOPIC) -> None:
         target = messaging.Target(exchange=exchange, topic=topic,
                                   version="1.0")
         self._client = messaging.get_rpc_client(transport, target,
@@ -86,24 +106,69 @@ class ConductorClient:
                        ) -> list[dict[str, Any]]:
         return self._client.call(context, "verdicts_since", since=since)
 
-    def get_public_keys(self, context: dict) -> dict[str, str]:
-        return self._client.call(context, "get_public_keys")
+
+class JWKSKeySource:
+    """The conductors' public keys from trusted-pools-api's ``/v1/keys``
+    (a JWKS) through a keystoneauth1 Adapter: the caller authenticates to
+    Keystone and the API's endpoint comes from the catalog."""
+
+    def __init__(self, adapter: Any,
+                 group: str = "trusted_pools_scheduler") -> None:
+        self._adapter = adapter
+        self.group = group
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts, group: str
+                  ) -> "JWKSKeySource":
+        try:
+            auth = ks_loading.load_auth_from_conf_options(conf, group)
+            session = ks_loading.load_session_from_conf_options(
+                conf, group, auth=auth)
+            return cls(ks_loading.load_adapter_from_conf_options(
+                conf, group, session=session, auth=auth,
+                service_type=API_SERVICE_TYPE, raise_exc=False), group)
+        except ks_exceptions.ClientException as error:
+            raise exception.ConfigInvalid(
+                reason="[%s] keystoneauth options: %s" % (group, error))
+
+    def fetch(self) -> dict[str, Any]:
+        try:
+            response = self._adapter.get("/v1/keys")
+        except ks_exceptions.ClientException as error:
+            raise exception.ServiceUnavailable(
+                service="trusted-pools", reason=_describe(error),
+                group=self.group)
+        if response.status_code != 200:
+            raise exception.ServiceUnavailable(
+                service="trusted-pools", group=self.group,
+                reason="GET /v1/keys answered HTTP %d"
+                % response.status_code)
+        try:
+            jwks = response.json()
+        except ValueError:
+            jwks = None
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"),
+                                                          list):
+            raise exception.ResultMalformed(
+                reason="GET /v1/keys did not answer a JWKS object")
+        return keys_from_jwks(jwks["keys"])
 
 
 def _describe(error: Exception) -> str:
     return "%s: %s" % (type(error).__name__, error)
 
 
-def keys_from_pems(pems: Mapping[str, str]) -> dict[str, Any]:
-    """kid -> key from the conductor's ``get_public_keys`` answer; a kid
-    that is not the key's own thumbprint is refused."""
+def keys_from_jwks(jwks: list[Any]) -> dict[str, Any]:
+    """kid -> key from a JWKS's ``keys``; a key whose kid is not its own
+    thumbprint is refused (the whole set: a consumer pins what it gets)."""
     keys = {}
-    for kid, pem in pems.items():
-        key = keystore.public_key_from_pem(pem)
+    for jwk in jwks:
+        key = keystore.public_key_from_jwk(jwk)
+        kid = jwk.get("kid") if isinstance(jwk, dict) else None
         if keystore.jwk_thumbprint(key) != kid:
             raise exception.InvalidParameterValue(
-                name="public_keys", reason="kid %r is not the thumbprint "
-                "of its key" % (kid,))
+                name="keys", reason="kid %r is not the thumbprint of its "
+                "key" % (kid,))
         keys[kid] = key
     return keys
 
@@ -199,15 +264,17 @@ class TrustListener:
     def __init__(self, cache: VerdictCache, source: ConductorSource | None,
                  *, notification_transport: messaging.Transport | None,
                  exchange: str, pool: str | None = None,
-                 refresh_interval: float = 30.0, fetch_keys: bool = False,
+                 refresh_interval: float = 30.0,
+                 key_source: KeySource | None = None,
                  wall: Callable[[], float] = time.time) -> None:
         self.cache = cache
         self.source = source
+        self.key_source = key_source
         self.exchange = exchange
         self.pool = pool or "trusted-pools-scheduler-%s-%d" % (
             socket.gethostname(), os.getpid())
         self.refresh_interval = refresh_interval
-        self.fetch_keys = fetch_keys and source is not None
+        self.fetch_keys = key_source is not None
         self._wall = wall
         self._transport = notification_transport
         self._server: messaging.MessageHandlingServer | None = None
@@ -225,23 +292,23 @@ class TrustListener:
     # --- keys ------------------------------------------------------------------
 
     def _fetch_keys(self) -> bool:
-        """Fetch the conductor's keys (rate-limited); True if fetched."""
+        """Fetch the conductors' keys from the API's JWKS (rate-limited);
+        True if fetched. Never over the bus."""
         now = time.monotonic()
-        if self.source is None or (self._last_key_fetch and now
-                                   - self._last_key_fetch
-                                   < _KEY_FETCH_SPACING):
+        if self.key_source is None or (self._last_key_fetch and now
+                                       - self._last_key_fetch
+                                       < _KEY_FETCH_SPACING):
             return False
         self._last_key_fetch = now
         try:
-            keys = keys_from_pems(self.source.get_public_keys({}))
-        except (messaging.MessagingException,
-                exception.TrustedPoolsError) as error:
-            LOG.warning("Could not fetch the conductor public keys: %s",
-                        _describe(error))
+            keys = self.key_source.fetch()
+        except exception.TrustedPoolsError as error:
+            LOG.warning("Could not fetch the conductor public keys from "
+                        "trusted-pools-api: %s", _describe(error))
             return False
         self.cache.set_public_keys({**self._configured_keys, **keys})
-        LOG.info("Conductor public keys fetched over RPC: %s",
-                 ", ".join(sorted(keys)))
+        LOG.info("Conductor public keys fetched from trusted-pools-api: "
+                 "%s", ", ".join(sorted(keys)))
         return True
 
     # --- bulk refresh ----------------------------------------------------------
@@ -400,9 +467,17 @@ def _build_default(conf: cfg.ConfigOpts
         cache, source, notification_transport=notification_transport,
         exchange=group.control_exchange, pool=group.notification_pool,
         refresh_interval=group.refresh_interval,
-        fetch_keys=group.fetch_public_keys)
+        key_source=api_key_source(conf))
     listener.start()
     return cache, listener, [notification_transport, rpc_transport]
+
+
+def api_key_source(conf: cfg.ConfigOpts) -> JWKSKeySource | None:
+    """The API's JWKS as a key source if ``fetch_public_keys`` is on."""
+    name = scheduler_conf.group.name
+    if not conf[name].fetch_public_keys:
+        return None
+    return JWKSKeySource.from_conf(conf, name)
 
 
 def default_cache(conf: cfg.ConfigOpts | None = None) -> VerdictCache:

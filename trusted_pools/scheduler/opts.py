@@ -12,6 +12,7 @@ filter (``nova.conf`` of nova-scheduler), hence the group name that says
 whose options they are.
 """
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 group = cfg.OptGroup(
@@ -51,11 +52,15 @@ opts = [
                      "accepted. Copy them from 'trusted-pools-manage' or "
                      "from each conductor's signing key."),
     cfg.BoolOpt("fetch_public_keys", default=False, mutable=False,
-                help="Also accept the public keys the conductor announces "
-                     "over RPC (get_public_keys) at start and on an unknown "
-                     "key id. This trusts whoever can answer on the message "
-                     "bus as the conductor, so it is off by default and "
-                     "cannot be switched on at runtime."),
+                help="Also accept the conductor public keys that "
+                     "trusted-pools-api publishes as a JWKS (GET /v1/keys, "
+                     "Keystone service type 'trusted-pools'), fetched with "
+                     "this group's keystoneauth options (auth_type, "
+                     "auth_url, username, ..., cafile) at start and at "
+                     "most every 30 seconds on an unknown key id. Keys "
+                     "never come from the message bus. Off by default and "
+                     "not mutable at runtime: it widens whose signatures "
+                     "count to whatever the API serves."),
     cfg.StrOpt("transport_url", secret=True,
                help="Message bus where the conductor publishes its trust "
                     "notifications and answers RPC. Unset: the process's "
@@ -70,7 +75,7 @@ opts = [
                     "Unset: 'trusted-pools-scheduler-<hostname>-<pid>'."),
     cfg.IntOpt("rpc_timeout", default=10, min=1, max=300,
                help="Seconds to wait for the conductor's answer to a bulk "
-                    "refresh or a key fetch."),
+                    "refresh."),
     cfg.StrOpt("host_key", default="host", choices=[
         ("host", "HostState.host: the nova-compute service host, which is "
                  "the name the host agent attests under (both default to "
@@ -82,5 +87,16 @@ opts = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
+    """The group, and the keystoneauth1 options fetch_public_keys uses."""
     conf.register_group(group)
     conf.register_opts(opts, group=group)
+    ks_loading.register_session_conf_options(conf, group.name)
+    ks_loading.register_auth_conf_options(conf, group.name)
+    ks_loading.register_adapter_conf_options(conf, group.name)
+
+
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    """The group with its keystoneauth1 options (sample generator)."""
+    return [(group, list(opts) + ks_loading.get_session_conf_options()
+             + ks_loading.get_auth_common_conf_options()
+             + ks_loading.get_adapter_conf_options())]

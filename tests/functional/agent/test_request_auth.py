@@ -49,6 +49,7 @@ class Eavesdropper:
             return False
         return claims["args"] == agent_requests.args_digest(args)
 
+    @messaging.expose
     def start_epoch(self, context: dict, **kwargs) -> None:
         if self._genuine(kwargs):
             with self.lock:

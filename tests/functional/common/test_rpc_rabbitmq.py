@@ -16,16 +16,23 @@ pytestmark = pytest.mark.rabbitmq
 class _Endpoint:
     target = messaging.Target(version="1.1")
 
+    def helper(self, context, value):
+        """Public but not exposed: not callable over the bus."""
+        raise AssertionError("dispatched to a method nobody exposed")
+
     def __init__(self) -> None:
         self.casts: list[str] = []
         self.cast_seen = threading.Event()
 
+    @messaging.expose
     def echo(self, context, value):
         return value
 
+    @messaging.expose
     def fail(self, context, host):
         raise exception.HostNotFound(host=host)
 
+    @messaging.expose
     def record(self, context, value):
         self.casts.append(value)
         self.cast_seen.set()
@@ -69,3 +76,9 @@ def test_version_above_cap_is_refused_client_side(server):
     client = _client(version_cap="1.0").prepare(version="1.1")
     with pytest.raises(messaging.RPCVersionCapError):
         client.call({}, "echo", value=1)
+
+
+def test_a_method_not_exposed_is_not_dispatched(server):
+    with pytest.raises(messaging.RemoteError) as info:
+        _client().call({}, "helper", value=1)
+    assert info.value.exc_type == "NoSuchMethod"

@@ -138,7 +138,7 @@ def test_bad_input_earns_a_challenge_not_a_verdict_and_harms_no_host(
     try:
         hosts, (conductor,), names = _all_trusted(pool, 3)
         victim = hosts[1]
-        api = conductor_rpcapi.ConductorAPI()
+        api = conductor_rpcapi.EvidenceAPI()
         epoch = conductor.manager.epochs.current
         good_nonce = freshness.host_nonce(epoch.value, victim.name)
         cases = {

@@ -68,7 +68,7 @@ def test_forged_pushes_in_a_victims_name_cost_one_challenge_per_interval(
         victim, other = hosts[1], hosts[2]
         manager = conductor.manager
         # The attacker: a process with nothing but bus access.
-        attacker = conductor_rpcapi.ConductorAPI()
+        attacker = conductor_rpcapi.EvidenceAPI()
         before = max(v.id for v in pool.latest().values())
         old_epoch = manager.epochs.current
         # A genuine quote of the victim, which the attacker keeps replaying
@@ -136,7 +136,7 @@ def test_paused_worker_resumes_without_a_false_replay_alarm(
         epoch = manager.epochs.current
         twice = _wire(pool, hosts[0], freshness.host_nonce(
             epoch.value, hosts[0].name), epoch.epoch_id)
-        api = conductor_rpcapi.ConductorAPI()
+        api = conductor_rpcapi.EvidenceAPI()
         api.submit_evidence({}, "conductor-a", twice)
         api.submit_evidence({}, "conductor-a", {
             "version": 1, "host": hosts[1].name,
@@ -174,11 +174,12 @@ def test_a_conductor_refuses_evidence_and_calls_for_hosts_it_does_not_own(
         host = foreign[0]
         before = max(v.id for v in pool.latest().values())
         api = conductor_rpcapi.ConductorAPI()
+        pushes = conductor_rpcapi.EvidenceAPI()
         # Genuine, fresh evidence over conductor-a's own epoch, pushed to
         # conductor-a: refused, it does not own the host.
         for _ in range(5):
             epoch = first.manager.epochs.current
-            api.submit_evidence({}, "conductor-a", _wire(
+            pushes.submit_evidence({}, "conductor-a", _wire(
                 pool, host, freshness.host_nonce(epoch.value, host.name),
                 epoch.epoch_id))
             time.sleep(0.4)
@@ -187,6 +188,10 @@ def test_a_conductor_refuses_evidence_and_calls_for_hosts_it_does_not_own(
         assert "conductor-b" in str(info.value)
         with pytest.raises(exception.HostNotOwned):
             api.capture_policy({}, host.name, conductor="conductor-a")
+        with pytest.raises(exception.HostNotOwned):
+            api.reset_enrollment({}, host.name, conductor="conductor-a")
+        with pytest.raises(exception.HostNotOwned):
+            api.enroll_host({}, host.name, conductor="conductor-a")
         # The owner answers.
         result = api.attest_now({}, host.name, conductor="conductor-b")
         assert result["verdict"]["status"] == "trusted"

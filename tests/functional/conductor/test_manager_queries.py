@@ -44,10 +44,16 @@ def test_verdicts_since_gives_each_hosts_newest_only(tmp_path):
         ("host-a", "a3")]
 
 
-def test_public_key_is_named_by_its_thumbprint(tmp_path):
+def test_public_key_is_published_in_the_database_under_its_thumbprint(
+        tmp_path):
+    """Where the API's JWKS reads it (keys never travel over the bus)."""
     manager = _manager(tmp_path)
-    (kid, pem), = manager.get_public_keys({}).items()
-    assert keystore.jwk_thumbprint(keystore.public_key_from_pem(pem)) == kid
+    manager.register()
+    (record,) = [c for c in manager.db.list_conductors()
+                 if c.hostname == manager.host]
+    key = keystore.public_key_from_pem(record.public_key)
+    assert keystore.jwk_thumbprint(key) == record.key_id
+    assert record.key_id == manager.signer.kid
 
 
 class _Agents:

@@ -21,7 +21,7 @@ from tests import nova_harness as nh
 from trusted_pools.common import rpc
 from trusted_pools.scheduler.cache import VerdictCache
 from trusted_pools.scheduler.filters import TrustedHostFilter
-from trusted_pools.scheduler.listener import (CONDUCTOR_TOPIC,
+from trusted_pools.scheduler.listener import (VERDICTS_TOPIC,
                                               ConductorClient, TRUST_EVENT,
                                               TrustListener)
 
@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.rabbitmq]
 
 
 class FakeConductorEndpoint:
-    """RPC endpoint answering like the conductor, from signed tokens."""
+    """RPC endpoint answering like the conductor's verdict read API, from
+    signed tokens."""
 
     target = messaging.Target(version="1.0")
 
@@ -37,11 +38,9 @@ class FakeConductorEndpoint:
         self.factory = factory
         self.items: list[dict[str, Any]] = []
 
+    @messaging.expose
     def verdicts_since(self, context, since):
         return self.items
-
-    def get_public_keys(self, context):
-        return {self.factory.signer.kid: self.factory.public_pem}
 
 
 @pytest.fixture
@@ -124,7 +123,7 @@ def test_bad_notifications_are_refused(pool, caplog, case):
     assert not cache.is_trusted("compute-2", 1)
 
 
-def test_bulk_refresh_and_key_fetch_over_rpc(rabbit_conf):
+def test_bulk_refresh_over_rpc_with_pinned_keys(rabbit_conf):
     factory = nh.VerdictFactory()
     endpoint = FakeConductorEndpoint(factory)
     endpoint.items = [
@@ -135,18 +134,18 @@ def test_bulk_refresh_and_key_fetch_over_rpc(rabbit_conf):
         {"host": "c", "status": "trusted", "level": 4,
          "signed_result": "garbage"},
     ]
-    topic = "%s-%s" % (CONDUCTOR_TOPIC, uuid.uuid4().hex)
+    topic = "%s-%s" % (VERDICTS_TOPIC, uuid.uuid4().hex)
     server = rpc.get_server(messaging.Target(topic=topic, server="c1"),
                             [endpoint])
     server.start()
     transport = messaging.get_rpc_transport(rabbit_conf)
     try:
-        cache = VerdictCache({}, max_age=60, grace=60)
+        cache = VerdictCache(factory.public_keys, max_age=60, grace=60)
         source = ConductorClient(transport, rabbit_conf.control_exchange, 10,
                                  topic=topic)
         listener = TrustListener(cache, source, notification_transport=None,
                                  exchange=rabbit_conf.control_exchange,
-                                 fetch_keys=True, refresh_interval=60)
+                                 refresh_interval=60)
         listener.start()
         try:
             assert cache.public_key_ids == {factory.signer.kid}

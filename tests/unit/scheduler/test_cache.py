@@ -239,36 +239,116 @@ def test_verification_uses_the_configured_keys_only(factory, clocks):
     assert cache.get("h1") is None
 
 
-def test_fetched_keys_replace_earlier_fetched_ones(factory, clocks):
-    """A conductor key that is no longer served stops being accepted; the
-    configured keys stay."""
+class _Response:
+    def __init__(self, status: int, body) -> None:
+        self.status_code = status
+        self._body = body
+
+    def json(self):
+        if isinstance(self._body, Exception):
+            raise self._body
+        return self._body
+
+
+class _Adapter:
+    """keystoneauth1 Adapter stand-in: what GET /v1/keys answers."""
+
+    def __init__(self) -> None:
+        self.answer = _Response(200, {"keys": []})
+        self.paths: list[str] = []
+
+    def get(self, path):
+        self.paths.append(path)
+        return self.answer
+
+
+def _jwks(*factories):
     from trusted_pools.attestation import keystore
+    keys = []
+    for f in factories:
+        for kid, key in f.public_keys.items():
+            keys.append(dict(keystore.public_jwk(key), kid=kid))
+    return {"keys": keys}
+
+
+class _VerdictsOnly:
+    """A conductor source that fails the test if asked for anything but
+    verdicts: keys never come from the bus."""
+
+    def verdicts_since(self, context, since):
+        return []
+
+    def __getattr__(self, name):
+        raise AssertionError("listener asked the bus for %s" % name)
+
+
+def test_fetched_keys_replace_earlier_fetched_ones(factory, clocks):
+    """Keys from the API's JWKS: a conductor key that is no longer served
+    stops being accepted; the configured keys stay."""
+    from trusted_pools.scheduler.listener import JWKSKeySource
     from trusted_pools.scheduler.listener import TrustListener
     old, new = VerdictFactory(), VerdictFactory()
-    served = {}
-
-    class Source:
-        def get_public_keys(self, context):
-            return {kid: keystore.public_key_pem(key)
-                    for kid, key in served.items()}
-
-        def verdicts_since(self, context, since):
-            return []
-
+    adapter = _Adapter()
     cache = make_cache(factory, clocks)
-    listener = TrustListener(cache, Source(), notification_transport=None,
-                             exchange="x", fetch_keys=True)
-    served.update(old.public_keys)
+    listener = TrustListener(cache, _VerdictsOnly(),
+                             notification_transport=None, exchange="x",
+                             key_source=JWKSKeySource(adapter))
+    adapter.answer = _Response(200, _jwks(old))
     assert listener._fetch_keys()
+    assert adapter.paths == ["/v1/keys"]
     cache.admit(old.token("h1", issued_at=T0))
     listener._last_key_fetch = 0.0
-    served.clear()
-    served.update(new.public_keys)
+    adapter.answer = _Response(200, _jwks(new))
     assert listener._fetch_keys()
     with pytest.raises(exception.ResultKeyUnknown):
         cache.admit(old.token("h2", issued_at=T0))
     cache.admit(new.token("h2", issued_at=T0))
     cache.admit(factory.token("h3", issued_at=T0))  # configured key
+
+
+@pytest.mark.parametrize("answer", [
+    _Response(503, {"keys": []}),
+    _Response(200, ValueError("not JSON")),
+    _Response(200, {"keys": "all of them"}),
+    _Response(200, {"no": "keys"}),
+])
+def test_a_failed_key_fetch_changes_no_key(factory, clocks, answer):
+    from trusted_pools.scheduler.listener import JWKSKeySource
+    from trusted_pools.scheduler.listener import TrustListener
+    adapter = _Adapter()
+    adapter.answer = answer
+    cache = make_cache(factory, clocks)
+    before = dict(cache.public_keys())
+    listener = TrustListener(cache, _VerdictsOnly(),
+                             notification_transport=None, exchange="x",
+                             key_source=JWKSKeySource(adapter))
+    assert not listener._fetch_keys()
+    assert cache.public_keys() == before
+
+
+def test_a_jwks_key_under_another_kid_is_refused(factory, clocks):
+    from trusted_pools.scheduler.listener import JWKSKeySource
+    rogue = VerdictFactory(issuer="rogue")
+    jwks = _jwks(rogue)
+    jwks["keys"][0]["kid"] = next(iter(factory.public_keys))
+    adapter = _Adapter()
+    adapter.answer = _Response(200, jwks)
+    with pytest.raises(exception.InvalidParameterValue):
+        JWKSKeySource(adapter).fetch()
+
+
+def test_an_unknown_kid_never_asks_the_bus(factory, clocks):
+    """A notification signed with a key nobody pinned (anyone on the bus
+    can publish one): refused; without a key source nothing is fetched,
+    and the conductor source is never asked for keys."""
+    from trusted_pools.scheduler.listener import TrustListener
+    cache = make_cache(factory, clocks)
+    listener = TrustListener(cache, _VerdictsOnly(),
+                             notification_transport=None, exchange="x")
+    stranger = VerdictFactory(issuer="conductor-x")
+    assert not listener.endpoint.handle(stranger.payload("h1",
+                                                         issued_at=T0))
+    assert cache.get("h1") is None
 
 
 # --- order: the database's sequence, never a conductor's clock ---------------
@@ -374,9 +454,6 @@ class _Source:
 
     def verdicts_since(self, context, since):
         return self.items
-
-    def get_public_keys(self, context):
-        return {}
 
 
 def _listener(cache, items):

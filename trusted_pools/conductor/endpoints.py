@@ -1,0 +1,115 @@
+"""The conductor's RPC endpoints, one object per caller.
+
+A conductor serves three RPC targets, and each target dispatches only the
+methods marked ``@messaging.expose`` on its endpoint (the servers use
+``ExplicitRPCAccessPolicy``, :func:`trusted_pools.common.rpc.get_server`):
+
+========================  ==========================  =====================
+endpoint (topic)          methods                     who may call it
+========================  ==========================  =====================
+:class:`EvidenceEndpoint` ``submit_evidence`` (cast)  agents, on the agent
+(``trusted_pools_evidence``,                          bus
+server = conductor)
+:class:`ManagementEndpoint` ``enroll_host``,          trusted-pools-api, on
+(``trusted_pools_conductor``, ``reset_enrollment``,   the management bus
+server = conductor)       ``attest_now``,
+                          ``capture_policy``
+:class:`VerdictsEndpoint` ``verdicts_since``          verdict consumers
+(``trusted_pools_verdicts``)                          (nova-scheduler, the
+                                                      trait keeper), on the
+                                                      management bus
+========================  ==========================  =====================
+
+Nothing else of :class:`~trusted_pools.conductor.manager.ConductorManager`
+is reachable: the attestation cycle (``start_epoch``), policy writes (the
+API writes policies to the database) and the public keys (pinned in
+configuration, or the API's JWKS) are not RPC methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import oslo_messaging as messaging
+
+from trusted_pools import exception
+from trusted_pools.conductor import rpcapi
+
+__all__ = ["EvidenceEndpoint", "ManagementEndpoint", "VerdictsEndpoint"]
+
+# What a management call may answer with; anything else is a bug and is
+# logged with its traceback by oslo.messaging.
+_HOST_OPERATION_ERRORS = (
+    exception.Invalid, exception.NotFound, exception.Conflict,
+    exception.TemporaryFailure, exception.EvidenceError,
+    exception.TPMError, exception.NotAuthorized)
+
+
+class EvidenceEndpoint:
+    """The agents' only way to the conductor: push evidence, a cast.
+
+    What is pushed is unverified (any host can push in any host's name);
+    the manager queues it and only evidence that verifies gives a verdict.
+    """
+
+    target = messaging.Target(version=rpcapi.EVIDENCE_API_VERSION)
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    @messaging.expose
+    def submit_evidence(self, context: dict, evidence: Any) -> None:
+        self._manager.submit_evidence(context, evidence)
+
+
+class ManagementEndpoint:
+    """Host operations for trusted-pools-api, on the host's owner."""
+
+    target = messaging.Target(version=rpcapi.RPC_API_VERSION)
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def enroll_host(self, context: dict, host: str, group: str = "default",
+                    ek_sha256: str | None = None) -> dict[str, Any]:
+        return self._manager.enroll_host(context, host, group=group,
+                                         ek_sha256=ek_sha256)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def reset_enrollment(self, context: dict, host: str) -> dict[str, Any]:
+        return self._manager.reset_enrollment(context, host)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def attest_now(self, context: dict, host: str) -> dict[str, Any]:
+        return self._manager.attest_now(context, host)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def capture_policy(self, context: dict, host: str) -> dict[str, Any]:
+        return self._manager.capture_policy(context, host)
+
+
+class VerdictsEndpoint:
+    """Signed verdicts for the consumers' bulk refresh (read only: the
+    answer is the stored signed results, which consumers verify with keys
+    they pinned)."""
+
+    target = messaging.Target(version=rpcapi.VERDICTS_API_VERSION)
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+
+    @messaging.expose
+    @messaging.expected_exceptions(exception.Invalid,
+                                   exception.TemporaryFailure)
+    def verdicts_since(self, context: dict, since: float
+                       ) -> list[dict[str, Any]]:
+        if isinstance(since, bool) or not isinstance(since, (int, float)):
+            raise exception.InvalidParameterValue(
+                name="since", reason="a number of seconds since the epoch "
+                "is expected, not %s" % type(since).__name__)
+        return self._manager.verdicts_since(context, float(since))
