@@ -183,13 +183,14 @@ class _Recorder:
                 raise StopFuzzing()
 
 
-def _warm_up(target: Target) -> None:
-    """Build the target's shared material (keys, a database) outside the
-    per-input budget."""
+def _warm_up(target: Target, per_input: float) -> None:
+    """Build the target's shared material (keys, a database) within ten
+    times the per-input budget; the measured run reports any failure."""
     for data in (target.seeds()[:1] or [b""]):
         try:
-            target.run(data)
-        except Exception:  # noqa: BLE001 - the measured run reports it
+            with _deadline(10 * per_input):
+                target.run(data)
+        except (Exception, Hang):  # noqa: BLE001
             pass
 
 
@@ -240,7 +241,7 @@ def run_hypothesis(name: str, inputs: int, seconds: float,
             raise StopFuzzing()
         record(value)
 
-    _warm_up(target)
+    _warm_up(target, per_input)
     started = time.monotonic()
     for seed in seeds:
         record(seed)
@@ -265,7 +266,7 @@ def run_atheris(name: str, inputs: int, seconds: float, per_input: float,
     corpus = tempfile.mkdtemp(prefix="tp-fuzz-corpus-")
     for i, seed in enumerate(target.seeds()):
         pathlib.Path(corpus, "seed-%03d" % i).write_bytes(seed)
-    _warm_up(target)
+    _warm_up(target, per_input)
     started = time.monotonic()
     report_path = os.path.join(crash_dir, "%s.stats.json" % name)
     os.makedirs(crash_dir, exist_ok=True)

@@ -719,6 +719,7 @@ def fuzz_conductor(data: bytes) -> None:
     enrolled hosts' names, direct challenges answered with generated
     evidence) and verdicts_since; never a trusted verdict, only typed
     errors (also among those the worker logs)."""
+    import oslo_messaging as messaging
     c = _conductor()
     src = Source(data)
     c.now[0] += c.manager.interval + 1   # every failure earns a challenge
@@ -743,7 +744,10 @@ def fuzz_conductor(data: bytes) -> None:
     since = structured(src, [0.0, c.now[0] - 600], [])
     try:
         rows = c.manager.verdicts_since({}, since)
-    except exception.TrustedPoolsError:
+    except messaging.ExpectedException as wrapped:
+        # What the RPC server sends back: only a typed error may be inside.
+        if not isinstance(wrapped.exc_info[1], exception.TrustedPoolsError):
+            raise wrapped.exc_info[1]
         rows = []
     if any(r["status"] == "trusted" for r in rows):
         raise Violation("verdicts_since reported a trusted host")

@@ -82,6 +82,19 @@ def _utc(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
+def _since(since: Any) -> datetime.datetime:
+    """A caller's ``since`` (epoch seconds) as a time, or a typed error:
+    not a number, NaN or out of the calendar's range."""
+    try:
+        if isinstance(since, bool) or not isinstance(since, (int, float)):
+            raise TypeError(type(since).__name__)
+        return _utc(since)
+    except (TypeError, ValueError, OverflowError, OSError) as error:
+        raise exception.InvalidParameterValue(
+            name="since", reason="expected seconds since the epoch (%s)"
+            % error) from None
+
+
 class ConductorManager:
     """Endpoints of a conductor. See :mod:`.rpcapi` for the versions."""
 
@@ -351,7 +364,7 @@ class ConductorManager:
         """
         names = {h.id: h.hostname for h in self.db.list_hosts()}
         newest: dict[int, Any] = {}
-        for verdict in self.db.verdicts_since(_utc(since)):
+        for verdict in self.db.verdicts_since(_since(since)):
             newest[verdict.host_id] = verdict  # oldest first
         return [{"host": names.get(v.host_id), "status": v.status,
                  "level": v.level, "signed_result": v.signed_result}

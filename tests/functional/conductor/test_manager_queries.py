@@ -104,3 +104,24 @@ def test_a_failed_quote_makes_the_registration_be_read_again(tmp_path):
     verdict = manager._verify(state, bogus, bytes(32))
     assert verdict.status.value == "untrusted"
     assert manager._state("host-a").ak.raw == new.raw
+
+
+import pytest  # noqa: E402
+
+from trusted_pools import exception  # noqa: E402
+
+
+@pytest.mark.parametrize("since", [1e12, -1e12, float("nan"), float("inf"),
+                                   "yesterday", None, True, [0]])
+def test_verdicts_since_refuses_a_bad_time_with_a_typed_error(tmp_path,
+                                                              since):
+    """Found by bench/fuzz.py (conductor.rpc): a time past year 9999 (or
+    not a number) raised ValueError/TypeError out of the RPC endpoint."""
+    import oslo_messaging as messaging
+    manager = _manager(tmp_path)
+    # The endpoint's expected_exceptions wraps it as the RPC server would.
+    with pytest.raises(messaging.ExpectedException) as info:
+        manager.verdicts_since({}, since)
+    error = info.value.exc_info[1]
+    assert isinstance(error, exception.InvalidParameterValue), error
+    assert "since" in str(error)
