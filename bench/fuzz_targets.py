@@ -644,6 +644,16 @@ class _RecordingAgents:
         self.calls.append(("get_evidence", host))
         return self.answer()
 
+    def get_identity(self, context: Any, host: str) -> Any:
+        self.calls.append(("get_identity", host))
+        return self.answer()
+
+    def activate_credential(self, context: Any, host: str, *args: Any
+                            ) -> Any:
+        self.calls.append(("activate_credential", host))
+        answer = self.answer()
+        return answer.get("secret") if isinstance(answer, dict) else answer
+
 
 class _ErrorLog(logging.Handler):
     """Collects exceptions the conductor logged instead of raising."""
@@ -751,6 +761,88 @@ def fuzz_conductor(data: bytes) -> None:
         rows = []
     if any(r["status"] == "trusted" for r in rows):
         raise Violation("verdicts_since reported a trusted host")
+    _check_conductor(c)
+
+
+_IDENTITY_KEYS = ["host", "ek_certificate", "ek_public", "ak_public",
+                  "secret"]
+
+
+def _unwrap_rpc(call: Callable[[], Any]) -> Any:
+    """Call an endpoint as the RPC server would: an ExpectedException may
+    carry only a typed error, which is re-raised (a refusal)."""
+    import oslo_messaging as messaging
+    try:
+        return call()
+    except messaging.ExpectedException as wrapped:
+        raise wrapped.exc_info[1] from None
+
+
+@target("conductor.management")
+def fuzz_conductor_management(data: bytes) -> None:
+    """The conductor's other endpoints with generated arguments, agents
+    answering with generated identities and evidence: enroll_host never
+    enrolls, attest_now never gives a trusted verdict, create_policy /
+    assign_policy / reset_enrollment / capture_policy / get_public_keys
+    refuse with typed errors only."""
+    c = _conductor()
+    src = Source(data)
+    c.now[0] += c.manager.interval + 1
+    keys = _WIRE_KEYS + _IDENTITY_KEYS + _POLICY_KEYS + list(c.hosts)
+
+    def generated() -> Any:
+        value = structured(src, _wire_seeds(), keys)
+        if isinstance(value, dict) and src.flag():
+            value["host"] = c.hosts[(src.byte() + len(data)) % 2]
+        return value
+
+    c.agents.answer = generated
+    host = src.choice(list(c.hosts) + ["", "compute-x", "a" * 300, None, 7])
+    method = src.choice(["enroll_host", "attest_now", "capture_policy",
+                         "create_policy", "assign_policy",
+                         "get_public_keys"])
+    if method == "enroll_host":
+        result = None
+        try:
+            result = _unwrap_rpc(lambda: c.manager.enroll_host(
+                {}, host, structured(src, ["default"], []),
+                structured(src, [None, "ab" * 32], [])))
+        except exception.TrustedPoolsError:
+            pass
+        if result is not None:
+            raise Violation("enroll_host enrolled a generated identity: %r"
+                            % (result,))
+    elif method in ("attest_now", "capture_policy"):
+        try:
+            result = _unwrap_rpc(lambda: getattr(c.manager, method)({}, host))
+        except exception.TrustedPoolsError:
+            result = None
+        if method == "attest_now" and result is not None and \
+                result["verdict"]["status"] == "trusted":
+            raise Violation("attest_now judged generated evidence trusted")
+        if method == "capture_policy" and result is not None:
+            raise Violation("capture_policy captured from evidence that "
+                            "cannot verify: %r" % (result,))
+    elif method == "create_policy":
+        # A well-formed policy may be created (an operator's call); the
+        # contract is typed refusals only. Created under names no group
+        # is assigned, so the enrolled hosts keep their policies.
+        try:
+            _unwrap_rpc(lambda: c.manager.create_policy(
+                {}, "fuzz-%s" % src.take(2).hex(),
+                src.choice(["measured_boot", "ima", "x", None]),
+                structured(src, _policy_seeds(), _POLICY_KEYS)))
+        except exception.TrustedPoolsError:
+            pass
+    elif method == "assign_policy":
+        try:
+            _unwrap_rpc(lambda: c.manager.assign_policy(
+                {}, "fuzz-group", structured(src, ["fuzz-0000"], []),
+                structured(src, [None, 1, 0], [])))
+        except exception.TrustedPoolsError:
+            pass
+    else:
+        c.manager.get_public_keys({})
     _check_conductor(c)
 
 

@@ -19,7 +19,8 @@ from trusted_pools import exception
 
 # Inputs per target; the conductor's path writes to SQLite per input.
 SLICE = 200
-SMALLER = {"conductor.rpc": 60, "tpm.eventlog": 120}
+SMALLER = {"conductor.rpc": 60, "conductor.management": 60,
+           "tpm.eventlog": 120}
 
 
 @pytest.mark.parametrize("name", fuzz_targets.names())
@@ -41,6 +42,7 @@ def test_every_entry_point_family_has_a_target():
                    "attestation.evidence_wire", "attestation.policy",
                    "attestation.signed_results",
                    "attestation.agent_requests", "conductor.rpc",
+                   "conductor.management",
                    "agent.rpc"):
         assert family in names
 

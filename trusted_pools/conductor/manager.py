@@ -82,6 +82,24 @@ def _utc(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
+def _host_name(host: Any) -> str:
+    """A management call's host name, or a typed error."""
+    if not isinstance(host, str) or not host:
+        raise exception.InvalidParameterValue(
+            name="host", reason="expected a non-empty host name, got %s"
+            % type(host).__name__)
+    return host
+
+
+def _identity_field(identity: Any, key: str, what: str) -> bytes:
+    """A base64 field of the identity an agent sent (the host wrote it,
+    so it is checked like evidence)."""
+    if not isinstance(identity, dict) or key not in identity:
+        raise exception.MalformedEvidence(
+            what="agent identity", reason="%s is missing" % key)
+    return _b64d(identity[key], what)
+
+
 def _since(since: Any) -> datetime.datetime:
     """A caller's ``since`` (epoch seconds) as a time, or a typed error:
     not a number, NaN or out of the calendar's range."""
@@ -253,11 +271,13 @@ class ConductorManager:
         and after ``reset_enrollment``; an enrolled host re-enrolls (a new
         AK) only with the EK it is bound to. A refusal changes nothing.
         """
-        identity = self.agents.get_identity(context, host)
-        ek_certificate = _b64d(identity["ek_certificate"], "EK certificate")
+        identity = self.agents.get_identity(context, _host_name(host))
+        ek_certificate = _identity_field(identity, "ek_certificate",
+                                         "EK certificate")
         challenge = enrollment.start_enrollment(
-            host, ek_certificate, _b64d(identity["ek_public"], "EK public"),
-            _b64d(identity["ak_public"], "AK public"),
+            host, ek_certificate,
+            _identity_field(identity, "ek_public", "EK public"),
+            _identity_field(identity, "ak_public", "AK public"),
             ca_bundle=self.ca_bundle, ek_only_anchors=self.ek_only_anchors)
         pending = challenge.challenge
         # Refuse an unapproved or foreign EK before the TPM is asked
@@ -298,7 +318,7 @@ class ConductorManager:
         """Refuse a management call for a host another conductor owns:
         two conductors judging one host would race on its clock baseline
         and its IMA replay state."""
-        owner = self.refresh_ring().owner(host)
+        owner = self.refresh_ring().owner(_host_name(host))
         if owner != self.host:
             raise exception.HostNotOwned(host=host, owner=owner,
                                          conductor=self.host)
