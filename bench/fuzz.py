@@ -194,7 +194,7 @@ def _warm_up(target: Target, per_input: float) -> None:
             pass
 
 
-# --- hypothesis ---------------------------------------------------------------
+# --- hypothesis --------------------------------------------------------------
 
 def _mutate(seed: bytes, ops: list[tuple[int, int, bytes]]) -> bytes:
     out = bytearray(seed)
@@ -251,7 +251,7 @@ def run_hypothesis(name: str, inputs: int, seconds: float,
     return stats
 
 
-# --- atheris --------------------------------------------------------------------
+# --- atheris -----------------------------------------------------------------
 
 def run_atheris(name: str, inputs: int, seconds: float, per_input: float,
                 crash_dir: str, max_failures: int = 10) -> None:
@@ -267,7 +267,8 @@ def run_atheris(name: str, inputs: int, seconds: float, per_input: float,
     for i, seed in enumerate(target.seeds()):
         pathlib.Path(corpus, "seed-%03d" % i).write_bytes(seed)
     _warm_up(target, per_input)
-    started = time.monotonic()
+    # Set at the first input: instrumenting every module takes seconds.
+    started = float("inf")
     report_path = os.path.join(crash_dir, "%s.stats.json" % name)
     os.makedirs(crash_dir, exist_ok=True)
 
@@ -281,6 +282,8 @@ def run_atheris(name: str, inputs: int, seconds: float, per_input: float,
                        "failures": [f.path for f in stats.failures]}, f)
 
     def test_one(data: bytes) -> None:
+        nonlocal started
+        started = min(started, time.monotonic())
         try:
             record(data)
         except StopFuzzing:

@@ -97,7 +97,7 @@ def _must_fail(what: str, call: Callable[[], Any]) -> None:
     raise Violation("%s verified a generated input: %r" % (what, result))
 
 
-# --- shared material (made once per process) -----------------------------------
+# --- shared material (made once per process) ---------------------------------
 
 @_shared
 def _aks() -> tuple[Any, Any]:
@@ -143,7 +143,7 @@ def _ima_logs() -> list[bytes]:
                    ima_gen.ascii_to_binary(sig_log)]
 
 
-# --- the evidence library (trusted_pools/tpm) ----------------------------------
+# --- the evidence library (trusted_pools/tpm) --------------------------------
 
 def _public_seeds() -> list[bytes]:
     from trusted_pools.tpm import structures
@@ -232,7 +232,8 @@ def _pcr_file_seeds() -> list[bytes]:
     digests += [bytes(66)] * 6
     serialized = (struct.pack("<I", 1) + b"".join(slots)
                   + struct.pack("<II", 1, 2) + b"".join(digests))
-    text = b"sha256:\n  0 : 0x" + b"11" * 32 + b"\n  1 : 0x" + b"22" * 32 + b"\n"
+    text = (b"sha256:\n  0 : 0x" + b"11" * 32
+            + b"\n  1 : 0x" + b"22" * 32 + b"\n")
     return [b"\x00" + values, b"\x01" + serialized, b"\x02" + text]
 
 
@@ -422,7 +423,7 @@ def fuzz_key_loaders(data: bytes) -> None:
         enrollment.load_ca_bundle(body)
 
 
-# --- the verifier's inputs (trusted_pools/attestation) ---------------------------
+# --- the verifier's inputs (trusted_pools/attestation) -----------------------
 
 _WIRE_KEYS = ["version", "host", "epoch_id", "quote", "signature", "pcrs",
               "event_log", "event_log_digest", "ima", "start", "data",
@@ -626,7 +627,7 @@ def fuzz_agent_requests(data: bytes) -> None:
         method, args if isinstance(args, dict) else {"x": args}, token))
 
 
-# --- RPC entry points, in process ----------------------------------------------
+# --- RPC entry points, in process --------------------------------------------
 
 class _RecordingAgents:
     """The agents' RPC client as the conductor sees it: records every call
@@ -891,7 +892,8 @@ def fuzz_agent(data: bytes) -> None:
     method = src.choice(["get_identity", "activate_credential",
                          "get_evidence", "start_epoch"])
     args = structured(src, [{"nonce": "AAAA", "banks": ["sha256"],
-                             "ima_start": 0, "event_log": True}], _REQUEST_KEYS)
+                             "ima_start": 0, "event_log": True}],
+                      _REQUEST_KEYS)
     kwargs = {str(k): v for k, v in args.items()} if isinstance(
         args, dict) else {}
     kwargs.pop("context", None)
@@ -916,7 +918,7 @@ def fuzz_agent(data: bytes) -> None:
         raise Violation("agent pushed evidence for a refused request")
 
 
-# --- the REST API hook ---------------------------------------------------------
+# --- the REST API hook -------------------------------------------------------
 
 #: Names of REST API targets (trusted_pools/api): filled by
 #: :func:`register_api_targets` once the API exists.

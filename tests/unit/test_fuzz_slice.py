@@ -47,7 +47,7 @@ def test_every_entry_point_family_has_a_target():
         assert family in names
 
 
-# --- the harness can fail ----------------------------------------------------------
+# --- the harness can fail ----------------------------------------------------
 
 def _untyped(data: bytes) -> None:
     if data[:1] == b"\x01":
