@@ -86,6 +86,37 @@ def _utc(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
+def _host_name(host: Any) -> str:
+    """A management call's host name, or a typed error."""
+    if not isinstance(host, str) or not host:
+        raise exception.InvalidParameterValue(
+            name="host", reason="expected a non-empty host name, got %s"
+            % type(host).__name__)
+    return host
+
+
+def _identity_field(identity: Any, key: str, what: str) -> bytes:
+    """A base64 field of the identity an agent sent (the host wrote it,
+    so it is checked like evidence)."""
+    if not isinstance(identity, dict) or key not in identity:
+        raise exception.MalformedEvidence(
+            what="agent identity", reason="%s is missing" % key)
+    return _b64d(identity[key], what)
+
+
+def _since(since: Any) -> datetime.datetime:
+    """A caller's ``since`` (epoch seconds) as a time, or a typed error:
+    not a number, NaN or out of the calendar's range."""
+    try:
+        if isinstance(since, bool) or not isinstance(since, (int, float)):
+            raise TypeError(type(since).__name__)
+        return _utc(since)
+    except (TypeError, ValueError, OverflowError, OSError) as error:
+        raise exception.InvalidParameterValue(
+            name="since", reason="expected seconds since the epoch (%s)"
+            % error) from None
+
+
 class ConductorManager:
     """A conductor's work. Only what :mod:`.endpoints` exposes is
     reachable over the bus (see :mod:`.rpcapi` for the versions)."""
@@ -297,10 +328,12 @@ class ConductorManager:
         """
         self._check_owner(host)
         identity = self.agents.get_identity(context, host)
-        ek_certificate = _b64d(identity["ek_certificate"], "EK certificate")
+        ek_certificate = _identity_field(identity, "ek_certificate",
+                                         "EK certificate")
         challenge = enrollment.start_enrollment(
-            host, ek_certificate, _b64d(identity["ek_public"], "EK public"),
-            _b64d(identity["ak_public"], "AK public"),
+            host, ek_certificate,
+            _identity_field(identity, "ek_public", "EK public"),
+            _identity_field(identity, "ak_public", "AK public"),
             ca_bundle=self.ca_bundle, ek_only_anchors=self.ek_only_anchors)
         pending = challenge.challenge
         # Refuse an unapproved or foreign EK before the TPM is asked
@@ -346,7 +379,7 @@ class ConductorManager:
         """Refuse a management call for a host another conductor owns:
         two conductors judging one host would race on its clock baseline
         and its IMA replay state."""
-        owner = self.refresh_ring().owner(host)
+        owner = self.refresh_ring().owner(_host_name(host))
         if owner != self.host:
             raise exception.HostNotOwned(host=host, owner=owner,
                                          conductor=self.host)
@@ -438,7 +471,7 @@ class ConductorManager:
         out: a consumer would verify their signatures only to drop them.
         """
         names = {h.id: h.hostname for h in self.db.list_hosts()}
-        touched = {v.host_id for v in self.db.verdicts_since(_utc(since))}
+        touched = {v.host_id for v in self.db.verdicts_since(_since(since))}
         if not touched:
             return []
         return [{"host": names.get(v.host_id), "status": v.status,

@@ -268,8 +268,13 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
 def wire_digest(wire: Any) -> str:
     """Digest of a message that did not parse as evidence (for the
     verdict's evidence digest: what exactly was rejected)."""
-    return hashlib.sha256(json.dumps(wire, sort_keys=True, default=repr)
-                          .encode()).hexdigest()
+    try:
+        text = json.dumps(wire, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        # Keys JSON cannot sort (int beside str) or a cycle: not from the
+        # bus, whose JSON gives string keys, but still no reason to fail.
+        text = repr(wire)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def failed_verdict(host: str, error: exception.EvidenceError, digest: str,

@@ -24,6 +24,7 @@ from tests.pool_harness import TrustedPool, ek_sha256
 from trusted_pools import exception
 from trusted_pools.attestation import keystore
 from trusted_pools.attestation import results
+from trusted_pools.conductor import endpoints
 from trusted_pools.conductor import manager as manager_mod
 from trusted_pools.conductor.manager import ConductorManager
 from trusted_pools.db import api as db_api
@@ -108,7 +109,8 @@ def test_reset_of_unknown_host_is_refused_and_records_nothing(tmp_path):
     manager = _manager(db, "conductor-a")
     # Called in-process, the endpoint wraps what it declares for RPC.
     with pytest.raises(messaging.ExpectedException) as info:
-        manager.reset_enrollment({}, "no-such-host")
+        endpoints.ManagementEndpoint(manager).reset_enrollment(
+            {}, "no-such-host")
     assert isinstance(info.value.exc_info[1], exception.HostNotFound)
     assert db.latest_verdicts() == [] and manager.notifier.sent == []
 
@@ -282,18 +284,27 @@ def test_other_conductor_drops_the_reset_host_within_one_interval(pool):
                             key=lambda c: c.host != owner_name)
     assert host.name in owner.manager._states
     host_id = pool.db.get_host_by_name(host.name).id
+    # The other conductor holds the host's registration too (as after a
+    # ring change that moved the host away from it).
+    handler.manager._state(host.name)
 
-    # The reset reaches the conductor that does not own the host.
-    handler.manager.reset_enrollment({}, host.name)
-    took = _wait(lambda: host.name not in owner.manager._states,
-                 pool.interval + 0.5, "owner drops the reset host")
+    # The reset is routed to the owner (a non-owner refuses it); the
+    # other conductor learns of it from the database.
+    with pytest.raises(exception.HostNotOwned):
+        handler.manager.reset_enrollment({}, host.name)
+    owner.manager.reset_enrollment({}, host.name)
+    assert host.name not in owner.manager._states
+    took = _wait(lambda: host.name not in handler.manager._states,
+                 pool.interval + 0.5, "the other conductor drops the "
+                 "reset host")
     dropped_at = time.time()
 
     # Quotes of the old AK are judged by neither conductor: the agent's
     # pushes to the owner and a direct challenge through either.
     for conductor in conductors:
         with pytest.raises(messaging.ExpectedException) as info:
-            conductor.manager.attest_now({}, host.name)
+            endpoints.ManagementEndpoint(conductor.manager).attest_now(
+                {}, host.name)
         refusal = info.value.exc_info[1]
         # The owner: not enrolled. The other may refuse first because it
         # does not own the host; either way a typed refusal, no verdict.

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import datetime
 
+import oslo_messaging as messaging
+import pytest
+
+from trusted_pools import exception
 from trusted_pools.attestation import keystore
+from trusted_pools.conductor import endpoints
 from trusted_pools.conductor.manager import ConductorManager
 from trusted_pools.db import api as db_api
 from trusted_pools.db import migration
@@ -135,3 +140,72 @@ def test_verdicts_since_answers_the_latest_stored_not_the_latest_dated(
     assert [v.signed_result for v in stored] == ["new-untrusted",
                                                  "old-trusted-ahead"]
     assert stored[0].sequence > stored[1].sequence
+
+
+
+
+@pytest.mark.parametrize("since", [1e12, -1e12, float("nan"), float("inf"),
+                                   "yesterday", None, True, [0]])
+def test_verdicts_since_refuses_a_bad_time_with_a_typed_error(tmp_path,
+                                                              since):
+    """Found by bench/fuzz.py (conductor.rpc): a time past year 9999 (or
+    not a number) raised ValueError/TypeError out of the RPC endpoint."""
+    manager = _manager(tmp_path)
+    # The endpoint's expected_exceptions wraps it as the RPC server would.
+    with pytest.raises(messaging.ExpectedException) as info:
+        endpoints.VerdictsEndpoint(manager).verdicts_since({}, since)
+    error = info.value.exc_info[1]
+    assert isinstance(error, exception.InvalidParameterValue), error
+    assert "since" in str(error)
+
+
+def _refusal(call):
+    with pytest.raises(messaging.ExpectedException) as info:
+        call()
+    return info.value.exc_info[1]
+
+
+class _LyingAgent:
+    """A compromised host's agent answering get_identity with garbage."""
+
+    def __init__(self, identity) -> None:
+        self.identity = identity
+        self.activations = 0
+
+    def get_identity(self, context, host):
+        return self.identity
+
+    def activate_credential(self, context, host, blob, secret):
+        self.activations += 1
+        return "AAAA"
+
+
+@pytest.mark.parametrize("identity", [
+    None, [], "x", {}, {"ek_certificate": "AAAA"},
+    {"ek_certificate": "AAAA", "ek_public": "AAAA"},
+    {"ek_certificate": 7, "ek_public": "AAAA", "ak_public": "AAAA"}])
+def test_enroll_host_refuses_a_malformed_identity(tmp_path, identity):
+    """Found by bench/fuzz.py (conductor.management): an identity that is
+    not a mapping or lacks a field raised KeyError/TypeError."""
+    manager = _manager(tmp_path)
+    manager.agents = _LyingAgent(identity)
+    error = _refusal(lambda: endpoints.ManagementEndpoint(manager).enroll_host(
+        {}, "host-a"))
+    assert isinstance(error, exception.MalformedEvidence), error
+    assert manager.agents.activations == 0
+    assert [h.hostname for h in manager.db.list_hosts()] == []
+
+
+@pytest.mark.parametrize("method", ["attest_now", "capture_policy",
+                                    "enroll_host"])
+@pytest.mark.parametrize("host", [None, 7, "", ["host-a"]])
+def test_management_calls_refuse_a_host_that_is_no_name(tmp_path, method,
+                                                         host):
+    """Found by bench/fuzz.py: a host that is not a string raised
+    AttributeError in the hash ring."""
+    manager = _manager(tmp_path)
+    manager.agents = _LyingAgent({})
+    error = _refusal(lambda: getattr(endpoints.ManagementEndpoint(manager),
+                                     method)({}, host))
+    assert isinstance(error, exception.InvalidParameterValue), error
+    assert "host" in str(error)
