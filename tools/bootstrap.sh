@@ -29,6 +29,42 @@ need_system_packages() {
     printf '%s\n' "${missing[@]}"
 }
 
+# The real-guest tests (tests/functional/vtpm/test_guest_*.py) boot OVMF and
+# a Debian kernel under QEMU (TCG) on a vTPM. Installed without recommends:
+# qemu-system-x86's recommends pull in ~150 GUI and media packages that a
+# headless guest does not use. The kernel is not installed: the tests fetch
+# linux-image-amd64's vmlinuz with apt-get download into their cache
+# (tests/guest/image.py), which needs the apt lists.
+need_guest_packages() {
+    local missing=()
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+    [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] \
+        || missing+=(ovmf)
+    [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || missing+=(busybox-static)
+    printf '%s\n' "${missing[@]}"
+}
+
+install_guest_packages() {
+    local missing
+    missing="$(need_guest_packages)"
+    if [ -z "$missing" ]; then
+        # apt-get download of the guest kernel needs package lists.
+        apt-cache show linux-image-amd64 >/dev/null 2>&1 \
+            || apt-cache show linux-image-generic >/dev/null 2>&1 \
+            || as_root apt-get update -qq || true
+        return 0
+    fi
+    log "installing the real-guest test packages: $(echo $missing)"
+    # shellcheck disable=SC2086
+    if ! as_root apt-get update -qq \
+        || ! as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends $missing >/dev/null; then
+        log "could not install: $(echo $missing)."
+        log "run as root: apt-get install -y --no-install-recommends $(echo $missing)"
+        return 1
+    fi
+}
+
 install_system_packages() {
     local missing
     missing="$(need_system_packages)"
@@ -75,5 +111,6 @@ install_project() {
 }
 
 install_system_packages
+install_guest_packages
 make_venv
 install_project

@@ -39,7 +39,7 @@ from trusted_pools import guest as product_guest
 
 HERE = Path(__file__).resolve().parent
 INIT_SCRIPT = HERE / "init.sh"
-KERNEL_META_PACKAGE = "linux-image-amd64"
+KERNEL_META_PACKAGES = ("linux-image-amd64", "linux-image-generic")
 # Tools the initramfs carries; Debian ships them as symlinks to one binary.
 GUEST_TOOLS = ("tpm2_quote", "tpm2_pcrread")
 TCTI_LIBRARY = "libtss2-tcti-device.so.0"
@@ -89,16 +89,19 @@ def _run(argv: list[str], what: str, cwd: Path | None = None,
 # --- the kernel ------------------------------------------------------------
 
 def kernel_package() -> str:
-    """The versioned package behind linux-image-amd64 (apt's view)."""
-    out = _run(["apt-cache", "depends", KERNEL_META_PACKAGE],
-               "apt-cache depends %s" % KERNEL_META_PACKAGE)
-    for line in out.splitlines():
-        match = re.match(r"\s*Depends:\s*(linux-image-\S+)", line)
-        if match:
-            return match.group(1)
+    """The versioned package behind linux-image-amd64 (Debian) or
+    linux-image-generic (Ubuntu), as apt sees it."""
+    for meta in KERNEL_META_PACKAGES:
+        proc = subprocess.run(["apt-cache", "depends", meta],
+                              capture_output=True, text=True, timeout=60)
+        for line in proc.stdout.splitlines():
+            match = re.match(r"\s*Depends:\s*(linux-image-\S+)", line)
+            if match:
+                return match.group(1)
     raise GuestPartMissing(
-        "apt knows no %s (run apt-get update): the guest kernel comes from "
-        "it" % KERNEL_META_PACKAGE)
+        "apt knows none of %s (run apt-get update): the guest kernel comes "
+        "from there (or set TP_GUEST_KERNEL=/path/to/vmlinuz)"
+        % ", ".join(KERNEL_META_PACKAGES))
 
 
 def kernel() -> Path:
@@ -297,5 +300,6 @@ def initramfs() -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         handle.write(archive)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     return target

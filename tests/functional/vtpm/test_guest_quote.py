@@ -46,14 +46,21 @@ def _require_parts() -> None:
         pytest.fail("the real-guest test cannot run: %s" % exc)
 
 
-@pytest.fixture(scope="module")
-def booted(swtpm_ca, tmp_path_factory):
+# Two boots: a vTPM with EK and platform certificates and an ECC P-256 AK,
+# and a bare vTPM (no certificates) with an RSA-2048 AK.
+VARIANTS = {"certified-ecc": (True, "ecc"), "bare-rsa": (False, "rsa")}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def booted(request, swtpm_ca, tmp_path_factory):
     """One guest boot on a fresh vTPM; what the tests look at."""
     _require_parts()
+    with_certs, alg = VARIANTS[request.param]
     base = tmp_path_factory.mktemp("guest")
-    vtpm = plain_swtpm.PlainVTPM(base / "vtpm", ca=swtpm_ca).provision()
-    ak = vtpm.create_ak(AK_HANDLE, "ecc")
-    other_ak = vtpm.create_ak(OTHER_AK_HANDLE, "ecc")
+    vtpm = plain_swtpm.PlainVTPM(
+        base / "vtpm", ca=swtpm_ca if with_certs else None).provision()
+    ak = vtpm.create_ak(AK_HANDLE, alg)
+    other_ak = vtpm.create_ak(OTHER_AK_HANDLE, alg)
     nonce = os.urandom(32)
     sock = vtpm.start_for_qemu(log_level=20)
     try:
@@ -62,7 +69,8 @@ def booted(swtpm_ca, tmp_path_factory):
         swtpm_rc = vtpm.wait_exit(10)
     finally:
         vtpm.stop()
-    print("guest boot to power-off: %.1f s" % result.boot_seconds)
+    print("%s: guest boot to power-off %.1f s"
+          % (request.param, result.boot_seconds))
     return {"result": result, "ak": ak, "other_ak": other_ak,
             "nonce": nonce, "swtpm_rc": swtpm_rc,
             "commands": qemu.swtpm_log_commands(vtpm.log_text())}
