@@ -29,6 +29,7 @@ import hashlib
 import io
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -162,7 +163,6 @@ def _check_kernel_config(config: str) -> None:
 
 
 def _quote(path: Path) -> str:
-    import shlex
     return shlex.quote(str(path))
 
 
