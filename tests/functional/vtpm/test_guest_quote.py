@@ -158,3 +158,17 @@ def test_boot_time_is_recorded_and_within_budget(booted, record_property):
     seconds = booted["result"].boot_seconds
     record_property("guest_boot_seconds", round(seconds, 1))
     assert seconds < qemu.DEFAULT_TIMEOUT
+
+
+def test_edited_event_log_does_not_replay(booted):
+    # The host rewrites the guest's event log on its way out (hiding the
+    # initrd it swapped): the log no longer replays to the signed PCRs.
+    evidence = booted["result"].evidence
+    initrd = hashlib.sha256(image.initramfs().read_bytes()).digest()
+    assert evidence.eventlog.count(initrd) == 1
+    edited = evidence.eventlog.replace(
+        initrd, hashlib.sha256(b"the initrd the verifier expects").digest())
+    with pytest.raises(exception.ReplayMismatch) as caught:
+        eventlog.verify_event_log(eventlog.parse_event_log(edited),
+                                  _verify(booted).pcrs)
+    assert 9 in caught.value.kwargs["pcrs"]
