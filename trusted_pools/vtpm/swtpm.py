@@ -123,9 +123,13 @@ def _key_pipe(data: bytes) -> int:
 
 
 def _cmdline(pid: int) -> list[bytes]:
+    """argv of a live process; [] for one that is gone or a zombie."""
     try:
         raw = Path("/proc/%d/cmdline" % pid).read_bytes()
-    except OSError:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                return []
+    except (OSError, IndexError):
         return []
     return raw.split(b"\0")
 
@@ -746,8 +750,11 @@ class SwtpmDriver(VTPMDriver):
                     answer = _ctrl(ctrl, _CMD_GET_TPMESTABLISHED, 8,
                                    timeout=self.start_timeout)
                 except OSError as exc:
-                    if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT,
-                                         errno.ECONNRESET, errno.EPIPE):
+                    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                        # Bound but not listening yet.
+                        time.sleep(0.002)
+                        continue
+                    if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
                         raise
                     answer = b""
                 if len(answer) >= 4:
