@@ -285,7 +285,8 @@ def load_driver(name: str, *, conf: Any = None, **kwargs: Any
         return cls(**kwargs)
     except exception.TrustedPoolsError as exc:
         raise exception.VTPMDriverLoadFailed(
-            driver=name, reason=str(exc)) from exc
+            driver=name, reason=exc.kwargs.get("reason") or str(exc)) \
+            from exc
     except (TypeError, ValueError, OSError) as exc:
         raise exception.VTPMDriverLoadFailed(
             driver=name, reason="%s: %s" % (type(exc).__name__, exc)) \
