@@ -452,12 +452,21 @@ class SwtpmDriver(VTPMDriver):
                     return VTPMInfo(uuid, VTPMStatus.RUNNING, pid=pid,
                                     socket_path=self.socket_path(uuid),
                                     metadata=metadata)
-                # It should run and does not: it crashed or was killed.
-                self._children.pop(uuid, None)
-                tail = self._log_tail(uuid, 2)
-                self._record_failure(
-                    uuid, "swtpm (pid %d) exited without being stopped%s"
-                    % (pid, ": " + tail if tail else ""))
+                # It should run and does not. Our own child that exited
+                # with 0 was shut down by its client (QEMU quitting sends
+                # CMD_SHUTDOWN); anything else crashed or was killed.
+                child = self._children.pop(uuid, None)
+                code = child.poll() if child is not None else None
+                if code == 0:
+                    LOG.info("vTPM of instance %s was shut down by its "
+                             "hypervisor", uuid)
+                else:
+                    tail = self._log_tail(uuid, 2)
+                    self._record_failure(
+                        uuid, "swtpm (pid %d) exited without being stopped"
+                        "%s%s" % (pid, "" if code is None else
+                                  " (exit status %d)" % code,
+                                  ": " + tail if tail else ""))
                 with _suppress_oserror():
                     self._pid_file(uuid).unlink()
                 self._cleanup_run_files(uuid)

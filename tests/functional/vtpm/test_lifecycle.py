@@ -259,3 +259,20 @@ def test_fifty_instances_on_one_host(host_tpm, make_driver):
     for u in uuids:
         driver.destroy(u)
     assert driver.list() == []
+
+
+def test_shutdown_by_the_hypervisor_is_a_stop(host_tpm, make_driver):
+    """QEMU quitting sends CMD_SHUTDOWN on the control channel and swtpm
+    exits 0: that is a stop, not a failure."""
+    driver = make_driver(host_tpm)
+    uuid = new_uuid()
+    driver.create(uuid)
+    info = driver.start(uuid)
+    with socket.socket(socket.AF_UNIX) as ctrl:  # what QEMU does
+        ctrl.connect(info.socket_path)
+        ctrl.sendall(struct.pack(">I", 3))
+        assert ctrl.recv(4) == b"\0\0\0\0"
+    wait_gone(info.pid)
+    assert driver.status(uuid).status is VTPMStatus.STOPPED
+    assert driver.check() == []
+    assert driver.start(uuid).status is VTPMStatus.RUNNING
