@@ -440,7 +440,7 @@ class SwtpmDriver(VTPMDriver):
         _write_atomic(self._dir(uuid) / "failed.json", json.dumps(
             {"reason": reason, "at": time.time()}).encode())
 
-    # --- status ----------------------------------------------------------------
+    # --- status --------------------------------------------------------------
 
     def status(self, instance_uuid: str) -> VTPMInfo:
         uuid = canonical_uuid(instance_uuid)
@@ -547,7 +547,7 @@ class SwtpmDriver(VTPMDriver):
                 report.reaped.append(pid)
         return report
 
-    # --- lifecycle ---------------------------------------------------------------
+    # --- lifecycle -----------------------------------------------------------
 
     def create(self, instance_uuid: str, *,
                provisioner: Provisioner | None = None,
@@ -850,7 +850,7 @@ class SwtpmDriver(VTPMDriver):
         shutil.rmtree(directory, ignore_errors=True)
         self._cleanup_run_files(uuid)
 
-    # --- cold migration --------------------------------------------------------
+    # --- cold migration ------------------------------------------------------
 
     def export_state(self, instance_uuid: str, *, destination_key: Any,
                      live: bool = False) -> StateExport:

@@ -5,6 +5,7 @@ and no fresh TPM ever replaces the state."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid as uuid_lib
@@ -207,3 +208,28 @@ def test_cold_migration_to_a_verified_host(swtpm_pool, make_driver):
 
     driver_a.destroy(uuid)
     assert not (driver_a.state_dir / uuid).exists()
+
+
+def test_state_key_never_reaches_a_file(host_tpm, make_driver):
+    """The unwrapped key (as the host TPM releases it) is in no file of
+    the state or run directories, raw or hex, while the vTPM runs; swtpm
+    got it on a pipe."""
+    driver = make_driver(host_tpm)
+    uuid = made_with_nv(driver)
+    pid = driver.start(uuid).pid
+    with host_tpm.device() as dev:
+        key = dev.rsa_decrypt(
+            driver.binding_key_handle,
+            (driver.state_dir / uuid / "state-key.wrapped").read_bytes(),
+            sealing.LABEL_VTPM_STATE)
+    assert len(key) == 32
+    for root in (driver.state_dir, driver.run_dir):
+        for path in root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert key not in data and key.hex().encode() not in \
+                    data.lower(), path
+    files = {os.path.basename(target) for target in (
+        os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        for fd in os.listdir("/proc/%d/fd" % pid)) if target.startswith("/")}
+    assert files <= {"swtpm.log", ".lock", STATE_FILE, "null"}, files
