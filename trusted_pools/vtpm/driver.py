@@ -175,8 +175,9 @@ class VTPMDriver(abc.ABC):
     default_provisioner: Provisioner | None = None
 
     @classmethod
-    def from_conf(cls, conf: Any) -> "VTPMDriver":
-        """Build the driver from the ``[vtpm]`` options."""
+    def from_conf(cls, conf: Any, **kwargs: Any) -> "VTPMDriver":
+        """Build the driver from the ``[vtpm]`` options; ``kwargs`` carry
+        what configuration cannot (callables such as a provisioner)."""
         raise exception.VTPMOperationNotSupported(
             driver=cls.name, operation="from_conf",
             reason="the driver takes no configuration")
@@ -253,7 +254,7 @@ def load_driver(name: str, *, conf: Any = None, **kwargs: Any
                 ) -> VTPMDriver:
     """Load the driver ``name`` from :data:`NAMESPACE` and build it: with
     ``conf`` (an oslo.config ``ConfigOpts``) through its ``from_conf``
-    class method, otherwise with ``kwargs``.
+    class method (``kwargs`` passed along), otherwise with ``kwargs``.
 
     Any failure (no such entry point, import error, the constructor
     refusing its options) is :class:`VTPMDriverLoadFailed` naming the
@@ -281,7 +282,7 @@ def load_driver(name: str, *, conf: Any = None, **kwargs: Any
             driver=name, reason="%r is not a VTPMDriver class" % (cls,))
     try:
         if conf is not None:
-            return cls.from_conf(conf)
+            return cls.from_conf(conf, **kwargs)
         return cls(**kwargs)
     except exception.TrustedPoolsError as exc:
         raise exception.VTPMDriverLoadFailed(

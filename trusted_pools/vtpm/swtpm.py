@@ -47,7 +47,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from trusted_pools import exception
 from trusted_pools.tpm import sealing
@@ -168,7 +168,9 @@ class SwtpmDriver(VTPMDriver):
     ``host_tcti`` reaches the host's TPM (the binding key lives there);
     ``binding_key_handle`` is where that key is kept, created on first use
     (with a PolicyPCR over ``binding_pcrs``, ``{bank alg id: [pcr, ...]}``,
-    if given). ``setup_config`` is a ``swtpm_setup.conf`` (its
+    if given). ``host_runner(action)``, when given, runs ``action(device)``
+    on the agent's own host TPM connection (the attester's); otherwise the
+    driver opens ``host_tcti`` for each use. ``setup_config`` is a ``swtpm_setup.conf`` (its
     ``create_certs_tool`` makes the EK and platform certificates); None uses
     swtpm's default (``/etc/swtpm_setup.conf``, swtpm's local CA).
     """
@@ -186,6 +188,8 @@ class SwtpmDriver(VTPMDriver):
                  create_certificates: bool = True, log_level: int = 1,
                  start_timeout: float = 10.0, stop_timeout: float = 10.0,
                  provisioner: Provisioner | None = None,
+                 host_runner: Callable[[Callable[[Any], Any]], Any]
+                 | None = None,
                  recover: bool = True) -> None:
         banks = tuple(pcr_banks)
         if not banks or any(b not in _PCR_BANKS for b in banks):
@@ -217,6 +221,8 @@ class SwtpmDriver(VTPMDriver):
         self._children: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._host_lock = threading.Lock()
+        self._key_lock = threading.Lock()
+        self._host_runner = host_runner
         self._binding_public: bytes | None = None
         for d in (self.state_dir, self.run_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -228,7 +234,9 @@ class SwtpmDriver(VTPMDriver):
         self.last_recovery = self.recover() if recover else None
 
     @classmethod
-    def from_conf(cls, conf: Any) -> "SwtpmDriver":
+    def from_conf(cls, conf: Any, **kwargs: Any) -> "SwtpmDriver":
+        """From ``[vtpm]`` (and ``[tpm]``); ``kwargs`` add what config
+        cannot say (``host_runner``, ``provisioner``)."""
         v = conf.vtpm
         from trusted_pools.conf.vtpm import parse_pcr_selection
         return cls(v.state_dir, v.host_tcti or conf.tpm.tcti,
@@ -241,7 +249,7 @@ class SwtpmDriver(VTPMDriver):
                    create_certificates=v.create_certificates,
                    log_level=v.swtpm_log_level,
                    start_timeout=v.start_timeout,
-                   stop_timeout=v.stop_timeout)
+                   stop_timeout=v.stop_timeout, **kwargs)
 
     # --- paths ---------------------------------------------------------------
 
@@ -268,24 +276,21 @@ class SwtpmDriver(VTPMDriver):
 
     # --- the host TPM and the state key ------------------------------------
 
-    def _host_device(self):
+    def _with_host(self, action: Callable[[Any], Any]) -> Any:
+        """Run ``action(TPMDevice)`` on the host TPM: through the agent's
+        shared connection when one was given (a swtpm host TPM serves one
+        connection at a time), else on a connection of our own."""
+        if self._host_runner is not None:
+            return self._host_runner(action)
         from trusted_pools.tpm.device import TPMDevice
-        return TPMDevice(self.host_tcti)
+        with self._host_lock, TPMDevice(self.host_tcti) as dev:
+            return action(dev)
 
     def binding_key_public(self) -> bytes:
         """TPMT_PUBLIC of this host's binding key (created on first use)."""
-        with self._host_lock:
+        with self._key_lock:
             if self._binding_public is None:
-                with self._host_device() as dev:
-                    if self.binding_key_handle in dev.persistent_handles():
-                        key = dev.load_binding_key(self.binding_key_handle)
-                    else:
-                        LOG.info("creating the host binding key at %#x",
-                                 self.binding_key_handle)
-                        key = dev.create_binding_key(
-                            self.binding_key_handle,
-                            pcr_selection=self.binding_pcrs,
-                            ek_kind=self.ek_kind)
+                key = self._with_host(self._load_or_create_binding_key)
                 public = sealing.check_binding_key_attributes(key.public)
                 if bool(public.auth_policy) != bool(self.binding_pcrs):
                     raise exception.ConfigInvalid(
@@ -297,26 +302,34 @@ class SwtpmDriver(VTPMDriver):
                 self._binding_public = key.public
             return self._binding_public
 
+    def _load_or_create_binding_key(self, dev: Any) -> Any:
+        if self.binding_key_handle in dev.persistent_handles():
+            return dev.load_binding_key(self.binding_key_handle)
+        LOG.info("creating the host binding key at %#x",
+                 self.binding_key_handle)
+        return dev.create_binding_key(
+            self.binding_key_handle, pcr_selection=self.binding_pcrs,
+            ek_kind=self.ek_kind)
+
     def _unwrap(self, uuid: str, wrapped: bytes) -> bytes:
-        with self._host_lock, self._host_device() as dev:
-            try:
-                key = dev.rsa_decrypt(self.binding_key_handle, wrapped,
-                                      sealing.LABEL_VTPM_STATE,
-                                      pcr_selection=self.binding_pcrs)
-            except exception.TPMError as exc:
-                why = exc.kwargs.get("name") or str(exc)
-                if why == "TPM_RC_POLICY_FAIL":
-                    reason = ("the host's PCRs no longer match the binding "
-                              "key's PCR policy (the host booted something "
-                              "else)")
-                elif why == "TPM_RC_HANDLE":
-                    reason = "this host's TPM has no binding key"
-                else:
-                    reason = ("the host TPM could not decrypt the wrapped "
-                              "key (%s): it was wrapped for another TPM or "
-                              "is damaged" % why)
-                raise exception.VTPMKeyUnavailable(instance=uuid,
-                                                   reason=reason) from None
+        try:
+            key = self._with_host(lambda dev: dev.rsa_decrypt(
+                self.binding_key_handle, wrapped, sealing.LABEL_VTPM_STATE,
+                pcr_selection=self.binding_pcrs))
+        except exception.TPMError as exc:
+            why = exc.kwargs.get("name") or str(exc)
+            if why == "TPM_RC_POLICY_FAIL":
+                reason = ("the host's PCRs no longer match the binding "
+                          "key's PCR policy (the host booted something "
+                          "else)")
+            elif why == "TPM_RC_HANDLE":
+                reason = "this host's TPM has no binding key"
+            else:
+                reason = ("the host TPM could not decrypt the wrapped "
+                          "key (%s): it was wrapped for another TPM or "
+                          "is damaged" % why)
+            raise exception.VTPMKeyUnavailable(instance=uuid,
+                                               reason=reason) from None
         if len(key) != 32:
             raise exception.VTPMKeyUnavailable(
                 instance=uuid, reason="the unwrapped key is %d bytes, not "

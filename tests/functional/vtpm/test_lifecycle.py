@@ -276,3 +276,21 @@ def test_shutdown_by_the_hypervisor_is_a_stop(host_tpm, make_driver):
     assert driver.status(uuid).status is VTPMStatus.STOPPED
     assert driver.check() == []
     assert driver.start(uuid).status is VTPMStatus.RUNNING
+
+
+def test_driver_shares_the_agents_host_tpm_connection(host_tpm,
+                                                      make_driver):
+    """A swtpm host TPM serves one connection at a time: the driver runs
+    its host TPM commands on the attester's connection, kept open."""
+    from trusted_pools.agent.attester import Attester, default_open_device
+    attester = Attester("compute-0", default_open_device(host_tpm.tcti))
+    try:
+        attester.identity()  # the attester's connection is open now
+        driver = make_driver(host_tpm, host_runner=attester._with_device)
+        uuid = new_uuid()
+        driver.create(uuid)
+        assert driver.start(uuid).status is VTPMStatus.RUNNING
+        assert driver.stop(uuid).status is VTPMStatus.STOPPED
+        attester.identity()
+    finally:
+        attester.close()
