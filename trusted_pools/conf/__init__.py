@@ -10,6 +10,7 @@ from trusted_pools.conf import database
 from trusted_pools.conf import placement
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
+from trusted_pools.conf import vtpm
 
 CONF = cfg.CONF
 
@@ -21,3 +22,4 @@ database.register_opts(CONF)
 placement.register_opts(CONF)
 tpm.register_opts(CONF)
 rpc_pins.register_opts(CONF)
+vtpm.register_opts(CONF)

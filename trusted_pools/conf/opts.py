@@ -13,9 +13,10 @@ from trusted_pools.conf import placement
 from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
+from trusted_pools.conf import vtpm
 
 _MODULES = (agent, api, attestation, conductor, database, placement,
-            scheduler, tpm, rpc_pins)
+            scheduler, tpm, rpc_pins, vtpm)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
