@@ -78,7 +78,7 @@ __all__ = [
     "InstanceResultSigner", "InstanceVerdict", "MerkleTree", "NonceBook",
     "VMChainForeignHost", "VMChainRefused", "VMEvidence", "VMNonceMismatch",
     "VMPolicyViolation", "VMQuoteInvalid", "VMQuoteReplayed",
-    "check_commitment", "host_nonce", "leaf_hash", "node_hash",
+    "check_commitment", "host_nonce", "instance_id", "leaf_hash", "node_hash",
     "prepare_batch", "verify_inclusion", "verify_instance_result",
 ]
 
@@ -281,7 +281,7 @@ class NonceBook:
             del self._book[nonce]
 
     def issue(self, instance: str) -> bytes:
-        instance = _instance_id(instance)
+        instance = instance_id(instance)
         now = self._clock()
         with self._lock:
             if len(self._book) >= self.limit:
@@ -316,7 +316,7 @@ class NonceBook:
             self._book[bytes(nonce)] = (owner, expires, True)
 
 
-def _instance_id(instance: Any) -> str:
+def instance_id(instance: Any) -> str:
     try:
         text = str(uuid.UUID(str(instance)))
     except ValueError:
@@ -354,7 +354,7 @@ class VMEvidence:
                 "instance, vm_quote, vm_signature, vm_pcrs, "
                 "vtpm_certificate")
         try:
-            instance = _instance_id(wire["instance"])
+            instance = instance_id(wire["instance"])
         except exception.InvalidParameterValue as error:
             raise exception.MalformedEvidence(
                 what="instance evidence", reason=str(error)) from None
