@@ -65,10 +65,11 @@ from trusted_pools import exception
 from trusted_pools.attestation import keystore
 from trusted_pools.attestation import vtpm_binding
 from trusted_pools.attestation.evidence import _pcrs as _wire_pcrs
-from trusted_pools.attestation.evidence import decode_b64
+from trusted_pools.attestation.evidence import decode_b64, encode_b64
 from trusted_pools.attestation.levels import AssuranceLevel
 from trusted_pools.attestation.verdict import canonical_json
 from trusted_pools.tpm import constants, quote as quotes, structures
+from trusted_pools.tpm import pcrs as pcr_files
 
 __all__ = [
     "DOMAIN_TAG", "INSTANCE_RESULT_TYPE", "INSTANCE_RESULT_VERSION",
@@ -363,6 +364,35 @@ class VMEvidence:
                    decode_b64(wire["vm_signature"], "vm_signature",
                               _MAX_VM_SIGNATURE),
                    _wire_pcrs(wire["vm_pcrs"]), wire["vtpm_certificate"])
+
+    @classmethod
+    def from_tpm2_tools(cls, instance: str, message: bytes,
+                        signature: bytes, pcrs: bytes,
+                        chain: Any) -> "VMEvidence":
+        """From what ``tpm2_quote -c 0x81010002 -q NONCE -l sha256:...
+        -m MSG -s SIG -o PCRS`` writes inside the guest (the signature in
+        its default ``tss`` form, TPMT_SIGNATURE; the PCR file as
+        ``tpm2_quote -o`` or ``tpm2_pcrread -o`` writes it). The PCR file
+        is read in the order of the quote's (unverified) selection;
+        verification later checks the values against the signed digest."""
+        attest = structures.parse_attest(bytes(message))
+        selection = getattr(attest.attested, "pcr_select", None)
+        if selection is None:
+            raise exception.MalformedEvidence(
+                what="guest quote", reason="the message is not a quote")
+        return cls(instance_id(instance), bytes(message), bytes(signature),
+                   pcr_files.load_pcr_values(bytes(pcrs), selection), chain)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The form :meth:`from_wire` (and ``deep_attest``) takes."""
+        return {"instance": self.instance,
+                "vm_quote": encode_b64(self.quote),
+                "vm_signature": encode_b64(self.signature),
+                "vm_pcrs": {constants.hash_algorithm(alg).name:
+                            {str(p): v.hex() for p, v in sorted(bank.items())}
+                            for alg, bank in self.pcrs.items()},
+                "vtpm_certificate": self.chain.to_wire() if isinstance(
+                    self.chain, vtpm_binding.VTPMChain) else self.chain}
 
     def leaf(self) -> bytes:
         return hashlib.sha256(self.quote).digest()

@@ -352,3 +352,61 @@ def test_stale_host_verdict(world):
                 guest.quote(_challenge(manager, guest))])
     finally:
         manager.clock = real_clock
+
+
+# --- the guest's own tools, and the host TPM's signature ----------------------
+
+def test_quote_made_with_tpm2_quote_as_in_a_guest(world, tmp_path):
+    """The guest runs tpm2-tools' tpm2_quote against its vTPM; its files
+    become the conductor's input unchanged."""
+    import base64
+    import subprocess
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    nonce = _challenge(manager, guest)
+    files = {k: tmp_path / k for k in ("msg", "sig", "pcrs")}
+    subprocess.run(
+        ["tpm2_quote", "-c", hex(binding.VTPM_AK_HANDLE), "-q", nonce.hex(),
+         "-l", "sha256:0,1,2,3,4,5,6,7", "-m", str(files["msg"]),
+         "-s", str(files["sig"]), "-o", str(files["pcrs"])],
+        env=dict(os.environ, TPM2TOOLS_TCTI=guest.tpm.tcti),
+        check=True, capture_output=True)
+    item = deep.VMEvidence.from_tpm2_tools(
+        guest.instance, files["msg"].read_bytes(),
+        files["sig"].read_bytes(), files["pcrs"].read_bytes(),
+        guest.metadata["vtpm_chain"])
+    (entry,) = manager.deep_attest({}, "compute-a", [item.to_wire()])
+    assert "error" not in entry, entry
+    assert entry["verdict"]["status"] == "trusted"
+    assert base64.b64decode(item.to_wire()["vm_quote"]) == \
+        files["msg"].read_bytes()
+
+
+def test_device_sign_with_the_ca_key(world):
+    import hashlib
+    from trusted_pools import exception
+    from trusted_pools.tpm import quote as quotes, structures
+    ca = world["cas"]["compute-a"]
+    public = structures.parse_public(ca.ensure().public)
+    digest = hashlib.sha256(b"message").digest()
+    with world["tpms"]["compute-a"].device() as dev:
+        signature = dev.sign(ca.ca_handle, digest)
+        quotes.verify_signature(public, b"message", signature)
+        with pytest.raises(exception.InvalidSignature):
+            quotes.verify_signature(public, b"other", signature)
+        with pytest.raises(exception.InvalidParameterValue):
+            dev.sign(ca.ca_handle, b"short")
+        # A restricted key (the AK) signs no outside digest without a
+        # ticket: the TPM refuses.
+        with pytest.raises(exception.TPMError):
+            dev.sign(tpm_device.DEFAULT_AK_HANDLE, digest)
+        assert dev.transient_handles() == []
+
+
+def test_malformed_instance_evidence_is_refused_alone(world):
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    good = guest.quote(_challenge(manager, guest))
+    entries = manager.deep_attest({}, "compute-a", [
+        dict(good, vm_quote="not base64!"), good, "junk"])
+    assert [e.get("error", {}).get("type") for e in entries] == [
+        "MalformedEvidence", None, "MalformedEvidence"]
+    assert entries[1]["verdict"]["status"] == "trusted"

@@ -362,3 +362,22 @@ def test_vm_evidence_wire_form():
         deep.VMEvidence.from_wire(dict(wire, extra=1))
     with pytest.raises(exception.MalformedEvidence):
         deep.VMEvidence.from_wire(dict(wire, instance="x"))
+
+
+def test_vm_evidence_to_wire_round_trips():
+    host, vtpm = SoftHost(), SoftVTPM()
+    item = host.evidence(vtpm, bytes(32))
+    assert deep.VMEvidence.from_wire(item.to_wire()) == item
+
+
+def test_vm_evidence_from_tpm2_tools_files():
+    host, vtpm = SoftHost(), SoftVTPM()
+    item = host.evidence(vtpm, bytes(32))
+    # tpm2_quote -o: the digests in the quote's selection order.
+    raw = b"".join(vtpm.pcrs[SHA256][p] for p in sorted(vtpm.pcrs[SHA256]))
+    parsed = deep.VMEvidence.from_tpm2_tools(
+        vtpm.instance, item.quote, item.signature, raw, item.chain)
+    assert parsed == item
+    with pytest.raises(exception.EvidenceError):
+        deep.VMEvidence.from_tpm2_tools(vtpm.instance, b"\x00" * 10,
+                                        item.signature, raw, item.chain)
