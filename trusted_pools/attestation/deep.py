@@ -254,7 +254,7 @@ def check_commitment(subject: str, vm_quote: bytes, index: int, size: int,
             "commitment to this Merkle root")
 
 
-# --- nonces -------------------------------------------------------------------
+# --- nonces ------------------------------------------------------------------
 
 class NonceBook:
     """Nonces issued to instances: each used once, within ``ttl`` seconds.
@@ -327,7 +327,7 @@ def instance_id(instance: Any) -> str:
     return text
 
 
-# --- inputs -------------------------------------------------------------------
+# --- inputs ------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class VMEvidence:
@@ -491,7 +491,7 @@ def prepare_batch(host: str, items: Iterable[VMEvidence],
     return Batch(host, nonce, items, MerkleTree([i.leaf() for i in items]))
 
 
-# --- results ------------------------------------------------------------------
+# --- results -----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class InstanceVerdict:
@@ -638,7 +638,7 @@ class InstanceOutcome:
     error: DeepAttestationError | None = None
 
 
-# --- the verifier -------------------------------------------------------------
+# --- the verifier ------------------------------------------------------------
 
 class DeepVerifier:
     """Deep attestation state of one conductor: the instance nonces it

@@ -487,7 +487,7 @@ class ConductorManager:
                  "level": v.level, "signed_result": v.signed_result}
                 for v in self.db.latest_verdicts(touched)]
 
-    # --- deep attestation (NFV-SEC 007 4.4.3/4.4.4) ----------------------------
+    # --- deep attestation (NFV-SEC 007 4.4.3/4.4.4) --------------------------
 
     def challenge_instance(self, context: dict, instance: str
                            ) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def _keys(manager):
         manager.public_pem)])
 
 
-# --- the chain on real TPMs ---------------------------------------------------
+# --- the chain on real TPMs --------------------------------------------------
 
 def test_provisioned_chain_binds_the_vtpm_to_its_host(world):
     guest = world["guests"]["compute-a"]
@@ -163,7 +163,7 @@ def test_ca_key_is_non_exportable_and_certified_again_after_restart(world):
         "compute-a").ak, certification)
 
 
-# --- deep attestation ---------------------------------------------------------
+# --- deep attestation --------------------------------------------------------
 
 def test_one_instance_is_attested_with_its_host(world):
     manager, guest = world["manager"], world["guests"]["compute-a"]
@@ -354,7 +354,7 @@ def test_stale_host_verdict(world):
         manager.clock = real_clock
 
 
-# --- the guest's own tools, and the host TPM's signature ----------------------
+# --- the guest's own tools, and the host TPM's signature ---------------------
 
 def test_quote_made_with_tpm2_quote_as_in_a_guest(world, tmp_path):
     """The guest runs tpm2-tools' tpm2_quote against its vTPM; its files

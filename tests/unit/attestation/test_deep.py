@@ -60,7 +60,7 @@ def _only(outcomes):
     return outcome
 
 
-# --- what verifies ------------------------------------------------------------
+# --- what verifies -----------------------------------------------------------
 
 @pytest.mark.parametrize("count", [1, 2, 5, 17])
 def test_batch_gives_every_instance_a_signed_verdict(verifier, signing_key,
@@ -148,7 +148,7 @@ def test_instance_token_with_another_key_or_expired(verifier):
         deep.verify_instance_result(outcome.signed_result, keys, NOW + 3600)
 
 
-# --- the host -----------------------------------------------------------------
+# --- the host ----------------------------------------------------------------
 
 @pytest.mark.parametrize("status,level", [("untrusted", 2), ("unknown", 0)])
 def test_host_not_trusted(verifier, status, level):
@@ -220,7 +220,7 @@ def test_host_quote_with_clock_before_the_baseline(verifier):
         _run(verifier, host, batch, baseline=Baseline)
 
 
-# --- the VM -------------------------------------------------------------------
+# --- the VM ------------------------------------------------------------------
 
 def test_replayed_vm_quote(verifier):
     host, vtpm = SoftHost(), SoftVTPM()
