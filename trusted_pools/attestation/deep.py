@@ -92,6 +92,9 @@ MAX_BATCH = 4096
 _LEAF, _NODE = b"\x00", b"\x01"
 _MAX_VM_QUOTE = 4096
 _MAX_VM_SIGNATURE = 1024
+#: Verified chains (and CA certifications) kept; the cache starts over
+#: when full.
+_MAX_CACHED = 65536
 
 
 # --- errors -----------------------------------------------------------------
@@ -657,9 +660,19 @@ class DeepVerifier:
         self.validity = validity
         self.max_host_age = max_host_age
         self.policy_for = policy_for
-        # Verified CA certifications: (AK name, CA certification) -> CA key.
+        # Verified CA certifications: (AK name, CA certification) -> CA
+        # key; verified chains: (AK name, CA certification, certificate,
+        # instance) -> bound vTPM. The same inputs verify the same way, so
+        # an instance attested again costs its quote only.
         self._cas: dict[tuple[bytes, vtpm_binding.CACertification],
                         structures.Public] = {}
+        self._bound: dict[tuple[bytes, vtpm_binding.CACertification, str,
+                                str], vtpm_binding.BoundVTPM] = {}
+
+    def clear_cache(self) -> None:
+        """Forget verified CA certifications and chains."""
+        self._cas.clear()
+        self._bound.clear()
 
     def challenge(self, instance: str) -> bytes:
         """A fresh nonce for the guest of ``instance`` to quote over."""
@@ -727,7 +740,7 @@ class DeepVerifier:
         ca = self._cas.get(key)
         if ca is None:
             ca = vtpm_binding.verify_ca(host, host_ak, chain.ca)
-            if len(self._cas) > 4096:
+            if len(self._cas) >= _MAX_CACHED:
                 self._cas.clear()
             self._cas[key] = ca
         return ca
@@ -738,9 +751,17 @@ class DeepVerifier:
             chain = item.chain if isinstance(
                 item.chain, vtpm_binding.VTPMChain) \
                 else vtpm_binding.VTPMChain.from_wire(item.chain, host)
-            ca = self._ca(host, host_ak, chain)
-            return vtpm_binding.verify_certificate(chain.certificate, ca,
-                                                   host, item.instance)
+            key = (host_ak.name(), chain.ca, chain.certificate,
+                   item.instance)
+            bound = self._bound.get(key)
+            if bound is None:
+                ca = self._ca(host, host_ak, chain)
+                bound = vtpm_binding.verify_certificate(
+                    chain.certificate, ca, host, item.instance)
+                if len(self._bound) >= _MAX_CACHED:
+                    self._bound.clear()
+                self._bound[key] = bound
+            return bound
         except vtpm_binding.VTPMChainForeignHost as error:
             raise VMChainForeignHost(subject=item.instance,
                                      reason=error.message) from None

@@ -381,3 +381,23 @@ def test_vm_evidence_from_tpm2_tools_files():
     with pytest.raises(exception.EvidenceError):
         deep.VMEvidence.from_tpm2_tools(vtpm.instance, b"\x00" * 10,
                                         item.signature, raw, item.chain)
+
+
+def test_cached_chain_is_not_reused_for_another_host_or_instance(verifier):
+    """A chain verified once is cached by (host AK, chain, instance): the
+    same chain shown for another host, or for another instance, is
+    verified again and refused."""
+    a, b, vtpm = SoftHost("compute-a"), SoftHost("compute-b"), SoftVTPM()
+    chain = a.chain(vtpm)
+    first = _only(_run(verifier, a, _batch(verifier, a, [vtpm],
+                                           chains=[chain])))
+    assert first.error is None
+    other = _only(_run(verifier, b, _batch(verifier, b, [vtpm],
+                                           chains=[chain])))
+    assert isinstance(other.error, deep.VMChainForeignHost)
+    impostor = SoftVTPM()
+    item = a.evidence(impostor, verifier.challenge(impostor.instance),
+                      chain=chain)
+    outcome = _only(_run(verifier, a, deep.prepare_batch(a.name, [item])))
+    assert isinstance(outcome.error, deep.VMChainRefused)
+    assert "for instance" in outcome.error.message
