@@ -410,3 +410,29 @@ def test_malformed_instance_evidence_is_refused_alone(world):
     assert [e.get("error", {}).get("type") for e in entries] == [
         "MalformedEvidence", None, "MalformedEvidence"]
     assert entries[1]["verdict"]["status"] == "trusted"
+
+
+def test_host_relays_another_vms_quote_of_its_own(world):
+    """Two VMs on compute-a; the host presents VM 2's fresh quote (over VM
+    1's nonce) as VM 1's evidence, under VM 1's chain."""
+    manager, vm1 = world["manager"], world["guests"]["compute-a"]
+    vtpm = world["vtpms"]["compute-a"]
+    instance = str(uuid.uuid4())
+    provisioner = binding.Provisioner(world["cas"]["compute-a"],
+                                      ak_handle=0x81010003)
+    vm2 = Guest(vtpm, provisioner(vtpm.tcti, instance), instance)
+    with tpm_device.TPMDevice(vtpm.tcti) as dev:
+        attest, signature = dev.quote(0x81010003, _challenge(manager, vm1),
+                                      GUEST_PCRS)
+    forged = dict(vm2.quote(os.urandom(32)), instance=vm1.instance,
+                  vm_quote=encode_b64(attest),
+                  vm_signature=encode_b64(signature),
+                  vtpm_certificate=vm1.metadata["vtpm_chain"])
+    (entry,) = manager.deep_attest({}, "compute-a", [forged])
+    assert entry["error"]["type"] == "VMQuoteInvalid"
+    assert "Signature" in entry["error"]["reason"]
+    # Under VM 2's own chain it is VM 2's certificate, not VM 1's.
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        dict(forged, vtpm_certificate=vm2.metadata["vtpm_chain"])])
+    assert entry["error"]["type"] == "VMChainRefused"
+    assert "for instance %s" % instance in entry["error"]["reason"]
