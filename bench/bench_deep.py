@@ -14,8 +14,8 @@ over a one-off nonce with the event log, verification and appraisal of a
 steady host (same boot: no log replay), one verdict signed and stored.
 
 Rounds after the first find each instance's vTPM chain verified already
-(the same chain, the same host AK: cached); one round with the cache
-cleared shows the cost when every chain is new.
+(the same chain, the same host AK: cached); in each round a second batch
+of 100 with the cache cleared shows the cost when every chain is new.
 
 Not counted: the guests' own vTPM quotes (made inside the VMs, in
 parallel, before the conductor sees them), which are made between rounds.
@@ -142,6 +142,7 @@ def run(base: str) -> float:
 
         deep(evidence(INSTANCES))  # warm-up (first CA check, caches)
         host_times, one_times, many_times, guest_times = [], [], [], []
+        cold_times = []
         for _ in range(ROUNDS):
             host_times.append(_timed(lambda: manager.attest_now({}, HOST)))
             one = evidence(1)
@@ -150,10 +151,9 @@ def run(base: str) -> float:
             many = evidence(INSTANCES)
             guest_times.append(time.perf_counter() - start)
             many_times.append(_timed(lambda: deep(many)))
-        manager.deep.clear_cache()
-        cold_many = evidence(INSTANCES)
-        cold = _timed(lambda: deep(cold_many))
-        cold_host = _timed(lambda: manager.attest_now({}, HOST))
+            manager.deep.clear_cache()
+            many = evidence(INSTANCES)
+            cold_times.append(_timed(lambda: deep(many)))
         for dev in devices:
             dev.close()
         attester.close()
@@ -171,8 +171,11 @@ def run(base: str) -> float:
     report("deep attestation, 1 instance", one, host, "host attestation")
     report("deep attestation, %d instances, 1 host quote" % INSTANCES,
            many, host, "host attestation")
-    report("deep attestation, %d instances, chains not cached (1 run)"
-           % INSTANCES, cold, cold_host, "host attestation")
+    cold = statistics.median(cold_times)
+    ratio_cold = statistics.median(c / h for c, h in zip(cold_times,
+                                                         host_times))
+    report("deep attestation, %d instances, no chain cached" % INSTANCES,
+           cold, host, "host attestation")
     report("  per instance beyond the first",
            (many - one) / (INSTANCES - 1) * 1e6, unit="us")
     report("  (guest side, not counted: %d vTPM quotes)" % INSTANCES,
@@ -183,6 +186,8 @@ def run(base: str) -> float:
     print("ratio deep(%d)/host    %.2f  (target < %.1f: %s)" % (
         INSTANCES, ratio_many, TARGET_RATIO,
         "met" if ratio_many < TARGET_RATIO else "NOT met"))
+    print("ratio deep(%d, chains not cached)/host    %.2f" % (
+        INSTANCES, ratio_cold))
     return ratio_many
 
 
