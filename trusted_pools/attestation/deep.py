@@ -35,7 +35,7 @@ bound and its PCRs reported but not appraised ("vTPM-bound, measured"):
 own level 1 (IDENTITY). With an :class:`InstancePolicy` whose allowed PCR
 values all match, the policy's level (default 3, OS boot). The host must
 itself be trusted, its verdict fresh, and its quote made in the same TPM
-boot as the quote behind that verdict.
+boot as the quote behind that verdict, with the same boot PCR values.
 
 Errors. Failures that concern the whole batch raise (the host); failures
 of one instance are returned in its :class:`InstanceOutcome`, all as
@@ -700,10 +700,14 @@ class DeepVerifier:
     def verify_host_quote(self, batch: Batch, host_ak: structures.Public,
                           host_quote: HostQuote, *,
                           baseline: Any = None,
+                          boot_pcrs: Iterable[tuple[int, int, bytes]]
+                          | None = None,
                           allow_sha1: bool = False) -> quotes.VerifiedQuote:
         """The host quote must verify with the registered AK over the
         batch's host nonce, in the same TPM boot as ``baseline`` (the
-        clock of the quote behind the host's verdict) and after it."""
+        clock of the quote behind the host's verdict) and after it, and
+        quote the same values of the PCRs in ``boot_pcrs`` ((bank, PCR,
+        value) of the boot the verifier last verified) as that boot."""
         subject = "host %s" % batch.host
         try:
             verified = quotes.verify_quote(
@@ -730,6 +734,14 @@ class DeepVerifier:
                 raise HostQuoteInvalid(
                     subject=subject, reason="TPM clock %d is not after %d: "
                     "not a fresh quote" % (clock.clock, baseline.clock))
+        changed = sorted(
+            (bank, pcr) for bank, pcr, value in boot_pcrs or ()
+            if verified.pcrs.get(bank, {}).get(pcr) != value)
+        if changed:
+            raise HostVerdictStale(
+                subject=subject, reason="boot PCR(s) %s differ from the boot "
+                "its verdict judged (or were not quoted)" % ", ".join(
+                    "%s:%d" % (constants.alg_name(b), p) for b, p in changed))
         return verified
 
     # vm side --------------------------------------------------------------
@@ -789,13 +801,15 @@ class DeepVerifier:
     def verify_batch(self, batch: Batch, *, host_ak: structures.Public,
                      standing: HostStanding, host_quote: HostQuote,
                      now: int, baseline: Any = None,
+                     boot_pcrs: Iterable[tuple[int, int, bytes]]
+                     | None = None,
                      allow_sha1: bool = False) -> list[InstanceOutcome]:
         """Judge every instance of ``batch``. Raises for what fails them
         all (the host); returns one outcome per instance, in order."""
         self.check_host("host %s" % batch.host, standing, now)
         verified_host = self.verify_host_quote(
             batch, host_ak, host_quote, baseline=baseline,
-            allow_sha1=allow_sha1)
+            boot_pcrs=boot_pcrs, allow_sha1=allow_sha1)
         host_digest = hashlib.sha256(host_quote.quote).hexdigest()
         outcomes = []
         for index, item in enumerate(batch.items):

@@ -556,6 +556,7 @@ class ConductorManager:
             state = self._state(host)
             now = int(self.clock())
             standing, baseline = self._host_standing(state)
+            boot = state.boot  # the boot this conductor last verified
             # No TPM work for a host that could not vouch for anything.
             self.deep.check_host("host %s" % host, standing, now)
             batch = deep_mod.prepare_batch(host, items)
@@ -577,6 +578,7 @@ class ConductorManager:
                                               evidence.signature,
                                               evidence.pcrs),
                 now=int(self.clock()), baseline=baseline,
+                boot_pcrs=None if boot is None else boot.pcrs,
                 allow_sha1=verifier.allows_sha1_quotes(state))
             for position, outcome in zip(positions, outcomes):
                 entries[position] = self._instance_entry(outcome)

@@ -17,7 +17,8 @@ import uuid
 
 import pytest
 
-from tests import pool_harness, swtpm_pool
+from tests import pool_harness
+from tests import swtpm_pool as swtpm_pool_module
 from trusted_pools.agent.attester import Attester
 from trusted_pools.attestation import deep, keystore, vtpm_binding
 from trusted_pools.attestation.evidence import Evidence, encode_b64
@@ -92,9 +93,9 @@ def world(swtpm_module_pool, swtpm_ca, tmp_path_factory):
     a vTPM CA each, and two vTPMs (one per host)."""
     host_a, host_b, vtpm_a, vtpm_b = swtpm_module_pool(4)
     attesters = {}
-    log = swtpm_pool.BOOTED_HOST_LOGS["ubuntu-2104"]
+    log = swtpm_pool_module.BOOTED_HOST_LOGS["ubuntu-2104"]
     for name, tpm in (("compute-a", host_a), ("compute-b", host_b)):
-        swtpm_pool.boot_from_event_log(tpm, log)
+        swtpm_pool_module.boot_from_event_log(tpm, log)
         attesters[name] = Attester(name, tpm.device,
                                    event_log_path=str(log))
     tmp = tmp_path_factory.mktemp("deep-db")
@@ -436,3 +437,43 @@ def test_host_relays_another_vms_quote_of_its_own(world):
         dict(forged, vtpm_certificate=vm2.metadata["vtpm_chain"])])
     assert entry["error"]["type"] == "VMChainRefused"
     assert "for instance %s" % instance in entry["error"]["reason"]
+
+
+def test_host_extends_a_boot_pcr_after_its_verdict(world, swtpm_pool):
+    """A host's root extends PCR 4 (the boot loader's PCR) after its
+    trusted verdict: same boot counters, but not the boot judged. (A host
+    of its own: its PCRs cannot be put back.)"""
+    import hashlib
+    manager, agents = world["manager"], world["agents"]
+    (tpm,) = swtpm_pool(1)
+    log = swtpm_pool_module.BOOTED_HOST_LOGS["ubuntu-2104"]
+    swtpm_pool_module.boot_from_event_log(tpm, log)
+    agents.attesters["compute-c"] = Attester(
+        "compute-c", tpm.device, event_log_path=str(log))
+    manager.enroll_host({}, "compute-c",
+                        ek_sha256=pool_harness.ek_sha256(tpm))
+    assert manager.attest_now({}, "compute-c")["verdict"]["status"] == \
+        "trusted"
+    vtpm = world["vtpms"]["compute-b"]
+    instance = str(uuid.uuid4())
+    guest = Guest(vtpm, binding.Provisioner(
+        binding.HostCA("compute-c", tpm.device),
+        ak_handle=0x81010004)(vtpm.tcti, instance), instance)
+    guest_ak = 0x81010004
+
+    def quote(nonce):
+        with tpm_device.TPMDevice(vtpm.tcti) as dev:
+            attest, signature = dev.quote(guest_ak, nonce, GUEST_PCRS)
+        return dict(guest.quote(nonce), vm_quote=encode_b64(attest),
+                    vm_signature=encode_b64(signature))
+    (entry,) = manager.deep_attest({}, "compute-c", [
+        quote(_challenge(manager, guest))])
+    assert "error" not in entry, entry
+    with tpm.device() as dev:
+        dev.pcr_extend(4, {SHA256: hashlib.sha256(b"evil").digest()})
+    try:
+        with pytest.raises(deep.HostVerdictStale, match="sha256:4"):
+            manager.deep_attest({}, "compute-c", [
+                quote(_challenge(manager, guest))])
+    finally:
+        agents.attesters.pop("compute-c").close()

@@ -401,3 +401,18 @@ def test_cached_chain_is_not_reused_for_another_host_or_instance(verifier):
     outcome = _only(_run(verifier, a, deep.prepare_batch(a.name, [item])))
     assert isinstance(outcome.error, deep.VMChainRefused)
     assert "for instance" in outcome.error.message
+
+
+def test_host_boot_pcrs_changed_since_its_verdict(verifier):
+    """A compromised host extends a boot PCR after its verdict (same TPM
+    boot, so the counters agree): the quote shows it."""
+    host, vtpm = SoftHost(), SoftVTPM()
+    judged = tuple((SHA256, p, v) for p, v in sorted(
+        host.pcrs[SHA256].items()))
+    outcome = _only(_run(verifier, host, _batch(verifier, host, [vtpm]),
+                         boot_pcrs=judged))
+    assert outcome.error is None
+    host.pcrs[SHA256][4] = bytes(32)
+    with pytest.raises(deep.HostVerdictStale, match="sha256:4"):
+        _run(verifier, host, _batch(verifier, host, [vtpm]),
+             boot_pcrs=judged)
