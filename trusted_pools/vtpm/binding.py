@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
-from typing import Any, Callable
+import uuid
+from typing import Any, Callable, ContextManager
 
 from trusted_pools import exception
 from trusted_pools.attestation import vtpm_binding
 from trusted_pools.tpm import device as tpm_device
+from trusted_pools.tpm import structures
 
 __all__ = ["DEFAULT_CA_HANDLE", "VTPM_AK_HANDLE", "HostCA", "Provisioner",
            "provision_vtpm_ak"]
@@ -49,15 +52,20 @@ VTPM_AK_HANDLE = 0x81010002
 
 class HostCA:
     """The host's vTPM CA in its TPM. ``open_device`` returns a fresh
-    :class:`~trusted_pools.tpm.device.TPMDevice` on the host TPM (the
-    agent serialises access to its TPM; so must the caller)."""
+    :class:`~trusted_pools.tpm.device.TPMDevice` on the host TPM.
+
+    ``lock`` (any context manager, e.g. the lock the agent's attester
+    holds around its TPM commands) is held around every use of the TPM
+    here: a TPM without a resource manager (swtpm) has three transient
+    object slots, and creating the CA key uses them."""
 
     def __init__(self, host: str,
                  open_device: Callable[[], tpm_device.TPMDevice], *,
                  ak_handle: int = tpm_device.DEFAULT_AK_HANDLE,
                  ca_handle: int = DEFAULT_CA_HANDLE,
                  alg: str = "ecc",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 lock: ContextManager[Any] | None = None) -> None:
         if not isinstance(host, str) or not host:
             raise exception.InvalidParameterValue(
                 name="host", reason="a host name is required")
@@ -69,11 +77,12 @@ class HostCA:
         self._clock = clock
         self._certification: vtpm_binding.CACertification | None = None
         self._ak_public: bytes | None = None
+        self._lock = lock if lock is not None else threading.Lock()
 
     def ensure(self) -> vtpm_binding.CACertification:
         """Create the CA key if the TPM has none; its certification by the
         current AK (cached while the AK stays the same)."""
-        with self._open() as dev:
+        with self._lock, self._open() as dev:
             ak_public = dev.load_ak(self.ak_handle).public
             if self._certification is not None and \
                     ak_public == self._ak_public:
@@ -102,7 +111,6 @@ class HostCA:
               vtpm_ek_public: bytes) -> vtpm_binding.VTPMChain:
         """Sign a certificate for one vTPM; the chain to present."""
         ca = self.ensure()
-        from trusted_pools.tpm import structures
         cert = vtpm_binding.VTPMCertificate(
             host=self.host, instance=_canonical_uuid(instance),
             vtpm_ak=bytes(vtpm_ak_public),
@@ -112,14 +120,13 @@ class HostCA:
         payload = cert.payload()
         digest = hashlib.sha256(
             vtpm_binding.certificate_message(payload)).digest()
-        with self._open() as dev:
+        with self._lock, self._open() as dev:
             signature = dev.sign(self.ca_handle, digest)
         return vtpm_binding.VTPMChain(
             ca, vtpm_binding.VTPMCertificate.token(payload, signature))
 
 
 def _canonical_uuid(instance: str) -> str:
-    import uuid
     try:
         return str(uuid.UUID(str(instance)))
     except ValueError:
