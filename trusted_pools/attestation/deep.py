@@ -617,7 +617,8 @@ def verify_instance_result(token: str,
             canonical_json(claims) != payload:
         raise exception.ResultMalformed(
             reason="claims are not the canonical instance claim set")
-    if claims["ver"] != INSTANCE_RESULT_VERSION:
+    if type(claims["ver"]) is not int or \
+            claims["ver"] != INSTANCE_RESULT_VERSION:
         raise exception.ResultMalformed(reason="unknown claim set version")
     iat, exp = claims["iat"], claims["exp"]
     if type(iat) is not int or type(exp) is not int or exp <= iat:

@@ -416,3 +416,22 @@ def test_host_boot_pcrs_changed_since_its_verdict(verifier):
     with pytest.raises(deep.HostVerdictStale, match="sha256:4"):
         _run(verifier, host, _batch(verifier, host, [vtpm]),
              boot_pcrs=judged)
+
+
+def test_tampered_instance_token_is_refused(verifier, signing_key):
+    import base64
+    import json
+    host, vtpm = SoftHost(), SoftVTPM()
+    outcome = _only(_run(verifier, host, _batch(verifier, host, [vtpm])))
+    keys = keystore.key_set([keystore.public_key_of(signing_key)])
+    header, payload, signature = outcome.signed_result.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["level"] = 4
+    forged = base64.urlsafe_b64encode(json.dumps(
+        claims, sort_keys=True, separators=(",", ":")).encode()
+    ).rstrip(b"=").decode()
+    with pytest.raises(exception.ResultSignatureInvalid):
+        deep.verify_instance_result(".".join((header, forged, signature)),
+                                    keys, NOW)
+    with pytest.raises(exception.ResultMalformed):
+        deep.verify_instance_result("a.b", keys, NOW)
