@@ -21,7 +21,7 @@ Not counted: the guests' own vTPM quotes (made inside the VMs, in
 parallel, before the conductor sees them), which are made between rounds.
 Target: 100 batched instances cost less than 3 host attestations.
 
-Run: ``.venv/bin/python -m bench.bench_deep`` (about a minute).
+Run: ``.venv/bin/python -m bench.bench_deep`` (about 20 seconds).
 """
 
 from __future__ import annotations
