@@ -35,6 +35,7 @@ from typing import Any, Callable, Union
 import oslo_messaging as messaging
 
 from trusted_pools import exception
+from trusted_pools.attestation import deep as deep_mod
 from trusted_pools.attestation import enrollment
 from trusted_pools.attestation import freshness
 from trusted_pools.attestation import keystore
@@ -166,6 +167,14 @@ class ConductorManager:
         self._published: dict[str, tuple[str, int]] = {}
         self._last_evidence: dict[str, float] = {}
         self._policy_cache: dict[str, Any] = {}
+        #: Deep attestation of instances (issue 11): the instance nonces this
+        #: conductor issued, and its signer of instance verdicts.
+        self.deep = deep_mod.DeepVerifier(
+            deep_mod.InstanceResultSigner(signing_key, host),
+            validity=self.validity)
+        #: Latest signed instance verdict per instance (in memory: instance
+        #: verdicts are not stored in the database yet).
+        self.instance_results: dict[str, str] = {}
 
     # --- validity and ownership ---------------------------------------------
 
@@ -477,6 +486,125 @@ class ConductorManager:
         return [{"host": names.get(v.host_id), "status": v.status,
                  "level": v.level, "signed_result": v.signed_result}
                 for v in self.db.latest_verdicts(touched)]
+
+    # --- deep attestation (NFV-SEC 007 4.4.3/4.4.4) --------------------------
+
+    def challenge_instance(self, context: dict, instance: str
+                           ) -> dict[str, Any]:
+        """A one-use nonce for the guest of ``instance`` to quote over
+        with its vTPM AK (valid ``deep.nonces.ttl`` seconds)."""
+        return {"instance": deep_mod.instance_id(instance),
+                "nonce": _b64(self.deep.challenge(instance))}
+
+    def _host_standing(self, state: verifier.HostState
+                       ) -> tuple[deep_mod.HostStanding, Any]:
+        """The host's latest verdict (as stored), and the clock of the
+        quote behind it (the boot a deep-attestation quote must share)."""
+        rows = self.db.latest_verdicts([state.host_id])
+        if not rows:
+            raise deep_mod.HostNotTrusted(
+                subject="host %s" % state.host,
+                reason="it has no verdict yet")
+        row = rows[0]
+        if row.registration_generation != state.registration:
+            raise deep_mod.HostNotTrusted(
+                subject="host %s" % state.host, reason="its latest verdict "
+                "belongs to an earlier enrollment")
+        standing = deep_mod.HostStanding(
+            host=state.host, status=row.status, level=row.level,
+            issued_at=int(row.issued_at.timestamp()),
+            expires_at=int(row.expires_at.timestamp()),
+            sequence=row.sequence)
+        baseline = None if row.quote_clock is None else verifier.StoredClock(
+            row.quote_clock, row.reset_count or 0, row.restart_count or 0)
+        return standing, baseline
+
+    def deep_attest(self, context: dict, host: str,
+                    instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Attest instances of ``host`` together with ``host``.
+
+        ``instances``: ``{instance, vm_quote, vm_signature, vm_pcrs,
+        vtpm_certificate}`` each (the guest's vTPM quote over a nonce from
+        :meth:`challenge_instance`, and the vTPM chain its provisioning
+        returned). One host quote, over a nonce that commits to all the VM
+        quotes (a Merkle root), is asked of the host's agent with a signed
+        ``get_evidence`` request.
+
+        Returns one entry per instance, in order: ``{"instance",
+        "verdict", "signed_result"}`` or ``{"instance", "error":
+        {"type", "reason"}}`` (a policy violation has both). What fails for
+        the whole host (not trusted, stale verdict, a host quote that does
+        not verify or does not commit to the batch) raises a
+        :class:`~trusted_pools.attestation.deep.DeepAttestationError`.
+        """
+        self._check_owner(host)
+        if not isinstance(instances, list) or not instances:
+            raise exception.InvalidParameterValue(
+                name="instances", reason="a non-empty list is required")
+        entries: list[dict[str, Any] | None] = [None] * len(instances)
+        items, positions = [], []
+        for position, wire in enumerate(instances):
+            try:
+                items.append(deep_mod.VMEvidence.from_wire(wire))
+                positions.append(position)
+            except exception.EvidenceError as error:
+                entries[position] = {
+                    "instance": wire.get("instance") if isinstance(
+                        wire, dict) else None,
+                    "error": _error_json(error)}
+        if items:
+            state = self._state(host)
+            now = int(self.clock())
+            standing, baseline = self._host_standing(state)
+            boot = state.boot  # the boot this conductor last verified
+            # No TPM work for a host that could not vouch for anything.
+            self.deep.check_host("host %s" % host, standing, now)
+            batch = deep_mod.prepare_batch(host, items)
+            wire = self.agents.get_evidence(
+                context, host, _b64(batch.host_nonce), self.banks,
+                state.ima_replayed, False)
+            try:
+                evidence = Evidence.from_wire(wire)
+                if evidence.host != host:
+                    raise exception.MalformedEvidence(
+                        what="evidence", reason="it names host %s"
+                        % evidence.host)
+            except exception.EvidenceError as error:
+                raise deep_mod.HostQuoteInvalid(
+                    subject="host %s" % host, reason=str(error)) from None
+            outcomes = self.deep.verify_batch(
+                batch, host_ak=state.ak, standing=standing,
+                host_quote=deep_mod.HostQuote(evidence.quote,
+                                              evidence.signature,
+                                              evidence.pcrs),
+                now=int(self.clock()), baseline=baseline,
+                boot_pcrs=None if boot is None else boot.pcrs,
+                allow_sha1=verifier.allows_sha1_quotes(state))
+            for position, outcome in zip(positions, outcomes):
+                entries[position] = self._instance_entry(outcome)
+        return [e for e in entries if e is not None]
+
+    def _instance_entry(self, outcome: deep_mod.InstanceOutcome
+                        ) -> dict[str, Any]:
+        entry: dict[str, Any] = {"instance": outcome.instance}
+        if outcome.verdict is not None:
+            v = outcome.verdict
+            entry["verdict"] = {
+                "instance": v.instance, "host": v.host, "status": v.status,
+                "level": v.level, "appraisal": v.appraisal,
+                "policy": v.policy, "reasons": list(v.reasons),
+                "host_level": v.host_level, "issued_at": v.issued_at,
+                "expires_at": v.expires_at}
+            entry["signed_result"] = outcome.signed_result
+            if outcome.signed_result is not None:
+                self.instance_results[v.instance] = outcome.signed_result
+            LOG.info("Instance %s on host %s is %s at level %d",
+                     v.instance, v.host, v.status, v.level)
+        if outcome.error is not None:
+            entry["error"] = _error_json(outcome.error)
+            LOG.warning("Deep attestation of instance %s: %s",
+                        outcome.instance, outcome.error)
+        return entry
 
     # --- the cycle -----------------------------------------------------------
 
@@ -877,3 +1005,7 @@ def _verdict_json(v: Any) -> dict[str, Any]:
             "reasons": list(v.reasons), "vector": v.vector.to_json(),
             "policy_versions": dict(v.policy_versions),
             "issued_at": v.issued_at, "expires_at": v.expires_at}
+
+
+def _error_json(error: exception.TrustedPoolsError) -> dict[str, str]:
+    return {"type": type(error).__name__, "reason": str(error)}

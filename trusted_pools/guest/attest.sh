@@ -12,7 +12,7 @@
 # Usage:
 #   attest.sh -n NONCE_HEX -k AK_HANDLE [-l PCR_SELECTION] [-T TCTI] [-E]
 #     -n  the verifier's nonce, hex (at most 64 bytes)
-#     -k  persistent handle of the AK, e.g. 0x81010002
+#     -k  persistent handle of the AK, e.g. 0x81008001
 #     -l  tpm2-tools PCR selection (default sha256:0,1,2,3,4,5,6,7)
 #     -T  TCTI (default: device:/dev/tpmrm0, else device:/dev/tpm0)
 #     -E  leave out the firmware event log

@@ -56,8 +56,8 @@ from tpm2_pytss import (  # noqa: E402
     TPM2B_DIGEST, TPM2B_ENCRYPTED_SECRET, TPM2B_ID_OBJECT, TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE, TPMA_OBJECT, TPML_DIGEST_VALUES,
     TPML_PCR_SELECTION, TPMS_PCR_SELECTION, TPMT_HA, TPMT_SIG_SCHEME,
-    TPMT_SYM_DEF, TPMT_TK_CREATION, TSS2_Exception,
-    TPM2B_DATA, TPM2B_PUBLIC_KEY_RSA, TPMT_RSA_DECRYPT,
+    TPMT_SYM_DEF, TPMT_TK_CREATION, TPMT_TK_HASHCHECK, TPM2_RH, TPM2_ST,
+    TSS2_Exception, TPM2B_DATA, TPM2B_PUBLIC_KEY_RSA, TPMT_RSA_DECRYPT,
 )
 from tpm2_pytss.utils import (  # noqa: E402
     NoSuchIndex, NVReadEK, create_ek_template,
@@ -783,6 +783,27 @@ class TPMDevice:
                 TPM2B_DATA(bytes(label)), session1=session))
         finally:
             self._flush(session)
+
+    def sign(self, handle: int, digest: bytes) -> bytes:
+        """TPM2_Sign of ``digest`` with the persistent signing key at
+        ``handle`` (the key's own scheme; a NULL validation ticket, so only
+        an unrestricted key signs): TPMT_SIGNATURE bytes.
+
+        ``digest`` must be as long as the scheme's hash. A caller that
+        signs its own structures prefixes them with a domain tag before
+        hashing, so a signature can never pass for one over a TPMS_ATTEST.
+        """
+        if not isinstance(digest, (bytes, bytearray)) or \
+                len(digest) not in (20, 32, 48, 64):
+            raise exception.InvalidParameterValue(
+                name="digest", reason="a SHA-1/256/384/512 digest is "
+                "required")
+        key = self._object(handle)
+        signature = self._call(
+            "Sign", self.esapi.sign, key, TPM2B_DIGEST(bytes(digest)),
+            TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
+            TPMT_TK_HASHCHECK(tag=TPM2_ST.HASHCHECK, hierarchy=TPM2_RH.NULL))
+        return signature.marshal()
 
     # --- administration ------------------------------------------------------
 
