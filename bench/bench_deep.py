@@ -120,7 +120,7 @@ def run(base: str) -> float:
             vtpm = vtpms[index // PER_VTPM]
             handle = 0x81010100 + index % PER_VTPM
             instance = str(uuid.uuid4())
-            metadata = binding.Provisioner(host_ca, ak_handle=handle)(
+            metadata = binding.Provisioner(host_ca, ak_handle=handle).provision(
                 vtpm.tcti, instance)
             guests.append((devices[index // PER_VTPM], handle, instance,
                            metadata["vtpm_chain"]))

@@ -147,13 +147,12 @@ def provision_vtpm_ak(tcti: str, *, alg: str = "ecc",
 
 
 class Provisioner:
-    """The vTPM driver's provisioning hook.
-
-    ``provisioner(tcti, instance)`` -> metadata dict (JSON-able) to store
-    with the instance: ``{"vtpm_chain": {...}, "vtpm_ak_handle": int}``.
-    ``provisioner.for_instance(instance)`` gives a one-argument callable
-    ``hook(tcti)`` for a driver that passes only the TCTI.
-    """
+    """The vTPM driver's provisioning hook (a
+    :data:`trusted_pools.vtpm.driver.Provisioner`): the driver calls it
+    with the new vTPM's :class:`~trusted_pools.vtpm.driver.ProvisioningContext`
+    and stores what it returns, ``{"vtpm_chain": {...}, "vtpm_ak_handle":
+    int}``, with the instance. :meth:`provision` does the same for a vTPM
+    reachable at a TCTI outside a driver."""
 
     def __init__(self, ca: HostCA, *, alg: str = "ecc",
                  ak_handle: int = VTPM_AK_HANDLE) -> None:
@@ -161,12 +160,12 @@ class Provisioner:
         self.alg = alg
         self.ak_handle = ak_handle
 
-    def __call__(self, tcti: str, instance: str) -> dict[str, Any]:
+    def __call__(self, context: Any) -> dict[str, Any]:
+        return self.provision(context.tcti, context.instance_uuid)
+
+    def provision(self, tcti: str, instance: str) -> dict[str, Any]:
         ak_public, ek_public = provision_vtpm_ak(tcti, alg=self.alg,
                                                  handle=self.ak_handle)
         chain = self.ca.issue(instance, ak_public, ek_public)
         return {"vtpm_chain": chain.to_wire(),
                 "vtpm_ak_handle": self.ak_handle}
-
-    def for_instance(self, instance: str) -> Callable[[str], dict[str, Any]]:
-        return lambda tcti: self(tcti, instance)

@@ -116,8 +116,8 @@ def world(swtpm_module_pool, swtpm_ca, tmp_path_factory):
         cas[name] = binding.HostCA(name, tpm.device)
         instance = str(uuid.uuid4())
         provisioner = binding.Provisioner(cas[name])
-        guests[name] = Guest(vtpm, provisioner.for_instance(instance)(
-            vtpm.tcti), instance)
+        guests[name] = Guest(vtpm, provisioner.provision(
+            vtpm.tcti, instance), instance)
     return {"manager": manager, "agents": agents, "cas": cas,
             "guests": guests, "tpms": {"compute-a": host_a,
                                        "compute-b": host_b},
@@ -206,7 +206,8 @@ def test_hundred_instances_cost_one_host_quote(world):
     evidence = []
     for _ in range(100):
         instance = str(uuid.uuid4())
-        guest = Guest(vtpm, provisioner(vtpm.tcti, instance), instance)
+        guest = Guest(vtpm, provisioner.provision(vtpm.tcti, instance),
+                      instance)
         evidence.append(guest.quote(_challenge(manager, guest)))
     before = len(agents.nonces)
     entries = manager.deep_attest({}, "compute-a", evidence)
@@ -421,7 +422,7 @@ def test_host_relays_another_vms_quote_of_its_own(world):
     instance = str(uuid.uuid4())
     provisioner = binding.Provisioner(world["cas"]["compute-a"],
                                       ak_handle=0x81010003)
-    vm2 = Guest(vtpm, provisioner(vtpm.tcti, instance), instance)
+    vm2 = Guest(vtpm, provisioner.provision(vtpm.tcti, instance), instance)
     with tpm_device.TPMDevice(vtpm.tcti) as dev:
         attest, signature = dev.quote(0x81010003, _challenge(manager, vm1),
                                       GUEST_PCRS)
@@ -458,7 +459,7 @@ def test_host_extends_a_boot_pcr_after_its_verdict(world, swtpm_pool):
     instance = str(uuid.uuid4())
     guest = Guest(vtpm, binding.Provisioner(
         binding.HostCA("compute-c", tpm.device),
-        ak_handle=0x81010004)(vtpm.tcti, instance), instance)
+        ak_handle=0x81010004).provision(vtpm.tcti, instance), instance)
     guest_ak = 0x81010004
 
     def quote(nonce):
