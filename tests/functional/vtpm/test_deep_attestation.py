@@ -217,7 +217,7 @@ def test_hundred_instances_cost_one_host_quote(world):
     assert len({e["instance"] for e in entries}) == 100
     # Re-provision the module's guest AK for the tests that follow.
     guest = world["guests"]["compute-a"]
-    guest.metadata = provisioner(vtpm.tcti, guest.instance)
+    guest.metadata = provisioner.provision(vtpm.tcti, guest.instance)
 
 
 # --- a compromised host ------------------------------------------------------
