@@ -18,6 +18,7 @@ import uuid
 import pytest
 
 from tests import pool_harness
+from tests.local_agents import LocalAgents
 from tests import swtpm_pool as swtpm_pool_module
 from trusted_pools.agent.attester import Attester
 from trusted_pools.attestation import deep, keystore, vtpm_binding
@@ -33,37 +34,6 @@ pytestmark = pytest.mark.swtpm
 
 SHA256 = TPM_ALG.SHA256
 GUEST_PCRS = {SHA256: list(range(8))}
-
-
-class LocalAgents:
-    """The conductor's agent client, answered in-process by Attesters."""
-
-    def __init__(self, attesters: dict[str, Attester]) -> None:
-        self.attesters = attesters
-        self.nonces: list[bytes] = []
-
-    def get_identity(self, context, host):
-        identity = self.attesters[host].identity()
-        return {"host": host,
-                "ek_certificate": encode_b64(identity.ek_certificate),
-                "ek_public": encode_b64(identity.ek_public),
-                "ak_public": encode_b64(identity.ak_public)}
-
-    def activate_credential(self, context, host, credential_blob,
-                            encrypted_secret):
-        import base64
-        return encode_b64(self.attesters[host].activate_credential(
-            base64.b64decode(credential_blob),
-            base64.b64decode(encrypted_secret)))
-
-    def get_evidence(self, context, host, nonce, banks, ima_start,
-                     event_log, conductor=None):
-        import base64
-        raw = base64.b64decode(nonce)
-        self.nonces.append(raw)
-        return self.attesters[host].evidence(
-            raw, [TPM_ALG.SHA256], ima_start=ima_start,
-            event_log=event_log).to_wire()
 
 
 class Guest:

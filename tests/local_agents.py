@@ -1,0 +1,40 @@
+"""The conductor's agent client answered in-process by real
+:class:`~trusted_pools.agent.attester.Attester` objects (one per host
+TPM), for tests of conductor work whose bus path other tests cover."""
+
+from __future__ import annotations
+
+import base64
+
+from trusted_pools.agent.attester import Attester
+from trusted_pools.attestation.evidence import encode_b64
+from trusted_pools.tpm.constants import TPM_ALG
+
+
+class LocalAgents:
+    """The conductor's agent client, answered in-process by Attesters."""
+
+    def __init__(self, attesters: dict[str, Attester]) -> None:
+        self.attesters = attesters
+        self.nonces: list[bytes] = []
+
+    def get_identity(self, context, host):
+        identity = self.attesters[host].identity()
+        return {"host": host,
+                "ek_certificate": encode_b64(identity.ek_certificate),
+                "ek_public": encode_b64(identity.ek_public),
+                "ak_public": encode_b64(identity.ak_public)}
+
+    def activate_credential(self, context, host, credential_blob,
+                            encrypted_secret):
+        return encode_b64(self.attesters[host].activate_credential(
+            base64.b64decode(credential_blob),
+            base64.b64decode(encrypted_secret)))
+
+    def get_evidence(self, context, host, nonce, banks, ima_start,
+                     event_log, conductor=None):
+        raw = base64.b64decode(nonce)
+        self.nonces.append(raw)
+        return self.attesters[host].evidence(
+            raw, [TPM_ALG.SHA256], ima_start=ima_start,
+            event_log=event_log).to_wire()
