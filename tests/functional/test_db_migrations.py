@@ -19,7 +19,7 @@ from tests.db_fixtures import *  # noqa: F401,F403 (fixtures)
 
 EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "policy_assignments", "verdicts", "ima_state",
-                   "conductors", "alembic_version"}
+                   "conductors", "host_operations", "alembic_version"}
 
 
 def _engine(url: str) -> sa.engine.Engine:
