@@ -21,7 +21,7 @@ import oslo_messaging as messaging
 from oslo_context import context as oslo_context
 
 __all__ = ["RequestContext", "RequestContextSerializer", "agent_context",
-           "get_admin_context"]
+           "clear_current", "get_admin_context"]
 
 
 class RequestContext(oslo_context.RequestContext):
@@ -39,6 +39,15 @@ class RequestContext(oslo_context.RequestContext):
 def get_admin_context() -> RequestContext:
     """The context of a service's own work (no user asked for it)."""
     return RequestContext(is_admin=True, overwrite=False)
+
+
+def clear_current() -> None:
+    """Forget this thread's current context (a pooled worker thread that
+    finished a request's work must not log the next job under its id).
+    oslo.context keeps it in a thread-local with no public reset."""
+    store = getattr(oslo_context, "_request_store", None)
+    if store is not None:
+        store.context = None
 
 
 def agent_context(context: Any) -> dict[str, Any]:

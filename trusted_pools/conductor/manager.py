@@ -460,6 +460,15 @@ class ConductorManager:
             # This thread's log lines carry the API's request id.
             context.update_store()
         try:
+            self._run_operation(operation_id, context, work, host,
+                                arguments)
+        finally:
+            context_mod.clear_current()
+
+    def _run_operation(self, operation_id: str, context: Any,
+                       work: Callable[..., dict[str, Any]], host: str,
+                       arguments: dict[str, Any]) -> None:
+        try:
             result = work(context, host, **arguments)
         except exception.TrustedPoolsError as error:
             LOG.warning("Operation %s on host %s failed: %s", operation_id,
