@@ -59,6 +59,8 @@ _HOST_OPERATION_ERRORS = (
     exception.HostNotOwned,            # another conductor owns the host
     exception.HostNotFound,            # attest/capture an unknown host
     exception.HostNotEnrolled,         # attest/capture a host not enrolled
+    exception.RegistrationNotFound,    # ... or one whose TPM keys are gone
+    exception.PolicyNotFound,          # its group's policy was removed
     exception.OperationInProgress,     # a second enrollment meanwhile
     exception.TemporaryFailure,        # database away, service stopping
     exception.DatabaseError,
