@@ -779,14 +779,30 @@ _IDENTITY_KEYS = ["host", "ek_certificate", "ek_public", "ak_public",
                   "secret"]
 
 
-def _unwrap_rpc(call: Callable[[], Any]) -> Any:
+def _unwrap_rpc(call: Callable[[], Any], db: Any = None) -> Any:
     """Call an endpoint as the RPC server would: an ExpectedException may
-    carry only a typed error, which is re-raised (a refusal)."""
+    carry only a typed error, which is re-raised (a refusal). An answer
+    naming an operation (conductor RPC 3.0; the fuzz conductor runs its
+    work in line) is replaced by the operation's result, or its recorded
+    error raised."""
     import oslo_messaging as messaging
+    from trusted_pools.api import operations
     try:
-        return call()
+        answer = call()
     except messaging.ExpectedException as wrapped:
         raise wrapped.exc_info[1] from None
+    if db is not None and isinstance(answer, dict) and "operation" in answer:
+        row = db.get_operation(answer["operation"])
+        if row.state == "failed" and row.error_type not in (
+                n for n in dir(exception)
+                if isinstance(getattr(exception, n), type) and
+                issubclass(getattr(exception, n),
+                           exception.TrustedPoolsError) and
+                n != "TrustedPoolsError"):
+            raise Violation("operation failed without a typed error: %r"
+                            % (row,))
+        return operations.result_or_raise(row)
+    return answer
 
 
 @target("conductor.management")
@@ -818,7 +834,7 @@ def fuzz_conductor_management(data: bytes) -> None:
         try:
             result = _unwrap_rpc(lambda: management.enroll_host(
                 {}, host, structured(src, ["default"], []),
-                structured(src, [None, "ab" * 32], [])))
+                structured(src, [None, "ab" * 32], [])), c.manager.db)
         except exception.TrustedPoolsError:
             pass
         if result is not None:
@@ -827,7 +843,7 @@ def fuzz_conductor_management(data: bytes) -> None:
     elif method in ("attest_now", "capture_policy"):
         try:
             result = _unwrap_rpc(lambda: getattr(management, method)(
-                {}, host))
+                {}, host), c.manager.db)
         except exception.TrustedPoolsError:
             result = None
         if method == "attest_now" and result is not None and \

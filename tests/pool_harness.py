@@ -11,7 +11,7 @@ import hashlib
 import pathlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from oslo_config import cfg
 
@@ -19,6 +19,7 @@ from tests import ima_gen
 from tests import swtpm_pool
 from trusted_pools.agent.service import AgentService
 from trusted_pools.api import conductors as api_conductors
+from trusted_pools.api import operations as api_operations
 from trusted_pools.attestation import keystore
 from trusted_pools.attestation import policy as policy_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
@@ -151,6 +152,7 @@ class Operator:
     def __init__(self, db: db_api.Connection, heartbeat_timeout: float,
                  timeout: float = 60) -> None:
         self.db = db
+        self.timeout = timeout
         self.conductors = api_conductors.Conductors(
             db, lambda: conductor_rpcapi.ConductorAPI(timeout=timeout),
             heartbeat_timeout)
@@ -164,23 +166,38 @@ class Operator:
         return getattr(self.conductors.client, method)(
             context, host, conductor=conductor, **kwargs)
 
-    def enroll_host(self, context: dict, host: str, group: str = "default",
+    def start(self, method: str, context: Any, host: str,
+              conductor: str | None = None, **kwargs) -> dict:
+        """Send ``method`` (enroll_host, attest_now, capture_policy) and
+        return the conductor's answer at once: the pending operation."""
+        return self._call(method, context, host, conductor, **kwargs)
+
+    def wait(self, answer: dict, timeout: float | None = None) -> Any:
+        """Wait for the operation a conductor answered with: its result,
+        or its typed error raised (what the API does at 1.0)."""
+        row = api_operations.wait(self.db, answer["operation"],
+                                  timeout or self.timeout)
+        return api_operations.result_or_raise(row)
+
+    def enroll_host(self, context: Any, host: str, group: str = "default",
                     ek_sha256: str | None = None,
                     conductor: str | None = None) -> dict:
-        return self._call("enroll_host", context, host, conductor,
-                          group=group, ek_sha256=ek_sha256)
+        return self.wait(self.start("enroll_host", context, host, conductor,
+                                    group=group, ek_sha256=ek_sha256))
 
-    def reset_enrollment(self, context: dict, host: str,
+    def reset_enrollment(self, context: Any, host: str,
                          conductor: str | None = None) -> dict:
         return self._call("reset_enrollment", context, host, conductor)
 
-    def attest_now(self, context: dict, host: str,
+    def attest_now(self, context: Any, host: str,
                    conductor: str | None = None) -> dict:
-        return self._call("attest_now", context, host, conductor)
+        return self.wait(self.start("attest_now", context, host,
+                                    conductor))
 
-    def capture_policy(self, context: dict, host: str,
+    def capture_policy(self, context: Any, host: str,
                        conductor: str | None = None) -> dict:
-        return self._call("capture_policy", context, host, conductor)
+        return self.wait(self.start("capture_policy", context, host,
+                                    conductor))
 
     def create_policy(self, context: dict, name: str, kind: str,
                       body: dict, created_by: str = "operator") -> dict:

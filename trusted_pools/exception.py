@@ -338,6 +338,24 @@ class HostNotOwned(Conflict):
                 "%(owner)s")
 
 
+class OperationInProgress(Conflict):
+    _msg_fmt = ("Host %(host)s already has a %(kind)s operation in progress "
+                "(%(operation)s); wait for it to end (GET "
+                "/v1/hosts/%(host)s/operations/%(operation)s)")
+
+
+class OperationNotFound(NotFound):
+    _msg_fmt = "Host %(host)s has no operation %(operation)s"
+
+
+class AgentUnreachable(TemporaryFailure):
+    """A conductor's call to a host's agent got no answer."""
+
+    _msg_fmt = ("The agent of host %(host)s did not answer %(method)s "
+                "(%(reason)s): is trusted-pools-agent running there and "
+                "connected to the agent bus?")
+
+
 # --- Persistence (trusted_pools.db) ------------------------------------------
 
 class DatabaseUnavailable(TemporaryFailure):

@@ -371,18 +371,36 @@ def test_agent_credentials_pull_no_lever(trusted_pool, consumer,
     # --- 3. what the agent user can reach, and why it is no lever --------
     # Its own evidence channel, with the real client: garbage in the
     # victim's name earns the victim one direct challenge, no verdict.
+    # Its context claims to be a cloud admin: the agent bus carries no
+    # request context, the endpoint passes on an empty one, and nothing
+    # it claims counts for anything.
+    received_contexts: list[Any] = []
+    real_submit = manager.submit_evidence
+
+    def submit(context, evidence):
+        received_contexts.append(context)
+        return real_submit(context, evidence)
+    manager.submit_evidence = submit
+    admin_claim = {"roles": ["admin", "member", "reader"], "is_admin": True,
+                   "is_admin_project": True, "user_id": "admin",
+                   "project_id": "admin", "system_scope": "all",
+                   "request_id": "req-forged-by-the-agent"}
     evil_bus = messaging.get_rpc_transport(
         pool.conf, url=role_buses.agent_url_of(attacker_host.name))
     try:
         pushes = conductor_rpcapi.EvidenceAPI(transport=evil_bus)
         for _ in range(3):
-            pushes.submit_evidence({}, CONDUCTOR, {
+            pushes.submit_evidence(admin_claim, CONDUCTOR, {
                 "version": 2, "host": victim.name, "epoch_id": "x",
                 "quote": "%%%"})
         _wait(lambda: manager.failure_challenges.get(victim.name, 0) >= 1,
               15, "the victim's direct challenge")
     finally:
         evil_bus.cleanup()
+        manager.submit_evidence = real_submit
+    assert received_contexts and all(c == {} for c in received_contexts), \
+        received_contexts
+    assert "req-forged-by-the-agent" not in caplog.text
     # RabbitMQ's default exchange (it needs it for its replies) puts a
     # message straight into any queue of the agent bus by name. Into the
     # conductor's evidence queue: every lever is a method not exposed.

@@ -19,7 +19,7 @@ from tests.db_fixtures import *  # noqa: F401,F403 (fixtures)
 
 EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "policy_assignments", "verdicts", "ima_state",
-                   "conductors", "alembic_version"}
+                   "conductors", "host_operations", "alembic_version"}
 
 
 def _engine(url: str) -> sa.engine.Engine:
@@ -27,7 +27,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "c4d8e2f61a93"
+    assert migration.head() == "e5a1f3c8b7d2"
 
 
 def test_upgrade_from_empty(empty_db_url):

@@ -66,3 +66,88 @@ def test_upgrade_level_pins_cap_the_client(monkeypatch, option, cls, kwargs):
     finally:
         CONF.clear_override(option, group="rpc_pins")
     assert seen["cap"] == "0.9"
+
+
+class _RecordingClient:
+    """Stands in for oslo.messaging's client: records each prepare."""
+
+    def __init__(self) -> None:
+        self.prepared: list[dict] = []
+
+    def prepare(self, **kwargs):
+        self.prepared.append(kwargs)
+        return self
+
+    def call(self, context, method, **kwargs):
+        return {}
+
+    def cast(self, context, method, **kwargs):
+        return None
+
+
+@pytest.mark.parametrize("cls,endpoint,calls", [
+    (conductor_rpcapi.ConductorAPI, endpoints.ManagementEndpoint, [
+        ("enroll_host", ({}, "h"), {"conductor": "c"}),
+        ("reset_enrollment", ({}, "h"), {"conductor": "c"}),
+        ("attest_now", ({}, "h"), {"conductor": "c"}),
+        ("capture_policy", ({}, "h"), {"conductor": "c"})]),
+    (conductor_rpcapi.EvidenceAPI, endpoints.EvidenceEndpoint, [
+        ("submit_evidence", ({}, "c", {}), {})]),
+    (conductor_rpcapi.VerdictsAPI, endpoints.VerdictsEndpoint, [
+        ("verdicts_since", ({}, 0.0), {})]),
+])
+def test_every_client_method_sends_a_version_its_server_takes(
+        cls, endpoint, calls):
+    """Each method prepares a version the endpoint's target accepts (same
+    major, not newer): a client left at the old major after a bump would
+    be refused by every server."""
+    from oslo_messaging import _utils as messaging_utils
+    api = cls.__new__(cls)
+    api.client = _RecordingClient()
+    for method, args, kwargs in calls:
+        getattr(api, method)(*args, **kwargs)
+        sent = api.client.prepared[-1]["version"]
+        assert messaging_utils.version_is_compatible(
+            endpoint.target.version, sent), (method, sent)
+
+
+def test_a_pin_below_3_0_refuses_management_calls_before_sending():
+    """[rpc_pins] conductor = 2.0 against 3.0 conductors: a clear refusal
+    from the client, nothing on the bus (fake transport: nothing runs)."""
+    import oslo_messaging as messaging
+    from oslo_config import cfg
+    transport = messaging.get_rpc_transport(cfg.CONF, url="fake://")
+    try:
+        api = conductor_rpcapi.ConductorAPI.__new__(
+            conductor_rpcapi.ConductorAPI)
+        api.client = messaging.get_rpc_client(
+            transport, messaging.Target(topic=conductor_rpcapi.TOPIC,
+                                        version="3.0"),
+            version_cap="2.0")
+        with pytest.raises(messaging.RPCVersionCapError):
+            api.attest_now({}, "h", conductor="c")
+    finally:
+        transport.cleanup()
+
+
+def test_management_and_verdict_buses_carry_a_request_context(
+        monkeypatch):
+    """The management bus's clients serialize a RequestContext; the
+    agent bus's clients and servers get no serializer (a plain dict)."""
+    from trusted_pools.common import context as context_mod
+    from trusted_pools.common import rpc
+    assert isinstance(rpc._serializer(rpc.MANAGEMENT_BUS),
+                      context_mod.RequestContextSerializer)
+    assert rpc._serializer(rpc.AGENT_BUS) is None
+    serializer = context_mod.RequestContextSerializer()
+    ctx = context_mod.RequestContext(request_id="req-1", user_id="u",
+                                     project_id="p", roles=["admin"],
+                                     overwrite=False)
+    sent = serializer.serialize_context(ctx)
+    back = serializer.deserialize_context(sent)
+    assert isinstance(back, context_mod.RequestContext)
+    assert (back.request_id, back.user_id, back.project_id, back.roles) == (
+        "req-1", "u", "p", ["admin"])
+    # A dict (consumers pass {}) or garbage becomes a context too.
+    assert serializer.deserialize_context("x").roles == []
+    assert context_mod.agent_context(ctx) == {"request_id": "req-1"}

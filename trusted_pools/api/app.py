@@ -20,7 +20,6 @@ import webob
 import webob.dec
 from keystonemiddleware import auth_token
 from oslo_config import cfg
-from oslo_context import context as oslo_context
 from oslo_middleware import cors
 from oslo_middleware import healthcheck
 from oslo_middleware import http_proxy_to_wsgi
@@ -33,6 +32,7 @@ from trusted_pools.api import policy
 from trusted_pools.api import router
 from trusted_pools.api.context import Call, Services
 from trusted_pools.api.handlers import root
+from trusted_pools.common import context as context_mod
 from trusted_pools.conductor import rpcapi
 from trusted_pools.db import api as db_api
 
@@ -73,11 +73,15 @@ class APIApplication:
             version_headers = microversion.response_headers(version)
             handler, arguments = router.resolve(
                 self.mapper, request.method, request.path_info)
-            context = oslo_context.RequestContext.from_environ(
+            context = context_mod.RequestContext.from_environ(
                 request.environ)
             call = Call(request, context, version, self.services)
-            status, body = handler(call, **arguments)
-            return _json(status, body, version_headers)
+            answer = handler(call, **arguments)
+            status, body = answer[0], answer[1]
+            headers = dict(version_headers)
+            if len(answer) > 2:
+                headers.update(answer[2])
+            return _json(status, body, headers)
         except Exception as error:  # noqa: BLE001 - rendered, logged
             response = errors.from_exception(request, error)
             for name, value in version_headers.items():

@@ -65,8 +65,9 @@ class Call:
         ctx = self.context
         return ctx.user_name or ctx.user_id or "unknown"
 
-    def rpc_context(self) -> dict[str, Any]:
-        """The context sent with conductor calls: who asked, for logs."""
-        ctx = self.context
-        return {"request_id": ctx.request_id, "user_id": ctx.user_id,
-                "project_id": ctx.project_id}
+    def rpc_context(self) -> oslo_context.RequestContext:
+        """The context sent with conductor calls (RequestContextSerializer
+        carries it): the request id oslo.middleware gave this request, and
+        who asked (user, project, roles from keystonemiddleware's
+        headers), for the conductor's logs and its operation rows."""
+        return self.context

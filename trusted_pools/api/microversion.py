@@ -10,6 +10,12 @@ can see, with the release note):
 * 1.0 - Initial version: hosts (list, show, verdicts, enroll, attest,
   capture, reset-enrollment, decommission), policies (list, create, show,
   diff, group assignments), verdicts since a time, conductor keys (JWKS).
+* 1.1 - Enroll (POST /v1/hosts), attest and capture answer 202 Accepted
+  with the pending operation and a Location header; GET
+  /v1/hosts/{name}/operations and /v1/hosts/{name}/operations/{id} show
+  operations (state pending, done or failed, with the result or the error
+  in the OpenStack error format). At 1.0 the API waits for the operation
+  and answers as before.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from trusted_pools.api import errors
 
 SERVICE_TYPE = "trusted-pools"
 HEADER = "OpenStack-API-Version"
-VERSIONS = ("1.0",)
+VERSIONS = ("1.0", "1.1")
 MIN = microversion_parse.parse_version_string(VERSIONS[0])
 MAX = microversion_parse.parse_version_string(VERSIONS[-1])
+#: Enroll, attest and capture answer 202 with an operation to poll.
+ASYNC_OPERATIONS = microversion_parse.parse_version_string("1.1")
 
 
 def negotiate(environ: dict) -> microversion_parse.Version:

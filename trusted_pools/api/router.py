@@ -22,6 +22,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/hosts/{name}/attest": {"POST": hosts.attest},
     "/v1/hosts/{name}/capture": {"POST": hosts.capture},
     "/v1/hosts/{name}/reset-enrollment": {"POST": hosts.reset_enrollment},
+    "/v1/hosts/{name}/operations": {"GET": hosts.list_operations},
+    "/v1/hosts/{name}/operations/{operation_id}": {
+        "GET": hosts.show_operation},
     "/v1/policies": {"GET": policies.list_policies,
                      "POST": policies.create},
     "/v1/policies/{name}": {"GET": policies.show},
@@ -37,7 +40,8 @@ def make_mapper() -> routes.Mapper:
     mapper = routes.Mapper()
     for path in ROUTES:
         mapper.connect(path, path=path,
-                       requirements={"name": _SEGMENT, "group": _SEGMENT})
+                       requirements={"name": _SEGMENT, "group": _SEGMENT,
+                                     "operation_id": _SEGMENT})
     return mapper
 
 

@@ -75,3 +75,12 @@ def policy(p: db_api.Policy) -> dict[str, Any]:
 def assignment(a: db_api.PolicyAssignment) -> dict[str, Any]:
     return {"group": a.group, "policy": a.policy_name,
             "version": a.policy_version}
+
+
+def operation(op: db_api.HostOperation, result: Any,
+              error: dict[str, Any] | None, href: str) -> dict[str, Any]:
+    return {"id": op.id, "host": op.hostname, "kind": op.kind,
+            "state": op.state, "conductor": op.conductor,
+            "request_id": op.request_id, "created_at": iso(op.created_at),
+            "updated_at": iso(op.updated_at), "result": result,
+            "error": error, "links": [{"rel": "self", "href": href}]}

@@ -16,6 +16,11 @@ Two buses (see doc/source/architecture.md, "Trust boundary"):
 Every RPC server dispatches with oslo.messaging's
 ``ExplicitRPCAccessPolicy``: only endpoint methods marked
 ``@messaging.expose`` can be called over the bus.
+
+Contexts: clients and servers on the management bus carry a
+:class:`trusted_pools.common.context.RequestContext` (request id, user,
+project, roles) with its serializer; on the agent bus the context stays a
+plain dict that no server believes (agents are the hosts being judged).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from trusted_pools import exception
+from trusted_pools.common import context as context_mod
 
 ALLOWED_EXMODS = [exception.__name__]
 # Trust notifications go to this topic; consumers listen on it.
@@ -103,13 +109,21 @@ def get_transport(conf: cfg.ConfigOpts, url: str) -> messaging.Transport:
                                        allowed_remote_exmods=ALLOWED_EXMODS)
 
 
+def _serializer(bus: str) -> messaging.Serializer | None:
+    """Request contexts travel on the management bus only; on the agent
+    bus the context is a plain dict (see the module's docstring)."""
+    if bus == MANAGEMENT_BUS:
+        return context_mod.RequestContextSerializer()
+    return None
+
+
 def get_client(target: messaging.Target, version_cap: str | None = None,
                timeout: float | None = None, bus: str = MANAGEMENT_BUS,
                transport: messaging.Transport | None = None
                ) -> messaging.RPCClient:
     return messaging.get_rpc_client(
         transport or _rpc_transport(bus), target, version_cap=version_cap,
-        timeout=timeout)
+        timeout=timeout, serializer=_serializer(bus))
 
 
 def get_server(target: messaging.Target, endpoints: Sequence[Any],
@@ -121,7 +135,7 @@ def get_server(target: messaging.Target, endpoints: Sequence[Any],
     can publish to the topic."""
     return messaging.get_rpc_server(
         transport or _rpc_transport(bus), target, list(endpoints),
-        executor="threading",
+        executor="threading", serializer=_serializer(bus),
         access_policy=messaging.ExplicitRPCAccessPolicy)
 
 

@@ -24,6 +24,19 @@ Nothing else of :class:`~trusted_pools.conductor.manager.ConductorManager`
 is reachable: the attestation cycle (``start_epoch``), policy writes (the
 API writes policies to the database) and the public keys (pinned in
 configuration, or the API's JWKS) are not RPC methods.
+
+No endpoint makes a synchronous call to an agent: ``enroll_host``,
+``attest_now`` and ``capture_policy`` check the request (host name,
+ownership, state), record a pending host operation and hand the agent
+calls to the conductor's worker pool; they answer at once with the
+operation's id, and trusted-pools-api polls the operation's row.
+
+Contexts: the management and verdicts servers get a
+:class:`~trusted_pools.common.context.RequestContext` (the API's request
+id, user, project, roles: trusted-pools-api is the only party on that bus
+that asks). The evidence server's context is the plain dict the agent
+sent, and nothing reads it: agents are the hosts being judged, so roles,
+admin flags or request ids they claim are never believed for anything.
 """
 
 from __future__ import annotations
@@ -38,11 +51,21 @@ from trusted_pools.conductor import rpcapi
 __all__ = ["EvidenceEndpoint", "ManagementEndpoint", "VerdictsEndpoint"]
 
 # What a management call may answer with; anything else is a bug and is
-# logged with its traceback by oslo.messaging.
+# logged with its traceback by oslo.messaging. (The agent's and the
+# appraisal's errors of an operation are recorded in its row, not raised
+# here.)
 _HOST_OPERATION_ERRORS = (
-    exception.Invalid, exception.NotFound, exception.Conflict,
-    exception.TemporaryFailure, exception.EvidenceError,
-    exception.TPMError, exception.NotAuthorized)
+    exception.InvalidParameterValue,   # host name, group, EK hash
+    exception.HostNotOwned,            # another conductor owns the host
+    exception.HostNotFound,            # attest/capture an unknown host
+    exception.HostNotEnrolled,         # attest/capture a host not enrolled
+    exception.RegistrationNotFound,    # ... or one whose TPM keys are gone
+    exception.PolicyNotFound,          # its group's policy was removed
+    exception.OperationInProgress,     # a second enrollment meanwhile
+    exception.TemporaryFailure,        # database away, service stopping
+    exception.DatabaseError,
+    exception.Invalid,                 # the database refused a value
+)
 
 
 class EvidenceEndpoint:
@@ -59,11 +82,18 @@ class EvidenceEndpoint:
 
     @messaging.expose
     def submit_evidence(self, context: dict, evidence: Any) -> None:
-        self._manager.submit_evidence(context, evidence)
+        # ``context`` is whatever the agent put there (the agent bus has no
+        # serializer): untrusted, and passed on as an empty dict so that
+        # nothing downstream can ever read it.
+        self._manager.submit_evidence({}, evidence)
 
 
 class ManagementEndpoint:
-    """Host operations for trusted-pools-api, on the host's owner."""
+    """Host operations for trusted-pools-api, on the host's owner.
+
+    ``enroll_host``, ``attest_now`` and ``capture_policy`` return
+    ``{"host", "operation", "state": "pending"}`` as soon as the request is
+    checked; the work runs on the conductor's worker pool (RPC 3.0)."""
 
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
@@ -72,25 +102,27 @@ class ManagementEndpoint:
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
-    def enroll_host(self, context: dict, host: str, group: str = "default",
+    def enroll_host(self, context: Any, host: str, group: str = "default",
                     ek_sha256: str | None = None) -> dict[str, Any]:
-        return self._manager.enroll_host(context, host, group=group,
-                                         ek_sha256=ek_sha256)
+        return self._manager.start_operation(context, "enroll", host,
+                                             group=group,
+                                             ek_sha256=ek_sha256)
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
-    def reset_enrollment(self, context: dict, host: str) -> dict[str, Any]:
+    def reset_enrollment(self, context: Any, host: str) -> dict[str, Any]:
+        # Database only (no agent call): done before it answers.
         return self._manager.reset_enrollment(context, host)
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
-    def attest_now(self, context: dict, host: str) -> dict[str, Any]:
-        return self._manager.attest_now(context, host)
+    def attest_now(self, context: Any, host: str) -> dict[str, Any]:
+        return self._manager.start_operation(context, "attest", host)
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
-    def capture_policy(self, context: dict, host: str) -> dict[str, Any]:
-        return self._manager.capture_policy(context, host)
+    def capture_policy(self, context: Any, host: str) -> dict[str, Any]:
+        return self._manager.start_operation(context, "capture", host)
 
 
 class VerdictsEndpoint:
@@ -106,7 +138,7 @@ class VerdictsEndpoint:
     @messaging.expose
     @messaging.expected_exceptions(exception.Invalid,
                                    exception.TemporaryFailure)
-    def verdicts_since(self, context: dict, since: float
+    def verdicts_since(self, context: Any, since: float
                        ) -> list[dict[str, Any]]:
         if isinstance(since, bool) or not isinstance(since, (int, float)):
             raise exception.InvalidParameterValue(

@@ -44,6 +44,7 @@ from trusted_pools.attestation import verdict as verdict_mod
 from trusted_pools.attestation.evidence import Evidence
 from trusted_pools.attestation.evidence import decode_b64 as _b64d
 from trusted_pools.attestation.evidence import encode_b64 as _b64
+from trusted_pools.common import context as context_mod
 from trusted_pools.conductor import verifier
 from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.db import api as db_api
@@ -199,10 +200,17 @@ class ConductorManager:
         """Join the ring (again after a restart: the row is reused), and
         publish the public half of the signing key in the database, where
         trusted-pools-api serves it as a JWKS (consumers never take keys
-        from the bus)."""
+        from the bus). Operations a previous run of this conductor left
+        pending died with it: they are failed."""
         self.db.register_conductor(self.host, update_existing=True,
                                    public_key=self.public_pem,
                                    key_id=self.signer.kid)
+        failed = self.db.fail_pending_operations(
+            self.host, "conductor %s restarted before the operation ended"
+            % self.host)
+        if failed:
+            LOG.warning("%d operation(s) left pending by an earlier run of "
+                        "conductor %s failed", failed, self.host)
 
     def heartbeat(self) -> None:
         self.db.touch_conductor(self.host)
@@ -336,7 +344,7 @@ class ConductorManager:
         AK) only with the EK it is bound to. A refusal changes nothing.
         """
         self._check_owner(host)
-        identity = self.agents.get_identity(context, host)
+        identity = self._agent_call("get_identity", context, host)
         ek_certificate = _identity_field(identity, "ek_certificate",
                                          "EK certificate")
         challenge = enrollment.start_enrollment(
@@ -349,8 +357,9 @@ class ConductorManager:
         # anything more; the database checks again when it writes.
         self.db.check_enrollment(host, pending.ek_public_sha256,
                                  pending.ak_name, approve=ek_sha256)
-        secret = self.agents.activate_credential(
-            context, host, _b64(challenge.credential_blob),
+        secret = self._agent_call(
+            "activate_credential", context, host,
+            _b64(challenge.credential_blob),
             _b64(challenge.encrypted_secret))
         registration = enrollment.finish_enrollment(
             pending, _b64d(secret, "activated secret"))
@@ -383,6 +392,145 @@ class ConductorManager:
                     "enroll again with an approved EK", host)
         self._record_not_enrolled(record)
         return {"host": host, "state": record.state}
+
+    # --- management operations, run off the RPC thread ------------------------
+
+    def start_operation(self, context: Any, kind: str, host: str,
+                        **arguments: Any) -> dict[str, Any]:
+        """What the management endpoint does with an enroll, attest or
+        capture request: check it quickly (the host's name, this
+        conductor's ownership, the host's state), record a pending
+        operation and hand the work (agent calls, TPM credential
+        activation, appraisal) to the worker pool. Returns at once; the
+        outcome is the operation's row (:meth:`run_operation`).
+
+        An enrollment of a host that has one pending is refused with
+        :class:`OperationInProgress` (a Conflict): two activations of the
+        host's credential at once would race on its registration.
+
+        :raises InvalidParameterValue, HostNotOwned, HostNotFound,
+            HostNotEnrolled, OperationInProgress, TemporaryFailure:
+        """
+        work = self._operations()[kind]
+        self._check_owner(host)
+        if kind == "enroll":
+            _check_enroll_arguments(**arguments)
+        else:
+            # Attest and capture need an enrolled host: say so now.
+            self._state(host)
+        operation = self._create_operation(context, kind, host)
+        try:
+            self.spawn(lambda: self.run_operation(operation.id, context,
+                                                  work, host, arguments))
+        except exception.TrustedPoolsError as error:
+            self._finish_failed(operation.id, error)
+            raise
+        LOG.info("%s of host %s accepted as operation %s", kind.title(),
+                 host, operation.id)
+        return {"host": host, "operation": operation.id,
+                "state": operation.state}
+
+    def _operations(self) -> dict[str, Callable[..., dict[str, Any]]]:
+        return {"enroll": self.enroll_host, "attest": self.attest_now,
+                "capture": self.capture_policy}
+
+    def _create_operation(self, context: Any, kind: str, host: str
+                          ) -> db_api.HostOperation:
+        request_id = getattr(context, "request_id", None)
+        user = getattr(context, "user_id", None)
+        exclusive = kind == "enroll"
+        try:
+            return self.db.create_operation(
+                host, kind, self.host, request_id=request_id,
+                requested_by=user, exclusive=exclusive)
+        except exception.OperationInProgress as error:
+            # A pending enrollment whose conductor died never ends by
+            # itself: fail it, and take this one.
+            other = self.db.get_operation(error.kwargs.get("operation"))
+            if other.conductor == self.host or other.conductor in \
+                    self.db.list_alive_conductors(self.heartbeat_timeout):
+                raise
+            LOG.warning("Operation %s of host %s was left pending by "
+                        "conductor %s, which is gone: failed", other.id,
+                        host, other.conductor)
+            self._finish_failed(other.id, exception.TemporaryFailure(
+                reason="conductor %s stopped before the operation ended"
+                % other.conductor))
+            return self.db.create_operation(
+                host, kind, self.host, request_id=request_id,
+                requested_by=user, exclusive=exclusive)
+
+    def run_operation(self, operation_id: str, context: Any,
+                      work: Callable[..., dict[str, Any]], host: str,
+                      arguments: dict[str, Any]) -> None:
+        """Worker: do the operation and record how it ended (its result,
+        or the typed error with its reason). Never raises."""
+        if hasattr(context, "update_store"):
+            # This thread's log lines carry the API's request id.
+            context.update_store()
+        try:
+            self._run_operation(operation_id, context, work, host,
+                                arguments)
+        finally:
+            context_mod.clear_current()
+
+    def _run_operation(self, operation_id: str, context: Any,
+                       work: Callable[..., dict[str, Any]], host: str,
+                       arguments: dict[str, Any]) -> None:
+        try:
+            result = work(context, host, **arguments)
+        except exception.TrustedPoolsError as error:
+            LOG.warning("Operation %s on host %s failed: %s", operation_id,
+                        host, error)
+            self._finish_failed(operation_id, error)
+            return
+        except Exception:  # noqa: BLE001 - recorded, logged, not raised
+            LOG.exception("Operation %s on host %s failed unexpectedly",
+                          operation_id, host)
+            self._finish_failed(operation_id, exception.TrustedPoolsError(
+                "The operation failed unexpectedly; the conductor's log "
+                "has the details (request %s)"
+                % getattr(context, "request_id", "?")))
+            return
+        try:
+            self.db.finish_operation(operation_id, result=result)
+        except exception.ConcurrentUpdate:
+            LOG.warning("Operation %s was failed meanwhile (its conductor "
+                        "was taken for dead); its result is dropped",
+                        operation_id)
+        except exception.TrustedPoolsError:
+            LOG.exception("Could not record the result of operation %s",
+                          operation_id)
+        else:
+            LOG.info("Operation %s on host %s done", operation_id, host)
+
+    def _finish_failed(self, operation_id: str,
+                       error: exception.TrustedPoolsError) -> None:
+        try:
+            self.db.finish_operation(
+                operation_id, error_type=_error_type(error),
+                error={"message": error.message,
+                       "kwargs": _json_safe(error.kwargs)})
+        except exception.ConcurrentUpdate:
+            LOG.info("Operation %s had already ended", operation_id)
+        except exception.TrustedPoolsError:
+            LOG.exception("Could not record the failure of operation %s",
+                          operation_id)
+
+    def _agent_call(self, method: str, context: Any, host: str,
+                    *args: Any, **kwargs: Any) -> Any:
+        """A call to ``host``'s agent from a worker; its context carries
+        only the request id. No answer is :class:`AgentUnreachable`."""
+        try:
+            return getattr(self.agents, method)(
+                context_mod.agent_context(context), host, *args, **kwargs)
+        except messaging.MessagingTimeout as error:
+            raise exception.AgentUnreachable(
+                host=host, method=method,
+                reason="no answer in time: %s" % error) from error
+        except messaging.MessagingException as error:
+            raise exception.AgentUnreachable(
+                host=host, method=method, reason=str(error)) from error
 
     def _check_owner(self, host: str) -> None:
         """Refuse a management call for a host another conductor owns:
@@ -431,8 +579,8 @@ class ConductorManager:
             nonce = os.urandom(32)
             issued = self.order.next()
             request = state.request()
-            wire = self.agents.get_evidence(
-                context, host, _b64(nonce), self.banks,
+            wire = self._agent_call(
+                "get_evidence", context, host, _b64(nonce), self.banks,
                 request["ima_start"], True, conductor=self.host)
             if _superseded(state, issued):
                 continue
@@ -458,8 +606,9 @@ class ConductorManager:
         # A one-off nonce: starting an epoch here would turn the epoch
         # hosts are answering into a stale one.
         nonce = os.urandom(32)
-        evidence = Evidence.from_wire(self.agents.get_evidence(
-            context, host, _b64(nonce), self.banks, 0, True))
+        evidence = Evidence.from_wire(self._agent_call(
+            "get_evidence", context, host, _b64(nonce), self.banks, 0,
+            True))
         captured = verifier.capture(state.ak, evidence, nonce)
         LOG.info("Captured policies from host %s for review", host)
         return captured
@@ -945,6 +1094,36 @@ class ConductorManager:
 def _superseded(state: verifier.HostState, issued: int) -> bool:
     """Whether a quote of the host was accepted after ``issued``."""
     return state.accepted_order is not None and state.accepted_order > issued
+
+
+def _check_enroll_arguments(group: Any = "default",
+                            ek_sha256: Any = None) -> None:
+    if not isinstance(group, str) or not group or len(group) > 255:
+        raise exception.InvalidParameterValue(
+            name="group", reason="expected a non-empty host group name")
+    if ek_sha256 is not None and not isinstance(ek_sha256, str):
+        raise exception.InvalidParameterValue(
+            name="ek_sha256", reason="expected a SHA-256 as hexadecimal "
+            "digits, got %s" % type(ek_sha256).__name__)
+
+
+def _error_type(error: exception.TrustedPoolsError) -> str:
+    """The class a caller re-raises: oslo.messaging names a remote error
+    ``<Name>_Remote``."""
+    return type(error).__name__.removesuffix("_Remote")
+
+
+def _json_safe(value: Any) -> Any:
+    """An error's keyword arguments as JSON (anything else as text)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
 
 
 def _daemon_thread(work: Callable[[], None]) -> None:

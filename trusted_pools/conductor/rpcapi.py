@@ -25,6 +25,17 @@ Management API version history:
   verdicts API; create_policy and assign_policy removed (the API writes
   policies to the database), get_public_keys removed (keys are pinned or
   read from the API's JWKS).
+* 3.0 - No agent call inside an endpoint: enroll_host, attest_now and
+  capture_policy check the request, record a pending host operation and
+  return ``{"host", "operation", "state": "pending"}`` at once; the
+  owner's worker pool does the work and records the result or the typed
+  error in the operation's row (trusted-pools-api reads it from the
+  database). A second enroll_host of a host while one is pending raises
+  OperationInProgress. The context is a RequestContext (request id, user,
+  project, roles) sent with RequestContextSerializer. reset_enrollment is
+  unchanged (database only). A major version: conductors and
+  trusted-pools-api are upgraded together; ``[rpc_pins] conductor`` below
+  3.0 makes every call fail with RPCVersionCapError.
 
 Evidence API version history:
 
@@ -48,7 +59,7 @@ TOPIC = "trusted_pools_conductor"
 EVIDENCE_TOPIC = "trusted_pools_evidence"
 VERDICTS_TOPIC = "trusted_pools_verdicts"
 
-RPC_API_VERSION = "2.0"
+RPC_API_VERSION = "3.0"
 EVIDENCE_API_VERSION = "1.0"
 VERDICTS_API_VERSION = "1.0"
 
@@ -66,16 +77,18 @@ class ConductorAPI:
 
     Every method goes to ``conductor``, the host's owner; a conductor
     refuses a host it does not own (:class:`HostNotOwned` names the
-    owner)."""
+    owner). ``context`` is a RequestContext (or a dict of its fields).
+    enroll_host, attest_now and capture_policy answer with a pending
+    operation (see the 3.0 history entry)."""
 
     def __init__(self, timeout: float | None = None,
                  version_cap: str | None = None) -> None:
-        target = messaging.Target(topic=TOPIC, version="2.0")
+        target = messaging.Target(topic=TOPIC, version="3.0")
         self.client = rpc.get_client(
             target, version_cap=version_cap or _pin("conductor")
             or RPC_API_VERSION, timeout=timeout, bus=rpc.MANAGEMENT_BUS)
 
-    def _prepare(self, conductor: str, version: str = "2.0"
+    def _prepare(self, conductor: str, version: str = "3.0"
                  ) -> messaging.RPCClient:
         if not isinstance(conductor, str) or not conductor:
             raise ValueError("conductor: the name of the host's owner is "
@@ -83,7 +96,7 @@ class ConductorAPI:
                              "conductor would race with the owner)")
         return self.client.prepare(server=conductor, version=version)
 
-    def enroll_host(self, context: dict, host: str, *, conductor: str,
+    def enroll_host(self, context: Any, host: str, *, conductor: str,
                     group: str = "default",
                     ek_sha256: str | None = None) -> dict[str, Any]:
         return self._prepare(conductor).call(

@@ -58,7 +58,8 @@ class ConductorService(service_mod.ServiceBase):
         agents = agent_rpcapi.AgentAPI(
             agent_requests.RequestSigner(
                 key, self.host, lifetime=group.agent_request_lifetime),
-            timeout=30, version_cap=conf.rpc_pins.agent)
+            timeout=group.agent_rpc_timeout,
+            version_cap=conf.rpc_pins.agent)
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
             rpc.get_notifier("trusted_pools.conductor.%s" % self.host),
@@ -93,8 +94,9 @@ class ConductorService(service_mod.ServiceBase):
         self.manager.register()
         self.manager.refresh_ring()
         assert self.jobs is not None
-        # Direct challenges run on the job pool: off the RPC threads, and
-        # a stop waits for the ones in flight.
+        # Direct challenges and management operations (enroll, attest,
+        # capture: the agent calls) run on the job pool: off the RPC
+        # threads, and a stop waits for the ones in flight.
         self.manager.spawn = self.jobs.spawn
         self._servers = self.rpc_servers()
         for server in self._servers:

@@ -72,6 +72,13 @@ opts = [
                     "stays valid. Agents refuse it afterwards, so a "
                     "captured request cannot be replayed later; keep the "
                     "hosts' clocks within [agent] request_clock_leeway."),
+    cfg.IntOpt("agent_rpc_timeout", default=30, min=1, max=600,
+               help="Seconds a conductor waits for an agent's answer to a "
+                    "call (identity, credential activation, a direct "
+                    "challenge). An operation whose agent does not answer "
+                    "in time fails with AgentUnreachable. These calls run "
+                    "on the conductor's worker pool, never on an RPC "
+                    "thread."),
     cfg.StrOpt("agent_transport_url", secret=True, mutable=False,
                help="Message bus (an oslo.messaging URL, normally its own "
                     "RabbitMQ virtual host) the compute hosts' agents "

@@ -20,7 +20,9 @@ _VERSION = cfg.types.String(regex=r"^\d+\.\d+$")
 opts = [
     cfg.Opt("conductor", type=_VERSION,
             help="Conductor management API (trusted-pools-api calls it: "
-                 "enroll, attest, capture, reset), e.g. '2.0'."),
+                 "enroll, attest, capture, reset), e.g. '3.0'. 3.0 (operations"
+                 " run on the conductor's worker) is a major version: a"
+                 " pin below it refuses every call."),
     cfg.Opt("evidence", type=_VERSION,
             help="Conductor evidence API (agents push evidence with it), "
                  "e.g. '1.0'."),

@@ -43,7 +43,8 @@ from trusted_pools import exception
 from trusted_pools.db import models
 
 __all__ = [
-    "Connection", "ConductorRecord", "Host", "IMAState", "NewVerdict",
+    "Connection", "ConductorRecord", "Host", "HostOperation", "IMAState",
+    "NewVerdict",
     "Policy", "PolicyAssignment", "Registration", "SignFunction", "Verdict",
     "UNCONDITIONAL", "get_instance", "make_context_manager",
 ]
@@ -267,6 +268,24 @@ class ConductorRecord:
     #: (RFC 7638 thumbprint); None until it registers with one.
     public_key: str | None = None
     key_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostOperation:
+    """A management operation a conductor runs for trusted-pools-api."""
+
+    id: str
+    hostname: str
+    kind: str
+    state: str
+    conductor: str
+    request_id: str | None
+    requested_by: str | None
+    result: Any
+    error_type: str | None
+    error: dict[str, Any] | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime | None
 
 
 def _record(cls: type, row: Any, **renamed: str) -> Any:
@@ -1413,6 +1432,112 @@ class Connection:
                 .values(online=False, updated_at=self._clock())).rowcount
             if updated != 1:
                 raise exception.ConductorNotFound(conductor=hostname)
+
+    # -- host operations (management work the owning conductor runs)
+
+    @_translate_errors
+    @_retry_deadlock
+    def create_operation(self, hostname: str, kind: str, conductor: str, *,
+                         request_id: str | None = None,
+                         requested_by: str | None = None,
+                         exclusive: bool = False) -> HostOperation:
+        """Record a pending operation. ``exclusive``: refuse it with
+        :class:`OperationInProgress` while another pending operation of
+        the same kind on the host exists (the unique ``lock`` column
+        decides, so two conductors or threads cannot both pass)."""
+        _non_empty(hostname, "hostname")
+        _choice(kind, models.OPERATION_KINDS, "kind")
+        _non_empty(conductor, "conductor")
+        lock = "%s:%s" % (kind, hostname) if exclusive else None
+        row = models.HostOperation(
+            id=str(uuid_lib.uuid4()), hostname=hostname, kind=kind,
+            state="pending", conductor=conductor, lock=lock,
+            request_id=(request_id[:64] if isinstance(request_id, str)
+                        else None),
+            requested_by=(requested_by[:255]
+                          if isinstance(requested_by, str) else None),
+            created_at=self._clock())
+        try:
+            with self._writer() as session:
+                session.add(row)
+                session.flush()
+                return _record(HostOperation, row)
+        except db_exc.DBDuplicateEntry as exc:
+            with self._reader() as session:
+                other = session.scalars(sa.select(models.HostOperation.id)
+                                        .where(models.HostOperation.lock
+                                               == lock)).first()
+            raise exception.OperationInProgress(
+                host=hostname, kind=kind, operation=other or "?") from exc
+
+    @_translate_errors
+    @_retry_deadlock
+    def finish_operation(self, operation_id: str, *, result: Any = None,
+                         error_type: str | None = None,
+                         error: dict[str, Any] | None = None
+                         ) -> HostOperation:
+        """End a pending operation: ``done`` with ``result``, or
+        ``failed`` when ``error_type`` is given. An operation that already
+        ended is a :class:`ConcurrentUpdate` (it is never rewritten)."""
+        state = "failed" if error_type is not None else "done"
+        with self._writer() as session:
+            row = session.get(models.HostOperation, operation_id)
+            if row is None:
+                raise exception.OperationNotFound(host="?",
+                                                  operation=operation_id)
+            if row.state != "pending":
+                raise exception.ConcurrentUpdate(
+                    what="operation %s" % operation_id,
+                    reason="it already ended (%s)" % row.state)
+            row.state = state
+            row.lock = None
+            row.result = result if state == "done" else None
+            row.error_type = error_type
+            row.error = error
+            row.updated_at = self._clock()
+            session.flush()
+            return _record(HostOperation, row)
+
+    @_translate_errors
+    def get_operation(self, operation_id: str,
+                      hostname: str | None = None) -> HostOperation:
+        """One operation (of ``hostname``, when given)."""
+        with self._reader() as session:
+            row = session.get(models.HostOperation, operation_id) \
+                if isinstance(operation_id, str) else None
+            if row is None or (hostname is not None
+                               and row.hostname != hostname):
+                raise exception.OperationNotFound(host=hostname or "?",
+                                                  operation=operation_id)
+            return _record(HostOperation, row)
+
+    @_translate_errors
+    def list_operations(self, hostname: str, limit: int = 100
+                        ) -> list[HostOperation]:
+        """A host's operations, newest first."""
+        table = models.HostOperation
+        with self._reader() as session:
+            return [_record(HostOperation, row) for row in session.scalars(
+                sa.select(table).where(table.hostname == hostname)
+                .order_by(table.created_at.desc(), table.id)
+                .limit(_count(limit, "limit")))]
+
+    @_translate_errors
+    @_retry_deadlock
+    def fail_pending_operations(self, conductor: str, reason: str) -> int:
+        """Fail every operation ``conductor`` left pending (it restarted:
+        the work died with the old process); frees their locks."""
+        table = models.HostOperation
+        with self._writer() as session:
+            return session.execute(
+                sa.update(table)
+                .where(table.conductor == conductor,
+                       table.state == "pending")
+                .values(state="failed", lock=None,
+                        error_type="TemporaryFailure",
+                        error={"message": "Temporary failure, retry later: %s" % reason,
+                               "kwargs": {"reason": reason}},
+                        updated_at=self._clock())).rowcount
 
 
 _INSTANCE: Connection | None = None

@@ -352,3 +352,58 @@ class Conductor(Base):
                                                            nullable=True)
     key_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
                                                        nullable=True)
+
+
+OPERATION_KINDS = ("enroll", "attest", "capture")
+OPERATION_STATES = ("pending", "done", "failed")
+
+
+class HostOperation(Base):
+    """A management operation on a host, run by its owning conductor off
+    the RPC thread (``enroll``, ``attest``, ``capture``): what the API
+    polls. Keyed by host name, not id: an enrollment may create the host.
+
+    ``lock`` is set while the operation is pending to a key that must be
+    unique among pending operations (``enroll:<host>``: one enrollment of
+    a host at a time) and cleared when it ends; NULLs do not collide, so
+    the unique constraint works on every backend (MySQL has no partial
+    indexes).
+    """
+
+    __tablename__ = "host_operations"
+    __table_args__ = (
+        sa.UniqueConstraint("lock", name="uniq_host_operations0lock"),
+        sa.Index("host_operations_hostname_idx", "hostname"),
+        sa.CheckConstraint("kind IN ('enroll', 'attest', 'capture')",
+                           name="ck_host_operations_kind"),
+        sa.CheckConstraint("state IN ('pending', 'done', 'failed')",
+                           name="ck_host_operations_state"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    hostname: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                  nullable=False)
+    kind: orm.Mapped[str] = orm.mapped_column(sa.String(16), nullable=False)
+    state: orm.Mapped[str] = orm.mapped_column(sa.String(16), nullable=False)
+    conductor: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                   nullable=False)
+    lock: orm.Mapped[str | None] = orm.mapped_column(sa.String(300),
+                                                     nullable=True)
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                           nullable=True)
+    requested_by: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(255), nullable=True)
+    # What the operation returned (done), e.g. captured policy bodies.
+    result: orm.Mapped[dict | None] = orm.mapped_column(
+        CanonicalJSON(long=True), nullable=True)
+    # Why it failed: the trusted_pools.exception class name, its message
+    # and its keyword arguments (so a caller can raise the same error).
+    error_type: orm.Mapped[str | None] = orm.mapped_column(sa.String(255),
+                                                           nullable=True)
+    error: orm.Mapped[dict | None] = orm.mapped_column(CanonicalJSON(),
+                                                       nullable=True)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    updated_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        UTCDateTime(), nullable=True)

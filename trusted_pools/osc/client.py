@@ -18,8 +18,9 @@ and osc-lib (the error type the ``openstack`` shell prints).
 
 from __future__ import annotations
 
+import time
 import urllib.parse
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from keystoneauth1 import adapter as ksa_adapter
 from keystoneauth1 import exceptions as ksa_exceptions
@@ -31,7 +32,12 @@ __all__ = ["SERVICE_TYPE", "MIN_VERSION", "MAX_VERSION", "APIError",
 SERVICE_TYPE = "trusted-pools"
 #: The range of API microversions this client can speak and render.
 MIN_VERSION = (1, 0)
-MAX_VERSION = (1, 0)
+MAX_VERSION = (1, 1)
+#: From this microversion enroll, attest and capture answer 202 with an
+#: operation to poll.
+ASYNC_VERSION = (1, 1)
+#: Seconds a command waits for an operation by default.
+DEFAULT_WAIT_TIMEOUT = 300
 
 #: A list never needs more pages than this; more means a broken server.
 _MAX_PAGES = 10_000
@@ -206,22 +212,102 @@ class Client:
                                params={"limit": limit})
         return _member(answer, "verdicts")
 
+    # Enroll, attest and capture: from microversion 1.1 the API answers
+    # 202 with an operation; with ``wait`` (the default) the client polls
+    # it and returns what 1.0 returned; without, the operation itself.
+
     def enroll_host(self, name: str, group: str | None = None,
-                    ek_sha256: str | None = None) -> dict[str, Any]:
+                    ek_sha256: str | None = None, wait: bool = True,
+                    timeout: float = DEFAULT_WAIT_TIMEOUT
+                    ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name}
         if group is not None:
             body["group"] = group
         if ek_sha256 is not None:
             body["ek_sha256"] = ek_sha256
-        return _member(self._request("POST", "/v1/hosts", body=body), "host")
+        answer = self._request("POST", "/v1/hosts", body=body)
+        if not _is_operation(answer):
+            return _member(answer, "host")
+        if not wait:
+            return answer["operation"]
+        self.wait_operation(answer["operation"], timeout)
+        return self.get_host(name)
 
-    def attest_host(self, name: str) -> dict[str, Any]:
+    def attest_host(self, name: str, wait: bool = True,
+                    timeout: float = DEFAULT_WAIT_TIMEOUT
+                    ) -> dict[str, Any]:
         answer = self._request("POST", _path("hosts", name, "attest"))
-        return _member(answer, "verdict")
+        return self._result(answer, "verdict", wait, timeout)
 
-    def capture_policies(self, name: str) -> dict[str, Any]:
+    def capture_policies(self, name: str, wait: bool = True,
+                         timeout: float = DEFAULT_WAIT_TIMEOUT
+                         ) -> dict[str, Any]:
         answer = self._request("POST", _path("hosts", name, "capture"))
-        return _member(answer, "policies")
+        return self._result(answer, "policies", wait, timeout)
+
+    def _result(self, answer: Any, key: str, wait: bool, timeout: float
+                ) -> dict[str, Any]:
+        if not _is_operation(answer):
+            return _member(answer, key)
+        if not wait:
+            return answer["operation"]
+        done = self.wait_operation(answer["operation"], timeout)
+        return _member(done.get("result"), key)
+
+    def get_operation(self, host: str, operation_id: str
+                      ) -> dict[str, Any]:
+        answer = self._request("GET", _path("hosts", host, "operations",
+                                            operation_id))
+        return _member(answer, "operation")
+
+    def list_operations(self, host: str, limit: int | None = None
+                        ) -> list[dict[str, Any]]:
+        answer = self._request("GET", _path("hosts", host, "operations"),
+                               params={"limit": limit})
+        return _member(answer, "operations")
+
+    def wait_operation(self, operation: dict[str, Any], timeout: float,
+                       interval: float = 1.0,
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic
+                       ) -> dict[str, Any]:
+        """Poll ``operation`` until it ends; the done operation.
+
+        :raises APIError: it failed (the API's error: status, code and
+            detail, e.g. the conductor's refusal of an EK).
+        :raises osc_lib.exceptions.CommandError: still pending after
+            ``timeout`` seconds (it goes on; the message says how to
+            follow it).
+        """
+        deadline = clock() + timeout
+        delay = min(0.2, interval)
+        while True:
+            state = operation.get("state")
+            if state == "done":
+                return operation
+            if state == "failed":
+                error = operation.get("error") or {}
+                raise APIError(int(error.get("status") or 500),
+                               str(error.get("title") or "Failed"),
+                               str(error.get("detail") or "the operation "
+                                   "failed"), code=error.get("code"),
+                               request_id=operation.get("request_id"))
+            if state != "pending":
+                raise osc_exceptions.CommandError(
+                    "trusted-pools-api sent an operation in state %r"
+                    % (state,))
+            if clock() >= deadline:
+                raise osc_exceptions.CommandError(
+                    "Operation %s (%s of host %s) is still pending after "
+                    "%d s; follow it with 'openstack trusted host "
+                    "operation show %s %s'" % (
+                        operation.get("id"), operation.get("kind"),
+                        operation.get("host"), timeout,
+                        operation.get("host"), operation.get("id")))
+            sleep(min(delay, max(0.0, deadline - clock())))
+            delay = min(delay * 2, interval)
+            operation = self.get_operation(str(operation.get("host")),
+                                           str(operation.get("id")))
 
     def reset_enrollment(self, name: str) -> None:
         self._request("POST", _path("hosts", name, "reset-enrollment"))
@@ -282,6 +368,13 @@ def _member(answer: Any, key: str) -> Any:
             "trusted-pools-api answered without %r; is the endpoint really "
             "trusted-pools-api v1?" % key)
     return answer[key]
+
+
+def _is_operation(answer: Any) -> bool:
+    """Whether the API answered with an operation (202, 1.1 and later)."""
+    return isinstance(answer, dict) and \
+        isinstance(answer.get("operation"), dict) and \
+        "id" in answer["operation"]
 
 
 def _path(*segments: str) -> str:

@@ -192,8 +192,10 @@ def test_a_conductor_refuses_evidence_and_calls_for_hosts_it_does_not_own(
             api.reset_enrollment({}, host.name, conductor="conductor-a")
         with pytest.raises(exception.HostNotOwned):
             api.enroll_host({}, host.name, conductor="conductor-a")
-        # The owner answers.
-        result = api.attest_now({}, host.name, conductor="conductor-b")
+        # The owner answers (RPC 3.0: with an operation, whose result
+        # is the verdict).
+        result = pool.api().wait(api.attest_now({}, host.name,
+                                                 conductor="conductor-b"))
         assert result["verdict"]["status"] == "trusted"
         time.sleep(pool.interval)
         issuers = {_issuer(v.signed_result)

@@ -8,6 +8,7 @@ import oslo_messaging as messaging
 import pytest
 
 from trusted_pools import exception
+from trusted_pools.api import operations
 from trusted_pools.attestation import keystore
 from trusted_pools.conductor import endpoints
 from trusted_pools.conductor.manager import ConductorManager
@@ -189,8 +190,13 @@ def test_enroll_host_refuses_a_malformed_identity(tmp_path, identity):
     not a mapping or lacks a field raised KeyError/TypeError."""
     manager = _manager(tmp_path)
     manager.agents = _LyingAgent(identity)
-    error = _refusal(lambda: endpoints.ManagementEndpoint(manager).enroll_host(
-        {}, "host-a"))
+    answer = endpoints.ManagementEndpoint(manager).enroll_host({}, "host-a")
+    assert answer["state"] == "pending"
+    # The refusal is the operation's recorded error (RPC 3.0: the agent is
+    # asked by the worker, not by the RPC thread).
+    row = operations.wait(manager.db, answer["operation"], 10)
+    assert (row.state, row.error_type) == ("failed", "MalformedEvidence")
+    error = operations.error_of(row)
     assert isinstance(error, exception.MalformedEvidence), error
     assert manager.agents.activations == 0
     assert [h.hostname for h in manager.db.list_hosts()] == []

@@ -105,6 +105,17 @@ def test_operator_workflow_through_the_openstack_client(pool_endpoint,
     assert (verdict["status"], verdict["level"]) == ("trusted", 3)
     tampered = as_json(endpoint, "trusted", "host", "attest", bad.name)
     assert tampered["status"] == "untrusted"
+    # --no-wait: the pending operation at once, followed by its id.
+    pending = as_json(endpoint, "trusted", "host", "attest", good.name,
+                      "--no-wait")
+    assert (pending["kind"], pending["host"]) == ("attest", good.name)
+    deadline = time.monotonic() + 30
+    while pending["state"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        pending = as_json(endpoint, "trusted", "host", "operation", "show",
+                          good.name, pending["id"], token="reader")
+    assert pending["state"] == "done", pending
+    assert pending["result"]["verdict"]["status"] == "trusted"
     shown = as_json(endpoint, "trusted", "host", "show", bad.name,
                     token="reader")
     assert any("not allowed by policy 'golden'" in reason

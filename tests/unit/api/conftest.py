@@ -19,11 +19,22 @@ MEASURED_BOOT = {"kind": "measured_boot",
                  "pcrs": {"sha256": {"0": "00" * 32}}}
 
 
-class FakeConductors:
-    """Records the calls the API would send to the owning conductor."""
+_KINDS = {"enroll_host": "enroll", "attest_now": "attest",
+          "capture_policy": "capture"}
 
-    def __init__(self) -> None:
+
+class FakeConductors:
+    """Records the calls the API would send to the owning conductor; an
+    enroll, attest or capture is recorded as an operation that is done at
+    once with ``results[method]`` (or failed with ``errors[method]``), as
+    the conductor's worker would record it."""
+
+    def __init__(self, db: db_api.Connection | None = None) -> None:
+        self.db = db
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, Any] = {}
+        self.finish = True
 
     def ring(self) -> HashRing:
         return HashRing(["conductor-a"])
@@ -34,7 +45,25 @@ class FakeConductors:
     def call(self, method: str, context: dict, host: str, **kwargs: Any
              ) -> Any:
         self.calls.append((method, host, kwargs))
-        return {}
+        kind = _KINDS.get(method)
+        if kind is None or self.db is None:
+            return {}
+        operation = self.db.create_operation(
+            host, kind, "conductor-a",
+            request_id=getattr(context, "request_id", None),
+            exclusive=kind == "enroll")
+        if self.finish:
+            error = self.errors.get(method)
+            if error is not None:
+                self.db.finish_operation(
+                    operation.id, error_type=type(error).__name__,
+                    error={"message": error.message,
+                           "kwargs": error.kwargs})
+            else:
+                self.db.finish_operation(operation.id,
+                                         result=self.results.get(method, {}))
+        return {"host": host, "operation": operation.id,
+                "state": "pending"}
 
 
 @pytest.fixture
@@ -49,8 +78,8 @@ def db(tmp_path):
 
 
 @pytest.fixture
-def conductors():
-    return FakeConductors()
+def conductors(db):
+    return FakeConductors(db)
 
 
 @pytest.fixture

@@ -88,8 +88,9 @@ def test_assignment_body_is_checked(client, db, conductors):
 
 
 @pytest.mark.parametrize("header,status,code", [
-    ("trusted-pools 1.0", 200, None),
-    ("trusted-pools latest", 200, None),
+    ("trusted-pools 1.0", 200, "1.0"),
+    ("trusted-pools 1.1", 200, "1.1"),
+    ("trusted-pools latest", 200, "1.1"),
     ("trusted-pools 1.99", 406, "trusted-pools.microversion.unsupported"),
     ("trusted-pools 2.0", 406, "trusted-pools.microversion.unsupported"),
     ("trusted-pools one.two", 400, "trusted-pools.microversion.invalid"),
@@ -101,11 +102,11 @@ def test_microversions(client, header, status, code):
     assert response.headers["Vary"] == "OpenStack-API-Version"
     assert response.headers["OpenStack-API-Version"].startswith(
         "trusted-pools 1.")
-    if code is not None:
+    if status != 200:
         assert error_of(response)["code"] == code
     else:
         assert response.headers["OpenStack-API-Version"] == \
-            "trusted-pools 1.0"
+            "trusted-pools " + code
 
 
 def test_unsupported_version_changes_nothing(client, db, conductors):
@@ -195,7 +196,7 @@ def test_versions_and_healthcheck_need_no_token(client):
     assert root.status_code == 200
     version = root.json["versions"][0]
     assert (version["id"], version["status"], version["min_version"],
-            version["max_version"]) == ("v1", "CURRENT", "1.0", "1.0")
+            version["max_version"]) == ("v1", "CURRENT", "1.0", "1.1")
     assert client.get("/v1", persona=None).json["version"]["id"] == "v1"
     assert client.get("/healthcheck", persona=None).status_code == 200
     response = client.get("/v1/keys")

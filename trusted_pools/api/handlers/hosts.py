@@ -1,12 +1,24 @@
 """/v1/hosts: list, show, history, enroll, attest, capture, reset,
-decommission."""
+decommission, and (from microversion 1.1) the host's operations.
+
+Enroll, attest and capture run on the owning conductor's worker pool. From
+1.1 they answer ``202 Accepted`` with the pending operation and a
+``Location`` to poll (``GET /v1/hosts/{name}/operations/{id}``); at 1.0 the
+API waits for the operation (up to ``[trusted_pools_api] rpc_timeout``) and
+answers as it always did (201 / 200 with the result, or the typed error).
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from http import HTTPStatus
+
 from trusted_pools import exception
+from trusted_pools.api import errors
+from trusted_pools.api import microversion
+from trusted_pools.api import operations
 from trusted_pools.api import pagination
 from trusted_pools.api import schemas
 from trusted_pools.api import views
@@ -15,7 +27,7 @@ from trusted_pools.db import api as db_api
 
 LOG = logging.getLogger(__name__)
 
-Result = tuple[int, Any]
+Result = tuple[Any, ...]  # (status, body) or (status, body, headers)
 
 
 def _owner_or_none(call: Call):
@@ -68,49 +80,146 @@ def verdicts(call: Call, name: str) -> Result:
     return 200, {"verdicts": [views.verdict(v) for v in history]}
 
 
+def _started(call: Call, answer: Any) -> db_api.HostOperation:
+    """The operation a conductor answered with (RPC 3.0)."""
+    return call.db.get_operation(answer["operation"])
+
+
+def _accepted(call: Call, operation: db_api.HostOperation) -> Result:
+    """1.1 and later: 202 with the operation and where to poll it."""
+    location = call.request.application_url + operations.path(operation)
+    return 202, {"operation": _operation(call, operation)}, \
+        {"Location": location}
+
+
+def _finished(call: Call, operation: db_api.HostOperation) -> Any:
+    """1.0: wait for the operation; its result, or its error raised."""
+    operation = operations.wait(
+        call.db, operation.id,
+        call.services.conf.trusted_pools_api.rpc_timeout)
+    return operations.result_or_raise(operation)
+
+
+def _is_async(call: Call) -> bool:
+    return call.version >= microversion.ASYNC_OPERATIONS
+
+
 def enroll(call: Call) -> Result:
     call.authorize("trusted_pools:host:create")
     call.query(schemas.no_query)
     body = call.body(schemas.enroll_host)
     name = body["name"]
-    call.conductors.call("enroll_host", call.rpc_context(), name,
-                         group=body.get("group", "default"),
-                         ek_sha256=body.get("ek_sha256"))
+    answer = call.conductors.call("enroll_host", call.rpc_context(), name,
+                                  group=body.get("group", "default"),
+                                  ek_sha256=body.get("ek_sha256"))
+    operation = _started(call, answer)
+    LOG.info("Enrollment of host %s asked by %s (operation %s)", name,
+             call.actor, operation.id)
+    if _is_async(call):
+        return _accepted(call, operation)
+    _finished(call, operation)
     host = call.db.get_host_by_name(name)
-    LOG.info("Host %s enrolled by %s", name, call.actor)
     latest = call.db.latest_verdicts([host.id])
     return 201, {"host": views.host(host, latest[0] if latest else None,
                                     call.conductors.owner(name))}
 
 
+def _verdict_of(call: Call, name: str, answer: dict[str, Any]
+                ) -> dict[str, Any]:
+    token = answer.get("signed_result")
+    # The stored row has what the conductor's answer leaves out (the
+    # evidence digest); it is the one whose signed result it returned.
+    host = call.db.get_host_by_name(name)
+    for stored in call.db.verdict_history(host.id, limit=10):
+        if token and stored.signed_result == token:
+            return views.verdict(stored)
+    verdict = answer["verdict"]
+    return {"status": verdict["status"], "level": verdict["level"],
+            "reasons": verdict["reasons"],
+            "issued_at": views.iso(verdict["issued_at"]),
+            "expires_at": views.iso(verdict["expires_at"]),
+            "evidence_digest": None, "signed_result": token}
+
+
+def _policies_of(captured: dict[str, Any]) -> dict[str, Any]:
+    return {views.API_KIND.get(kind, kind): body
+            for kind, body in captured.items()}
+
+
 def attest(call: Call, name: str) -> Result:
     call.authorize("trusted_pools:host:attest")
     call.query(schemas.no_query)
-    host = call.db.get_host_by_name(name)
+    call.db.get_host_by_name(name)
     answer = call.conductors.call("attest_now", call.rpc_context(), name)
-    token = answer.get("signed_result")
-    # The stored row has what the RPC answer leaves out (the evidence
-    # digest); it is the one whose signed result the conductor returned.
-    for stored in call.db.verdict_history(host.id, limit=10):
-        if token and stored.signed_result == token:
-            return 200, {"verdict": views.verdict(stored)}
-    verdict = answer["verdict"]
-    return 200, {"verdict": {
-        "status": verdict["status"], "level": verdict["level"],
-        "reasons": verdict["reasons"],
-        "issued_at": views.iso(verdict["issued_at"]),
-        "expires_at": views.iso(verdict["expires_at"]),
-        "evidence_digest": None, "signed_result": token}}
+    operation = _started(call, answer)
+    if _is_async(call):
+        return _accepted(call, operation)
+    return 200, {"verdict": _verdict_of(call, name,
+                                        _finished(call, operation))}
 
 
 def capture(call: Call, name: str) -> Result:
     call.authorize("trusted_pools:host:capture")
     call.query(schemas.no_query)
     call.db.get_host_by_name(name)
-    captured = call.conductors.call("capture_policy", call.rpc_context(),
-                                    name)
-    return 200, {"policies": {views.API_KIND.get(kind, kind): body
-                              for kind, body in captured.items()}}
+    answer = call.conductors.call("capture_policy", call.rpc_context(),
+                                  name)
+    operation = _started(call, answer)
+    if _is_async(call):
+        return _accepted(call, operation)
+    return 200, {"policies": _policies_of(_finished(call, operation))}
+
+
+def _operation(call: Call, operation: db_api.HostOperation
+               ) -> dict[str, Any]:
+    """An operation as the API shows it: its result in the shape the
+    synchronous answer had (``verdict``, ``policies``; ``enrollment`` for
+    an enrollment), or its error in the OpenStack error format."""
+    result = None
+    if operation.state == "done" and isinstance(operation.result, dict):
+        if operation.kind == "attest":
+            result = {"verdict": _verdict_of(call, operation.hostname,
+                                             operation.result)}
+        elif operation.kind == "capture":
+            result = {"policies": _policies_of(operation.result)}
+        else:
+            result = {"enrollment": dict(operation.result)}
+    error = operations.error_of(operation)
+    shown_error = None
+    if error is not None:
+        status = errors.status_of(error)
+        shown_error = {"status": status, "code": errors.code_of(error),
+                       "title": HTTPStatus(status).phrase,
+                       "detail": error.message}
+    return views.operation(operation, result, shown_error,
+                           call.request.application_url
+                           + operations.path(operation))
+
+
+def _since_1_1(call: Call) -> None:
+    if not _is_async(call):
+        raise errors.APIError(404, "resource.not_found",
+                              "No resource at %s before microversion %s"
+                              % (call.request.path_info,
+                                 microversion.ASYNC_OPERATIONS))
+
+
+def show_operation(call: Call, name: str, operation_id: str) -> Result:
+    call.authorize("trusted_pools:host:operation:get")
+    _since_1_1(call)
+    call.query(schemas.no_query)
+    return 200, {"operation": _operation(
+        call, call.db.get_operation(operation_id, hostname=name))}
+
+
+def list_operations(call: Call, name: str) -> Result:
+    call.authorize("trusted_pools:host:operation:list")
+    _since_1_1(call)
+    params = call.query(schemas.limit_query)
+    page = call.page(params)
+    return 200, {"operations": [
+        _operation(call, operation)
+        for operation in call.db.list_operations(name, limit=page.limit)]}
 
 
 def reset_enrollment(call: Call, name: str) -> Result:

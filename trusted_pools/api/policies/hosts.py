@@ -30,6 +30,13 @@ rules = [
     base.rule("host:reset_enrollment", base.RULE_ADMIN,
               "Forget a host's TPM binding after a TPM or board swap.", "POST",
               _HOST + "/reset-enrollment"),
+    base.rule("host:operation:list", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "List a host's enroll, attest and capture operations "
+              "(microversion 1.1).", "GET", _HOST + "/operations"),
+    base.rule("host:operation:get", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "Show one operation of a host with its result or error "
+              "(microversion 1.1).", "GET",
+              _HOST + "/operations/{operation_id}"),
     base.rule("host:delete", base.RULE_ADMIN,
               "Decommission a host.", "DELETE", _HOST),
 ]

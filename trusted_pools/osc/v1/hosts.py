@@ -1,5 +1,10 @@
 """``openstack trusted host ...``: list, show, enroll, attest, capture,
-reset-enrollment, delete, and a host's verdict history."""
+reset-enrollment, delete, a host's verdict history and its operations.
+
+Enroll, attest and capture run on the owning conductor in the background
+(API microversion 1.1): the commands wait for the operation and print its
+result, as before; ``--no-wait`` prints the pending operation at once
+(follow it with ``openstack trusted host operation show``)."""
 
 from __future__ import annotations
 
@@ -23,8 +28,30 @@ _DETAIL_FORMATS = {"reasons": common.LinesColumn,
 _VERDICT_FORMATS = {"reasons": common.LinesColumn}
 
 
+_OPERATION_FORMATS = {"result": common.JsonColumn,
+                      "error": common.JsonColumn,
+                      "links": common.JsonColumn}
+
+
 def _client(cmd: command.Command) -> Any:
     return cmd.app.client_manager.trusted
+
+
+def _add_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-wait", dest="wait", action="store_false",
+        help="Do not wait for the conductor to finish: print the pending "
+             "operation (follow it with 'openstack trusted host operation "
+             "show <host> <id>')")
+    parser.add_argument(
+        "--wait-timeout", type=common.positive_int, metavar="<seconds>",
+        default=300,
+        help="Seconds to wait for the operation before giving up (it "
+             "goes on; default: 300)")
+
+
+def _operation_columns(operation: dict[str, Any]) -> tuple:
+    return common.show_columns(operation, _OPERATION_FORMATS)
 
 
 class ListHost(command.Lister):
@@ -82,11 +109,16 @@ class EnrollHost(command.ShowOne):
             "--ek-sha256", metavar="<hex>",
             help="SHA-256 of the host's TPM endorsement key, approved "
                  "out of band (64 hex digits)")
+        _add_wait(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> tuple:
         host = _client(self).enroll_host(args.host, group=args.group,
-                                         ek_sha256=args.ek_sha256)
+                                         ek_sha256=args.ek_sha256,
+                                         wait=args.wait,
+                                         timeout=args.wait_timeout)
+        if not args.wait and "kind" in host:
+            return _operation_columns(host)
         return common.show_columns(host)
 
 
@@ -96,10 +128,14 @@ class AttestHost(command.ShowOne):
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
         parser.add_argument("host", metavar="<host>", help="Host name")
+        _add_wait(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> tuple:
-        verdict = _client(self).attest_host(args.host)
+        verdict = _client(self).attest_host(args.host, wait=args.wait,
+                                            timeout=args.wait_timeout)
+        if not args.wait and "kind" in verdict:
+            return _operation_columns(verdict)
         return common.show_columns(verdict, _VERDICT_FORMATS)
 
 
@@ -119,10 +155,17 @@ class CapturePolicy(command.Command):
         parser.add_argument("--output", metavar="<file>",
                             help="Write the JSON to this file instead of "
                                  "standard output")
+        _add_wait(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
-        policies = _client(self).capture_policies(args.host)
+        policies = _client(self).capture_policies(
+            args.host, wait=args.wait, timeout=args.wait_timeout)
+        if not args.wait and "kind" in policies:
+            # The pending operation (its result comes with 'operation
+            # show' once it is done).
+            common.write_json(policies, args.output, self.app.stdout)
+            return
         if args.kind is not None:
             if args.kind not in policies:
                 raise exceptions.CommandError(
@@ -190,3 +233,39 @@ class ListHostVerdict(command.Lister):
         formats = {"Reasons": common.LinesColumn}
         return names, (utils.get_dict_properties(v, names, formatters=formats)
                        for v in verdicts)
+
+
+class ShowHostOperation(command.ShowOne):
+    """Show an enroll, attest or capture operation of a host: its state
+    (pending, done, failed) and its result or error."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        parser.add_argument("operation", metavar="<operation>",
+                            help="Operation id")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        return _operation_columns(_client(self).get_operation(
+            args.host, args.operation))
+
+
+class ListHostOperation(command.Lister):
+    """List a host's operations, newest first."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        parser.add_argument("--limit", type=common.positive_int,
+                            metavar="<count>",
+                            help="Show at most this many operations")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        operations = _client(self).list_operations(args.host,
+                                                   limit=args.limit)
+        names = ["ID", "Kind", "State", "Created At", "Updated At",
+                 "Request ID"]
+        return names, (utils.get_dict_properties(o, names)
+                       for o in operations)
