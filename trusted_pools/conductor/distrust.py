@@ -53,7 +53,8 @@ from openstack.compute.v2 import service as compute_service
 from oslo_config import cfg
 
 from trusted_pools import exception
-from trusted_pools.attestation.verdict import Status, Verdict
+from trusted_pools.attestation.verdict import (NOT_TRUSTED, Verdict,
+                                               trusted_level)
 from trusted_pools.scheduler.cache import VerdictCache
 from trusted_pools.scheduler.extra_specs import requirement_from_specs
 
@@ -395,8 +396,8 @@ def load_actions(names: Sequence[str], **kwargs: Any
 # --- the consumer ----------------------------------------------------------------------
 
 def _is_trusted(verdict: Verdict) -> bool:
-    return (verdict.status is Status.TRUSTED
-            and not verdict.vector.contraindicated())
+    """Trusted at any level, by the one trust rule."""
+    return trusted_level(verdict) != NOT_TRUSTED
 
 
 class DistrustResponder:
