@@ -55,6 +55,7 @@ from oslo_config import cfg
 from trusted_pools import exception
 from trusted_pools.attestation.verdict import (NOT_TRUSTED, Verdict,
                                                trusted_level)
+from trusted_pools.protocol import topics
 from trusted_pools.scheduler.cache import VerdictCache
 from trusted_pools.scheduler.extra_specs import requirement_from_specs
 
@@ -70,7 +71,7 @@ LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 NAMESPACE = "trusted_pools.distrust.actions"
-DISTRUST_EVENT = "trusted_pools.host.distrust"
+DISTRUST_EVENT = topics.DISTRUST_EVENT
 _SERVICE = "compute"
 _GROUP = "trusted_pools_distrust"
 _HISTORY = 1000

@@ -46,11 +46,12 @@ from trusted_pools.attestation.evidence import encode_b64 as _b64
 from trusted_pools.conductor import verifier
 from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.db import api as db_api
+from trusted_pools.protocol import topics
 from trusted_pools.tpm import structures
 
 LOG = logging.getLogger(__name__)
 
-TRUST_EVENT = "trusted_pools.host.trust.update"
+TRUST_EVENT = topics.TRUST_EVENT
 
 # Direct challenges in flight at once: a flood of failing pushes naming
 # many hosts costs at most this many agent calls at a time.
