@@ -41,11 +41,11 @@ from typing import Any, Callable, Protocol
 
 import oslo_messaging as messaging
 from keystoneauth1 import exceptions as ks_exceptions
-from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 from trusted_pools import exception
 from trusted_pools.attestation import keystore
+from trusted_pools.common import keystone
 from trusted_pools.common import rpc
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 from trusted_pools.protocol import topics
@@ -110,16 +110,8 @@ class JWKSKeySource:
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, group: str
                   ) -> "JWKSKeySource":
-        try:
-            auth = ks_loading.load_auth_from_conf_options(conf, group)
-            session = ks_loading.load_session_from_conf_options(
-                conf, group, auth=auth)
-            return cls(ks_loading.load_adapter_from_conf_options(
-                conf, group, session=session, auth=auth,
-                service_type=API_SERVICE_TYPE, raise_exc=False), group)
-        except ks_exceptions.ClientException as error:
-            raise exception.ConfigInvalid(
-                reason="[%s] keystoneauth options: %s" % (group, error))
+        return cls(keystone.adapter_from_conf(conf, group, API_SERVICE_TYPE),
+                   group)
 
     def fetch(self) -> dict[str, Any]:
         try:
