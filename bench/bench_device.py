@@ -20,6 +20,7 @@ import time
 
 from bench._timing import median_seconds, report
 from tests import swtpm_pool as sp
+from trusted_pools.agent import enrollment as agent_en
 from trusted_pools.attestation import enrollment as en
 from trusted_pools.tpm import quote, structures
 from trusted_pools.tpm.constants import TPM_ALG
@@ -86,16 +87,16 @@ def bench_enrollment(ca: sp.LocalCA, tpm: sp.SwtpmInstance) -> None:
     store = en.DictEnrollmentStore()
     counter = iter(range(10 ** 6))
     with tpm.device() as dev:
-        identity = en.collect_identity(dev, ak_handle=ECC_AK)
+        identity = agent_en.collect_identity(dev, ak_handle=ECC_AK)
         bundle = en.load_ca_bundle(ca.bundle_pem)
 
         def one() -> None:
             host = "h%d" % next(counter)
-            ident = en.collect_identity(dev, ak_handle=ECC_AK)
+            ident = agent_en.collect_identity(dev, ak_handle=ECC_AK)
             ch = en.start_enrollment(host, ident.ek_certificate,
                                      ident.ek_public, ident.ak_public,
                                      ca_bundle=bundle, store=store)
-            secret = en.answer_challenge(dev, ch.credential_blob,
+            secret = agent_en.answer_challenge(dev, ch.credential_blob,
                                          ch.encrypted_secret,
                                          ak_handle=ECC_AK)
             en.complete_enrollment(store, ch.challenge_id, secret)
@@ -106,7 +107,7 @@ def bench_enrollment(ca: sp.LocalCA, tpm: sp.SwtpmInstance) -> None:
                                 ca_bundle=bundle)
         full = median_seconds(one, 10, 3)
         collect = median_seconds(
-            lambda: en.collect_identity(dev, ak_handle=ECC_AK), 10, 3)
+            lambda: agent_en.collect_identity(dev, ak_handle=ECC_AK), 10, 3)
         verifier = median_seconds(verifier_only, 20, 3)
     report("enrollment, full round (host + verifier)", full)
     report("  host: collect_identity (NV certs, EK, AK)", collect, full,

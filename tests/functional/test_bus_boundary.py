@@ -248,7 +248,7 @@ def consumer(trusted_pool, role_buses, role_conf):
     cache = VerdictCache(listener_mod.load_public_keys(
         [str(trusted_pool.conductor_keys_path)]), max_age=60, grace=60)
     listener = listener_mod.TrustListener(
-        cache, listener_mod.ConductorClient(calls, setup.CONTROL_EXCHANGE,
+        cache, listener_mod.verdicts_client(calls, setup.CONTROL_EXCHANGE,
                                             10),
         notification_transport=notifications,
         exchange=setup.CONTROL_EXCHANGE,

@@ -12,6 +12,7 @@ import pytest
 
 from tests import swtpm_pool as sp
 from trusted_pools import exception
+from trusted_pools.agent import enrollment as agent_en
 from trusted_pools.attestation import enrollment as en
 from trusted_pools.tpm import eventlog, quote, structures
 from trusted_pools.tpm.constants import TPM_ALG
@@ -45,11 +46,11 @@ def store():
 def enroll(tpm, host_id, store, ca_bundle, **identity_kw):
     """The whole protocol, both sides, as the services will run it."""
     with tpm.device() as dev:
-        identity = en.collect_identity(dev, **identity_kw)
+        identity = agent_en.collect_identity(dev, **identity_kw)
         challenge = en.start_enrollment(
             host_id, identity.ek_certificate, identity.ek_public,
             identity.ak_public, ca_bundle=ca_bundle, store=store)
-        secret = en.answer_challenge(
+        secret = agent_en.answer_challenge(
             dev, challenge.credential_blob, challenge.encrypted_secret,
             ak_handle=identity_kw.get("ak_handle"),
             ek_kind=identity_kw.get("ek_kind", "rsa2048"))
@@ -121,7 +122,7 @@ def test_quote_over_a_tampered_boot_names_pcr4(swtpm_instance, store,
 
 def test_ak_with_wrong_attributes_is_rejected(hosts, store, swtpm_ca):
     with hosts[0].device() as dev:
-        identity = en.collect_identity(dev)
+        identity = agent_en.collect_identity(dev)
         # A TPM-resident signing key that is NOT restricted: it could sign
         # a forged TPMS_ATTEST, so it must never become an AK.
         unrestricted = dev.create_certified_key(DEFAULT_AK_HANDLE, "ecc")
@@ -139,7 +140,7 @@ def test_ek_certificate_from_an_unknown_ca_is_rejected(
         swtpm_pool, swtpm_other_ca, swtpm_ca, store):
     stranger = swtpm_pool(1, ca=swtpm_other_ca)[0]
     with stranger.device() as dev:
-        identity = en.collect_identity(dev)
+        identity = agent_en.collect_identity(dev)
     with pytest.raises(exception.EKCertificateUntrusted) as info:
         en.start_enrollment("stranger", identity.ek_certificate,
                             identity.ek_public, identity.ak_public,
@@ -157,9 +158,9 @@ def test_ek_certificate_from_an_unknown_ca_is_rejected(
 def test_ek_certificate_not_matching_the_ek_public_is_rejected(
         hosts, store, swtpm_ca):
     with hosts[0].device() as dev:
-        a = en.collect_identity(dev)
+        a = agent_en.collect_identity(dev)
     with hosts[1].device() as dev:
-        b = en.collect_identity(dev)
+        b = agent_en.collect_identity(dev)
     with pytest.raises(exception.EKMismatch) as info:
         en.start_enrollment("mixed", a.ek_certificate, b.ek_public,
                             a.ak_public, ca_bundle=swtpm_ca.bundle_pem,
@@ -173,9 +174,9 @@ def test_credential_activated_by_a_different_tpm_is_rejected(
     """Host A's genuine EK certificate presented with the AK of TPM B (an
     attacker who wants A's identity for a key it controls)."""
     with hosts[0].device() as dev:
-        a = en.collect_identity(dev)
+        a = agent_en.collect_identity(dev)
     with hosts[1].device() as dev:
-        b = en.collect_identity(dev)
+        b = agent_en.collect_identity(dev)
     challenge = en.start_enrollment(
         "relay", a.ek_certificate, a.ek_public, b.ak_public,
         ca_bundle=swtpm_ca.bundle_pem, store=store)
@@ -183,7 +184,7 @@ def test_credential_activated_by_a_different_tpm_is_rejected(
     for tpm in (hosts[1], hosts[0]):
         with tpm.device() as dev:
             with pytest.raises(exception.TPMError):
-                en.answer_challenge(dev, challenge.credential_blob,
+                agent_en.answer_challenge(dev, challenge.credential_blob,
                                     challenge.encrypted_secret)
             assert dev.transient_handles() == []
     # Whatever the attacker sends back instead fails, and uses it up.
@@ -196,16 +197,16 @@ def test_credential_activated_by_a_different_tpm_is_rejected(
 
 def test_response_to_an_old_challenge_is_rejected(hosts, store, swtpm_ca):
     with hosts[1].device() as dev:
-        identity = en.collect_identity(dev)
+        identity = agent_en.collect_identity(dev)
         args = ("h1", identity.ek_certificate, identity.ek_public,
                 identity.ak_public)
         old = en.start_enrollment(*args, ca_bundle=swtpm_ca.bundle_pem,
                                   store=store)
-        old_secret = en.answer_challenge(dev, old.credential_blob,
+        old_secret = agent_en.answer_challenge(dev, old.credential_blob,
                                          old.encrypted_secret)
         new = en.start_enrollment(*args, ca_bundle=swtpm_ca.bundle_pem,
                                   store=store)
-        new_secret = en.answer_challenge(dev, new.credential_blob,
+        new_secret = agent_en.answer_challenge(dev, new.credential_blob,
                                          new.encrypted_secret)
     assert old_secret == old.challenge.secret
     # Superseded by the newer challenge: the correct old secret is useless.
@@ -221,12 +222,12 @@ def test_response_to_an_old_challenge_is_rejected(hosts, store, swtpm_ca):
 def test_expired_challenge_is_rejected(hosts, store, swtpm_ca):
     start = datetime.datetime.now(datetime.timezone.utc)
     with hosts[2].device() as dev:
-        identity = en.collect_identity(dev)
+        identity = agent_en.collect_identity(dev)
         challenge = en.start_enrollment(
             "late", identity.ek_certificate, identity.ek_public,
             identity.ak_public, ca_bundle=swtpm_ca.bundle_pem, store=store,
             now=start, ttl=datetime.timedelta(seconds=30))
-        secret = en.answer_challenge(dev, challenge.credential_blob,
+        secret = agent_en.answer_challenge(dev, challenge.credential_blob,
                                      challenge.encrypted_secret)
     with pytest.raises(exception.ChallengeExpired) as info:
         en.complete_enrollment(store, challenge.challenge_id, secret,
@@ -241,19 +242,20 @@ def test_tpm_errors_during_enrollment_leave_nothing_registered(
         with pytest.raises(exception.TPMError):
             dev.load_ak(0x81008033)
         with pytest.raises(exception.NotFound):
-            en.collect_identity(dev, ak_handle=0x81008033, create_ak=False)
-        identity = en.collect_identity(dev)
+            agent_en.collect_identity(dev, ak_handle=0x81008033,
+                                      create_ak=False)
+        identity = agent_en.collect_identity(dev)
         challenge = en.start_enrollment(
             "broken", identity.ek_certificate, identity.ek_public,
             identity.ak_public, ca_bundle=swtpm_ca.bundle_pem, store=store)
         with pytest.raises(exception.TPMError):  # AK handle does not exist
-            en.answer_challenge(dev, challenge.credential_blob,
+            agent_en.answer_challenge(dev, challenge.credential_blob,
                                 challenge.encrypted_secret,
                                 ak_handle=0x81008033)
     assert_nothing_registered(store, "broken")
     # The challenge is still answerable by the right AK: no state was lost.
     with hosts[0].device() as dev:
-        secret = en.answer_challenge(dev, challenge.credential_blob,
+        secret = agent_en.answer_challenge(dev, challenge.credential_blob,
                                      challenge.encrypted_secret)
     assert en.complete_enrollment(store, challenge.challenge_id,
                                   secret).host_id == "broken"

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from hypothesis import given, settings, strategies as st
 
+import tests
+
 from trusted_pools import exception
 from trusted_pools.attestation import enrollment as en
 from trusted_pools.tpm import structures
@@ -414,7 +416,8 @@ def test_truncated_ak_public_is_malformed(pki):
 
 # --- TCG EK profile, vendor chains, one EK per registration ----------------
 
-EK_DATA = __import__("pathlib").Path(__file__).parent.parent / "data" / "ek"
+# tests/data/ek, wherever this file sits under tests/
+EK_DATA = __import__("pathlib").Path(tests.__file__).parent / "data" / "ek"
 IN_2024 = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 

@@ -25,8 +25,9 @@ import oslo_messaging as messaging
 
 from trusted_pools.attestation import agent_requests
 from trusted_pools.common import rpc
+from trusted_pools.protocol import topics
 
-TOPIC = "trusted_pools_agent"
+TOPIC = topics.AGENT_TOPIC
 RPC_API_VERSION = "1.1"
 _SIGNED_VERSION = "1.1"
 

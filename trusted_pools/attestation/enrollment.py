@@ -1,11 +1,13 @@
-"""Host enrollment: registering a host's attestation key (AK).
+"""Host enrollment, the verifier's half: registering a host's attestation
+key (AK). The attester's half (reading the identity, activating the
+credential) is :mod:`trusted_pools.agent.enrollment`.
 
 Before the verifier believes anything an AK signs it must know that the AK
 lives in a genuine TPM of a known host (ETSI GR NFV-SEC 007, 7.1.2 "mutual
 key registration"). Enrollment establishes that in one round trip:
 
 1. The host (attester) sends its EK certificate, EK public area and AK
-   public area (:func:`collect_identity`).
+   public area (``trusted_pools.agent.enrollment.collect_identity``).
 2. The verifier (:func:`start_enrollment`) checks that the EK certificate
    chains to a configured CA bundle (:func:`validate_ek_certificate`),
    that the EK public is the certified key (:func:`ek_matches_certificate`),
@@ -14,7 +16,7 @@ key registration"). Enrollment establishes that in one round trip:
    TPM2_MakeCredential *to the key in the certificate*, for the AK's Name.
 3. Only a TPM holding that EK's private key, with an object of exactly that
    Name loaded, releases the secret (TPM2_ActivateCredential,
-   :func:`answer_challenge`).
+   ``trusted_pools.agent.enrollment.answer_challenge``).
 4. The verifier checks the returned secret (:func:`finish_enrollment`) and
    only then creates a :class:`Registration`.
 
@@ -39,7 +41,7 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -51,13 +53,10 @@ from cryptography.x509.oid import ObjectIdentifier
 from trusted_pools import exception
 from trusted_pools.tpm import credential, keys, structures
 
-if TYPE_CHECKING:  # the attester side needs tpm2-pytss, the verifier not
-    from trusted_pools.tpm.device import TPMDevice
-
 __all__ = [
     "Challenge", "DictEnrollmentStore", "EnrollmentChallenge",
-    "EnrollmentStore", "HostIdentity", "Registration", "answer_challenge",
-    "collect_identity", "complete_enrollment", "ek_matches_certificate",
+    "EnrollmentStore", "Registration",
+    "complete_enrollment", "ek_matches_certificate",
     "finish_enrollment", "ek_public_sha256", "load_ca_bundle",
     "start_enrollment", "validate_ek_certificate",
 ]
@@ -526,16 +525,6 @@ def ek_matches_certificate(ek_public: structures.Public,
 # --- records and the store ---------------------------------------------------
 
 @dataclass(frozen=True)
-class HostIdentity:
-    """What a host sends to enroll: DER EK certificate, and the EK and AK
-    TPMT_PUBLIC areas."""
-
-    ek_certificate: bytes
-    ek_public: bytes
-    ak_public: bytes
-
-
-@dataclass(frozen=True)
 class Challenge:
     """A pending enrollment, kept by the verifier only.
 
@@ -786,38 +775,3 @@ def complete_enrollment(store: EnrollmentStore, challenge_id: str,
     registration = finish_enrollment(challenge, activated_secret, now)
     store.register(registration)
     return registration
-
-
-# --- attester side -----------------------------------------------------------
-
-def collect_identity(device: "TPMDevice", *, ak_handle: int | None = None,
-                     ak_alg: str = "ecc", ek_kind: str = "rsa2048",
-                     create_ak: bool = True) -> HostIdentity:
-    """Read the EK certificate and EK public, and the AK at ``ak_handle``
-    (created there first when missing and ``create_ak``)."""
-    from trusted_pools.tpm import device as device_mod
-    handle = device_mod.DEFAULT_AK_HANDLE if ak_handle is None else ak_handle
-    cert = device.read_ek_certificate(ek_kind)
-    if cert is None:
-        raise exception.NotFound(
-            reason="the TPM has no %s EK certificate in NV" % ek_kind)
-    ek_public = device.ek_public(ek_kind)
-    if handle in device.persistent_handles():
-        ak = device.load_ak(handle)
-    elif create_ak:
-        ak = device.create_ak(ak_alg, handle, ek_kind=ek_kind)
-    else:
-        raise exception.NotFound(reason="no AK at handle %#x" % handle)
-    return HostIdentity(ek_certificate=cert, ek_public=ek_public,
-                        ak_public=ak.public)
-
-
-def answer_challenge(device: "TPMDevice", credential_blob: bytes,
-                     encrypted_secret: bytes, *,
-                     ak_handle: int | None = None,
-                     ek_kind: str = "rsa2048") -> bytes:
-    """Activate the verifier's credential with this TPM's EK and AK."""
-    from trusted_pools.tpm import device as device_mod
-    handle = device_mod.DEFAULT_AK_HANDLE if ak_handle is None else ak_handle
-    return device.activate_credential(handle, credential_blob,
-                                      encrypted_secret, ek_kind=ek_kind)

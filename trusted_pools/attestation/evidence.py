@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from trusted_pools import exception
-from trusted_pools.tpm import constants
+from trusted_pools.tpm import constants, eventlog, ima
 
 WIRE_VERSION = 2
 # Versions from_wire accepts: 1 is the ascii-only IMA tail of older agents.
@@ -39,10 +39,22 @@ _MAX_FIELD = 64 * 1024
 
 @dataclass(frozen=True)
 class Limits:
-    """Size limits applied before anything is decoded."""
+    """Size limits in bytes: applied to the wire before anything is
+    decoded, and again by the verifier to what it parses and replays (an
+    IMA list it keeps pending across rounds included). The defaults are the
+    evidence library's and the ``[attestation] max_event_log_bytes`` /
+    ``max_ima_log_bytes`` options' defaults; the conductor builds its
+    limits from those options (this module reads no configuration)."""
 
-    max_event_log: int = 16 * 1024 * 1024
-    max_ima: int = 64 * 1024 * 1024
+    max_event_log: int = eventlog.DEFAULT_MAX_SIZE
+    max_ima: int = ima.DEFAULT_MAX_LOG_SIZE
+
+    def __post_init__(self) -> None:
+        for name in ("max_event_log", "max_ima"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise exception.InvalidParameterValue(
+                    name=name, reason="must be a positive number of bytes")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 A :class:`Verdict` is immutable and validated on construction, so an
 inconsistent one (a "trusted" verdict with a contraindicated claim, an
 "unknown" one with a level) cannot exist. :func:`decide` is the one place
-where outcomes become a status; :func:`is_trusted` is the one place where a
-consumer (the scheduler filter) turns a verdict into yes/no, and it fails
-closed.
+where outcomes become a status; :func:`trusted_level` is the one place where
+a verdict is read as trust (the trust rule: "trusted" and no contraindicated
+claim, at the verdict's level), and every consumer (the scheduler's cache
+and filter, the trait keeper, the distrust responder, :func:`is_trusted`)
+asks it rather than writing the rule again. It fails closed.
 
 Trust contract: a verdict says nothing by itself about who made it. Verdicts
 that cross a process boundary travel signed (``results.sign_verdict``) and
@@ -30,7 +32,7 @@ from trusted_pools.attestation.levels import (
 
 __all__ = [
     "Status", "Verdict", "decide", "make_verdict", "unknown_verdict",
-    "is_trusted", "evidence_digest", "canonical_json",
+    "is_trusted", "trusted_level", "NOT_TRUSTED", "evidence_digest", "canonical_json",
     "MAX_REASONS", "MAX_REASON_CHARS", "DEFAULT_CLOCK_SKEW",
 ]
 
@@ -317,6 +319,27 @@ def unknown_verdict(*, host: str, reason: str, issued_at: int, validity: int,
                    expires_at=issued_at + validity)
 
 
+#: :func:`trusted_level` of a verdict that trusts its host at no level.
+NOT_TRUSTED = -1
+
+
+def trusted_level(verdict: Verdict) -> int:
+    """The trust rule, written once: the level at which ``verdict`` trusts
+    its host, or :data:`NOT_TRUSTED` (-1).
+
+    A host is trusted at level ``n`` by this verdict exactly when
+    ``trusted_level(verdict) >= n`` (``n`` >= 1); whether the verdict is
+    still fresh is the consumer's judgement, on its own clock. Only a
+    "trusted" status counts, and never with a contraindicated claim (which
+    :class:`Verdict` already refuses to hold; checked again here, so the
+    rule does not rest on a constructor elsewhere).
+    """
+    if verdict.status is not Status.TRUSTED or \
+            verdict.vector.contraindicated():
+        return NOT_TRUSTED
+    return int(verdict.level)
+
+
 def is_trusted(verdict: Verdict | None, min_level: AssuranceLevel, now: int,
                max_age: int, clock_skew: int = DEFAULT_CLOCK_SKEW) -> bool:
     """Whether a consumer may treat the host as trusted right now.
@@ -337,9 +360,7 @@ def is_trusted(verdict: Verdict | None, min_level: AssuranceLevel, now: int,
             raise _invalid(name, "must be a non-negative number of seconds")
     if not isinstance(verdict, Verdict):
         return False
-    if verdict.status is not Status.TRUSTED:
-        return False
-    if verdict.level < min_level or verdict.vector.contraindicated():
+    if trusted_level(verdict) < min_level:
         return False
     if now >= verdict.expires_at:
         return False

@@ -53,17 +53,18 @@ import sys
 from dataclasses import dataclass
 
 from trusted_pools import exception
+from trusted_pools.protocol import topics
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 
 #: Names oslo.messaging's rabbit driver uses (see the module docstring of
 #: trusted_pools.common.rpc and tests/functional/test_bus_boundary.py).
-CONTROL_EXCHANGE = "trusted_pools"
-AGENT_TOPIC = "trusted_pools_agent"
-EVIDENCE_TOPIC = "trusted_pools_evidence"
-VERDICTS_TOPIC = "trusted_pools_verdicts"
-NOTIFICATIONS_TOPIC = "trusted_pools_notifications"
+CONTROL_EXCHANGE = topics.CONTROL_EXCHANGE
+AGENT_TOPIC = topics.AGENT_TOPIC
+EVIDENCE_TOPIC = topics.EVIDENCE_TOPIC
+VERDICTS_TOPIC = topics.VERDICTS_TOPIC
+NOTIFICATIONS_TOPIC = topics.NOTIFICATIONS_TOPIC
 _REPLY_QUEUE = r"reply_[0-9a-f]+"
 # Notification pools of the consumers (scheduler and placement-sync
 # listeners: 'trusted-pools-...'); the queue a notifier creates for its

@@ -32,10 +32,11 @@ from oslo_config import cfg
 
 from trusted_pools import exception
 from trusted_pools.common import context as context_mod
+from trusted_pools.protocol import topics
 
 ALLOWED_EXMODS = [exception.__name__]
 # Trust notifications go to this topic; consumers listen on it.
-NOTIFICATION_TOPICS = ["trusted_pools_notifications"]
+NOTIFICATION_TOPICS = list(topics.NOTIFICATION_TOPICS)
 
 #: Which bus a client or server uses.
 MANAGEMENT_BUS = "management"
@@ -46,7 +47,7 @@ _AGENT_TRANSPORT: messaging.Transport | None = None
 _NOTIFICATION_TRANSPORT: messaging.Transport | None = None
 
 
-def set_defaults(control_exchange: str = "trusted_pools") -> None:
+def set_defaults(control_exchange: str = topics.CONTROL_EXCHANGE) -> None:
     """Use this project's exchange unless the operator set another."""
     messaging.set_transport_defaults(control_exchange)
 

@@ -43,9 +43,7 @@ import urllib.parse
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from keystoneauth1 import exceptions as ks_exceptions
-from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import session as ks_session
-from keystoneauth1 import token_endpoint
 from openstack import connection
 from openstack import exceptions as sdk_exceptions
 from openstack.compute.v2 import server as compute_server
@@ -53,7 +51,10 @@ from openstack.compute.v2 import service as compute_service
 from oslo_config import cfg
 
 from trusted_pools import exception
-from trusted_pools.attestation.verdict import Status, Verdict
+from trusted_pools.attestation.verdict import (NOT_TRUSTED, Verdict,
+                                               trusted_level)
+from trusted_pools.common import keystone
+from trusted_pools.protocol import topics
 from trusted_pools.scheduler.cache import VerdictCache
 from trusted_pools.scheduler.extra_specs import requirement_from_specs
 
@@ -69,7 +70,7 @@ LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 NAMESPACE = "trusted_pools.distrust.actions"
-DISTRUST_EVENT = "trusted_pools.host.distrust"
+DISTRUST_EVENT = topics.DISTRUST_EVENT
 _SERVICE = "compute"
 _GROUP = "trusted_pools_distrust"
 _HISTORY = 1000
@@ -172,13 +173,7 @@ class ComputeAPI:
         ``[trusted_pools_distrust]``; every call at ``compute_microversion``
         (the lowest that sets a disabled reason by service id)."""
         group = conf[_GROUP]
-        try:
-            auth = ks_loading.load_auth_from_conf_options(conf, _GROUP)
-            session = ks_loading.load_session_from_conf_options(
-                conf, _GROUP, auth=auth)
-        except ks_exceptions.ClientException as error:
-            raise exception.ConfigInvalid(
-                reason="[%s] keystoneauth options: %s" % (_GROUP, error))
+        session, _ = keystone.session_from_conf(conf, _GROUP)
         options: dict[str, Any] = {}
         if group.endpoint_override:
             options["compute_endpoint_override"] = group.endpoint_override
@@ -203,8 +198,7 @@ class ComputeAPI:
     def for_endpoint(cls, endpoint: str, token: str = "admin",
                      microversion: str = "2.53") -> "ComputeAPI":
         """A fixed endpoint and token, no service catalog (test servers)."""
-        session = ks_session.Session(
-            auth=token_endpoint.Token(endpoint, token), timeout=10.0)
+        session = keystone.session_for_endpoint(endpoint, token)
         return cls.for_session(session, microversion,
                                compute_endpoint_override=endpoint)
 
@@ -395,8 +389,8 @@ def load_actions(names: Sequence[str], **kwargs: Any
 # --- the consumer ----------------------------------------------------------------------
 
 def _is_trusted(verdict: Verdict) -> bool:
-    return (verdict.status is Status.TRUSTED
-            and not verdict.vector.contraindicated())
+    """Trusted at any level, by the one trust rule."""
+    return trusted_level(verdict) != NOT_TRUSTED
 
 
 class DistrustResponder:

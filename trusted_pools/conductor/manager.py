@@ -41,18 +41,19 @@ from trusted_pools.attestation import freshness
 from trusted_pools.attestation import keystore
 from trusted_pools.attestation import results
 from trusted_pools.attestation import verdict as verdict_mod
-from trusted_pools.attestation.evidence import Evidence
+from trusted_pools.attestation.evidence import Evidence, Limits
 from trusted_pools.attestation.evidence import decode_b64 as _b64d
 from trusted_pools.attestation.evidence import encode_b64 as _b64
 from trusted_pools.common import context as context_mod
 from trusted_pools.conductor import verifier
 from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.db import api as db_api
+from trusted_pools.protocol import topics
 from trusted_pools.tpm import structures
 
 LOG = logging.getLogger(__name__)
 
-TRUST_EVENT = "trusted_pools.host.trust.update"
+TRUST_EVENT = topics.TRUST_EVENT
 
 # Direct challenges in flight at once: a flood of failing pushes naming
 # many hosts costs at most this many agent calls at a time.
@@ -131,8 +132,13 @@ class ConductorManager:
                  ("sha256",), batch_size: int = 500,
                  epoch_spread: float = 0.0,
                  clock: Callable[[], float] = time.time,
-                 ek_only_anchors: tuple[str, ...] = ()) -> None:
+                 ek_only_anchors: tuple[str, ...] = (),
+                 limits: Limits = Limits()) -> None:
         self.host = host
+        #: Evidence size limits (``[attestation] max_event_log_bytes`` and
+        #: ``max_ima_log_bytes`` in the service), on the wire and in
+        #: verification.
+        self.limits = limits
         self.ek_only_anchors = ek_only_anchors
         self.epoch_spread = epoch_spread
         self.db = db
@@ -608,8 +614,8 @@ class ConductorManager:
         nonce = os.urandom(32)
         evidence = Evidence.from_wire(self._agent_call(
             "get_evidence", context, host, _b64(nonce), self.banks, 0,
-            True))
-        captured = verifier.capture(state.ak, evidence, nonce)
+            True), self.limits)
+        captured = verifier.capture(state.ak, evidence, nonce, self.limits)
         LOG.info("Captured policies from host %s for review", host)
         return captured
 
@@ -709,11 +715,11 @@ class ConductorManager:
             # No TPM work for a host that could not vouch for anything.
             self.deep.check_host("host %s" % host, standing, now)
             batch = deep_mod.prepare_batch(host, items)
-            wire = self.agents.get_evidence(
-                context, host, _b64(batch.host_nonce), self.banks,
-                state.ima_replayed, False)
+            wire = self._agent_call(
+                "get_evidence", context, host, _b64(batch.host_nonce),
+                self.banks, state.ima_replayed, False)
             try:
-                evidence = Evidence.from_wire(wire)
+                evidence = Evidence.from_wire(wire, self.limits)
                 if evidence.host != host:
                     raise exception.MalformedEvidence(
                         what="evidence", reason="it names host %s"
@@ -825,7 +831,7 @@ class ConductorManager:
         try:
             nonce, issued = self.epochs.expected(str(wire.get("epoch_id")),
                                                  host)
-            evidence = Evidence.from_wire(wire)
+            evidence = Evidence.from_wire(wire, self.limits)
         except exception.EvidenceError as error:
             self._push_failed(state, error, received_at)
             return None
@@ -976,7 +982,7 @@ class ConductorManager:
         """The verdict on a host's answer to a direct challenge (None if
         a newer quote was accepted while it answered)."""
         try:
-            evidence = Evidence.from_wire(wire)
+            evidence = Evidence.from_wire(wire, self.limits)
         except exception.EvidenceError as error:
             return verifier.failed_verdict(
                 state.host, error, verifier.wire_digest(wire),
@@ -1002,7 +1008,7 @@ class ConductorManager:
         # orders this acceptance after every nonce issued before it.
         outcome = verifier.verify_and_appraise(
             state, evidence, nonce, now, self.validity, issued=issued,
-            accepted=self.order.next())
+            accepted=self.order.next(), limits=self.limits)
         if outcome.quote_failed and not push:
             # (A failed push rereads only if it earns a challenge.)
             self._reread_registration(state.host)

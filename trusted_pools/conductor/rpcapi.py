@@ -54,10 +54,11 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from trusted_pools.common import rpc
+from trusted_pools.protocol import topics
 
-TOPIC = "trusted_pools_conductor"
-EVIDENCE_TOPIC = "trusted_pools_evidence"
-VERDICTS_TOPIC = "trusted_pools_verdicts"
+TOPIC = topics.CONDUCTOR_TOPIC
+EVIDENCE_TOPIC = topics.EVIDENCE_TOPIC
+VERDICTS_TOPIC = topics.VERDICTS_TOPIC
 
 RPC_API_VERSION = "3.0"
 EVIDENCE_API_VERSION = "1.0"
@@ -136,15 +137,25 @@ class EvidenceAPI:
 
 
 class VerdictsAPI:
-    """Verdicts API: signed verdicts from any conductor."""
+    """Verdicts API: signed verdicts from any conductor.
+
+    The verdict consumers (nova-scheduler's filter, the placement-sync
+    service) run outside this project's services: they pass their own
+    ``transport`` and name the conductors' ``exchange`` (nova-scheduler's
+    own ``control_exchange`` is ``nova``). ``verdicts_since`` is the only
+    conductor method they may call."""
 
     def __init__(self, timeout: float | None = None,
-                 version_cap: str | None = None) -> None:
-        target = messaging.Target(topic=VERDICTS_TOPIC, version="1.0")
+                 version_cap: str | None = None,
+                 transport: messaging.Transport | None = None,
+                 exchange: str | None = None,
+                 topic: str = VERDICTS_TOPIC) -> None:
+        target = messaging.Target(exchange=exchange, topic=topic,
+                                  version="1.0")
         self.client = rpc.get_client(
             target, version_cap=version_cap or _pin("verdicts")
             or VERDICTS_API_VERSION, timeout=timeout,
-            bus=rpc.MANAGEMENT_BUS)
+            bus=rpc.MANAGEMENT_BUS, transport=transport)
 
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]:

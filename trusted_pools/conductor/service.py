@@ -19,6 +19,7 @@ from trusted_pools import exception
 from trusted_pools.agent import rpcapi as agent_rpcapi
 from trusted_pools.attestation import agent_requests
 from trusted_pools.attestation import keystore
+from trusted_pools.attestation.evidence import Limits
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod
@@ -70,7 +71,10 @@ class ConductorService(service_mod.ServiceBase):
             banks=tuple(conf.attestation.pcr_banks),
             batch_size=group.evidence_batch_size,
             epoch_spread=group.epoch_spread,
-            ek_only_anchors=tuple(group.ek_only_anchors))
+            ek_only_anchors=tuple(group.ek_only_anchors),
+            limits=Limits(
+                max_event_log=conf.attestation.max_event_log_bytes,
+                max_ima=conf.attestation.max_ima_log_bytes))
         self._servers: list[messaging.MessageHandlingServer] = []
         self._unregister = True
 

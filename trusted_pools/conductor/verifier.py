@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from trusted_pools import exception
 from trusted_pools.attestation import appraisal as appraisal_mod
 from trusted_pools.attestation import freshness
-from trusted_pools.attestation.evidence import Evidence
+from trusted_pools.attestation.evidence import Evidence, Limits
 from trusted_pools.attestation import levels
 from trusted_pools.attestation import policy as policy_mod
 from trusted_pools.attestation import verdict as verdict_mod
@@ -213,7 +213,8 @@ def check_quote(state: HostState, evidence: Evidence,
 def verify_and_appraise(state: HostState, evidence: Evidence,
                         expected_nonce: bytes, now: int,
                         validity: int, *, issued: int | None = None,
-                        accepted: int | None = None) -> Outcome:
+                        accepted: int | None = None,
+                        limits: Limits = Limits()) -> Outcome:
     """Verify ``evidence`` for ``state.host``; update ``state`` in place
     only with what verified. Any evidence error gives an untrusted verdict
     whose reasons say why.
@@ -223,6 +224,9 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
     the caller serialises verification of a host). A genuine quote that is
     older than the accepted one while its nonce was issued before that
     acceptance is late: the outcome has no verdict and changes nothing.
+
+    ``limits`` caps the event log and the IMA list parsed and replayed
+    (the caller's configuration; see :class:`~.evidence.Limits`).
     """
     digest = evidence.digest()
     try:
@@ -244,8 +248,9 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
     if reboot is freshness.Reboot.RESET:
         state.forget_boot()
     policies = state.policy or HostPolicies()
-    boot_log, boot_error = _verified_boot(state, evidence, verified)
-    runtime, runtime_error = _verified_runtime(state, evidence, verified)
+    boot_log, boot_error = _verified_boot(state, evidence, verified, limits)
+    runtime, runtime_error = _verified_runtime(state, evidence, verified,
+                                               limits)
     prior = state.ima_prior if runtime is not None and \
         runtime.start.entries > 0 else None
     boot = state.boot
@@ -304,7 +309,7 @@ def _same_boot(record: BootRecord, verified: quotes.VerifiedQuote) -> bool:
 
 
 def _verified_boot(state: HostState, evidence: Evidence,
-                   verified: quotes.VerifiedQuote
+                   verified: quotes.VerifiedQuote, limits: Limits
                    ) -> tuple[eventlog.VerifiedEventLog | None,
                               exception.TrustedPoolsError | None]:
     if state.boot is not None and _same_boot(state.boot, verified) and (
@@ -319,7 +324,9 @@ def _verified_boot(state: HostState, evidence: Evidence,
                    "with them")
     try:
         log = eventlog.verify_event_log(
-            eventlog.parse_event_log(evidence.event_log), verified.pcrs)
+            eventlog.parse_event_log(evidence.event_log,
+                                     max_size=limits.max_event_log),
+            verified.pcrs)
     except exception.EvidenceError as error:
         state.boot = None
         return None, error
@@ -329,7 +336,7 @@ def _verified_boot(state: HostState, evidence: Evidence,
 
 
 def _verified_runtime(state: HostState, evidence: Evidence,
-                      verified: quotes.VerifiedQuote
+                      verified: quotes.VerifiedQuote, limits: Limits
                       ) -> tuple[ima.VerifiedIMALog | None,
                                  exception.TrustedPoolsError | None]:
     quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
@@ -356,7 +363,8 @@ def _verified_runtime(state: HostState, evidence: Evidence,
     try:
         result = ima.verify_ima_log(data, quoted, start, fmt=tail.fmt,
                                     tail=True,
-                                    template_hash_alg=tail.template_hash_alg)
+                                    template_hash_alg=tail.template_hash_alg,
+                                    max_size=limits.max_ima)
     except exception.EvidenceError as error:
         # Keep the old state: the next round replays the same entries.
         return None, error
@@ -444,15 +452,17 @@ def _with_entry_cache(result: ima.VerifiedIMALog) -> ima.VerifiedIMALog:
                               end=result.end, incomplete=result.incomplete)
 
 
-def capture(ak: structures.Public, evidence: Evidence, nonce: bytes
-            ) -> dict[str, Any]:
+def capture(ak: structures.Public, evidence: Evidence, nonce: bytes,
+            limits: Limits = Limits()) -> dict[str, Any]:
     """Verify fresh, complete evidence and capture policies from it."""
     verified = quotes.verify_quote(ak, evidence.quote, evidence.signature,
                                    nonce, evidence.pcrs)
     captured: dict[str, Any] = {}
     if evidence.event_log is not None:
         log = eventlog.verify_event_log(
-            eventlog.parse_event_log(evidence.event_log), verified.pcrs)
+            eventlog.parse_event_log(evidence.event_log,
+                                     max_size=limits.max_event_log),
+            verified.pcrs)
         captured[policy_mod.KIND_MEASURED_BOOT] = \
             appraisal_mod.capture_measured_boot_policy(log, verified.pcrs)
     quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
@@ -460,7 +470,8 @@ def capture(ak: structures.Public, evidence: Evidence, nonce: bytes
     if evidence.ima is not None and evidence.ima.start == 0 and quoted:
         runtime = ima.verify_ima_log(
             evidence.ima.data, quoted, fmt=evidence.ima.fmt, tail=True,
-            template_hash_alg=evidence.ima.template_hash_alg)
+            template_hash_alg=evidence.ima.template_hash_alg,
+            max_size=limits.max_ima)
         captured[policy_mod.KIND_RUNTIME] = \
             appraisal_mod.capture_runtime_policy(runtime, verified.pcrs)
     return captured

@@ -13,7 +13,7 @@ keeper, ``trusted-pools-placement-sync``) reads both.
 
 from __future__ import annotations
 
-from keystoneauth1 import loading as ks_loading
+from trusted_pools.common import keystone
 from oslo_config import cfg
 
 group = cfg.OptGroup(
@@ -82,21 +82,14 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register both groups and the keystoneauth1 options of each."""
     conf.register_group(group)
     conf.register_opts(opts, group=group)
-    ks_loading.register_session_conf_options(conf, group.name)
-    ks_loading.register_auth_conf_options(conf, group.name)
-    ks_loading.register_adapter_conf_options(conf, group.name)
+    keystone.register_conf_options(conf, group.name)
     conf.register_group(distrust_group)
     conf.register_opts(distrust_opts, group=distrust_group)
-    ks_loading.register_session_conf_options(conf, distrust_group.name)
-    ks_loading.register_auth_conf_options(conf, distrust_group.name)
-    ks_loading.register_adapter_conf_options(conf, distrust_group.name)
+    keystone.register_conf_options(conf, distrust_group.name)
 
 
 def _keystoneauth_opts(include_deprecated: bool = False) -> list[cfg.Opt]:
-    return (ks_loading.get_session_conf_options()
-            + ks_loading.get_auth_common_conf_options()
-            + ks_loading.get_adapter_conf_options(
-                include_deprecated=include_deprecated))
+    return keystone.conf_options(include_deprecated=include_deprecated)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

@@ -23,17 +23,15 @@ from typing import Any, Iterable
 
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exceptions
-from keystoneauth1 import loading as ks_loading
-from keystoneauth1 import session as ks_session
-from keystoneauth1 import token_endpoint
 from oslo_config import cfg
 
 from trusted_pools import exception
+from trusted_pools.common.keystone import (adapter_for_endpoint,
+                                           adapter_from_conf)
 
 __all__ = [
     "SERVICE_TYPE", "DEFAULT_MICROVERSION", "ResourceProvider",
     "ProviderTraits", "TraitUpdate", "PlacementClient", "api_call",
-    "adapter_from_conf", "adapter_for_endpoint",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -45,36 +43,7 @@ DEFAULT_MICROVERSION = "1.39"
 _CONCURRENT_UPDATE = "placement.concurrent_update"
 
 
-# --- HTTP through keystoneauth1 ---------------------------------------------------
-
-def adapter_from_conf(conf: cfg.ConfigOpts, group: str, service_type: str,
-                      microversion: str) -> ks_adapter.Adapter:
-    """Session + auth + Adapter from the keystoneauth1 options of
-    ``[group]`` (registered by ``trusted_pools.conf.placement``)."""
-    try:
-        auth = ks_loading.load_auth_from_conf_options(conf, group)
-        session = ks_loading.load_session_from_conf_options(conf, group,
-                                                            auth=auth)
-        return ks_loading.load_adapter_from_conf_options(
-            conf, group, session=session, auth=auth,
-            service_type=service_type, default_microversion=microversion,
-            raise_exc=False)
-    except ks_exceptions.ClientException as error:
-        raise exception.ConfigInvalid(
-            reason="[%s] keystoneauth options: %s" % (group, error))
-
-
-def adapter_for_endpoint(endpoint: str, service_type: str,
-                         microversion: str, token: str = "admin",
-                         timeout: float = 10.0) -> ks_adapter.Adapter:
-    """An Adapter for a fixed endpoint and token, no service catalog: for
-    a no-auth service (Placement's ``noauth2``, test servers)."""
-    auth = token_endpoint.Token(endpoint, token)
-    session = ks_session.Session(auth=auth, timeout=timeout)
-    return ks_adapter.Adapter(session, service_type=service_type,
-                              default_microversion=microversion,
-                              raise_exc=False)
-
+# --- HTTP through keystoneauth1 (sessions: trusted_pools.common.keystone) -----------
 
 def _error_text(response: Any) -> str:
     """First error title/detail of an OpenStack error body, bounded."""
@@ -225,7 +194,7 @@ class PlacementClient:
                      conflict_retries: int = 5, timeout: float = 10.0
                      ) -> "PlacementClient":
         return cls(adapter_for_endpoint(endpoint, SERVICE_TYPE, microversion,
-                                        token, timeout),
+                                        token=token, timeout=timeout),
                    conflict_retries=conflict_retries)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -59,7 +59,7 @@ class PlacementSyncService(service_mod.ServiceBase):
                 conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS),
             messaging.get_rpc_transport(
                 conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS)]
-        source = listener_mod.ConductorClient(
+        source = listener_mod.verdicts_client(
             self._transports[1], group.control_exchange, group.rpc_timeout)
         self.listener = listener_mod.TrustListener(
             self.cache, source, notification_transport=self._transports[0],

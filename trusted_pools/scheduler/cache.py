@@ -38,15 +38,12 @@ from typing import Callable, Mapping
 from trusted_pools import exception
 from trusted_pools.attestation import keystore
 from trusted_pools.attestation import results
-from trusted_pools.attestation.verdict import Status, Verdict
+from trusted_pools.attestation.verdict import (NOT_TRUSTED, Verdict,
+                                               trusted_level)
 
 __all__ = ["Admission", "CachedVerdict", "VerdictCache"]
 
 LOG = logging.getLogger(__name__)
-
-#: ``trusted_level`` of an entry whose verdict trusts nothing.
-_NOT_TRUSTED = -1
-
 
 @dataclasses.dataclass(frozen=True)
 class CachedVerdict:
@@ -60,20 +57,15 @@ class CachedVerdict:
     received: float
     #: The verdict's ``exp`` (plus leeway) on the local monotonic clock.
     expires: float
-    #: The level when the verdict trusts the host, else -1: precomputed so
-    #: a lookup is one comparison.
+    #: ``verdict.trusted_level`` (the one trust rule): the level when the
+    #: verdict trusts the host, else -1; precomputed so a lookup is one
+    #: comparison.
     trusted_level: int
 
 
-def _trusted_level(verdict: Verdict) -> int:
-    if verdict.status is not Status.TRUSTED or verdict.vector.contraindicated():
-        return _NOT_TRUSTED
-    return int(verdict.level)
-
-
 def _less_trusting(new: Verdict, old: Verdict) -> bool:
-    return (_trusted_level(new), int(new.level)) < (_trusted_level(old),
-                                                    int(old.level))
+    return (trusted_level(new), int(new.level)) < (trusted_level(old),
+                                                   int(old.level))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +161,7 @@ class VerdictCache:
             verdict=verdict, token=token, jti=signed.jti,
             sequence=signed.sequence, received=received,
             expires=received + (verdict.expires_at + self.leeway - wall),
-            trusted_level=_trusted_level(verdict))
+            trusted_level=trusted_level(verdict))
         with self._lock:
             current = self._entries.get(verdict.host)
             if self._keep_current(current, entry):
@@ -259,11 +251,9 @@ class VerdictCache:
         if entry is None:
             return "no verdict received for this host"
         verdict = entry.verdict
-        if verdict.status is not Status.TRUSTED:
+        if entry.trusted_level == NOT_TRUSTED:
             reasons = "; ".join(verdict.reasons[:3]) or "no reason given"
             return "verdict is %s (%s)" % (verdict.status.value, reasons)
-        if entry.trusted_level < 0:
-            return "verdict carries a contraindicated claim"
         if entry.trusted_level < min_level:
             return "level %d is below the required %d" % (
                 entry.trusted_level, min_level)

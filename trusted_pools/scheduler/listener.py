@@ -41,17 +41,19 @@ from typing import Any, Callable, Protocol
 
 import oslo_messaging as messaging
 from keystoneauth1 import exceptions as ks_exceptions
-from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 from trusted_pools import exception
 from trusted_pools.attestation import keystore
+from trusted_pools.common import keystone
 from trusted_pools.common import rpc
+from trusted_pools.conductor import rpcapi as conductor_rpcapi
+from trusted_pools.protocol import topics
 from trusted_pools.scheduler import opts as scheduler_conf
 from trusted_pools.scheduler.cache import Admission, VerdictCache
 
 __all__ = [
-    "TRUST_EVENT", "ConductorSource", "ConductorClient", "KeySource",
+    "TRUST_EVENT", "ConductorSource", "KeySource", "verdicts_client",
     "JWKSKeySource",
     "TrustNotificationEndpoint", "TrustListener", "load_public_keys",
     "default_cache", "stop_default",
@@ -60,10 +62,7 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 #: Event type of the conductor's trust notifications.
-TRUST_EVENT = "trusted_pools.host.trust.update"
-#: The conductors' verdict read topic
-#: (trusted_pools.conductor.rpcapi.VERDICTS_TOPIC, API version 1.0).
-VERDICTS_TOPIC = "trusted_pools_verdicts"
+TRUST_EVENT = topics.TRUST_EVENT
 #: Keystone service type of trusted-pools-api.
 API_SERVICE_TYPE = "trusted-pools"
 #: Seconds between two key fetches triggered by unknown key ids.
@@ -73,7 +72,8 @@ _RETRY_AFTER = 5.0
 
 
 class ConductorSource(Protocol):
-    """What the listener needs of the conductor (ConductorAPI fits)."""
+    """What the listener needs of the conductor
+    (:class:`trusted_pools.conductor.rpcapi.VerdictsAPI` fits)."""
 
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]: ...
@@ -85,26 +85,16 @@ class KeySource(Protocol):
     def fetch(self) -> dict[str, Any]: ...
 
 
-class ConductorClient:
-    """Client of the conductors' verdict read API (``verdicts_since``, the
-    only conductor method a consumer may call) on an explicit exchange and
-    transport.
+def verdicts_client(transport: messaging.Transport, exchange: str,
+                    timeout: float) -> conductor_rpcapi.VerdictsAPI:
+    """The conductors' verdict read API (``verdicts_since``, the only
+    conductor method a consumer may call) on the consumer's own transport.
 
     nova-scheduler's own ``control_exchange`` is ``nova``; the conductor
     listens on the trusted_pools exchange, so the target names it.
     """
-
-    def __init__(self, transport: messaging.Transport, exchange: str,
-                 timeout: float, topic: str = VERDICTS_TOPIC) -> None:
-        target = messaging.Target(exchange=exchange, topic=topic,
-                                  version="1.0")
-        self._client = messaging.get_rpc_client(transport, target,
-                                                version_cap="1.0",
-                                                timeout=timeout)
-
-    def verdicts_since(self, context: dict, since: float
-                       ) -> list[dict[str, Any]]:
-        return self._client.call(context, "verdicts_since", since=since)
+    return conductor_rpcapi.VerdictsAPI(timeout=timeout, transport=transport,
+                                        exchange=exchange)
 
 
 class JWKSKeySource:
@@ -120,16 +110,8 @@ class JWKSKeySource:
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, group: str
                   ) -> "JWKSKeySource":
-        try:
-            auth = ks_loading.load_auth_from_conf_options(conf, group)
-            session = ks_loading.load_session_from_conf_options(
-                conf, group, auth=auth)
-            return cls(ks_loading.load_adapter_from_conf_options(
-                conf, group, session=session, auth=auth,
-                service_type=API_SERVICE_TYPE, raise_exc=False), group)
-        except ks_exceptions.ClientException as error:
-            raise exception.ConfigInvalid(
-                reason="[%s] keystoneauth options: %s" % (group, error))
+        return cls(keystone.adapter_from_conf(conf, group, API_SERVICE_TYPE),
+                   group)
 
     def fetch(self) -> dict[str, Any]:
         try:
@@ -461,7 +443,7 @@ def _build_default(conf: cfg.ConfigOpts
         conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS)
     rpc_transport = messaging.get_rpc_transport(
         conf, url=url, allowed_remote_exmods=rpc.ALLOWED_EXMODS)
-    source = ConductorClient(rpc_transport, group.control_exchange,
+    source = verdicts_client(rpc_transport, group.control_exchange,
                              group.rpc_timeout)
     listener = TrustListener(
         cache, source, notification_transport=notification_transport,

@@ -12,7 +12,7 @@ filter (``nova.conf`` of nova-scheduler), hence the group name that says
 whose options they are.
 """
 
-from keystoneauth1 import loading as ks_loading
+from trusted_pools.common import keystone
 from oslo_config import cfg
 
 group = cfg.OptGroup(
@@ -90,13 +90,9 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     """The group, and the keystoneauth1 options fetch_public_keys uses."""
     conf.register_group(group)
     conf.register_opts(opts, group=group)
-    ks_loading.register_session_conf_options(conf, group.name)
-    ks_loading.register_auth_conf_options(conf, group.name)
-    ks_loading.register_adapter_conf_options(conf, group.name)
+    keystone.register_conf_options(conf, group.name)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
     """The group with its keystoneauth1 options (sample generator)."""
-    return [(group, list(opts) + ks_loading.get_session_conf_options()
-             + ks_loading.get_auth_common_conf_options()
-             + ks_loading.get_adapter_conf_options())]
+    return [(group, list(opts) + keystone.conf_options())]

@@ -19,11 +19,11 @@ import pytest
 
 from tests import nova_harness as nh
 from trusted_pools.common import rpc
+from trusted_pools.conductor.rpcapi import VerdictsAPI
+from trusted_pools.protocol.topics import TRUST_EVENT, VERDICTS_TOPIC
 from trusted_pools.scheduler.cache import VerdictCache
 from trusted_pools.scheduler.filters import TrustedHostFilter
-from trusted_pools.scheduler.listener import (VERDICTS_TOPIC,
-                                              ConductorClient, TRUST_EVENT,
-                                              TrustListener)
+from trusted_pools.scheduler.listener import TrustListener
 
 pytestmark = [pytest.mark.rabbitmq]
 
@@ -141,8 +141,9 @@ def test_bulk_refresh_over_rpc_with_pinned_keys(rabbit_conf):
     transport = messaging.get_rpc_transport(rabbit_conf)
     try:
         cache = VerdictCache(factory.public_keys, max_age=60, grace=60)
-        source = ConductorClient(transport, rabbit_conf.control_exchange, 10,
-                                 topic=topic)
+        source = VerdictsAPI(timeout=10, transport=transport,
+                             exchange=rabbit_conf.control_exchange,
+                             topic=topic)
         listener = TrustListener(cache, source, notification_transport=None,
                                  exchange=rabbit_conf.control_exchange,
                                  refresh_interval=60)
@@ -169,8 +170,9 @@ def test_unreachable_conductor_fails_closed(rabbit_conf, caplog):
         factory = nh.VerdictFactory()
         cache = VerdictCache(factory.public_keys, grace=1)
         listener = TrustListener(
-            cache, ConductorClient(transport, rabbit_conf.control_exchange,
-                                   1, topic="nobody-%s" % uuid.uuid4().hex),
+            cache, VerdictsAPI(timeout=1, transport=transport,
+                               exchange=rabbit_conf.control_exchange,
+                               topic="nobody-%s" % uuid.uuid4().hex),
             notification_transport=None,
             exchange=rabbit_conf.control_exchange, refresh_interval=60)
         with caplog.at_level(logging.WARNING):
