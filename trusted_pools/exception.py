@@ -442,3 +442,62 @@ class AgentRequestRefused(NotAuthorized):
     _msg_fmt = ("The agent of %(host)s refused %(method)s: %(reason)s. Only "
                 "a conductor whose public key is pinned in the agent's "
                 "[agent] conductor_keys_file may ask it")
+
+
+# --- Host binding keys and vTPMs (trusted_pools.tpm.sealing, trusted_pools.vtpm)
+
+class BindingKeyRejected(EvidenceError):
+    """A host binding key (the TPM-resident decrypt key secrets are wrapped
+    to) or its TPM2_Certify evidence failed a check: nothing was wrapped."""
+
+    _msg_fmt = "Host binding key rejected: %(reason)s"
+
+
+class VTPMError(TrustedPoolsError):
+    _msg_fmt = "vTPM of instance %(instance)s: %(reason)s"
+
+
+class VTPMNotFound(NotFound):
+    _msg_fmt = "No vTPM for instance %(instance)s on this host"
+
+
+class VTPMExists(Conflict):
+    _msg_fmt = "A vTPM for instance %(instance)s already exists on this host"
+
+
+class VTPMInvalidState(Conflict):
+    _msg_fmt = ("vTPM of instance %(instance)s is %(state)s: %(operation)s "
+                "needs it %(expected)s")
+
+
+class VTPMStateUnusable(VTPMError):
+    """The vTPM's state at rest is missing, corrupted or does not decrypt.
+    The vTPM was not started: a fresh TPM is never substituted."""
+
+    _msg_fmt = ("The state of the vTPM of instance %(instance)s cannot be "
+                "used: %(reason)s. The vTPM was not started; restore its "
+                "state directory from a backup or destroy it")
+
+
+class VTPMKeyUnavailable(VTPMError):
+    """This host's TPM did not release the vTPM's state key (another host's
+    state, a damaged wrapped key, or a boot the key's PCR policy refuses)."""
+
+    _msg_fmt = ("This host's TPM does not release the state key of the vTPM "
+                "of instance %(instance)s: %(reason)s")
+
+
+class VTPMStartFailed(VTPMError):
+    _msg_fmt = ("swtpm for the vTPM of instance %(instance)s did not start: "
+                "%(reason)s")
+
+
+class VTPMOperationNotSupported(Invalid):
+    _msg_fmt = ("The vTPM driver %(driver)s does not support %(operation)s: "
+                "%(reason)s")
+
+
+class VTPMDriverLoadFailed(ConfigInvalid):
+    _msg_fmt = ("Invalid configuration: vTPM driver %(driver)s could not be "
+                "loaded: %(reason)s. Fix the [vtpm] driver option in "
+                "trusted-pools.conf and restart the service.")

@@ -57,6 +57,7 @@ from tpm2_pytss import (  # noqa: E402
     TPM2B_SENSITIVE_CREATE, TPMA_OBJECT, TPML_DIGEST_VALUES,
     TPML_PCR_SELECTION, TPMS_PCR_SELECTION, TPMT_HA, TPMT_SIG_SCHEME,
     TPMT_SYM_DEF, TPMT_TK_CREATION, TSS2_Exception,
+    TPM2B_DATA, TPM2B_PUBLIC_KEY_RSA, TPMT_RSA_DECRYPT,
 )
 from tpm2_pytss.utils import (  # noqa: E402
     NoSuchIndex, NVReadEK, create_ek_template,
@@ -66,8 +67,9 @@ from trusted_pools import exception  # noqa: E402
 from trusted_pools.tpm import constants, rc as tpm_rc  # noqa: E402
 
 __all__ = [
-    "AK_ALGORITHMS", "DEFAULT_AK_HANDLE", "EK_SLOTS", "AttestationKey",
-    "CertifiedKey", "EKSlot", "PCRValues", "PCRSelectionSpec", "TPMDevice",
+    "AK_ALGORITHMS", "DEFAULT_AK_HANDLE", "DEFAULT_BINDING_KEY_HANDLE",
+    "EK_SLOTS", "AttestationKey", "BindingKey", "CertifiedKey", "EKSlot",
+    "PCRValues", "PCRSelectionSpec", "TPMDevice",
 ]
 
 # alg (TPM_ALG hash id) -> PCR indices.
@@ -78,6 +80,8 @@ PCRValues = dict[int, dict[int, bytes]]
 # An owner-range persistent handle away from the SRK (0x81000001) and the
 # TCG endorsement range (0x8101xxxx, where the EKs live).
 DEFAULT_AK_HANDLE = 0x81008001
+# The host binding key (decrypt-only, see create_binding_key) sits beside it.
+DEFAULT_BINDING_KEY_HANDLE = 0x81008002
 
 AK_ALGORITHMS = ("ecc", "rsa")
 _PCR_READ_MAX = 8  # TPM2_PCR_Read returns at most 8 digests per call.
@@ -134,6 +138,23 @@ class CertifiedKey:
     handle: int | None = None
 
 
+@dataclass(frozen=True)
+class BindingKey:
+    """A persisted host binding key (:meth:`TPMDevice.create_binding_key`).
+
+    ``public`` is TPMT_PUBLIC and ``name`` its Name; ``certify_attest`` and
+    ``certify_signature`` (TPMS_ATTEST, TPMT_SIGNATURE) are TPM2_Certify by
+    the AK when one was asked for, else None. Unverified until
+    :func:`trusted_pools.tpm.sealing.check_binding_key` says otherwise.
+    """
+
+    handle: int
+    public: bytes
+    name: bytes
+    certify_attest: bytes | None = None
+    certify_signature: bytes | None = None
+
+
 _AK_ATTRIBUTES = (
     TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
     | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
@@ -145,6 +166,16 @@ _BOUND_KEY_ATTRIBUTES = (
     TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
     | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
     | TPMA_OBJECT.NODA | TPMA_OBJECT.SIGN_ENCRYPT)
+
+# The host binding key: RSA-2048 OAEP/SHA-256, decrypt only, not
+# duplicable (fixedTPM, fixedParent), generated inside the TPM. Without a
+# PCR policy userWithAuth lets the (empty) authValue authorize its use; with
+# one, userWithAuth is clear and only the policy does.
+_BINDING_KEY_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.NODA
+    | TPMA_OBJECT.DECRYPT)
+_BINDING_KEY_TEMPLATE = "rsa2048:oaep-sha256:null"
 
 _KEY_TEMPLATES = {
     "ecc": "ecc256:ecdsa-sha256:null",
@@ -614,6 +645,144 @@ class TPMDevice:
             certify_signature=cert_sig, creation_attest=creation_attest,
             creation_signature=creation_sig,
             creation_data=creation_data.marshal(), handle=persist_handle)
+
+    # --- host binding key (decrypt-only, for wrapping secrets to this TPM) ---
+
+    def policy_pcr_digest(self, selection: PCRSelectionSpec) -> bytes:
+        """The PolicyPCR policy digest (SHA-256) over the *current* values
+        of ``selection``, computed by the TPM in a trial session."""
+        session = self._call(
+            "StartAuthSession", self.esapi.start_auth_session,
+            ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.TRIAL,
+            TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256)
+        try:
+            self._call("PolicyPCR", self.esapi.policy_pcr, session,
+                       TPM2B_DIGEST(), _selection(selection))
+            return bytes(self._call("PolicyGetDigest",
+                                    self.esapi.policy_get_digest, session))
+        finally:
+            self._flush(session)
+
+    def create_binding_key(self, handle: int = DEFAULT_BINDING_KEY_HANDLE,
+                           *, pcr_selection: PCRSelectionSpec | None = None,
+                           ak_handle: int | None = None,
+                           qualifying_data: bytes = b"",
+                           ek_kind: str = "rsa2048",
+                           replace: bool = False) -> "BindingKey":
+        """Create the host binding key under the EK and persist it.
+
+        The key is RSA-2048 with the OAEP/SHA-256 scheme fixed, ``decrypt``
+        set and ``sign``/``restricted`` clear, ``fixedTPM|fixedParent|
+        sensitiveDataOrigin``: the private part was made in this TPM and can
+        never leave it. With ``pcr_selection`` its authPolicy is PolicyPCR
+        over the current values of those PCRs and ``userWithAuth`` is clear:
+        it decrypts only while the host's PCRs still hold those values.
+        With ``ak_handle`` the AK certifies it (TPM2_Certify over
+        ``qualifying_data``). An object already at ``handle`` is a
+        :class:`Conflict` unless ``replace`` is set (whatever was wrapped to
+        the old key is lost).
+        """
+        _check_persistent_handle(handle)
+        _check_nonce(qualifying_data)
+        attributes = _BINDING_KEY_ATTRIBUTES
+        policy = b""
+        if pcr_selection:
+            policy = self.policy_pcr_digest(pcr_selection)
+        else:
+            attributes |= TPMA_OBJECT.USERWITHAUTH
+        template = TPM2B_PUBLIC.parse(
+            _BINDING_KEY_TEMPLATE, objectAttributes=attributes,
+            nameAlg=TPM2_ALG.SHA256)
+        template.publicArea.authPolicy = TPM2B_DIGEST(policy)
+        if handle in self._persistent_handles():
+            if not replace:
+                raise exception.Conflict(
+                    reason="persistent handle %#x is in use; pass "
+                    "replace=True to evict it" % handle)
+            self.evict(handle)
+        with self._ek(ek_kind) as ek:
+            with self._ek_session(ek) as session:
+                private, public = self._call(
+                    "Create", self.esapi.create, ek,
+                    TPM2B_SENSITIVE_CREATE(), template,
+                    session1=session)[:2]
+            with self._ek_session(ek) as session:
+                key = self._call("Load", self.esapi.load, ek, private,
+                                 public, session1=session)
+        try:
+            self._call("EvictControl", self.esapi.evict_control,
+                       ESYS_TR.OWNER, key, handle)
+        finally:
+            self._flush(key)
+        return self.load_binding_key(handle, ak_handle=ak_handle,
+                                     qualifying_data=qualifying_data)
+
+    def load_binding_key(self, handle: int = DEFAULT_BINDING_KEY_HANDLE,
+                         *, ak_handle: int | None = None,
+                         qualifying_data: bytes = b"") -> "BindingKey":
+        """The persisted binding key at ``handle``; with ``ak_handle`` a
+        fresh TPM2_Certify of it over ``qualifying_data`` (a verifier's
+        nonce) is included. Checking what it is is the caller's business:
+        :func:`trusted_pools.tpm.sealing.check_binding_key`."""
+        _check_nonce(qualifying_data)
+        tr = self._object(handle)
+        public, name, _ = self._call("ReadPublic", self.esapi.read_public, tr)
+        attest = signature = None
+        if ak_handle is not None:
+            attest, signature = self._certify(tr, self._object(ak_handle),
+                                              qualifying_data)
+        return BindingKey(handle=handle, public=public.publicArea.marshal(),
+                          name=bytes(name), certify_attest=attest,
+                          certify_signature=signature)
+
+    def rsa_decrypt(self, handle: int, ciphertext: bytes, label: bytes, *,
+                    pcr_selection: PCRSelectionSpec | None = None) -> bytes:
+        """TPM2_RSA_Decrypt (OAEP/SHA-256) with the persistent key at
+        ``handle``. ``label`` must end with a zero octet (the TPM adds one
+        otherwise, and the sender must have used the same bytes).
+
+        A key with an authPolicy is used through a policy session satisfied
+        by PolicyPCR over ``pcr_selection`` (required then); PCRs that moved
+        since the key was made fail with TPM_RC_POLICY_FAIL. A ciphertext
+        made for another key, or altered, fails with TPM_RC_VALUE. Both are
+        :class:`TPMError`, never wrong plaintext.
+        """
+        if not isinstance(ciphertext, (bytes, bytearray)) or not ciphertext \
+                or len(ciphertext) > 512:
+            raise exception.InvalidParameterValue(
+                name="ciphertext", reason="1 to 512 bytes are required")
+        if not isinstance(label, (bytes, bytearray)) or len(label) > 64 \
+                or (label and label[-1] != 0):
+            raise exception.InvalidParameterValue(
+                name="label", reason="at most 64 bytes ending with a zero "
+                "octet are required")
+        tr = self._object(handle)
+        public = self._call("ReadPublic", self.esapi.read_public, tr)[0]
+        has_policy = len(bytes(public.publicArea.authPolicy)) > 0
+        scheme = TPMT_RSA_DECRYPT(scheme=TPM2_ALG.OAEP)
+        scheme.details.oaep.hashAlg = TPM2_ALG.SHA256
+        if not has_policy:
+            return bytes(self._call(
+                "RSA_Decrypt", self.esapi.rsa_decrypt, tr,
+                TPM2B_PUBLIC_KEY_RSA(bytes(ciphertext)), scheme,
+                TPM2B_DATA(bytes(label)), session1=ESYS_TR.PASSWORD))
+        if not pcr_selection:
+            raise exception.InvalidParameterValue(
+                name="pcr_selection", reason="the key at %#x has a PCR "
+                "policy: name the PCRs it was bound to" % handle)
+        session = self._call(
+            "StartAuthSession", self.esapi.start_auth_session,
+            ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY,
+            TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256)
+        try:
+            self._call("PolicyPCR", self.esapi.policy_pcr, session,
+                       TPM2B_DIGEST(), _selection(pcr_selection))
+            return bytes(self._call(
+                "RSA_Decrypt", self.esapi.rsa_decrypt, tr,
+                TPM2B_PUBLIC_KEY_RSA(bytes(ciphertext)), scheme,
+                TPM2B_DATA(bytes(label)), session1=session))
+        finally:
+            self._flush(session)
 
     # --- administration ------------------------------------------------------
 
