@@ -224,6 +224,9 @@ class TrustedPool:
         for name, value in overrides.items():
             self.conf.set_override(name, value, group="conductor")
         self.conf.set_override("pcr_banks", ["sha256"], group="attestation")
+        self.conf.set_override("enabled", True, group="key_service")
+        self.conf.set_override("kek_path", str(self.workdir / "kek"),
+                               group="key_service")
         self.pin_conductor_keys()
         context = db_api.make_context_manager(self.db_url)
         self.db = db_api.Connection(context)

@@ -9,6 +9,7 @@ import routes
 from trusted_pools.api import errors
 from trusted_pools.api.handlers import hosts
 from trusted_pools.api.handlers import policies
+from trusted_pools.api.handlers import secrets
 from trusted_pools.api.handlers import verdicts
 
 Handler = Callable[..., tuple[int, Any]]
@@ -30,6 +31,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/groups/{group}/policies/{name}": {"PUT": policies.assign},
     "/v1/verdicts": {"GET": verdicts.list_verdicts},
     "/v1/keys": {"GET": verdicts.list_keys},
+    "/v1/secrets": {"POST": secrets.create},
+    "/v1/secrets/{secret_id}": {"GET": secrets.show,
+                                "DELETE": secrets.delete},
 }
 
 
@@ -37,7 +41,8 @@ def make_mapper() -> routes.Mapper:
     mapper = routes.Mapper()
     for path in ROUTES:
         mapper.connect(path, path=path,
-                       requirements={"name": _SEGMENT, "group": _SEGMENT})
+                       requirements={"name": _SEGMENT, "group": _SEGMENT,
+                                     "secret_id": _SEGMENT})
     return mapper
 
 

@@ -25,6 +25,8 @@ Management API version history:
   verdicts API; create_policy and assign_policy removed (the API writes
   policies to the database), get_public_keys removed (keys are pinned or
   read from the API's JWKS).
+* 2.1 - The key service: certify_binding_key (on the host's owner),
+  store_secret, release_secret, delete_secret (issue 13).
 
 Evidence API version history:
 
@@ -42,13 +44,14 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
+from trusted_pools import exception
 from trusted_pools.common import rpc
 
 TOPIC = "trusted_pools_conductor"
 EVIDENCE_TOPIC = "trusted_pools_evidence"
 VERDICTS_TOPIC = "trusted_pools_verdicts"
 
-RPC_API_VERSION = "2.0"
+RPC_API_VERSION = "2.1"
 EVIDENCE_API_VERSION = "1.0"
 VERDICTS_API_VERSION = "1.0"
 
@@ -104,6 +107,40 @@ class ConductorAPI:
                        ) -> dict[str, Any]:
         return self._prepare(conductor).call(context, "capture_policy",
                                              host=host)
+
+
+    # --- the key service (2.1) -----------------------------------------------
+
+    def _prepare_keys(self, conductor: str) -> messaging.RPCClient:
+        if not self.client.can_send_version("2.1"):
+            raise exception.TemporaryFailure(
+                reason="conductors are pinned below 2.1 ([rpc_pins] "
+                "conductor): the key service is not available yet")
+        return self._prepare(conductor, "2.1")
+
+    def certify_binding_key(self, context: dict, host: str, *,
+                            conductor: str) -> dict[str, Any]:
+        return self._prepare_keys(conductor).call(
+            context, "certify_binding_key", host=host)
+
+    def store_secret(self, context: dict, project_id: str, payload: str,
+                     secret_type: str, *, conductor: str,
+                     **metadata: Any) -> dict[str, Any]:
+        return self._prepare_keys(conductor).call(
+            context, "store_secret", project_id=project_id,
+            payload=payload, secret_type=secret_type, **metadata)
+
+    def release_secret(self, context: dict, host: str, secret_id: str, *,
+                       conductor: str) -> dict[str, Any]:
+        """``host`` first: like the host operations, it goes to the
+        host's owner (any conductor could answer)."""
+        return self._prepare_keys(conductor).call(
+            context, "release_secret", secret_id=secret_id, host=host)
+
+    def delete_secret(self, context: dict, secret_id: str, *,
+                      conductor: str) -> None:
+        return self._prepare_keys(conductor).call(
+            context, "delete_secret", secret_id=secret_id)
 
 
 class EvidenceAPI:
