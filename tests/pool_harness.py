@@ -373,6 +373,8 @@ class TrustedPool:
                        "heartbeat_timeout", "unknown_after_missed"):
             self.conf.clear_override(option, group="conductor")
         self.conf.clear_override("pcr_banks", group="attestation")
+        for option in ("enabled", "kek_path"):
+            self.conf.clear_override(option, group="key_service")
         self.conf.clear_override("conductor_keys_file", group="agent")
         if self.db is not None:
             self.db.dispose()
