@@ -56,6 +56,9 @@ create_secret = {
         "bit_length": {"type": "integer", "minimum": 1, "maximum": 1520},
         "min_level": {"type": ["integer", "null"], "minimum": 1,
                       "maximum": 4},
+        # The compute host storing a secret it made (Nova's first boot of
+        # a vTPM): it must pass the release check itself.
+        "host": _NAME,
     },
     "required": ["payload", "secret_type"],
     "additionalProperties": False,

@@ -115,11 +115,12 @@ class ManagementEndpoint:
                      secret_type: str, owner: str | None = None,
                      name: str | None = None, algorithm: str | None = None,
                      bit_length: int | None = None,
-                     min_level: int | None = None) -> dict[str, Any]:
+                     min_level: int | None = None,
+                     host: str | None = None) -> dict[str, Any]:
         return self._manager.store_secret(
             context, project_id, payload, secret_type, owner=owner,
             name=name, algorithm=algorithm, bit_length=bit_length,
-            min_level=min_level)
+            min_level=min_level, host=host)
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)

@@ -190,7 +190,12 @@ class KeyService:
     def store(self, project_id: str, payload: bytes, secret_type: str, *,
               owner: str | None = None, name: str | None = None,
               algorithm: str | None = None, bit_length: int | None = None,
-              min_level: int | None = None) -> dict[str, Any]:
+              min_level: int | None = None, host: str | None = None,
+              context: dict | None = None) -> dict[str, Any]:
+        """Store a secret. With ``host`` (a compute host storing a secret
+        it just made, as Nova does at a vTPM's first boot) the host must
+        pass the release check first: an untrusted host is refused, so
+        no vTPM starts with a key only an untrusted host ever held."""
         if not isinstance(project_id, str) or not project_id:
             raise exception.InvalidParameterValue(
                 name="project_id", reason="the owning project is required")
@@ -210,6 +215,19 @@ class KeyService:
             raise exception.InvalidParameterValue(
                 name="bit_length", reason="a positive number of bits")
         secret_id = str(uuid.uuid4())
+        draft = db_api.SecretRecord(
+            id=secret_id, project_id=project_id, owner=owner, name=name,
+            secret_type=secret_type, algorithm=algorithm,
+            bit_length=bit_length, min_level=_check_level(min_level),
+            kek_id=self.kek.kek_id, ciphertext=b"",
+            created_at=_utc(self.clock()))
+        if host is not None:
+            status, level, refusal, _ = self._judge(draft, host)
+            if refusal is not None:
+                self._announce(context, REFUSED_EVENT, draft, host, status,
+                               level, refusal)
+                raise exception.KeyReleaseRefused(host=host, status=status,
+                                                  reason=refusal)
         record = db_api.SecretRecord(
             id=secret_id, project_id=project_id,
             owner=_optional_text(owner, "owner"),

@@ -425,11 +425,13 @@ class ConductorManager:
                      secret_type: str, owner: str | None = None,
                      name: str | None = None, algorithm: str | None = None,
                      bit_length: int | None = None,
-                     min_level: int | None = None) -> dict[str, Any]:
+                     min_level: int | None = None,
+                     host: str | None = None) -> dict[str, Any]:
         return self._key_service().store(
             project_id, _b64d(payload, "secret payload"), secret_type,
             owner=owner, name=name, algorithm=algorithm,
-            bit_length=bit_length, min_level=min_level)
+            bit_length=bit_length, min_level=min_level, host=host,
+            context=context)
 
     def release_secret(self, context: dict, secret_id: str, host: str
                        ) -> dict[str, Any]:

@@ -272,9 +272,11 @@ class TrustedPoolsKeyManager(key_manager.KeyManager):
             raise castellan_exception.KeyManagerError(
                 reason="a secret must be 1 to %d bytes to be wrapped to a "
                 "host's TPM" % release.MAX_SECRET_SIZE)
+        # The host stores what it just made: the key service refuses it
+        # unless this host may be given it (fail closed at first boot).
         body: dict[str, Any] = {
             "payload": base64.b64encode(value).decode("ascii"),
-            "secret_type": kind}
+            "secret_type": kind, "host": self.host}
         if managed_object.name:
             body["name"] = managed_object.name[:255]
             # Nova names vTPM secrets "vTPM secret for instance <uuid>".

@@ -157,6 +157,11 @@ def test_release_to_attested_host_only_and_only_its_tpm_opens_it(
     assert text.startswith("%s is untrusted: " % bad.name), text
     assert "not allowed by policy 'golden'" in text, text
     assert text.endswith("the vTPM key is withheld"), text
+    # Nor may it store a secret it made (a vTPM's first boot there).
+    with pytest.raises(backend.KeyWithheld) as store_refused:
+        nova_bad.store(ctx(), passphrase.Passphrase(b"n" * 44))
+    assert str(store_refused.value).startswith("%s is untrusted: "
+                                               % bad.name)
 
     # A release captured on the bus (or the API's answer) replayed to
     # another host: that host's TPM cannot open it, under any label.

@@ -117,6 +117,8 @@ def test_nova_vtpm_secret_names_its_instance_as_owner(manager, service):
     manager.store(CTX, passphrase.Passphrase(
         b"x" * 44, name="vTPM secret for instance 1f2e-uuid"))
     assert service.calls[0][3]["owner"] == "1f2e-uuid"
+    # The storing host names itself: it must pass the release check.
+    assert service.calls[0][3]["host"] == HOST
 
 
 def test_symmetric_key_metadata_and_create_key(manager, service):

@@ -66,7 +66,7 @@ def create(call: Call) -> Result:
         raise errors.bad_request("A secret belongs to a project: use a "
                                  "project-scoped token")
     metadata = {k: body[k] for k in ("owner", "name", "algorithm",
-                                     "bit_length", "min_level")
+                                     "bit_length", "min_level", "host")
                 if k in body}
     stored = call.conductors.client.store_secret(
         call.rpc_context(), project, body["payload"], body["secret_type"],

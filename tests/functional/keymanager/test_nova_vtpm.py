@@ -1,0 +1,237 @@
+"""Inside a real Nova: vTPM servers whose key comes from trusted_pools.
+
+Nova 34's libvirt functional harness (``ServersTestBase``: nova-api,
+conductor, scheduler, Placement, fake libvirt computes, as in Nova's own
+``nova.tests.functional.libvirt.test_vtpm``) with ``[key_manager] backend
+= trusted_pools``: castellan loads this project's backend by its entry
+point, and the backend talks HTTP (keystoneauth1, the production
+transport) to trusted-pools-api.
+
+The trusted_pools side runs in a process of its own (it uses the real
+RabbitMQ and its own configuration, which Nova's harness would reset):
+swtpm TPMs booted from real event logs standing in for the compute hosts'
+TPMs, their agents, a conductor, SQLite, and trusted-pools-api behind
+keystonemiddleware (tokens from its AuthTokenFixture) served on a local
+port. compute-00 is trusted; compute-01 booted a kernel nobody approved.
+The backend in Nova unwraps through the swtpm of the host it runs as.
+
+Like the other Nova tests, the pytest-facing test runs the Nova class in a
+child interpreter in native threading mode (tests.nova_harness).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.api_fixtures import auth_tokens  # noqa: F401 - a fixture
+
+_CHILD = os.environ.get("TRUSTED_POOLS_NOVA_CHILD") == "1"
+_SERVE = os.environ.get("TRUSTED_POOLS_KEYPOOL_DIR")
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+#: Token the Nova requests carry (a member of the project "tenant").
+TOKEN = "member"
+
+
+@pytest.mark.slow
+@pytest.mark.swtpm
+@pytest.mark.rabbitmq
+@pytest.mark.skipif(_CHILD or bool(_SERVE), reason="parent side only")
+def test_vtpm_servers_inside_nova(tmp_path):
+    from tests.nova_harness import run_nova_child
+    from tests.rabbitmq import require_broker
+    require_broker()
+    env = dict(os.environ, TRUSTED_POOLS_KEYPOOL_DIR=str(tmp_path))
+    log = open(tmp_path / "pool.log", "w")
+    pool = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "%s::test_serve_key_pool" % __file__], env=env, cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "pool.json").exists():
+            assert pool.poll() is None, (tmp_path / "pool.log").read_text(
+                )[-4000:]
+            assert time.monotonic() < deadline, "the key pool did not start"
+            time.sleep(0.5)
+        run_nova_child(__file__, "TestVTPMWithTrustedPools",
+                       env={"TRUSTED_POOLS_KEYPOOL_JSON":
+                            str(tmp_path / "pool.json")})
+    finally:
+        (tmp_path / "stop").touch()
+        try:
+            pool.wait(60)
+        except subprocess.TimeoutExpired:
+            pool.kill()
+        log.close()
+
+
+@pytest.mark.skipif(not _SERVE, reason="the key pool's own process only")
+def test_serve_key_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
+                        auth_tokens):
+    """The trusted_pools side, serving until the parent says stop."""
+    import threading
+    from wsgiref import simple_server
+
+    from tests.api_fixtures import Client, make_api_conf
+    from tests.pool_harness import TrustedPool, ek_sha256
+    from trusted_pools.api import app as api_app
+
+    out = pathlib.Path(_SERVE)
+    pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
+                       "sqlite:///%s" % (tmp_path / "pool.sqlite"))
+    pool.configure()
+    pool.add_hosts(2, tamper=[1])
+    pool.start_agents()
+    pool.start_conductor("conductor-a")
+    conf = make_api_conf()
+    conf.set_override("heartbeat_timeout",
+                      rabbit_conf.conductor.heartbeat_timeout,
+                      group="conductor")
+    application = api_app.build(conf, db=pool.db)
+    api = Client(application)
+
+    class Quiet(simple_server.WSGIRequestHandler):
+        def log_message(self, *args):  # noqa: D401 - stdlib signature
+            pass
+
+    server = simple_server.make_server("127.0.0.1", 0, application,
+                                       handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    try:
+        for host in pool.hosts:
+            assert api.post("/v1/hosts", {
+                "name": host.name, "ek_sha256": ek_sha256(host.tpm)}
+                ).status_code == 201
+        boot = api.post("/v1/hosts/%s/capture" % pool.hosts[0].name
+                        ).json["policies"]["measured_boot"]
+        assert api.post("/v1/policies", {"name": "golden", "kind":
+                                         "measured_boot", "body": boot}
+                        ).status_code == 201
+        assert api.put("/v1/groups/default/policies/golden",
+                       {"version": None}).status_code == 200
+        for host in pool.hosts:
+            assert api.post("/v1/hosts/%s/attest" % host.name
+                            ).status_code == 200
+        pool.wait_for(lambda latest: [latest[h.name].status
+                                      for h in pool.hosts]
+                      == ["trusted", "untrusted"])
+        thread.start()
+        tmp = out / "pool.json.tmp"
+        tmp.write_text(json.dumps({
+            "endpoint": "http://127.0.0.1:%d" % server.server_port,
+            "db": str(tmp_path / "pool.sqlite"),
+            "hosts": {h.name: h.tpm.tcti for h in pool.hosts}}))
+        os.replace(tmp, out / "pool.json")
+        deadline = time.monotonic() + 600
+        while not (out / "stop").exists() and time.monotonic() < deadline:
+            # Keep compute-00's verdict fresh while Nova works.
+            time.sleep(0.5)
+    finally:
+        server.shutdown() if thread.is_alive() else None
+        server.server_close()
+        pool.close()
+
+
+if _CHILD:
+    from unittest import mock
+
+    import fixtures
+
+    from tests import nova_harness
+
+    nova_harness.ensure_api_paste()
+
+    from nova import context as nova_context  # noqa: E402
+    from nova import crypto  # noqa: E402
+    from nova import objects  # noqa: E402
+    from nova.tests.fixtures import libvirt as fakelibvirt  # noqa: E402
+    from nova.tests.functional.libvirt import base  # noqa: E402
+
+    from trusted_pools.db import api as tp_db  # noqa: E402
+    from trusted_pools.keymanager import backend as tp_backend  # noqa
+
+    POOL = json.loads(pathlib.Path(
+        os.environ["TRUSTED_POOLS_KEYPOOL_JSON"]).read_text())
+
+    @mock.patch.object(
+        fakelibvirt.virConnect, "_domain_capability_tpm",
+        new=fakelibvirt.virConnect._domain_capability_tpm_supported)
+    class TestVTPMWithTrustedPools(base.ServersTestBase):
+        """vTPM servers ('user' secret mode) with the trusted_pools key
+        manager, one compute host per test, named as enrolled."""
+
+        microversion = "2.34"
+
+        def setUp(self):
+            self.flags(swtpm_enabled=True, group="libvirt")
+            self.flags(backend="trusted_pools", group="key_manager")
+            # A failed build is not rescheduled: its fault is the reason.
+            self.flags(max_attempts=1, group="scheduler")
+            super().setUp()
+            self.useFixture(fixtures.MockPatch(
+                "nova.virt.libvirt.driver.LibvirtDriver."
+                "_check_vtpm_support"))
+            # Nova's harness stubs keystonemiddleware; give its request
+            # contexts the Keystone token a real deployment would have.
+            from nova.api import auth as nova_auth
+            create = nova_auth.NovaKeystoneContext._create_context
+
+            def with_token(env, **kwargs):
+                kwargs["auth_token"] = TOKEN
+                return create(env, **kwargs)
+            self.useFixture(fixtures.MonkeyPatch(
+                "nova.api.auth.NovaKeystoneContext._create_context",
+                with_token))
+            self.useFixture(fixtures.MonkeyPatch("nova.crypto._KEYMGR",
+                                                 None))
+            self.secrets = tp_db.Connection(tp_db.make_context_manager(
+                "sqlite:///%s" % POOL["db"]))
+
+        def _as_host(self, name):
+            self.flags(api_endpoint=POOL["endpoint"], host=name,
+                       tcti=POOL["hosts"][name],
+                       group="trusted_pools_key_manager")
+            self.start_compute(hostname=name)
+
+        def _vtpm_flavor(self):
+            return self._create_flavor(extra_spec={
+                "hw:tpm_model": "tpm-crb", "hw:tpm_version": "2.0"})
+
+        def test_vtpm_server_on_trusted_host_gets_its_key(self):
+            self._as_host("compute-00")
+            server = self._create_server(flavor_id=self._vtpm_flavor(),
+                                         expected_state="ACTIVE")
+            self.assertIsInstance(crypto._get_key_manager(),
+                                  tp_backend.TrustedPoolsKeyManager)
+            ctx = nova_context.get_admin_context()
+            instance = objects.Instance.get_by_uuid(ctx, server["id"])
+            secret_id = instance.system_metadata["vtpm_secret_uuid"]
+            stored = self.secrets.get_secret(secret_id)
+            self.assertEqual(server["id"], stored.owner)
+            # Hard reboot: the key is released to the host again, wrapped
+            # to its TPM, and the server comes back.
+            self._reboot_server(server, hard=True)
+            self.assertEqual(secret_id, self.secrets.get_secret(
+                secret_id).id)
+            # Deleting the server deletes its secret.
+            self._delete_server(server)
+            self.assertRaises(Exception, self.secrets.get_secret,
+                              secret_id)
+
+        def test_vtpm_server_on_untrusted_host_fails_with_reason(self):
+            self._as_host("compute-01")
+            server = self._create_server(flavor_id=self._vtpm_flavor(),
+                                         expected_state="ERROR")
+            message = server["fault"]["message"]
+            self.assertIn("compute-01 is untrusted", message)
+            self.assertIn("the vTPM key is withheld", message)
+            ctx = nova_context.get_admin_context()
+            instance = objects.Instance.get_by_uuid(ctx, server["id"])
+            self.assertNotIn("vtpm_secret_uuid", instance.system_metadata)
