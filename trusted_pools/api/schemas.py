@@ -46,14 +46,14 @@ assign_policy = {
 create_secret = {
     "type": "object",
     "properties": {
-        # base64 of 1-190 bytes (one RSA-2048 OAEP-SHA256 block).
-        "payload": {"type": "string", "minLength": 4, "maxLength": 256,
+        # base64 of 1-4096 bytes (Nova's vTPM passphrases are 512).
+        "payload": {"type": "string", "minLength": 4, "maxLength": 5464,
                     "pattern": "^[A-Za-z0-9+/]+={0,2}$"},
         "secret_type": {"enum": ["passphrase", "symmetric", "opaque"]},
         "owner": {"type": "string", "maxLength": 255},
         "name": {"type": "string", "maxLength": 255},
         "algorithm": {"type": "string", "maxLength": 32},
-        "bit_length": {"type": "integer", "minimum": 1, "maximum": 1520},
+        "bit_length": {"type": "integer", "minimum": 1, "maximum": 32768},
         "min_level": {"type": ["integer", "null"], "minimum": 1,
                       "maximum": 4},
         # The compute host storing a secret it made (Nova's first boot of

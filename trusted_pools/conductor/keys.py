@@ -206,8 +206,7 @@ class KeyService:
         if not isinstance(payload, bytes) or \
                 not 1 <= len(payload) <= release.MAX_SECRET_SIZE:
             raise exception.InvalidParameterValue(
-                name="payload", reason="1 to %d bytes (what one RSA-2048 "
-                "OAEP block wrapped to a host's TPM holds)"
+                name="payload", reason="1 to %d bytes"
                 % release.MAX_SECRET_SIZE)
         if bit_length is not None and (
                 isinstance(bit_length, bool) or not isinstance(bit_length, int)
@@ -266,11 +265,13 @@ class KeyService:
             raise exception.KeyReleaseRefused(host=host, status=status,
                                               reason=refusal)
         payload = self.kek.decrypt(record)
-        wrapped = sealing.wrap_secret(
-            key, payload, release.release_label(record.id, host))
+        sealed = release.seal(key, payload,
+                              release.release_label(record.id, host))
         self._announce(context, RELEASE_EVENT, record, host, status, level,
                        "trusted at level %d" % level)
-        return {"id": record.id, "host": host, "wrapped": _b64(wrapped),
+        return {"id": record.id, "host": host,
+                "wrapped": _b64(sealed["wrapped"]),
+                "ciphertext": _b64(sealed["ciphertext"]),
                 "secret_type": record.secret_type,
                 "algorithm": record.algorithm,
                 "bit_length": record.bit_length, "name": record.name}

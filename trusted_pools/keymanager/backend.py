@@ -270,8 +270,8 @@ class TrustedPoolsKeyManager(key_manager.KeyManager):
         if not isinstance(value, bytes) or \
                 not 1 <= len(value) <= release.MAX_SECRET_SIZE:
             raise castellan_exception.KeyManagerError(
-                reason="a secret must be 1 to %d bytes to be wrapped to a "
-                "host's TPM" % release.MAX_SECRET_SIZE)
+                reason="a secret must be 1 to %d bytes"
+                % release.MAX_SECRET_SIZE)
         # The host stores what it just made: the key service refuses it
         # unless this host may be given it (fail closed at first boot).
         body: dict[str, Any] = {
@@ -304,8 +304,11 @@ class TrustedPoolsKeyManager(key_manager.KeyManager):
                             object_id=managed_object_id)["secret"]
         label = release.release_label(managed_object_id, self.host)
         try:
-            wrapped = base64.b64decode(secret["wrapped"], validate=True)
-            value = self._unwrap(wrapped, label)
+            value = release.unseal(
+                self._unwrap,
+                base64.b64decode(secret["wrapped"], validate=True),
+                base64.b64decode(secret["ciphertext"], validate=True),
+                label)
         except castellan_exception.CastellanException:
             raise
         except Exception as error:  # noqa: BLE001 - TPM or format error

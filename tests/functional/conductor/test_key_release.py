@@ -136,7 +136,8 @@ def test_release_to_attested_host_only_and_only_its_tpm_opens_it(
     # Nova on the trusted host: store (first boot), then get (each
     # definition of the guest): the value comes back through its TPM.
     nova_good = key_manager(api, good.name, good.tpm)
-    value = base64.b64encode(b"v" * 32)
+    # Nova's size: base64 of 384 random bytes.
+    value = base64.b64encode(b"v" * 384)
     secret_id = nova_good.store(ctx(), passphrase.Passphrase(
         value, name="vTPM secret for instance 7d4c-uuid"))
     got = nova_good.get(ctx(), secret_id)
@@ -169,16 +170,20 @@ def test_release_to_attested_host_only_and_only_its_tpm_opens_it(
                      persona="member")
     assert answer.status_code == 200, answer.body
     wrapped = base64.b64decode(answer.json["secret"]["wrapped"])
+    sealed = base64.b64decode(answer.json["secret"]["ciphertext"])
+    assert value not in sealed
     for label in (release.release_label(secret_id, good.name),
                   release.release_label(secret_id, other.name)):
         with pytest.raises(exception.TPMError):
-            backend.tpm_unwrapper(other.tpm.tcti, HANDLE)(wrapped, label)
+            release.unseal(backend.tpm_unwrapper(other.tpm.tcti, HANDLE),
+                           wrapped, sealed, label)
     # ... while the right TPM opens it, but only with the right label.
     opener = backend.tpm_unwrapper(good.tpm.tcti, HANDLE)
-    assert opener(wrapped, release.release_label(secret_id, good.name)
-                  ) == value
+    assert release.unseal(opener, wrapped, sealed, release.release_label(
+        secret_id, good.name)) == value
     with pytest.raises(exception.TPMError):
-        opener(wrapped, release.release_label(secret_id, other.name))
+        release.unseal(opener, wrapped, sealed,
+                       release.release_label(secret_id, other.name))
 
     # A forged request in the trusted host's name from another machine
     # (the attacker's nova-compute claims to be compute-00): it is

@@ -84,7 +84,7 @@ def test_other_kek_is_named_not_tried(service, db, tmp_path):
 
 @pytest.mark.parametrize("kwargs", [
     dict(payload=b"", secret_type="opaque"),
-    dict(payload=b"x" * 191, secret_type="opaque"),
+    dict(payload=b"x" * 4097, secret_type="opaque"),
     dict(payload=b"x", secret_type="private"),
     dict(payload=b"x", secret_type="opaque", min_level=5),
     dict(payload=b"x", secret_type="opaque", min_level=True),
