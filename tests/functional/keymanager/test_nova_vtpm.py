@@ -152,7 +152,7 @@ if _CHILD:
     from nova import crypto  # noqa: E402
     from nova import objects  # noqa: E402
     from nova.tests.fixtures import libvirt as fakelibvirt  # noqa: E402
-    from nova.tests.functional.libvirt import base  # noqa: E402
+    from nova.tests.functional.libvirt import test_vtpm  # noqa: E402
 
     from trusted_pools.db import api as tp_db  # noqa: E402
     from trusted_pools.keymanager import backend as tp_backend  # noqa
@@ -163,21 +163,25 @@ if _CHILD:
     @mock.patch.object(
         fakelibvirt.virConnect, "_domain_capability_tpm",
         new=fakelibvirt.virConnect._domain_capability_tpm_supported)
-    class TestVTPMWithTrustedPools(base.ServersTestBase):
-        """vTPM servers ('user' secret mode) with the trusted_pools key
-        manager, one compute host per test, named as enrolled."""
+    class TestVTPMWithTrustedPools(test_vtpm.VTPMServersTest):
+        """Nova's own vTPM test class (its set-up, flavors and fake
+        libvirt), with the key manager switched to trusted_pools; one
+        compute host per test, named as enrolled. The upstream cases
+        assert the fake key manager's internals and are not run here."""
 
-        microversion = "2.34"
+        for _name in dir(test_vtpm.VTPMServersTest):
+            if _name.startswith("test"):
+                locals()[_name] = None
+        del _name
 
         def setUp(self):
-            self.flags(swtpm_enabled=True, group="libvirt")
-            self.flags(backend="trusted_pools", group="key_manager")
             # A failed build is not rescheduled: its fault is the reason.
             self.flags(max_attempts=1, group="scheduler")
             super().setUp()
-            self.useFixture(fixtures.MockPatch(
-                "nova.virt.libvirt.driver.LibvirtDriver."
-                "_check_vtpm_support"))
+            self.flags(backend="trusted_pools", group="key_manager")
+            self.useFixture(fixtures.MonkeyPatch("nova.crypto._KEYMGR",
+                                                 None))
+            self.key_mgr = None
             # Nova's harness stubs keystonemiddleware; give its request
             # contexts the Keystone token a real deployment would have.
             from nova.api import auth as nova_auth
@@ -189,8 +193,6 @@ if _CHILD:
             self.useFixture(fixtures.MonkeyPatch(
                 "nova.api.auth.NovaKeystoneContext._create_context",
                 with_token))
-            self.useFixture(fixtures.MonkeyPatch("nova.crypto._KEYMGR",
-                                                 None))
             self.secrets = tp_db.Connection(tp_db.make_context_manager(
                 "sqlite:///%s" % POOL["db"]))
 
@@ -200,14 +202,9 @@ if _CHILD:
                        group="trusted_pools_key_manager")
             self.start_compute(hostname=name)
 
-        def _vtpm_flavor(self):
-            return self._create_flavor(extra_spec={
-                "hw:tpm_model": "tpm-crb", "hw:tpm_version": "2.0"})
-
         def test_vtpm_server_on_trusted_host_gets_its_key(self):
             self._as_host("compute-00")
-            server = self._create_server(flavor_id=self._vtpm_flavor(),
-                                         expected_state="ACTIVE")
+            server = self._create_server_with_vtpm(expected_state="ACTIVE")
             self.assertIsInstance(crypto._get_key_manager(),
                                   tp_backend.TrustedPoolsKeyManager)
             ctx = nova_context.get_admin_context()
@@ -215,11 +212,7 @@ if _CHILD:
             secret_id = instance.system_metadata["vtpm_secret_uuid"]
             stored = self.secrets.get_secret(secret_id)
             self.assertEqual(server["id"], stored.owner)
-            # Hard reboot: the key is released to the host again, wrapped
-            # to its TPM, and the server comes back.
-            self._reboot_server(server, hard=True)
-            self.assertEqual(secret_id, self.secrets.get_secret(
-                secret_id).id)
+            self.assertEqual("passphrase", stored.secret_type)
             # Deleting the server deletes its secret.
             self._delete_server(server)
             self.assertRaises(Exception, self.secrets.get_secret,
@@ -227,11 +220,12 @@ if _CHILD:
 
         def test_vtpm_server_on_untrusted_host_fails_with_reason(self):
             self._as_host("compute-01")
-            server = self._create_server(flavor_id=self._vtpm_flavor(),
-                                         expected_state="ERROR")
+            server = self._create_server_with_vtpm(expected_state="ERROR")
+            # Nova keeps the first 255 characters of the reason.
             message = server["fault"]["message"]
-            self.assertIn("compute-01 is untrusted", message)
-            self.assertIn("the vTPM key is withheld", message)
+            self.assertTrue(message.startswith(
+                "compute-01 is untrusted: OS boot: PCR 4 event 27 "), message)
+            self.assertIn("is not allowed by policy 'golden'", message)
             ctx = nova_context.get_admin_context()
             instance = objects.Instance.get_by_uuid(ctx, server["id"])
             self.assertNotIn("vtpm_secret_uuid", instance.system_metadata)
