@@ -181,8 +181,7 @@ def names(hosts: Iterable[Any]) -> list[str]:
     return sorted(h.host for h in hosts)
 
 
-def run_nova_child(test_file: str, test_class: str,
-                   env: dict[str, str] | None = None) -> None:
+def run_nova_child(test_file: str, test_class: str) -> None:
     """Run ``test_file::test_class`` (a Nova functional test class) in a
     child interpreter and fail with its output if it fails.
 
@@ -194,7 +193,7 @@ def run_nova_child(test_file: str, test_class: str,
     import subprocess
     from tests.rabbitmq import require_broker
     require_broker()
-    env = dict(os.environ, **(env or {}), TRUSTED_POOLS_NOVA_CHILD="1",
+    env = dict(os.environ, TRUSTED_POOLS_NOVA_CHILD="1",
                OS_NOVA_DISABLE_EVENTLET_PATCHING="1")
     root = pathlib.Path(__file__).resolve().parent.parent
     child = subprocess.run(

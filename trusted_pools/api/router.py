@@ -23,6 +23,8 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/hosts/{name}/attest": {"POST": hosts.attest},
     "/v1/hosts/{name}/capture": {"POST": hosts.capture},
     "/v1/hosts/{name}/reset-enrollment": {"POST": hosts.reset_enrollment},
+    "/v1/hosts/{name}/certify-binding-key": {
+        "POST": hosts.certify_binding_key},
     "/v1/policies": {"GET": policies.list_policies,
                      "POST": policies.create},
     "/v1/policies/{name}": {"GET": policies.show},

@@ -30,6 +30,10 @@ rules = [
     base.rule("host:reset_enrollment", base.RULE_ADMIN,
               "Forget a host's TPM binding after a TPM or board swap.", "POST",
               _HOST + "/reset-enrollment"),
+    base.rule("host:certify_binding_key", base.RULE_ADMIN,
+              "Have a host's AK certify its binding key (vTPM secrets are "
+              "released wrapped to it).", "POST",
+              _HOST + "/certify-binding-key"),
     base.rule("host:delete", base.RULE_ADMIN,
               "Decommission a host.", "DELETE", _HOST),
 ]
