@@ -32,11 +32,13 @@ from trusted_pools.attestation.evidence import encode_b64
 from trusted_pools.conductor import keys as keys_mod
 from trusted_pools.keymanager import backend
 from trusted_pools.keymanager import release
+from trusted_pools.tpm import constants
 from trusted_pools.tpm import device as tpm_device
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
 
 HANDLE = tpm_device.DEFAULT_BINDING_KEY_HANDLE
+SHA256 = constants.TPM_ALG.SHA256
 
 
 class RecordingNotifier:
@@ -217,6 +219,16 @@ def test_release_to_attested_host_only_and_only_its_tpm_opens_it(
     assert isinstance(key, symmetric_key.SymmetricKey)
     assert (key.algorithm, key.bit_length, len(key.get_encoded())) == (
         "AES", 256, 32)
+
+    # The trusted host turns untrusted (its PCR 4 moves past what its
+    # event log says): the next get (a hard reboot, a start) is refused.
+    with good.tpm.device() as dev:
+        dev.pcr_extend(4, {SHA256: b"\x42" * 32})
+    attested = api.post("/v1/hosts/%s/attest" % good.name).json["verdict"]
+    assert attested["status"] == "untrusted", attested
+    with pytest.raises(backend.KeyWithheld) as turned:
+        nova_good.get(ctx(), secret_id)
+    assert str(turned.value).startswith("%s is untrusted: " % good.name)
 
     nova_good.delete(ctx(), secret_id)
     with pytest.raises(castellan_exception.ManagedObjectNotFoundError):
