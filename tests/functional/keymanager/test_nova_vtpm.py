@@ -206,6 +206,28 @@ if _CHILD:
                 with_token))
             self.secrets = tp_db.Connection(tp_db.make_context_manager(
                 "sqlite:///%s" % POOL["db"]))
+            # With a token in the context (as in production), a hard
+            # reboot re-creates the instance's disk images; the fake
+            # libvirt has no disk files, so that part is stubbed.
+            for method in ("_get_instance_disk_info_from_config",
+                           "_create_images_and_backing"):
+                self.useFixture(fixtures.MockPatch(
+                    "nova.virt.libvirt.driver.LibvirtDriver." + method,
+                    return_value=[]))
+
+        def _make_untrusted(self, name):
+            """What a compromised boot does: PCR 4 moves past what the
+            host's event log says; the operator attests it now."""
+            import requests
+            from trusted_pools.tpm import constants
+            from trusted_pools.tpm import device as tpm_device
+            with tpm_device.TPMDevice(POOL["hosts"][name]) as dev:
+                dev.pcr_extend(4, {constants.TPM_ALG.SHA256: b"\x42" * 32})
+            answer = requests.post(
+                "%s/v1/hosts/%s/attest" % (POOL["endpoint"], name),
+                headers={"X-Auth-Token": "admin"}, timeout=60)
+            self.assertEqual(200, answer.status_code, answer.text)
+            self.assertEqual("untrusted", answer.json()["verdict"]["status"])
 
         def _as_host(self, name):
             self.flags(api_endpoint=POOL["endpoint"], host=name,
@@ -224,6 +246,22 @@ if _CHILD:
             stored = self.secrets.get_secret(secret_id)
             self.assertEqual(server["id"], stored.owner)
             self.assertEqual("passphrase", stored.secret_type)
+            # Hard reboot: the key is released to the host again, sealed
+            # to its TPM, and the server comes back.
+            server = self._reboot_server(server, hard=True)
+            self.assertEqual("ACTIVE", server["status"])
+            # The host turns untrusted: the next hard reboot is refused
+            # the key, with the reason.
+            self._make_untrusted("compute-00")
+            server = self._reboot_server(server, hard=True,
+                                         expected_state="ERROR")
+            # Nova names the error in the fault, and the details (shown
+            # to admins) carry its message.
+            fault = server["fault"]
+            self.assertEqual("KeyWithheld", fault["message"])
+            self.assertIn("KeyWithheld: compute-00 is untrusted: ",
+                          fault["details"])
+            self.assertIn("the vTPM key is withheld", fault["details"])
             # Deleting the server deletes its secret.
             self._delete_server(server)
             self.assertRaises(Exception, self.secrets.get_secret,
