@@ -12,7 +12,8 @@ RabbitMQ and its own configuration, which Nova's harness would reset):
 swtpm TPMs booted from real event logs standing in for the compute hosts'
 TPMs, their agents, a conductor, SQLite, and trusted-pools-api behind
 keystonemiddleware (tokens from its AuthTokenFixture) served on a local
-port. compute-00 is trusted; compute-01 booted a kernel nobody approved.
+port. compute-00 and compute-02 are trusted; compute-01 booted a kernel
+nobody approved.
 The backend in Nova unwraps through the swtpm of the host it runs as.
 
 Like the other Nova tests, the pytest-facing test runs the Nova class in a
@@ -72,7 +73,7 @@ def test_vtpm_servers_inside_nova(tmp_path):
             capture_output=True, text=True, timeout=300, cwd=ROOT)
         output = child.stdout + child.stderr
         assert child.returncode == 0, output[-6000:]
-        assert "Ran 2 tests" in output and "\nOK" in output, \
+        assert "Ran 4 tests" in output and "\nOK" in output, \
             output[-6000:]
     finally:
         (tmp_path / "stop").touch()
@@ -98,7 +99,7 @@ def test_serve_key_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
     pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                        "sqlite:///%s" % (tmp_path / "pool.sqlite"))
     pool.configure()
-    pool.add_hosts(2, tamper=[1])
+    pool.add_hosts(3, tamper=[1])
     pool.start_agents()
     pool.start_conductor("conductor-a")
     conf = make_api_conf()
@@ -132,7 +133,7 @@ def test_serve_key_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                             ).status_code == 200
         pool.wait_for(lambda latest: [latest[h.name].status
                                       for h in pool.hosts]
-                      == ["trusted", "untrusted"])
+                      == ["trusted", "untrusted", "trusted"])
         thread.start()
         tmp = out / "pool.json.tmp"
         tmp.write_text(json.dumps({
@@ -162,6 +163,7 @@ if _CHILD:
     from nova import context as nova_context  # noqa: E402
     from nova import crypto  # noqa: E402
     from nova import objects  # noqa: E402
+    from nova import vtpm as nova_vtpm  # noqa: E402
     from nova.tests.fixtures import libvirt as fakelibvirt  # noqa: E402
     from nova.tests.functional.libvirt import test_vtpm  # noqa: E402
 
@@ -214,6 +216,21 @@ if _CHILD:
                 self.useFixture(fixtures.MockPatch(
                     "nova.virt.libvirt.driver.LibvirtDriver." + method,
                     return_value=[]))
+            # Each compute host has its own nova.conf in a deployment;
+            # here the computes share one process, so the key manager
+            # takes the host it runs as (and that host's TPM) from the
+            # instance being defined: its host at that moment.
+            original = nova_vtpm.get_or_create_secret
+
+            def as_instance_host(context, instance):
+                manager = crypto._get_key_manager()
+                manager.host = instance.host
+                manager._unwrapper = tp_backend.tpm_unwrapper(
+                    POOL["hosts"][instance.host],
+                    int(manager._settings.binding_key_handle, 16))
+                return original(context, instance)
+            self.useFixture(fixtures.MonkeyPatch(
+                "nova.vtpm.get_or_create_secret", as_instance_host))
 
         def _make_untrusted(self, name):
             """What a compromised boot does: PCR 4 moves past what the
@@ -234,6 +251,38 @@ if _CHILD:
                        tcti=POOL["hosts"][name],
                        group="trusted_pools_key_manager")
             self.start_compute(hostname=name)
+
+        def _allow_owner_to_migrate(self):
+            # As Nova's own vTPM tests do: cold migration as the owner
+            # (an admin's token would not own the secret).
+            self.policy.set_rules({
+                "os_compute_api:os-migrate-server:migrate":
+                    "rule:admin_or_owner"}, overwrite=False)
+            self.useFixture(fixtures.MockPatch(
+                "nova.virt.libvirt.driver.LibvirtDriver."
+                "migrate_disk_and_power_off", return_value="{}"))
+
+        def test_cold_migration_to_trusted_host(self):
+            self._allow_owner_to_migrate()
+            self._as_host("compute-00")
+            server = self._create_server_with_vtpm(expected_state="ACTIVE")
+            self._as_host("compute-02")
+            server = self._migrate_server(server)
+            self.assertEqual("compute-02",
+                             server["OS-EXT-SRV-ATTR:host"])
+            self._confirm_resize(server)
+            self._delete_server(server)
+
+        def test_cold_migration_to_untrusted_host_fails(self):
+            self._allow_owner_to_migrate()
+            self._as_host("compute-00")
+            server = self._create_server_with_vtpm(expected_state="ACTIVE")
+            self._as_host("compute-01")
+            self.api.post_server_action(server["id"], {"migrate": None})
+            server = self._wait_for_state_change(server, "ERROR")
+            fault = server["fault"]
+            self.assertIn("KeyWithheld: compute-01 is untrusted: ",
+                          fault["details"])
 
         def test_vtpm_server_on_trusted_host_gets_its_key(self):
             self._as_host("compute-00")
