@@ -241,6 +241,9 @@ class TrustedPool:
         for name, value in overrides.items():
             self.conf.set_override(name, value, group="conductor")
         self.conf.set_override("pcr_banks", ["sha256"], group="attestation")
+        self.conf.set_override("enabled", True, group="key_service")
+        self.conf.set_override("kek_path", str(self.workdir / "kek"),
+                               group="key_service")
         self.pin_conductor_keys()
         context = db_api.make_context_manager(self.db_url)
         self.db = db_api.Connection(context)
@@ -387,6 +390,8 @@ class TrustedPool:
                        "heartbeat_timeout", "unknown_after_missed"):
             self.conf.clear_override(option, group="conductor")
         self.conf.clear_override("pcr_banks", group="attestation")
+        for option in ("enabled", "kek_path"):
+            self.conf.clear_override(option, group="key_service")
         self.conf.clear_override("conductor_keys_file", group="agent")
         if self.db is not None:
             self.db.dispose()

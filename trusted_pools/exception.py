@@ -519,3 +519,40 @@ class VTPMDriverLoadFailed(ConfigInvalid):
     _msg_fmt = ("Invalid configuration: vTPM driver %(driver)s could not be "
                 "loaded: %(reason)s. Fix the [vtpm] driver option in "
                 "trusted-pools.conf and restart the service.")
+
+
+# --- Nova vTPM secrets (trusted_pools.conductor.keys, trusted_pools.keymanager)
+
+class SecretNotFound(NotFound):
+    """No such secret, or not one the caller's project owns (the two are
+    not told apart: a project cannot learn which secret ids exist)."""
+
+    _msg_fmt = "Secret %(secret)s not found"
+
+
+class BindingKeyMissing(Conflict):
+    _msg_fmt = ("Host %(host)s has no binding key certified under its "
+                "current enrollment (generation %(generation)s): %(reason)s")
+
+
+class KeyReleaseRefused(NotAuthorized):
+    """The key service withheld a secret from a host: its verdict is not
+    trusted, not fresh, below the secret's level, or the host has no
+    certified binding key. ``reason`` says which."""
+
+    _msg_fmt = ("%(host)s is %(status)s: %(reason)s; the vTPM key is "
+                "withheld")
+
+
+class KeyEncryptionKeyInvalid(ConfigInvalid):
+    _msg_fmt = ("Invalid configuration: the key-encryption key %(path)s "
+                "cannot be used: %(reason)s. Fix [key_service] kek_path in "
+                "trusted-pools.conf and restart the conductor.")
+
+
+class SecretUndecryptable(TrustedPoolsError):
+    """A stored secret does not decrypt under the key-encryption key (a
+    different KEK, or the row was altered): nothing is released."""
+
+    _msg_fmt = ("Secret %(secret)s does not decrypt under key-encryption "
+                "key %(kek_id)s: %(reason)s")

@@ -58,6 +58,13 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
     ("conductor", conductor_rpcapi.TOPIC): {
         "enroll_host": API, "reset_enrollment": API, "attest_now": API,
         "capture_policy": API,
+        # The key service (issue 13): compute hosts reach it only through
+        # trusted-pools-api with a Keystone token; a release is wrapped
+        # to the named host's TPM, so even a forged one is useless.
+        "certify_binding_key": API, "store_secret": API,
+        "release_secret": API + "; answers a blob only the named "
+                                "attested host's TPM opens",
+        "delete_secret": API,
     },
     ("conductor", conductor_rpcapi.VERDICTS_TOPIC): {
         "verdicts_since": CONSUMER + "; answers signed results only",
@@ -65,6 +72,8 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
     ("agent", "trusted_pools_agent"): {
         "get_identity": BY_CONDUCTOR, "activate_credential": BY_CONDUCTOR,
         "get_evidence": BY_CONDUCTOR, "start_epoch": BY_CONDUCTOR,
+        "get_binding_key": BY_CONDUCTOR + "; the answer is checked "
+                                          "against the registered AK",
     },
     ("consumer", rpc.NOTIFICATION_TOPICS[0]): {
         "info": "conductors (management bus); only the signed result "
@@ -85,7 +94,8 @@ LEVERS = ["create_policy", "assign_policy", "enroll_host",
           "capture_policy", "reset_enrollment", "attest_now",
           "start_epoch", "get_public_keys", "verdicts_since",
           "process_evidence", "mark_missing", "reload_policies",
-          "register", "forget_host"]
+          "register", "forget_host", "store_secret", "release_secret",
+          "delete_secret", "certify_binding_key"]
 
 _NOTIFICATION_PRIORITIES = ("audit", "debug", "info", "warn", "error",
                             "critical", "sample")
@@ -425,6 +435,7 @@ def test_agent_credentials_pull_no_lever(trusted_pool, consumer,
                             epoch_value="AAAA", banks=["sha256"],
                             members=[CONDUCTOR], spread=0.0),
         "get_identity": {},
+        "get_binding_key": dict(nonce=forged_nonce),
     }
     for method, args in forged.items():
         host = agent_requests.ALL_HOSTS if method == "start_epoch" \

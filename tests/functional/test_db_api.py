@@ -688,3 +688,41 @@ def test_concurrent_writers_get_distinct_ordered_sequences(db_url):
     finally:
         for writer in writers:
             writer.dispose()
+
+
+# --- the key service: binding keys and secrets -------------------------------
+
+def test_binding_key_only_for_the_current_enrollment(db_api):
+    ek = "ab" * 32
+    host, reg = db_api.enroll("a", "default", b"ek-cert", ek, b"ak-1",
+                              b"name-1", approve=ek)
+    stored = db_api.set_binding_key(host.id, reg.generation, b"\x00" * 300,
+                                    b"\x00\x0b" + b"n" * 32)
+    assert db_api.get_binding_key(host.id) == stored
+    assert stored.public == b"\x00" * 300
+    # Certified by the AK of another generation: refused, nothing kept.
+    with pytest.raises(exception.Conflict):
+        db_api.set_binding_key(host.id, reg.generation + 1, b"x", b"y")
+    assert db_api.get_binding_key(host.id) == stored
+    # Re-enrolled (a new AK): the stored key is of the old generation.
+    host2, reg2 = db_api.enroll("a", "default", b"ek-cert", ek, b"ak-2",
+                                b"name-2")
+    assert reg2.generation > reg.generation
+    assert db_api.get_binding_key(host.id).generation == reg.generation
+    db_api.delete_host(host.id)
+    assert db_api.get_binding_key(host.id) is None
+
+
+def test_secret_round_trip_and_delete(db_api):
+    record = api.SecretRecord(
+        id="5b7c1a2e-0000-4000-8000-000000000001", project_id="p",
+        owner="inst", name="vTPM", secret_type="passphrase",
+        algorithm=None, bit_length=None, min_level=4, kek_id="k" * 32,
+        ciphertext=bytes(range(256)) * 3, created_at=db_api.clock.now)
+    assert db_api.create_secret(record) == record
+    assert db_api.get_secret(record.id) == record
+    db_api.delete_secret(record.id)
+    with pytest.raises(exception.SecretNotFound):
+        db_api.get_secret(record.id)
+    with pytest.raises(exception.SecretNotFound):
+        db_api.delete_secret(record.id)

@@ -78,6 +78,9 @@ class _RecordingClient:
         self.prepared.append(kwargs)
         return self
 
+    def can_send_version(self, version: str) -> bool:
+        return True
+
     def call(self, context, method, **kwargs):
         return {}
 
@@ -90,7 +93,11 @@ class _RecordingClient:
         ("enroll_host", ({}, "h"), {"conductor": "c"}),
         ("reset_enrollment", ({}, "h"), {"conductor": "c"}),
         ("attest_now", ({}, "h"), {"conductor": "c"}),
-        ("capture_policy", ({}, "h"), {"conductor": "c"})]),
+        ("capture_policy", ({}, "h"), {"conductor": "c"}),
+        ("certify_binding_key", ({}, "h"), {"conductor": "c"}),
+        ("store_secret", ({}, "p", "eA==", "opaque"), {"conductor": "c"}),
+        ("release_secret", ({}, "h", "id"), {"conductor": "c"}),
+        ("delete_secret", ({}, "id"), {"conductor": "c"})]),
     (conductor_rpcapi.EvidenceAPI, endpoints.EvidenceEndpoint, [
         ("submit_evidence", ({}, "c", {}), {})]),
     (conductor_rpcapi.VerdictsAPI, endpoints.VerdictsEndpoint, [
@@ -151,3 +158,47 @@ def test_management_and_verdict_buses_carry_a_request_context(
     # A dict (consumers pass {}) or garbage becomes a context too.
     assert serializer.deserialize_context("x").roles == []
     assert context_mod.agent_context(ctx) == {"request_id": "req-1"}
+class _PinnedClient:
+    """An RPC client capped below the key service's versions: records
+    what would be sent (nothing must be)."""
+
+    def __init__(self, cap: str) -> None:
+        self.cap = cap
+        self.prepared = []
+
+    def can_send_version(self, version: str) -> bool:
+        return tuple(map(int, version.split("."))) <= tuple(
+            map(int, self.cap.split(".")))
+
+    def prepare(self, **kwargs):
+        self.prepared.append(kwargs)
+        raise AssertionError("nothing may be sent above the pin")
+
+
+def test_key_service_calls_refused_below_their_version():
+    """Pinned to 3.0 (a conductor not yet upgraded), the key service
+    calls fail with a TemporaryFailure naming the pin; nothing is sent."""
+    from trusted_pools import exception
+    api = conductor_rpcapi.ConductorAPI.__new__(conductor_rpcapi.ConductorAPI)
+    api.client = _PinnedClient("3.0")
+    calls = [
+        lambda: api.release_secret({}, "compute-1", "id", conductor="c"),
+        lambda: api.store_secret({}, "p", "eA==", "opaque", conductor="c"),
+        lambda: api.delete_secret({}, "id", conductor="c"),
+        lambda: api.certify_binding_key({}, "compute-1", conductor="c"),
+    ]
+    for call in calls:
+        with pytest.raises(exception.TemporaryFailure) as error:
+            call()
+        assert "rpc_pins" in str(error.value)
+    assert api.client.prepared == []
+
+
+def test_binding_key_request_refused_to_agents_below_1_2():
+    from trusted_pools import exception
+    api = agent_rpcapi.AgentAPI.__new__(agent_rpcapi.AgentAPI)
+    api.client = _PinnedClient("1.1")
+    api.signer = None
+    with pytest.raises(exception.TemporaryFailure):
+        api.get_binding_key({}, "compute-1", "bm9uY2U=")
+    assert api.client.prepared == []

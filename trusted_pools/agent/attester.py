@@ -156,6 +156,8 @@ class Attester:
     def __init__(self, host: str,
                  open_device: Callable[[], tpm_device.TPMDevice], *,
                  ak_handle: int = tpm_device.DEFAULT_AK_HANDLE,
+                 binding_key_handle: int =
+                 tpm_device.DEFAULT_BINDING_KEY_HANDLE,
                  ak_alg: str = "ecc", ek_kind: str = "rsa2048",
                  event_log_path: str | None = None,
                  ima_log_path: str | None = None,
@@ -167,6 +169,7 @@ class Attester:
         self._device: tpm_device.TPMDevice | None = None
         self._lock = threading.Lock()
         self.ak_handle = ak_handle
+        self.binding_key_handle = binding_key_handle
         self.ak_alg = ak_alg
         self.ek_kind = ek_kind
         self.event_log_path = event_log_path or None
@@ -208,6 +211,24 @@ class Attester:
         return self._with_device(lambda dev: enrollment.answer_challenge(
             dev, credential_blob, encrypted_secret,
             ak_handle=self.ak_handle, ek_kind=self.ek_kind))
+
+    def binding_key(self, nonce: bytes) -> tpm_device.BindingKey:
+        """This host's binding key (created at ``binding_key_handle`` on
+        first use, under the EK) with a fresh TPM2_Certify of it by the AK
+        over ``nonce``. The key itself stays: every secret released to
+        this host was wrapped to it."""
+        def certify(dev: tpm_device.TPMDevice) -> tpm_device.BindingKey:
+            try:
+                return dev.load_binding_key(
+                    self.binding_key_handle, ak_handle=self.ak_handle,
+                    qualifying_data=nonce)
+            except exception.TPMError:
+                # Nothing at the handle yet (ReadPublic failed).
+                pass
+            return dev.create_binding_key(
+                self.binding_key_handle, ak_handle=self.ak_handle,
+                qualifying_data=nonce, ek_kind=self.ek_kind)
+        return self._with_device(certify)
 
     def evidence(self, nonce: bytes, banks: Iterable[int], *,
                  epoch_id: str | None = None, ima_start: int = 0,

@@ -78,7 +78,7 @@ class _Sent:
 class AgentManager:
     """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
 
-    target = messaging.Target(version="1.1")
+    target = messaging.Target(version="1.2")
 
     def __init__(self, attester: Attester, send_evidence: EvidenceSink,
                  requests: agent_requests.RequestVerifier) -> None:
@@ -106,6 +106,18 @@ class AgentManager:
             _decode(credential_blob, "credential_blob"),
             _decode(encrypted_secret, "encrypted_secret"))
         return _b64(secret)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_EXPECTED)
+    @_authenticated
+    def get_binding_key(self, context: dict, nonce: str) -> dict[str, Any]:
+        """This host's binding key, certified by its AK over the
+        conductor's ``nonce`` (the conductor checks it against the AK it
+        registered; 1.2)."""
+        key = self.attester.binding_key(_decode(nonce, "nonce"))
+        return {"public": _b64(key.public), "name": _b64(key.name),
+                "certify_attest": _b64(key.certify_attest or b""),
+                "certify_signature": _b64(key.certify_signature or b"")}
 
     @messaging.expose
     @messaging.expected_exceptions(*_EXPECTED)

@@ -15,6 +15,8 @@ API version history:
   start_epoch (fanout cast).
 * 1.1 - Every method takes ``auth``, the conductor's signed request token;
   agents answer only requests it authenticates.
+* 1.2 - get_binding_key: the host's binding key certified by its AK over
+  the conductor's nonce (the key service wraps released secrets to it).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any
 
 import oslo_messaging as messaging
 
+from trusted_pools import exception
 from trusted_pools.attestation import agent_requests
 from trusted_pools.common import rpc
 from trusted_pools.protocol import topics
 
 TOPIC = topics.AGENT_TOPIC
-RPC_API_VERSION = "1.1"
+RPC_API_VERSION = "1.2"
 _SIGNED_VERSION = "1.1"
 
 
@@ -76,6 +79,18 @@ class AgentAPI:
             encrypted_secret=encrypted_secret)
         return self.client.prepare(server=host, version=version).call(
             context, "activate_credential", **kwargs)
+
+    def get_binding_key(self, context: dict, host: str, nonce: str
+                        ) -> dict[str, Any]:
+        """``host``'s binding key and its TPM2_Certify by the AK over
+        ``nonce`` (base64 fields; unverified until the caller checks)."""
+        if not self.client.can_send_version("1.2"):
+            raise exception.TemporaryFailure(
+                reason="agents are pinned below 1.2 ([rpc_pins] agent): "
+                "they cannot certify a binding key yet")
+        token = self.signer.sign("get_binding_key", host, {"nonce": nonce})
+        return self.client.prepare(server=host, version="1.2").call(
+            context, "get_binding_key", nonce=nonce, auth=token)
 
     def get_evidence(self, context: dict, host: str, nonce: str,
                      banks: list[str], ima_start: int, event_log: bool,

@@ -50,6 +50,8 @@ class AgentService(service_mod.ServiceBase):
         self.attester = attester_mod.Attester(
             self.host, attester_mod.default_open_device(tcti),
             ak_handle=attester_mod.parse_handle(conf.tpm.ak_handle),
+            binding_key_handle=attester_mod.parse_handle(
+                conf.tpm.binding_key_handle),
             ak_alg=conf.tpm.ak_algorithm, ek_kind=conf.tpm.ek_kind,
             event_log_path=(event_log_path if event_log_path is not None
                             else conf.agent.event_log_path),

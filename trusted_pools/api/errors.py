@@ -56,6 +56,8 @@ _STATUS_BY_BRANCH: tuple[tuple[type[Exception], int], ...] = (
     (exception.Invalid, 400),
     (exception.EvidenceError, 409),
     (exception.TemporaryFailure, 503),
+    # A release the key service refused (the host is not attested).
+    (exception.NotAuthorized, 403),
 )
 
 

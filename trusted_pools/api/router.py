@@ -9,6 +9,7 @@ import routes
 from trusted_pools.api import errors
 from trusted_pools.api.handlers import hosts
 from trusted_pools.api.handlers import policies
+from trusted_pools.api.handlers import secrets
 from trusted_pools.api.handlers import verdicts
 
 Handler = Callable[..., tuple[int, Any]]
@@ -25,6 +26,8 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/hosts/{name}/operations": {"GET": hosts.list_operations},
     "/v1/hosts/{name}/operations/{operation_id}": {
         "GET": hosts.show_operation},
+    "/v1/hosts/{name}/certify-binding-key": {
+        "POST": hosts.certify_binding_key},
     "/v1/policies": {"GET": policies.list_policies,
                      "POST": policies.create},
     "/v1/policies/{name}": {"GET": policies.show},
@@ -33,6 +36,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/groups/{group}/policies/{name}": {"PUT": policies.assign},
     "/v1/verdicts": {"GET": verdicts.list_verdicts},
     "/v1/keys": {"GET": verdicts.list_keys},
+    "/v1/secrets": {"POST": secrets.create},
+    "/v1/secrets/{secret_id}": {"GET": secrets.show,
+                                "DELETE": secrets.delete},
 }
 
 
@@ -41,7 +47,8 @@ def make_mapper() -> routes.Mapper:
     for path in ROUTES:
         mapper.connect(path, path=path,
                        requirements={"name": _SEGMENT, "group": _SEGMENT,
-                                     "operation_id": _SEGMENT})
+                                     "operation_id": _SEGMENT,
+                                     "secret_id": _SEGMENT})
     return mapper
 
 

@@ -43,6 +43,27 @@ assign_policy = {
     "additionalProperties": False,
 }
 
+create_secret = {
+    "type": "object",
+    "properties": {
+        # base64 of 1-4096 bytes (Nova's vTPM passphrases are 512).
+        "payload": {"type": "string", "minLength": 4, "maxLength": 5464,
+                    "pattern": "^[A-Za-z0-9+/]+={0,2}$"},
+        "secret_type": {"enum": ["passphrase", "symmetric", "opaque"]},
+        "owner": {"type": "string", "maxLength": 255},
+        "name": {"type": "string", "maxLength": 255},
+        "algorithm": {"type": "string", "maxLength": 32},
+        "bit_length": {"type": "integer", "minimum": 1, "maximum": 32768},
+        "min_level": {"type": ["integer", "null"], "minimum": 1,
+                      "maximum": 4},
+        # The compute host storing a secret it made (Nova's first boot of
+        # a vTPM): it must pass the release check itself.
+        "host": _NAME,
+    },
+    "required": ["payload", "secret_type"],
+    "additionalProperties": False,
+}
+
 # Query strings: values arrive as strings; numbers are checked by pattern
 # and converted by the handler.
 _DIGITS = {"type": "string", "pattern": "^[0-9]{1,9}$"}
@@ -66,6 +87,8 @@ show_policy_query = {"type": "object", "properties": {"version": _DIGITS},
 diff_query = {"type": "object",
               "properties": {"from": _DIGITS, "to": _DIGITS},
               "required": ["from", "to"], "additionalProperties": False}
+release_secret_query = {"type": "object", "properties": {"host": _NAME},
+                        "additionalProperties": False}
 verdicts_query = {"type": "object",
                   "properties": {"since": {"type": "string",
                                            "maxLength": 64}},

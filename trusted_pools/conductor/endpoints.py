@@ -13,7 +13,11 @@ server = conductor)
 :class:`ManagementEndpoint` ``enroll_host``,          trusted-pools-api, on
 (``trusted_pools_conductor``, ``reset_enrollment``,   the management bus
 server = conductor)       ``attest_now``,
-                          ``capture_policy``
+                          ``capture_policy``,
+                          ``certify_binding_key``,
+                          ``store_secret``,
+                          ``release_secret``,
+                          ``delete_secret``
 :class:`VerdictsEndpoint` ``verdicts_since``          verdict consumers
 (``trusted_pools_verdicts``)                          (nova-scheduler, the
                                                       trait keeper), on the
@@ -123,6 +127,43 @@ class ManagementEndpoint:
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
     def capture_policy(self, context: Any, host: str) -> dict[str, Any]:
         return self._manager.start_operation(context, "capture", host)
+
+
+    # --- the key service (3.1; trusted_pools.conductor.keys) ---------------
+    # Compute hosts never call these: their key manager asks
+    # trusted-pools-api with the Nova request's token, and the API (on
+    # the management bus) asks here. A release is wrapped to the named
+    # host's TPM, so even a forged one gives nothing usable.
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def certify_binding_key(self, context: dict, host: str
+                            ) -> dict[str, Any]:
+        return self._manager.certify_binding_key(context, host)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def store_secret(self, context: dict, project_id: str, payload: str,
+                     secret_type: str, owner: str | None = None,
+                     name: str | None = None, algorithm: str | None = None,
+                     bit_length: int | None = None,
+                     min_level: int | None = None,
+                     host: str | None = None) -> dict[str, Any]:
+        return self._manager.store_secret(
+            context, project_id, payload, secret_type, owner=owner,
+            name=name, algorithm=algorithm, bit_length=bit_length,
+            min_level=min_level, host=host)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def release_secret(self, context: dict, secret_id: str, host: str
+                       ) -> dict[str, Any]:
+        return self._manager.release_secret(context, secret_id, host)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def delete_secret(self, context: dict, secret_id: str) -> None:
+        self._manager.delete_secret(context, secret_id)
 
 
 class VerdictsEndpoint:

@@ -49,6 +49,7 @@ from trusted_pools.conductor import verifier
 from trusted_pools.conductor.hash_ring import HashRing
 from trusted_pools.db import api as db_api
 from trusted_pools.protocol import topics
+from trusted_pools.tpm import sealing
 from trusted_pools.tpm import structures
 
 LOG = logging.getLogger(__name__)
@@ -133,12 +134,16 @@ class ConductorManager:
                  epoch_spread: float = 0.0,
                  clock: Callable[[], float] = time.time,
                  ek_only_anchors: tuple[str, ...] = (),
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(),
+                 keys: Any = None) -> None:
         self.host = host
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
         self.limits = limits
+        #: The key service (:class:`trusted_pools.conductor.keys.
+        #: KeyService`), or None when [key_service] is disabled.
+        self.keys = keys
         self.ek_only_anchors = ek_only_anchors
         self.epoch_spread = epoch_spread
         self.db = db
@@ -376,12 +381,88 @@ class ConductorManager:
         LOG.info("Host %s enrolled (EK public key SHA-256 %s, AK name %s, "
                  "generation %d)", host, registration.ek_public_sha256,
                  registration.ak_name.hex(), stored.generation)
+        # The binding key a released secret is wrapped to is certified by
+        # the new AK at once; without it the host is refused secrets (not
+        # enrollment), and the operator can certify it later.
+        binding = None
+        try:
+            binding = self._certify_binding_key(context, host)["name"]
+        except (exception.TrustedPoolsError,
+                messaging.MessagingException) as error:
+            LOG.warning("Host %s enrolled without a certified binding key "
+                        "(it will be refused vTPM secrets until one is "
+                        "certified): %s", host, error)
         return {"host": host, "group": record.group,
+                "binding_key": binding,
                 "ek_sha256": registration.ek_public_sha256,
                 "ek_certificate_fingerprint":
                     registration.ek_certificate_fingerprint,
                 "ak_name": registration.ak_name.hex(),
                 "generation": stored.generation}
+
+    def certify_binding_key(self, context: dict, host: str
+                            ) -> dict[str, Any]:
+        """Have ``host``'s enrolled AK certify its binding key (created by
+        the agent on first use) over a fresh nonce, check it, and store
+        it for the key service. The agent's answer is untrusted: only a
+        TPM2_Certify by the registered AK over this nonce, of a key with
+        binding-key attributes, is kept."""
+        self._check_owner(host)
+        return self._certify_binding_key(context, host)
+
+    def _certify_binding_key(self, context: dict, host: str
+                             ) -> dict[str, Any]:
+        record = self.db.get_host_by_name(host)
+        if record.state != "enrolled":
+            raise exception.HostNotEnrolled(host=host, state=record.state)
+        registration = self.db.get_registration(record.id)
+        nonce = os.urandom(32)
+        wire = self.agents.get_binding_key(context, host, _b64(nonce))
+        if not isinstance(wire, dict):
+            raise exception.MalformedEvidence(
+                what="binding key", reason="the agent's answer is not an "
+                "object")
+        public = _identity_field(wire, "public", "binding key public")
+        verified = sealing.check_binding_key(
+            public, _identity_field(wire, "certify_attest", "certify attest"),
+            _identity_field(wire, "certify_signature",
+                            "certify signature"),
+            registration.ak_public, qualifying_data=nonce)
+        self.db.set_binding_key(record.id, registration.generation, public,
+                                verified.name)
+        LOG.info("Binding key %s of host %s certified by its AK "
+                 "(generation %d)", verified.name.hex(), host,
+                 registration.generation)
+        return {"host": host, "name": verified.name.hex(),
+                "generation": registration.generation}
+
+    # --- the key service (trusted_pools.conductor.keys) ----------------------
+
+    def _key_service(self) -> Any:
+        if self.keys is None:
+            raise exception.TemporaryFailure(
+                reason="the key service is disabled on conductor %s "
+                "([key_service] enabled)" % self.host)
+        return self.keys
+
+    def store_secret(self, context: dict, project_id: str, payload: str,
+                     secret_type: str, owner: str | None = None,
+                     name: str | None = None, algorithm: str | None = None,
+                     bit_length: int | None = None,
+                     min_level: int | None = None,
+                     host: str | None = None) -> dict[str, Any]:
+        return self._key_service().store(
+            project_id, _b64d(payload, "secret payload"), secret_type,
+            owner=owner, name=name, algorithm=algorithm,
+            bit_length=bit_length, min_level=min_level, host=host,
+            context=context)
+
+    def release_secret(self, context: dict, secret_id: str, host: str
+                       ) -> dict[str, Any]:
+        return self._key_service().release(secret_id, host, context)
+
+    def delete_secret(self, context: dict, secret_id: str) -> None:
+        self._key_service().delete(secret_id)
 
     def reset_enrollment(self, context: dict, host: str) -> dict[str, Any]:
         """The operator's reset after a TPM or motherboard swap: forget the

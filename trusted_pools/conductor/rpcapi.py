@@ -36,6 +36,8 @@ Management API version history:
   unchanged (database only). A major version: conductors and
   trusted-pools-api are upgraded together; ``[rpc_pins] conductor`` below
   3.0 makes every call fail with RPCVersionCapError.
+* 3.1 - The key service: certify_binding_key (on the host's owner),
+  store_secret, release_secret, delete_secret (issue 13).
 
 Evidence API version history:
 
@@ -53,6 +55,7 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
+from trusted_pools import exception
 from trusted_pools.common import rpc
 from trusted_pools.protocol import topics
 
@@ -60,7 +63,7 @@ TOPIC = topics.CONDUCTOR_TOPIC
 EVIDENCE_TOPIC = topics.EVIDENCE_TOPIC
 VERDICTS_TOPIC = topics.VERDICTS_TOPIC
 
-RPC_API_VERSION = "3.0"
+RPC_API_VERSION = "3.1"
 EVIDENCE_API_VERSION = "1.0"
 VERDICTS_API_VERSION = "1.0"
 
@@ -118,6 +121,39 @@ class ConductorAPI:
                        ) -> dict[str, Any]:
         return self._prepare(conductor).call(context, "capture_policy",
                                              host=host)
+
+    # --- the key service (3.1) -----------------------------------------------
+
+    def _prepare_keys(self, conductor: str) -> messaging.RPCClient:
+        if not self.client.can_send_version("3.1"):
+            raise exception.TemporaryFailure(
+                reason="conductors are pinned below 3.1 ([rpc_pins] "
+                "conductor): the key service is not available yet")
+        return self._prepare(conductor, "3.1")
+
+    def certify_binding_key(self, context: dict, host: str, *,
+                            conductor: str) -> dict[str, Any]:
+        return self._prepare_keys(conductor).call(
+            context, "certify_binding_key", host=host)
+
+    def store_secret(self, context: dict, project_id: str, payload: str,
+                     secret_type: str, *, conductor: str,
+                     **metadata: Any) -> dict[str, Any]:
+        return self._prepare_keys(conductor).call(
+            context, "store_secret", project_id=project_id,
+            payload=payload, secret_type=secret_type, **metadata)
+
+    def release_secret(self, context: dict, host: str, secret_id: str, *,
+                       conductor: str) -> dict[str, Any]:
+        """``host`` first: like the host operations, it goes to the
+        host's owner (any conductor could answer)."""
+        return self._prepare_keys(conductor).call(
+            context, "release_secret", secret_id=secret_id, host=host)
+
+    def delete_secret(self, context: dict, secret_id: str, *,
+                      conductor: str) -> None:
+        return self._prepare_keys(conductor).call(
+            context, "delete_secret", secret_id=secret_id)
 
 
 class EvidenceAPI:

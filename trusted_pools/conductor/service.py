@@ -25,6 +25,7 @@ from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod
 from trusted_pools.common.service import PeriodicJob
 from trusted_pools.conductor import endpoints
+from trusted_pools.conductor import keys as key_service
 from trusted_pools.conductor import manager as conductor_manager
 from trusted_pools.conductor import rpcapi
 from trusted_pools.db import api as db_api
@@ -61,9 +62,16 @@ class ConductorService(service_mod.ServiceBase):
                 key, self.host, lifetime=group.agent_request_lifetime),
             timeout=group.agent_rpc_timeout,
             version_cap=conf.rpc_pins.agent)
+        notifier = rpc.get_notifier("trusted_pools.conductor.%s" % self.host)
+        keys = None
+        if conf.key_service.enabled:
+            keys = key_service.KeyService(
+                self.db, key_service.load_or_create_kek(
+                    conf.key_service.kek_path), notifier,
+                conductor=self.host)
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
-            rpc.get_notifier("trusted_pools.conductor.%s" % self.host),
+            notifier,
             _read_ca_bundle(group.ek_ca_bundle),
             interval=group.attestation_interval,
             unknown_after_missed=group.unknown_after_missed,
@@ -74,7 +82,8 @@ class ConductorService(service_mod.ServiceBase):
             ek_only_anchors=tuple(group.ek_only_anchors),
             limits=Limits(
                 max_event_log=conf.attestation.max_event_log_bytes,
-                max_ima=conf.attestation.max_ima_log_bytes))
+                max_ima=conf.attestation.max_ima_log_bytes),
+            keys=keys)
         self._servers: list[messaging.MessageHandlingServer] = []
         self._unregister = True
 

@@ -7,6 +7,7 @@ from trusted_pools.conf import api
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
 from trusted_pools.conf import database
+from trusted_pools.conf import key_service
 from trusted_pools.conf import placement
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
@@ -19,6 +20,7 @@ api.register_opts(CONF)
 attestation.register_opts(CONF)
 conductor.register_opts(CONF)
 database.register_opts(CONF)
+key_service.register_opts(CONF)
 placement.register_opts(CONF)
 tpm.register_opts(CONF)
 rpc_pins.register_opts(CONF)

@@ -9,14 +9,15 @@ from trusted_pools.conf import api
 from trusted_pools.conf import attestation
 from trusted_pools.conf import conductor
 from trusted_pools.conf import database
+from trusted_pools.conf import key_service
 from trusted_pools.conf import placement
 from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
 from trusted_pools.conf import vtpm
 
-_MODULES = (agent, api, attestation, conductor, database, placement,
-            scheduler, tpm, rpc_pins, vtpm)
+_MODULES = (agent, api, attestation, conductor, database, key_service,
+            placement, scheduler, tpm, rpc_pins, vtpm)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

@@ -16,6 +16,13 @@ opts = [
                     "0x817FFFFF) where the attestation key is kept once "
                     "created. Keep it clear of the SRK (0x81000001) and "
                     "the TCG EK range (0x8101xxxx)."),
+    cfg.StrOpt("binding_key_handle", default="0x81008002",
+               help="Persistent handle (hex, owner range) of this host's "
+                    "binding key: a decrypt-only RSA-2048 key made in the "
+                    "TPM, certified by the AK, that the conductors wrap "
+                    "released secrets (Nova vTPM keys) to. The agent "
+                    "creates it on first use; the castellan backend "
+                    "(trusted_pools.keymanager) decrypts with it."),
     cfg.StrOpt("ak_algorithm", default="ecc", choices=["ecc", "rsa"],
                help="Key type of a newly created attestation key: ECC "
                     "P-256 (fast to create and to quote) or RSA-2048."),

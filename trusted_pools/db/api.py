@@ -43,9 +43,9 @@ from trusted_pools import exception
 from trusted_pools.db import models
 
 __all__ = [
-    "Connection", "ConductorRecord", "Host", "HostOperation", "IMAState",
-    "NewVerdict",
-    "Policy", "PolicyAssignment", "Registration", "SignFunction", "Verdict",
+    "BindingKeyRecord", "Connection", "ConductorRecord", "Host",
+    "HostOperation", "IMAState", "NewVerdict", "Policy", "PolicyAssignment",
+    "Registration", "SecretRecord", "SignFunction", "Verdict",
     "UNCONDITIONAL", "get_instance", "make_context_manager",
 ]
 
@@ -286,6 +286,36 @@ class HostOperation:
     error: dict[str, Any] | None
     created_at: datetime.datetime
     updated_at: datetime.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BindingKeyRecord:
+    """A host's binding key as the conductor checked it: ``public`` is
+    TPMT_PUBLIC, certified by the AK of enrollment ``generation``."""
+
+    host_id: int
+    generation: int
+    public: bytes
+    name_hex: str
+    certified_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecretRecord:
+    """A stored secret: its owner, policy and ciphertext (AES-256-GCM
+    under the KEK named by ``kek_id``; only a conductor can open it)."""
+
+    id: str
+    project_id: str
+    owner: str | None
+    name: str | None
+    secret_type: str
+    algorithm: str | None
+    bit_length: int | None
+    min_level: int | None
+    kek_id: str
+    ciphertext: bytes
+    created_at: datetime.datetime
 
 
 def _record(cls: type, row: Any, **renamed: str) -> Any:
@@ -1538,6 +1568,71 @@ class Connection:
                         error={"message": "Temporary failure, retry later: %s" % reason,
                                "kwargs": {"reason": reason}},
                         updated_at=self._clock())).rowcount
+
+
+    # -- host binding keys and secrets (the key service)
+
+    @_translate_errors
+    @_retry_deadlock
+    def set_binding_key(self, host_id: int, generation: int, public: bytes,
+                        name: bytes) -> BindingKeyRecord:
+        """Store (or replace) the host's checked binding key. Refused when
+        the host's enrollment moved past ``generation`` meanwhile: a key
+        certified by an AK that is no longer the host's is never kept."""
+        with self._writer() as session:
+            host = self._host_row(session, host_id)
+            if host.state != "enrolled" or \
+                    host.enrollment_generation != generation:
+                raise exception.Conflict(
+                    reason="host %s is %s under enrollment generation %d, "
+                    "not %d: its binding key must be certified again"
+                    % (host.hostname, host.state,
+                       host.enrollment_generation, generation))
+            row = session.get(models.HostBindingKey, host_id)
+            if row is None:
+                row = models.HostBindingKey(host_id=host_id)
+                session.add(row)
+            row.generation = generation
+            row.public = bytes(public)
+            row.name_hex = bytes(name).hex()
+            row.certified_at = self._clock()
+            session.flush()
+            return _record(BindingKeyRecord, row)
+
+    @_translate_errors
+    def get_binding_key(self, host_id: int) -> BindingKeyRecord | None:
+        with self._reader() as session:
+            row = session.get(models.HostBindingKey, host_id)
+            return None if row is None else _record(BindingKeyRecord, row)
+
+    @_translate_errors
+    @_retry_deadlock
+    def create_secret(self, record: SecretRecord) -> SecretRecord:
+        _non_empty(record.id, "id", limit=36)
+        _non_empty(record.project_id, "project_id")
+        with self._writer() as session:
+            row = models.Secret(**{f.name: getattr(record, f.name)
+                                   for f in dataclasses.fields(record)})
+            session.add(row)
+            session.flush()
+            return _record(SecretRecord, row)
+
+    @_translate_errors
+    def get_secret(self, secret_id: str) -> SecretRecord:
+        with self._reader() as session:
+            row = session.get(models.Secret, secret_id)
+            if row is None:
+                raise exception.SecretNotFound(secret=secret_id)
+            return _record(SecretRecord, row)
+
+    @_translate_errors
+    @_retry_deadlock
+    def delete_secret(self, secret_id: str) -> None:
+        with self._writer() as session:
+            deleted = session.execute(sa.delete(models.Secret).where(
+                models.Secret.id == secret_id)).rowcount
+            if not deleted:
+                raise exception.SecretNotFound(secret=secret_id)
 
 
 _INSTANCE: Connection | None = None

@@ -407,3 +407,64 @@ class HostOperation(Base):
         UTCDateTime(), nullable=False)
     updated_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
         UTCDateTime(), nullable=True)
+
+
+class HostBindingKey(Base):
+    """A host's binding key (decrypt-only, TPM-resident), as its enrolled
+    AK certified it and the conductor checked: secrets released to the
+    host are wrapped to it. ``generation`` is the host's enrollment
+    generation the certifying AK belonged to; a key of another generation
+    is never used (re-certified after every enrollment)."""
+
+    __tablename__ = "host_binding_keys"
+    __table_args__ = (_TABLE_ARGS,)
+
+    host_id: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, sa.ForeignKey("hosts.id", ondelete="CASCADE",
+                                  name="host_binding_keys_host_id_fkey"),
+        primary_key=True, autoincrement=False)
+    generation: orm.Mapped[int] = orm.mapped_column(sa.Integer,
+                                                    nullable=False)
+    public: orm.Mapped[bytes] = orm.mapped_column(sa.LargeBinary,
+                                                  nullable=False)
+    name_hex: orm.Mapped[str] = orm.mapped_column(sa.String(132),
+                                                  nullable=False)
+    certified_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+
+
+class Secret(Base):
+    """A secret of the key service (a Nova vTPM passphrase), encrypted at
+    rest under the conductors' key-encryption key (AES-256-GCM; the row's
+    id and project are its associated data)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (
+        sa.Index("secrets_project_id_idx", "project_id"),
+        sa.CheckConstraint("min_level IS NULL OR "
+                           "(min_level >= 1 AND min_level <= 4)",
+                           name="ck_secrets_min_level"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                    nullable=False)
+    owner: orm.Mapped[str | None] = orm.mapped_column(sa.String(255),
+                                                      nullable=True)
+    name: orm.Mapped[str | None] = orm.mapped_column(sa.String(255),
+                                                     nullable=True)
+    secret_type: orm.Mapped[str] = orm.mapped_column(sa.String(32),
+                                                     nullable=False)
+    algorithm: orm.Mapped[str | None] = orm.mapped_column(sa.String(32),
+                                                          nullable=True)
+    bit_length: orm.Mapped[int | None] = orm.mapped_column(sa.Integer,
+                                                           nullable=True)
+    min_level: orm.Mapped[int | None] = orm.mapped_column(sa.Integer,
+                                                          nullable=True)
+    kek_id: orm.Mapped[str] = orm.mapped_column(sa.String(64),
+                                                nullable=False)
+    ciphertext: orm.Mapped[bytes] = orm.mapped_column(sa.LargeBinary,
+                                                      nullable=False)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)

@@ -222,6 +222,20 @@ def list_operations(call: Call, name: str) -> Result:
         for operation in call.db.list_operations(name, limit=page.limit)]}
 
 
+def certify_binding_key(call: Call, name: str) -> Result:
+    """Have the host's enrolled AK certify its binding key (the key its
+    released vTPM secrets are wrapped to), e.g. for a host enrolled before
+    the key service existed."""
+    call.authorize("trusted_pools:host:certify_binding_key")
+    call.query(schemas.no_query)
+    call.db.get_host_by_name(name)
+    certified = call.conductors.call("certify_binding_key",
+                                     call.rpc_context(), name)
+    LOG.info("Binding key of host %s certified (requested by %s)", name,
+             call.actor)
+    return 200, {"binding_key": certified}
+
+
 def reset_enrollment(call: Call, name: str) -> Result:
     call.authorize("trusted_pools:host:reset_enrollment")
     call.query(schemas.no_query)

@@ -37,6 +37,10 @@ rules = [
               "Show one operation of a host with its result or error "
               "(microversion 1.1).", "GET",
               _HOST + "/operations/{operation_id}"),
+    base.rule("host:certify_binding_key", base.RULE_ADMIN,
+              "Have a host's AK certify its binding key (vTPM secrets are "
+              "released wrapped to it).", "POST",
+              _HOST + "/certify-binding-key"),
     base.rule("host:delete", base.RULE_ADMIN,
               "Decommission a host.", "DELETE", _HOST),
 ]

@@ -1,0 +1,117 @@
+"""The key service's storage and refusals (SQLite; the release path with
+real TPMs is in tests/functional/conductor/test_key_release.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from trusted_pools import exception
+from trusted_pools.conductor import keys
+from trusted_pools.db import api as db_api
+from trusted_pools.db import migration
+
+
+@pytest.fixture
+def db(tmp_path) -> db_api.Connection:
+    conn = db_api.Connection(db_api.make_context_manager(
+        "sqlite:///%s" % (tmp_path / "keys.sqlite")))
+    migration.upgrade(engine=conn.get_engine())
+    return conn
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def info(self, ctx, event, payload):
+        self.sent.append((event, payload))
+
+    warn = info
+
+
+@pytest.fixture
+def service(db, tmp_path) -> keys.KeyService:
+    return keys.KeyService(db, keys.load_or_create_kek(
+        str(tmp_path / "kek")), Notifier())
+
+
+def test_kek_file_created_0600_and_reused(tmp_path):
+    path = tmp_path / "kek"
+    first = keys.load_or_create_kek(str(path))
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert keys.load_or_create_kek(str(path)).kek_id == first.kek_id
+
+
+def test_kek_file_readable_by_others_or_wrong_size_is_refused(tmp_path):
+    path = tmp_path / "kek"
+    path.write_bytes(os.urandom(32))
+    path.chmod(0o644)
+    with pytest.raises(exception.KeyEncryptionKeyInvalid) as error:
+        keys.load_or_create_kek(str(path))
+    assert "chmod 600" in str(error.value)
+    path.chmod(0o600)
+    path.write_bytes(b"short")
+    with pytest.raises(exception.KeyEncryptionKeyInvalid):
+        keys.load_or_create_kek(str(path))
+
+
+def test_stored_encrypted_and_bound_to_its_row(service, db):
+    stored = service.store("proj", b"secret-value" * 3, "passphrase",
+                           owner="inst-1", name="vTPM")
+    record = db.get_secret(stored["id"])
+    assert b"secret-value" not in record.ciphertext
+    assert service.kek.decrypt(record) == b"secret-value" * 3
+    # Moved to another project or id, or altered: does not open.
+    for changed in (dataclasses.replace(record, project_id="other"),
+                    dataclasses.replace(record, id="another-id"),
+                    dataclasses.replace(record, secret_type="opaque"),
+                    dataclasses.replace(record, ciphertext=bytes(
+                        [record.ciphertext[0] ^ 1]) + record.ciphertext[1:])):
+        with pytest.raises(exception.SecretUndecryptable):
+            service.kek.decrypt(changed)
+
+
+def test_other_kek_is_named_not_tried(service, db, tmp_path):
+    stored = service.store("proj", b"v" * 16, "opaque")
+    other = keys.load_or_create_kek(str(tmp_path / "kek2"))
+    with pytest.raises(exception.SecretUndecryptable) as error:
+        other.decrypt(db.get_secret(stored["id"]))
+    assert service.kek.kek_id in str(error.value)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(payload=b"", secret_type="opaque"),
+    dict(payload=b"x" * 4097, secret_type="opaque"),
+    dict(payload=b"x", secret_type="private"),
+    dict(payload=b"x", secret_type="opaque", min_level=5),
+    dict(payload=b"x", secret_type="opaque", min_level=True),
+])
+def test_store_refuses_what_cannot_be_released(service, kwargs):
+    with pytest.raises(exception.Invalid):
+        service.store("proj", **kwargs)
+
+
+def test_unknown_and_unenrolled_hosts_are_refused_and_notified(service, db):
+    stored = service.store("proj", b"v" * 16, "opaque")
+    with pytest.raises(exception.KeyReleaseRefused) as refused:
+        service.release(stored["id"], "compute-9")
+    assert str(refused.value) == ("compute-9 is unknown: it is not a "
+                                  "registered host; the vTPM key is "
+                                  "withheld")
+    db.create_host("compute-1")
+    with pytest.raises(exception.KeyReleaseRefused) as refused:
+        service.release(stored["id"], "compute-1")
+    assert "not enrolled" in str(refused.value)
+    assert [p["host"] for _, p in service.notifier.sent] == [
+        "compute-9", "compute-1"]
+    assert not any(p["released"] for _, p in service.notifier.sent)
+
+
+def test_missing_secret_is_not_found(service):
+    with pytest.raises(exception.SecretNotFound):
+        service.release("nope", "compute-1")
+    with pytest.raises(exception.SecretNotFound):
+        service.delete("nope")
