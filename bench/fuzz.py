@@ -1,6 +1,8 @@
-"""Fuzz every evidence parser and RPC entry point (outside CI).
+"""Fuzz every evidence parser, RPC entry point and REST route (outside CI).
 
     PYTHONPATH=. .venv/bin/python -m bench.fuzz --list
+    PYTHONPATH=. .venv/bin/python -m bench.fuzz --target 'api.*' \
+        --engine hypothesis --inputs 100000
     PYTHONPATH=. .venv/bin/python -m bench.fuzz --target tpm.eventlog \
         --inputs 100000 --seconds 1800
     PYTHONPATH=. .venv/bin/python -m bench.fuzz --target all
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import hashlib
 import json
 import logging
@@ -320,13 +323,28 @@ def _have_atheris() -> bool:
     return True
 
 
+def select(patterns: Sequence[str]) -> list[str]:
+    """Target names matching ``patterns`` (names, shell patterns such as
+    ``api.*``, or ``all``), in order, each once."""
+    if "all" in patterns:
+        return fuzz_targets.names()
+    out: list[str] = []
+    for pattern in patterns:
+        for name in fuzz_targets.names() if any(
+                c in pattern for c in "*?[") else [pattern]:
+            if fnmatch.fnmatchcase(name, pattern) and name not in out:
+                out.append(name)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true",
                         help="list the targets and exit")
     parser.add_argument("--target", action="append", default=[],
-                        help="target name (repeat, or 'all')")
+                        help="target name or shell pattern such as 'api.*' "
+                             "(repeat, or 'all')")
     parser.add_argument("--inputs", type=int, default=DEFAULT_INPUTS,
                         help="generated inputs per target")
     parser.add_argument("--seconds", type=float, default=3600.0,
@@ -347,12 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list or not args.target:
         for name in fuzz_targets.names():
             print("%-30s %s" % (name, TARGETS[name].doc))
-        if not fuzz_targets.API_TARGETS:
-            print("(REST API targets: none yet, see "
-                  "bench.fuzz_targets.register_api_targets)")
         return 0
-    names = fuzz_targets.names() if "all" in args.target else args.target
-    unknown = [n for n in names if n not in TARGETS]
+    names = select(args.target)
+    unknown = [n for n in args.target if n != "all" and not any(
+        fnmatch.fnmatchcase(t, n) for t in TARGETS)]
     if unknown:
         parser.error("unknown target(s) %s; --list shows them"
                      % ", ".join(unknown))
