@@ -246,9 +246,9 @@ def run_hypothesis(name: str, inputs: int, seconds: float,
 
     _warm_up(target, per_input)
     started = time.monotonic()
-    for seed in seeds:
-        record(seed)
     with contextlib.suppress(StopFuzzing):
+        for seed in seeds:
+            record(seed)
         fuzz()
     stats.seconds = time.monotonic() - started
     return stats

@@ -230,7 +230,12 @@ def _token_fixture() -> Any:
     from keystonemiddleware import fixture as ksm_fixture
     from tests.api_fixtures import _project_token, _system_token
     fixture = ksm_fixture.AuthTokenFixture()
+    # Its setUp patches auth_token's class for the whole process; the
+    # harness lives as long as the process (and beside tests that use the
+    # fixture themselves), so only the harness's own middleware instance
+    # gets the fixture's fetch_token (see _install_tokens).
     fixture.setUp()
+    fixture.cleanUp()
     fixture.add_token(_project_token("cloud-admin", "admin",
                                      ["admin", "member", "reader"]),
                       token_id="admin")
@@ -245,6 +250,19 @@ def _token_fixture() -> Any:
     fixture.add_token(_project_token("nova", "service", ["service"]),
                       token_id="service")
     return fixture
+
+
+def _install_tokens(app: Any, fixture: Any) -> None:
+    """Give the pipeline's auth_token middleware the fixture's tokens."""
+    from keystonemiddleware import auth_token
+    layer, seen = app, 0
+    while not isinstance(layer, auth_token.AuthProtocol):
+        layer = getattr(layer, "authenticated", None) or getattr(
+            layer, "application", None) or getattr(layer, "_app", None)
+        seen += 1
+        if layer is None or seen > 20:
+            raise RuntimeError("no auth_token middleware in the pipeline")
+    layer.fetch_token = fixture.fetch_token
 
 
 def _seed(db: Any) -> None:
@@ -290,9 +308,9 @@ def build_harness() -> Harness:
         "sqlite:///%s" % os.path.join(workdir, "api.sqlite")))
     migration.upgrade(engine=db.get_engine())
     _seed(db)
-    _token_fixture()   # active for the process: the harness is shared
     conductors = FakeConductors(db)
     app = api_app.build(make_api_conf(), db=db, conductors=conductors)
+    _install_tokens(app, _token_fixture())
     harness = Harness(app, db, conductors, {})
     harness.raw = sqlite3.connect(os.path.join(workdir, "api.sqlite"),
                                   isolation_level=None)
@@ -460,6 +478,12 @@ def check(harness: Harness, request: Request, response: Any,
     """Raise ``fail(reason)`` where ``response`` breaks the contract."""
     what = "%s %s as %s" % (request.method, request.url[:120],
                             request.persona)
+    # The database first: whatever is found below, the next input starts
+    # from the seed again.
+    changed = harness.snapshot() != before
+    trusted = harness.trusted_in_db()
+    if changed or trusted:
+        harness.restore()
     status = response.status_int
     outage = harness.conductors.outage
     calls = list(harness.conductors.calls)
@@ -498,23 +522,19 @@ def check(harness: Harness, request: Request, response: Any,
         raise fail("%s answered %s" % (what, response.status))
     if "trusted" in _trusted_statuses(body):
         raise fail("%s says a host is trusted: %r" % (what, body))
+    if trusted:
+        raise fail("%s left a trusted verdict in the database" % what)
     if request.persona != "admin":
         if calls:
             raise fail("%s reached the conductor: %r" % (what, calls))
+        if changed:
+            raise fail("%s changed the database" % what)
         if request.method != "GET" and status < 400:
             raise fail("%s changed something: %s" % (what,
                                                      response.status))
         if request.persona in TENANTS and status < 400 and \
                 not request.url.startswith("/v1/keys"):
             raise fail("%s: a tenant read the infrastructure" % what)
-    after = harness.snapshot()
-    if after != before:
-        if request.persona != "admin":
-            raise fail("%s changed the database" % what)
-        harness.restore()
-    if harness.trusted_in_db():
-        harness.restore()
-        raise fail("%s left a trusted verdict in the database" % what)
 
 
 def run_request(harness: Harness, method: str, path: str, data: bytes,
