@@ -125,10 +125,6 @@ def body_seeds(method: str, path: str) -> list[Any]:
     return [{}]
 
 
-class _Outage(Exception):
-    """Marks that the stand-in conductor was made unreachable."""
-
-
 @dataclass
 class FakeConductors:
     """The API's way to the conductors, in process: records each call and
@@ -319,7 +315,7 @@ def build_harness() -> Harness:
     return harness
 
 
-# --- one request --------------------------------------------------------------
+# --- one request ------------------------------------------------------------
 
 #: Query parameters each route reads (others are refused by its schema).
 _ROUTE_QUERY = {
@@ -458,7 +454,7 @@ def send(app: Any, request: Request) -> Any:
     return blank.get_response(app)
 
 
-# --- the contract --------------------------------------------------------------
+# --- the contract -----------------------------------------------------------
 
 def _trusted_statuses(body: Any) -> Iterable[Any]:
     """Every host status a response body states."""

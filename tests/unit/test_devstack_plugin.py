@@ -21,7 +21,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 _STUBS = r'''
 set -e
-iniset() { touch "$1"; printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >> "$LOG/ini"; }
+iniset() {
+    touch "$1"; printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >> "$LOG/ini"
+}
 iniadd() { :; }
 iniget() { :; }
 is_service_enabled() { return 0; }
