@@ -157,7 +157,8 @@ class FakeConductors:
             raise self.src.choice([
                 exception.HostNotFound(host=host),
                 exception.HostNotOwned(host=host, owner="conductor-b"),
-                exception.EKNotApproved(host=host, presented="ab" * 32),
+                exception.EKNotApproved(host=host, presented="ab" * 32,
+                                        reason="no EK is approved"),
                 exception.InvalidQuote(reason="signature"),
                 exception.HostAlreadyExists(host=host)])
         if method == "enroll_host":
