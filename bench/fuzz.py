@@ -159,17 +159,26 @@ class _Recorder:
     """Counts outcomes and saves each distinct failure once."""
 
     def __init__(self, stats: Stats, crash_dir: str | None,
-                 per_input: float, max_failures: int) -> None:
+                 per_input: float, max_failures: int,
+                 progress: int = 0) -> None:
         self.stats = stats
         self.crash_dir = crash_dir
         self.per_input = per_input
         self.max_failures = max_failures
+        self.progress = progress
+        self.started = time.monotonic()
         self.seen: set[str] = set()
         self.target = TARGETS[stats.target]
 
     def __call__(self, data: bytes) -> None:
         outcome, failure = run_one(self.target, bytes(data), self.per_input)
         self.stats.inputs += 1
+        if self.progress and self.stats.inputs % self.progress == 0:
+            # A long run that is stopped still says how far it got.
+            print("progress %s: %d inputs in %.0f s, failures %d" % (
+                self.stats.target, self.stats.inputs,
+                time.monotonic() - self.started, len(self.stats.failures)),
+                flush=True)
         if outcome == "refused":
             self.stats.refused += 1
         elif outcome == "accepted":
@@ -219,15 +228,15 @@ def _mutate(seed: bytes, ops: list[tuple[int, int, bytes]]) -> bytes:
 
 def run_hypothesis(name: str, inputs: int, seconds: float,
                    per_input: float, crash_dir: str | None,
-                   derandomize: bool = False, max_failures: int = 10
-                   ) -> Stats:
+                   derandomize: bool = False, max_failures: int = 10,
+                   progress: int = 0) -> Stats:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
     target = TARGETS[name]
     seeds = target.seeds()
     stats = Stats(name, "hypothesis")
-    record = _Recorder(stats, crash_dir, per_input, max_failures)
+    record = _Recorder(stats, crash_dir, per_input, max_failures, progress)
     raw = st.binary(max_size=4096)
     data = raw if not seeds else st.one_of(raw, st.builds(
         _mutate, st.sampled_from(seeds), st.lists(st.tuples(
@@ -356,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default="atheris" if _have_atheris()
                         else "hypothesis")
     parser.add_argument("--crash-dir", default=DEFAULT_CRASH_DIR)
+    parser.add_argument("--progress", type=int, default=10_000,
+                        metavar="N",
+                        help="print a progress line every N inputs "
+                             "(hypothesis engine; 0: never)")
     parser.add_argument("--reproduce", metavar="FILE",
                         help="run the target once on FILE and show the "
                              "outcome")
@@ -399,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     for name in names:
         stats = run_hypothesis(name, args.inputs, args.seconds,
-                               args.per_input, args.crash_dir)
+                               args.per_input, args.crash_dir,
+                               progress=args.progress)
         print(stats.line(), flush=True)
         failed |= bool(stats.failures)
     return 1 if failed else 0
