@@ -1,6 +1,8 @@
-"""Fuzz every evidence parser and RPC entry point (outside CI).
+"""Fuzz every evidence parser, RPC entry point and REST route (outside CI).
 
     PYTHONPATH=. .venv/bin/python -m bench.fuzz --list
+    PYTHONPATH=. .venv/bin/python -m bench.fuzz --target 'api.*' \
+        --engine hypothesis --inputs 100000
     PYTHONPATH=. .venv/bin/python -m bench.fuzz --target tpm.eventlog \
         --inputs 100000 --seconds 1800
     PYTHONPATH=. .venv/bin/python -m bench.fuzz --target all
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import hashlib
 import json
 import logging
@@ -156,17 +159,26 @@ class _Recorder:
     """Counts outcomes and saves each distinct failure once."""
 
     def __init__(self, stats: Stats, crash_dir: str | None,
-                 per_input: float, max_failures: int) -> None:
+                 per_input: float, max_failures: int,
+                 progress: int = 0) -> None:
         self.stats = stats
         self.crash_dir = crash_dir
         self.per_input = per_input
         self.max_failures = max_failures
+        self.progress = progress
+        self.started = time.monotonic()
         self.seen: set[str] = set()
         self.target = TARGETS[stats.target]
 
     def __call__(self, data: bytes) -> None:
         outcome, failure = run_one(self.target, bytes(data), self.per_input)
         self.stats.inputs += 1
+        if self.progress and self.stats.inputs % self.progress == 0:
+            # A long run that is stopped still says how far it got.
+            print("progress %s: %d inputs in %.0f s, failures %d" % (
+                self.stats.target, self.stats.inputs,
+                time.monotonic() - self.started, len(self.stats.failures)),
+                flush=True)
         if outcome == "refused":
             self.stats.refused += 1
         elif outcome == "accepted":
@@ -216,15 +228,15 @@ def _mutate(seed: bytes, ops: list[tuple[int, int, bytes]]) -> bytes:
 
 def run_hypothesis(name: str, inputs: int, seconds: float,
                    per_input: float, crash_dir: str | None,
-                   derandomize: bool = False, max_failures: int = 10
-                   ) -> Stats:
+                   derandomize: bool = False, max_failures: int = 10,
+                   progress: int = 0) -> Stats:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
     target = TARGETS[name]
     seeds = target.seeds()
     stats = Stats(name, "hypothesis")
-    record = _Recorder(stats, crash_dir, per_input, max_failures)
+    record = _Recorder(stats, crash_dir, per_input, max_failures, progress)
     raw = st.binary(max_size=4096)
     data = raw if not seeds else st.one_of(raw, st.builds(
         _mutate, st.sampled_from(seeds), st.lists(st.tuples(
@@ -243,9 +255,9 @@ def run_hypothesis(name: str, inputs: int, seconds: float,
 
     _warm_up(target, per_input)
     started = time.monotonic()
-    for seed in seeds:
-        record(seed)
     with contextlib.suppress(StopFuzzing):
+        for seed in seeds:
+            record(seed)
         fuzz()
     stats.seconds = time.monotonic() - started
     return stats
@@ -320,13 +332,28 @@ def _have_atheris() -> bool:
     return True
 
 
+def select(patterns: Sequence[str]) -> list[str]:
+    """Target names matching ``patterns`` (names, shell patterns such as
+    ``api.*``, or ``all``), in order, each once."""
+    if "all" in patterns:
+        return fuzz_targets.names()
+    out: list[str] = []
+    for pattern in patterns:
+        for name in fuzz_targets.names() if any(
+                c in pattern for c in "*?[") else [pattern]:
+            if fnmatch.fnmatchcase(name, pattern) and name not in out:
+                out.append(name)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true",
                         help="list the targets and exit")
     parser.add_argument("--target", action="append", default=[],
-                        help="target name (repeat, or 'all')")
+                        help="target name or shell pattern such as 'api.*' "
+                             "(repeat, or 'all')")
     parser.add_argument("--inputs", type=int, default=DEFAULT_INPUTS,
                         help="generated inputs per target")
     parser.add_argument("--seconds", type=float, default=3600.0,
@@ -338,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default="atheris" if _have_atheris()
                         else "hypothesis")
     parser.add_argument("--crash-dir", default=DEFAULT_CRASH_DIR)
+    parser.add_argument("--progress", type=int, default=10_000,
+                        metavar="N",
+                        help="print a progress line every N inputs "
+                             "(hypothesis engine; 0: never)")
     parser.add_argument("--reproduce", metavar="FILE",
                         help="run the target once on FILE and show the "
                              "outcome")
@@ -347,12 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list or not args.target:
         for name in fuzz_targets.names():
             print("%-30s %s" % (name, TARGETS[name].doc))
-        if not fuzz_targets.API_TARGETS:
-            print("(REST API targets: none yet, see "
-                  "bench.fuzz_targets.register_api_targets)")
         return 0
-    names = fuzz_targets.names() if "all" in args.target else args.target
-    unknown = [n for n in names if n not in TARGETS]
+    names = select(args.target)
+    unknown = [n for n in args.target if n != "all" and not any(
+        fnmatch.fnmatchcase(t, n) for t in TARGETS)]
     if unknown:
         parser.error("unknown target(s) %s; --list shows them"
                      % ", ".join(unknown))
@@ -383,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     for name in names:
         stats = run_hypothesis(name, args.inputs, args.seconds,
-                               args.per_input, args.crash_dir)
+                               args.per_input, args.crash_dir,
+                               progress=args.progress)
         print(stats.line(), flush=True)
         failed |= bool(stats.failures)
     return 1 if failed else 0

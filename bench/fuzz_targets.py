@@ -1,4 +1,4 @@
-"""Fuzz targets: every evidence parser and every RPC entry point.
+"""Fuzz targets: every evidence parser, RPC entry point and REST route.
 
 Each :class:`Target` is a function of one ``bytes`` input (see
 :mod:`bench.fuzz_input` for how structure is read from it) plus seeds, the
@@ -16,8 +16,9 @@ checks, whatever the input:
 
 A target signals a broken contract by raising :class:`Violation`.
 
-The REST API (``trusted_pools/api``) is not here yet: add its targets with
-:func:`register_api_targets` (see its docstring), one function.
+The REST API (``trusted_pools/api``) has one target per route and method,
+``api.<method>.<path>``, built by :func:`register_api_targets` on the
+harness in :mod:`bench.fuzz_api` (the contract is written there).
 """
 
 from __future__ import annotations
@@ -922,49 +923,59 @@ def fuzz_agent(data: bytes) -> None:
         raise Violation("agent pushed evidence for a refused request")
 
 
-# --- the REST API hook -------------------------------------------------------
+# --- the REST API ------------------------------------------------------------
 
-#: Names of REST API targets (trusted_pools/api): filled by
-#: :func:`register_api_targets` once the API exists.
+#: Names of the REST API targets (trusted_pools/api), one per route and
+#: method, added by :func:`register_api_targets`.
 API_TARGETS: list[str] = []
 
 
-def register_api_targets(app_factory: Callable[[], Any],
+def api_target_name(method: str, path: str) -> str:
+    """``("GET", "/v1/hosts/{name}/verdicts")`` ->
+    ``api.get.hosts.name.verdicts``."""
+    parts = [p.strip("{}") for p in path.split("/") if p and p != "v1"]
+    return "api.%s.%s" % (method.lower(), ".".join(parts) or "root")
+
+
+def register_api_targets(harness_factory: Callable[[], Any],
                          routes: Sequence[tuple[str, str]]) -> None:
     """Add one target per (method, path template) of the REST API.
 
-    ``app_factory`` returns the WSGI app in noauth mode (or with a fake
-    auth_token that grants the member role); each target sends a request
-    with a generated JSON body and query string and accepts any 4xx, a 2xx
-    that claims no host is trusted, and nothing that is a 5xx. Call it from
-    the bottom of this module when trusted_pools/api is merged.
+    ``harness_factory`` returns the shared :class:`bench.fuzz_api.Harness`
+    (the API's whole pipeline on a seeded database); each input is one
+    generated request to that route, checked against the contract in
+    :mod:`bench.fuzz_api`.
     """
-    import webob
+    from bench import fuzz_api
 
     for method, path in routes:
-        name = "api.%s.%s" % (method.lower(),
-                              path.strip("/").replace("/", ".") or "root")
+        name = api_target_name(method, path)
 
         def run(data: bytes, method: str = method, path: str = path
                 ) -> None:
-            src = Source(data)
-            body = structured(src, [], ["name", "kind", "body", "host",
-                                        "group", "version", "since"])
-            request = webob.Request.blank(
-                path.replace("{id}", src.take(src.below(12)).hex() or "x"),
-                method=method, body=json.dumps(body).encode(),
-                content_type="application/json")
-            response = request.get_response(app_factory())
-            if response.status_int >= 500:
-                raise Violation("%s %s answered %s" % (
-                    method, path, response.status))
-            if b'"trusted"' in response.body and method != "GET":
-                raise Violation("%s %s reported a trusted host" % (
-                    method, path))
+            fuzz_api.run_request(harness_factory(), method, path, data,
+                                 Violation)
 
-        TARGETS[name] = Target(name, run, lambda: [],
-                               "REST API %s %s" % (method, path))
-        API_TARGETS.append(name)
+        TARGETS[name] = Target(
+            name, run,
+            lambda method=method, path=path: fuzz_api.seeds_for(method,
+                                                                path),
+            "REST API %s %s: any persona, path, query, version, body" % (
+                method, path))
+        if name not in API_TARGETS:
+            API_TARGETS.append(name)
+
+
+def _register_api() -> None:
+    from bench import fuzz_api
+    from trusted_pools.api import router
+    register_api_targets(
+        _shared(fuzz_api.build_harness),
+        [(method, path) for path, methods in router.ROUTES.items()
+         for method in sorted(methods)])
+
+
+_register_api()
 
 
 def names() -> list[str]:

@@ -17,7 +17,7 @@ function configure_trusted_pools {
         --config-file etc/trusted-pools/trusted-pools-config-generator.conf \
         --output-file $TRUSTED_POOLS_CONF)
     iniset $TRUSTED_POOLS_CONF tpm tcti "$TRUSTED_POOLS_TPM_TCTI"
-    iniset $TRUSTED_POOLS_CONF DEFAULT transport_url "$(get_transport_url)"
+    configure_trusted_pools_rabbitmq
     iniset $TRUSTED_POOLS_CONF database connection \
         "$(database_connection_url trusted_pools)"
     iniset $TRUSTED_POOLS_CONF conductor ek_ca_bundle \
@@ -54,6 +54,69 @@ function configure_trusted_pools_keys {
     fi
 }
 
+# The password of RabbitMQ user $1 from $TRUSTED_POOLS_RABBIT_PASSWORD_FILE,
+# made (random, 32 hex digits) and recorded there the first time.
+function _trusted_pools_rabbit_password {
+    local user=$1 file=$TRUSTED_POOLS_RABBIT_PASSWORD_FILE password
+    if [[ ! -f $file ]]; then
+        (umask 077 && touch "$file")
+    fi
+    password=$(awk -v u="$user" '$1 == u {print $2; exit}' "$file")
+    if [[ -z $password ]]; then
+        password=$(openssl rand -hex 16)
+        echo "$user $password" >> "$file"
+    fi
+    echo "$password"
+}
+
+# rabbit://USER:PASSWORD@HOST:PORT/VHOST for RabbitMQ user $1 in vhost $2.
+function _trusted_pools_transport_url {
+    local user=$1 vhost=$2
+    echo "rabbit://$user:$(_trusted_pools_rabbit_password $user)@$TRUSTED_POOLS_RABBIT_HOST:$TRUSTED_POOLS_RABBIT_PORT/$vhost"
+}
+
+# A RabbitMQ user per role, each service with its own transport_url: the
+# broker then refuses what a compute host's credentials must not do (reach
+# the management vhost, announce an epoch, push evidence for another host).
+function configure_trusted_pools_rabbitmq {
+    local service=$TRUSTED_POOLS_RABBIT_SERVICE_USER
+    local consumer=$TRUSTED_POOLS_RABBIT_CONSUMER_USER
+    local mgmt=$TRUSTED_POOLS_RABBIT_VHOST agent_vhost=$TRUSTED_POOLS_RABBIT_AGENT_VHOST
+    local host agent_args=()
+    for host in ${TRUSTED_POOLS_AGENT_HOSTS//,/ }; do
+        _trusted_pools_rabbit_password tp-agent-$host > /dev/null
+        agent_args+=(--agent-user "tp-agent-$host=$host")
+    done
+    _trusted_pools_rabbit_password $service > /dev/null
+    _trusted_pools_rabbit_password $consumer > /dev/null
+    if is_service_enabled rabbit; then
+        # rabbitmqctl needs root (or the rabbitmq user).
+        sudo $TRUSTED_POOLS_BIN_DIR/trusted-pools-manage rabbitmq setup \
+            --vhost "$mgmt" --agent-vhost "$agent_vhost" \
+            --service-user "$service" --consumer-user "$consumer" \
+            "${agent_args[@]}" \
+            --password-file "$TRUSTED_POOLS_RABBIT_PASSWORD_FILE"
+    fi
+    # The shared file has no transport_url: each service reads its own.
+    iniset $TRUSTED_POOLS_API_CONF DEFAULT transport_url \
+        "$(_trusted_pools_transport_url $service $mgmt)"
+    iniset $TRUSTED_POOLS_CONDUCTOR_CONF DEFAULT transport_url \
+        "$(_trusted_pools_transport_url $service $mgmt)"
+    iniset $TRUSTED_POOLS_CONDUCTOR_CONF conductor agent_transport_url \
+        "$(_trusted_pools_transport_url $service $agent_vhost)"
+    iniset $TRUSTED_POOLS_AGENT_CONF DEFAULT transport_url \
+        "$(_trusted_pools_transport_url tp-agent-$TRUSTED_POOLS_AGENT_HOST $agent_vhost)"
+    iniset $TRUSTED_POOLS_AGENT_CONF agent host "$TRUSTED_POOLS_AGENT_HOST"
+    chmod 0600 $TRUSTED_POOLS_API_CONF $TRUSTED_POOLS_CONDUCTOR_CONF \
+        $TRUSTED_POOLS_AGENT_CONF
+    # nova-scheduler's filter: notifications and verdict reads only, and
+    # the conductor keys pinned from a file (never from the bus).
+    iniset $NOVA_CONF trusted_pools_scheduler transport_url \
+        "$(_trusted_pools_transport_url $consumer $mgmt)"
+    iniset $NOVA_CONF trusted_pools_scheduler conductor_public_keys \
+        "$TRUSTED_POOLS_CONDUCTOR_KEYS"
+}
+
 # The service user and the catalog entry clients find the API by.
 function create_trusted_pools_accounts {
     create_service_user "trusted-pools" "admin"
@@ -69,12 +132,12 @@ function init_trusted_pools {
 }
 
 function start_trusted_pools {
-    run_process tp-api "$TRUSTED_POOLS_BIN_DIR/trusted-pools-api --config-file $TRUSTED_POOLS_CONF"
+    run_process tp-api "$TRUSTED_POOLS_BIN_DIR/trusted-pools-api --config-file $TRUSTED_POOLS_CONF --config-file $TRUSTED_POOLS_API_CONF"
     if ! wait_for_service $SERVICE_TIMEOUT $TRUSTED_POOLS_API_URL/healthcheck; then
         die $LINENO "trusted-pools-api did not start"
     fi
-    run_process tp-cond "$TRUSTED_POOLS_BIN_DIR/trusted-pools-conductor --config-file $TRUSTED_POOLS_CONF"
-    run_process tp-agent "$TRUSTED_POOLS_BIN_DIR/trusted-pools-agent --config-file $TRUSTED_POOLS_CONF"
+    run_process tp-cond "$TRUSTED_POOLS_BIN_DIR/trusted-pools-conductor --config-file $TRUSTED_POOLS_CONF --config-file $TRUSTED_POOLS_CONDUCTOR_CONF"
+    run_process tp-agent "$TRUSTED_POOLS_BIN_DIR/trusted-pools-agent --config-file $TRUSTED_POOLS_CONF --config-file $TRUSTED_POOLS_AGENT_CONF"
 }
 
 if is_service_enabled trusted-pools || [[ "$1" == "stack" ]]; then

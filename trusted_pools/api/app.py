@@ -71,8 +71,14 @@ class APIApplication:
         try:
             version = microversion.negotiate(request.environ)
             version_headers = microversion.response_headers(version)
+            try:
+                path = request.path_info
+            except UnicodeDecodeError:
+                raise errors.bad_request(
+                    "The path is not UTF-8 once percent-decoded",
+                    code="request.malformed") from None
             handler, arguments = router.resolve(
-                self.mapper, request.method, request.path_info)
+                self.mapper, request.method, path)
             context = context_mod.RequestContext.from_environ(
                 request.environ)
             call = Call(request, context, version, self.services)

@@ -102,6 +102,12 @@ def response(request: webob.Request, status: int, code: str, detail: str,
     return resp
 
 
+def _path(request: webob.Request) -> str:
+    """The request's path for a log line, as sent (percent-decoded bytes
+    that are not UTF-8 must not make the error handler fail too)."""
+    return repr(request.environ.get("PATH_INFO", ""))[1:-1]
+
+
 def from_exception(request: webob.Request, error: Exception
                    ) -> webob.Response:
     """The response for any exception a handler raised."""
@@ -112,7 +118,7 @@ def from_exception(request: webob.Request, error: Exception
         status = status_of(error)
         if status >= 500:
             LOG.error("Request %s %s failed: %s", request.method,
-                      request.path, error)
+                      _path(request), error)
         return response(request, status, code_of(error), error.message)
     if isinstance(error, (oslo_policy.PolicyNotAuthorized,
                           oslo_policy.InvalidScope)):
@@ -126,10 +132,11 @@ def from_exception(request: webob.Request, error: Exception
                         "time; retry, and check that it runs.")
     if isinstance(error, messaging.MessagingException):
         LOG.error("Conductor call for %s %s failed: %s", request.method,
-                  request.path, error)
+                  _path(request), error)
         return response(request, 503, CODE_PREFIX + "conductor.unavailable",
                         "The conductor could not be reached; retry later.")
-    LOG.exception("Unexpected error in %s %s", request.method, request.path)
+    LOG.exception("Unexpected error in %s %s", request.method,
+                  _path(request))
     return response(request, 500, CODE_PREFIX + "internal",
                     "An unexpected error occurred; the API log has the "
                     "details under this request id.")

@@ -119,7 +119,13 @@ def query(request: webob.Request, schema: dict) -> dict[str, str]:
     """The query string as a dict, validated (a repeated parameter is a
     400: which one would count is ambiguous)."""
     params: dict[str, str] = {}
-    for name, value in request.GET.items():
+    try:
+        items = list(request.GET.items())
+    except UnicodeDecodeError:
+        raise errors.bad_request("The query string is not UTF-8 once "
+                                 "percent-decoded",
+                                 code="request.malformed") from None
+    for name, value in items:
         if name in params:
             raise errors.bad_request("Query parameter %s is given more "
                                      "than once" % name)

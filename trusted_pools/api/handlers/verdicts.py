@@ -28,7 +28,12 @@ def _since(params: dict[str, str]) -> datetime.datetime | None:
                                  "an ISO 8601 time" % params["since"])
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.timezone.utc)
-    return value
+    try:
+        return value.astimezone(datetime.timezone.utc)
+    except OverflowError:
+        # 9999-12-31T23:59-01:00 is past the last UTC time Python has.
+        raise errors.bad_request("Invalid input for query/since: %r is out "
+                                 "of range in UTC" % params["since"])
 
 
 def list_verdicts(call: Call) -> Result:
