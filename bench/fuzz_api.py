@@ -59,7 +59,7 @@ from trusted_pools import exception
 #: Table order for a restore: parents first.
 _TABLES = ("conductors", "hosts", "registrations", "policies",
            "policy_assignments", "verdict_sequence", "verdicts",
-           "ima_state")
+           "ima_state", "host_operations", "host_binding_keys", "secrets")
 
 HOSTS = ("compute-1", "compute-2", "compute-3")
 POLICIES = ("boot", "runtime")
@@ -161,22 +161,38 @@ class FakeConductors:
                                         reason="no EK is approved"),
                 exception.InvalidQuote(reason="signature"),
                 exception.HostAlreadyExists(host=host)])
+        if method in _OPERATIONS:
+            return self._operation(method, host, kwargs)
+        return None
+
+    def _operation(self, method: str, host: str, kwargs: dict) -> Any:
+        """What a conductor (RPC 3.0) does for enroll, attest and capture:
+        record the operation, do the work (here at once), record its
+        result, answer with the pending operation."""
+        operation = self.db.create_operation(host, _OPERATIONS[method],
+                                             "conductor-a")
         if method == "enroll_host":
             # What the real conductor writes: the host, enrolled.
             self.db.create_host(host, group=kwargs.get("group", "default"),
                                 state="enrolled")
-            return None
-        if method == "attest_now":
+            result: Any = {"host": host, "state": "enrolled"}
+        elif method == "attest_now":
             now = datetime.datetime.now(datetime.timezone.utc).timestamp()
-            return {"verdict": {
+            result = {"verdict": {
                 "status": self.src.choice(["untrusted", "unknown"]),
                 "level": self.src.below(4),
                 "reasons": ["generated"], "issued_at": now,
                 "expires_at": now + 180},
                 "signed_result": self.src.choice([None, "x.y.z"])}
-        if method == "capture_policy":
-            return {"measured_boot": MEASURED_BOOT, "ima": RUNTIME}
-        return None
+        else:
+            result = {"measured_boot": MEASURED_BOOT, "ima": RUNTIME}
+        self.db.finish_operation(operation.id, result=result)
+        return {"host": host, "operation": operation.id, "state": "pending"}
+
+
+#: Conductor methods that run as host operations, and their kind.
+_OPERATIONS = {"enroll_host": "enroll", "attest_now": "attest",
+               "capture_policy": "capture"}
 
 
 @dataclass
