@@ -27,7 +27,7 @@ import pathlib
 
 from bench._timing import median_seconds, report
 from tests import ima_gen
-from trusted_pools.attestation import appraisal, policy
+from trusted_pools.verifier import appraisal, policy
 from trusted_pools.tpm import constants, eventlog, ima
 from trusted_pools.tpm.quote import VerifiedQuote
 

@@ -106,8 +106,9 @@ class PhaseTimers:
 
 
 def _install_timers(timers: PhaseTimers, manager: Any) -> None:
-    from trusted_pools.attestation import appraisal, evidence, freshness
-    from trusted_pools.conductor import verifier
+    from trusted_pools.verifier import appraisal
+    from trusted_pools.protocol import evidence, freshness
+    from trusted_pools.verifier import pipeline as verifier
     from trusted_pools.tpm import eventlog, ima, quote
     Evidence = evidence.Evidence
     from_wire = Evidence.from_wire
@@ -147,7 +148,7 @@ def _install_timers(timers: PhaseTimers, manager: Any) -> None:
 # --- setup -----------------------------------------------------------------
 
 def _policies(image: sim_agents.Image) -> tuple[dict, dict]:
-    from trusted_pools.attestation import appraisal
+    from trusted_pools.verifier import appraisal
     from trusted_pools.tpm import eventlog, ima
     pcrs = {SHA256: image.boot_pcrs}
     log = eventlog.verify_event_log(
@@ -259,13 +260,13 @@ def _conductor(name: str, names: list[str], args: argparse.Namespace,
     warnings.simplefilter("ignore")
     import oslo_messaging as messaging
     from trusted_pools.agent import rpcapi as agent_rpcapi
-    from trusted_pools.attestation import agent_requests
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import agent_requests
+    from trusted_pools.protocol import keystore
     from trusted_pools.common import rpc
     from trusted_pools.conductor import endpoints
     from trusted_pools.conductor import manager as conductor_manager
     from trusted_pools.conductor import rpcapi
-    from trusted_pools.conductor.hash_ring import HashRing
+    from trusted_pools.protocol.hash_ring import HashRing
     from trusted_pools.db import api as db_api
 
     db = db_api.Connection(db_api.make_context_manager(db_url))

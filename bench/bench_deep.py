@@ -38,8 +38,8 @@ from bench._timing import report
 from tests import pool_harness
 from tests import swtpm_pool as sp
 from trusted_pools.agent.attester import Attester
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation.evidence import encode_b64
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol.evidence import encode_b64
 from trusted_pools.conductor.manager import ConductorManager
 from trusted_pools.db import api as db_api
 from trusted_pools.db import migration

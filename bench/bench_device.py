@@ -21,7 +21,7 @@ import time
 from bench._timing import median_seconds, report
 from tests import swtpm_pool as sp
 from trusted_pools.agent import enrollment as agent_en
-from trusted_pools.attestation import enrollment as en
+from trusted_pools.verifier import enrollment as en
 from trusted_pools.tpm import quote, structures
 from trusted_pools.tpm.constants import TPM_ALG
 

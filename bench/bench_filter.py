@@ -40,7 +40,7 @@ def _filters(cache):
     from nova.scheduler.filters import compute_capabilities_filter as ccf
     from nova.scheduler.filters import compute_filter as cf
     from nova.scheduler.filters import image_props_filter as ipf
-    from trusted_pools.scheduler.filters import TrustedHostFilter
+    from trusted_pools.nova.scheduler.filters import TrustedHostFilter
     return [("ComputeFilter", cf.ComputeFilter()),
             ("ComputeCapabilitiesFilter", ccf.ComputeCapabilitiesFilter()),
             ("ImagePropertiesFilter", ipf.ImagePropertiesFilter()),
@@ -51,7 +51,7 @@ def _filters(cache):
 
 def bench_per_host() -> None:
     from nova.scheduler import filters
-    from trusted_pools.scheduler.cache import VerdictCache
+    from trusted_pools.nova.scheduler.cache import VerdictCache
     factory = nh.VerdictFactory()
     largest = max(SIZES)
     t0 = time.perf_counter()
@@ -95,9 +95,10 @@ def bench_latency() -> None:
 
     from tests.rabbitmq import RABBIT_URL, broker_reachable
     from trusted_pools.common import rpc
-    from trusted_pools.scheduler.cache import VerdictCache
-    from trusted_pools.scheduler.filters import TrustedHostFilter
-    from trusted_pools.scheduler.listener import TRUST_EVENT, TrustListener
+    from trusted_pools.nova.scheduler.cache import VerdictCache
+    from trusted_pools.nova.scheduler.filters import TrustedHostFilter
+    from trusted_pools.nova.scheduler.listener import (TRUST_EVENT,
+                                                       TrustListener)
 
     if not broker_reachable():
         print("latency: RabbitMQ is not listening on 127.0.0.1:5672; "

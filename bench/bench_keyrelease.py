@@ -38,7 +38,7 @@ from tests.rabbitmq import RABBIT_URL
 from trusted_pools.common import rpc
 from trusted_pools.conductor import rpcapi
 from trusted_pools.keymanager import backend
-from trusted_pools.keymanager import release
+from trusted_pools.protocol import key_release as release
 from trusted_pools.tpm import device as tpm_device
 
 CONDUCTOR = "bench-conductor"

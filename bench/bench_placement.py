@@ -25,9 +25,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     from tests.nova_harness import VerdictFactory
     from tests.placement_fixture import PlacementServer
-    from trusted_pools.placement import sync
-    from trusted_pools.placement.client import PlacementClient
-    from trusted_pools.scheduler.listener import TrustNotificationEndpoint
+    from trusted_pools.nova.remediation import traits as sync
+    from trusted_pools.nova.remediation.placement import PlacementClient
+    from trusted_pools.nova.scheduler.listener import TrustNotificationEndpoint
 
     with PlacementServer() as server:
         client = PlacementClient.for_endpoint(server.endpoint)

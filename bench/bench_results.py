@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
 from bench._timing import median_seconds, report
 import jwt
 
-from trusted_pools.attestation import keystore, results
-from trusted_pools.attestation import verdict as vmod
-from trusted_pools.attestation.levels import AssuranceLevel, Outcome, Rung
+from trusted_pools.protocol import keystore, results
+from trusted_pools.protocol import verdict as vmod
+from trusted_pools.protocol.levels import AssuranceLevel, Outcome, Rung
 
 NOW = 1_700_000_000
 NUMBER = 300

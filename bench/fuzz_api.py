@@ -136,7 +136,7 @@ class FakeConductors:
     outage: bool = False
 
     def ring(self) -> Any:
-        from trusted_pools.conductor.hash_ring import HashRing
+        from trusted_pools.protocol.hash_ring import HashRing
         return HashRing(["conductor-a", "conductor-b"])
 
     def owner(self, host: str) -> str:
@@ -282,7 +282,7 @@ def _seed(db: Any) -> None:
     """Hosts with untrusted and unknown verdicts (never a trusted one),
     policies with two versions, an assignment, conductor keys (one with a
     kid that is not its key's)."""
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import keystore
     from trusted_pools.db import api as db_api
     now = datetime.datetime.now(datetime.timezone.utc)
     for name, state, status in (("compute-1", "enrolled", "untrusted"),

@@ -384,7 +384,7 @@ def fuzz_ima_templates(data: bytes) -> None:
 
 
 def _key_seeds() -> list[bytes]:
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import keystore
     key = keystore.generate_signing_key()
     pem = keystore.public_key_pem(key).encode()
     jwks = json.dumps({"keys": [keystore.public_jwk(key)]}).encode()
@@ -396,8 +396,9 @@ def _key_seeds() -> list[bytes]:
 def fuzz_key_loaders(data: bytes) -> None:
     """Key and credential loaders: pinned conductor keys (PEM/JWKS), PEM
     public keys, JWKs, CA bundles, MakeCredential on a parsed EK."""
-    from trusted_pools.attestation import agent_requests, enrollment
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import agent_requests
+    from trusted_pools.verifier import enrollment
+    from trusted_pools.protocol import keystore
     from trusted_pools.tpm import credential, structures
     mode, body = (data[0] % 5 if data else 0), data[1:]
     if mode == 0:
@@ -435,7 +436,7 @@ _WIRE_KEYS = ["version", "host", "epoch_id", "quote", "signature", "pcrs",
 @_shared
 def _wire_seeds() -> list[dict[str, Any]]:
     from tests import ima_gen
-    from trusted_pools.attestation.evidence import Evidence, IMATail
+    from trusted_pools.protocol.evidence import Evidence, IMATail
     out = []
     ascii_log = ima_gen.generate_ascii_log(3, seed=3)
     for (q, s), ima_tail, version_log in zip(
@@ -455,7 +456,7 @@ def _wire_seeds() -> list[dict[str, Any]]:
 @target("attestation.evidence_wire")
 def fuzz_evidence_wire(data: bytes) -> None:
     """Evidence.from_wire on structured random JSON and mutated wires."""
-    from trusted_pools.attestation.evidence import Evidence
+    from trusted_pools.protocol.evidence import Evidence
     wire = structured(Source(data), _wire_seeds(), _WIRE_KEYS)
     evidence = Evidence.from_wire(wire)
     evidence.digest()
@@ -493,7 +494,7 @@ def _policy_seeds() -> list[Any]:
 def fuzz_policy(data: bytes) -> None:
     """load_policy (both kinds) on random and mutated bodies; a loaded
     policy must survive its own round trip."""
-    from trusted_pools.attestation import policy
+    from trusted_pools.verifier import policy
     src = Source(data)
     kind = src.choice([policy.KIND_MEASURED_BOOT, policy.KIND_RUNTIME])
     body = structured(src, _policy_seeds(), _POLICY_KEYS)
@@ -510,7 +511,7 @@ def fuzz_policy(data: bytes) -> None:
 @_shared
 def _result_keys() -> tuple[Any, Any, dict[str, Any]]:
     """(trusted key, foreign key, the verifier's key set)."""
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import keystore
     trusted = keystore.generate_signing_key()
     foreign = keystore.generate_signing_key()
     return trusted, foreign, keystore.key_set([trusted.public_key()])
@@ -523,9 +524,9 @@ _NOW = 2_000_000_000
 def _token_seeds() -> list[str]:
     """Tokens that must not verify: signed by a key the verifier does not
     hold, or by its key but expired long before ``_NOW``."""
-    from trusted_pools.attestation import results, verdict as verdict_mod
-    from trusted_pools.attestation.levels import AssuranceLevel, Outcome
-    from trusted_pools.attestation.levels import Rung
+    from trusted_pools.protocol import results, verdict as verdict_mod
+    from trusted_pools.protocol.levels import AssuranceLevel, Outcome
+    from trusted_pools.protocol.levels import Rung
     trusted, foreign, _ = _result_keys()
     out = []
     for key, issued in ((foreign, _NOW), (trusted, _NOW - 10 ** 6)):
@@ -571,7 +572,7 @@ def _token(src: Source) -> Any:
 def fuzz_signed_results(data: bytes) -> None:
     """verify_signed_result (PyJWT underneath) on random and mutated
     tokens that must never verify."""
-    from trusted_pools.attestation import results
+    from trusted_pools.protocol import results
     _, _, keyset = _result_keys()
     src = Source(data)
     token = _token(src)
@@ -582,7 +583,7 @@ def fuzz_signed_results(data: bytes) -> None:
 @_shared
 def _request_material() -> tuple[Any, list[str]]:
     """(the pinned conductor key, tokens that must not verify)."""
-    from trusted_pools.attestation import agent_requests, keystore
+    from trusted_pools.protocol import agent_requests, keystore
     pinned = keystore.generate_signing_key()
     foreign = keystore.generate_signing_key()
     seeds = []
@@ -606,7 +607,7 @@ _REQUEST_KEYS = ["nonce", "banks", "ima_start", "event_log", "conductor",
 @target("attestation.agent_requests")
 def fuzz_agent_requests(data: bytes) -> None:
     """RequestVerifier.verify with random and mutated request tokens."""
-    from trusted_pools.attestation import agent_requests
+    from trusted_pools.protocol import agent_requests
     pinned, seeds = _request_material()
     verifier = agent_requests.RequestVerifier([pinned.public_key()],
                                               "compute-1")
@@ -679,7 +680,7 @@ class _Conductor:
 
 @_shared
 def _conductor() -> _Conductor:
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import keystore
     from trusted_pools.conductor.manager import ConductorManager
     from trusted_pools.db import api as db_api
     from trusted_pools.db import migration
@@ -882,7 +883,7 @@ class _NoTPM:
 @_shared
 def _agent() -> tuple[Any, list[Any]]:
     from trusted_pools.agent.manager import AgentManager
-    from trusted_pools.attestation import agent_requests
+    from trusted_pools.protocol import agent_requests
     pinned, _ = _request_material()
     sent: list[Any] = []
     manager = AgentManager(_NoTPM(), lambda *a: sent.append(a),

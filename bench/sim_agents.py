@@ -45,8 +45,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from tests import ima_gen
 from tests import soft_tpm
-from trusted_pools.attestation import freshness
-from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.protocol import freshness
+from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.tpm import constants, eventlog, ima
 from trusted_pools.tpm.structures import (PCRSelection,
                                           marshal_pcr_selection_list,

@@ -26,7 +26,7 @@ function configure_trusted_pools {
     iniset $TRUSTED_POOLS_CONF trusted_pools_api port "$TRUSTED_POOLS_API_PORT"
     iniset $TRUSTED_POOLS_CONF trusted_pools_api auth_strategy keystone
     configure_keystone_authtoken_middleware $TRUSTED_POOLS_CONF trusted-pools
-    local filter=trusted_pools.scheduler.filters.TrustedHostFilter
+    local filter=trusted_pools.nova.scheduler.filters.TrustedHostFilter
     iniadd $NOVA_CONF filter_scheduler available_filters "$filter"
     iniset $NOVA_CONF filter_scheduler enabled_filters \
         "$(iniget $NOVA_CONF filter_scheduler enabled_filters),TrustedHostFilter"

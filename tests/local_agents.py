@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 
 from trusted_pools.agent.attester import Attester
-from trusted_pools.attestation.evidence import encode_b64
+from trusted_pools.protocol.evidence import encode_b64
 from trusted_pools.tpm.constants import TPM_ALG
 
 

@@ -17,11 +17,10 @@ import sys
 import sysconfig
 from typing import Any, Iterable, Mapping
 
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation import results
-from trusted_pools.attestation import verdict as verdict_mod
-from trusted_pools.attestation.levels import (AssuranceLevel, Outcome,
-                                              Rung)
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol import results
+from trusted_pools.protocol import verdict as verdict_mod
+from trusted_pools.protocol.levels import AssuranceLevel, Outcome, Rung
 
 DIGEST = "ab" * 32
 
@@ -164,11 +163,11 @@ def load_validators() -> None:
 
     Uses the installed ``nova.api.extra_spec_validators`` entry point when
     the package metadata has it (after setup.cfg gains it); otherwise
-    registers :func:`trusted_pools.scheduler.extra_specs.register` the way
+    registers :func:`trusted_pools.nova.scheduler.extra_specs.register` the way
     ``nova.api.validation.extra_specs.validators.load_validators`` does.
     """
     from nova.api.validation.extra_specs import validators
-    from trusted_pools.scheduler import extra_specs
+    from trusted_pools.nova.scheduler import extra_specs
     if "trust:trusted_host" in validators.VALIDATORS:
         return
     for validator in extra_specs.register():

@@ -20,8 +20,8 @@ from tests import swtpm_pool
 from trusted_pools.agent.service import AgentService
 from trusted_pools.api import conductors as api_conductors
 from trusted_pools.api import operations as api_operations
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation import policy as policy_mod
+from trusted_pools.protocol import keystore
+from trusted_pools.verifier import policy as policy_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 from trusted_pools.conductor.service import ConductorService
 from trusted_pools.db import api as db_api
@@ -55,7 +55,7 @@ def ek_sha256(tpm: swtpm_pool.SwtpmInstance, kind: str = "rsa2048"
     """The hash an operator approves: SHA-256 of the EK certificate's
     SubjectPublicKeyInfo, read from the TPM's NV index."""
     from cryptography import x509
-    from trusted_pools.attestation import enrollment
+    from trusted_pools.verifier import enrollment
     with tpm.device() as device:
         cert = x509.load_der_x509_certificate(
             device.read_ek_certificate(kind))

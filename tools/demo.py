@@ -194,9 +194,9 @@ def place_vms(pool, names: list[str], trusted: set[str]) -> int:
     from nova.scheduler.filters import compute_filter
     from nova.scheduler.filters import image_props_filter
     from tests import nova_harness
-    from trusted_pools.scheduler import listener
-    from trusted_pools.scheduler.cache import VerdictCache
-    from trusted_pools.scheduler.filters import TrustedHostFilter
+    from trusted_pools.nova.scheduler import listener
+    from trusted_pools.nova.scheduler.cache import VerdictCache
+    from trusted_pools.nova.scheduler.filters import TrustedHostFilter
 
     from trusted_pools.conductor import rpcapi as conductor_rpcapi
     cache = VerdictCache(

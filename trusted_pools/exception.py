@@ -276,7 +276,7 @@ class HostAlreadyEnrolled(Conflict):
                 "registration before enrolling it again")
 
 
-# --- Signed attestation results (trusted_pools.attestation.results) ---------
+# --- Signed attestation results (trusted_pools.protocol.results) ---------
 
 class SignedResultError(TrustedPoolsError):
     """A signed attestation result was rejected.
@@ -413,7 +413,7 @@ class DatabaseError(TrustedPoolsError):
     _msg_fmt = "Database error: %(reason)s"
 
 
-# --- Golden-measurement policies (trusted_pools.attestation.policy) ---------
+# --- Golden-measurement policies (trusted_pools.verifier.policy) ---------
 
 class PolicyInvalid(InvalidParameterValue):
     """A policy body failed validation; nothing was stored or applied."""
@@ -421,8 +421,8 @@ class PolicyInvalid(InvalidParameterValue):
     _msg_fmt = ("Policy %(policy)s is invalid at %(field)s: %(reason)s")
 
 
-# --- Placement traits and response to distrust (trusted_pools.placement,
-# --- trusted_pools.conductor.distrust) ----------------------------------------
+# --- Placement traits and response to distrust (trusted_pools.nova.remediation,
+# --- trusted_pools.nova.remediation.distrust) ----------------------------------------
 
 class ServiceUnavailable(TemporaryFailure):
     _msg_fmt = ("The %(service)s API cannot be reached or failed: "
@@ -443,7 +443,7 @@ class ResourceProviderNotFound(NotFound):
                 "node name differs from its host name)")
 
 
-# --- Who may ask an agent (trusted_pools.attestation.agent_requests) ----------
+# --- Who may ask an agent (trusted_pools.protocol.agent_requests) ----------
 
 class NotAuthorized(TrustedPoolsError):
     """The caller could not prove it may ask for this."""

@@ -32,13 +32,13 @@ from tests.functional.agent.test_request_auth import _spy_on_tpm
 from tests.functional.agent.test_request_auth import _wait
 from tests.pool_harness import TrustedPool
 from tests.rabbitmq import RoleBuses
-from trusted_pools.attestation import agent_requests
-from trusted_pools.attestation import keystore
+from trusted_pools.protocol import agent_requests
+from trusted_pools.protocol import keystore
 from trusted_pools.cmd import rabbitmq as setup
 from trusted_pools.common import rpc
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
-from trusted_pools.scheduler import listener as listener_mod
-from trusted_pools.scheduler.cache import VerdictCache
+from trusted_pools.nova.scheduler import listener as listener_mod
+from trusted_pools.nova.scheduler.cache import VerdictCache
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -465,7 +465,7 @@ def test_agent_credentials_pull_no_lever(trusted_pool, consumer,
     # The consumer still sees the pool as it is; a forged notification
     # (a key nobody pinned) changes nothing there and fetches nothing.
     rogue = keystore.generate_signing_key()
-    from trusted_pools.attestation import results, verdict as verdict_mod
+    from trusted_pools.protocol import results, verdict as verdict_mod
     forged_verdict = verdict_mod.unknown_verdict(
         host=victim.name, issued_at=int(time.time()), validity=600,
         reason="forged")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tpm2_pytss import ESYS_TR
 
 from trusted_pools import exception
-from trusted_pools.attestation import enrollment
+from trusted_pools.verifier import enrollment
 from trusted_pools.tpm import device as device_module
 from trusted_pools.tpm import keys, quote, rc, structures
 from trusted_pools.tpm.constants import TPM_ALG, TPM_ST

@@ -13,7 +13,7 @@ import pytest
 from tests import swtpm_pool as sp
 from trusted_pools import exception
 from trusted_pools.agent import enrollment as agent_en
-from trusted_pools.attestation import enrollment as en
+from trusted_pools.verifier import enrollment as en
 from trusted_pools.tpm import eventlog, quote, structures
 from trusted_pools.tpm.constants import TPM_ALG
 from trusted_pools.tpm.device import DEFAULT_AK_HANDLE

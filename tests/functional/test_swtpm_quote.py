@@ -309,8 +309,8 @@ def test_pcr_file_forms_agree(tpm):
 def _host_state(public: structures.Public, allow_sha1: bool | None):
     """A conductor's state of a host whose group's measured-boot policy
     sets allow_sha1_quotes (None: the group has no such policy)."""
-    from trusted_pools.attestation import policy as policy_mod
-    from trusted_pools.conductor import verifier
+    from trusted_pools.verifier import policy as policy_mod
+    from trusted_pools.verifier import pipeline as verifier
     state = verifier.HostState(host="h", host_id=1, group="g", ak=public)
     boot = None
     if allow_sha1 is not None:
@@ -327,7 +327,7 @@ def test_swtpm_sha1_quote_refused_unless_the_policy_allows_it(tpm):
     conductor refuses them unless the host's measured-boot policy says
     allow_sha1_quotes."""
     from types import SimpleNamespace
-    from trusted_pools.conductor import verifier
+    from trusted_pools.verifier import pipeline as verifier
     tpm2(tpm, "tpm2_createak", "-C", "ek.ctx", "-c", "ak_sha1.ctx",
          "-G", "rsa", "-g", "sha1", "-s", "rsassa", "-u", "ak_sha1.pub",
          "-n", "ak_sha1.name")

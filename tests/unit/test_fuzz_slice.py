@@ -96,10 +96,10 @@ def test_typed_errors_are_not_failures(tmp_path, monkeypatch):
 def test_conductor_target_catches_a_trusted_verdict(monkeypatch):
     """Were a malformed answer ever judged trusted, the conductor target
     would say so (here the verifier is broken on purpose)."""
-    from trusted_pools.attestation import verdict as vmod
-    from trusted_pools.attestation.levels import AssuranceLevel, Outcome
-    from trusted_pools.attestation.levels import Rung
-    from trusted_pools.conductor import verifier
+    from trusted_pools.protocol import verdict as vmod
+    from trusted_pools.protocol.levels import AssuranceLevel, Outcome
+    from trusted_pools.protocol.levels import Rung
+    from trusted_pools.verifier import pipeline as verifier
 
     def trusting(host, error, digest, now, validity):
         return vmod.make_verdict(

@@ -12,10 +12,11 @@ import pytest
 
 import trusted_pools
 from tests.nova_harness import VerdictFactory
-from trusted_pools.attestation import verdict as vmod
-from trusted_pools.conductor import distrust
-from trusted_pools.placement.sync import ObservedVerdictCache, TraitKeeper
-from trusted_pools.scheduler.cache import VerdictCache
+from trusted_pools.protocol import verdict as vmod
+from trusted_pools.nova.remediation import distrust
+from trusted_pools.nova.remediation.traits import (ObservedVerdictCache,
+                                                   TraitKeeper)
+from trusted_pools.nova.scheduler.cache import VerdictCache
 
 T0 = 1_750_000_000
 KINDS = [("trusted", 1), ("trusted", 2), ("trusted", 3), ("trusted", 4),

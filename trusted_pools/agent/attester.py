@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Mapping
 
 from trusted_pools import exception
 from trusted_pools.agent import enrollment
-from trusted_pools.attestation.evidence import Evidence, IMATail
+from trusted_pools.protocol.evidence import Evidence, IMATail
 from trusted_pools.tpm import constants
 from trusted_pools.tpm import device as tpm_device
 from trusted_pools.tpm import ima

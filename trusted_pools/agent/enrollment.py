@@ -1,7 +1,7 @@
 """Host enrollment, the attester's half: what the agent's TPM says and does.
 
 The verifier checks what this sends (the verifier's half is
-:mod:`trusted_pools.attestation.enrollment`): the host reads its EK
+:mod:`trusted_pools.verifier.enrollment`): the host reads its EK
 certificate, EK public area and AK public area (:func:`collect_identity`),
 and later releases the verifier's one-time secret with
 TPM2_ActivateCredential (:func:`answer_challenge`). Only a TPM holding the

@@ -1,7 +1,7 @@
 """Server side of the agent RPC API: endpoints on each compute host.
 
 Every endpoint first checks the request's ``auth`` token against the
-conductor keys this agent pins (:mod:`trusted_pools.attestation.
+conductor keys this agent pins (:mod:`trusted_pools.verifier.
 agent_requests`): a request that does not carry a valid one is refused with
 :class:`~trusted_pools.exception.AgentRequestRefused` before the TPM is
 touched, because any compute host can put a message on the bus.
@@ -20,11 +20,11 @@ import oslo_messaging as messaging
 
 from trusted_pools import exception
 from trusted_pools.agent.attester import Attester
-from trusted_pools.attestation import agent_requests
-from trusted_pools.attestation import freshness
-from trusted_pools.attestation.evidence import decode_b64 as _decode
-from trusted_pools.attestation.evidence import encode_b64 as _b64
-from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.protocol import agent_requests
+from trusted_pools.protocol import freshness
+from trusted_pools.protocol.evidence import decode_b64 as _decode
+from trusted_pools.protocol.evidence import encode_b64 as _b64
+from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.tpm import constants
 
 LOG = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ announced with a fanout cast to every agent.
 
 Every request carries ``auth``: a token signed with the conductor's key
 that binds the method, the target host (``"*"`` for the epoch fanout) and
-the other arguments (:mod:`trusted_pools.attestation.agent_requests`).
+the other arguments (:mod:`trusted_pools.protocol.agent_requests`).
 Agents at 1.1 refuse a request without a valid one.
 
 API version history:
@@ -26,7 +26,7 @@ from typing import Any
 import oslo_messaging as messaging
 
 from trusted_pools import exception
-from trusted_pools.attestation import agent_requests
+from trusted_pools.protocol import agent_requests
 from trusted_pools.common import rpc
 from trusted_pools.protocol import topics
 

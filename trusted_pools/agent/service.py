@@ -14,7 +14,7 @@ from oslo_config import cfg
 from trusted_pools.agent import attester as attester_mod
 from trusted_pools.agent import manager as agent_manager
 from trusted_pools.agent import rpcapi
-from trusted_pools.attestation import agent_requests
+from trusted_pools.protocol import agent_requests
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod

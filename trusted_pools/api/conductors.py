@@ -16,7 +16,7 @@ import logging
 from typing import Any, Callable
 
 from trusted_pools import exception
-from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.conductor import rpcapi
 from trusted_pools.db import api as db_api
 

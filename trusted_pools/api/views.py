@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from trusted_pools.attestation import policy as policy_mod
+from trusted_pools.verifier import policy as policy_mod
 from trusted_pools.db import api as db_api
 
 #: Policy kinds as the API spells them, and as the database does.

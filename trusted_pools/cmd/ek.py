@@ -45,7 +45,7 @@ def _print_ek_sha256(args: argparse.Namespace) -> int:
 def _ek_sha256_of_file(path: str) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-    from trusted_pools.attestation import enrollment
+    from trusted_pools.verifier import enrollment
     try:
         with open(path, "rb") as handle:
             data = handle.read()

@@ -8,11 +8,11 @@ from trusted_pools.common import config
 from trusted_pools.common import service as service_mod
 from trusted_pools.conf import CONF
 from trusted_pools.conf import placement as placement_conf
-from trusted_pools.scheduler import opts as scheduler_conf
+from trusted_pools.nova.scheduler import opts as scheduler_conf
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trusted_pools.placement import service as placement_service
+    from trusted_pools.nova.remediation import service as placement_service
 
     if placement_conf.group.name not in CONF:
         placement_conf.register_opts(CONF)

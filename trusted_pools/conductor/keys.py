@@ -18,7 +18,7 @@ A release for host H is answered only if, at that moment:
 
 Then the secret comes back RSA-OAEP encrypted to that binding key, a key
 that lives in H's TPM and never leaves it, with a label naming the secret
-and H (:func:`trusted_pools.keymanager.release.release_label`). Whoever
+and H (:func:`trusted_pools.protocol.key_release.release_label`). Whoever
 asks in H's name gets only what H's TPM can open: a reply captured on the
 bus, or a request another host forges in H's name, is useless.
 
@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trusted_pools import exception
 from trusted_pools.db import api as db_api
-from trusted_pools.keymanager import release
+from trusted_pools.protocol import key_release as release
 from trusted_pools.tpm import sealing
 from trusted_pools.tpm import structures
 

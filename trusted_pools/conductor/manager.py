@@ -3,7 +3,7 @@
 One conductor owns the hosts the hash ring gives it. Each interval it
 starts an epoch and announces it to every agent with one fanout cast; each
 of its hosts pushes evidence quoted over its own epoch nonce
-(:mod:`trusted_pools.attestation.freshness`). Evidence is queued by the RPC
+(:mod:`trusted_pools.protocol.freshness`). Evidence is queued by the RPC
 thread and verified in batches by a worker, whose verdicts are written to
 the database in one transaction per batch; a change of trust is announced
 with a signed notification. Hosts that send nothing for
@@ -35,18 +35,18 @@ from typing import Any, Callable, Union
 import oslo_messaging as messaging
 
 from trusted_pools import exception
-from trusted_pools.attestation import deep as deep_mod
-from trusted_pools.attestation import enrollment
-from trusted_pools.attestation import freshness
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation import results
-from trusted_pools.attestation import verdict as verdict_mod
-from trusted_pools.attestation.evidence import Evidence, Limits
-from trusted_pools.attestation.evidence import decode_b64 as _b64d
-from trusted_pools.attestation.evidence import encode_b64 as _b64
+from trusted_pools.verifier import deep as deep_mod
+from trusted_pools.verifier import enrollment
+from trusted_pools.protocol import freshness
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol import results
+from trusted_pools.protocol import verdict as verdict_mod
+from trusted_pools.protocol.evidence import Evidence, Limits
+from trusted_pools.protocol.evidence import decode_b64 as _b64d
+from trusted_pools.protocol.evidence import encode_b64 as _b64
 from trusted_pools.common import context as context_mod
-from trusted_pools.conductor import verifier
-from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.verifier import pipeline as verifier
+from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.db import api as db_api
 from trusted_pools.protocol import topics
 from trusted_pools.tpm import sealing
@@ -771,7 +771,7 @@ class ConductorManager:
         {"type", "reason"}}`` (a policy violation has both). What fails for
         the whole host (not trusted, stale verdict, a host quote that does
         not verify or does not commit to the batch) raises a
-        :class:`~trusted_pools.attestation.deep.DeepAttestationError`.
+        :class:`~trusted_pools.verifier.deep.DeepAttestationError`.
         """
         self._check_owner(host)
         if not isinstance(instances, list) or not instances:

@@ -17,9 +17,9 @@ from oslo_config import cfg
 
 from trusted_pools import exception
 from trusted_pools.agent import rpcapi as agent_rpcapi
-from trusted_pools.attestation import agent_requests
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation.evidence import Limits
+from trusted_pools.protocol import agent_requests
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol.evidence import Limits
 from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod

@@ -39,7 +39,7 @@ from castellan.common.objects import symmetric_key
 from castellan.key_manager import key_manager
 from oslo_config import cfg
 
-from trusted_pools.keymanager import release
+from trusted_pools.protocol import key_release as release
 
 LOG = logging.getLogger(__name__)
 

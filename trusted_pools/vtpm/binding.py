@@ -3,7 +3,7 @@
 Each compute host keeps a **vTPM CA**: a signing key created in the host's
 TPM under its EK (non-exportable: ``fixedTPM|fixedParent``), persisted at
 :data:`DEFAULT_CA_HANDLE` and certified by the host's enrolled AK with
-TPM2_Certify over :func:`~trusted_pools.attestation.vtpm_binding.
+TPM2_Certify over :func:`~trusted_pools.protocol.vtpm_binding.
 ca_qualifying_data` (host name and purpose). For every new vTPM the
 :class:`Provisioner` (the vTPM driver's hook, run right after
 ``swtpm_setup``):
@@ -13,7 +13,7 @@ ca_qualifying_data` (host name and purpose). For every new vTPM the
    under the vTPM's RSA EK), and reads the vTPM's EK public;
 2. has the host CA sign a certificate binding the vTPM AK public, the
    vTPM EK's SHA-256, the instance UUID and the host name
-   (:class:`~trusted_pools.attestation.vtpm_binding.VTPMCertificate`; the
+   (:class:`~trusted_pools.protocol.vtpm_binding.VTPMCertificate`; the
    host TPM signs with TPM2_Sign, the key never leaves it);
 3. returns the chain (CA certification + certificate) as the metadata
    stored with the instance: the guest, or whoever relays its quote,
@@ -34,7 +34,7 @@ import uuid
 from typing import Any, Callable, ContextManager
 
 from trusted_pools import exception
-from trusted_pools.attestation import vtpm_binding
+from trusted_pools.protocol import vtpm_binding
 from trusted_pools.tpm import device as tpm_device
 from trusted_pools.tpm import structures
 

@@ -19,8 +19,8 @@ import pytest
 from tests.pool_harness import TrustedPool
 from trusted_pools import exception
 from trusted_pools.agent import rpcapi as agent_rpcapi
-from trusted_pools.attestation import agent_requests
-from trusted_pools.attestation import keystore
+from trusted_pools.protocol import agent_requests
+from trusted_pools.protocol import keystore
 from trusted_pools.common import rpc
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq]

@@ -20,8 +20,8 @@ from tests.api_fixtures import Client, auth_tokens, error_of  # noqa: F401
 from tests.api_fixtures import make_api_conf
 from tests.pool_harness import TrustedPool, ek_sha256
 from trusted_pools.api import app as api_app
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation import results
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol import results
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
 

@@ -132,7 +132,7 @@ def test_bad_input_earns_a_challenge_not_a_verdict_and_harms_no_host(
     """Pushed evidence that does not verify gives no verdict (anyone on
     the bus can push in any host's name): the named host is challenged
     directly, at most once per interval, and its own answer decides."""
-    from trusted_pools.attestation import freshness
+    from trusted_pools.protocol import freshness
     pool = _make_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                       sqlite_url)
     try:

@@ -20,9 +20,9 @@ from wsgiref import simple_server
 import pytest
 
 from tests.nova_harness import VerdictFactory
-from trusted_pools.conductor import distrust
-from trusted_pools.placement.sync import ObservedVerdictCache
-from trusted_pools.scheduler.listener import TrustNotificationEndpoint
+from trusted_pools.nova.remediation import distrust
+from trusted_pools.nova.remediation.traits import ObservedVerdictCache
+from trusted_pools.nova.scheduler.listener import TrustNotificationEndpoint
 
 SERVICE_ID = "4c5f2a8e-8f7b-4c7e-9b0f-0a1b2c3d4e5f"
 

@@ -22,15 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.pool_harness import TrustedPool, ek_sha256
 from trusted_pools import exception
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation import results
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol import results
 from trusted_pools.conductor import endpoints
 from trusted_pools.conductor import manager as manager_mod
 from trusted_pools.conductor.manager import ConductorManager
 from trusted_pools.db import api as db_api
 from trusted_pools.db import migration
-from trusted_pools.scheduler.cache import VerdictCache
-from trusted_pools.scheduler.listener import TrustListener
+from trusted_pools.nova.scheduler.cache import VerdictCache
+from trusted_pools.nova.scheduler.listener import TrustListener
 from trusted_pools.tpm import keys
 
 

@@ -27,7 +27,7 @@ import pytest
 from tests.functional.conductor.test_attestation_cycle import (
     _all_trusted, _make_pool, _wire)
 from trusted_pools import exception
-from trusted_pools.attestation import freshness
+from trusted_pools.protocol import freshness
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]

@@ -28,10 +28,10 @@ from tests.pool_harness import TrustedPool, ek_sha256
 from trusted_pools import exception
 from trusted_pools.agent import attester as attester_mod
 from trusted_pools.api import app as api_app
-from trusted_pools.attestation.evidence import encode_b64
+from trusted_pools.protocol.evidence import encode_b64
 from trusted_pools.conductor import keys as keys_mod
 from trusted_pools.keymanager import backend
-from trusted_pools.keymanager import release
+from trusted_pools.protocol import key_release as release
 from trusted_pools.tpm import constants
 from trusted_pools.tpm import device as tpm_device
 

@@ -9,7 +9,7 @@ import pytest
 
 from trusted_pools import exception
 from trusted_pools.api import operations
-from trusted_pools.attestation import keystore
+from trusted_pools.protocol import keystore
 from trusted_pools.conductor import endpoints
 from trusted_pools.conductor.manager import ConductorManager
 from trusted_pools.db import api as db_api
@@ -98,7 +98,7 @@ def test_a_failed_quote_makes_the_registration_be_read_again(tmp_path):
     """A host re-enrolled through another conductor (new AK) must not stay
     untrusted on the conductor that cached its old AK."""
     from cryptography.hazmat.primitives.asymmetric import ec
-    from trusted_pools.attestation.evidence import Evidence
+    from trusted_pools.protocol.evidence import Evidence
     from trusted_pools.tpm import keys
     manager = _manager(tmp_path)
     host = manager.db.create_host("host-a")

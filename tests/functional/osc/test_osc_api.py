@@ -29,9 +29,9 @@ import pytest
 from tests.api_fixtures import auth_tokens, make_api_conf  # noqa: F401
 from tests.osc_shell import plugin_visible, run_openstack
 from trusted_pools.api import app as api_app
-from trusted_pools.attestation import keystore
+from trusted_pools.protocol import keystore
 from trusted_pools.cmd import api as api_cmd
-from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.db import api as db_api
 from trusted_pools.db import migration
 

@@ -21,8 +21,8 @@ from tests.api_fixtures import auth_tokens, make_api_conf  # noqa: F401
 from tests.osc_shell import plugin_visible, run_openstack
 from tests.pool_harness import TrustedPool, ek_sha256
 from trusted_pools.api import app as api_app
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation import results
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol import results
 from trusted_pools.cmd import api as api_cmd
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]

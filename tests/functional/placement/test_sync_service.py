@@ -13,8 +13,8 @@ from keystoneauth1 import loading as ks_loading
 from tests.nova_harness import VerdictFactory
 from tests.placement_fixture import PlacementServer
 from trusted_pools.conf import placement as placement_conf
-from trusted_pools.placement.service import PlacementSyncService
-from trusted_pools.scheduler import opts as scheduler_conf
+from trusted_pools.nova.remediation.service import PlacementSyncService
+from trusted_pools.nova.scheduler import opts as scheduler_conf
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 

@@ -18,9 +18,9 @@ import pytest
 
 from tests.nova_harness import VerdictFactory
 from tests.placement_fixture import PlacementServer
-from trusted_pools.placement import sync
-from trusted_pools.placement.client import PlacementClient
-from trusted_pools.scheduler.listener import TrustNotificationEndpoint
+from trusted_pools.nova.remediation import traits as sync
+from trusted_pools.nova.remediation.placement import PlacementClient
+from trusted_pools.nova.scheduler.listener import TrustNotificationEndpoint
 
 TRUSTED = "CUSTOM_TRUSTED_POOLS_TRUSTED"
 

@@ -21,9 +21,9 @@ from tests import nova_harness as nh
 from trusted_pools.common import rpc
 from trusted_pools.conductor.rpcapi import VerdictsAPI
 from trusted_pools.protocol.topics import TRUST_EVENT, VERDICTS_TOPIC
-from trusted_pools.scheduler.cache import VerdictCache
-from trusted_pools.scheduler.filters import TrustedHostFilter
-from trusted_pools.scheduler.listener import TrustListener
+from trusted_pools.nova.scheduler.cache import VerdictCache
+from trusted_pools.nova.scheduler.filters import TrustedHostFilter
+from trusted_pools.nova.scheduler.listener import TrustListener
 
 pytestmark = [pytest.mark.rabbitmq]
 
@@ -111,7 +111,7 @@ def test_bad_notifications_are_refused(pool, caplog, case):
         event = "trusted_pools.host.other"
         expected = None
     with caplog.at_level(logging.INFO,
-                         logger="trusted_pools.scheduler.listener"):
+                         logger="trusted_pools.nova.scheduler.listener"):
         notifier.info({}, event, payload)
         # A good notification after it proves the bad one was consumed.
         notifier.info({}, TRUST_EVENT, factory.payload("marker"))
@@ -204,7 +204,7 @@ def test_clock_ahead_conductor_does_not_win_over_rabbitmq(
     (correct clock) then stores an untrusted one: an earlier iat, a greater
     sequence. Through the real listener, whichever notification arrives
     last, the scheduler keeps the untrusted verdict."""
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import keystore
     from trusted_pools.conductor.manager import ConductorManager
     from trusted_pools.db import api as db_api
     from trusted_pools.db import migration

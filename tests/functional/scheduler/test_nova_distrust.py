@@ -54,10 +54,10 @@ if _CHILD:
     from tests.functional.scheduler import test_nova_integration as base
     from tests.rabbitmq import RABBIT_URL
 
-    from trusted_pools.conductor import distrust
-    from trusted_pools.placement.sync import ObservedVerdictCache
-    from trusted_pools.scheduler import listener as tp_listener
-    from trusted_pools.scheduler import opts as tp_opts
+    from trusted_pools.nova.remediation import distrust
+    from trusted_pools.nova.remediation.traits import ObservedVerdictCache
+    from trusted_pools.nova.scheduler import listener as tp_listener
+    from trusted_pools.nova.scheduler import opts as tp_opts
 
     CONF = cfg.CONF
     ACTIONS = ["notify", "disable_compute", "migrate_trusted_instances"]

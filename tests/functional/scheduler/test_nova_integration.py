@@ -46,11 +46,11 @@ if _CHILD:
 
     from nova.tests.functional import integrated_helpers  # noqa: E402
 
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import keystore
     from trusted_pools.common import rpc as tp_rpc
     from trusted_pools.conductor.manager import ConductorManager
-    from trusted_pools.scheduler import listener as tp_listener
-    from trusted_pools.scheduler import opts as tp_opts
+    from trusted_pools.nova.scheduler import listener as tp_listener
+    from trusted_pools.nova.scheduler import opts as tp_opts
 
     CONF = cfg.CONF
     FILTER = "TrustedHostFilter"
@@ -71,7 +71,7 @@ if _CHILD:
                 handle.write(keystore.public_key_pem(self.key))
             self.flags(available_filters=[
                 "nova.scheduler.filters.all_filters",
-                "trusted_pools.scheduler.filters.TrustedHostFilter"],
+                "trusted_pools.nova.scheduler.filters.TrustedHostFilter"],
                 group="filter_scheduler")
             enabled = list(CONF.filter_scheduler.enabled_filters)
             self.flags(enabled_filters=enabled + [FILTER],

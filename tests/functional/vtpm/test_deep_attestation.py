@@ -21,8 +21,9 @@ from tests import pool_harness
 from tests.local_agents import LocalAgents
 from tests import swtpm_pool as swtpm_pool_module
 from trusted_pools.agent.attester import Attester
-from trusted_pools.attestation import deep, keystore, vtpm_binding
-from trusted_pools.attestation.evidence import Evidence, encode_b64
+from trusted_pools.verifier import deep
+from trusted_pools.protocol import keystore, vtpm_binding
+from trusted_pools.protocol.evidence import Evidence, encode_b64
 from trusted_pools.conductor.manager import ConductorManager
 from trusted_pools.db import api as db_api
 from trusted_pools.db import migration
@@ -301,7 +302,7 @@ def test_untrusted_host(world):
     host = manager.db.get_host_by_name("compute-b")
     state = manager._state("compute-b")
     manager._record([(state, __import__(
-        "trusted_pools.attestation.verdict", fromlist=["x"]).unknown_verdict(
+        "trusted_pools.protocol.verdict", fromlist=["x"]).unknown_verdict(
         host="compute-b", reason="agent silent",
         issued_at=int(manager.clock()), validity=60))])
     try:

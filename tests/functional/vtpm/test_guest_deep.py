@@ -23,7 +23,8 @@ from tests import swtpm_pool as swtpm_pool_module
 from tests.guest import qemu
 from tests.local_agents import LocalAgents
 from trusted_pools.agent.attester import Attester
-from trusted_pools.attestation import deep, keystore
+from trusted_pools.verifier import deep
+from trusted_pools.protocol import keystore
 from trusted_pools.conductor.manager import ConductorManager
 from trusted_pools.db import api as db_api
 from trusted_pools.db import migration

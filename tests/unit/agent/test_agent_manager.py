@@ -12,11 +12,11 @@ import pytest
 
 from trusted_pools import exception
 from trusted_pools.agent.manager import AgentManager
-from trusted_pools.attestation import agent_requests
-from trusted_pools.attestation import freshness
-from trusted_pools.attestation import keystore
-from trusted_pools.attestation.evidence import Evidence, IMATail
-from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.protocol import agent_requests
+from trusted_pools.protocol import freshness
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol.evidence import Evidence, IMATail
+from trusted_pools.protocol.hash_ring import HashRing
 
 EPOCH = base64.b64encode(b"e" * 32).decode()
 CONDUCTOR_KEY = keystore.generate_signing_key()

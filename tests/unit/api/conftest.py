@@ -11,7 +11,7 @@ import pytest
 
 from tests.api_fixtures import Client, auth_tokens, make_api_conf  # noqa: F401
 from trusted_pools.api import app as api_app
-from trusted_pools.conductor.hash_ring import HashRing
+from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.db import api as db_api
 from trusted_pools.db import migration
 

@@ -252,7 +252,7 @@ def test_keys_are_the_registered_conductors_and_match_their_kid(client,
                                                                 db):
     """Each conductor's key is served as a JWK whose kid is its
     thumbprint; a row whose stored kid is not its key's is not served."""
-    from trusted_pools.attestation import keystore
+    from trusted_pools.protocol import keystore
     good = keystore.generate_signing_key()
     other = keystore.generate_signing_key("ES256")
     db.register_conductor("conductor-a",

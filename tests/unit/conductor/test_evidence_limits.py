@@ -13,7 +13,7 @@ from oslo_config import cfg
 
 from trusted_pools import conf as tp_conf
 from trusted_pools import exception
-from trusted_pools.attestation.evidence import Evidence, Limits
+from trusted_pools.protocol.evidence import Evidence, Limits
 from trusted_pools.common import rpc
 from trusted_pools.conductor import service as service_mod
 from trusted_pools.conf import attestation as attestation_conf

@@ -16,9 +16,9 @@ import pytest
 
 from tests import soft_tpm
 from trusted_pools import exception
-from trusted_pools.attestation import freshness
-from trusted_pools.attestation.evidence import Evidence
-from trusted_pools.conductor import verifier
+from trusted_pools.protocol import freshness
+from trusted_pools.protocol.evidence import Evidence
+from trusted_pools.verifier import pipeline as verifier
 from trusted_pools.tpm import structures
 from trusted_pools.tpm.constants import TPM_ALG
 

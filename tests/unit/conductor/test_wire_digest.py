@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from trusted_pools.conductor import verifier
+from trusted_pools.verifier import pipeline as verifier
 
 
 @pytest.mark.parametrize("wire", [

@@ -23,7 +23,7 @@ from oslo_config import cfg
 from oslo_context import context as oslo_context
 
 from trusted_pools.keymanager import backend
-from trusted_pools.keymanager import release
+from trusted_pools.protocol import key_release as release
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 HOST = "compute-1"

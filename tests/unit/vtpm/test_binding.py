@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from tests.unit.attestation.test_deep_soft import (
-    SoftCAKey, SoftHost, SoftVTPM, certify_attest)
+from tests.unit.verifier.test_deep_soft import (SoftCAKey, SoftHost, SoftVTPM,
+                                                certify_attest)
 from trusted_pools import exception
-from trusted_pools.attestation import vtpm_binding as vb
+from trusted_pools.protocol import vtpm_binding as vb
 from trusted_pools.tpm import structures
 from trusted_pools.tpm.constants import TPM_ST
 from trusted_pools.tpm.structures import ObjectAttributes

@@ -17,7 +17,7 @@ from trusted_pools.api import pagination
 from trusted_pools.api import schemas
 from trusted_pools.api import views
 from trusted_pools.api.context import Call
-from trusted_pools.attestation import policy as policy_mod
+from trusted_pools.verifier import policy as policy_mod
 
 LOG = logging.getLogger(__name__)
 

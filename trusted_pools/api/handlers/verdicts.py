@@ -11,7 +11,7 @@ from trusted_pools.api import errors
 from trusted_pools.api import schemas
 from trusted_pools.api import views
 from trusted_pools.api.context import Call
-from trusted_pools.attestation import keystore
+from trusted_pools.protocol import keystore
 
 LOG = logging.getLogger(__name__)
 

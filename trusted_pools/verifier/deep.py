@@ -1,0 +1,867 @@
+"""Deep attestation (ETSI GR NFV-SEC 007 4.4.3/4.4.4): a VM's evidence
+bound to a fresh quote of its host. A verifier library: no oslo, no bus,
+no database; the conductor (``conductor.manager.deep_attest``) feeds it.
+
+An instance is attested from three things:
+
+(a) a **vTPM quote made inside the guest** over a nonce this verifier
+    issued for that instance (:class:`NonceBook`: one use each, expiring);
+    verified with :func:`trusted_pools.tpm.quote.verify_quote` and the
+    vTPM AK from (b);
+(b) the **vTPM's chain to its host** (:mod:`.vtpm_binding`): the host's
+    vTPM CA certified by the host's *registered* AK, the CA's certificate
+    for the vTPM AK naming this host and this instance;
+(c) a **fresh host quote that commits to the VM quotes**: its nonce is
+    ``SHA-256(tag || verifier nonce || Merkle root)`` over the hashes of
+    the VM quotes' TPMS_ATTEST bytes (:func:`host_nonce`). One host quote
+    commits to a whole batch; each VM's result carries its inclusion
+    proof, so anyone holding the result can check the link
+    (:func:`check_commitment`).
+
+The linked scheme defeats relaying: a quote of another VM carries another
+vTPM AK (whose chain leads to its own host), a quote of this VM from
+before was over a spent nonce, and a host quote over anything but this
+batch's commitment does not verify.
+
+The Merkle tree is RFC 9162's (2.1): leaves ``H(0x00 || data)``, nodes
+``H(0x01 || left || right)``, an odd count split at the largest power of
+two below it (no duplicated last leaf, so no CVE-2012-2459 ambiguity);
+the domain bytes make a leaf never pass for a node (second preimages).
+
+Levels. An instance's level is on the host scale
+(:class:`~trusted_pools.protocol.levels.AssuranceLevel`) and never
+above its host's current verdict: with no instance policy the vTPM is
+bound and its PCRs reported but not appraised ("vTPM-bound, measured"):
+own level 1 (IDENTITY). With an :class:`InstancePolicy` whose allowed PCR
+values all match, the policy's level (default 3, OS boot). The host must
+itself be trusted, its verdict fresh, and its quote made in the same TPM
+boot as the quote behind that verdict, with the same boot PCR values.
+
+Errors. Failures that concern the whole batch raise (the host); failures
+of one instance are returned in its :class:`InstanceOutcome`, all as
+:class:`DeepAttestationError` subclasses with a reason. Evidence that
+does not verify gives no verdict (anyone may submit garbage in an
+instance's name); verified PCRs that a policy refuses give an untrusted
+verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from trusted_pools import exception
+from trusted_pools.protocol import keystore
+from trusted_pools.protocol import vtpm_binding
+from trusted_pools.protocol.evidence import _pcrs as _wire_pcrs
+from trusted_pools.protocol.evidence import decode_b64, encode_b64
+from trusted_pools.protocol.levels import AssuranceLevel
+from trusted_pools.protocol.verdict import canonical_json
+from trusted_pools.tpm import constants, quote as quotes, structures
+from trusted_pools.tpm import pcrs as pcr_files
+
+__all__ = [
+    "DOMAIN_TAG", "INSTANCE_RESULT_TYPE", "INSTANCE_RESULT_VERSION",
+    "Batch", "DeepAttestationError", "DeepVerifier", "HostNotTrusted",
+    "HostQuote", "HostQuoteInvalid", "HostQuoteNotCommitted",
+    "HostStanding", "HostVerdictStale", "InstanceOutcome", "InstancePolicy",
+    "InstanceResultSigner", "InstanceVerdict", "MerkleTree", "NonceBook",
+    "VMChainForeignHost", "VMChainRefused", "VMEvidence", "VMNonceMismatch",
+    "VMPolicyViolation", "VMQuoteInvalid", "VMQuoteReplayed",
+    "check_commitment", "host_nonce", "instance_id", "leaf_hash", "node_hash",
+    "prepare_batch", "verify_inclusion", "verify_instance_result",
+]
+
+#: Domain tag of the host nonce.
+DOMAIN_TAG = b"trusted_pools deep attestation v1\0"
+INSTANCE_RESULT_TYPE = "trusted-pools-instance-result+jwt"
+INSTANCE_RESULT_VERSION = 1
+#: Largest batch: one host quote commits to at most this many VM quotes.
+MAX_BATCH = 4096
+_LEAF, _NODE = b"\x00", b"\x01"
+_MAX_VM_QUOTE = 4096
+_MAX_VM_SIGNATURE = 1024
+#: Verified chains (and CA certifications) kept; the cache starts over
+#: when full.
+_MAX_CACHED = 65536
+
+
+# --- errors -----------------------------------------------------------------
+
+class DeepAttestationError(exception.EvidenceError):
+    _msg_fmt = "Deep attestation of %(subject)s refused: %(reason)s"
+
+
+class HostNotTrusted(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: its host is not "
+                "trusted: %(reason)s")
+
+
+class HostVerdictStale(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: its host's verdict "
+                "is stale: %(reason)s")
+
+
+class HostQuoteInvalid(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
+                "does not verify against the host's registration: "
+                "%(reason)s")
+
+
+class HostQuoteNotCommitted(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
+                "does not commit to the VM quote: %(reason)s")
+
+
+class VMQuoteInvalid(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote "
+                "does not verify: %(reason)s")
+
+
+class VMNonceMismatch(VMQuoteInvalid):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
+                "not over a nonce issued for this instance: %(reason)s")
+
+
+class VMQuoteReplayed(VMQuoteInvalid):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
+                "replayed: %(reason)s")
+
+
+class VMChainRefused(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
+                "to its host does not verify: %(reason)s")
+
+
+class VMChainForeignHost(VMChainRefused):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
+                "leads to another host: %(reason)s")
+
+
+class VMPolicyViolation(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s: the vTPM PCRs do not match "
+                "the instance policy: %(reason)s")
+
+
+# --- Merkle tree (RFC 9162 2.1) ---------------------------------------------
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(_LEAF + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(_NODE + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """Largest power of two smaller than ``n`` (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+class MerkleTree:
+    """A Merkle tree over ``leaves`` (their data; hashed as leaves here)."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        if not leaves:
+            raise exception.InvalidParameterValue(
+                name="leaves", reason="a tree needs at least one leaf")
+        self._hashes = [leaf_hash(bytes(d)) for d in leaves]
+        self.size = len(self._hashes)
+        self._memo: dict[tuple[int, int], bytes] = {}
+        self.root = self._mth(0, self.size)
+
+    def _mth(self, lo: int, hi: int) -> bytes:
+        if hi - lo == 1:
+            return self._hashes[lo]
+        key = (lo, hi)
+        found = self._memo.get(key)
+        if found is None:
+            k = _split(hi - lo)
+            found = node_hash(self._mth(lo, lo + k), self._mth(lo + k, hi))
+            self._memo[key] = found
+        return found
+
+    def proof(self, index: int) -> tuple[bytes, ...]:
+        """The inclusion path of leaf ``index``, leaf side first."""
+        if type(index) is not int or not 0 <= index < self.size:
+            raise exception.InvalidParameterValue(
+                name="index", reason="out of range 0-%d" % (self.size - 1))
+        path: list[bytes] = []
+        lo, hi = 0, self.size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                path.append(self._mth(lo + k, hi))
+                hi = lo + k
+            else:
+                path.append(self._mth(lo, lo + k))
+                lo = lo + k
+        return tuple(reversed(path))
+
+
+def verify_inclusion(data: bytes, index: int, size: int,
+                     proof: Sequence[bytes], root: bytes) -> bool:
+    """RFC 9162 2.1.3.2: whether leaf ``data`` is at ``index`` of a tree
+    of ``size`` leaves with ``root``."""
+    if type(index) is not int or type(size) is not int or \
+            not 0 <= index < size:
+        return False
+    fn, sn = index, size - 1
+    r = leaf_hash(data)
+    for p in proof:
+        if not isinstance(p, (bytes, bytearray)) or len(p) != 32 or sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(bytes(p), r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, bytes(p))
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and hmac.compare_digest(r, root)
+
+
+def host_nonce(verifier_nonce: bytes, root: bytes) -> bytes:
+    """The nonce the host quotes over to commit to a batch."""
+    return hashlib.sha256(DOMAIN_TAG + bytes(verifier_nonce)
+                          + bytes(root)).digest()
+
+
+def check_commitment(subject: str, vm_quote: bytes, index: int, size: int,
+                     proof: Sequence[bytes], root: bytes,
+                     verifier_nonce: bytes, host_extra_data: bytes) -> None:
+    """Raise :class:`HostQuoteNotCommitted` unless the (verified) host
+    quote's extraData commits to ``vm_quote`` through this proof."""
+    if not verify_inclusion(hashlib.sha256(vm_quote).digest(), index, size,
+                            proof, root):
+        raise HostQuoteNotCommitted(
+            subject=subject, reason="the inclusion proof does not lead from "
+            "the VM quote to the Merkle root")
+    if not hmac.compare_digest(host_nonce(verifier_nonce, root),
+                               bytes(host_extra_data)):
+        raise HostQuoteNotCommitted(
+            subject=subject, reason="the host quote's nonce is not the "
+            "commitment to this Merkle root")
+
+
+# --- nonces ------------------------------------------------------------------
+
+class NonceBook:
+    """Nonces issued to instances: each used once, within ``ttl`` seconds.
+
+    Used nonces are remembered until they would have expired, so a
+    replayed quote is named as such; past that it is an unknown nonce
+    (refused all the same). Thread-safe; at most ``limit`` outstanding.
+    """
+
+    def __init__(self, ttl: float = 300.0, limit: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl <= 0 or limit <= 0:
+            raise exception.InvalidParameterValue(
+                name="ttl", reason="ttl and limit must be positive")
+        self.ttl = ttl
+        self.limit = limit
+        self._clock = clock
+        self._lock = threading.Lock()
+        # nonce -> (instance, expires at, used)
+        self._book: dict[bytes, tuple[str, float, bool]] = {}
+
+    def _expire(self, now: float) -> None:
+        for nonce in [n for n, (_, exp, _u) in self._book.items()
+                      if exp <= now]:
+            del self._book[nonce]
+
+    def issue(self, instance: str) -> bytes:
+        instance = instance_id(instance)
+        now = self._clock()
+        with self._lock:
+            if len(self._book) >= self.limit:
+                self._expire(now)
+                if len(self._book) >= self.limit:
+                    raise exception.TemporaryFailure(
+                        reason="%d instance challenges are outstanding"
+                        % self.limit)
+            nonce = os.urandom(32)
+            self._book[nonce] = (instance, now + self.ttl, False)
+            return nonce
+
+    def consume(self, instance: str, nonce: bytes) -> None:
+        """Spend ``nonce`` for ``instance`` or raise why it cannot be."""
+        now = self._clock()
+        with self._lock:
+            entry = self._book.get(bytes(nonce))
+            if entry is None or entry[1] <= now:
+                self._book.pop(bytes(nonce), None)
+                raise VMNonceMismatch(
+                    subject=instance, reason="this verifier issued no such "
+                    "nonce, or it expired (they live %d s)" % self.ttl)
+            owner, expires, used = entry
+            if owner != instance:
+                raise VMNonceMismatch(
+                    subject=instance, reason="the nonce was issued for "
+                    "instance %s" % owner)
+            if used:
+                raise VMQuoteReplayed(
+                    subject=instance, reason="its nonce was already used "
+                    "by an earlier attestation")
+            self._book[bytes(nonce)] = (owner, expires, True)
+
+
+def instance_id(instance: Any) -> str:
+    try:
+        text = str(uuid.UUID(str(instance)))
+    except ValueError:
+        raise exception.InvalidParameterValue(
+            name="instance", reason="%r is not a UUID" % (instance,)) \
+            from None
+    return text
+
+
+# --- inputs ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class VMEvidence:
+    """What the guest (or whoever relays it) sends for one instance:
+    TPMS_ATTEST and TPMT_SIGNATURE of its vTPM quote, the PCR values,
+    the vTPM chain (:class:`~.vtpm_binding.VTPMChain` wire form).
+    Unverified."""
+
+    instance: str
+    quote: bytes
+    signature: bytes
+    pcrs: dict[int, dict[int, bytes]]
+    chain: Any
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "VMEvidence":
+        """From ``{instance, vm_quote, vm_signature, vm_pcrs,
+        vtpm_certificate}`` (base64 quote and signature, PCRs as in host
+        evidence: bank name -> index -> hex)."""
+        if not isinstance(wire, Mapping) or set(wire) != {
+                "instance", "vm_quote", "vm_signature", "vm_pcrs",
+                "vtpm_certificate"}:
+            raise exception.MalformedEvidence(
+                what="instance evidence", reason="expected exactly "
+                "instance, vm_quote, vm_signature, vm_pcrs, "
+                "vtpm_certificate")
+        try:
+            instance = instance_id(wire["instance"])
+        except exception.InvalidParameterValue as error:
+            raise exception.MalformedEvidence(
+                what="instance evidence", reason=str(error)) from None
+        return cls(instance,
+                   decode_b64(wire["vm_quote"], "vm_quote", _MAX_VM_QUOTE),
+                   decode_b64(wire["vm_signature"], "vm_signature",
+                              _MAX_VM_SIGNATURE),
+                   _wire_pcrs(wire["vm_pcrs"]), wire["vtpm_certificate"])
+
+    @classmethod
+    def from_tpm2_tools(cls, instance: str, message: bytes,
+                        signature: bytes, pcrs: bytes,
+                        chain: Any) -> "VMEvidence":
+        """From what ``tpm2_quote -c 0x81008001 -q NONCE -l sha256:...
+        -m MSG -s SIG -o PCRS`` writes inside the guest (the signature in
+        its default ``tss`` form, TPMT_SIGNATURE; the PCR file as
+        ``tpm2_quote -o`` or ``tpm2_pcrread -o`` writes it). The PCR file
+        is read in the order of the quote's (unverified) selection;
+        verification later checks the values against the signed digest."""
+        attest = structures.parse_attest(bytes(message))
+        selection = getattr(attest.attested, "pcr_select", None)
+        if selection is None:
+            raise exception.MalformedEvidence(
+                what="guest quote", reason="the message is not a quote")
+        return cls(instance_id(instance), bytes(message), bytes(signature),
+                   pcr_files.load_pcr_values(bytes(pcrs), selection), chain)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The form :meth:`from_wire` (and ``deep_attest``) takes."""
+        return {"instance": self.instance,
+                "vm_quote": encode_b64(self.quote),
+                "vm_signature": encode_b64(self.signature),
+                "vm_pcrs": {constants.hash_algorithm(alg).name:
+                            {str(p): v.hex() for p, v in sorted(bank.items())}
+                            for alg, bank in self.pcrs.items()},
+                "vtpm_certificate": self.chain.to_wire() if isinstance(
+                    self.chain, vtpm_binding.VTPMChain) else self.chain}
+
+    def leaf(self) -> bytes:
+        return hashlib.sha256(self.quote).digest()
+
+
+@dataclasses.dataclass(frozen=True)
+class HostQuote:
+    """The host agent's quote over the batch's host nonce."""
+
+    quote: bytes
+    signature: bytes
+    pcrs: Mapping[int, Mapping[int, bytes]]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostStanding:
+    """The host's current verdict as the conductor holds it."""
+
+    host: str
+    status: str
+    level: int
+    issued_at: int
+    expires_at: int
+    #: The verdict's sequence (claim ``seq``), if known.
+    sequence: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstancePolicy:
+    """Allowed vTPM PCR values of an instance (or a group of them).
+    ``pcrs``: bank (TPM_ALG) -> PCR -> allowed values. ``level``: what a
+    match proves (2 firmware, 3 OS boot)."""
+
+    name: str
+    version: int
+    pcrs: Mapping[int, Mapping[int, frozenset[bytes]]]
+    level: AssuranceLevel = AssuranceLevel.OS_BOOT
+
+    def __post_init__(self) -> None:
+        if not self.pcrs or not any(self.pcrs.values()):
+            raise exception.InvalidParameterValue(
+                name="pcrs", reason="an instance policy names at least one "
+                "PCR")
+        if self.level not in (AssuranceLevel.PLATFORM_FIRMWARE,
+                              AssuranceLevel.OS_BOOT):
+            raise exception.InvalidParameterValue(
+                name="level", reason="an instance policy stands for level "
+                "2 or 3")
+
+    def mismatches(self, pcrs: Mapping[int, Mapping[int, bytes]]
+                   ) -> list[str]:
+        bad = []
+        for alg, bank in sorted(self.pcrs.items()):
+            for pcr, allowed in sorted(bank.items()):
+                value = pcrs.get(alg, {}).get(pcr)
+                if value is None:
+                    bad.append("%s PCR %d not quoted"
+                               % (constants.alg_name(alg), pcr))
+                elif value not in allowed:
+                    bad.append("%s PCR %d = %s… not allowed"
+                               % (constants.alg_name(alg), pcr,
+                                  value.hex()[:16]))
+        return bad
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """VM quotes of one host, committed to by one host quote."""
+
+    host: str
+    verifier_nonce: bytes
+    items: tuple[VMEvidence, ...]
+    tree: MerkleTree
+
+    @property
+    def host_nonce(self) -> bytes:
+        return host_nonce(self.verifier_nonce, self.tree.root)
+
+
+def prepare_batch(host: str, items: Iterable[VMEvidence],
+                  verifier_nonce: bytes | None = None) -> Batch:
+    """The Merkle tree over the VM quotes and the nonce the host must
+    quote over (a fresh verifier nonce unless given)."""
+    items = tuple(items)
+    if not items or len(items) > MAX_BATCH:
+        raise exception.InvalidParameterValue(
+            name="instances", reason="1 to %d instances per host quote"
+            % MAX_BATCH)
+    if len({i.instance for i in items}) != len(items):
+        raise exception.InvalidParameterValue(
+            name="instances", reason="an instance appears twice")
+    nonce = os.urandom(32) if verifier_nonce is None else verifier_nonce
+    if len(nonce) != 32:
+        raise exception.InvalidParameterValue(
+            name="verifier_nonce", reason="32 bytes are required")
+    return Batch(host, nonce, items, MerkleTree([i.leaf() for i in items]))
+
+
+# --- results -----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class InstanceVerdict:
+    """The conductor's conclusion about one instance at one time."""
+
+    instance: str
+    host: str
+    status: str
+    level: int
+    reasons: tuple[str, ...]
+    appraisal: str
+    host_status: str
+    host_level: int
+    host_quote_sha256: str
+    vm_quote_sha256: str
+    vtpm_ak_name: str
+    vtpm_ek_sha256: str
+    verifier_nonce: bytes
+    merkle_root: bytes
+    leaf_index: int
+    tree_size: int
+    proof: tuple[bytes, ...]
+    issued_at: int
+    expires_at: int
+    policy: str | None = None
+
+    def claims(self, issuer: str, jti: str) -> dict[str, Any]:
+        """The EAR-style claim set: one section per attester."""
+        return {
+            "ver": INSTANCE_RESULT_VERSION, "iss": issuer,
+            "sub": self.instance, "iat": self.issued_at,
+            "exp": self.expires_at, "jti": jti,
+            "status": self.status, "level": self.level,
+            "submods": {
+                "host": {"name": self.host, "status": self.host_status,
+                         "level": self.host_level,
+                         "quote_sha256": self.host_quote_sha256},
+                "vm": {"instance": self.instance, "status": self.status,
+                       "level": self.level, "appraisal": self.appraisal,
+                       "policy": self.policy,
+                       "vtpm_ak_name": self.vtpm_ak_name,
+                       "vtpm_ek_sha256": self.vtpm_ek_sha256,
+                       "quote_sha256": self.vm_quote_sha256,
+                       "reasons": list(self.reasons)},
+            },
+            "binding": {"verifier_nonce": self.verifier_nonce.hex(),
+                        "merkle_root": self.merkle_root.hex(),
+                        "leaf_index": self.leaf_index,
+                        "tree_size": self.tree_size,
+                        "proof": [p.hex() for p in self.proof]},
+        }
+
+
+_CLAIMS = frozenset({"ver", "iss", "sub", "iat", "exp", "jti", "status",
+                     "level", "submods", "binding"})
+_JWS = jwt.PyJWS(algorithms=sorted(keystore.SUPPORTED_ALGORITHMS))
+
+
+class InstanceResultSigner:
+    """Signs instance verdicts like host verdicts (JWS, the conductor's
+    key) but with their own ``typ``, so a host-verdict consumer
+    (``results.verify_result``) refuses them, and the reverse."""
+
+    def __init__(self, key: keystore.PrivateKey, issuer: str) -> None:
+        if not isinstance(key, (ec.EllipticCurvePrivateKey,
+                                ed25519.Ed25519PrivateKey)):
+            raise exception.InvalidParameterValue(
+                name="key", reason="expected an ES256 or Ed25519 key")
+        self._key = key
+        self.issuer = issuer
+        self.alg = keystore.algorithm_for_key(key)
+        self.kid = keystore.jwk_thumbprint(key)
+
+    def sign(self, verdict: InstanceVerdict) -> str:
+        claims = verdict.claims(self.issuer, secrets.token_urlsafe(16))
+        return _JWS.encode(canonical_json(claims), self._key,
+                           algorithm=self.alg,
+                           headers={"kid": self.kid,
+                                    "typ": INSTANCE_RESULT_TYPE})
+
+
+def verify_instance_result(token: str,
+                           public_keys: Mapping[str, keystore.PublicKey],
+                           now: int, leeway: int = 5) -> dict[str, Any]:
+    """The claims of a signed instance verdict, or a
+    :class:`~trusted_pools.exception.SignedResultError`."""
+    if not isinstance(token, str) or token.count(".") != 2 or \
+            len(token) > 256 * 1024:
+        raise exception.ResultMalformed(reason="not a compact JWS")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise exception.ResultMalformed(reason=str(error)) from None
+    if set(header) != {"alg", "kid", "typ"} or \
+            header.get("typ") != INSTANCE_RESULT_TYPE:
+        raise exception.ResultMalformed(
+            reason="header is not alg, kid and typ %r"
+            % INSTANCE_RESULT_TYPE)
+    key = public_keys.get(header["kid"]) if isinstance(
+        header["kid"], str) else None
+    if key is None:
+        raise exception.ResultKeyUnknown(kid=repr(header["kid"]))
+    alg = keystore.algorithm_for_key(key)
+    if header["alg"] != alg:
+        raise exception.ResultAlgorithmRejected(
+            alg=str(header["alg"]), reason="the key is pinned to %s" % alg)
+    try:
+        payload = _JWS.decode_complete(token, key=key,
+                                       algorithms=[alg])["payload"]
+    except jwt.InvalidSignatureError:
+        raise exception.ResultSignatureInvalid() from None
+    except jwt.PyJWTError as error:
+        raise exception.ResultMalformed(reason=str(error)) from None
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        raise exception.ResultMalformed(reason="payload is not JSON") \
+            from None
+    if not isinstance(claims, dict) or set(claims) != _CLAIMS or \
+            canonical_json(claims) != payload:
+        raise exception.ResultMalformed(
+            reason="claims are not the canonical instance claim set")
+    if type(claims["ver"]) is not int or \
+            claims["ver"] != INSTANCE_RESULT_VERSION:
+        raise exception.ResultMalformed(reason="unknown claim set version")
+    iat, exp = claims["iat"], claims["exp"]
+    if type(iat) is not int or type(exp) is not int or exp <= iat:
+        raise exception.ResultMalformed(reason="bad iat/exp")
+    if iat > now + leeway:
+        raise exception.ResultNotYetValid(issued_at=iat, now=now,
+                                          leeway=leeway)
+    if now >= exp + leeway:
+        raise exception.ResultExpired(expires_at=exp, now=now, leeway=leeway)
+    return claims
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceOutcome:
+    """One instance of a batch: a verdict (and its token), or the error
+    that kept it from one; a policy violation has both."""
+
+    instance: str
+    verdict: InstanceVerdict | None = None
+    signed_result: str | None = None
+    error: DeepAttestationError | None = None
+
+
+# --- the verifier ------------------------------------------------------------
+
+class DeepVerifier:
+    """Deep attestation state of one conductor: the instance nonces it
+    issued, its signer, verdict validity and instance policies.
+
+    ``policy_for(instance) -> InstancePolicy | None`` picks an instance's
+    policy (None: not appraised)."""
+
+    def __init__(self, signer: InstanceResultSigner | None = None, *,
+                 nonces: NonceBook | None = None, validity: int = 300,
+                 max_host_age: int | None = None,
+                 policy_for: Callable[[str], InstancePolicy | None]
+                 = lambda instance: None) -> None:
+        self.signer = signer
+        self.nonces = nonces or NonceBook()
+        self.validity = validity
+        self.max_host_age = max_host_age
+        self.policy_for = policy_for
+        # Verified CA certifications: (AK name, CA certification) -> CA
+        # key; verified chains: (AK name, CA certification, certificate,
+        # instance) -> bound vTPM. The same inputs verify the same way, so
+        # an instance attested again costs its quote only.
+        self._cas: dict[tuple[bytes, vtpm_binding.CACertification],
+                        structures.Public] = {}
+        self._bound: dict[tuple[bytes, vtpm_binding.CACertification, str,
+                                str], vtpm_binding.BoundVTPM] = {}
+
+    def clear_cache(self) -> None:
+        """Forget verified CA certifications and chains."""
+        self._cas.clear()
+        self._bound.clear()
+
+    def challenge(self, instance: str) -> bytes:
+        """A fresh nonce for the guest of ``instance`` to quote over."""
+        return self.nonces.issue(instance)
+
+    # host side ------------------------------------------------------------
+
+    def check_host(self, subject: str, standing: HostStanding,
+                   now: int) -> None:
+        if standing.status != "trusted" or standing.level < 1:
+            raise HostNotTrusted(
+                subject=subject, reason="host %s is %s at level %d"
+                % (standing.host, standing.status, standing.level))
+        if now >= standing.expires_at:
+            raise HostVerdictStale(
+                subject=subject, reason="the verdict of host %s expired %d s "
+                "ago" % (standing.host, now - standing.expires_at))
+        if self.max_host_age is not None and \
+                now - standing.issued_at > self.max_host_age:
+            raise HostVerdictStale(
+                subject=subject, reason="the verdict of host %s is %d s old "
+                "(at most %d)" % (standing.host, now - standing.issued_at,
+                                  self.max_host_age))
+
+    def verify_host_quote(self, batch: Batch, host_ak: structures.Public,
+                          host_quote: HostQuote, *,
+                          baseline: Any = None,
+                          boot_pcrs: Iterable[tuple[int, int, bytes]]
+                          | None = None,
+                          allow_sha1: bool = False) -> quotes.VerifiedQuote:
+        """The host quote must verify with the registered AK over the
+        batch's host nonce, in the same TPM boot as ``baseline`` (the
+        clock of the quote behind the host's verdict) and after it, and
+        quote the same values of the PCRs in ``boot_pcrs`` ((bank, PCR,
+        value) of the boot the verifier last verified) as that boot."""
+        subject = "host %s" % batch.host
+        try:
+            verified = quotes.verify_quote(
+                host_ak, host_quote.quote, host_quote.signature,
+                batch.host_nonce, host_quote.pcrs, allow_sha1=allow_sha1)
+        except exception.NonceMismatch:
+            raise HostQuoteNotCommitted(
+                subject=subject, reason="the host quoted over another nonce "
+                "than the commitment to this batch") from None
+        except exception.EvidenceError as error:
+            raise HostQuoteInvalid(subject=subject, reason=str(error)) \
+                from None
+        if baseline is not None:
+            clock = verified.clock_info
+            if (clock.reset_count, clock.restart_count) != (
+                    baseline.reset_count, baseline.restart_count):
+                raise HostVerdictStale(
+                    subject=subject, reason="the host TPM was reset or "
+                    "restarted since the quote behind its verdict (counts "
+                    "%d/%d, were %d/%d)" % (
+                        clock.reset_count, clock.restart_count,
+                        baseline.reset_count, baseline.restart_count))
+            if clock.clock <= baseline.clock:
+                raise HostQuoteInvalid(
+                    subject=subject, reason="TPM clock %d is not after %d: "
+                    "not a fresh quote" % (clock.clock, baseline.clock))
+        changed = sorted(
+            (bank, pcr) for bank, pcr, value in boot_pcrs or ()
+            if verified.pcrs.get(bank, {}).get(pcr) != value)
+        if changed:
+            raise HostVerdictStale(
+                subject=subject, reason="boot PCR(s) %s differ from the boot "
+                "its verdict judged (or were not quoted)" % ", ".join(
+                    "%s:%d" % (constants.alg_name(b), p) for b, p in changed))
+        return verified
+
+    # vm side --------------------------------------------------------------
+
+    def _ca(self, host: str, host_ak: structures.Public,
+            chain: vtpm_binding.VTPMChain) -> structures.Public:
+        key = (host_ak.name(), chain.ca)
+        ca = self._cas.get(key)
+        if ca is None:
+            ca = vtpm_binding.verify_ca(host, host_ak, chain.ca)
+            if len(self._cas) >= _MAX_CACHED:
+                self._cas.clear()
+            self._cas[key] = ca
+        return ca
+
+    def bind(self, host: str, host_ak: structures.Public,
+             item: VMEvidence) -> vtpm_binding.BoundVTPM:
+        try:
+            chain = item.chain if isinstance(
+                item.chain, vtpm_binding.VTPMChain) \
+                else vtpm_binding.VTPMChain.from_wire(item.chain, host)
+            key = (host_ak.name(), chain.ca, chain.certificate,
+                   item.instance)
+            bound = self._bound.get(key)
+            if bound is None:
+                ca = self._ca(host, host_ak, chain)
+                bound = vtpm_binding.verify_certificate(
+                    chain.certificate, ca, host, item.instance)
+                if len(self._bound) >= _MAX_CACHED:
+                    self._bound.clear()
+                self._bound[key] = bound
+            return bound
+        except vtpm_binding.VTPMChainForeignHost as error:
+            raise VMChainForeignHost(subject=item.instance,
+                                     reason=error.message) from None
+        except vtpm_binding.VTPMBindingRefused as error:
+            raise VMChainRefused(subject=item.instance,
+                                 reason=error.message) from None
+
+    def verify_vm_quote(self, bound: vtpm_binding.BoundVTPM,
+                        item: VMEvidence) -> quotes.VerifiedQuote:
+        """Verify the guest's quote with the bound vTPM AK, then spend its
+        nonce (so garbage cannot burn a nonce)."""
+        try:
+            attest = structures.parse_attest(item.quote)
+            verified = quotes.verify_quote(bound.ak, item.quote,
+                                           item.signature,
+                                           attest.extra_data, item.pcrs)
+        except exception.EvidenceError as error:
+            raise VMQuoteInvalid(subject=item.instance,
+                                 reason=str(error)) from None
+        self.nonces.consume(item.instance, attest.extra_data)
+        return verified
+
+    # the batch ------------------------------------------------------------
+
+    def verify_batch(self, batch: Batch, *, host_ak: structures.Public,
+                     standing: HostStanding, host_quote: HostQuote,
+                     now: int, baseline: Any = None,
+                     boot_pcrs: Iterable[tuple[int, int, bytes]]
+                     | None = None,
+                     allow_sha1: bool = False) -> list[InstanceOutcome]:
+        """Judge every instance of ``batch``. Raises for what fails them
+        all (the host); returns one outcome per instance, in order."""
+        self.check_host("host %s" % batch.host, standing, now)
+        verified_host = self.verify_host_quote(
+            batch, host_ak, host_quote, baseline=baseline,
+            boot_pcrs=boot_pcrs, allow_sha1=allow_sha1)
+        host_digest = hashlib.sha256(host_quote.quote).hexdigest()
+        outcomes = []
+        for index, item in enumerate(batch.items):
+            try:
+                outcomes.append(self._judge(
+                    batch, index, item, host_ak, standing, verified_host,
+                    host_digest, now))
+            except DeepAttestationError as error:
+                outcomes.append(InstanceOutcome(item.instance, error=error))
+        return outcomes
+
+    def _judge(self, batch: Batch, index: int, item: VMEvidence,
+               host_ak: structures.Public, standing: HostStanding,
+               verified_host: quotes.VerifiedQuote, host_digest: str,
+               now: int) -> InstanceOutcome:
+        bound = self.bind(batch.host, host_ak, item)
+        verified_vm = self.verify_vm_quote(bound, item)
+        proof = batch.tree.proof(index)
+        check_commitment(item.instance, item.quote, index, batch.tree.size,
+                         proof, batch.tree.root, batch.verifier_nonce,
+                         verified_host.attest.extra_data)
+        policy = self.policy_for(item.instance)
+        reasons: list[str] = []
+        error = None
+        if policy is None:
+            own, appraisal = AssuranceLevel.IDENTITY, "vtpm-bound-measured"
+            status = "trusted"
+        else:
+            bad = policy.mismatches(verified_vm.pcrs)
+            appraisal = "policy"
+            if bad:
+                reasons = bad
+                own, status = AssuranceLevel.IDENTITY, "untrusted"
+                error = VMPolicyViolation(subject=item.instance,
+                                          reason="; ".join(bad))
+            else:
+                own, status = policy.level, "trusted"
+        level = min(int(own), int(standing.level))
+        verdict = InstanceVerdict(
+            instance=item.instance, host=batch.host, status=status,
+            level=level, reasons=tuple(reasons), appraisal=appraisal,
+            host_status=standing.status, host_level=int(standing.level),
+            host_quote_sha256=host_digest,
+            vm_quote_sha256=hashlib.sha256(item.quote).hexdigest(),
+            vtpm_ak_name=bound.ak.name().hex(),
+            vtpm_ek_sha256=bound.ek_sha256,
+            verifier_nonce=batch.verifier_nonce,
+            merkle_root=batch.tree.root, leaf_index=index,
+            tree_size=batch.tree.size, proof=proof, issued_at=now,
+            expires_at=min(now + self.validity, standing.expires_at),
+            policy=None if policy is None
+            else "%s@%d" % (policy.name, policy.version))
+        token = None if self.signer is None else self.signer.sign(verdict)
+        return InstanceOutcome(item.instance, verdict, token, error)
