@@ -421,8 +421,8 @@ class PolicyInvalid(InvalidParameterValue):
     _msg_fmt = ("Policy %(policy)s is invalid at %(field)s: %(reason)s")
 
 
-# --- Placement traits and response to distrust (trusted_pools.nova.remediation,
-# --- trusted_pools.nova.remediation.distrust) ----------------------------------------
+# --- Placement traits and response to distrust ---------------------------
+# (trusted_pools.nova.remediation: traits, distrust)
 
 class ServiceUnavailable(TemporaryFailure):
     _msg_fmt = ("The %(service)s API cannot be reached or failed: "

@@ -8,9 +8,10 @@ Enable it in ``nova.conf`` of nova-scheduler beside Nova's filters::
     enabled_filters = ComputeFilter,...,TrustedHostFilter
 
 Requests without trust extra specs or trust traits pass untouched (see
-:mod:`trusted_pools.nova.scheduler.extra_specs`). For the others, the decision per
-host is a lookup in the process's :class:`~.cache.VerdictCache`: no network
-call, no signature check. The cache is fed in the background by
+:mod:`trusted_pools.nova.scheduler.extra_specs`). For the others, the
+decision per host is a lookup in the process's
+:class:`~.cache.VerdictCache`: no network call, no signature check. The
+cache is fed in the background by
 :mod:`trusted_pools.nova.scheduler.listener`.
 
 The filter runs for every instance of a multi-create request (trust may
