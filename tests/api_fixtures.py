@@ -104,6 +104,32 @@ def make_api_conf(conf: cfg.ConfigOpts | None = None,
     return conf
 
 
+def pool_with_api(tmp_path: Any, rabbit_conf: Any, swtpm_pool: Any,
+                  swtpm_ca: Any, hosts: int, tamper: tuple[int, ...] = ()
+                  ) -> tuple[Any, Any]:
+    """A started pool (``hosts`` swtpm hosts, ``tamper`` ones booted with
+    an unapproved boot loader, their agents, conductor-a, SQLite) and
+    trusted-pools-api's WSGI app in front of it, with the API's own
+    configuration (as in its own process) on the pool's bus and database.
+    The caller closes the pool."""
+    from tests.pool_harness import TrustedPool
+    pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
+                       "sqlite:///%s" % (tmp_path / "pool.sqlite"))
+    try:
+        pool.configure()
+        pool.add_hosts(hosts, tamper=list(tamper))
+        pool.start_agents()
+        pool.start_conductor("conductor-a")
+        conf = make_api_conf()
+        conf.set_override("heartbeat_timeout",
+                          rabbit_conf.conductor.heartbeat_timeout,
+                          group="conductor")
+        return pool, api_app.build(conf, db=pool.db)
+    except BaseException:
+        pool.close()
+        raise
+
+
 class Client:
     """Requests through the whole pipeline, as a persona."""
 

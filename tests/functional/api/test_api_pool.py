@@ -17,9 +17,8 @@ import time
 import pytest
 
 from tests.api_fixtures import Client, auth_tokens, error_of  # noqa: F401
-from tests.api_fixtures import make_api_conf
-from tests.pool_harness import TrustedPool, ek_sha256
-from trusted_pools.api import app as api_app
+from tests.api_fixtures import pool_with_api
+from tests.pool_harness import ek_sha256
 from trusted_pools.protocol import keystore
 from trusted_pools.protocol import results
 
@@ -29,20 +28,10 @@ pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
 @pytest.fixture
 def pool_api(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
              auth_tokens):  # noqa: F811
-    pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
-                       "sqlite:///%s" % (tmp_path / "pool.sqlite"))
-    pool.configure()
-    pool.add_hosts(2, tamper=[1])
-    pool.start_agents()
-    pool.start_conductor("conductor-a")
-    # The API's own configuration (as in its own process); the bus is the
-    # one the pool's services use.
-    conf = make_api_conf()
-    conf.set_override("heartbeat_timeout",
-                      rabbit_conf.conductor.heartbeat_timeout,
-                      group="conductor")
+    pool, application = pool_with_api(tmp_path, rabbit_conf, swtpm_pool,
+                                      swtpm_ca, 2, tamper=(1,))
     try:
-        yield pool, Client(api_app.build(conf, db=pool.db))
+        yield pool, Client(application)
     finally:
         pool.close()
 

@@ -23,11 +23,10 @@ from oslo_config import cfg
 from oslo_context import context as oslo_context
 
 from tests.api_fixtures import Client, auth_tokens, error_of  # noqa: F401
-from tests.api_fixtures import _project_token, make_api_conf
-from tests.pool_harness import TrustedPool, ek_sha256
+from tests.api_fixtures import _project_token, pool_with_api
+from tests.pool_harness import ek_sha256
 from trusted_pools import exception
 from trusted_pools.agent import attester as attester_mod
-from trusted_pools.api import app as api_app
 from trusted_pools.protocol.evidence import encode_b64
 from trusted_pools.conductor import keys as keys_mod
 from trusted_pools.keymanager import backend
@@ -88,17 +87,9 @@ def keyed_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
     auth_tokens.add_token(_project_token("bob", "other",
                                          ["member", "reader"]),
                           token_id="other")
-    pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
-                       "sqlite:///%s" % (tmp_path / "pool.sqlite"))
-    pool.configure()
-    pool.add_hosts(3, tamper=[1])
-    pool.start_agents()
-    pool.start_conductor("conductor-a")
-    conf = make_api_conf()
-    conf.set_override("heartbeat_timeout",
-                      rabbit_conf.conductor.heartbeat_timeout,
-                      group="conductor")
-    api = Client(api_app.build(conf, db=pool.db))
+    pool, application = pool_with_api(tmp_path, rabbit_conf, swtpm_pool,
+                                      swtpm_ca, 3, tamper=(1,))
+    api = Client(application)
     try:
         for host in pool.hosts:
             created = api.post("/v1/hosts", {

@@ -91,22 +91,12 @@ def test_serve_key_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
     import threading
     from wsgiref import simple_server
 
-    from tests.api_fixtures import Client, make_api_conf
-    from tests.pool_harness import TrustedPool, ek_sha256
-    from trusted_pools.api import app as api_app
+    from tests.api_fixtures import Client, pool_with_api
+    from tests.pool_harness import ek_sha256
 
     out = pathlib.Path(_SERVE)
-    pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
-                       "sqlite:///%s" % (tmp_path / "pool.sqlite"))
-    pool.configure()
-    pool.add_hosts(3, tamper=[1])
-    pool.start_agents()
-    pool.start_conductor("conductor-a")
-    conf = make_api_conf()
-    conf.set_override("heartbeat_timeout",
-                      rabbit_conf.conductor.heartbeat_timeout,
-                      group="conductor")
-    application = api_app.build(conf, db=pool.db)
+    pool, application = pool_with_api(tmp_path, rabbit_conf, swtpm_pool,
+                                      swtpm_ca, 3, tamper=(1,))
     api = Client(application)
 
     class Quiet(simple_server.WSGIRequestHandler):

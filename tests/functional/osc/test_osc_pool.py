@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.api_fixtures import auth_tokens, make_api_conf  # noqa: F401
+from tests.api_fixtures import auth_tokens, pool_with_api  # noqa: F401
 from tests.osc_shell import plugin_visible, run_openstack
-from tests.pool_harness import TrustedPool, ek_sha256
-from trusted_pools.api import app as api_app
+from tests.pool_harness import ek_sha256
 from trusted_pools.protocol import keystore
 from trusted_pools.protocol import results
 from trusted_pools.cmd import api as api_cmd
@@ -36,20 +35,11 @@ def _plugin(tmp_path_factory) -> None:
 @pytest.fixture
 def pool_endpoint(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                   auth_tokens):  # noqa: F811
-    pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
-                       "sqlite:///%s" % (tmp_path / "pool.sqlite"))
+    pool, application = pool_with_api(tmp_path, rabbit_conf, swtpm_pool,
+                                      swtpm_ca, 2, tamper=(1,))
     server = None
     try:
-        pool.configure()
-        pool.add_hosts(2, tamper=[1])
-        pool.start_agents()
-        pool.start_conductor("conductor-a")
-        conf = make_api_conf()
-        conf.set_override("heartbeat_timeout",
-                          rabbit_conf.conductor.heartbeat_timeout,
-                          group="conductor")
-        server = api_cmd.make_server("127.0.0.1", 0,
-                                     api_app.build(conf, db=pool.db))
+        server = api_cmd.make_server("127.0.0.1", 0, application)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         yield pool, "http://127.0.0.1:%d/" % server.server_port
     finally:
