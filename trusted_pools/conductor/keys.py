@@ -163,16 +163,6 @@ def _optional_text(value: Any, name: str) -> str | None:
     return value
 
 
-def secret_view(record: db_api.SecretRecord) -> dict[str, Any]:
-    """A secret's metadata (never its value)."""
-    return {"id": record.id, "project_id": record.project_id,
-            "owner": record.owner, "name": record.name,
-            "secret_type": record.secret_type,
-            "algorithm": record.algorithm, "bit_length": record.bit_length,
-            "min_level": record.min_level,
-            "created_at": record.created_at.isoformat()}
-
-
 class KeyService:
     """Store, release and delete secrets (see the module's contract)."""
 
@@ -242,7 +232,7 @@ class KeyService:
                  secret_id, project_id, owner or "-",
                  "level >= %d" % min_level if min_level else
                  "trusted at the pool's level")
-        return secret_view(stored)
+        return release.secret_metadata(stored)
 
     def delete(self, secret_id: str) -> None:
         self.db.delete_secret(secret_id)

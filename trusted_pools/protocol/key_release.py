@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from trusted_pools.tpm import sealing
 
 __all__ = ["PURPOSE", "release_label", "SECRET_TYPES", "MAX_SECRET_SIZE",
-           "seal", "unseal"]
+           "seal", "secret_metadata", "unseal"]
 
 PURPOSE = "nova-vtpm-key"
 
@@ -74,3 +74,14 @@ def unseal(unwrap: Callable[[bytes, bytes], bytes], wrapped: bytes,
                                    label)
     except InvalidTag:
         raise ValueError("the sealed secret does not authenticate") from None
+
+
+def secret_metadata(record: Any) -> dict[str, Any]:
+    """A stored secret's metadata as the API and the conductor show it
+    (never its value): ``record`` is a ``db.api.SecretRecord``."""
+    return {"id": record.id, "project_id": record.project_id,
+            "owner": record.owner, "name": record.name,
+            "secret_type": record.secret_type,
+            "algorithm": record.algorithm, "bit_length": record.bit_length,
+            "min_level": record.min_level,
+            "created_at": record.created_at.isoformat()}

@@ -562,18 +562,24 @@ class SwtpmDriver(VTPMDriver):
 
     # --- lifecycle -----------------------------------------------------------
 
-    def create(self, instance_uuid: str, *,
-               provisioner: Provisioner | None = None,
-               metadata: Mapping[str, Any] | None = None) -> VTPMInfo:
-        uuid = canonical_uuid(instance_uuid)
-        provisioner = provisioner or self.default_provisioner
-        binding_public = self.binding_key_public()
+    def _new_instance_dir(self, uuid: str) -> Path:
+        """The instance's directory, made now (mode 0700): a vTPM that
+        exists already is :class:`VTPMExists`."""
         directory = self._dir(uuid)
         with self._lock:
             try:
                 directory.mkdir(mode=0o700)
             except FileExistsError:
                 raise exception.VTPMExists(instance=uuid) from None
+        return directory
+
+    def create(self, instance_uuid: str, *,
+               provisioner: Provisioner | None = None,
+               metadata: Mapping[str, Any] | None = None) -> VTPMInfo:
+        uuid = canonical_uuid(instance_uuid)
+        provisioner = provisioner or self.default_provisioner
+        binding_public = self.binding_key_public()
+        directory = self._new_instance_dir(uuid)
         try:
             key = sealing.new_secret(32)
             _write_atomic(directory / "state-key.wrapped",
@@ -916,12 +922,7 @@ class SwtpmDriver(VTPMDriver):
             raise exception.InvalidParameterValue(
                 name="export", reason="state files must be %s (and the "
                 "volatile state)" % STATE_FILE)
-        directory = self._dir(uuid)
-        with self._lock:
-            try:
-                directory.mkdir(mode=0o700)
-            except FileExistsError:
-                raise exception.VTPMExists(instance=uuid) from None
+        directory = self._new_instance_dir(uuid)
         try:
             self._tpm_dir(uuid).mkdir(mode=0o700)
             for name, data in export.files.items():

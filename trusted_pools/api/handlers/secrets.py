@@ -14,19 +14,11 @@ from trusted_pools.api import policy
 from trusted_pools.api import schemas
 from trusted_pools.api.context import Call
 from trusted_pools.db import api as db_api
+from trusted_pools.protocol import key_release
 
 LOG = logging.getLogger(__name__)
 
 Result = tuple[int, Any]
-
-
-def _view(record: db_api.SecretRecord) -> dict[str, Any]:
-    return {"id": record.id, "project_id": record.project_id,
-            "owner": record.owner, "name": record.name,
-            "secret_type": record.secret_type,
-            "algorithm": record.algorithm, "bit_length": record.bit_length,
-            "min_level": record.min_level,
-            "created_at": record.created_at.isoformat()}
 
 
 def _authorized_secret(call: Call, rule: str, secret_id: str
@@ -82,7 +74,7 @@ def show(call: Call, secret_id: str) -> Result:
     if host is None:
         record = _authorized_secret(call, "trusted_pools:secret:get",
                                     secret_id)
-        return 200, {"secret": _view(record)}
+        return 200, {"secret": key_release.secret_metadata(record)}
     _authorized_secret(call, "trusted_pools:secret:release", secret_id)
     released = call.conductors.call("release_secret", call.rpc_context(),
                                     host, secret_id=secret_id)
