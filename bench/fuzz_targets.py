@@ -649,6 +649,10 @@ class _RecordingAgents:
         self.calls.append(("get_identity", host))
         return self.answer()
 
+    def get_binding_key(self, context: Any, host: str, *args: Any) -> Any:
+        self.calls.append(("get_binding_key", host))
+        return self.answer()
+
     def activate_credential(self, context: Any, host: str, *args: Any
                             ) -> Any:
         self.calls.append(("activate_credential", host))
@@ -695,6 +699,11 @@ def _conductor() -> _Conductor:
                                keystore.generate_signing_key(), agents,
                                None, b"", clock=lambda: now[0])
     manager.spawn = lambda work: work()   # challenges answered in line
+    from trusted_pools.conductor import keys as key_service
+    # The key service, as [key_service] enabled configures it.
+    manager.keys = key_service.KeyService(
+        db, key_service.KeyEncryptionKey(os.urandom(32)), None,
+        conductor="conductor-fuzz", clock=lambda: now[0])
     hosts = ("compute-1", "compute-2")
     for name, ak in zip(hosts, _aks()):
         host = db.create_host(name)
@@ -778,7 +787,8 @@ def fuzz_conductor(data: bytes) -> None:
 
 
 _IDENTITY_KEYS = ["host", "ek_certificate", "ek_public", "ak_public",
-                  "secret"]
+                  "secret", "public", "name", "certify_attest",
+                  "certify_signature"]
 
 
 def _unwrap_rpc(call: Callable[[], Any], db: Any = None) -> Any:
@@ -813,7 +823,9 @@ def fuzz_conductor_management(data: bytes) -> None:
     arguments, agents answering with generated identities and evidence:
     enroll_host never enrolls, attest_now never gives a trusted verdict,
     capture_policy never captures, reset_enrollment refuses with typed
-    errors only."""
+    errors only; the key service (3.1) never certifies a generated binding
+    key, never releases a secret (no host is trusted) and never stores
+    one for a compute host."""
     from trusted_pools.conductor import endpoints
     c = _conductor()
     management = endpoints.ManagementEndpoint(c.manager)
@@ -830,7 +842,8 @@ def fuzz_conductor_management(data: bytes) -> None:
     c.agents.answer = generated
     host = src.choice(list(c.hosts) + ["", "compute-x", "a" * 300, None, 7])
     method = src.choice(["enroll_host", "attest_now", "capture_policy",
-                         "reset_enrollment"])
+                         "reset_enrollment", "certify_binding_key",
+                         "store_secret", "release_secret", "delete_secret"])
     if method == "enroll_host":
         result = None
         try:
@@ -854,6 +867,8 @@ def fuzz_conductor_management(data: bytes) -> None:
         if method == "capture_policy" and result is not None:
             raise Violation("capture_policy captured from evidence that "
                             "cannot verify: %r" % (result,))
+    elif method in _KEY_SERVICE_METHODS:
+        _fuzz_key_service(c, management, src, method, host)
     else:
         # An operator may reset an enrolled host; the enrolled two stay
         # enrolled so that the other targets keep judging real AKs.
@@ -864,6 +879,43 @@ def fuzz_conductor_management(data: bytes) -> None:
         except exception.TrustedPoolsError:
             pass
     _check_conductor(c)
+
+
+_KEY_SERVICE_METHODS = ("certify_binding_key", "store_secret",
+                        "release_secret", "delete_secret")
+
+
+def _fuzz_key_service(c: _Conductor, management: Any, src: Source,
+                      method: str, host: Any) -> None:
+    secret_id = structured(src, ["0" * 8 + "-0000-4000-8000-" + "0" * 12],
+                           [])
+    try:
+        if method == "certify_binding_key":
+            _unwrap_rpc(lambda: management.certify_binding_key({}, host))
+        elif method == "store_secret":
+            compute_host = src.choice(list(c.hosts) + [None])
+            stored = _unwrap_rpc(lambda: management.store_secret(
+                {}, structured(src, ["project"], []),
+                structured(src, ["c2VjcmV0"], []),
+                structured(src, ["passphrase", "symmetric"], []),
+                host=compute_host))
+            if compute_host is not None and stored is not None:
+                raise Violation("store_secret stored for an untrusted "
+                                "compute host: %r" % (stored,))
+        elif method == "release_secret":
+            released = _unwrap_rpc(lambda: management.release_secret(
+                {}, secret_id, host))
+            raise Violation("release_secret released to %r: %r"
+                            % (host, released))
+        else:
+            _unwrap_rpc(lambda: management.delete_secret({}, secret_id))
+    except exception.TrustedPoolsError:
+        pass
+    for name in c.hosts:
+        record = c.manager.db.get_host_by_name(name)
+        if c.manager.db.get_binding_key(record.id) is not None:
+            raise Violation("a generated binding key was stored for %s"
+                            % name)
 
 
 class _TouchedTPM(Exception):
@@ -901,6 +953,7 @@ def fuzz_agent(data: bytes) -> None:
     _, seeds = _request_material()
     src = Source(data)
     method = src.choice(["get_identity", "activate_credential",
+                         "get_binding_key",
                          "get_evidence", "start_epoch"])
     args = structured(src, [{"nonce": "AAAA", "banks": ["sha256"],
                              "ima_start": 0, "event_log": True}],

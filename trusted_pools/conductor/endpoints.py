@@ -128,7 +128,6 @@ class ManagementEndpoint:
     def capture_policy(self, context: Any, host: str) -> dict[str, Any]:
         return self._manager.start_operation(context, "capture", host)
 
-
     # --- the key service (3.1; trusted_pools.conductor.keys) ---------------
     # Compute hosts never call these: their key manager asks
     # trusted-pools-api with the Nova request's token, and the API (on

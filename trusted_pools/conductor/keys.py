@@ -163,6 +163,26 @@ def _optional_text(value: Any, name: str) -> str | None:
     return value
 
 
+def _secret_id(value: Any) -> str:
+    """A secret's id as the service makes them (a UUID string), or a typed
+    error: a caller's id reaches the database only in that form. A name
+    that cannot be an id is a secret that does not exist."""
+    if not isinstance(value, str) or len(value) > 255:
+        raise exception.InvalidParameterValue(
+            name="secret_id", reason="a secret id (a UUID) is expected")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise exception.SecretNotFound(secret=value) from None
+
+
+def _host_name(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 255:
+        raise exception.InvalidParameterValue(
+            name="host", reason="the compute host's name is required")
+    return value
+
+
 class KeyService:
     """Store, release and delete secrets (see the module's contract)."""
 
@@ -186,9 +206,11 @@ class KeyService:
         it just made, as Nova does at a vTPM's first boot) the host must
         pass the release check first: an untrusted host is refused, so
         no vTPM starts with a key only an untrusted host ever held."""
-        if not isinstance(project_id, str) or not project_id:
+        if not isinstance(project_id, str) or not 0 < len(project_id) <= 255:
             raise exception.InvalidParameterValue(
                 name="project_id", reason="the owning project is required")
+        if host is not None:
+            host = _host_name(host)
         if secret_type not in release.SECRET_TYPES:
             raise exception.InvalidParameterValue(
                 name="secret_type", reason="one of %s"
@@ -235,6 +257,7 @@ class KeyService:
         return release.secret_metadata(stored)
 
     def delete(self, secret_id: str) -> None:
+        secret_id = _secret_id(secret_id)
         self.db.delete_secret(secret_id)
         LOG.info("Deleted secret %s", secret_id)
 
@@ -244,10 +267,8 @@ class KeyService:
                 context: dict | None = None) -> dict[str, Any]:
         """The secret wrapped to ``host``'s binding key, or
         :class:`KeyReleaseRefused` with the reason (logged and notified)."""
-        if not isinstance(host, str) or not host:
-            raise exception.InvalidParameterValue(
-                name="host", reason="the compute host's name is required")
-        record = self.db.get_secret(secret_id)
+        host = _host_name(host)
+        record = self.db.get_secret(_secret_id(secret_id))
         status, level, refusal, key = self._judge(record, host)
         if refusal is not None:
             self._announce(context, REFUSED_EVENT, record, host, status,
