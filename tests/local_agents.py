@@ -38,3 +38,11 @@ class LocalAgents:
         return self.attesters[host].evidence(
             raw, [TPM_ALG.SHA256], ima_start=ima_start,
             event_log=event_log).to_wire()
+
+    def get_binding_key(self, context, host, nonce):
+        key = self.attesters[host].binding_key(base64.b64decode(nonce))
+        return {"public": encode_b64(key.public),
+                "name": encode_b64(key.name),
+                "certify_attest": encode_b64(key.certify_attest or b""),
+                "certify_signature": encode_b64(key.certify_signature
+                                                or b"")}
