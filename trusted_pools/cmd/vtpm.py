@@ -164,6 +164,10 @@ def main(argv: Sequence[str] | None = None, *,
     try:
         driver = (driver_factory or default_driver)(conf)
         return args.run(driver, args, out)
+    except cfg.Error as error:
+        # oslo.config checks a value when it is first read.
+        return _fail(EXIT_USAGE, "configuration error: %s"
+                     % _one_line(error))
     except exception.TrustedPoolsError as error:
         return _fail(EXIT_FAILED, _one_line(error))
     except OSError as error:
