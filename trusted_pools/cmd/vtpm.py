@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--format", choices=_ATTACH_FORMATS,
                         default="libvirt",
                         help="libvirt: the domain's <tpm> element; qemu: "
-                             "the qemu-system arguments (one shell-quoted line); "
-                             "json: both (default: libvirt)")
+                             "the qemu-system arguments (one shell-quoted "
+                             "line); json: both (default: libvirt)")
     attach.add_argument("--model", choices=("tpm-crb", "tpm-tis"),
                         default="tpm-crb",
                         help="the TPM device the guest sees "

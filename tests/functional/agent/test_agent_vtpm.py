@@ -88,8 +88,8 @@ def test_disabled_by_default(swtpm_instance, tmp_path):
         CONF.clear_override("conductor_keys_file", group="agent")
 
 
-def test_adopts_a_running_vtpm_and_reports_its_death(agent_conf, swtpm_instance,
-                                                     caplog):
+def test_adopts_a_running_vtpm_and_reports_its_death(
+        agent_conf, swtpm_instance, caplog):
     caplog.set_level(logging.INFO)
     uuid = str(uuid_lib.uuid4())
 
