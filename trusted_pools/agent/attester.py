@@ -3,11 +3,12 @@ evidence for a nonce. No bus here; :mod:`.manager` exposes it over RPC."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from trusted_pools import exception
 from trusted_pools.agent import enrollment
@@ -189,6 +190,31 @@ class Attester:
             except (exception.TPMError, exception.TPMUnreachable):
                 self._drop_device()
                 raise
+
+    def run_on_device(self, action: Callable[[tpm_device.TPMDevice],
+                                             object]):
+        """Run ``action(device)`` on the agent's TPM connection, under the
+        attester's lock (the vTPM driver's ``host_runner``)."""
+        return self._with_device(action)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every use of the TPM connection."""
+        return self._lock
+
+    @contextlib.contextmanager
+    def held_device(self) -> Iterator[tpm_device.TPMDevice]:
+        """The kept connection, for a caller that already holds
+        :attr:`lock` (the vTPM CA: ``HostCA(..., held_device, lock=lock)``).
+        It is not closed on exit: a TPM without a resource manager (swtpm)
+        serves one connection at a time, so the agent has only this one."""
+        if self._device is None:
+            self._device = self._open_device()
+        try:
+            yield self._device
+        except (exception.TPMError, exception.TPMUnreachable):
+            self._drop_device()
+            raise
 
     def _drop_device(self) -> None:
         if self._device is not None:

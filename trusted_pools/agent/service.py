@@ -1,7 +1,11 @@
 """The agent service: the host's RPC endpoints over its TPM.
 
-An oslo.service service (threading backend); the agent has no periodic
-job today (it answers epochs and challenges), so its job table is empty.
+An oslo.service service (threading backend). It answers epochs and
+challenges; with ``[vtpm] enabled`` it also runs this host's vTPMs: it
+loads the driver named by ``[vtpm] driver`` (the driver adopts the running
+vTPMs and reaps orphan swtpm processes as it loads), and its job table has
+one job, ``vtpm_check`` every ``[vtpm] check_interval`` seconds, which logs
+each failed vTPM at ERROR.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
+from trusted_pools.vtpm import binding as vtpm_binding
+from trusted_pools.vtpm import driver as vtpm_driver
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +78,25 @@ class AgentService(service_mod.ServiceBase):
             self.attester, self._conductors.submit_evidence,
             requests)
         self._server: messaging.MessageHandlingServer | None = None
+        self.vtpm: vtpm_driver.VTPMDriver | None = None
+        if conf.vtpm.enabled:
+            self.vtpm = load_vtpm_driver(conf, self.attester)
+
+    def periodic_jobs(self) -> list[service_mod.PeriodicJob]:
+        if self.vtpm is None:
+            return []
+        return [service_mod.PeriodicJob("vtpm_check", self.check_vtpms,
+                                        "vtpm.check_interval")]
+
+    def check_vtpms(self) -> list[vtpm_driver.VTPMInfo]:
+        """The periodic vTPM check: every failed vTPM is logged at ERROR
+        (once per round, until it is started again or destroyed)."""
+        assert self.vtpm is not None
+        failed = self.vtpm.check()
+        for info in failed:
+            LOG.error("vTPM of instance %s on host %s is failed: %s",
+                      info.instance_uuid, self.host, info.reason)
+        return failed
 
     def _start(self) -> None:
         self._server = rpc.get_server(
@@ -93,3 +118,42 @@ class AgentService(service_mod.ServiceBase):
             self._transport.cleanup()
             self._transport = None
         LOG.info("Agent for host %s stopped", self.host)
+
+
+def load_vtpm_driver(conf: cfg.ConfigOpts, attester: attester_mod.Attester
+                     ) -> vtpm_driver.VTPMDriver:
+    """The driver of ``[vtpm] driver`` on the attester's TPM connection.
+
+    The driver reaches the host TPM (its binding key) through the
+    attester, and each new vTPM gets an AK certified by the host's vTPM CA
+    (:class:`~trusted_pools.vtpm.binding.Provisioner`) whose key sits in
+    the same TPM, under the same lock: a TPM without a resource manager
+    serves one connection at a time and has three transient slots. A load
+    failure (:class:`~trusted_pools.exception.VTPMDriverLoadFailed`) names
+    the driver and stops the agent.
+    """
+    ca = vtpm_binding.HostCA(
+        attester.host, attester.held_device,
+        ak_handle=attester.ak_handle, lock=attester.lock)
+    driver = vtpm_driver.load_driver(
+        conf.vtpm.driver, conf=conf, host_runner=attester.run_on_device,
+        provisioner=vtpm_binding.Provisioner(ca))
+    report = getattr(driver, "last_recovery", None)
+    if report is not None:
+        LOG.info("vTPM driver %s on host %s: adopted %d running vTPM(s)%s, "
+                 "%d found dead%s, reaped %d orphan swtpm process(es)%s",
+                 driver.name, attester.host, len(report.adopted),
+                 _listed(report.adopted), len(report.failed),
+                 _listed(report.failed), len(report.reaped),
+                 _listed(report.reaped))
+        for uuid in report.failed:
+            LOG.error("vTPM of instance %s on host %s died while the agent "
+                      "was away", uuid, attester.host)
+    else:
+        LOG.info("vTPM driver %s on host %s loaded", driver.name,
+                 attester.host)
+    return driver
+
+
+def _listed(items: list) -> str:
+    return " (%s)" % ", ".join(str(i) for i in items) if items else ""

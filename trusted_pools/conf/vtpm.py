@@ -15,6 +15,18 @@ _BANKS = {"sha1": 0x0004, "sha256": 0x000B, "sha384": 0x000C,
           "sha512": 0x000D}
 
 opts = [
+    cfg.BoolOpt("enabled", default=False, mutable=False,
+                help="Run this host's vTPMs from trusted-pools-agent: at "
+                     "start it loads the driver, adopts the running vTPMs "
+                     "and reaps orphan swtpm processes, and it checks them "
+                     "every check_interval seconds. Off: the agent does not "
+                     "touch vTPMs (trusted-pools-vtpm still works). Not "
+                     "mutable at runtime: the driver is loaded once."),
+    cfg.IntOpt("check_interval", default=60, min=1, max=86400,
+               help="Seconds between two checks of every vTPM by the "
+                    "agent ([vtpm] enabled); a vTPM whose process died "
+                    "without being stopped is logged at ERROR and shown "
+                    "as failed."),
     cfg.StrOpt("driver", default="swtpm",
                help="vTPM driver, by its entry point in the "
                     "trusted_pools.vtpm.drivers namespace. Only this one is "
