@@ -13,6 +13,7 @@ from typing import Sequence
 
 from oslo_config import cfg
 
+from trusted_pools import cmd
 from trusted_pools.common import rpc
 from trusted_pools.cmd import db
 from trusted_pools.cmd import ek
@@ -33,14 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "EK certificate, set up the RabbitMQ users per role. "
                     "Hosts, policies and verdicts: 'openstack trusted "
                     "...' (the API checks who asks).")
-    parser.add_argument(
-        "--config-file", action="append", metavar="PATH",
-        help="configuration file (repeatable); default: the oslo.config "
-             "search path for project 'trusted-pools', e.g. "
-             "/etc/trusted-pools/trusted-pools.conf")
-    parser.add_argument(
-        "--config-dir", metavar="DIR",
-        help="directory of *.conf files read after --config-file")
+    cmd.add_config_arguments(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     db.add_commands(commands)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 from oslo_config import cfg
 
+from trusted_pools import cmd
 from trusted_pools import exception
 from trusted_pools.conf import CONF
 from trusted_pools.vtpm import driver as vtpm_driver
@@ -52,14 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "state sealed to the host's TPM) with the driver of "
                     "[vtpm] driver, and print how a hypervisor attaches "
                     "one.")
-    parser.add_argument(
-        "--config-file", action="append", metavar="PATH",
-        help="configuration file (repeatable); default: the oslo.config "
-             "search path for project 'trusted-pools', e.g. "
-             "/etc/trusted-pools/trusted-pools.conf")
-    parser.add_argument(
-        "--config-dir", metavar="DIR",
-        help="directory of *.conf files read after --config-file")
+    cmd.add_config_arguments(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
