@@ -37,6 +37,7 @@ import uuid
 from bench._timing import report
 from tests import pool_harness
 from tests import swtpm_pool as sp
+from tests.local_agents import LocalAgents
 from trusted_pools.agent.attester import Attester
 from trusted_pools.protocol import keystore
 from trusted_pools.protocol.evidence import encode_b64
@@ -52,31 +53,6 @@ INSTANCES = 100
 PER_VTPM = 50            # a swtpm holds about 60 persistent ECC keys
 HOST = "compute-bench"
 GUEST_PCRS = {TPM_ALG.SHA256: list(range(8))}
-
-
-class _Agents:
-    """The conductor's agent client, answered in-process by an Attester
-    (the bus costs the same for both subjects: one call each)."""
-
-    def __init__(self, attester: Attester) -> None:
-        self.attester = attester
-
-    def get_identity(self, context, host):
-        identity = self.attester.identity()
-        return {"host": host,
-                "ek_certificate": encode_b64(identity.ek_certificate),
-                "ek_public": encode_b64(identity.ek_public),
-                "ak_public": encode_b64(identity.ak_public)}
-
-    def activate_credential(self, context, host, blob, secret):
-        return encode_b64(self.attester.activate_credential(
-            base64.b64decode(blob), base64.b64decode(secret)))
-
-    def get_evidence(self, context, host, nonce, banks, ima_start,
-                     event_log, conductor=None):
-        return self.attester.evidence(
-            base64.b64decode(nonce), [TPM_ALG.SHA256], ima_start=ima_start,
-            event_log=event_log).to_wire()
 
 
 def _guest_quote(dev, handle: int, instance: str, chain: dict,
@@ -108,7 +84,8 @@ def run(base: str) -> float:
         migration.upgrade(engine=db.get_engine())
         manager = ConductorManager("conductor-bench", db,
                                    keystore.generate_signing_key(),
-                                   _Agents(attester), None, ca.bundle_pem)
+                                   LocalAgents({HOST: attester}), None,
+                                   ca.bundle_pem)
         manager.enroll_host({}, HOST,
                             ek_sha256=pool_harness.ek_sha256(host_tpm))
         manager.attest_now({}, HOST)
