@@ -3,11 +3,29 @@ pointed at a broker URL, and rabbitmqctl for a virtual host of their own."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import uuid
+from typing import Any, Iterator
 
 from tests.rabbitmq import rabbitmqctl
 
-__all__ = ["configure_bus", "rabbitmqctl"]
+__all__ = ["bench_vhost", "configure_bus", "rabbitmqctl"]
+
+
+@contextlib.contextmanager
+def bench_vhost(url: str) -> Iterator[str]:
+    """The broker URL of a fresh virtual host (deleted afterwards), or
+    ``url`` itself when rabbitmqctl cannot make one."""
+    vhost = "tp-bench-%s" % uuid.uuid4().hex[:12]
+    if not (rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
+            "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
+        print("rabbitmqctl unavailable: using the default virtual host")
+        yield url
+        return
+    try:
+        yield url.rstrip("/") + "/" + vhost
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
 
 
 def configure_bus(url: str, exchange: str, project: str) -> Any:

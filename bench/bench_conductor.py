@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bench import sim_agents
-from bench._bus import configure_bus, rabbitmqctl
+from bench._bus import bench_vhost, configure_bus
 from bench._timing import median_seconds, report
 
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
@@ -506,21 +506,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the worker in the last round")
     args = parser.parse_args(argv)
-    vhost = "tp-bench-%s" % uuid.uuid4().hex[:12]
-    if rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
-            "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"):
-        url = RABBIT.rstrip("/") + "/" + vhost
-    else:
-        vhost = None
-        url = RABBIT
-        print("rabbitmqctl unavailable: using the default virtual host")
     workdir = tempfile.mkdtemp(prefix="tp-bench-conductor-")
     try:
-        _run(args, url, "tp-bench-%s" % uuid.uuid4().hex[:8], workdir)
+        with bench_vhost(RABBIT) as url:
+            _run(args, url, "tp-bench-%s" % uuid.uuid4().hex[:8], workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        if vhost is not None:
-            rabbitmqctl("delete_vhost", vhost)
 
 
 if __name__ == "__main__":

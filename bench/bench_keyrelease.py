@@ -30,7 +30,7 @@ import uuid
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from bench._bus import configure_bus, rabbitmqctl
+from bench._bus import bench_vhost, configure_bus
 from bench._timing import median_seconds, report
 from tests import swtpm_pool as sp
 from tests.pool_harness import TrustedPool
@@ -146,21 +146,12 @@ def _run(url: str, workdir: str) -> None:
 
 
 def main() -> None:
-    vhost = "tp-bench-%s" % uuid.uuid4().hex[:12]
-    if rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
-            "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"):
-        url = RABBIT_URL.rstrip("/") + "/" + vhost
-    else:
-        vhost = None
-        url = RABBIT_URL
-        print("rabbitmqctl unavailable: using the default virtual host")
     workdir = tempfile.mkdtemp(prefix="tp-bench-keyrelease-")
     try:
-        _run(url, workdir)
+        with bench_vhost(RABBIT_URL) as url:
+            _run(url, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        if vhost is not None:
-            rabbitmqctl("delete_vhost", vhost)
 
 
 if __name__ == "__main__":

@@ -417,7 +417,11 @@ class ConductorManager:
             raise exception.HostNotEnrolled(host=host, state=record.state)
         registration = self.db.get_registration(record.id)
         nonce = os.urandom(32)
-        wire = self.agents.get_binding_key(context, host, _b64(nonce))
+        # Through _agent_call: the agent may be the attacker's, so it gets
+        # the request id and nothing of the operator's context (token,
+        # roles), and no answer is a typed AgentUnreachable.
+        wire = self._agent_call("get_binding_key", context, host,
+                                _b64(nonce))
         if not isinstance(wire, dict):
             raise exception.MalformedEvidence(
                 what="binding key", reason="the agent's answer is not an "

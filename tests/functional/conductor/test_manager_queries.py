@@ -215,3 +215,27 @@ def test_management_calls_refuse_a_host_that_is_no_name(tmp_path, method,
                                      method)({}, host))
     assert isinstance(error, exception.InvalidParameterValue), error
     assert "host" in str(error)
+
+
+def test_binding_key_request_gives_the_agent_no_operator_context(tmp_path):
+    """An operator's certify-binding-key goes to the host's agent, which a
+    compromised host controls: it gets the request id, never the
+    operator's token, user or roles."""
+    from trusted_pools.common import context as context_mod
+    manager = _manager(tmp_path)
+    host = manager.db.create_host("host-a", state="enrolled")
+    manager.db.set_registration(host.id, b"\x01" * 32, b"ak", b"name")
+    seen = []
+
+    class _Agent:
+        def get_binding_key(self, context, host, nonce):
+            seen.append(context)
+            return {}
+
+    manager.agents = _Agent()
+    operator = context_mod.RequestContext(
+        request_id="req-op", user_id="admin", project_id="p",
+        roles=["admin"], auth_token="operator-token", overwrite=False)
+    with pytest.raises(exception.MalformedEvidence):
+        manager._certify_binding_key(operator, "host-a")
+    assert seen == [{"request_id": "req-op"}]
