@@ -134,6 +134,8 @@ class MigrationCoordinator:
         #: Test hook (fault injection): called with the step a migration
         #: just reached, from the worker.
         self.after_step: Callable[[str, str], None] | None = None
+        #: The clock verdict expiry is judged by (the manager's).
+        self.clock: Callable[[], float] = manager.clock
 
     @property
     def host(self) -> str:
@@ -308,7 +310,7 @@ class MigrationCoordinator:
             return "host %s is %s (%s)" % (
                 host, verdict.status, "; ".join(
                     str(r) for r in verdict.reasons) or "no reason")
-        now = datetime.datetime.fromtimestamp(self.manager.clock(),
+        now = datetime.datetime.fromtimestamp(self.clock(),
                                               datetime.timezone.utc)
         if verdict.expires_at <= now:
             return ("host %s's last trusted verdict expired at %s (stale)"
