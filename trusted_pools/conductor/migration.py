@@ -471,9 +471,11 @@ class MigrationCoordinator:
     def _abort(self, context: Any, row: db_api.VTPMMigrationRecord,
                reason: str) -> db_api.VTPMMigrationRecord:
         """Roll back before the commit: the source unlocks, the
-        destination discards. The row is ended even when an agent does
-        not answer: each agent's journal and the epoch keep its stale
-        copy from running, and a repeated abort is harmless."""
+        destination discards. The row ends (``aborted``) once both agents
+        confirmed; until then it stays at its step with the reason, and
+        the resume job repeats the rollback (each agent's abort is
+        idempotent, and its journal keeps an uncommitted copy from
+        running meanwhile)."""
         LOG.warning("vTPM migration %s of instance %s aborted: %s", row.id,
                     row.instance, reason)
         self._prepared.pop(row.id, None)
@@ -489,8 +491,16 @@ class MigrationCoordinator:
                     messaging.MessagingException) as error:
                 unanswered.append("%s: %s" % (host, _first_line(error)))
         if unanswered:
+            # The row stays active: the resume job repeats the rollback
+            # until both agents confirm it (a source whose unlock was lost
+            # would otherwise keep its only copy locked for ever).
             reason += " (rollback not confirmed by %s; repeated later)" \
                 % "; ".join(unanswered)
+            try:
+                return self.db.advance_vtpm_migration(
+                    row.id, (row.step,), row.step, reason=reason[:2000])
+            except exception.ConcurrentUpdate:
+                return self.db.get_vtpm_migration(row.id)
         try:
             row = self.db.advance_vtpm_migration(
                 row.id, proto.PRE_COMMIT_STEPS, "aborted",

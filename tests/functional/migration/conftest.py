@@ -65,6 +65,31 @@ class MigrationPool:
             host.name, host.agent.attester, driver,
             self.workdir / host.name / "journal")
 
+    def restart_conductor(self, crash: bool = True) -> None:
+        """Stop the conductor (``crash``: as a killed process, leaving its
+        row online) and start it again under the same name."""
+        from trusted_pools.conductor.service import ConductorService
+        old = self.pool.conductors.pop(0)
+        if crash:
+            old.stop_without_unregistering()
+        else:
+            old.stop()
+        service = ConductorService(self.pool.conf, db=self.pool.db,
+                                   host=old.host)
+        service.start()
+        self.pool.conductors.insert(0, service)
+        self.wait_trusted()
+
+    def wait_trusted(self, timeout: float = 60.0) -> None:
+        """Until every host has a trusted verdict issued from now on (a
+        restarted conductor judges the hosts afresh)."""
+        import datetime
+        since = datetime.datetime.now(datetime.timezone.utc)
+        self.pool.wait_for(lambda latest: all(
+            h.name in latest and latest[h.name].status == "trusted"
+            and latest[h.name].issued_at >= since
+            for h in self.pool.hosts), timeout=timeout)
+
     def restart_agent(self, host: PoolHost) -> None:
         """Stop the agent service (as a crash would end it) and start a new
         one on the same TPM, state and journal directories."""
@@ -134,15 +159,28 @@ class MigrationPool:
 
 
 def nv_write(tcti: str, value: bytes, index: int = NV_MARKER) -> None:
+    """Define and write the marker index. ``NO_DA``: every stop of a vTPM
+    without TPM2_Shutdown is a non-orderly shutdown, which counts against
+    the vTPM's dictionary-attack lockout; a test that starts one vTPM
+    many times would lock its own marker out."""
     from tpm2_pytss import (ESYS_TR, TPM2_ALG, TPM2B_NV_PUBLIC, TPMA_NV,
                             TPMS_NV_PUBLIC)
     with TPMDevice(tcti) as dev:
         public = TPM2B_NV_PUBLIC(TPMS_NV_PUBLIC(
             nvIndex=index, nameAlg=TPM2_ALG.SHA256,
             attributes=TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD
-            | TPMA_NV.AUTHREAD | TPMA_NV.AUTHWRITE, dataSize=len(value)))
+            | TPMA_NV.AUTHREAD | TPMA_NV.AUTHWRITE | TPMA_NV.NO_DA,
+            dataSize=len(value)))
         handle = dev.esapi.nv_define_space(b"", public, ESYS_TR.OWNER)
         dev.esapi.nv_write(handle, value, 0, ESYS_TR.OWNER)
+
+
+_OVERRIDES = {
+    # A restarted agent is noticed in seconds, not the default 30.
+    ("conductor", "agent_rpc_timeout"): 5,
+    ("vtpm_migration", "resume_interval"): 1,
+    ("vtpm_migration", "step_timeout"): 30,
+}
 
 
 def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
@@ -152,6 +190,8 @@ def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
                        "sqlite:///%s" % (tmp_path / "pool.sqlite"))
     run_dir = Path(tempfile.mkdtemp(prefix="mg", dir="/tmp"))
     pool.configure()
+    for (group, name), value in _OVERRIDES.items():
+        rabbit_conf.set_override(name, value, group=group)
     made = MigrationPool(pool, run_dir, str(swtpm_ca.setup_conf), tmp_path)
     try:
         pool.add_hosts(hosts, tamper=list(tamper))
@@ -184,6 +224,8 @@ def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
                     except Exception:  # noqa: BLE001 - best effort
                         pass
         pool.close()
+        for (group, name) in _OVERRIDES:
+            rabbit_conf.clear_override(name, group=group)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
