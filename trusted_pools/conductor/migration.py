@@ -134,6 +134,10 @@ class MigrationCoordinator:
         #: Test hook (fault injection): called with the step a migration
         #: just reached, from the worker.
         self.after_step: Callable[[str, str], None] | None = None
+        # Destination -> (time its last challenge started, its verdict).
+        self._attested: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._attest_locks: dict[str, threading.Lock] = {}
+        self._attest_lock = threading.Lock()
         #: The clock verdict expiry is judged by (the manager's).
         self.clock: Callable[[], float] = manager.clock
 
@@ -329,8 +333,7 @@ class MigrationCoordinator:
                 raise _Refused(refusal)
         # The destination again, now: a verdict of up to an interval ago
         # is not enough to hand it a vTPM.
-        answer = self.manager.attest_now(context, row.destination)
-        verdict = answer["verdict"]
+        verdict = self._attest_now(context, row)
         if verdict["status"] != "trusted":
             raise _Refused("destination %s attested now: %s (%s)" % (
                 row.destination, verdict["status"],
@@ -342,6 +345,28 @@ class MigrationCoordinator:
                                row.destination, verdict["level"],
                                row.min_level))
         return self._advance(context, row, "attested")
+
+    def _attest_now(self, context: Any, row: db_api.VTPMMigrationRecord
+                    ) -> dict[str, Any]:
+        """A verdict of the destination from a challenge sent after
+        ``row`` was requested. Migrations to one destination that are
+        requested together share one challenge (one at a time per
+        destination; a challenge that started after this migration's
+        request answers for it too): the destination is attested after
+        each request, without a quote per migration."""
+        requested = row.created_at.timestamp()
+        with self._attest_lock:
+            lock = self._attest_locks.setdefault(row.destination,
+                                                 threading.Lock())
+        with lock:
+            cached = self._attested.get(row.destination)
+            if cached is not None and cached[0] >= requested:
+                return cached[1]
+            started = self.manager.clock()
+            verdict = self.manager.attest_now(context,
+                                              row.destination)["verdict"]
+            self._attested[row.destination] = (started, verdict)
+            return verdict
 
     def _nonce(self, row: db_api.VTPMMigrationRecord) -> bytes:
         return proto.transport_nonce(row.id, row.destination, row.salt)

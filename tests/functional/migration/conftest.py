@@ -177,20 +177,22 @@ def nv_write(tcti: str, value: bytes, index: int = NV_MARKER) -> None:
 
 _OVERRIDES = {
     # A restarted agent is noticed in seconds, not the default 30.
-    ("conductor", "agent_rpc_timeout"): 5,
+    ("conductor", "agent_rpc_timeout"): 3,
     ("vtpm_migration", "resume_interval"): 1,
     ("vtpm_migration", "step_timeout"): 30,
 }
 
 
 def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
-               swtpm_ca: Any, hosts: int, tamper: tuple[int, ...] = ()
+               swtpm_ca: Any, hosts: int, tamper: tuple[int, ...] = (),
+               overrides: dict[tuple[str, str], Any] | None = None
                ) -> Iterator[MigrationPool]:
     pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                        "sqlite:///%s" % (tmp_path / "pool.sqlite"))
     run_dir = Path(tempfile.mkdtemp(prefix="mg", dir="/tmp"))
     pool.configure()
-    for (group, name), value in _OVERRIDES.items():
+    options = {**_OVERRIDES, **(overrides or {})}
+    for (group, name), value in options.items():
         rabbit_conf.set_override(name, value, group=group)
     made = MigrationPool(pool, run_dir, str(swtpm_ca.setup_conf), tmp_path)
     try:
@@ -224,7 +226,7 @@ def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
                     except Exception:  # noqa: BLE001 - best effort
                         pass
         pool.close()
-        for (group, name) in _OVERRIDES:
+        for (group, name) in options:
             rabbit_conf.clear_override(name, group=group)
         shutil.rmtree(run_dir, ignore_errors=True)
 

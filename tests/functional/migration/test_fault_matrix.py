@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -88,6 +89,7 @@ def test_fault_matrix(fault_pool, rabbit_url):
     here = mp.hosts[0]
     matrix = []
     for party, step in CELLS:
+        began = time.monotonic()
         source = here
         destination = next(h for h in mp.hosts if h is not here)
         fired = threading.Event()
@@ -129,6 +131,7 @@ def test_fault_matrix(fault_pool, rabbit_url):
                                     exception.VTPMInvalidState)):
                     mp.migrations(host).start_vtpm(uuid)
             here = runnable[0]
+        cell["seconds"] = round(time.monotonic() - began, 1)
         matrix.append(cell)
         for host in mp.hosts:
             mp.migrations(host).after_step = None
