@@ -1,6 +1,12 @@
 """Cold vTPM migration end to end (issue 12), with the real parts: swtpm
 host TPMs booted from real event logs, their agents and a conductor on the
-real RabbitMQ, SQLite, the swtpm vTPM driver.
+real RabbitMQ, SQLite, the swtpm vTPM driver; and the migrations the
+conductor or the destination refuses, each with its reason and the source
+untouched: an untrusted, stale or below-level destination, a destination
+that passes off another TPM's key or a software key as its transport key,
+a source that seals for another host or replays an earlier migration's
+payload, an old copy started after a commit, an agent that orders
+another host's migration steps.
 
 The attacks are a compromised compute host's: it owns its agent, its
 files and its bus credentials, not its TPM's keys or another host's."""
@@ -9,15 +15,31 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.functional.migration.conftest import BusTap
+from tests.functional.migration.test_transport_key import _certify_external
 from trusted_pools import exception
+from trusted_pools.agent import rpcapi as agent_rpcapi
+from trusted_pools.protocol import agent_requests
+from trusted_pools.protocol import keystore
 from trusted_pools.protocol import vtpm_migration as proto
 from trusted_pools.tpm import sealing
+from trusted_pools.vtpm.driver import VTPMStatus
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
+
+
+def test_cold_migration_refusals_and_attacks(migration_pool, rabbit_url,
+                                             monkeypatch):
+    """One pool for both halves (a pool costs more than its migrations):
+    the migration itself with its bus capture, then what is refused."""
+    _cold_migration_moves_the_marker_and_erases_the_source(
+        migration_pool, rabbit_url, monkeypatch)
+    _refusals_and_attacks(migration_pool, monkeypatch)
 
 
 def _forms(secret: bytes) -> list[bytes]:
@@ -45,9 +67,8 @@ class _RecordingAESGCM:
 _REAL_AESGCM = proto.AESGCM
 
 
-def test_cold_migration_moves_the_marker_and_erases_the_source(
-        migration_pool, rabbit_url, monkeypatch):
-    mp = migration_pool
+def _cold_migration_moves_the_marker_and_erases_the_source(
+        mp, rabbit_url, monkeypatch):
     a, b, _ = mp.hosts
     marker = os.urandom(32)
     uuid = mp.create_marked_vtpm(a, marker)
@@ -123,4 +144,149 @@ def test_cold_migration_moves_the_marker_and_erases_the_source(
     assert (back["step"], back["epoch"]) == ("completed", 2), back
     assert mp.read_marker(a, uuid) == marker
     assert mp.pool.db.vtpm_epoch(uuid) == 2
-    assert sealing.LABEL_VTPM_STATE  # the at-rest label is unchanged
+    monkeypatch.undo()
+
+
+def _untouched(mp, source, destination, uuid):
+    """The source keeps its stopped, unlocked vTPM; the destination has
+    none."""
+    assert mp.driver(source).status(uuid).status is VTPMStatus.STOPPED
+    with pytest.raises(exception.VTPMNotFound):
+        mp.driver(destination).status(uuid)
+
+
+def _refused(mp, uuid, source, destination, reason, **kw):
+    done = mp.migrate(uuid, source, destination, **kw)
+    assert (done["step"], done["outcome"]) == ("aborted", "aborted"), done
+    assert reason in done["reason"], done["reason"]
+    _untouched(mp, source, destination, uuid)
+    return done
+
+
+def _refusals_and_attacks(mp, monkeypatch):
+    a, b, c = mp.hosts
+    marker = os.urandom(32)
+    uuid = mp.create_marked_vtpm(a, marker)
+    latest = mp.pool.latest()
+    level = latest[b.name].level
+    assert latest[c.name].status == "untrusted"
+
+    # --- the destination's trust ------------------------------------------
+    done = _refused(mp, uuid, a, c, "host %s is untrusted" % c.name)
+    assert mp.migrations(c).journal(done["id"]) is None  # never asked
+    # Only a measured-boot policy: trusted below the top level.
+    assert level < 4
+    _refused(mp, uuid, a, b, "below the required level %d" % (level + 1),
+             min_level=level + 1)
+    with pytest.raises(exception.InvalidParameterValue):
+        mp.start(uuid, a, b, min_level=5)
+    # Stale: time passed without fresh evidence (the conductor's clock
+    # moved on past the verdicts' expiry).
+    real_clock = mp.coordinator.clock
+    mp.coordinator.clock = lambda: real_clock() + 3600
+    try:
+        _refused(mp, uuid, a, b, "(stale)")
+    finally:
+        mp.coordinator.clock = real_clock
+
+    # --- a compromised destination's transport key ------------------------
+    # Relayed: another host's TPM made and certified it.
+    dest = mp.migrations(b)
+    monkeypatch.setattr(dest, "attester", c.agent.attester)
+    done = _refused(mp, uuid, a, b, "not certified by its registered AK")
+    monkeypatch.undo()
+    assert mp.migrations(a).journal(done["id"]) is None  # source not asked
+    # A software key it knows the private half of, loaded into its own TPM
+    # and certified there by its real AK.
+    real_prepare = dest.prepare
+
+    def software_key(migration_id, instance, source, kind, epoch, nonce):
+        answer = real_prepare(migration_id, instance, source, kind, epoch,
+                              nonce)
+        soft = rsa.generate_private_key(public_exponent=65537,
+                                        key_size=2048)
+        attest, signature, public = b.agent.attester.run_on_device(
+            lambda dev: _certify_external(dev, b.agent.attester.ak_handle,
+                                          soft, nonce))
+        answer["transport_key"] = {
+            "public": proto.b64(public), "certify_attest": proto.b64(attest),
+            "certify_signature": proto.b64(signature)}
+        return answer
+    monkeypatch.setattr(dest, "prepare", software_key)
+    _refused(mp, uuid, a, b, "fixedTPM")
+    monkeypatch.undo()
+
+    # --- a compromised source's payload -----------------------------------
+    # Sealed for another host's TPM key (here: host C's binding key).
+    nonce = os.urandom(32)
+    c_key = c.agent.attester.binding_key(nonce)
+    c_registration = mp.pool.db.get_registration(
+        mp.pool.db.get_host_by_name(c.name).id)
+    c_binding = sealing.check_binding_key(
+        c_key.public, c_key.certify_attest, c_key.certify_signature,
+        c_registration.ak_public, qualifying_data=nonce)
+    real_seal = proto.seal
+    monkeypatch.setattr(proto, "seal", lambda key, plaintext, **kw:
+                        real_seal(c_binding, plaintext, **kw))
+    _refused(mp, uuid, a, b, "does not unwrap")
+    monkeypatch.undo()
+
+    # A successful migration (its payload captured), and back.
+    backup = mp.workdir / "backup"
+    shutil.copytree(mp.driver(a).state_dir / uuid, backup)
+    payloads = {}
+    src = mp.migrations(a)
+    real_export = src.export
+
+    def capture(*args, **kwargs):
+        answer = real_export(*args, **kwargs)
+        payloads[args[0]] = answer["payload"]
+        return answer
+    monkeypatch.setattr(src, "export", capture)
+    first = mp.migrate(uuid, a, b)
+    assert first["step"] == "completed", first
+    monkeypatch.undo()
+
+    # An old copy started after the commit: the restored backup (epoch 0)
+    # never runs, and cannot be migrated away either.
+    shutil.copytree(backup, mp.driver(a).state_dir / uuid)
+    with pytest.raises(exception.VTPMStale):
+        mp.migrations(a).start_vtpm(uuid)
+    assert mp.driver(a).status(uuid).status is VTPMStatus.STOPPED
+    stale = mp.migrate(uuid, a, c)
+    assert stale["step"] == "aborted"
+    mp.driver(a).destroy(uuid)
+
+    back = mp.migrate(uuid, b, a)
+    assert back["step"] == "completed", back
+    # The first migration's payload replayed by the source in a third:
+    # the destination's new transport key does not open it (nor would its
+    # associated data match).
+    monkeypatch.setattr(src, "export", lambda *args, **kwargs: {
+        "payload": payloads[first["id"]]})
+    _refused(mp, uuid, a, b, "does not unwrap")
+    monkeypatch.undo()
+
+    # --- no lever for an agent ---------------------------------------------
+    # With its agent-bus credentials a compromised host can put a request
+    # in another agent's queue, signed with any key but a conductor's.
+    forger = agent_rpcapi.AgentAPI(agent_requests.RequestSigner(
+        keystore.generate_signing_key(), "conductor-a"), timeout=10)
+    for method, args in (
+            ("migration_commit", {"migration_id": first["id"]}),
+            ("migration_abort", {"migration_id": back["id"],
+                                 "instance": uuid, "role": "source"}),
+            ("migration_export", {
+                "migration_id": back["id"], "instance": uuid,
+                "destination": c.name, "kind": "cold", "epoch": 3,
+                "nonce": "AA==", "ak_public": "AA==", "transport_key": {},
+                "binding_key": {}})):
+        with pytest.raises(exception.AgentRequestRefused):
+            getattr(forger, method)({}, a.name, **args)
+    assert mp.migrations(a).journal(back["id"])["step"] == "committed"
+
+    # After all this the marker is where the last commit put it.
+    assert mp.read_marker(a, uuid) == marker
+    rows = mp.coordinator.list(instance=uuid)
+    assert [r["outcome"] for r in rows].count("completed") == 2
+    assert mp.pool.db.vtpm_epoch(uuid) == 2
