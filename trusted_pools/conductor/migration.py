@@ -207,34 +207,69 @@ class MigrationCoordinator:
 
     def complete_live(self, context: Any, migration_id: str
                       ) -> dict[str, Any]:
-        """The hypervisor's live migration completed: commit, the
-        destination finishes its incoming vTPM, the source its outgoing."""
+        """The hypervisor's live migration completed: on the worker pool,
+        commit, then the destination finishes its incoming vTPM and the
+        source its outgoing one. Returns the row at once."""
         row = self.db.get_vtpm_migration(migration_id)
         if row.kind != "live":
             raise exception.InvalidParameterValue(
                 name="migration", reason="not a live migration")
-        if row.step != "delivered" and row.step not in (
-                "committed", "completed"):
+        if row.step != "delivered":
             raise exception.ConcurrentUpdate(
                 what="vTPM migration %s" % migration_id,
                 reason="it is %s, not delivered" % row.step)
+        self._spawn_work(migration_id, lambda: self._complete(context,
+                                                              migration_id))
+        return migration_view(row)
+
+    def _complete(self, context: Any, migration_id: str) -> None:
+        row = self.db.get_vtpm_migration(migration_id)
         if row.step == "delivered":
             row = self._commit(context, row)
         if row.step == "committed":
-            row = self._finish(context, row)
-        return migration_view(row)
+            self._finish(context, row)
 
     def abort(self, context: Any, migration_id: str, reason: str
               ) -> dict[str, Any]:
         """The operator's (or the hypervisor driver's) abort before the
-        commit; after it, :class:`ConcurrentUpdate`."""
+        commit, done on the worker pool; after the commit,
+        :class:`ConcurrentUpdate`. Returns the row at once."""
         row = self.db.get_vtpm_migration(migration_id)
         if row.step not in proto.PRE_COMMIT_STEPS:
             raise exception.ConcurrentUpdate(
                 what="vTPM migration %s" % migration_id,
                 reason="it is %s; only a migration before its commit can "
                 "be aborted" % row.step)
-        return migration_view(self._abort(context, row, reason))
+        self._spawn_work(migration_id, lambda: self._abort(
+            context, self.db.get_vtpm_migration(migration_id), reason))
+        return migration_view(row)
+
+    def _spawn_work(self, migration_id: str, work: Callable[[], Any]
+                    ) -> None:
+        """Run ``work`` for a migration on the worker pool, unless a
+        worker drives it already (:class:`ConcurrentUpdate`)."""
+        with self._running_lock:
+            if migration_id in self._running:
+                raise exception.ConcurrentUpdate(
+                    what="vTPM migration %s" % migration_id,
+                    reason="a step of it is running; try again")
+            self._running.add(migration_id)
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - logged; resume() repeats
+                LOG.exception("vTPM migration %s: a step failed",
+                              migration_id)
+            finally:
+                with self._running_lock:
+                    self._running.discard(migration_id)
+        try:
+            self.manager.spawn(run)
+        except BaseException:
+            with self._running_lock:
+                self._running.discard(migration_id)
+            raise
 
     # --- the worker ------------------------------------------------------------
 

@@ -6,7 +6,10 @@ untouched: an untrusted, stale or below-level destination, a destination
 that passes off another TPM's key or a software key as its transport key,
 a source that seals for another host or replays an earlier migration's
 payload, an old copy started after a commit, an agent that orders
-another host's migration steps.
+another host's migration steps. Last, the live kind's key path with a
+small driver subclass standing in for the QEMU mechanics (the real QEMU
+end to end is assembled with the live driver): the per-migration swtpm
+key reaches only an attested destination, sealed like the cold state.
 
 The attacks are a compromised compute host's: it owns its agent, its
 files and its bus credentials, not its TPM's keys or another host's."""
@@ -28,7 +31,8 @@ from trusted_pools.protocol import agent_requests
 from trusted_pools.protocol import keystore
 from trusted_pools.protocol import vtpm_migration as proto
 from trusted_pools.tpm import sealing
-from trusted_pools.vtpm.driver import VTPMStatus
+from trusted_pools.vtpm.driver import VTPMInfo, VTPMStatus
+from trusted_pools.vtpm.swtpm import SwtpmDriver
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -40,6 +44,7 @@ def test_cold_migration_refusals_and_attacks(migration_pool, rabbit_url,
     _cold_migration_moves_the_marker_and_erases_the_source(
         migration_pool, rabbit_url, monkeypatch)
     _refusals_and_attacks(migration_pool, monkeypatch)
+    _live_key_path(migration_pool, rabbit_url)
 
 
 def _forms(secret: bytes) -> list[bytes]:
@@ -290,3 +295,110 @@ def _refusals_and_attacks(mp, monkeypatch):
     rows = mp.coordinator.list(instance=uuid)
     assert [r["outcome"] for r in rows].count("completed") == 2
     assert mp.pool.db.vtpm_epoch(uuid) == 2
+
+
+class LiveDriver(SwtpmDriver):
+    """The swtpm driver with the six live-migration calls recorded (what
+    QEMU does with the key is the live driver's business)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple] = []
+        self.keys: dict[str, bytes] = {}
+
+    def live_migration_key(self, instance_uuid):
+        key = os.urandom(32)
+        self.keys[instance_uuid] = key
+        self.calls.append(("live_migration_key", instance_uuid))
+        return key
+
+    def prepare_incoming(self, instance_uuid, *, migration_key, metadata):
+        self.calls.append(("prepare_incoming", instance_uuid,
+                           migration_key, dict(metadata)))
+        return VTPMInfo(instance_uuid, VTPMStatus.MIGRATING,
+                        reason="waiting for QEMU's incoming stream")
+
+    def finish_incoming(self, instance_uuid):
+        self.calls.append(("finish_incoming", instance_uuid))
+        return VTPMInfo(instance_uuid, VTPMStatus.RUNNING)
+
+    def finish_outgoing(self, instance_uuid):
+        self.calls.append(("finish_outgoing", instance_uuid))
+
+    def abort_incoming(self, instance_uuid):
+        self.calls.append(("abort_incoming", instance_uuid))
+
+    def abort_outgoing(self, instance_uuid):
+        self.calls.append(("abort_outgoing", instance_uuid))
+        return VTPMInfo(instance_uuid, VTPMStatus.RUNNING)
+
+
+def _live_driver(mp, host) -> LiveDriver:
+    real = mp.driver(host)
+    driver = LiveDriver(real.state_dir, host.tpm.tcti, run_dir=real.run_dir,
+                        setup_config=mp.setup_conf, recover=False,
+                        host_runner=host.agent.attester.run_on_device)
+    mp.migrations(host).driver = driver
+    return driver
+
+
+def _live_key_path(mp, rabbit_url):
+    a, b, c = mp.hosts
+    live = {h.name: _live_driver(mp, h) for h in mp.hosts}
+    uuid = mp.create_marked_vtpm(a, os.urandom(32))
+    api = mp.pool.api().conductors
+    owner = api.owner(b.name)
+
+    tap = BusTap(rabbit_url)
+    try:
+        started = mp.start(uuid, a, b, kind="live")
+        # start returns at once; the destination is prepared and holds
+        # the key when the migration reaches "delivered".
+        prepared = mp.wait(started["id"], steps=("delivered", "aborted"))
+        captured = tap.drain()
+    finally:
+        tap.close()
+    assert prepared["step"] == "delivered", prepared
+    key = live[a.name].keys[uuid]
+    ((name, instance, delivered, metadata),) = [
+        call for call in live[b.name].calls if call[0] == "prepare_incoming"]
+    assert (instance, delivered) == (uuid, key)
+    assert metadata["migration_epoch"] == 1
+    for form in _forms(key):
+        assert form not in captured, "the migration key on the bus"
+    # The hypervisor's migration went through: complete.
+    answer = api.client.complete_vtpm_migration({}, started["id"],
+                                                conductor=owner)
+    assert answer["step"] == "delivered"  # the work is on the worker
+    done = mp.wait(started["id"])
+    assert (done["step"], done["epoch"]) == ("completed", 1), done
+    assert ("finish_incoming", uuid) in live[b.name].calls
+    assert ("finish_outgoing", uuid) in live[a.name].calls
+    assert mp.migrations(b).epoch_floor(uuid) == 1
+    with pytest.raises(exception.ConcurrentUpdate):
+        api.client.abort_vtpm_migration({}, started["id"], conductor=owner)
+
+    # Not to an untrusted destination: no key is even made, and the
+    # destination's driver is never asked.
+    other = mp.create_marked_vtpm(a, os.urandom(32))
+    refused = mp.migrate(other, a, c, kind="live")
+    assert refused["outcome"] == "aborted" and "untrusted" in \
+        refused["reason"], refused
+    assert other not in live[a.name].keys
+    assert not [call for call in live[c.name].calls]
+
+    # Aborted before the commit (the hypervisor's migration failed): the
+    # destination discards, the source carries on.
+    started = mp.start(other, a, b, kind="live")
+    assert mp.wait(started["id"], steps=("delivered", "aborted"))[
+        "step"] == "delivered"
+    api.client.abort_vtpm_migration(
+        {}, started["id"], conductor=owner, reason="QEMU migration failed")
+    aborted = mp.wait(started["id"])
+    assert (aborted["outcome"], aborted["reason"]) == (
+        "aborted", "QEMU migration failed"), aborted
+    assert ("abort_incoming", other) in live[b.name].calls
+    assert ("abort_outgoing", other) in live[a.name].calls
+    assert mp.pool.db.vtpm_epoch(other) == 0
+    for host in mp.hosts:
+        mp.migrations(host).driver = mp.driver(host)
