@@ -13,15 +13,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-
-from alembic import util as alembic_util
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from trusted_pools import exception
 from trusted_pools.conf import CONF
 from trusted_pools.conf import database as database_conf
-from trusted_pools.db import api
-from trusted_pools.db import migration
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+# SQLAlchemy, alembic and the database layer are imported by the commands
+# that use them: ``trusted-pools-manage evidence verify`` should not pay
+# for them at start.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,12 +52,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     version.set_defaults(func=run_version)
 
 
-def _engine() -> sa.engine.Engine:
+def _engine() -> "sa.engine.Engine":
+    from trusted_pools.db import api
     return api.make_context_manager().writer.get_engine()
 
 
 def _ensure_sqlite_directory(connection: str) -> None:
     """An operator expects the first ``db sync`` to create the file."""
+    import sqlalchemy as sa
     try:
         url = sa.engine.make_url(connection)
     except sa.exc.ArgumentError:
@@ -69,6 +74,9 @@ def _ensure_sqlite_directory(connection: str) -> None:
 def run_sync(args: argparse.Namespace) -> int:
     # Again at run time: CONF.reset() drops defaults set by oslo.db.
     database_conf.register_opts(CONF)
+    from alembic import util as alembic_util
+
+    from trusted_pools.db import migration
     try:
         _ensure_sqlite_directory(CONF.database.connection)
         engine = _engine()
@@ -85,6 +93,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
 def run_version(args: argparse.Namespace) -> int:
     database_conf.register_opts(CONF)
+    from trusted_pools.db import migration
     try:
         engine = _engine()
         try:

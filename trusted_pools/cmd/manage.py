@@ -14,7 +14,6 @@ from typing import Sequence
 from oslo_config import cfg
 
 from trusted_pools import cmd
-from trusted_pools.common import rpc
 from trusted_pools.cmd import db
 from trusted_pools.cmd import ek
 from trusted_pools.cmd import evidence
@@ -62,7 +61,6 @@ def load_config(args: argparse.Namespace) -> cfg.ConfigOpts:
         cli += ["--config-file", path]
     if args.config_dir:
         cli += ["--config-dir", args.config_dir]
-    rpc.set_defaults()
     CONF(cli, project="trusted-pools", prog="trusted-pools-manage",
          validate_default_values=True)
     return CONF
