@@ -413,6 +413,14 @@ class DatabaseError(TrustedPoolsError):
     _msg_fmt = "Database error: %(reason)s"
 
 
+class DatabaseSchemaMissing(DatabaseError):
+    """The database has not been created or upgraded for this release."""
+
+    _msg_fmt = ("The database has no table %(table)s: create or upgrade "
+                "its schema with 'trusted-pools-manage db sync' (it reads "
+                "[database] connection from the same configuration)")
+
+
 # --- Golden-measurement policies (trusted_pools.verifier.policy) ---------
 
 class PolicyInvalid(InvalidParameterValue):

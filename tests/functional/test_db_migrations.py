@@ -181,3 +181,51 @@ def test_manage_db_sync_unknown_revision_fails(tmp_path, capsys):
     assert _manage(["--config-file", str(config), "db", "sync",
                     "--revision", "deadbeef"]) == 1
     assert "deadbeef" in capsys.readouterr().err
+
+
+def test_manage_before_db_sync_says_to_run_it(empty_db_url, tmp_path,
+                                              capsys):
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[database]\nconnection = %s\n" % empty_db_url)
+    assert _manage(["--config-file", str(config), "db", "purge-verdicts",
+                    "--older-than", "30"]) == 1
+    err = capsys.readouterr().err
+    assert "trusted-pools-manage db sync" in err, err
+    assert "OperationalError" not in err
+
+
+def test_manage_db_purge_verdicts_keeps_each_hosts_newest(empty_db_url,
+                                                         tmp_path, capsys):
+    import datetime
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[database]\nconnection = %s\n" % empty_db_url)
+    assert _manage(["--config-file", str(config), "db", "sync"]) == 0
+    connection = api.Connection(api.make_context_manager(empty_db_url))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    old, older = (now - datetime.timedelta(days=10),
+                  now - datetime.timedelta(days=11))
+    a = connection.create_host("a").id
+    b = connection.create_host("b").id
+    connection.add_verdicts([
+        api.NewVerdict(host_id=host, status="trusted", level=3,
+                       issued_at=when,
+                       expires_at=when + datetime.timedelta(seconds=120))
+        for host, when in ((a, older), (a, old), (a, now), (b, older))])
+    capsys.readouterr()
+    assert _manage(["--config-file", str(config), "db", "purge-verdicts",
+                    "--older-than", "7"]) == 0
+    assert "Deleted 2 verdicts" in capsys.readouterr().out
+    left = connection.verdicts_since(now - datetime.timedelta(days=30))
+    assert sorted((v.host_id, v.issued_at) for v in left) == sorted(
+        [(a, now), (b, older)])
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "nan", "soon"])
+def test_manage_db_purge_verdicts_refuses_a_bad_age(days, tmp_path, capsys):
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[trusted_pools]\nstate_path = %s\n" % tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        _manage(["--config-file", str(config), "db", "purge-verdicts",
+                 "--older-than", days])
+    assert exit_.value.code == 2
+    assert "days" in capsys.readouterr().err

@@ -50,6 +50,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     version = sub.add_parser(
         "version", help="print the schema revision of the database")
     version.set_defaults(func=run_version)
+    purge = sub.add_parser(
+        "purge-verdicts", help="delete verdicts older than a number of days",
+        description="Delete stored verdicts issued more than --older-than "
+                    "days ago. Each host's newest verdict is kept whatever "
+                    "its age, so every host still has a standing. Run it "
+                    "from cron, as nova-manage db archive_deleted_rows is.")
+    purge.add_argument(
+        "--older-than", type=_days, required=True, metavar="DAYS",
+        help="age in days (a positive number; fractions allowed)")
+    purge.set_defaults(func=run_purge_verdicts)
+
+
+def _days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "%r is not a number of days" % value) from None
+    if not days > 0 or days != days or days == float("inf"):
+        raise argparse.ArgumentTypeError(
+            "the age must be a positive number of days, not %s" % value)
+    return days
 
 
 def _engine() -> "sa.engine.Engine":
@@ -103,6 +125,23 @@ def run_version(args: argparse.Namespace) -> int:
     except exception.TrustedPoolsError as error:
         return _failed("db version", error)
     print(current)
+    return EXIT_OK
+
+
+def run_purge_verdicts(args: argparse.Namespace) -> int:
+    database_conf.register_opts(CONF)
+    import datetime
+
+    from trusted_pools.db import api
+    before = (datetime.datetime.now(datetime.timezone.utc)
+              - datetime.timedelta(days=args.older_than))
+    try:
+        connection = api.Connection(api.make_context_manager())
+        deleted = connection.purge_verdicts(before)
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-verdicts", error)
+    print("Deleted %d verdicts issued before %s (each host's newest kept)"
+          % (deleted, before.isoformat(timespec="seconds")))
     return EXIT_OK
 
 
