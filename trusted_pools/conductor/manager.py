@@ -307,10 +307,14 @@ class ConductorManager:
         comparing against the old TPM's clock: a host no longer enrolled,
         or enrolled under another generation than the cached state's, is
         forgotten. Its next evidence reloads the registration (and is
-        ignored while the host is not enrolled).
+        ignored while the host is not enrolled). A host moved to another
+        group is forgotten too, so that it is reloaded with its new group's
+        policies, but not returned: its registration did not change.
         """
         with self._states_lock:
             cached = {name: state.registration
+                      for name, state in self._states.items()}
+            groups = {name: state.group
                       for name, state in self._states.items()}
         if not cached and not self._published:
             return []
@@ -318,6 +322,17 @@ class ConductorManager:
         changed = sorted(
             name for name in cached
             if _registration_changed(current.get(name), cached[name]))
+        moved = sorted(
+            name for name in cached if name not in changed
+            and current[name].group != groups[name])
+        for name in moved:
+            # Same TPM, other policies: the cached AK and clock stay
+            # valid, but the state holds the old group's policies and the
+            # IMA outcome they judged; reload it from the database.
+            self.forget_host(name)
+            LOG.info("Host %s moved from group %s to %s: appraised with "
+                     "the new group's policies from its next evidence",
+                     name, groups[name], current[name].group)
         for name in changed:
             self.forget_host(name)
             # Silence is counted from the new enrollment on.

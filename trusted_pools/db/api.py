@@ -131,6 +131,8 @@ class HostEnrollment:
     hostname: str
     state: str
     generation: int
+    #: The host's group: a move changes which policies appraise it.
+    group: str = "default"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -610,16 +612,18 @@ class Connection:
 
     @_translate_errors
     def host_enrollments(self) -> dict[str, HostEnrollment]:
-        """hostname -> state and enrollment generation of every host.
+        """hostname -> state, enrollment generation and group of every host.
 
-        Three narrow columns, no registration blobs: cheap enough for each
+        Four narrow columns, no registration blobs: cheap enough for each
         conductor to read once per attestation interval.
         """
         query = sa.select(models.Host.hostname, models.Host.state,
-                          models.Host.enrollment_generation)
+                          models.Host.enrollment_generation,
+                          models.Host.host_group)
         with self._reader() as session:
-            return {name: HostEnrollment(name, state, generation or 0)
-                    for name, state, generation in session.execute(query)}
+            return {name: HostEnrollment(name, state, generation or 0, group)
+                    for name, state, generation, group
+                    in session.execute(query)}
 
     @_translate_errors
     @_retry_deadlock

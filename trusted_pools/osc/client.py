@@ -32,7 +32,7 @@ __all__ = ["SERVICE_TYPE", "MIN_VERSION", "MAX_VERSION", "APIError",
 SERVICE_TYPE = "trusted-pools"
 #: The range of API microversions this client can speak and render.
 MIN_VERSION = (1, 0)
-MAX_VERSION = (1, 1)
+MAX_VERSION = (1, 2)
 #: From this microversion enroll, attest and capture answer 202 with an
 #: operation to poll.
 ASYNC_VERSION = (1, 1)
@@ -315,6 +315,20 @@ class Client:
     def delete_host(self, name: str) -> None:
         self._request("DELETE", _path("hosts", name))
 
+    def update_host(self, name: str, group: str) -> dict[str, Any]:
+        """Move a host to another group (microversion 1.2)."""
+        answer = self._request("PATCH", _path("hosts", name),
+                               body={"group": group})
+        return _member(answer, "host")
+
+    # -- groups (microversion 1.2) -----------------------------------------
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return _member(self._request("GET", "/v1/groups"), "groups")
+
+    def unassign_policy(self, group: str, name: str) -> None:
+        self._request("DELETE", _path("groups", group, "policies", name))
+
     # -- policies ----------------------------------------------------------
 
     def list_policies(self, limit: int | None = None,
@@ -342,11 +356,14 @@ class Client:
         answer = self._request("GET", _path("groups", group, "policies"))
         return _member(answer, "assignments")
 
-    def assign_policy(self, group: str, name: str, version: int | None
-                      ) -> dict[str, Any]:
+    def assign_policy(self, group: str, name: str, version: int | None,
+                      allow_empty_group: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": version}
+        if allow_empty_group:
+            body["allow_empty_group"] = True
         answer = self._request("PUT",
                                _path("groups", group, "policies", name),
-                               body={"version": version})
+                               body=body)
         return _member(answer, "assignment")
 
     # -- verdicts and keys -------------------------------------------------
