@@ -330,14 +330,18 @@ class TrustedPool:
         boot_ima(host, ima_entries, seed=0)
 
     def start_agents(self, hosts: Iterable[PoolHost] | None = None,
-                     bus_url: Callable[[PoolHost], str | None] | None = None
+                     bus_url: Callable[[PoolHost], str | None] | None = None,
+                     without_event_log: Iterable[PoolHost] = ()
                      ) -> None:
         """``bus_url``: each agent's own bus URL (its RabbitMQ user on the
-        agent vhost); default: the process's agent bus."""
+        agent vhost); default: the process's agent bus. Agents of
+        ``without_event_log`` send none (``[agent] event_log_path =``)."""
+        no_log = {host.name for host in without_event_log}
         for host in hosts or self.hosts:
             host.agent = AgentService(
                 self.conf, host=host.name, tcti=host.tpm.tcti,
-                event_log_path=str(host.event_log_path),
+                event_log_path="" if host.name in no_log
+                else str(host.event_log_path),
                 ima_log_path=str(host.ima_log_path),
                 ima_log_format=host.ima_format,
                 transport_url=bus_url(host) if bus_url else None)
