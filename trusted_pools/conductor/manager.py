@@ -127,7 +127,8 @@ class ConductorManager:
 
     def __init__(self, host: str, db: db_api.Connection,
                  signing_key: Any, agents: Any,
-                 notifier: messaging.Notifier | None, ca_bundle: bytes, *,
+                 notifier: messaging.Notifier | None,
+                 ca_bundle: bytes | Callable[[], bytes], *,
                  interval: int = 60, unknown_after_missed: int = 2,
                  heartbeat_timeout: int = 60, banks: tuple[str, ...] =
                  ("sha256",), batch_size: int = 500,
@@ -151,7 +152,9 @@ class ConductorManager:
         self.public_pem = keystore.public_key_pem(signing_key)
         self.agents = agents
         self.notifier = notifier
-        self.ca_bundle = ca_bundle
+        #: The EK CA certificates (PEM), or a callable that reads them
+        #: (the service's re-reads the file when it changed).
+        self._ca_bundle = ca_bundle
         self.interval = interval
         self.unknown_after_missed = unknown_after_missed
         self.heartbeat_timeout = heartbeat_timeout
@@ -189,6 +192,11 @@ class ConductorManager:
         self.instance_results: dict[str, str] = {}
 
     # --- validity and ownership ---------------------------------------------
+
+    @property
+    def ca_bundle(self) -> bytes:
+        bundle = self._ca_bundle
+        return bundle() if callable(bundle) else bundle
 
     @property
     def validity(self) -> int:

@@ -10,6 +10,7 @@ service's thread pool, never on an RPC thread, and a stop waits for it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import oslo_messaging as messaging
@@ -44,6 +45,40 @@ def _read_ca_bundle(path: str) -> bytes:
                    % (path, exc.strerror)) from exc
 
 
+class CABundleFile:
+    """``[conductor] ek_ca_bundle``, read again when the file changed.
+
+    An operator who adds a missing intermediate CA expects the next
+    enrollment to use it, not the next restart. A file that became
+    unreadable keeps the last good bundle, with a warning.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = self._stat()
+        self._bundle = _read_ca_bundle(path)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def __call__(self) -> bytes:
+        seen = self._stat()
+        if seen is not None and seen != self._seen:
+            try:
+                self._bundle = _read_ca_bundle(self.path)
+            except exception.ConfigInvalid as error:
+                LOG.warning("Keeping the EK CA bundle read before: %s",
+                            error)
+                return self._bundle
+            self._seen = seen
+            LOG.info("EK CA bundle %s changed: read again", self.path)
+        return self._bundle
+
+
 class ConductorService(service_mod.ServiceBase):
     """One conductor process (or one in-process conductor in tests)."""
 
@@ -72,7 +107,7 @@ class ConductorService(service_mod.ServiceBase):
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
             notifier,
-            _read_ca_bundle(group.ek_ca_bundle),
+            CABundleFile(group.ek_ca_bundle),
             interval=group.attestation_interval,
             unknown_after_missed=group.unknown_after_missed,
             heartbeat_timeout=group.heartbeat_timeout,
