@@ -474,6 +474,11 @@ def capture(ak: structures.Public, evidence: Evidence, nonce: bytes,
             verified.pcrs)
         captured[policy_mod.KIND_MEASURED_BOOT] = \
             appraisal_mod.capture_measured_boot_policy(log, verified.pcrs)
+    else:
+        # No event log from this host: its boot can still be held to the
+        # quoted values of the boot PCRs.
+        captured[policy_mod.KIND_MEASURED_BOOT] = \
+            appraisal_mod.capture_pcr_values_policy(verified.pcrs)
     quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
               if IMA_PCR in pcrs}
     if evidence.ima is not None and evidence.ima.start == 0 and quoted:

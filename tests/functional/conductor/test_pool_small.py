@@ -74,3 +74,27 @@ def test_a_host_without_an_event_log_is_judged_by_its_policies(pool):
     assert withheld.level < shown.level, (withheld.level, shown.level)
     assert any("no verified event log" in r for r in withheld.reasons), \
         withheld.reasons
+
+
+def test_hosts_without_event_logs_are_held_to_captured_pcr_values(pool):
+    # The documented path for a host with no event log: capture from a
+    # known-good one gives a policy of PCR values (the boot loader's PCR 4
+    # among them), which the good host passes and a host that booted
+    # another boot loader fails.
+    good, bad = pool.add_hosts(2, tamper=[1])
+    pool.start_agents(without_event_log=[good, bad])
+    pool.start_conductor("conductor-a")
+    pool.enroll_all()
+    api = pool.api()
+    captured = api.capture_policy({}, good.name)
+    boot = captured["measured_boot"]
+    assert set(boot) == {"kind", "pcrs", "description"}, boot
+    assert "4" in boot["pcrs"]["sha256"], boot
+    api.create_policy({}, "golden-pcrs", "measured_boot", boot)
+    api.assign_policy({}, "default", "golden-pcrs")
+    latest = pool.wait_for(lambda v: len(v) == 2 and all(
+        x.policy_versions for x in v.values()))
+    assert latest[good.name].status == "trusted", latest[good.name].reasons
+    assert latest[bad.name].status == "untrusted"
+    assert any("PCR 4" in r for r in latest[bad.name].reasons), \
+        latest[bad.name].reasons
