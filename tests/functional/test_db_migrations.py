@@ -164,6 +164,9 @@ def test_manage_db_sync_default_sqlite_under_state_path(tmp_path, capsys):
     config.write_text("[trusted_pools]\nstate_path = %s\n" % state)
     assert _manage(["--config-file", str(config), "db", "sync"]) == 0
     assert (state / "trusted_pools.sqlite").is_file()
+    out = capsys.readouterr().out
+    assert "in sqlite:///%s/trusted_pools.sqlite (created directory %s)" \
+        % (state, state) in out, out
     assert oct((state).stat().st_mode & 0o777) == oct(0o700)
 
 

@@ -79,18 +79,23 @@ def _engine() -> "sa.engine.Engine":
     return api.make_context_manager().writer.get_engine()
 
 
-def _ensure_sqlite_directory(connection: str) -> None:
-    """An operator expects the first ``db sync`` to create the file."""
+def _ensure_sqlite_directory(connection: str) -> str:
+    """An operator expects the first ``db sync`` to create the file; says
+    where the database is (password hidden), and what it created."""
     import sqlalchemy as sa
     try:
         url = sa.engine.make_url(connection)
     except sa.exc.ArgumentError:
         raise exception.ConfigInvalid(
             reason="[database] connection is not a database URL") from None
+    where = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite" and url.database not in (
             None, "", ":memory:"):
         directory = os.path.dirname(os.path.abspath(url.database))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            where += " (created directory %s)" % directory
+    return where
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -100,7 +105,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
     from trusted_pools.db import migration
     try:
-        _ensure_sqlite_directory(CONF.database.connection)
+        where = _ensure_sqlite_directory(CONF.database.connection)
         engine = _engine()
         try:
             reached = migration.upgrade(args.revision, engine=engine)
@@ -109,7 +114,7 @@ def run_sync(args: argparse.Namespace) -> int:
     except (exception.TrustedPoolsError, alembic_util.CommandError,
             OSError) as error:
         return _failed("db sync", error)
-    print("Database schema at revision %s" % reached)
+    print("Database schema at revision %s in %s" % (reached, where))
     return EXIT_OK
 
 
