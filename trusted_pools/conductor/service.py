@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import oslo_messaging as messaging
@@ -200,14 +201,22 @@ class ConductorService(service_mod.ServiceBase):
         self.stop()
 
     def _stop(self) -> None:
-        # No new requests first, then let the running rounds (an evidence
-        # batch being verified, challenges in flight) finish.
-        for server in self._servers:
-            server.stop()
+        # The servers stop taking requests while the running rounds (an
+        # evidence batch being verified, challenges in flight) finish, side
+        # by side: an idle server takes up to its listener's poll back-off
+        # (5 s in oslo.messaging) to notice its stop. A request still in
+        # flight that hands work to the stopped pool gets TemporaryFailure.
+        stoppers = [threading.Thread(target=server.stop, daemon=True)
+                    for server in self._servers]
+        stoppers.append(threading.Thread(target=self._stop_jobs,
+                                         daemon=True))
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         for server in self._servers:
             server.wait()
         self._servers = []
-        self._stop_jobs()
         if not self._unregister:
             return
         try:
