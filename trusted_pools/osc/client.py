@@ -126,8 +126,16 @@ def _error_from(response: Any) -> APIError:
 class Client:
     """Calls of the v1 API; each returns the decoded resource(s)."""
 
-    def __init__(self, adapter: ksa_adapter.Adapter) -> None:
+    #: Seconds of waiting for an operation before the first progress
+    #: line, and between two.
+    PROGRESS_AFTER = 3.0
+    PROGRESS_EVERY = 5.0
+
+    def __init__(self, adapter: ksa_adapter.Adapter,
+                 progress: Callable[[str], None] | None = None) -> None:
         self.adapter = adapter
+        #: Where "still waiting" lines go (the shell's stderr); None: none.
+        self.progress = progress
 
     # -- transport ---------------------------------------------------------
 
@@ -279,7 +287,9 @@ class Client:
             ``timeout`` seconds (it goes on; the message says how to
             follow it).
         """
-        deadline = clock() + timeout
+        started = clock()
+        deadline = started + timeout
+        next_progress = started + self.PROGRESS_AFTER
         delay = min(0.2, interval)
         while True:
             state = operation.get("state")
@@ -304,6 +314,14 @@ class Client:
                         operation.get("id"), operation.get("kind"),
                         operation.get("host"), timeout,
                         operation.get("host"), operation.get("id")))
+            now = clock()
+            if self.progress is not None and now >= next_progress:
+                self.progress(
+                    "Waiting for operation %s (%s of host %s): pending for "
+                    "%d s (gives up after %d s)\n" % (
+                        operation.get("id"), operation.get("kind"),
+                        operation.get("host"), now - started, timeout))
+                next_progress = now + self.PROGRESS_EVERY
             sleep(min(delay, max(0.0, deadline - clock())))
             delay = min(delay * 2, interval)
             operation = self.get_operation(str(operation.get("host")),
