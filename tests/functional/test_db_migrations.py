@@ -232,3 +232,26 @@ def test_manage_db_purge_verdicts_refuses_a_bad_age(days, tmp_path, capsys):
                  "--older-than", days])
     assert exit_.value.code == 2
     assert "days" in capsys.readouterr().err
+
+
+def test_manage_db_purge_operations(empty_db_url, tmp_path, capsys):
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[database]\nconnection = %s\n" % empty_db_url)
+    assert _manage(["--config-file", str(config), "db", "sync"]) == 0
+    connection = api.Connection(api.make_context_manager(empty_db_url))
+    ended = connection.create_operation("compute-1", "attest", "c-a")
+    connection.finish_operation(ended.id, result={})
+    pending = connection.create_operation("compute-1", "capture", "c-a")
+    capsys.readouterr()
+    # Nothing is a year old; everything ended is older than a millisecond.
+    assert _manage(["--config-file", str(config), "db", "purge-operations",
+                    "--older-than", "365"]) == 0
+    assert "Deleted 0 host operations" in capsys.readouterr().out
+    import time
+    time.sleep(0.01)
+    assert _manage(["--config-file", str(config), "db", "purge-operations",
+                    "--older-than", "0.0000001"]) == 0
+    assert "Deleted 1 host operations" in capsys.readouterr().out
+    assert [op.id for op in connection.list_operations("compute-1")] == [
+        pending.id]
+    connection.dispose()

@@ -60,6 +60,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--older-than", type=_days, required=True, metavar="DAYS",
         help="age in days (a positive number; fractions allowed)")
     purge.set_defaults(func=run_purge_verdicts)
+    purge_ops = sub.add_parser(
+        "purge-operations",
+        help="delete ended host operations older than a number of days",
+        description="Delete host operations (enroll, attest, capture, ...) "
+                    "that ended more than --older-than days ago. Pending "
+                    "ones are kept.")
+    purge_ops.add_argument(
+        "--older-than", type=_days, required=True, metavar="DAYS",
+        help="age in days (a positive number; fractions allowed)")
+    purge_ops.set_defaults(func=run_purge_operations)
 
 
 def _days(value: str) -> float:
@@ -133,20 +143,40 @@ def run_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_purge_verdicts(args: argparse.Namespace) -> int:
+def _purge(days: float, purge: str) -> tuple[int, str]:
+    """Run ``Connection.<purge>(now - days)``: (deleted, cut-off) or the
+    exit status already reported."""
     database_conf.register_opts(CONF)
     import datetime
 
     from trusted_pools.db import api
     before = (datetime.datetime.now(datetime.timezone.utc)
-              - datetime.timedelta(days=args.older_than))
+              - datetime.timedelta(days=days))
+    connection = api.Connection(api.make_context_manager())
     try:
-        connection = api.Connection(api.make_context_manager())
-        deleted = connection.purge_verdicts(before)
+        return (getattr(connection, purge)(before),
+                before.isoformat(timespec="seconds"))
+    finally:
+        connection.dispose()
+
+
+def run_purge_verdicts(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_verdicts")
     except exception.TrustedPoolsError as error:
         return _failed("db purge-verdicts", error)
     print("Deleted %d verdicts issued before %s (each host's newest kept)"
-          % (deleted, before.isoformat(timespec="seconds")))
+          % (deleted, before))
+    return EXIT_OK
+
+
+def run_purge_operations(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_operations")
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-operations", error)
+    print("Deleted %d host operations that ended before %s (pending ones "
+          "kept)" % (deleted, before))
     return EXIT_OK
 
 

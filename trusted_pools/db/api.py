@@ -1594,6 +1594,20 @@ class Connection:
 
     @_translate_errors
     @_retry_deadlock
+    def purge_operations(self, before: datetime.datetime) -> int:
+        """Delete operations that ended before ``before``; returns how
+        many. Pending ones are kept whatever their age (their conductor
+        fails them if it restarted)."""
+        before = _as_utc(before, "before")
+        table = models.HostOperation
+        with self._writer() as session:
+            return session.execute(sa.delete(table).where(
+                table.state != "pending",
+                sa.func.coalesce(table.updated_at, table.created_at)
+                < before)).rowcount
+
+    @_translate_errors
+    @_retry_deadlock
     def fail_pending_operations(self, conductor: str, reason: str) -> int:
         """Fail every operation ``conductor`` left pending (it restarted:
         the work died with the old process); frees their locks."""
