@@ -50,26 +50,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     version = sub.add_parser(
         "version", help="print the schema revision of the database")
     version.set_defaults(func=run_version)
-    purge = sub.add_parser(
-        "purge-verdicts", help="delete verdicts older than a number of days",
-        description="Delete stored verdicts issued more than --older-than "
-                    "days ago. Each host's newest verdict is kept whatever "
-                    "its age, so every host still has a standing. Run it "
-                    "from cron, as nova-manage db archive_deleted_rows is.")
-    purge.add_argument(
-        "--older-than", type=_days, required=True, metavar="DAYS",
-        help="age in days (a positive number; fractions allowed)")
-    purge.set_defaults(func=run_purge_verdicts)
-    purge_ops = sub.add_parser(
-        "purge-operations",
-        help="delete ended host operations older than a number of days",
-        description="Delete host operations (enroll, attest, capture, ...) "
-                    "that ended more than --older-than days ago. Pending "
-                    "ones are kept.")
-    purge_ops.add_argument(
-        "--older-than", type=_days, required=True, metavar="DAYS",
-        help="age in days (a positive number; fractions allowed)")
-    purge_ops.set_defaults(func=run_purge_operations)
+    for name, what, description, run in _PURGES:
+        purge = sub.add_parser(
+            name, help="delete %s older than a number of days" % what,
+            description=description + " Run it from cron, as nova-manage "
+                                      "db archive_deleted_rows is.")
+        purge.add_argument(
+            "--older-than", type=_days, required=True, metavar="DAYS",
+            help="age in days (a positive number; fractions allowed)")
+        purge.set_defaults(func=run)
 
 
 def _days(value: str) -> float:
@@ -178,6 +167,18 @@ def run_purge_operations(args: argparse.Namespace) -> int:
     print("Deleted %d host operations that ended before %s (pending ones "
           "kept)" % (deleted, before))
     return EXIT_OK
+
+
+_PURGES = (
+    ("purge-verdicts", "verdicts",
+     "Delete stored verdicts issued more than --older-than days ago. Each "
+     "host's newest verdict is kept whatever its age, so every host still "
+     "has a standing.", run_purge_verdicts),
+    ("purge-operations", "ended host operations",
+     "Delete host operations (enroll, attest, capture, ...) that ended "
+     "more than --older-than days ago. Pending ones are kept.",
+     run_purge_operations),
+)
 
 
 def _failed(command: str, error: BaseException) -> int:

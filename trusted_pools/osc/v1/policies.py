@@ -103,10 +103,7 @@ class AssignPolicy(command.ShowOne):
     """Hold a host group to a policy (a fixed version, or the newest)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("policy", metavar="<policy>", help="Policy name")
-        parser.add_argument("--group", required=True, metavar="<group>",
-                            help="Host group")
+        parser = _policy_and_group(super().get_parser(prog_name))
         parser.add_argument(
             "--policy-version", type=common.positive_int,
             metavar="<version>",
@@ -131,14 +128,18 @@ class UnassignPolicy(command.Command):
     """Release a host group from a policy (API microversion 1.2)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("policy", metavar="<policy>", help="Policy name")
-        parser.add_argument("--group", required=True, metavar="<group>",
-                            help="Host group")
-        return parser
+        return _policy_and_group(super().get_parser(prog_name))
 
     def take_action(self, args: argparse.Namespace) -> None:
         _client(self).unassign_policy(args.group, args.policy)
+
+
+def _policy_and_group(parser: argparse.ArgumentParser
+                      ) -> argparse.ArgumentParser:
+    parser.add_argument("policy", metavar="<policy>", help="Policy name")
+    parser.add_argument("--group", required=True, metavar="<group>",
+                        help="Host group")
+    return parser
 
 
 class ListGroup(command.Lister):
