@@ -59,7 +59,8 @@ def test_limits_refuse_nonsense(bad):
 def test_the_conductor_service_passes_the_options_to_its_manager(tmp_path):
     conf = cfg.ConfigOpts()
     for module in (tp_conf.attestation, tp_conf.conductor, tp_conf.agent,
-                   tp_conf.rpc_pins, tp_conf.database, tp_conf.key_service):
+                   tp_conf.rpc_pins, tp_conf.database, tp_conf.key_service,
+                   tp_conf.vtpm_migration):
         module.register_opts(conf)
     conf([], project="trusted_pools", default_config_files=[])
     bundle = tmp_path / "ek-ca.pem"
