@@ -23,7 +23,7 @@ import shutil
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.functional.migration.conftest import BusTap
+from tests.migration_harness import BusTap
 from tests.functional.migration.test_transport_key import _certify_external
 from trusted_pools import exception
 from trusted_pools.agent import rpcapi as agent_rpcapi

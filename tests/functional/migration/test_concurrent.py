@@ -10,7 +10,7 @@ from concurrent import futures
 
 import pytest
 
-from tests.functional.migration.conftest import build_pool
+from tests.migration_harness import build_pool
 from trusted_pools import exception
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]

@@ -30,7 +30,7 @@ import urllib.parse
 
 import pytest
 
-from tests.functional.migration.conftest import build_pool
+from tests.migration_harness import build_pool
 from tests.rabbitmq import rabbitmqctl
 from trusted_pools import exception
 from trusted_pools.vtpm.driver import VTPMStatus
