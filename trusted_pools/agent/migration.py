@@ -88,6 +88,67 @@ class MigrationAgent:
         #: Test hook (fault injection): called with the step's name just
         #: before the step's answer is returned.
         self.after_step: Any = None
+        # One transport key made ahead of need (RSA key generation is the
+        # slowest TPM command of a migration): fresh, never certified nor
+        # used before; the next prepare certifies it over its nonce and
+        # takes it, and another one is made in the background.
+        self._spare: Any = None
+        self._spare_lock = threading.Lock()
+        self._spare_thread: threading.Thread | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """No more background work (the agent stops: its TPM connection
+        is about to close)."""
+        self._closed = True
+        thread = self._spare_thread
+        if thread is not None:
+            thread.join(60)
+
+    def _transport_key(self, nonce: bytes) -> Any:
+        """A one-time transport key certified over ``nonce``: the spare
+        one if there is one (certified now), else a new one."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        attester = self.attester
+        if spare is not None:
+            key = attester.run_on_device(
+                lambda dev: dev.certify_transport_key(
+                    spare.public, spare.private, attester.ak_handle,
+                    qualifying_data=nonce))
+        else:
+            key = attester.run_on_device(
+                lambda dev: dev.create_transport_key(
+                    attester.ak_handle, qualifying_data=nonce))
+        return key
+
+    def _replenish(self) -> None:
+        """Make the next spare key in the background. Called when this
+        host's part of a migration ended (commit, abort): a key generation
+        holds the TPM for a while, and not in the middle of a migration."""
+        with self._spare_lock:
+            if self._closed or self._spare is not None or (
+                    self._spare_thread is not None
+                    and self._spare_thread.is_alive()):
+                return
+            self._spare_thread = threading.Thread(
+                target=self._make_spare, name="transport-key-spare",
+                daemon=True)
+            self._spare_thread.start()
+
+    def _make_spare(self) -> None:
+        if self._closed:
+            return
+        attester = self.attester
+        try:
+            key = attester.run_on_device(
+                lambda dev: dev.create_transport_key(None))
+        except exception.TrustedPoolsError as error:
+            LOG.warning("No spare transport key made: %s", error)
+            return
+        with self._spare_lock:
+            if not self._closed:
+                self._spare = key
 
     # --- the journal --------------------------------------------------------
 
@@ -257,10 +318,7 @@ class MigrationAgent:
                 binding_public = getattr(driver, "binding_key_public", None)
                 if binding_public is not None:
                     binding_public()
-            key = self.attester.run_on_device(
-                lambda dev: dev.create_transport_key(
-                    self.attester.ak_handle, qualifying_data=nonce,
-                    ek_kind=self.attester.ek_kind))
+            key = self._transport_key(nonce)
             entry = {"id": migration_id, "role": _DESTINATION,
                      "instance": instance, "peer": source, "kind": kind,
                      "epoch": epoch, "nonce": nonce.hex(),
@@ -303,8 +361,7 @@ class MigrationAgent:
         def unwrap(wrapped: bytes, label: bytes) -> bytes:
             return self.attester.run_on_device(
                 lambda dev: dev.transport_decrypt(
-                    public, private, wrapped, label,
-                    ek_kind=self.attester.ek_kind))
+                    public, private, wrapped, label))
         aad = proto.associated_data(entry["id"], entry["instance"],
                                     entry["peer"], self.host,
                                     entry["epoch"], entry["kind"])
@@ -410,6 +467,7 @@ class MigrationAgent:
             entry["step"] = "committed"
             entry["transport"] = None
             self._save(entry)
+            self._replenish()
             self._step_done("commit")
             return {"instance": entry["instance"], "step": "committed"}
 
@@ -572,5 +630,7 @@ class MigrationAgent:
             entry["transport"] = None
             entry["payload"] = None
             self._save(entry)
+            if role == _DESTINATION:
+                self._replenish()
             self._step_done("abort")
             return {"step": "aborted"}

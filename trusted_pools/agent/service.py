@@ -117,6 +117,9 @@ class AgentService(service_mod.ServiceBase):
             self._server.wait()
             self._server = None
         self._stop_jobs()
+        if self.manager.migrations is not None:
+            # Its background key generation uses the TPM connection.
+            self.manager.migrations.close()
         self.attester.close()
         if self._transport is not None:
             self._transport.cleanup()

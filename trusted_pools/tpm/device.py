@@ -171,6 +171,13 @@ class TransportKey:
     certify_signature: bytes
 
 
+# The transport keys' parent (see TPMDevice._transport_parent).
+_TRANSPORT_PARENT_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.NODA | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
+_TRANSPORT_PARENT_UNIQUE = b"trusted-pools vtpm-migration".ljust(32, b"\0")
+
 _AK_ATTRIBUTES = (
     TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
     | TPMA_OBJECT.SENSITIVEDATAORIGIN | TPMA_OBJECT.USERWITHAUTH
@@ -753,31 +760,32 @@ class TPMDevice:
 
     # --- one-time transport keys (vTPM migration) -----------------------------
 
-    def create_transport_key(self, ak_handle: int, *,
-                             qualifying_data: bytes = b"",
-                             ek_kind: str = "rsa2048") -> TransportKey:
+    def create_transport_key(self, ak_handle: int | None, *,
+                             qualifying_data: bytes = b"") -> TransportKey:
         """A transient key with the binding key's attributes (RSA-2048,
         OAEP/SHA-256, decrypt only, fixedTPM|fixedParent|
-        sensitiveDataOrigin, no policy) made under the EK, certified by the
-        AK over ``qualifying_data`` and flushed again: nothing persistent
-        is used, so any number of migrations can be in flight."""
+        sensitiveDataOrigin, no policy) made under the transport parent
+        (:meth:`_transport_parent`, in the endorsement hierarchy) and flushed
+        again: nothing persistent is used, so any number of migrations can
+        be in flight. With ``ak_handle`` the AK certifies it over
+        ``qualifying_data``; without, the certification fields are empty
+        (:meth:`certify_transport_key` adds them later)."""
         _check_nonce(qualifying_data)
         template = TPM2B_PUBLIC.parse(
             _BINDING_KEY_TEMPLATE,
             objectAttributes=_BINDING_KEY_ATTRIBUTES
             | TPMA_OBJECT.USERWITHAUTH, nameAlg=TPM2_ALG.SHA256)
-        ak = self._object(ak_handle)
-        with self._ek(ek_kind) as ek:
-            with self._ek_session(ek) as session:
-                private, public = self._call(
-                    "Create", self.esapi.create, ek,
-                    TPM2B_SENSITIVE_CREATE(), template,
-                    session1=session)[:2]
-            with self._ek_session(ek) as session:
-                key = self._call("Load", self.esapi.load, ek, private,
-                                 public, session1=session)
+        ak = None if ak_handle is None else self._object(ak_handle)
+        with self._transport_parent() as parent:
+            private, public = self._call(
+                "Create", self.esapi.create, parent,
+                TPM2B_SENSITIVE_CREATE(), template)[:2]
+            key = self._call("Load", self.esapi.load, parent, private,
+                             public)
         try:
-            attest, signature = self._certify(key, ak, qualifying_data)
+            attest = signature = b""
+            if ak is not None:
+                attest, signature = self._certify(key, ak, qualifying_data)
             name = bytes(self._call("ReadPublic", self.esapi.read_public,
                                     key)[1])
         finally:
@@ -787,11 +795,68 @@ class TPMDevice:
                             certify_attest=attest,
                             certify_signature=signature)
 
+    @contextlib.contextmanager
+    def _transport_parent(self) -> Iterator[ESYS_TR]:
+        """The parent of transport keys: an ECC P-256 storage primary of
+        the endorsement hierarchy (restricted decrypt, AES-128-CFB), made
+        for one use and flushed. A primary is derived from the hierarchy
+        seed, so the same template gives the same key after any restart
+        (a journaled private blob loads again), and an ECC primary takes
+        milliseconds where the RSA EK's CreatePrimary takes a key
+        generation. ``unique`` names its use, so it is never the EK."""
+        template = TPM2B_PUBLIC.parse(
+            "ecc256:aes128cfb", objectAttributes=_TRANSPORT_PARENT_ATTRIBUTES,
+            nameAlg=TPM2_ALG.SHA256)
+        template.publicArea.unique.ecc.x = _TRANSPORT_PARENT_UNIQUE
+        handle = self._call("CreatePrimary", self.esapi.create_primary,
+                            None, template, ESYS_TR.ENDORSEMENT)[0]
+        try:
+            yield handle
+        finally:
+            self._flush(handle)
+
+    @contextlib.contextmanager
+    def _transport_key(self, public: bytes, private: bytes
+                       ) -> Iterator[ESYS_TR]:
+        """A transport key loaded under the EK for one use, then flushed.
+        A blob of another TPM does not load (:class:`TPMError`)."""
+        try:
+            pub, _ = TPM2B_PUBLIC.unmarshal(
+                len(public).to_bytes(2, "big") + bytes(public))
+            priv, used_private = TPM2B_PRIVATE.unmarshal(bytes(private))
+        except Exception:  # noqa: BLE001 - pytss raises assorted errors
+            raise exception.InvalidParameterValue(
+                name="transport key", reason="not a TPMT_PUBLIC and "
+                "TPM2B_PRIVATE pair") from None
+        if used_private != len(private):
+            raise exception.InvalidParameterValue(
+                name="transport key", reason="trailing bytes")
+        with self._transport_parent() as parent:
+            key = self._call("Load", self.esapi.load, parent, priv, pub)
+        try:
+            yield key
+        finally:
+            self._flush(key)
+
+    def certify_transport_key(self, public: bytes, private: bytes,
+                              ak_handle: int, *, qualifying_data: bytes
+                              ) -> TransportKey:
+        """TPM2_Certify by the AK over ``qualifying_data`` of a transport
+        key made earlier (:meth:`create_transport_key` without an AK)."""
+        _check_nonce(qualifying_data)
+        ak = self._object(ak_handle)
+        with self._transport_key(public, private) as key:
+            attest, signature = self._certify(key, ak, qualifying_data)
+            name = bytes(self._call("ReadPublic", self.esapi.read_public,
+                                    key)[1])
+        return TransportKey(public=bytes(public), name=name,
+                            private=bytes(private), certify_attest=attest,
+                            certify_signature=signature)
+
     def transport_decrypt(self, public: bytes, private: bytes,
-                          ciphertext: bytes, label: bytes, *,
-                          ek_kind: str = "rsa2048") -> bytes:
-        """Load a transport key (:meth:`create_transport_key`) under the
-        EK, TPM2_RSA_Decrypt ``ciphertext`` with ``label`` (zero-terminated,
+                          ciphertext: bytes, label: bytes) -> bytes:
+        """Load a transport key (:meth:`create_transport_key`) under its
+        parent, TPM2_RSA_Decrypt ``ciphertext`` with ``label`` (zero-terminated,
         as in :meth:`rsa_decrypt`), flush it. A blob of another TPM does
         not load; a ciphertext for another key fails: :class:`TPMError`."""
         if not isinstance(ciphertext, (bytes, bytearray)) or not ciphertext \
@@ -803,30 +868,13 @@ class TPMDevice:
             raise exception.InvalidParameterValue(
                 name="label", reason="1 to 64 bytes ending with a zero "
                 "octet are required")
-        try:
-            pub, used = TPM2B_PUBLIC.unmarshal(
-                len(public).to_bytes(2, "big") + bytes(public))
-            priv, used_private = TPM2B_PRIVATE.unmarshal(bytes(private))
-        except Exception:  # noqa: BLE001 - pytss raises assorted errors
-            raise exception.InvalidParameterValue(
-                name="transport key", reason="not a TPMT_PUBLIC and "
-                "TPM2B_PRIVATE pair") from None
-        if used_private != len(private):
-            raise exception.InvalidParameterValue(
-                name="transport key", reason="trailing bytes")
         scheme = TPMT_RSA_DECRYPT(scheme=TPM2_ALG.OAEP)
         scheme.details.oaep.hashAlg = TPM2_ALG.SHA256
-        with self._ek(ek_kind) as ek:
-            with self._ek_session(ek) as session:
-                key = self._call("Load", self.esapi.load, ek, priv, pub,
-                                 session1=session)
-        try:
+        with self._transport_key(public, private) as key:
             return bytes(self._call(
                 "RSA_Decrypt", self.esapi.rsa_decrypt, key,
                 TPM2B_PUBLIC_KEY_RSA(bytes(ciphertext)), scheme,
                 TPM2B_DATA(bytes(label)), session1=ESYS_TR.PASSWORD))
-        finally:
-            self._flush(key)
 
     def rsa_decrypt(self, handle: int, ciphertext: bytes, label: bytes, *,
                     pcr_selection: PCRSelectionSpec | None = None) -> bytes:
