@@ -84,6 +84,20 @@ class MigrationPool:
         self.pool.conductors.insert(0, service)
         self.wait_trusted()
 
+    def ensure_trusted(self, margin: float = 2.0, timeout: float = 60.0
+                       ) -> None:
+        """Until every host's latest verdict is trusted and valid for
+        ``margin`` more seconds (a busy machine may let one lapse)."""
+        import datetime
+
+        def fresh(latest):
+            soon = datetime.datetime.now(datetime.timezone.utc) + \
+                datetime.timedelta(seconds=margin)
+            return all(h.name in latest and latest[h.name].status ==
+                       "trusted" and latest[h.name].expires_at > soon
+                       for h in self.pool.hosts)
+        self.pool.wait_for(fresh, timeout=timeout)
+
     def wait_trusted(self, timeout: float = 60.0) -> None:
         """Until every host has a trusted verdict issued from now on (a
         restarted conductor judges the hosts afresh)."""
@@ -189,10 +203,13 @@ _OVERRIDES = {
 
 def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
                swtpm_ca: Any, hosts: int, tamper: tuple[int, ...] = (),
-               overrides: dict[tuple[str, str], Any] | None = None
-               ) -> Iterator[MigrationPool]:
+               overrides: dict[tuple[str, str], Any] | None = None,
+               interval: int = 2) -> Iterator[MigrationPool]:
+    """``interval``: the attestation interval (verdicts stay valid three
+    intervals): longer where a burst of work keeps the TPMs busy."""
     pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
-                       "sqlite:///%s" % (tmp_path / "pool.sqlite"))
+                       "sqlite:///%s" % (tmp_path / "pool.sqlite"),
+                       interval=interval)
     run_dir = Path(tempfile.mkdtemp(prefix="mg", dir="/tmp"))
     pool.configure()
     options = {**_OVERRIDES, **(overrides or {})}
@@ -235,3 +252,54 @@ def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+class BusTap:
+    """Every message published on the test's RabbitMQ virtual host, as
+    the broker saw it: RabbitMQ's firehose tracer (``rabbitmqctl
+    trace_on``) copies each publish, requests and replies alike, to
+    ``amq.rabbitmq.trace``; a queue of ours bound there collects them."""
+
+    def __init__(self, url: str) -> None:
+        import urllib.parse
+
+        import amqp
+        from tests.rabbitmq import rabbitmqctl
+        parts = urllib.parse.urlsplit(url)
+        self.vhost = urllib.parse.unquote(parts.path.lstrip("/")) or "/"
+        if not rabbitmqctl("trace_on", "-p", self.vhost):
+            pytest.fail("cannot turn RabbitMQ's firehose tracer on with "
+                        "rabbitmqctl (run the tests as a user that may)",
+                        pytrace=False)
+        self.bodies: list[bytes] = []
+        self.connection = amqp.Connection(
+            "%s:%d" % (parts.hostname or "127.0.0.1", parts.port or 5672),
+            userid=urllib.parse.unquote(parts.username or "guest"),
+            password=urllib.parse.unquote(parts.password or "guest"),
+            virtual_host=self.vhost)
+        self.connection.connect()
+        self.channel = self.connection.channel()
+        queue = self.channel.queue_declare(exclusive=True,
+                                           auto_delete=True).queue
+        self.channel.queue_bind(queue, "amq.rabbitmq.trace", "publish.#")
+        self.channel.basic_consume(
+            queue, no_ack=True,
+            callback=lambda message: self.bodies.append(bytes(
+                message.body if isinstance(message.body, bytes)
+                else message.body.encode("utf-8"))))
+
+    def drain(self, quiet: float = 1.0) -> bytes:
+        """Everything captured so far (waits until ``quiet`` seconds pass
+        without a message)."""
+        import socket
+        while True:
+            try:
+                self.connection.drain_events(timeout=quiet)
+            except socket.timeout:
+                break
+        return b"\n".join(self.bodies)
+
+    def close(self) -> None:
+        from tests.rabbitmq import rabbitmqctl
+        try:
+            self.connection.close()
+        finally:
+            rabbitmqctl("trace_off", "-p", self.vhost)

@@ -112,15 +112,18 @@ class MigrationAgent:
             spare, self._spare = self._spare, None
         attester = self.attester
         if spare is not None:
-            key = attester.run_on_device(
-                lambda dev: dev.certify_transport_key(
-                    spare.public, spare.private, attester.ak_handle,
-                    qualifying_data=nonce))
-        else:
-            key = attester.run_on_device(
-                lambda dev: dev.create_transport_key(
-                    attester.ak_handle, qualifying_data=nonce))
-        return key
+            try:
+                return attester.run_on_device(
+                    lambda dev: dev.certify_transport_key(
+                        spare.public, spare.private, attester.ak_handle,
+                        qualifying_data=nonce))
+            except exception.TPMError as error:
+                # The TPM no longer loads it (cleared, replaced): make one.
+                LOG.warning("The spare transport key does not load (%s); "
+                            "making a new one", error)
+        return attester.run_on_device(
+            lambda dev: dev.create_transport_key(
+                attester.ak_handle, qualifying_data=nonce))
 
     def _replenish(self) -> None:
         """Make the next spare key in the background. Called when this

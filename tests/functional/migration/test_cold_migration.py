@@ -198,6 +198,7 @@ def _refusals_and_attacks(mp, monkeypatch):
     # Relayed: another host's TPM made and certified it.
     dest = mp.migrations(b)
     monkeypatch.setattr(dest, "attester", c.agent.attester)
+    monkeypatch.setattr(dest, "_spare", None)  # made by its own TPM
     done = _refused(mp, uuid, a, b, "not certified by its registered AK")
     monkeypatch.undo()
     assert mp.migrations(a).journal(done["id"]) is None  # source not asked
