@@ -11,6 +11,7 @@ from trusted_pools.api.handlers import hosts
 from trusted_pools.api.handlers import policies
 from trusted_pools.api.handlers import secrets
 from trusted_pools.api.handlers import verdicts
+from trusted_pools.api.handlers import vtpm_migrations
 
 Handler = Callable[..., tuple[int, Any]]
 
@@ -42,6 +43,8 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/secrets": {"POST": secrets.create},
     "/v1/secrets/{secret_id}": {"GET": secrets.show,
                                 "DELETE": secrets.delete},
+    "/v1/vtpm-migrations": {"GET": vtpm_migrations.list_migrations},
+    "/v1/vtpm-migrations/{migration_id}": {"GET": vtpm_migrations.show},
 }
 
 
@@ -51,7 +54,8 @@ def make_mapper() -> routes.Mapper:
         mapper.connect(path, path=path,
                        requirements={"name": _SEGMENT, "group": _SEGMENT,
                                      "operation_id": _SEGMENT,
-                                     "secret_id": _SEGMENT})
+                                     "secret_id": _SEGMENT,
+                                     "migration_id": _SEGMENT})
     return mapper
 
 

@@ -98,6 +98,12 @@ page_query = {"type": "object", "properties": dict(_PAGE),
 limit_query = {"type": "object", "properties": {"limit": _DIGITS},
                "additionalProperties": False}
 no_query = {"type": "object", "additionalProperties": False}
+vtpm_migrations_query = {
+    "type": "object",
+    "properties": {"limit": _DIGITS,
+                   "instance": {"type": "string", "maxLength": 36},
+                   "active": {"enum": ["true", "false"]}},
+    "additionalProperties": False}
 show_policy_query = {"type": "object", "properties": {"version": _DIGITS},
                      "additionalProperties": False}
 diff_query = {"type": "object",

@@ -68,28 +68,8 @@ _ROLE_DESTINATION = "destination"
 
 def migration_view(row: db_api.VTPMMigrationRecord,
                    now: datetime.datetime | None = None) -> dict[str, Any]:
-    """What the operator sees of a migration (manage CLI, REST API,
-    notifications): never the salt, only the transport key's Name."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    name = None
-    if row.transport_key:
-        try:
-            name = proto.public_area(row.transport_key).name().hex()
-        except exception.TrustedPoolsError:
-            name = None
-    return {"id": row.id, "instance": row.instance, "source": row.source,
-            "destination": row.destination, "kind": row.kind,
-            "step": row.step, "epoch": row.epoch,
-            "min_level": row.min_level, "conductor": row.conductor,
-            "outcome": row.outcome, "reason": row.reason,
-            "transport_key_name": name,
-            "created_at": row.created_at.isoformat(),
-            "updated_at": row.updated_at.isoformat(),
-            "committed_at": (row.committed_at.isoformat()
-                             if row.committed_at else None),
-            "finished_at": (row.finished_at.isoformat()
-                            if row.finished_at else None),
-            "age": round((now - row.created_at).total_seconds(), 3)}
+    """What the operator sees of a migration (the shared view)."""
+    return proto.view(row, now)
 
 
 def _instance(value: Any) -> str:

@@ -66,7 +66,7 @@ __all__ = [
     "SealedPayload", "associated_data", "check_transport_key",
     "decode_cold_state", "encode_cold_state", "open_sealed", "seal",
     "transport_label", "transport_nonce", "EPOCH_METADATA_KEY",
-    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_BYTES", "view",
 ]
 
 #: ``cold``: a stopped vTPM's state moves between the agents. ``live``:
@@ -343,6 +343,34 @@ def decode_cold_state(plaintext: bytes, *, instance: str, epoch: int
     return ColdState(instance, str(body.get("driver")), body["metadata"],
                      files, unb64(body.get("wrapped_state_key"),
                                   "wrapped state key"), epoch)
+
+
+def view(row: Any, now: Any = None) -> dict[str, Any]:
+    """What the operator sees of a migration record (the conductor's row:
+    manage CLI, REST API, notifications): never the salt, only the
+    transport key's Name. ``row`` has the fields of
+    ``trusted_pools.db.api.VTPMMigrationRecord``."""
+    import datetime
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    name = None
+    if row.transport_key:
+        try:
+            name = structures.load_public(row.transport_key).name().hex()
+        except exception.TrustedPoolsError:
+            name = None
+    return {"id": row.id, "instance": row.instance, "source": row.source,
+            "destination": row.destination, "kind": row.kind,
+            "step": row.step, "epoch": row.epoch,
+            "min_level": row.min_level, "conductor": row.conductor,
+            "outcome": row.outcome, "reason": row.reason,
+            "transport_key_name": name,
+            "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+            "committed_at": (row.committed_at.isoformat()
+                             if row.committed_at else None),
+            "finished_at": (row.finished_at.isoformat()
+                            if row.finished_at else None),
+            "age": round((now - row.created_at).total_seconds(), 3)}
 
 
 def public_area(data: bytes) -> structures.Public:

@@ -15,6 +15,7 @@ from trusted_pools.api.policies import hosts
 from trusted_pools.api.policies import policies
 from trusted_pools.api.policies import secrets
 from trusted_pools.api.policies import verdicts
+from trusted_pools.api.policies import vtpm_migrations
 
 
 def list_rules() -> list[policy.RuleDefault]:
@@ -22,4 +23,5 @@ def list_rules() -> list[policy.RuleDefault]:
     return list(itertools.chain(base.list_rules(), hosts.list_rules(),
                                 policies.list_rules(),
                                 secrets.list_rules(),
-                                verdicts.list_rules()))
+                                verdicts.list_rules(),
+                                vtpm_migrations.list_rules()))
