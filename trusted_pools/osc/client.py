@@ -395,6 +395,23 @@ class Client:
     def list_keys(self) -> list[dict[str, Any]]:
         return _member(self._request("GET", "/v1/keys"), "keys")
 
+    # -- vTPM migrations ---------------------------------------------------
+
+    def list_vtpm_migrations(self, instance: str | None = None,
+                             active: bool | None = None,
+                             limit: int | None = None
+                             ) -> list[dict[str, Any]]:
+        params = {"instance": instance, "limit": limit,
+                  "active": None if active is None
+                  else ("true" if active else "false")}
+        answer = self._request("GET", "/v1/vtpm-migrations", params=params)
+        return _member(answer, "vtpm_migrations")
+
+    def get_vtpm_migration(self, migration_id: str) -> dict[str, Any]:
+        answer = self._request("GET", _path("vtpm-migrations",
+                                            migration_id))
+        return _member(answer, "vtpm_migration")
+
 
 def _member(answer: Any, key: str) -> Any:
     """``answer[key]``, or a clear error when the API's answer lacks it."""
