@@ -111,12 +111,25 @@ def _cold_migration_moves_the_marker_and_erases_the_source(
     mp.migrations(a).after_step = after(a)
     mp.migrations(b).after_step = after(b)
 
+    # A notification per step (recorded on their way to the bus).
+    notifier = mp.conductor.manager.notifier
+    events: list[tuple[str, str]] = []
+    for priority in ("info", "warn"):
+        def record(context, event, payload, priority=priority,
+                   real=getattr(notifier, priority)):
+            events.append((priority, event))
+            return real(context, event, payload)
+        monkeypatch.setattr(notifier, priority, record)
+
     tap = BusTap(rabbit_url)
     try:
         done = mp.migrate(uuid, a, b)
         captured = tap.drain()
     finally:
         tap.close()
+    assert events == [("info", "vtpm_migration." + step) for step in (
+        "requested", "attested", "key_certified", "exported", "imported",
+        "committed", "completed")], events
     assert (done["step"], done["outcome"], done["epoch"]) == (
         "completed", "completed", 1), done
     assert done["transport_key_name"]
@@ -144,6 +157,14 @@ def _cold_migration_moves_the_marker_and_erases_the_source(
         mp.driver(a).status(uuid)
     assert not state_dir.exists()
     assert mp.migrations(a).epoch_floor(uuid) == 1
+    # Each agent's journal holds it to what it did: no abort after the
+    # commit, no repeat with other arguments.
+    with pytest.raises(exception.MigrationStepRefused):
+        mp.migrations(b).abort(done["id"], uuid, "destination")
+    with pytest.raises(exception.MigrationStepRefused):
+        mp.migrations(b).prepare(done["id"], uuid, a.name, "cold", 1,
+                                 os.urandom(32))
+    assert mp.migrations(b).commit(done["id"])["step"] == "committed"
     # And back: epoch 2.
     back = mp.migrate(uuid, b, a)
     assert (back["step"], back["epoch"]) == ("completed", 2), back
