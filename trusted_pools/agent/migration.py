@@ -429,8 +429,10 @@ class MigrationAgent:
                     epoch: int, payload: Any,
                     metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Live: open the swtpm migration key in this TPM and hand it to
-        the driver's ``prepare_incoming`` (the destination swtpm waits for
-        QEMU's incoming stream)."""
+        the driver's ``prepare_incoming`` with the source vTPM's metadata
+        (``migration_epoch`` set: the driver keeps it as the new vTPM's
+        metadata, so the epoch floor applies to it), while the destination
+        swtpm waits for QEMU's incoming stream."""
         with self._lock:
             entry = self._destination_entry(migration_id, instance, source,
                                             epoch, "live")
@@ -439,9 +441,12 @@ class MigrationAgent:
                         "status": "delivered"}
             if entry["step"] != "prepared":
                 raise self._refuse(migration_id, "it is %s" % entry["step"])
-            key = self._open(entry, payload)
-            meta = dict(metadata)
-            meta[proto.EPOCH_METADATA_KEY] = epoch
+            key, meta = proto.decode_live_key(
+                self._open(entry, payload), instance=entry["instance"],
+                epoch=epoch)
+            # What the conductor adds (none today) never overrides what
+            # the source's sealed metadata says.
+            meta = dict(dict(metadata), **meta)
             info = self._driver().prepare_incoming(
                 entry["instance"], migration_key=key, metadata=meta)
             del key
@@ -534,9 +539,13 @@ class MigrationAgent:
                     raise
                 del plaintext
             else:
-                key = driver.live_migration_key(instance)
-                sealed = proto.seal(transport, key, aad=aad, label=label)
-                del key
+                plaintext = proto.encode_live_key(
+                    instance=instance,
+                    key=driver.live_migration_key(instance),
+                    metadata=driver.status(instance).metadata, epoch=epoch)
+                sealed = proto.seal(transport, plaintext, aad=aad,
+                                    label=label)
+                del plaintext
             entry = {"id": migration_id, "role": _SOURCE,
                      "instance": instance, "peer": destination,
                      "kind": kind, "epoch": epoch, "step": "exported",

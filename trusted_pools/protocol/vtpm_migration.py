@@ -66,7 +66,7 @@ __all__ = [
     "SealedPayload", "associated_data", "check_transport_key",
     "decode_cold_state", "encode_cold_state", "open_sealed", "seal",
     "transport_label", "transport_nonce", "EPOCH_METADATA_KEY",
-    "MAX_PAYLOAD_BYTES", "view",
+    "MAX_PAYLOAD_BYTES", "view", "encode_live_key", "decode_live_key",
 ]
 
 #: ``cold``: a stopped vTPM's state moves between the agents. ``live``:
@@ -343,6 +343,47 @@ def decode_cold_state(plaintext: bytes, *, instance: str, epoch: int
     return ColdState(instance, str(body.get("driver")), body["metadata"],
                      files, unb64(body.get("wrapped_state_key"),
                                   "wrapped state key"), epoch)
+
+
+def encode_live_key(*, instance: str, key: bytes,
+                    metadata: Mapping[str, Any], epoch: int) -> bytes:
+    """The live payload's plaintext (JSON): swtpm's per-migration key and
+    the source vTPM's metadata with the new epoch (the destination driver
+    keeps it as its vTPM's metadata)."""
+    if not isinstance(key, (bytes, bytearray)) or not 16 <= len(key) <= 256:
+        raise exception.InvalidParameterValue(
+            name="migration_key", reason="16 to 256 bytes")
+    meta = dict(metadata)
+    meta[EPOCH_METADATA_KEY] = _epoch(epoch)
+    return json.dumps({"instance": instance, "epoch": epoch,
+                       "key": b64(key), "metadata": meta},
+                      sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def decode_live_key(plaintext: bytes, *, instance: str, epoch: int
+                    ) -> tuple[bytes, dict[str, Any]]:
+    """(migration key, metadata) of an opened live payload, checked
+    against the instance and epoch the conductor named."""
+    try:
+        body = json.loads(plaintext)
+    except ValueError:
+        raise exception.MigrationPayloadRejected(
+            reason="the payload is not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("metadata"),
+                                                    dict):
+        raise exception.MigrationPayloadRejected(
+            reason="the payload lacks its key or metadata")
+    if body.get("instance") != instance or body.get("epoch") != epoch or \
+            body["metadata"].get(EPOCH_METADATA_KEY) != epoch:
+        raise exception.MigrationPayloadRejected(
+            reason="the payload is for instance %r at epoch %r, not %s at "
+            "%d" % (body.get("instance"), body.get("epoch"), instance,
+                    epoch))
+    key = unb64(body.get("key"), "migration key")
+    if not 16 <= len(key) <= 256:
+        raise exception.MigrationPayloadRejected(
+            reason="the migration key is %d bytes" % len(key))
+    return key, body["metadata"]
 
 
 def view(row: Any, now: Any = None) -> dict[str, Any]:

@@ -386,6 +386,9 @@ def _live_key_path(mp, rabbit_url):
         call for call in live[b.name].calls if call[0] == "prepare_incoming"]
     assert (instance, delivered) == (uuid, key)
     assert metadata["migration_epoch"] == 1
+    # The source vTPM's own metadata came with the key.
+    assert metadata["instance_uuid"] == uuid and metadata["driver"] == \
+        "swtpm"
     for form in _forms(key):
         assert form not in captured, "the migration key on the bus"
     # The hypervisor's migration went through: complete.

@@ -118,3 +118,18 @@ def test_cold_state_checks():
             proto.decode_cold_state(bad, instance=INSTANCE, epoch=3)
     with pytest.raises(exception.MigrationPayloadRejected):
         proto.decode_cold_state(_state(), instance=INSTANCE, epoch=4)
+
+
+def test_live_key_checks():
+    key = os.urandom(32)
+    plaintext = proto.encode_live_key(instance=INSTANCE, key=key,
+                                      metadata={"driver": "swtpm"}, epoch=3)
+    got, meta = proto.decode_live_key(plaintext, instance=INSTANCE, epoch=3)
+    assert got == key and meta == {"driver": "swtpm",
+                                   proto.EPOCH_METADATA_KEY: 3}
+    for instance, epoch in ((INSTANCE, 4), ("other", 3)):
+        with pytest.raises(exception.MigrationPayloadRejected):
+            proto.decode_live_key(plaintext, instance=instance, epoch=epoch)
+    with pytest.raises(exception.InvalidParameterValue):
+        proto.encode_live_key(instance=INSTANCE, key=b"short",
+                              metadata={}, epoch=3)
