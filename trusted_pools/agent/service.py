@@ -5,7 +5,8 @@ challenges; with ``[vtpm] enabled`` it also runs this host's vTPMs: it
 loads the driver named by ``[vtpm] driver`` (the driver adopts the running
 vTPMs and reaps orphan swtpm processes as it loads), and its job table has
 one job, ``vtpm_check`` every ``[vtpm] check_interval`` seconds, which logs
-each failed vTPM at ERROR.
+each failed vTPM at ERROR (and forgets vTPM migrations that ended more than
+a week ago from the migration journal).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class AgentService(service_mod.ServiceBase):
         """The periodic vTPM check: every failed vTPM is logged at ERROR
         (once per round, until it is started again or destroyed)."""
         assert self.vtpm is not None
+        if self.manager.migrations is not None:
+            # Ended migrations are kept a week for late repeats, then
+            # forgotten (the epoch floors stay).
+            self.manager.migrations.prune()
         failed = self.vtpm.check()
         for info in failed:
             LOG.error("vTPM of instance %s on host %s is failed: %s",
