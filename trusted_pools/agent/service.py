@@ -25,6 +25,7 @@ from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
+from trusted_pools.conf import vtpm as vtpm_conf
 from trusted_pools.vtpm import binding as vtpm_binding
 from trusted_pools.vtpm import driver as vtpm_driver
 
@@ -85,7 +86,7 @@ class AgentService(service_mod.ServiceBase):
             self.vtpm = load_vtpm_driver(conf, self.attester)
             self.manager.migrations = migration_mod.MigrationAgent(
                 self.host, self.attester, self.vtpm,
-                conf.vtpm.migration_journal_dir)
+                vtpm_conf.migration_journal_dir(conf))
 
     def periodic_jobs(self) -> list[service_mod.PeriodicJob]:
         if self.vtpm is None:

@@ -39,15 +39,16 @@ opts = [
                help="Directory of the vTPMs' UNIX sockets (the hypervisor "
                     "connects to <run_dir>/<instance uuid>.sock). At most "
                     "56 characters: UNIX socket paths are short."),
-    cfg.StrOpt("migration_journal_dir",
-               default="/var/lib/trusted-pools/vtpm-migrations",
+    cfg.StrOpt("migration_journal_dir", default="",
+               sample_default="<state_dir>-migrations",
                help="Directory of this agent's journal of vTPM migration "
                     "steps (one file per migration, and the newest "
                     "committed epoch of each instance): a restarted agent "
                     "answers a repeated step as it did before, and never "
                     "starts a vTPM copy older than a committed migration. "
                     "Holds no plaintext (the transport keys' private parts "
-                    "are blobs only this host's TPM loads). Created with "
+                    "are blobs only this host's TPM loads). Empty: "
+                    "state_dir with '-migrations' appended. Created with "
                     "mode 0700."),
     cfg.ListOpt("pcr_banks", default=["sha256"],
                 item_type=cfg.types.String(choices=sorted(_BANKS)),
@@ -125,3 +126,9 @@ def parse_pcr_selection(text: str) -> dict[int, list[int]] | None:
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(group)
     conf.register_opts(opts, group=group)
+
+
+def migration_journal_dir(conf: cfg.ConfigOpts) -> str:
+    """``[vtpm] migration_journal_dir``, or ``<state_dir>-migrations``."""
+    return conf.vtpm.migration_journal_dir or \
+        conf.vtpm.state_dir.rstrip("/") + "-migrations"
