@@ -153,3 +153,41 @@ def test_fault_matrix(fault_pool, rabbit_url):
     # Both endings happened: crashes before the commit roll back, after
     # it roll forward.
     assert report["completed"] and report["aborted"], report
+
+
+def test_another_conductor_finishes_a_dead_conductors_migration(
+        fault_pool):
+    """The destination's owner dies right after the commit (its heartbeat
+    row stays, as a killed process leaves it); the other conductor takes
+    the migration over once that heartbeat is stale and finishes it."""
+    mp = fault_pool
+    source, destination = mp.hosts
+    uuid = mp.create_marked_vtpm(source, os.urandom(32))
+    other = mp.pool.start_conductor("conductor-b")
+    conductors = mp.pool.api().conductors
+    deadline = time.monotonic() + 30
+    while set(conductors.ring().conductors) != {"conductor-a",
+                                               "conductor-b"}:
+        assert time.monotonic() < deadline, "conductor-b never joined"
+        time.sleep(0.2)
+    mp.ensure_trusted()
+    owner_name = conductors.owner(destination.name)
+    owner = next(c for c in mp.pool.conductors if c.host == owner_name)
+    survivor = next(c for c in mp.pool.conductors if c is not owner)
+    assert other in (owner, survivor)
+    fired = threading.Event()
+
+    def die(migration_id, step):
+        if step == "committed":
+            fired.set()
+            raise Crash("injected: died after the commit")
+    owner.manager.migrations.after_step = die
+    started = conductors.client.migrate_vtpm(
+        {}, uuid, source.name, destination.name, conductor=owner_name)
+    assert fired.wait(60)
+    owner.stop_without_unregistering()
+    done = mp.wait(started["id"], timeout=60)
+    assert (done["outcome"], done["conductor"]) == ("completed",
+                                                    survivor.host), done
+    runnable, _ = _runnable(mp, uuid)
+    assert runnable == [destination]
