@@ -92,6 +92,10 @@ _SUN_PATH_MAX = 107
 # key's, so the two wrapped files cannot stand in for each other.
 _LABEL_MIGRATION_KEY = sealing.label("vtpm-live-migration-key")
 _MIGRATION_KEY_SIZE = 32
+# How long a control-channel command may go unanswered before the channel
+# counts as held by a hypervisor (swtpm serves one client at a time; an
+# idle swtpm answers in well under a millisecond).
+_ATTACHED_PROBE_SECONDS = 0.25
 _PCR_BANKS = ("sha1", "sha256", "sha384", "sha512")
 # What swtpm logs when its state does not decrypt or verify.
 _STATE_ERRORS = ("HMAC", "decrypt", "Decrypt", "Could not initialize libtpms",
@@ -1244,6 +1248,12 @@ class SwtpmDriver(VTPMDriver):
             # migration key) and swtpm stored them under our state key. A
             # swtpm that never got them has no state file.
             self._check_state_file(uuid)
+            if not self._hypervisor_attached(uuid):
+                raise exception.VTPMInvalidState(
+                    instance=uuid, state="not attached",
+                    operation="finish_incoming", expected="held by the "
+                    "destination hypervisor (its QEMU is gone: the "
+                    "migration did not complete)")
             data = dict(info.metadata)
             received = dict(data.get("live_migration") or {})
             received["received_at"] = time.time()
@@ -1253,6 +1263,21 @@ class SwtpmDriver(VTPMDriver):
             LOG.info("vTPM of instance %s: live migration in finished",
                      uuid)
             return self.status(uuid)
+
+    def _hypervisor_attached(self, uuid: str) -> bool:
+        """Whether a client (the hypervisor) holds the vTPM's control
+        channel: swtpm then leaves our command unanswered. A destination
+        QEMU that failed its migration exits without shutting the swtpm
+        down, and its channel answers again."""
+        try:
+            answer = _ctrl(self.socket_path(uuid), _CMD_GET_CAPABILITY, 8,
+                           timeout=_ATTACHED_PROBE_SECONDS)
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+        del answer  # answered (or closed on us): nobody holds it
+        return False
 
     def abort_incoming(self, instance_uuid: str) -> None:
         uuid = canonical_uuid(instance_uuid)

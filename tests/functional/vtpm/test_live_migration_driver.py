@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -57,6 +58,14 @@ def hypervisor_moves_state(source_sock: str, dest_sock: str,
     if loaded:
         assert ioctl(dest_sock, "-i").returncode == 0
     return loaded, blobs
+
+
+def attach(sock: str) -> socket.socket:
+    """Hold the vTPM's control channel the way a running QEMU does (swtpm
+    serves one client at a time)."""
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.connect(sock)
+    return held
 
 
 def is_swtpm(pid: int) -> bool:
@@ -146,6 +155,11 @@ def test_live_migration_moves_the_state_and_erases_the_source(
         assert not flags & BLOB_ENCRYPTED, (kind, hex(flags))
         assert MARKER not in blob
 
+    # swtpm_ioctl let go of the channel, as a destination QEMU that failed
+    # and exited would: not finished.
+    with pytest.raises(exception.VTPMInvalidState, match="not attached"):
+        dest.finish_incoming(uuid)
+    qemu_dest = attach(dest.socket_path(uuid))
     done = dest.finish_incoming(uuid)
     assert done.status is VTPMStatus.RUNNING and done.migration is None
     assert "received_at" in done.metadata["live_migration"]
@@ -161,6 +175,7 @@ def test_live_migration_moves_the_state_and_erases_the_source(
 
     # The destination keeps the state under its own host's key: it
     # survives a stop and start there, marker included.
+    qemu_dest.close()
     dest.stop(uuid)
     dest.start(uuid, host_access=True)
     assert nv_read(dest.tcti(uuid)) == MARKER
@@ -251,7 +266,8 @@ def test_agent_restart_in_the_middle_keeps_one_copy_each_side(
     loaded, _ = hypervisor_moves_state(source.socket_path(uuid),
                                        dest.socket_path(uuid), tmp_path)
     assert loaded
-    assert dest.finish_incoming(uuid).status is VTPMStatus.RUNNING
+    with attach(dest.socket_path(uuid)):
+        assert dest.finish_incoming(uuid).status is VTPMStatus.RUNNING
     source.finish_outgoing(uuid)
     running = [p for p in os.listdir("/proc") if p.isdigit()
                and is_swtpm(int(p)) and uuid.encode()
