@@ -92,10 +92,12 @@ _SUN_PATH_MAX = 107
 # key's, so the two wrapped files cannot stand in for each other.
 _LABEL_MIGRATION_KEY = sealing.label("vtpm-live-migration-key")
 _MIGRATION_KEY_SIZE = 32
-# How long a control-channel command may go unanswered before the channel
-# counts as held by a hypervisor (swtpm serves one client at a time; an
-# idle swtpm answers in well under a millisecond).
+# Where /proc/net/unix is unreadable: how long a control-channel command
+# may go unanswered before the channel counts as held by a hypervisor
+# (swtpm serves one client at a time; an idle swtpm answers in well under
+# a millisecond).
 _ATTACHED_PROBE_SECONDS = 0.25
+_SS_CONNECTED = "03"
 _PCR_BANKS = ("sha1", "sha256", "sha384", "sha512")
 # What swtpm logs when its state does not decrypt or verify.
 _STATE_ERRORS = ("HMAC", "decrypt", "Decrypt", "Could not initialize libtpms",
@@ -1248,7 +1250,8 @@ class SwtpmDriver(VTPMDriver):
             # migration key) and swtpm stored them under our state key. A
             # swtpm that never got them has no state file.
             self._check_state_file(uuid)
-            if not self._hypervisor_attached(uuid):
+            assert info.pid is not None
+            if not self._hypervisor_attached(uuid, info.pid):
                 raise exception.VTPMInvalidState(
                     instance=uuid, state="not attached",
                     operation="finish_incoming", expected="held by the "
@@ -1264,11 +1267,33 @@ class SwtpmDriver(VTPMDriver):
                      uuid)
             return self.status(uuid)
 
-    def _hypervisor_attached(self, uuid: str) -> bool:
+    def _hypervisor_attached(self, uuid: str, pid: int) -> bool:
         """Whether a client (the hypervisor) holds the vTPM's control
-        channel: swtpm then leaves our command unanswered. A destination
-        QEMU that failed its migration exits without shutting the swtpm
-        down, and its channel answers again."""
+        channel: swtpm ``pid`` has an accepted, connected socket on it
+        (/proc/net/unix). A destination QEMU that failed its migration exits
+        without shutting the swtpm down, and that socket goes."""
+        ctrl = self.socket_path(uuid)
+        try:
+            inodes = set()
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+            with open("/proc/net/unix") as table:
+                rows = table.read().splitlines()[1:]
+        except OSError:
+            return self._hypervisor_attached_probe(uuid)
+        for row in rows:
+            # Num RefCount Protocol Flags Type St Inode Path
+            fields = row.split(None, 7)
+            if len(fields) == 8 and fields[7] == ctrl and \
+                    fields[5] == _SS_CONNECTED and fields[6] in inodes:
+                return True
+        return False
+
+    def _hypervisor_attached_probe(self, uuid: str) -> bool:
+        """The same question without /proc: swtpm leaves a command
+        unanswered while another client holds the channel."""
         try:
             answer = _ctrl(self.socket_path(uuid), _CMD_GET_CAPABILITY, 8,
                            timeout=_ATTACHED_PROBE_SECONDS)

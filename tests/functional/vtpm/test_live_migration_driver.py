@@ -64,7 +64,12 @@ def attach(sock: str) -> socket.socket:
     """Hold the vTPM's control channel the way a running QEMU does (swtpm
     serves one client at a time)."""
     held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.settimeout(10)
     held.connect(sock)
+    # What QEMU sends first: CMD_GET_CAPABILITY (answered once swtpm has
+    # accepted the connection).
+    held.sendall(struct.pack(">I", 1))
+    assert len(held.recv(8)) == 8
     return held
 
 
@@ -159,7 +164,9 @@ def test_live_migration_moves_the_state_and_erases_the_source(
     # and exited would: not finished.
     with pytest.raises(exception.VTPMInvalidState, match="not attached"):
         dest.finish_incoming(uuid)
+    assert not dest._hypervisor_attached_probe(uuid)  # without /proc
     qemu_dest = attach(dest.socket_path(uuid))
+    assert dest._hypervisor_attached_probe(uuid)
     done = dest.finish_incoming(uuid)
     assert done.status is VTPMStatus.RUNNING and done.migration is None
     assert "received_at" in done.metadata["live_migration"]
