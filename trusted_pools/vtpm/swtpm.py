@@ -1291,12 +1291,14 @@ class SwtpmDriver(VTPMDriver):
                 return True
         return False
 
-    def _hypervisor_attached_probe(self, uuid: str) -> bool:
+    def _hypervisor_attached_probe(
+            self, uuid: str, timeout: float = _ATTACHED_PROBE_SECONDS
+    ) -> bool:
         """The same question without /proc: swtpm leaves a command
         unanswered while another client holds the channel."""
         try:
             answer = _ctrl(self.socket_path(uuid), _CMD_GET_CAPABILITY, 8,
-                           timeout=_ATTACHED_PROBE_SECONDS)
+                           timeout=timeout)
         except socket.timeout:
             return True
         except OSError:
