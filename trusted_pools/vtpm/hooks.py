@@ -134,10 +134,13 @@ class LiveMigrationHooks:
 
     def post_live_migration_at_destination(self, instance_uuid: str
                                            ) -> VTPMInfo:
-        """Destination, QEMU's migration completed (Nova:
+        """Destination, QEMU's migration completed and the *destination*
+        QEMU reports the guest running (Nova:
         ``post_live_migration_at_destination``; here it comes *before* the
         source's step): the vTPM is RUNNING here. Its answer is the
-        destination's acknowledgement the protocol commits on."""
+        destination's acknowledgement the protocol commits on. (The driver
+        refuses a destination whose state never arrived or whose QEMU is
+        gone; it cannot see a QEMU that is still about to fail.)"""
         return self.driver.finish_incoming(instance_uuid)
 
     def post_live_migration(self, instance_uuid: str) -> None:

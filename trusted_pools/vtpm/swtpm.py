@@ -98,6 +98,9 @@ _MIGRATION_KEY_SIZE = 32
 # a millisecond).
 _ATTACHED_PROBE_SECONDS = 0.25
 _SS_CONNECTED = "03"
+# A vTPM's metadata is a few hundred bytes (a provisioner's chain: a few
+# KiB); what a source sends along with a live migration is capped.
+_MAX_METADATA_BYTES = 64 * 1024
 _PCR_BANKS = ("sha1", "sha256", "sha384", "sha512")
 # What swtpm logs when its state does not decrypt or verify.
 _STATE_ERRORS = ("HMAC", "decrypt", "Decrypt", "Could not initialize libtpms",
@@ -1090,10 +1093,9 @@ class SwtpmDriver(VTPMDriver):
         with self._lock:
             info = self.status(uuid)
             live = self._live_outgoing(uuid)
-            if info.status is VTPMStatus.RUNNING or (
-                    live is not None and info.pid is not None):
-                pass
-            else:
+            serving = info.status is VTPMStatus.RUNNING or (
+                live is not None and info.pid is not None)
+            if not serving:
                 raise exception.VTPMInvalidState(
                     instance=uuid, state=info.status.value,
                     operation="live_migration_key", expected="running "
@@ -1164,7 +1166,17 @@ class SwtpmDriver(VTPMDriver):
         if not isinstance(metadata, Mapping):
             raise exception.InvalidParameterValue(
                 name="metadata", reason="a mapping")
-        data = json.loads(json.dumps(dict(metadata)))  # TypeError now
+        # The source's words (through the protocol): JSON, bounded.
+        try:
+            encoded = json.dumps(dict(metadata))
+        except (TypeError, ValueError) as exc:
+            raise exception.InvalidParameterValue(
+                name="metadata", reason="not JSON: %s" % exc) from None
+        if len(encoded) > _MAX_METADATA_BYTES:
+            raise exception.InvalidParameterValue(
+                name="metadata", reason="more than %d bytes"
+                % _MAX_METADATA_BYTES)
+        data = json.loads(encoded)
         binding_public = self.binding_key_public()
         with self._lock:
             directory = self._dir(uuid)
