@@ -36,7 +36,8 @@ from xml.sax.saxutils import quoteattr
 from trusted_pools import exception
 
 __all__ = [
-    "MIGRATION_INCOMING", "MIGRATION_OUTGOING", "NAMESPACE", "AttachInfo", "ProvisioningContext", "Provisioner",
+    "MIGRATION_INCOMING", "MIGRATION_OUTGOING", "NAMESPACE", "AttachInfo",
+    "ProvisioningContext", "Provisioner",
     "StateExport", "VTPMDriver", "VTPMInfo", "VTPMStatus",
     "canonical_uuid", "load_driver",
 ]

@@ -4,18 +4,17 @@ Modelled on the sequence Nova's libvirt driver follows (nova/virt/driver.py,
 nova/virt/libvirt/driver.py, Nova 34), one method per step, each a thin
 wrapper over the host's :class:`~trusted_pools.vtpm.driver.VTPMDriver`:
 
-======================================  ============  =======================
-Nova's step                             host          here
-======================================  ============  =======================
-``check_can_live_migrate_source``       source        :meth:`source_key`
-``pre_live_migration``                  destination   :meth:`pre_live_migration`
-``live_migration`` (QEMU moves RAM and  source        (QEMU; the vTPM state
-the vTPM state blobs)                                 rides in its stream)
-``post_live_migration_at_destination``  destination   :meth:`post_live_migration_at_destination`
-``post_live_migration``                 source        :meth:`post_live_migration`
-``rollback_live_migration_at_destination``  dest.     :meth:`rollback_live_migration_at_destination`
-``rollback_live_migration_at_source``   source        :meth:`rollback_live_migration_at_source`
-======================================  ============  =======================
+* source, Nova's ``check_can_live_migrate_source``: :meth:`source_key`;
+* destination, ``pre_live_migration``: :meth:`pre_live_migration`;
+* source, ``live_migration``: QEMU moves RAM and the vTPM state blobs (no
+  call here);
+* destination, ``post_live_migration_at_destination``:
+  :meth:`post_live_migration_at_destination`;
+* source, ``post_live_migration``: :meth:`post_live_migration`;
+* on failure, destination, ``rollback_live_migration_at_destination``:
+  :meth:`rollback_live_migration_at_destination`;
+* on failure, source, ``rollback_live_migration_at_source``:
+  :meth:`rollback_live_migration_at_source`.
 
 Where Nova differs, and why: Nova's libvirt driver reads the vTPM secret on
 the source (``check_can_live_migrate_source``) and sends it in the clear in
