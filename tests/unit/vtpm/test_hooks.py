@@ -153,3 +153,14 @@ def test_live_step_signatures_are_the_agreed_ones():
         "abort_incoming": "(self, instance_uuid: 'str') -> 'None'",
         "abort_outgoing": "(self, instance_uuid: 'str') -> 'VTPMInfo'",
     }
+
+
+def test_operator_view_names_the_direction():
+    from trusted_pools.cmd import vtpm as cli
+    arriving = VTPMInfo(UUID, VTPMStatus.MIGRATING,
+                        migration=MIGRATION_INCOMING)
+    assert cli._as_dict(arriving)["migration"] == "incoming"
+    assert cli._status_word(arriving) == "migrating (incoming)"
+    running = VTPMInfo(UUID, VTPMStatus.RUNNING)
+    assert cli._as_dict(running)["migration"] is None
+    assert cli._status_word(running) == "running"
