@@ -338,3 +338,37 @@ def test_refusals(two_hosts):
     assert dest.list() == []
     with pytest.raises(exception.VTPMNotFound):
         source.abort_outgoing(str(uuid_lib.uuid4()))
+
+
+def test_vtpm_started_by_an_older_version_is_not_live_migrated(two_hosts):
+    """A swtpm started before this version has no migration key: QEMU
+    would carry its state in the clear, so no key is handed out."""
+    source, _, _, _ = two_hosts
+    uuid = str(uuid_lib.uuid4())
+    source.create(uuid)
+    # What the previous driver did at start: no --migration-key.
+    source._launch(uuid, source._unwrap(uuid, source._wrapped_key(uuid)),
+                   False)
+    assert source.status(uuid).status is VTPMStatus.RUNNING
+    with pytest.raises(exception.VTPMOperationNotSupported,
+                       match="without a migration key"):
+        source.live_migration_key(uuid)
+    assert source.status(uuid).status is VTPMStatus.RUNNING  # untouched
+    source.stop(uuid)
+    source.start(uuid)  # once restarted it has one
+    assert len(source.live_migration_key(uuid)) == 32
+    source.abort_outgoing(uuid)
+
+
+def test_prepare_that_crashed_before_its_metadata_starts_over(two_hosts):
+    source, dest, _, _ = two_hosts
+    uuid = running_with_marker(source)
+    key = source.live_migration_key(uuid)
+    # The agent died right after making the directory and its marker.
+    (dest.state_dir / uuid).mkdir(mode=0o700)
+    (dest.state_dir / uuid / "incoming.json").write_text("{}")
+    assert dest.list() == []  # no metadata: not a vTPM yet
+    info = dest.prepare_incoming(uuid, migration_key=key, metadata={})
+    assert info.status is VTPMStatus.MIGRATING and is_swtpm(info.pid)
+    dest.abort_incoming(uuid)
+    source.abort_outgoing(uuid)
