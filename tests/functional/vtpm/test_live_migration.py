@@ -11,8 +11,11 @@ with the calls a hypervisor driver makes (trusted_pools/vtpm/hooks.py).
 
 One boot serves the module (about 20 s): first a destination holding the
 wrong migration key (the migration fails, the source guest carries on with
-its vTPM), then the right one (the guest reads its marker from the
-destination's vTPM; the source's state is erased).
+its vTPM); then one with the right key whose QEMU dies right after the
+migration completed (the destination refuses to finish, both sides roll
+back, the paused source resumes on its vTPM); then the right one (the
+guest reads its marker from the destination's vTPM; the source's state is
+erased).
 
 A missing qemu-system-x86_64, OVMF, kernel or busybox FAILS these tests
 with the package to install (tools/bootstrap.sh installs them).
@@ -24,6 +27,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 import uuid as uuid_lib
 from pathlib import Path
 
@@ -118,7 +122,37 @@ def moved(swtpm_module_pool, swtpm_ca, tmp_path_factory):
         last = src.readings()[-1].n
         facts["source_carries_on"] = src.wait_reading(after=last, timeout=60)
 
-        # 2. The attested destination, with the key.
+        # 2. The right key, but the destination QEMU dies as soon as the
+        # migration completed: the source paused in postmigrate believes
+        # it is done. The destination refuses to finish (its QEMU is
+        # gone), both sides roll back, and the source guest resumes.
+        assert source.source_key(instance) == key  # same swtpm run
+        dying = dest.pre_live_migration(
+            instance, migration_key=key,
+            metadata=source_driver.status(instance).metadata)
+        lost = live.LiveGuest(base, "dying-dest", marker=marker,
+                              tpm_args=dying.qemu_args())
+        guests.append(lost)
+        facts["dying"] = live.migrate(src, lost,
+                                      "unix:%s" % (run_dir / "m2.sock"))
+        lost.process.kill()
+        lost.wait_exit(30)
+        deadline = time.monotonic() + 10
+        while dest_driver._hypervisor_attached(instance, dying.info.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(exception.VTPMInvalidState,
+                           match="not attached") as refused:
+            dest.post_live_migration_at_destination(instance)
+        facts["dying_refused"] = str(refused.value)
+        dest.rollback_live_migration_at_destination(instance)
+        source.rollback_live_migration_at_source(instance)
+        facts["paused_source"] = src.qmp.command("query-status")["status"]
+        src.qmp.command("cont")
+        last = src.readings()[-1].n
+        facts["source_resumed"] = src.wait_reading(after=last, timeout=60)
+
+        # 3. The attested destination, with the key.
         assert source.source_key(instance) == key  # same swtpm run
         incoming = dest.pre_live_migration(
             instance, migration_key=key,
@@ -128,7 +162,7 @@ def moved(swtpm_module_pool, swtpm_ca, tmp_path_factory):
                               tpm_args=incoming.qemu_args())
         guests.append(good)
         facts["good"] = live.migrate(src, good,
-                                     "unix:%s" % (run_dir / "m2.sock"))
+                                     "unix:%s" % (run_dir / "m3.sock"))
         facts["dest_qemu_status"] = good.qmp.command("query-status")["status"]
         facts["source_qemu_status"] = \
             src.qmp.command("query-status")["status"]
@@ -191,6 +225,16 @@ def test_source_guest_carries_on_with_its_vtpm_after_the_failure(moved):
     assert after.status is VTPMStatus.RUNNING
     assert after.pid == moved["source_pid"]
     reading = moved["source_carries_on"]
+    assert reading.pcr23 == live.expected_pcr23(moved["marker"])
+    assert reading.nv == moved["marker"].hex()[:32]
+
+
+def test_a_destination_whose_qemu_died_is_rolled_back(moved):
+    # The source's word alone ("completed") is not enough.
+    assert moved["dying"].status == "completed"
+    assert "not attached" in moved["dying_refused"]
+    assert moved["paused_source"] == "postmigrate"
+    reading = moved["source_resumed"]
     assert reading.pcr23 == live.expected_pcr23(moved["marker"])
     assert reading.nv == moved["marker"].hex()[:32]
 
