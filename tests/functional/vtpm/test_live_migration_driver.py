@@ -93,9 +93,17 @@ def wait_gone(pid: int) -> None:
 @pytest.fixture
 def two_hosts(swtpm_pool, make_driver):
     host_a, host_b = swtpm_pool(2)
-    return (make_driver(host_a, "a", create_certificates=False),
-            make_driver(host_b, "b", create_certificates=False),
-            host_a, host_b)
+    drivers = (make_driver(host_a, "a", create_certificates=False),
+               make_driver(host_b, "b", create_certificates=False))
+    yield drivers + (host_a, host_b)
+    # make_driver's teardown stops what runs; a vTPM left migrating by a
+    # failed test does not stop, so everything is destroyed here.
+    for driver in drivers:
+        for info in driver.list():
+            try:
+                driver.destroy(info.instance_uuid)
+            except Exception:  # noqa: BLE001 - best effort teardown
+                pass
 
 
 def running_with_marker(driver) -> str:
