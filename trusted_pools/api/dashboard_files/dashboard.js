@@ -215,7 +215,7 @@ async function optionalSection(title, path, id) {
   try {
     section.append(genericList(await api(path)));
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404 && error.code === "resource.not_found") {
+    if (error instanceof ApiError && error.status === 404 && error.code === "trusted-pools.resource.not_found") {
       section.append(el("p", { class: "unavailable", "data-unavailable": "true" },
         `Not available: this API has no ${path.split("?")[0]} (404).`));
     } else if (error instanceof ApiError && error.status) {
