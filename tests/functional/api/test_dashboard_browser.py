@@ -8,7 +8,8 @@ token as a user would pass it and reads the API itself.
 
 A missing Chromium or Playwright fails the test, saying what to install.
 Screenshots are kept under the directory the test prints
-(``TP_TEST_ARTEFACTS`` if set, else pytest's temporary directory).
+(``$TP_TEST_ARTEFACTS/dashboard``, by default under the system's temporary
+directory, ``trusted-pools-artefacts/dashboard``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import pathlib
 import socketserver
+import tempfile
 import threading
 import time
 from typing import Any, Iterator
@@ -68,9 +70,11 @@ def serve(application: Any) -> tuple[str, Any]:
 
 
 @pytest.fixture
-def artefacts(tmp_path) -> pathlib.Path:
+def artefacts() -> pathlib.Path:
+    # Not pytest's tmp_path: pytest removes old ones while other runs go on.
     root = pathlib.Path(os.environ.get("TP_TEST_ARTEFACTS")
-                        or tmp_path / "artefacts")
+                        or pathlib.Path(tempfile.gettempdir())
+                        / "trusted-pools-artefacts") / "dashboard"
     root.mkdir(parents=True, exist_ok=True)
     print("dashboard screenshots in %s" % root)
     return root
