@@ -63,3 +63,19 @@ def test_files_ship_inside_the_package():
     import importlib.resources
     root = importlib.resources.files("trusted_pools.api") / "dashboard_files"
     assert sorted(p.name for p in root.iterdir()) == sorted(dashboard.FILES)
+
+
+def test_files_are_tracked_so_pbr_packs_them():
+    """pbr puts every file git tracks under the package into the sdist
+    and the wheel (checked by hand: ``pip wheel .`` lists
+    trusted_pools/api/dashboard_files/*); an untracked asset would be left
+    out of the wheel while this checkout still works."""
+    import pathlib
+    import subprocess
+    root = pathlib.Path(__file__).resolve().parents[3]
+    tracked = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "trusted_pools/api/"
+         "dashboard_files"], check=True, capture_output=True,
+        text=True).stdout.split()
+    assert sorted(pathlib.Path(p).name for p in tracked) == sorted(
+        dashboard.FILES)

@@ -117,9 +117,12 @@ function statusOf(status, expiresAt) {
 }
 
 function table(columns, rows, rowAttrs = () => ({})) {
+  // Short cells (names, badges, times) stay on one line; long text wraps.
+  const cellClass = (cell) => (cell instanceof Node || String(cell).length <= 24 ? "nowrap" : null);
   return el("table", {},
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
-    el("tbody", {}, rows.map((row, i) => el("tr", rowAttrs(i), row.map((cell) => el("td", {}, cell))))));
+    el("tbody", {}, rows.map((row, i) => el("tr", rowAttrs(i),
+      row.map((cell) => el("td", { class: cellClass(cell) }, cell))))));
 }
 
 function showError(error) {
