@@ -954,9 +954,11 @@ class ConductorManager:
             if freshness.answered_before_accepted(issued,
                                                   state.accepted_order):
                 return None
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at)
             return None
         except exception.EvidenceError as error:
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at, quote_failed=True)
             return None
         self._challenge(state, "its evidence left out what this conductor "

@@ -111,10 +111,10 @@ class ConductorMetrics:
             "trusted_pools_evidence_queue_depth",
             "Evidence messages and challenge answers waiting for the "
             "verification worker.", registry=r)
-        for status in _STATUSES:
-            self.attestations.labels(status)
-        for phase in PHASES:
-            self.latency.labels(phase)
+        # The labelled children, looked up once: labels() takes a lock and
+        # builds a key on every call, several times the cost of observe().
+        self._verdicts = {s: self.attestations.labels(s) for s in _STATUSES}
+        self._phases = {p: self.latency.labels(p) for p in PHASES}
         for outcome in ("released", "refused"):
             for status in _RELEASE_STATUSES:
                 self.key_releases.labels(outcome, status)
@@ -123,7 +123,9 @@ class ConductorMetrics:
 
     def observe(self, phase: str, seconds: float) -> None:
         """A verification phase took ``seconds`` (the pipeline's timer)."""
-        self.latency.labels(phase).observe(seconds)
+        child = self._phases.get(phase)
+        if child is not None:
+            child.observe(seconds)
 
     def evidence_rejected(self, error: BaseException | type) -> None:
         self.rejected.labels(error_label(error)).inc()
@@ -135,8 +137,9 @@ class ConductorMetrics:
     def recorded(self, statuses: Iterable[str]) -> None:
         """Verdicts stored (their statuses)."""
         for status in statuses:
-            if status in _STATUSES:
-                self.attestations.labels(status).inc()
+            child = self._verdicts.get(status)
+            if child is not None:
+                child.inc()
 
     def key_release(self, released: bool, status: str) -> None:
         self.key_releases.labels(
