@@ -19,7 +19,6 @@ import pathlib
 import socketserver
 import tempfile
 import threading
-import time
 from typing import Any, Iterator
 from wsgiref import simple_server
 

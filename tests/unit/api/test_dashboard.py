@@ -6,6 +6,7 @@ tests/functional/api/test_dashboard_browser.py)."""
 from __future__ import annotations
 
 import pytest
+import webob
 
 from trusted_pools.api import dashboard
 
@@ -32,8 +33,6 @@ def test_page_and_assets_are_served_without_a_token(client):
 
 
 def test_bare_prefix_redirects_to_the_page():
-    from tests.api_fixtures import make_api_conf  # noqa: F401
-    import webob
     answer = webob.Request.blank("/dashboard").get_response(
         dashboard.Dashboard())
     assert answer.status_code == 301
