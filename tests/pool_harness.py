@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -330,14 +331,18 @@ class TrustedPool:
         boot_ima(host, ima_entries, seed=0)
 
     def start_agents(self, hosts: Iterable[PoolHost] | None = None,
-                     bus_url: Callable[[PoolHost], str | None] | None = None
+                     bus_url: Callable[[PoolHost], str | None] | None = None,
+                     without_event_log: Iterable[PoolHost] = ()
                      ) -> None:
         """``bus_url``: each agent's own bus URL (its RabbitMQ user on the
-        agent vhost); default: the process's agent bus."""
+        agent vhost); default: the process's agent bus. Agents of
+        ``without_event_log`` send none (``[agent] event_log_path =``)."""
+        no_log = {host.name for host in without_event_log}
         for host in hosts or self.hosts:
             host.agent = AgentService(
                 self.conf, host=host.name, tcti=host.tpm.tcti,
-                event_log_path=str(host.event_log_path),
+                event_log_path="" if host.name in no_log
+                else str(host.event_log_path),
                 ima_log_path=str(host.ima_log_path),
                 ima_log_format=host.ima_format,
                 transport_url=bus_url(host) if bus_url else None)
@@ -380,11 +385,17 @@ class TrustedPool:
             time.sleep(0.2)
 
     def close(self) -> None:
-        for service in self.conductors:
-            service.stop()
-        for host in self.hosts:
-            if host.agent is not None:
-                host.agent.stop()
+        # All at once: an idle oslo.messaging RPC server takes up to 5 s to
+        # notice its stop (its listener's poll backs off to 5 s), so one
+        # after another costs seconds per service.
+        services = list(self.conductors) + [
+            host.agent for host in self.hosts if host.agent is not None]
+        stoppers = [threading.Thread(target=service.stop, daemon=True)
+                    for service in services]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         for option in ("signing_key_path", "ek_ca_bundle",
                        "attestation_interval", "heartbeat_interval",
                        "heartbeat_timeout", "unknown_after_missed"):

@@ -24,6 +24,8 @@ need_system_packages() {
     command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
     command -v tpm2_quote >/dev/null 2>&1 || missing+=(tpm2-tools)
     [ -e /usr/include/tss2/tss2_esys.h ] || missing+=(libtss2-dev)
+    # tests/unit/test_devstack_phases.py keeps the devstack plugin clean.
+    command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
     "$TP_PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
         || missing+=(python3-venv)
     printf '%s\n' "${missing[@]}"

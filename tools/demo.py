@@ -26,6 +26,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -137,7 +138,9 @@ def run_pool(workdir: pathlib.Path) -> int:
         try:
             return _attest_pool(pool)
         finally:
+            started = time.monotonic()
             pool.close()
+            print("pool stopped in %.1f s" % (time.monotonic() - started))
             rpc.cleanup()
             if vhost:
                 rabbitmqctl("delete_vhost", vhost)

@@ -69,7 +69,7 @@ class NotFound(TrustedPoolsError):
 
 class HostNotFound(NotFound):
     _msg_fmt = ("Host %(host)s is not registered. Enroll it with "
-                "'trusted-pools-manage host enroll' first.")
+                "'openstack trusted host enroll' first.")
 
 
 class Conflict(TrustedPoolsError):
@@ -250,7 +250,7 @@ class EKNotApproved(EnrollmentRejected):
     _msg_fmt = ("Enrollment of host %(host)s refused: its TPM presents the "
                 "EK whose public key has SHA-256 %(presented)s, %(reason)s. "
                 "Check that hash against the host's TPM (see README, "
-                "'Running a pool') and run 'trusted-pools-manage host "
+                "'Running a pool') and run 'openstack trusted host "
                 "enroll %(host)s --ek-sha256 %(presented)s'.")
 
 
@@ -261,7 +261,7 @@ class EKChanged(Conflict):
     _msg_fmt = ("Enrollment of host %(host)s refused: it is bound to the EK "
                 "with public key SHA-256 %(approved)s, but presents "
                 "%(presented)s. If the host's TPM or motherboard was "
-                "replaced, run 'trusted-pools-manage host reset-enrollment "
+                "replaced, run 'openstack trusted host reset-enrollment "
                 "%(host)s' and enroll it again with --ek-sha256.")
 
 
@@ -377,7 +377,7 @@ class HostNotEnrolled(NotFound):
     finished): nothing it sends is judged until it enrolls again."""
 
     _msg_fmt = ("Host %(host)s is %(state)s, not enrolled: it is not "
-                "attested until 'trusted-pools-manage host enroll "
+                "attested until 'openstack trusted host enroll "
                 "%(host)s --ek-sha256 ...' succeeds")
 
 
@@ -411,6 +411,14 @@ class DatabaseError(TrustedPoolsError):
     """A database failure that is neither a conflict nor an outage."""
 
     _msg_fmt = "Database error: %(reason)s"
+
+
+class DatabaseSchemaMissing(DatabaseError):
+    """The database has not been created or upgraded for this release."""
+
+    _msg_fmt = ("The database has no table %(table)s: create or upgrade "
+                "its schema with 'trusted-pools-manage db sync' (it reads "
+                "[database] connection from the same configuration)")
 
 
 # --- Golden-measurement policies (trusted_pools.verifier.policy) ---------

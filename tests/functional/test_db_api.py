@@ -726,3 +726,23 @@ def test_secret_round_trip_and_delete(db_api):
         db_api.get_secret(record.id)
     with pytest.raises(exception.SecretNotFound):
         db_api.delete_secret(record.id)
+
+
+# --- host operations retention ------------------------------------------------
+
+def test_purge_operations_deletes_only_ended_old_ones(db_api):
+    old_done = db_api.create_operation("compute-1", "attest", "c-a")
+    db_api.finish_operation(old_done.id, result={})
+    old_failed = db_api.create_operation("compute-1", "capture", "c-a")
+    db_api.finish_operation(old_failed.id, error_type="TemporaryFailure",
+                            error={"message": "x", "kwargs": {}})
+    old_pending = db_api.create_operation("compute-2", "attest", "c-a")
+    cut = db_api.clock.advance(3600)
+    recent = db_api.create_operation("compute-1", "attest", "c-a")
+    db_api.finish_operation(recent.id, result={})
+
+    assert db_api.purge_operations(cut) == 2
+    left = {op.id for op in db_api.list_operations("compute-1")} | {
+        op.id for op in db_api.list_operations("compute-2")}
+    assert left == {old_pending.id, recent.id}
+    assert db_api.purge_operations(cut) == 0

@@ -164,6 +164,9 @@ def test_manage_db_sync_default_sqlite_under_state_path(tmp_path, capsys):
     config.write_text("[trusted_pools]\nstate_path = %s\n" % state)
     assert _manage(["--config-file", str(config), "db", "sync"]) == 0
     assert (state / "trusted_pools.sqlite").is_file()
+    out = capsys.readouterr().out
+    assert "in sqlite:///%s/trusted_pools.sqlite (created directory %s)" \
+        % (state, state) in out, out
     assert oct((state).stat().st_mode & 0o777) == oct(0o700)
 
 
@@ -181,3 +184,74 @@ def test_manage_db_sync_unknown_revision_fails(tmp_path, capsys):
     assert _manage(["--config-file", str(config), "db", "sync",
                     "--revision", "deadbeef"]) == 1
     assert "deadbeef" in capsys.readouterr().err
+
+
+def test_manage_before_db_sync_says_to_run_it(empty_db_url, tmp_path,
+                                              capsys):
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[database]\nconnection = %s\n" % empty_db_url)
+    assert _manage(["--config-file", str(config), "db", "purge-verdicts",
+                    "--older-than", "30"]) == 1
+    err = capsys.readouterr().err
+    assert "trusted-pools-manage db sync" in err, err
+    assert "OperationalError" not in err
+
+
+def test_manage_db_purge_verdicts_keeps_each_hosts_newest(empty_db_url,
+                                                         tmp_path, capsys):
+    import datetime
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[database]\nconnection = %s\n" % empty_db_url)
+    assert _manage(["--config-file", str(config), "db", "sync"]) == 0
+    connection = api.Connection(api.make_context_manager(empty_db_url))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    old, older = (now - datetime.timedelta(days=10),
+                  now - datetime.timedelta(days=11))
+    a = connection.create_host("a").id
+    b = connection.create_host("b").id
+    connection.add_verdicts([
+        api.NewVerdict(host_id=host, status="trusted", level=3,
+                       issued_at=when,
+                       expires_at=when + datetime.timedelta(seconds=120))
+        for host, when in ((a, older), (a, old), (a, now), (b, older))])
+    capsys.readouterr()
+    assert _manage(["--config-file", str(config), "db", "purge-verdicts",
+                    "--older-than", "7"]) == 0
+    assert "Deleted 2 verdicts" in capsys.readouterr().out
+    left = connection.verdicts_since(now - datetime.timedelta(days=30))
+    assert sorted((v.host_id, v.issued_at) for v in left) == sorted(
+        [(a, now), (b, older)])
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "nan", "soon"])
+def test_manage_db_purge_verdicts_refuses_a_bad_age(days, tmp_path, capsys):
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[trusted_pools]\nstate_path = %s\n" % tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        _manage(["--config-file", str(config), "db", "purge-verdicts",
+                 "--older-than", days])
+    assert exit_.value.code == 2
+    assert "days" in capsys.readouterr().err
+
+
+def test_manage_db_purge_operations(empty_db_url, tmp_path, capsys):
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[database]\nconnection = %s\n" % empty_db_url)
+    assert _manage(["--config-file", str(config), "db", "sync"]) == 0
+    connection = api.Connection(api.make_context_manager(empty_db_url))
+    ended = connection.create_operation("compute-1", "attest", "c-a")
+    connection.finish_operation(ended.id, result={})
+    pending = connection.create_operation("compute-1", "capture", "c-a")
+    capsys.readouterr()
+    # Nothing is a year old; everything ended is older than a millisecond.
+    assert _manage(["--config-file", str(config), "db", "purge-operations",
+                    "--older-than", "365"]) == 0
+    assert "Deleted 0 host operations" in capsys.readouterr().out
+    import time
+    time.sleep(0.01)
+    assert _manage(["--config-file", str(config), "db", "purge-operations",
+                    "--older-than", "0.0000001"]) == 0
+    assert "Deleted 1 host operations" in capsys.readouterr().out
+    assert [op.id for op in connection.list_operations("compute-1")] == [
+        pending.id]
+    connection.dispose()

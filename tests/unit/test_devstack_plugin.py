@@ -34,6 +34,7 @@ wait_for_service() { return 0; }
 die() { echo "die: $*" >&2; exit 1; }
 echo_summary() { :; }
 get_python_exec_prefix() { echo /nonexistent; }
+trueorfalse() { local value=${!2:-$1}; [[ $value == True ]] && echo True || echo False; }
 source "$ROOT/devstack/settings"
 source "$ROOT/devstack/plugin.sh"
 mkdir -p "$TRUSTED_POOLS_CONF_DIR"
@@ -92,6 +93,7 @@ def test_plugin_creates_role_users_and_a_url_per_service(tmp_path):
                      "--agent-vhost trusted-pools-agent",
                      "--service-user tp-service",
                      "--consumer-user tp-scheduler",
+                     "--remediation-user tp-placement-sync",
                      "--agent-user tp-agent-compute-1=compute-1",
                      "--agent-user tp-agent-compute-2=compute-2",
                      "--password-file %s" % passwords_file):
@@ -105,9 +107,10 @@ def test_plugin_creates_role_users_and_a_url_per_service(tmp_path):
     passwords = dict(line.split() for line in
                      passwords_file.read_text().splitlines())
     assert set(passwords) == {"tp-service", "tp-scheduler",
-                              "tp-agent-compute-1", "tp-agent-compute-2"}
+                              "tp-placement-sync", "tp-agent-compute-1",
+                              "tp-agent-compute-2"}
     assert stat.S_IMODE(passwords_file.stat().st_mode) == 0o600
-    assert len(set(passwords.values())) == 4
+    assert len(set(passwords.values())) == 5
 
     urls = {
         "api": ini[("api.conf", "DEFAULT", "transport_url")],
@@ -117,6 +120,8 @@ def test_plugin_creates_role_users_and_a_url_per_service(tmp_path):
         "agent": ini[("agent.conf", "DEFAULT", "transport_url")],
         "scheduler": ini[("nova.conf", "trusted_pools_scheduler",
                           "transport_url")],
+        "placement-sync": ini[("placement-sync.conf",
+                               "trusted_pools_scheduler", "transport_url")],
     }
     expected = {
         "api": ("tp-service", "trusted-pools"),
@@ -124,6 +129,7 @@ def test_plugin_creates_role_users_and_a_url_per_service(tmp_path):
         "conductor-agents": ("tp-service", "trusted-pools-agent"),
         "agent": ("tp-agent-compute-1", "trusted-pools-agent"),
         "scheduler": ("tp-scheduler", "trusted-pools"),
+        "placement-sync": ("tp-placement-sync", "trusted-pools"),
     }
     for service, url in urls.items():
         user, password, vhost = _url(url)
@@ -135,13 +141,15 @@ def test_plugin_creates_role_users_and_a_url_per_service(tmp_path):
     assert ini[("agent.conf", "agent", "host")] == "compute-1"
     assert ini[("nova.conf", "trusted_pools_scheduler",
                 "conductor_public_keys")].endswith("conductor-keys.pem")
-    for name in ("api.conf", "conductor.conf", "agent.conf"):
+    for name in ("api.conf", "conductor.conf", "agent.conf",
+                 "placement-sync.conf"):
         mode = (tmp_path / "etc" / name).stat().st_mode
         assert stat.S_IMODE(mode) == 0o600, name
 
     for service, conf in (("tp-api", "api.conf"),
                           ("tp-cond", "conductor.conf"),
-                          ("tp-agent", "agent.conf")):
+                          ("tp-agent", "agent.conf"),
+                          ("tp-placement-sync", "placement-sync.conf")):
         assert runs[service].endswith(
             "--config-file %s" % (tmp_path / "etc" / conf)), runs[service]
 

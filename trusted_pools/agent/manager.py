@@ -86,6 +86,7 @@ class AgentManager:
         self._requests = requests
         self._send_evidence = send_evidence
         self._sent: dict[str, _Sent] = {}
+        self._said_not_enrolled = False
 
     @messaging.expose
     @messaging.expected_exceptions(*_EXPECTED)
@@ -163,6 +164,27 @@ class AgentManager:
         timer.daemon = True
         timer.start()
 
+    def _cannot_answer(self, epoch_id: str, conductor: str,
+                       error: exception.TrustedPoolsError) -> None:
+        if isinstance(error, exception.TPMError) and \
+                error.kwargs.get("name") == "TPM_RC_HANDLE" and \
+                error.kwargs.get("command") == "ReadPublic":
+            # No AK at its handle: the host was never enrolled (or its TPM
+            # was cleared). Said once, with what fixes it, not every epoch.
+            if not self._said_not_enrolled:
+                self._said_not_enrolled = True
+                LOG.warning(
+                    "Not answering epochs: this host's TPM has no AK at "
+                    "%#x yet. Enroll the host ('openstack trusted host "
+                    "enroll %s --ek-sha256 ...'); the agent answers from "
+                    "then on", self.attester.ak_handle, self.attester.host)
+            else:
+                LOG.debug("Cannot answer epoch %s: no AK yet (%s)",
+                          epoch_id, error)
+            return
+        LOG.warning("Cannot answer epoch %s of conductor %s: %s",
+                    epoch_id, conductor, error)
+
     def _answer_epoch(self, context: dict, conductor: str, epoch_id: str,
                       epoch_value: str, banks: list[str]) -> None:
         host = self.attester.host
@@ -176,9 +198,9 @@ class AgentManager:
                 known_event_log_digest=sent.event_log_digest)
         except exception.TrustedPoolsError as error:
             # The conductor sees no evidence and marks the host unknown.
-            LOG.warning("Cannot answer epoch %s of conductor %s: %s",
-                        epoch_id, conductor, error)
+            self._cannot_answer(epoch_id, conductor, error)
             return
+        self._said_not_enrolled = False
         self._remember(conductor, evidence, sent)
         try:
             self._send_evidence(context, conductor, evidence.to_wire())

@@ -16,6 +16,12 @@ can see, with the release note):
   operations (state pending, done or failed, with the result or the error
   in the OpenStack error format). At 1.0 the API waits for the operation
   and answers as before.
+* 1.2 - Day-2 operations on groups: PATCH /v1/hosts/{name} moves a host to
+  another group; GET /v1/groups lists groups with their host counts and
+  assignments; DELETE /v1/groups/{group}/policies/{name} unassigns. PUT
+  /v1/groups/{group}/policies/{name} refuses (404) a group no host is in
+  unless the body says ``"allow_empty_group": true``; POST /v1/hosts
+  refuses (409) a ``group`` other than an existing host's own.
 """
 
 from __future__ import annotations
@@ -26,11 +32,22 @@ from trusted_pools.api import errors
 
 SERVICE_TYPE = "trusted-pools"
 HEADER = "OpenStack-API-Version"
-VERSIONS = ("1.0", "1.1")
+VERSIONS = ("1.0", "1.1", "1.2")
 MIN = microversion_parse.parse_version_string(VERSIONS[0])
 MAX = microversion_parse.parse_version_string(VERSIONS[-1])
 #: Enroll, attest and capture answer 202 with an operation to poll.
 ASYNC_OPERATIONS = microversion_parse.parse_version_string("1.1")
+#: Host group changes, group listing, unassignment.
+GROUPS = microversion_parse.parse_version_string("1.2")
+
+
+def require(version: microversion_parse.Version,
+            minimum: microversion_parse.Version, path: str) -> None:
+    """A resource that does not exist before ``minimum`` is a 404 there."""
+    if version < minimum:
+        raise errors.APIError(404, "resource.not_found",
+                              "No resource at %s before microversion %s"
+                              % (path, minimum))
 
 
 def negotiate(environ: dict) -> microversion_parse.Version:

@@ -18,7 +18,8 @@ _SEGMENT = r"[^/]+"
 
 ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/hosts": {"GET": hosts.list_hosts, "POST": hosts.enroll},
-    "/v1/hosts/{name}": {"GET": hosts.show, "DELETE": hosts.decommission},
+    "/v1/hosts/{name}": {"GET": hosts.show, "PATCH": hosts.update,
+                         "DELETE": hosts.decommission},
     "/v1/hosts/{name}/verdicts": {"GET": hosts.verdicts},
     "/v1/hosts/{name}/attest": {"POST": hosts.attest},
     "/v1/hosts/{name}/capture": {"POST": hosts.capture},
@@ -33,7 +34,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/policies/{name}": {"GET": policies.show},
     "/v1/policies/{name}/diff": {"GET": policies.diff},
     "/v1/groups/{group}/policies": {"GET": policies.list_assignments},
-    "/v1/groups/{group}/policies/{name}": {"PUT": policies.assign},
+    "/v1/groups": {"GET": policies.list_groups},
+    "/v1/groups/{group}/policies/{name}": {"PUT": policies.assign,
+                                           "DELETE": policies.unassign},
     "/v1/verdicts": {"GET": verdicts.list_verdicts},
     "/v1/keys": {"GET": verdicts.list_keys},
     "/v1/secrets": {"POST": secrets.create},

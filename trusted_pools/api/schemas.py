@@ -28,6 +28,13 @@ enroll_host = {
     "additionalProperties": False,
 }
 
+update_host = {
+    "type": "object",
+    "properties": {"group": _NAME},
+    "required": ["group"],
+    "additionalProperties": False,
+}
+
 create_policy = {
     "type": "object",
     "properties": {"name": _NAME, "kind": {"enum": list(_API_KINDS)},
@@ -39,6 +46,15 @@ create_policy = {
 assign_policy = {
     "type": "object",
     "properties": {"version": {"type": ["integer", "null"], "minimum": 1}},
+    "required": ["version"],
+    "additionalProperties": False,
+}
+
+#: From microversion 1.2: a group no host is in must be named on purpose.
+assign_policy_1_2 = {
+    "type": "object",
+    "properties": {"version": {"type": ["integer", "null"], "minimum": 1},
+                   "allow_empty_group": {"type": "boolean"}},
     "required": ["version"],
     "additionalProperties": False,
 }

@@ -1,23 +1,24 @@
 """Console scripts.
 
-The services run on oslo.service's threading backend. It is chosen here,
-before any command imports oslo.messaging: oslo.messaging's server module
-imports ``oslo_service.service``, which fixes the backend (eventlet by
-default) the moment it is imported.
+The services run on oslo.service's threading backend. It is preferred
+here, before any command imports oslo.messaging: oslo.messaging's server
+module imports ``oslo_service.service``, which fixes the backend (eventlet
+unless told otherwise) the moment it is imported. Preferring (a default
+hook) rather than loading it keeps commands that run no service quick; a
+service's ``launch()`` insists on the threading backend.
 """
 
 import argparse
+import warnings
 
-from trusted_pools import exception as _exception
-from trusted_pools.common import service as _service
+from trusted_pools.common import backend as _backend
 
-try:
-    _service.select_threading_backend()
-except _exception.ConfigInvalid:
-    # Imported into a process that already chose another backend (a tool
-    # or a test importing a command module): nothing needs the backend
-    # until a service launches, and launch() refuses then, saying why.
-    pass
+# futurist imports eventlet when it is installed (Nova's packages bring it)
+# and eventlet warns on import that it is deprecated. These commands never
+# use eventlet: the warning would only stand before their output.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+_backend.prefer_threading_backend()
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

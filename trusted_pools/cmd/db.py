@@ -13,15 +13,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-
-from alembic import util as alembic_util
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from trusted_pools import exception
 from trusted_pools.conf import CONF
 from trusted_pools.conf import database as database_conf
-from trusted_pools.db import api
-from trusted_pools.db import migration
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+# SQLAlchemy, alembic and the database layer are imported by the commands
+# that use them: ``trusted-pools-manage evidence verify`` should not pay
+# for them at start.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -47,30 +50,61 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     version = sub.add_parser(
         "version", help="print the schema revision of the database")
     version.set_defaults(func=run_version)
+    for name, what, description, run in _PURGES:
+        purge = sub.add_parser(
+            name, help="delete %s older than a number of days" % what,
+            description=description + " Run it from cron, as nova-manage "
+                                      "db archive_deleted_rows is.")
+        purge.add_argument(
+            "--older-than", type=_days, required=True, metavar="DAYS",
+            help="age in days (a positive number; fractions allowed)")
+        purge.set_defaults(func=run)
 
 
-def _engine() -> sa.engine.Engine:
+def _days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "%r is not a number of days" % value) from None
+    if not days > 0 or days != days or days == float("inf"):
+        raise argparse.ArgumentTypeError(
+            "the age must be a positive number of days, not %s" % value)
+    return days
+
+
+def _engine() -> "sa.engine.Engine":
+    from trusted_pools.db import api
     return api.make_context_manager().writer.get_engine()
 
 
-def _ensure_sqlite_directory(connection: str) -> None:
-    """An operator expects the first ``db sync`` to create the file."""
+def _ensure_sqlite_directory(connection: str) -> str:
+    """An operator expects the first ``db sync`` to create the file; says
+    where the database is (password hidden), and what it created."""
+    import sqlalchemy as sa
     try:
         url = sa.engine.make_url(connection)
     except sa.exc.ArgumentError:
         raise exception.ConfigInvalid(
             reason="[database] connection is not a database URL") from None
+    where = url.render_as_string(hide_password=True)
     if url.get_backend_name() == "sqlite" and url.database not in (
             None, "", ":memory:"):
         directory = os.path.dirname(os.path.abspath(url.database))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            where += " (created directory %s)" % directory
+    return where
 
 
 def run_sync(args: argparse.Namespace) -> int:
     # Again at run time: CONF.reset() drops defaults set by oslo.db.
     database_conf.register_opts(CONF)
+    from alembic import util as alembic_util
+
+    from trusted_pools.db import migration
     try:
-        _ensure_sqlite_directory(CONF.database.connection)
+        where = _ensure_sqlite_directory(CONF.database.connection)
         engine = _engine()
         try:
             reached = migration.upgrade(args.revision, engine=engine)
@@ -79,12 +113,13 @@ def run_sync(args: argparse.Namespace) -> int:
     except (exception.TrustedPoolsError, alembic_util.CommandError,
             OSError) as error:
         return _failed("db sync", error)
-    print("Database schema at revision %s" % reached)
+    print("Database schema at revision %s in %s" % (reached, where))
     return EXIT_OK
 
 
 def run_version(args: argparse.Namespace) -> int:
     database_conf.register_opts(CONF)
+    from trusted_pools.db import migration
     try:
         engine = _engine()
         try:
@@ -95,6 +130,55 @@ def run_version(args: argparse.Namespace) -> int:
         return _failed("db version", error)
     print(current)
     return EXIT_OK
+
+
+def _purge(days: float, purge: str) -> tuple[int, str]:
+    """Run ``Connection.<purge>(now - days)``: (deleted, cut-off) or the
+    exit status already reported."""
+    database_conf.register_opts(CONF)
+    import datetime
+
+    from trusted_pools.db import api
+    before = (datetime.datetime.now(datetime.timezone.utc)
+              - datetime.timedelta(days=days))
+    connection = api.Connection(api.make_context_manager())
+    try:
+        return (getattr(connection, purge)(before),
+                before.isoformat(timespec="seconds"))
+    finally:
+        connection.dispose()
+
+
+def run_purge_verdicts(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_verdicts")
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-verdicts", error)
+    print("Deleted %d verdicts issued before %s (each host's newest kept)"
+          % (deleted, before))
+    return EXIT_OK
+
+
+def run_purge_operations(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_operations")
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-operations", error)
+    print("Deleted %d host operations that ended before %s (pending ones "
+          "kept)" % (deleted, before))
+    return EXIT_OK
+
+
+_PURGES = (
+    ("purge-verdicts", "verdicts",
+     "Delete stored verdicts issued more than --older-than days ago. Each "
+     "host's newest verdict is kept whatever its age, so every host still "
+     "has a standing.", run_purge_verdicts),
+    ("purge-operations", "ended host operations",
+     "Delete host operations (enroll, attest, capture, ...) that ended "
+     "more than --older-than days ago. Pending ones are kept.",
+     run_purge_operations),
+)
 
 
 def _failed(command: str, error: BaseException) -> int:

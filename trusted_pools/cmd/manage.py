@@ -14,7 +14,7 @@ from typing import Sequence
 from oslo_config import cfg
 
 from trusted_pools import cmd
-from trusted_pools.common import rpc
+from trusted_pools.cmd import conductor_key
 from trusted_pools.cmd import db
 from trusted_pools.cmd import ek
 from trusted_pools.cmd import evidence
@@ -31,12 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trusted-pools-manage",
         description="What runs without trusted-pools-api: create the "
                     "database, verify TPM 2.0 evidence from files, hash an "
-                    "EK certificate, set up the RabbitMQ users per role. "
+                    "EK certificate, show or make the conductor's signing "
+                    "key, set up the RabbitMQ users per role. "
                     "Hosts, policies and verdicts: 'openstack trusted "
                     "...' (the API checks who asks).")
     cmd.add_config_arguments(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    conductor_key.add_commands(commands)
     db.add_commands(commands)
     ek.add_commands(commands)
     evidence.add_commands(commands)
@@ -62,7 +64,6 @@ def load_config(args: argparse.Namespace) -> cfg.ConfigOpts:
         cli += ["--config-file", path]
     if args.config_dir:
         cli += ["--config-dir", args.config_dir]
-    rpc.set_defaults()
     CONF(cli, project="trusted-pools", prog="trusted-pools-manage",
          validate_default_values=True)
     return CONF

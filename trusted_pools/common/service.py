@@ -37,20 +37,9 @@ from oslo_service import backend
 from oslo_service.backend import base as service_base
 
 from trusted_pools import exception
+from trusted_pools.common.backend import select_threading_backend  # noqa: F401,E501 - kept importable here
 
 LOG = logging.getLogger(__name__)
-
-
-def select_threading_backend() -> None:
-    """Choose oslo.service's threading backend for this process (the
-    console scripts call it before importing oslo.messaging)."""
-    try:
-        backend.init_backend(backend.BackendType.THREADING)
-    except backend.exceptions.BackendAlreadySelected as error:
-        raise exception.ConfigInvalid(
-            reason="oslo.service already runs another backend in this "
-                   "process (%s); trusted_pools services need the "
-                   "threading backend" % error) from error
 
 
 __all__ = ["PeriodicJob", "JobRunner", "ServiceBase", "launch"]

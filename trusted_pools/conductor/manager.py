@@ -128,7 +128,8 @@ class ConductorManager:
 
     def __init__(self, host: str, db: db_api.Connection,
                  signing_key: Any, agents: Any,
-                 notifier: messaging.Notifier | None, ca_bundle: bytes, *,
+                 notifier: messaging.Notifier | None,
+                 ca_bundle: bytes | Callable[[], bytes], *,
                  interval: int = 60, unknown_after_missed: int = 2,
                  heartbeat_timeout: int = 60, banks: tuple[str, ...] =
                  ("sha256",), batch_size: int = 500,
@@ -156,7 +157,9 @@ class ConductorManager:
         self.public_pem = keystore.public_key_pem(signing_key)
         self.agents = agents
         self.notifier = notifier
-        self.ca_bundle = ca_bundle
+        #: The EK CA certificates (PEM), or a callable that reads them
+        #: (the service's re-reads the file when it changed).
+        self._ca_bundle = ca_bundle
         self.interval = interval
         self.unknown_after_missed = unknown_after_missed
         self.heartbeat_timeout = heartbeat_timeout
@@ -195,6 +198,11 @@ class ConductorManager:
         self.instance_results: dict[str, str] = {}
 
     # --- validity and ownership ---------------------------------------------
+
+    @property
+    def ca_bundle(self) -> bytes:
+        bundle = self._ca_bundle
+        return bundle() if callable(bundle) else bundle
 
     @property
     def validity(self) -> int:
@@ -313,10 +321,14 @@ class ConductorManager:
         comparing against the old TPM's clock: a host no longer enrolled,
         or enrolled under another generation than the cached state's, is
         forgotten. Its next evidence reloads the registration (and is
-        ignored while the host is not enrolled).
+        ignored while the host is not enrolled). A host moved to another
+        group is forgotten too, so that it is reloaded with its new group's
+        policies, but not returned: its registration did not change.
         """
         with self._states_lock:
             cached = {name: state.registration
+                      for name, state in self._states.items()}
+            groups = {name: state.group
                       for name, state in self._states.items()}
         if not cached and not self._published:
             return []
@@ -324,6 +336,17 @@ class ConductorManager:
         changed = sorted(
             name for name in cached
             if _registration_changed(current.get(name), cached[name]))
+        moved = sorted(
+            name for name in cached if name not in changed
+            and current[name].group != groups[name])
+        for name in moved:
+            # Same TPM, other policies: the cached AK and clock stay
+            # valid, but the state holds the old group's policies and the
+            # IMA outcome they judged; reload it from the database.
+            self.forget_host(name)
+            LOG.info("Host %s moved from group %s to %s: appraised with "
+                     "the new group's policies from its next evidence",
+                     name, groups[name], current[name].group)
         for name in changed:
             self.forget_host(name)
             # Silence is counted from the new enrollment on.

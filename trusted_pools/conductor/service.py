@@ -10,6 +10,8 @@ service's thread pool, never on an RPC thread, and a stop waits for it.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import Any
 
 import oslo_messaging as messaging
@@ -43,6 +45,40 @@ def _read_ca_bundle(path: str) -> bytes:
             reason="[conductor] ek_ca_bundle %s cannot be read (%s); put "
                    "the TPM manufacturers' CA certificates there"
                    % (path, exc.strerror)) from exc
+
+
+class CABundleFile:
+    """``[conductor] ek_ca_bundle``, read again when the file changed.
+
+    An operator who adds a missing intermediate CA expects the next
+    enrollment to use it, not the next restart. A file that became
+    unreadable keeps the last good bundle, with a warning.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = self._stat()
+        self._bundle = _read_ca_bundle(path)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def __call__(self) -> bytes:
+        seen = self._stat()
+        if seen is not None and seen != self._seen:
+            try:
+                self._bundle = _read_ca_bundle(self.path)
+            except exception.ConfigInvalid as error:
+                LOG.warning("Keeping the EK CA bundle read before: %s",
+                            error)
+                return self._bundle
+            self._seen = seen
+            LOG.info("EK CA bundle %s changed: read again", self.path)
+        return self._bundle
 
 
 class ConductorService(service_mod.ServiceBase):
@@ -79,7 +115,7 @@ class ConductorService(service_mod.ServiceBase):
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
             notifier,
-            _read_ca_bundle(group.ek_ca_bundle),
+            CABundleFile(group.ek_ca_bundle),
             interval=group.attestation_interval,
             unknown_after_missed=group.unknown_after_missed,
             heartbeat_timeout=group.heartbeat_timeout,
@@ -175,14 +211,22 @@ class ConductorService(service_mod.ServiceBase):
         self.stop()
 
     def _stop(self) -> None:
-        # No new requests first, then let the running rounds (an evidence
-        # batch being verified, challenges in flight) finish.
-        for server in self._servers:
-            server.stop()
+        # The servers stop taking requests while the running rounds (an
+        # evidence batch being verified, challenges in flight) finish, side
+        # by side: an idle server takes up to its listener's poll back-off
+        # (5 s in oslo.messaging) to notice its stop. A request still in
+        # flight that hands work to the stopped pool gets TemporaryFailure.
+        stoppers = [threading.Thread(target=server.stop, daemon=True)
+                    for server in self._servers]
+        stoppers.append(threading.Thread(target=self._stop_jobs,
+                                         daemon=True))
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         for server in self._servers:
             server.wait()
         self._servers = []
-        self._stop_jobs()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if not self._unregister:

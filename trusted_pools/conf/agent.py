@@ -46,9 +46,8 @@ opts = [
     cfg.StrOpt("conductor_keys_file",
                default="/etc/trusted-pools/conductor-keys.pem",
                help="File of the conductors' public keys this agent trusts: "
-                    "one or more PEM public keys ('openssl pkey -in "
-                    "<conductor signing_key_path> -pubout' on each "
-                    "conductor), or a JWKS ({\"keys\": [...]}). The agent "
+                    "one or more PEM public keys ('trusted-pools-manage "
+                    "conductor-key show' on each conductor), or a JWKS ({\"keys\": [...]}). The agent "
                     "answers only requests signed with one of them, and "
                     "refuses to start when the file is missing or holds "
                     "none. Read at start."),

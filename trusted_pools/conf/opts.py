@@ -29,3 +29,18 @@ def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
         else:
             listed.append((module.group, list(module.opts)))
     return listed
+
+
+def update_defaults() -> None:
+    """Entry point ``oslo.config.opts.defaults``: the library defaults the
+    services set at run time, so that the sample shows what a service
+    really uses (oslo.messaging's ``control_exchange``, oslo.db's
+    ``connection``) instead of the libraries' own."""
+    import oslo_messaging as messaging
+    from oslo_db import options as db_options
+
+    from trusted_pools.protocol import topics
+
+    messaging.set_transport_defaults(topics.CONTROL_EXCHANGE)
+    cfg.set_defaults(db_options.database_opts,
+                     connection=database.DEFAULT_CONNECTION)

@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import functools
 import hashlib
+import re
 import threading
 import uuid as uuid_lib
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -130,6 +131,8 @@ class HostEnrollment:
     hostname: str
     state: str
     generation: int
+    #: The host's group: a move changes which policies appraise it.
+    group: str = "default"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -362,17 +365,29 @@ def _translate_errors(fn: _F) -> _F:
             raise exception.NotFound(
                 reason="a referenced row does not exist (%s)"
                 % (exc.key or "foreign key")) from exc
+        except db_exc.DBNonExistentTable as exc:
+            raise exception.DatabaseSchemaMissing(
+                table=exc.table) from exc
         except (db_exc.DBConstraintError, db_exc.DBDataError) as exc:
             raise exception.Invalid(
                 reason="the database rejected a value: %s"
                 % type(exc).__name__) from exc
         except db_exc.DBError as exc:
+            table = _missing_table(exc.inner_exception)
+            if table is not None:
+                raise exception.DatabaseSchemaMissing(table=table) from exc
             if isinstance(exc.inner_exception, sa.exc.IntegrityError):
                 raise exception.Invalid(
                     reason="the database rejected a value (integrity "
                     "constraint)") from exc
             raise exception.DatabaseError(
                 reason=type(exc.inner_exception).__name__) from exc
+        except sa.exc.ProgrammingError as exc:
+            # oslo.db passes MySQL's 1146 (no such table) through as is.
+            table = _missing_table(exc)
+            if table is None:
+                raise
+            raise exception.DatabaseSchemaMissing(table=table) from exc
         except sa.exc.OperationalError as exc:
             # oslo.db passes these through unwrapped: connection refused
             # with newer libpq messages, SQLite's "database is locked"
@@ -395,6 +410,29 @@ _MYSQL_CHECK_VIOLATED = 4025  # MariaDB: CONSTRAINT ... failed
 def _mysql_errno(exc: sa.exc.DBAPIError) -> int | None:
     args = getattr(exc.orig, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
+
+
+_MYSQL_NO_SUCH_TABLE = 1146
+_PG_UNDEFINED_TABLE = "42P01"
+_NO_SUCH_TABLE = (re.compile(r"no such table: (\S+)"),  # SQLite
+                  re.compile(r"Table '(?:[^'.]+\.)?([^'.]+)' doesn't exist"),
+                  re.compile(r'relation "([^"]+)" does not exist'))
+
+
+def _missing_table(exc: Any) -> str | None:
+    """The table a query missed, when the schema was never created (oslo.db
+    recognises this only for DROP TABLE)."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    if not (_mysql_errno(exc) == _MYSQL_NO_SUCH_TABLE
+            or getattr(exc.orig, "pgcode", None) == _PG_UNDEFINED_TABLE
+            or isinstance(exc, sa.exc.OperationalError)):  # SQLite
+        return None
+    for pattern in _NO_SUCH_TABLE:
+        found = pattern.search(str(exc.orig))
+        if found:
+            return found.group(1)
+    return None
 
 
 def _retry_on_duplicate(exc: Exception) -> bool:
@@ -574,16 +612,18 @@ class Connection:
 
     @_translate_errors
     def host_enrollments(self) -> dict[str, HostEnrollment]:
-        """hostname -> state and enrollment generation of every host.
+        """hostname -> state, enrollment generation and group of every host.
 
-        Three narrow columns, no registration blobs: cheap enough for each
+        Four narrow columns, no registration blobs: cheap enough for each
         conductor to read once per attestation interval.
         """
         query = sa.select(models.Host.hostname, models.Host.state,
-                          models.Host.enrollment_generation)
+                          models.Host.enrollment_generation,
+                          models.Host.host_group)
         with self._reader() as session:
-            return {name: HostEnrollment(name, state, generation or 0)
-                    for name, state, generation in session.execute(query)}
+            return {name: HostEnrollment(name, state, generation or 0, group)
+                    for name, state, generation, group
+                    in session.execute(query)}
 
     @_translate_errors
     @_retry_deadlock
@@ -1551,6 +1591,20 @@ class Connection:
                 sa.select(table).where(table.hostname == hostname)
                 .order_by(table.created_at.desc(), table.id)
                 .limit(_count(limit, "limit")))]
+
+    @_translate_errors
+    @_retry_deadlock
+    def purge_operations(self, before: datetime.datetime) -> int:
+        """Delete operations that ended before ``before``; returns how
+        many. Pending ones are kept whatever their age (their conductor
+        fails them if it restarted)."""
+        before = _as_utc(before, "before")
+        table = models.HostOperation
+        with self._writer() as session:
+            return session.execute(sa.delete(table).where(
+                table.state != "pending",
+                sa.func.coalesce(table.updated_at, table.created_at)
+                < before)).rowcount
 
     @_translate_errors
     @_retry_deadlock

@@ -32,7 +32,7 @@ __all__ = ["SERVICE_TYPE", "MIN_VERSION", "MAX_VERSION", "APIError",
 SERVICE_TYPE = "trusted-pools"
 #: The range of API microversions this client can speak and render.
 MIN_VERSION = (1, 0)
-MAX_VERSION = (1, 1)
+MAX_VERSION = (1, 2)
 #: From this microversion enroll, attest and capture answer 202 with an
 #: operation to poll.
 ASYNC_VERSION = (1, 1)
@@ -126,8 +126,16 @@ def _error_from(response: Any) -> APIError:
 class Client:
     """Calls of the v1 API; each returns the decoded resource(s)."""
 
-    def __init__(self, adapter: ksa_adapter.Adapter) -> None:
+    #: Seconds of waiting for an operation before the first progress
+    #: line, and between two.
+    PROGRESS_AFTER = 3.0
+    PROGRESS_EVERY = 5.0
+
+    def __init__(self, adapter: ksa_adapter.Adapter,
+                 progress: Callable[[str], None] | None = None) -> None:
         self.adapter = adapter
+        #: Where "still waiting" lines go (the shell's stderr); None: none.
+        self.progress = progress
 
     # -- transport ---------------------------------------------------------
 
@@ -279,7 +287,9 @@ class Client:
             ``timeout`` seconds (it goes on; the message says how to
             follow it).
         """
-        deadline = clock() + timeout
+        started = clock()
+        deadline = started + timeout
+        next_progress = started + self.PROGRESS_AFTER
         delay = min(0.2, interval)
         while True:
             state = operation.get("state")
@@ -304,6 +314,14 @@ class Client:
                         operation.get("id"), operation.get("kind"),
                         operation.get("host"), timeout,
                         operation.get("host"), operation.get("id")))
+            now = clock()
+            if self.progress is not None and now >= next_progress:
+                self.progress(
+                    "Waiting for operation %s (%s of host %s): pending for "
+                    "%d s (gives up after %d s)\n" % (
+                        operation.get("id"), operation.get("kind"),
+                        operation.get("host"), now - started, timeout))
+                next_progress = now + self.PROGRESS_EVERY
             sleep(min(delay, max(0.0, deadline - clock())))
             delay = min(delay * 2, interval)
             operation = self.get_operation(str(operation.get("host")),
@@ -314,6 +332,20 @@ class Client:
 
     def delete_host(self, name: str) -> None:
         self._request("DELETE", _path("hosts", name))
+
+    def update_host(self, name: str, group: str) -> dict[str, Any]:
+        """Move a host to another group (microversion 1.2)."""
+        answer = self._request("PATCH", _path("hosts", name),
+                               body={"group": group})
+        return _member(answer, "host")
+
+    # -- groups (microversion 1.2) -----------------------------------------
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return _member(self._request("GET", "/v1/groups"), "groups")
+
+    def unassign_policy(self, group: str, name: str) -> None:
+        self._request("DELETE", _path("groups", group, "policies", name))
 
     # -- policies ----------------------------------------------------------
 
@@ -342,11 +374,14 @@ class Client:
         answer = self._request("GET", _path("groups", group, "policies"))
         return _member(answer, "assignments")
 
-    def assign_policy(self, group: str, name: str, version: int | None
-                      ) -> dict[str, Any]:
+    def assign_policy(self, group: str, name: str, version: int | None,
+                      allow_empty_group: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": version}
+        if allow_empty_group:
+            body["allow_empty_group"] = True
         answer = self._request("PUT",
                                _path("groups", group, "policies", name),
-                               body={"version": version})
+                               body=body)
         return _member(answer, "assignment")
 
     # -- verdicts and keys -------------------------------------------------

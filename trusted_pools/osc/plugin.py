@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 from keystoneauth1 import adapter as ksa_adapter
@@ -57,7 +58,13 @@ def make_client(instance: Any) -> client.Client:
         region_name=instance.region_name,
         default_microversion=version,
     )
-    return client.Client(adapter)
+    return client.Client(adapter, progress=_to_stderr)
+
+
+def _to_stderr(text: str) -> None:
+    # Progress of a long wait: on stderr, so -f json output stays clean.
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def build_option_parser(parser: argparse.ArgumentParser

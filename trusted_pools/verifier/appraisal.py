@@ -1678,18 +1678,11 @@ def capture_measured_boot_policy(verified_log: VerifiedEventLog,
     """
     if not isinstance(verified_log, VerifiedEventLog):
         raise _invalid("verified_log", "expected a VerifiedEventLog")
-    quote_pcrs = _quote_pcrs(verified_quote_pcrs)
     notes: dict[str, str] = {}
     body: dict[str, Any] = {"kind": KIND_MEASURED_BOOT}
-    bank = _preferred({alg: b"" for alg in quote_pcrs
-                       if alg in constants.HASH_ALGORITHMS})
-    pins = sorted({int(p) for p in pin_pcrs})
-    if bank is not None and pins:
-        values = quote_pcrs[bank]
-        pinned = {str(p): values[p].hex() for p in pins
-                  if p in values and p in PCR_RUNGS}
-        if pinned:
-            body["pcrs"] = {constants.alg_name(bank): pinned}
+    pinned = _pinned_pcr_values(_quote_pcrs(verified_quote_pcrs), pin_pcrs)
+    if pinned:
+        body["pcrs"] = pinned
     fw: dict[str, Any] = {}
     log = verified_log
     crtm_versions = None
@@ -1742,6 +1735,48 @@ def capture_measured_boot_policy(verified_log: VerifiedEventLog,
     if notes:
         body["annotations"] = dict(sorted(notes.items()))
     # The capture must be a valid policy; fail here, not at apply time.
+    MeasuredBootPolicy.from_json(body, name="captured", version=0)
+    return body
+
+
+#: PCRs pinned by value when a host sends no event log: firmware, its
+#: configuration, boot loader and secure boot state. Event rules cannot be
+#: captured without a log, so the boot loader's PCR 4 is pinned too.
+NO_LOG_PIN_PCRS = (0, 2, 3, 4, 7)
+
+
+def _pinned_pcr_values(quote_pcrs: Mapping[int, Mapping[int, bytes]],
+                       pin_pcrs: Iterable[int]
+                       ) -> dict[str, dict[str, str]]:
+    """The quoted values of ``pin_pcrs`` in the strongest bank quoted."""
+    bank = _preferred({alg: b"" for alg in quote_pcrs
+                       if alg in constants.HASH_ALGORITHMS})
+    pins = sorted({int(p) for p in pin_pcrs})
+    if bank is None or not pins:
+        return {}
+    values = quote_pcrs[bank]
+    pinned = {str(p): values[p].hex() for p in pins
+              if p in values and p in PCR_RUNGS}
+    return {constants.alg_name(bank): pinned} if pinned else {}
+
+
+def capture_pcr_values_policy(verified_quote_pcrs: Any, *,
+                              pin_pcrs: Iterable[int] = NO_LOG_PIN_PCRS
+                              ) -> dict[str, Any]:
+    """A measured-boot policy of quoted PCR values only, for a known-good
+    host that sends no event log. Any change in those PCRs (a firmware or
+    boot loader update as much as an attack) fails it; capture again after
+    an approved update."""
+    pinned = _pinned_pcr_values(_quote_pcrs(verified_quote_pcrs), pin_pcrs)
+    if not pinned:
+        raise _invalid("verified_quote_pcrs", "the quote holds none of "
+                       "PCRs %s in a known bank"
+                       % ", ".join(str(p) for p in pin_pcrs))
+    body = {"kind": KIND_MEASURED_BOOT, "pcrs": pinned,
+            "description": "Captured from a verified quote without an "
+                           "event log: PCR values only. Review them, and "
+                           "capture again after an approved firmware or "
+                           "boot loader update."}
     MeasuredBootPolicy.from_json(body, name="captured", version=0)
     return body
 

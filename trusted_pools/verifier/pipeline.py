@@ -181,10 +181,12 @@ class HostState:
 
 def needs_full_evidence(state: HostState, evidence: Evidence) -> bool:
     """Whether pushed evidence leaves out what this conductor lacks: the
-    event log of the host's current boot, or IMA entries it never got."""
-    if evidence.event_log is None and (
-            state.boot is None
-            or evidence.event_log_digest != state.boot.event_log_digest):
+    event log of the host's current boot, or IMA entries it never got.
+    Evidence with neither a log nor a log digest comes from a host that
+    has no event log: nothing was left out."""
+    if evidence.event_log is None and evidence.event_log_digest is not None \
+            and (state.boot is None
+                 or evidence.event_log_digest != state.boot.event_log_digest):
         return True
     return evidence.ima is not None and \
         evidence.ima.start != state.ima_expected_start
@@ -355,6 +357,13 @@ def _verified_boot(state: HostState, evidence: Evidence,
         # Same log, same quoted boot PCRs: nothing to replay again (and
         # the appraisal memo of this boot stays valid).
         return state.boot.log, None
+    if evidence.event_log is None and evidence.event_log_digest is None:
+        # The host sends no event log ([agent] event_log_path empty). Its
+        # boot PCRs are still appraised against policy PCR values; event
+        # rules are not appraised, so a policy that has them keeps the
+        # host below their rung. Withholding a log gains a host nothing.
+        state.boot = None
+        return None, None
     if evidence.event_log is None:
         return None, exception.EvidenceError(
             reason="the quoted boot PCRs changed but no event log came "
@@ -509,6 +518,11 @@ def capture(ak: structures.Public, evidence: Evidence, nonce: bytes,
             verified.pcrs)
         captured[policy_mod.KIND_MEASURED_BOOT] = \
             appraisal_mod.capture_measured_boot_policy(log, verified.pcrs)
+    else:
+        # No event log from this host: its boot can still be held to the
+        # quoted values of the boot PCRs.
+        captured[policy_mod.KIND_MEASURED_BOOT] = \
+            appraisal_mod.capture_pcr_values_policy(verified.pcrs)
     quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
               if IMA_PCR in pcrs}
     if evidence.ima is not None and evidence.ima.start == 0 and quoted:

@@ -104,6 +104,30 @@ def test_reset_records_and_announces_a_signed_unknown_verdict(tmp_path):
         manager._state("host-a")
 
 
+def test_a_host_moved_to_another_group_is_appraised_with_its_policies(
+        tmp_path):
+    # The operator moves a host (PATCH /v1/hosts/{name}) while a conductor
+    # holds its state with the old group's policies: the next enrollment
+    # check reloads it, with the same registration and the new group.
+    db = _db(tmp_path)
+    owner = _manager(db, "conductor-a")
+    registration = _enroll(db, "host-a", b"a")
+    _enroll(db, "host-b", b"b")
+    before = owner._state("host-a")
+    untouched = owner._state("host-b")
+    assert before.group == "default"
+    db.update_host_group(registration.host_id, "gold")
+
+    assert owner.refresh_enrollments() == []  # no registration changed
+    after = owner._state("host-a")
+    assert after is not before
+    assert after.group == "gold"
+    assert after.registration == before.registration
+    assert owner._state("host-b") is untouched
+    assert owner.refresh_enrollments() == []
+    assert owner._state("host-a") is after
+
+
 def test_reset_of_unknown_host_is_refused_and_records_nothing(tmp_path):
     db = _db(tmp_path)
     manager = _manager(db, "conductor-a")

@@ -160,9 +160,16 @@ def test_policy_create_list_show_diff_assign(endpoint, db, tmp_path):
                           "--from", "1", "--to", "2")
     assert diff == {"added": {"/pcrs/sha256/7": "77" * 32}, "removed": {}}
 
+    # No host is in any group yet: a group name is refused as a likely
+    # typo unless the operator says it is meant.
+    refused = openstack(endpoint, "admin", "trusted", "policy", "assign",
+                        "golden", "--group", "default")
+    assert refused.code != 0
+    assert "No host is in group default" in refused.stderr
+    assert db.list_assignments() == []
     assigned = openstack_json(endpoint, "trusted", "policy", "assign",
                               "golden", "--group", "default",
-                              "--policy-version", "1")
+                              "--policy-version", "1", "--allow-empty-group")
     assert assigned == {"group": "default", "policy": "golden",
                         "version": 1}
     [assignment] = db.list_assignments("default")
@@ -174,7 +181,7 @@ def test_policy_create_list_show_diff_assign(endpoint, db, tmp_path):
                                           "Version": 1}]
     # Without --version the group follows the newest version.
     openstack_json(endpoint, "trusted", "policy", "assign", "golden",
-                   "--group", "default")
+                   "--group", "default", "--allow-empty-group")
     assert db.list_assignments("default")[0].policy_version is None
     # Tables say what null means; -f json keeps the API's null.
     table = openstack(endpoint, "admin", "trusted", "group", "policy",

@@ -193,3 +193,53 @@ def test_a_replayed_older_epoch_is_ignored():
     assert "not newer" in str(error)
     assert [w["epoch_id"] for _, w in sent] == ["2-x"]
     assert len(attester.calls) == 1
+
+
+def test_no_ak_before_enrollment_is_said_once_with_the_fix(caplog):
+    # Issue 14, friction 7: the agent of a host not enrolled yet logged a
+    # raw TPM_RC_HANDLE at every epoch.
+    manager, attester, sent = _manager()
+    attester.ak_handle = 0x81008001
+    answers = {"fail": True}
+    real_evidence = attester.evidence
+
+    def evidence(*args, **kwargs):
+        if answers["fail"]:
+            raise exception.TPMError(command="ReadPublic", rc=0x18B,
+                                     decoded="TPM_RC_HANDLE",
+                                     name="TPM_RC_HANDLE", handle=1,
+                                     parameter=None, session=None)
+        return real_evidence(*args, **kwargs)
+    attester.evidence = evidence
+    caplog.set_level("DEBUG", logger="trusted_pools.agent.manager")
+    for epoch in range(3):
+        _epoch(manager, "c-a", "%d-x" % epoch, EPOCH, ["sha256"], ["c-a"])
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    text = warnings[0].getMessage()
+    assert "0x81008001" in text and "openstack trusted host enroll " \
+        "compute-1" in text
+    assert "TPM_RC_HANDLE" not in text and sent == []
+    # Enrolled: it answers; a later loss of the AK is said again.
+    answers["fail"] = False
+    _epoch(manager, "c-a", "3-x", EPOCH, ["sha256"], ["c-a"])
+    assert len(sent) == 1
+    answers["fail"] = True
+    caplog.clear()
+    _epoch(manager, "c-a", "4-x", EPOCH, ["sha256"], ["c-a"])
+    assert [r.levelname for r in caplog.records].count("WARNING") == 1
+
+
+def test_other_tpm_failures_are_still_warned_each_epoch(caplog):
+    manager, attester, sent = _manager()
+
+    def evidence(*args, **kwargs):
+        raise exception.TPMError(command="Quote", rc=0x9A2,
+                                 decoded="TPM_RC_BAD_AUTH",
+                                 name="TPM_RC_BAD_AUTH", handle=None,
+                                 parameter=None, session=1)
+    attester.evidence = evidence
+    for epoch in range(2):
+        _epoch(manager, "c-a", "%d-x" % epoch, EPOCH, ["sha256"], ["c-a"])
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "Quote" in warnings[0].getMessage()

@@ -206,3 +206,37 @@ def test_a_next_link_without_marker_is_refused(api):
                                                           "marker"):
         make_client(api.url).list_policies()
     assert len(api.requests) == 1
+
+
+def test_a_long_wait_says_it_is_still_waiting_and_a_short_one_does_not():
+    from trusted_pools.osc import client as client_mod
+
+    class Polled(client_mod.Client):
+        def __init__(self, pending_polls, progress):
+            super().__init__(adapter=None, progress=progress)
+            self.left = pending_polls
+
+        def get_operation(self, host, operation_id):
+            self.left -= 1
+            state = "pending" if self.left > 0 else "done"
+            return {"id": operation_id, "host": host, "kind": "attest",
+                    "state": state, "result": {"verdict": {}}}
+
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    pending = {"id": "op-1", "host": "compute-1", "kind": "attest",
+               "state": "pending"}
+    for polls, lines in ((2, 0), (20, 3)):
+        said = []
+        now[0] = 0.0
+        done = Polled(polls, said.append).wait_operation(
+            dict(pending), timeout=60, sleep=sleep, clock=lambda: now[0])
+        assert done["state"] == "done"
+        assert len(said) == lines, said
+        for line in said:
+            assert line.startswith("Waiting for operation op-1 (attest of "
+                                   "host compute-1): pending for ")
+            assert line.endswith("(gives up after 60 s)\n")

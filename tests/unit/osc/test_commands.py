@@ -138,3 +138,41 @@ def test_host_show_table_lists_reasons_one_a_line(api):  # noqa: F811
     assert as_json["reasons"] == ["OS boot: kernel not allowed",
                                   "PCR 7 differs"]
     assert as_json["vector"] == {"firmware": True}
+
+
+def test_day_two_group_commands_send_the_contract_requests(api):  # noqa: F811
+    def answer(request: Recorded) -> Reply:
+        if request.method == "PATCH":
+            return json_reply(200, {"host": {"name": "compute-1",
+                                             "group": "gold"}})
+        if request.method == "DELETE":
+            return 204, {}, b""
+        if request.path == "/v1/groups":
+            return json_reply(200, {"groups": [
+                {"name": "default", "hosts": 2, "assignments": []},
+                {"name": "gold", "hosts": 1, "assignments": [
+                    {"group": "gold", "policy": "boot", "version": None},
+                    {"group": "gold", "policy": "ima", "version": 3}]}]})
+        return json_reply(200, {"assignment": {
+            "group": "staging", "policy": "boot", "version": None}})
+    api.answer = answer
+    moved = openstack(api, "trusted", "host", "set", "compute-1",
+                      "--group", "gold", "-f", "json")
+    assert moved.code == 0, moved.stderr
+    assert json.loads(moved.stdout)["group"] == "gold"
+    listed = openstack(api, "trusted", "group", "list", "-f", "json")
+    assert json.loads(listed.stdout) == [
+        {"Name": "default", "Hosts": 2, "Policies": "-"},
+        {"Name": "gold", "Hosts": 1, "Policies": "boot (latest), ima (v3)"}]
+    assert openstack(api, "trusted", "policy", "unassign", "boot",
+                     "--group", "gold").code == 0
+    assert openstack(api, "trusted", "policy", "assign", "boot", "--group",
+                     "staging", "--allow-empty-group").code == 0
+    assert [(r.method, r.path, r.body) for r in api.requests] == [
+        ("PATCH", "/v1/hosts/compute-1", {"group": "gold"}),
+        ("GET", "/v1/groups", None),
+        ("DELETE", "/v1/groups/gold/policies/boot", None),
+        ("PUT", "/v1/groups/staging/policies/boot",
+         {"version": None, "allow_empty_group": True})]
+    assert all(r.headers.get("OpenStack-API-Version") ==
+               "trusted-pools 1.2" for r in api.requests)

@@ -109,6 +109,8 @@ def enroll(call: Call) -> Result:
     call.query(schemas.no_query)
     body = call.body(schemas.enroll_host)
     name = body["name"]
+    if call.version >= microversion.GROUPS and "group" in body:
+        _refuse_group_change_by_enroll(call, name, body["group"])
     answer = call.conductors.call("enroll_host", call.rpc_context(), name,
                                   group=body.get("group", "default"),
                                   ek_sha256=body.get("ek_sha256"))
@@ -121,6 +123,43 @@ def enroll(call: Call) -> Result:
     host = call.db.get_host_by_name(name)
     latest = call.db.latest_verdicts([host.id])
     return 201, {"host": views.host(host, latest[0] if latest else None,
+                                    call.conductors.owner(name))}
+
+
+def _refuse_group_change_by_enroll(call: Call, name: str, group: str
+                                   ) -> None:
+    # Before 1.2 an enroll of a known host kept its group whatever the
+    # body said: the operator believed the host moved and it had not.
+    try:
+        host = call.db.get_host_by_name(name)
+    except exception.HostNotFound:
+        return
+    if host.group != group:
+        raise errors.APIError(
+            409, "host.group_conflict",
+            "Host %s is in group %s; enrolling does not move it. Move it "
+            "with PATCH /v1/hosts/%s {\"group\": \"%s\"} ('openstack "
+            "trusted host set --group %s %s')."
+            % (name, host.group, name, group, group, name))
+
+
+def update(call: Call, name: str) -> Result:
+    """Move a host to another group (microversion 1.2). Conductors notice
+    at their next enrollment check and appraise it with the new group's
+    policies from its next evidence on."""
+    call.authorize("trusted_pools:host:update")
+    microversion.require(call.version, microversion.GROUPS,
+                         call.request.path_info)
+    call.query(schemas.no_query)
+    body = call.body(schemas.update_host)
+    host = call.db.get_host_by_name(name)
+    previous = host.group
+    if body["group"] != previous:
+        host = call.db.update_host_group(host.id, body["group"])
+        LOG.warning("Host %s moved from group %s to %s by %s", name,
+                    previous, host.group, call.actor)
+    latest = call.db.latest_verdicts([host.id])
+    return 200, {"host": views.host(host, latest[0] if latest else None,
                                     call.conductors.owner(name))}
 
 
@@ -197,11 +236,8 @@ def _operation(call: Call, operation: db_api.HostOperation
 
 
 def _since_1_1(call: Call) -> None:
-    if not _is_async(call):
-        raise errors.APIError(404, "resource.not_found",
-                              "No resource at %s before microversion %s"
-                              % (call.request.path_info,
-                                 microversion.ASYNC_OPERATIONS))
+    microversion.require(call.version, microversion.ASYNC_OPERATIONS,
+                         call.request.path_info)
 
 
 def show_operation(call: Call, name: str, operation_id: str) -> Result:

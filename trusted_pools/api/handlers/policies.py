@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from trusted_pools.api import errors
+from trusted_pools.api import microversion
 from trusted_pools.api import pagination
 from trusted_pools.api import schemas
 from trusted_pools.api import views
@@ -123,10 +124,53 @@ def list_assignments(call: Call, group: str) -> Result:
                                  call.db.list_assignments(group)]}
 
 
+def list_groups(call: Call) -> Result:
+    """Every group a host is in or a policy is assigned to (1.2)."""
+    call.authorize("trusted_pools:group:list")
+    microversion.require(call.version, microversion.GROUPS,
+                         call.request.path_info)
+    call.query(schemas.no_query)
+    counts: dict[str, int] = {}
+    for host in call.db.list_hosts():
+        counts[host.group] = counts.get(host.group, 0) + 1
+    assigned: dict[str, list[dict[str, Any]]] = {}
+    for record in call.db.list_assignments():
+        assigned.setdefault(record.group, []).append(
+            views.assignment(record))
+    return 200, {"groups": [
+        {"name": group, "hosts": counts.get(group, 0),
+         "assignments": assigned.get(group, [])}
+        for group in sorted(set(counts) | set(assigned))]}
+
+
+def unassign(call: Call, group: str, name: str) -> Result:
+    """Release a group from a policy (1.2): its hosts are appraised
+    without it from the conductors' next policy refresh."""
+    call.authorize("trusted_pools:policy:unassign")
+    microversion.require(call.version, microversion.GROUPS,
+                         call.request.path_info)
+    call.query(schemas.no_query)
+    call.db.unassign_policy(group, name)
+    LOG.warning("Host group %s released from policy %s by %s", group, name,
+                call.actor)
+    return 204, None
+
+
 def assign(call: Call, group: str, name: str) -> Result:
     call.authorize("trusted_pools:policy:assign")
     call.query(schemas.no_query)
-    body = call.body(schemas.assign_policy)
+    if call.version >= microversion.GROUPS:
+        body = call.body(schemas.assign_policy_1_2)
+        if not body.get("allow_empty_group") and not call.db.list_hosts(
+                group=group):
+            raise errors.APIError(
+                404, "group.not_found",
+                "No host is in group %s (a typo?). To hold a group to a "
+                "policy before its first host enrolls, send "
+                "\"allow_empty_group\": true ('openstack trusted policy "
+                "assign --allow-empty-group')." % group)
+    else:
+        body = call.body(schemas.assign_policy)
     record = call.db.assign_policy(group, name, body["version"])
     LOG.info("Host group %s held to policy %s version %s by %s", group,
              name, body["version"] or "latest", call.actor)

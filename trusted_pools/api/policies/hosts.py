@@ -41,6 +41,9 @@ rules = [
               "Have a host's AK certify its binding key (vTPM secrets are "
               "released wrapped to it).", "POST",
               _HOST + "/certify-binding-key"),
+    base.rule("host:update", base.RULE_ADMIN,
+              "Move a host to another group (microversion 1.2).", "PATCH",
+              _HOST),
     base.rule("host:delete", base.RULE_ADMIN,
               "Decommission a host.", "DELETE", _HOST),
 ]

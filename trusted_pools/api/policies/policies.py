@@ -1,4 +1,4 @@
-"""Rules for /v1/policies and /v1/groups/{group}/policies."""
+"""Rules for /v1/policies, /v1/groups and /v1/groups/{group}/policies."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ rules = [
     base.rule("policy:assign", base.RULE_ADMIN,
               "Hold a host group to a policy (pinned or latest version).",
               "PUT", _ASSIGNMENTS + "/{name}"),
+    base.rule("policy:unassign", base.RULE_ADMIN,
+              "Release a host group from a policy (microversion 1.2).",
+              "DELETE", _ASSIGNMENTS + "/{name}"),
+    base.rule("group:list", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "List host groups with their host counts and policy "
+              "assignments (microversion 1.2).", "GET", "/v1/groups"),
 ]
 
 

@@ -176,6 +176,24 @@ class CapturePolicy(command.Command):
         common.write_json(policies, args.output, self.app.stdout)
 
 
+class SetHost(command.ShowOne):
+    """Change a host's properties: its group (API microversion 1.2).
+
+    Conductors appraise it with the new group's policies from its next
+    evidence on."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        parser.add_argument("--group", required=True, metavar="<group>",
+                            help="Move the host to this host group")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        return common.show_columns(
+            _client(self).update_host(args.host, args.group), {})
+
+
 class ResetEnrollment(command.Command):
     """Forget a host's TPM keys; it must enroll again before any verdict."""
 

@@ -103,21 +103,61 @@ class AssignPolicy(command.ShowOne):
     """Hold a host group to a policy (a fixed version, or the newest)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("policy", metavar="<policy>", help="Policy name")
-        parser.add_argument("--group", required=True, metavar="<group>",
-                            help="Host group")
+        parser = _policy_and_group(super().get_parser(prog_name))
         parser.add_argument(
             "--policy-version", type=common.positive_int,
             metavar="<version>",
             help="Pin this version (default: follow the newest version)")
+        parser.add_argument(
+            "--allow-empty-group", action="store_true",
+            help="Assign even though no host is in the group yet (hold a "
+                 "group to a policy before its first host enrolls); "
+                 "without it a group name no host has is refused as a "
+                 "likely typo (API microversion 1.2)")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> tuple:
-        assignment = _client(self).assign_policy(args.group, args.policy,
-                                                 args.policy_version)
+        assignment = _client(self).assign_policy(
+            args.group, args.policy, args.policy_version,
+            allow_empty_group=args.allow_empty_group)
         return common.show_columns(
             assignment, {"version": common.AssignedVersionColumn})
+
+
+class UnassignPolicy(command.Command):
+    """Release a host group from a policy (API microversion 1.2)."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        return _policy_and_group(super().get_parser(prog_name))
+
+    def take_action(self, args: argparse.Namespace) -> None:
+        _client(self).unassign_policy(args.group, args.policy)
+
+
+def _policy_and_group(parser: argparse.ArgumentParser
+                      ) -> argparse.ArgumentParser:
+    parser.add_argument("policy", metavar="<policy>", help="Policy name")
+    parser.add_argument("--group", required=True, metavar="<group>",
+                        help="Host group")
+    return parser
+
+
+class ListGroup(command.Lister):
+    """List host groups: how many hosts each has and the policies it is
+    held to (API microversion 1.2)."""
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        groups = _client(self).list_groups()
+        names = ["Name", "Hosts", "Policies"]
+        return names, ((g["name"], g["hosts"], _policies_text(g))
+                       for g in groups)
+
+
+def _policies_text(group: dict[str, Any]) -> str:
+    return ", ".join(
+        "%s (%s)" % (a["policy"], "latest" if a["version"] is None
+                     else "v%d" % a["version"])
+        for a in group.get("assignments") or []) or "-"
 
 
 class ListGroupPolicy(command.Lister):
