@@ -195,6 +195,8 @@ def test_dashboard_shows_the_pool_live_in_chromium(served_pool, artefacts):
             page.locator('nav a[href="#/policies"]').click()
             expect(page.locator("#view table").first).to_contain_text(
                 "golden")
+            expect(page.locator('tr[data-group="default"]')).to_contain_text(
+                "golden")
             # No script error; the only failed load is a section's 404
             # (an API this deployment does not have, shown as such).
             assert [m for m in console_errors if "status of 404" not in m

@@ -267,21 +267,24 @@ async function hostView(name) {
 }
 
 async function policiesView() {
-  const [{ policies }, hosts] = await Promise.all([api("/v1/policies?limit=1000"), allHosts()]);
-  const groups = [...new Set(hosts.map((h) => h.group))].sort();
-  const assignments = await Promise.all(groups.map(
-    (g) => api(`/v1/groups/${encodeURIComponent(g)}/policies`)));
+  // GET /v1/groups (microversion 1.2): every group with its host count and
+  // its assignments, in one call.
+  const [{ policies }, { groups }] = await Promise.all([
+    api("/v1/policies?limit=1000"), api("/v1/groups")]);
   const rows = [];
-  groups.forEach((g, i) => {
-    for (const a of assignments[i].assignments || assignments[i].policies || []) {
-      rows.push([g, a.policy || a.name, a.version === null ? "latest" : String(a.version)]);
+  for (const group of groups) {
+    if (!group.assignments.length) rows.push([group.name, String(group.hosts), "-", "-"]);
+    for (const a of group.assignments) {
+      rows.push([group.name, String(group.hosts), a.policy,
+                 a.version === null ? "latest" : String(a.version)]);
     }
-  });
+  }
   return [el("h2", {}, "Policies"),
     table(["Name", "Kind", "Version", "Created", "By"],
           policies.map((p) => [p.name, p.kind, String(p.version), when(p.created_at), p.created_by || "-"])),
-    el("h3", {}, "Assignments"),
-    rows.length ? table(["Group", "Policy", "Version"], rows) : el("p", { class: "muted" }, "None.")];
+    el("h3", {}, "Groups and their policies"),
+    rows.length ? table(["Group", "Hosts", "Policy", "Version"], rows, (i) => ({ "data-group": rows[i][0] }))
+                : el("p", { class: "muted" }, "None.")];
 }
 
 async function migrationsView() {
