@@ -199,16 +199,39 @@ function historyPlot(history) {
   return plot;
 }
 
+function cellText(value) {
+  return value === null || value === undefined ? "-"
+    : typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
 function genericList(body) {
-  const key = Object.keys(body || {}).find((k) => Array.isArray(body[k]));
-  const items = key ? body[key] : [];
-  if (!items.length) return el("p", { class: "muted" }, "None.");
-  const columns = [...new Set(items.flatMap((item) => Object.keys(item)))];
-  return table(columns, items.map((item) => columns.map((c) => {
-    const value = item[c];
-    return value === null || value === undefined ? "-"
-      : typeof value === "object" ? JSON.stringify(value) : String(value);
-  })));
+  // The list in an answer whose shape this page does not know in advance
+  // (APIs added later): the first array at the top or one level down,
+  // with the scalar fields next to it shown above the table.
+  let holder = body || {};
+  let key = Object.keys(holder).find((k) => Array.isArray(holder[k]));
+  if (!key) {
+    const inner = Object.keys(holder).find((k) => holder[k] && typeof holder[k] === "object");
+    if (inner) {
+      holder = holder[inner];
+      key = Object.keys(holder).find((k) => Array.isArray(holder[k]));
+    }
+  }
+  const facts = Object.entries(holder).filter(([, v]) => v === null || typeof v !== "object");
+  const items = key ? holder[key] : [];
+  const parts = [];
+  if (facts.length) {
+    parts.push(el("dl", {}, facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, cellText(v))])));
+  }
+  if (!items.length) {
+    parts.push(el("p", { class: "muted" }, "None."));
+  } else if (items.every((item) => item && typeof item === "object" && !Array.isArray(item))) {
+    const columns = [...new Set(items.flatMap((item) => Object.keys(item)))];
+    parts.push(table(columns, items.map((item) => columns.map((c) => cellText(item[c])))));
+  } else {
+    parts.push(el("ul", {}, items.map((item) => el("li", {}, cellText(item)))));
+  }
+  return el("div", {}, parts);
 }
 
 async function optionalSection(title, path, id) {
