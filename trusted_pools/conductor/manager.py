@@ -45,6 +45,7 @@ from trusted_pools.protocol.evidence import Evidence, Limits
 from trusted_pools.protocol.evidence import decode_b64 as _b64d
 from trusted_pools.protocol.evidence import encode_b64 as _b64
 from trusted_pools.common import context as context_mod
+from trusted_pools.conductor import metrics as metrics_mod
 from trusted_pools.verifier import pipeline as verifier
 from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.db import api as db_api
@@ -136,8 +137,12 @@ class ConductorManager:
                  clock: Callable[[], float] = time.time,
                  ek_only_anchors: tuple[str, ...] = (),
                  limits: Limits = Limits(),
-                 keys: Any = None) -> None:
+                 keys: Any = None,
+                 metrics: metrics_mod.ConductorMetrics | None = None
+                 ) -> None:
         self.host = host
+        #: Prometheus metrics (served by the service if configured).
+        self.metrics = metrics or metrics_mod.ConductorMetrics()
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -171,6 +176,7 @@ class ConductorManager:
         # and the ordering rule needs acceptances in issue order.
         self._verify_lock = threading.RLock()
         self._queue: queue.Queue[Union[_Push, _Answer]] = queue.Queue()
+        self.metrics.watch_queue(self._queue.qsize)
         self._challenge_lock = threading.Lock()
         self._in_flight: set[str] = set()
         # Host -> time of the last challenge a failing push earned it.
@@ -941,6 +947,7 @@ class ConductorManager:
                                                  host)
             evidence = Evidence.from_wire(wire, self.limits)
         except exception.EvidenceError as error:
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at)
             return None
         with self._verify_lock:
@@ -970,9 +977,11 @@ class ConductorManager:
             if freshness.answered_before_accepted(issued,
                                                   state.accepted_order):
                 return None
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at)
             return None
         except exception.EvidenceError as error:
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at, quote_failed=True)
             return None
         self._challenge(state, "its evidence left out what this conductor "
@@ -1092,6 +1101,7 @@ class ConductorManager:
         try:
             evidence = Evidence.from_wire(wire, self.limits)
         except exception.EvidenceError as error:
+            self.metrics.evidence_rejected(error)
             return verifier.failed_verdict(
                 state.host, error, verifier.wire_digest(wire),
                 int(self.clock()), self.validity)
@@ -1116,7 +1126,9 @@ class ConductorManager:
         # orders this acceptance after every nonce issued before it.
         outcome = verifier.verify_and_appraise(
             state, evidence, nonce, now, self.validity, issued=issued,
-            accepted=self.order.next(), limits=self.limits)
+            accepted=self.order.next(), limits=self.limits,
+            timer=self.metrics)
+        self.metrics.rejected_types(outcome.rejected)
         if outcome.quote_failed and not push:
             # (A failed push rereads only if it earns a challenge.)
             self._reread_registration(state.host)
@@ -1174,6 +1186,7 @@ class ConductorManager:
             self._ima_record(state) for state in _unique(verdicts))
             if s is not None], sign)
         tokens = [token for _, token in stored]
+        self.metrics.recorded(v.status.value for _, v in verdicts)
         for (state, v), token in zip(verdicts, tokens):
             self._publish_if_changed(v, token)
         return tokens
