@@ -891,7 +891,8 @@ def _fuzz_key_service(c: _Conductor, management: Any, src: Source,
                            [])
     try:
         if method == "certify_binding_key":
-            _unwrap_rpc(lambda: management.certify_binding_key({}, host))
+            _unwrap_rpc(lambda: management.certify_binding_key({}, host),
+                        c.manager.db)
         elif method == "store_secret":
             compute_host = src.choice(list(c.hosts) + [None])
             stored = _unwrap_rpc(lambda: management.store_secret(

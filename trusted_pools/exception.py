@@ -344,6 +344,10 @@ class OperationInProgress(Conflict):
                 "/v1/hosts/%(host)s/operations/%(operation)s)")
 
 
+class InstanceVerdictNotFound(NotFound):
+    _msg_fmt = "Instance %(instance)s has no deep-attestation verdict"
+
+
 class OperationNotFound(NotFound):
     _msg_fmt = "Host %(host)s has no operation %(operation)s"
 

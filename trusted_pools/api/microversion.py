@@ -16,6 +16,16 @@ can see, with the release note):
   operations (state pending, done or failed, with the result or the error
   in the OpenStack error format). At 1.0 the API waits for the operation
   and answers as before.
+* 1.2 - Deep attestation and the vTPM view (issue 11): POST
+  /v1/instances/{uuid}/challenge (a nonce for the guest, body
+  ``{"host"}``), POST /v1/hosts/{name}/deep-attest (202 with an operation
+  of kind ``deep_attest`` whose result lists each instance's verdict or
+  error), GET /v1/instances/{uuid}/verdict (the latest instance verdict,
+  judged again against its host's verdicts since), GET
+  /v1/hosts/{name}/vtpms (the vTPMs the host reports: host-reported, not
+  evidence). POST /v1/hosts/{name}/certify-binding-key answers 202 with
+  an operation of kind ``certify`` (at 1.0 and 1.1 it waits and answers
+  200 with the binding key, as before).
 """
 
 from __future__ import annotations
@@ -26,11 +36,14 @@ from trusted_pools.api import errors
 
 SERVICE_TYPE = "trusted-pools"
 HEADER = "OpenStack-API-Version"
-VERSIONS = ("1.0", "1.1")
+VERSIONS = ("1.0", "1.1", "1.2")
 MIN = microversion_parse.parse_version_string(VERSIONS[0])
 MAX = microversion_parse.parse_version_string(VERSIONS[-1])
 #: Enroll, attest and capture answer 202 with an operation to poll.
 ASYNC_OPERATIONS = microversion_parse.parse_version_string("1.1")
+#: Deep attestation, instance verdicts, the vTPM view; certify-binding-key
+#: answers 202 with an operation.
+DEEP_ATTESTATION = microversion_parse.parse_version_string("1.2")
 
 
 def negotiate(environ: dict) -> microversion_parse.Version:

@@ -44,7 +44,8 @@ from trusted_pools.db import models
 
 __all__ = [
     "BindingKeyRecord", "Connection", "ConductorRecord", "Host",
-    "HostOperation", "IMAState", "NewVerdict", "Policy", "PolicyAssignment",
+    "HostOperation", "IMAState", "InstanceStanding",
+    "InstanceVerdictRecord", "NewVerdict", "Policy", "PolicyAssignment",
     "Registration", "SecretRecord", "SignFunction", "Verdict",
     "UNCONDITIONAL", "get_instance", "make_context_manager",
 ]
@@ -316,6 +317,59 @@ class SecretRecord:
     kek_id: str
     ciphertext: bytes
     created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceVerdictRecord:
+    """An instance's deep-attestation verdict as stored (see
+    :class:`trusted_pools.db.models.InstanceVerdict`); the constructor
+    validates."""
+
+    instance: str
+    host_id: int
+    status: str
+    level: int
+    host_level: int
+    host_sequence: int | None
+    registration_generation: int
+    reasons: list[Any]
+    signed_result: str | None
+    issued_at: datetime.datetime
+    expires_at: datetime.datetime
+
+    def __post_init__(self) -> None:
+        _non_empty(self.instance, "instance", limit=36)
+        _choice(self.status, models.VERDICT_STATUSES, "status")
+        for name in ("level", "host_level", "registration_generation"):
+            _count(getattr(self, name), name)
+        if self.host_sequence is not None:
+            _count(self.host_sequence, "host_sequence")
+        if not isinstance(self.reasons, list):
+            raise exception.InvalidParameterValue(
+                name="reasons", reason="must be a list")
+        issued = _as_utc(self.issued_at, "issued_at")
+        expires = _as_utc(self.expires_at, "expires_at")
+        if expires < issued:
+            raise exception.InvalidParameterValue(
+                name="expires_at", reason="is before issued_at")
+        object.__setattr__(self, "issued_at", issued)
+        object.__setattr__(self, "expires_at", expires)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceStanding:
+    """An instance's stored verdict with what its host became since: the
+    host's name, state and enrollment generation now, and the first host
+    verdict other than trusted stored after the one the instance verdict
+    relied on (``host_fell``: (status, sequence) or None), read in one
+    transaction. :mod:`trusted_pools.verifier.instance_standing` judges
+    it."""
+
+    verdict: InstanceVerdictRecord
+    hostname: str
+    host_state: str
+    enrollment_generation: int
+    host_fell: tuple[str, int] | None
 
 
 def _record(cls: type, row: Any, **renamed: str) -> Any:
@@ -1569,6 +1623,59 @@ class Connection:
                                "kwargs": {"reason": reason}},
                         updated_at=self._clock())).rowcount
 
+
+    # -- instance verdicts (deep attestation)
+
+    @_translate_errors
+    @_retry_deadlock
+    def save_instance_verdicts(self, records: Sequence[InstanceVerdictRecord]
+                               ) -> None:
+        """Store each instance's latest verdict (replacing its previous
+        one, whichever host that was on) in one transaction."""
+        table = models.InstanceVerdict
+        with self._writer() as session:
+            for record in records:
+                if not isinstance(record, InstanceVerdictRecord):
+                    raise exception.InvalidParameterValue(
+                        name="records", reason="expected "
+                        "InstanceVerdictRecord, got %s"
+                        % type(record).__name__)
+                values = {f.name: getattr(record, f.name)
+                          for f in dataclasses.fields(record)}
+                row = session.get(table, record.instance)
+                if row is None:
+                    session.add(table(**values))
+                else:
+                    for name, value in values.items():
+                        setattr(row, name, value)
+            session.flush()
+
+    @_translate_errors
+    def instance_verdict(self, instance: str) -> InstanceStanding:
+        """The instance's stored verdict and its host's standing since.
+
+        :raises InstanceVerdictNotFound: the instance was never attested
+            (or its host was removed, with its instances' verdicts).
+        """
+        verdicts = models.Verdict
+        with self._reader() as session:
+            row = session.get(models.InstanceVerdict, instance) \
+                if isinstance(instance, str) else None
+            if row is None:
+                raise exception.InstanceVerdictNotFound(instance=instance)
+            record = _record(InstanceVerdictRecord, row)
+            host = self._host_row(session, row.host_id)
+            fell = session.execute(
+                sa.select(verdicts.status, verdicts.sequence)
+                .where(verdicts.host_id == row.host_id,
+                       verdicts.sequence > (row.host_sequence or 0),
+                       verdicts.status != "trusted")
+                .order_by(verdicts.sequence).limit(1)).first()
+            return InstanceStanding(
+                verdict=record, hostname=host.hostname,
+                host_state=host.state,
+                enrollment_generation=host.enrollment_generation,
+                host_fell=None if fell is None else (fell[0], fell[1]))
 
     # -- host binding keys and secrets (the key service)
 

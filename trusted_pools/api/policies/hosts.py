@@ -41,6 +41,13 @@ rules = [
               "Have a host's AK certify its binding key (vTPM secrets are "
               "released wrapped to it).", "POST",
               _HOST + "/certify-binding-key"),
+    base.rule("host:deep_attest", base.RULE_ADMIN_OR_SERVICE,
+              "Attest instances of a host together with the host (one "
+              "host quote for the batch; microversion 1.2).", "POST",
+              _HOST + "/deep-attest"),
+    base.rule("host:vtpm:list", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "List the vTPMs a host reports (host-reported, not "
+              "evidence; microversion 1.2).", "GET", _HOST + "/vtpms"),
     base.rule("host:delete", base.RULE_ADMIN,
               "Decommission a host.", "DELETE", _HOST),
 ]
