@@ -653,6 +653,10 @@ class _RecordingAgents:
         self.calls.append(("get_binding_key", host))
         return self.answer()
 
+    def list_vtpms(self, context: Any, host: str) -> Any:
+        self.calls.append(("list_vtpms", host))
+        return self.answer()
+
     def activate_credential(self, context: Any, host: str, *args: Any
                             ) -> Any:
         self.calls.append(("activate_credential", host))

@@ -338,6 +338,13 @@ class HostNotOwned(Conflict):
                 "%(owner)s")
 
 
+class HostReportRefused(Conflict):
+    """A host's own report (not evidence) that the conductor refused: too
+    large or malformed. Nothing of it is kept."""
+
+    _msg_fmt = "Host %(host)s sent a %(what)s that was refused: %(reason)s"
+
+
 class OperationInProgress(Conflict):
     _msg_fmt = ("Host %(host)s already has a %(kind)s operation in progress "
                 "(%(operation)s); wait for it to end (GET "

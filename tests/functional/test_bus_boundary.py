@@ -70,6 +70,8 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         # the API) is verified on the worker pool like any evidence, and
         # only a host quote over the batch's commitment makes a verdict.
         "challenge_instance": API, "deep_attest": API,
+        "list_vtpms": API + "; the answer is the host's own report, "
+                            "bounded and labelled host-reported",
     },
     ("conductor", conductor_rpcapi.VERDICTS_TOPIC): {
         "verdicts_since": CONSUMER + "; answers signed results only",

@@ -99,7 +99,8 @@ class _RecordingClient:
         ("release_secret", ({}, "h", "id"), {"conductor": "c"}),
         ("delete_secret", ({}, "id"), {"conductor": "c"}),
         ("challenge_instance", ({}, "h", "i"), {"conductor": "c"}),
-        ("deep_attest", ({}, "h", []), {"conductor": "c"})]),
+        ("deep_attest", ({}, "h", []), {"conductor": "c"}),
+        ("list_vtpms", ({}, "h"), {"conductor": "c"})]),
     (conductor_rpcapi.EvidenceAPI, endpoints.EvidenceEndpoint, [
         ("submit_evidence", ({}, "c", {}), {})]),
     (conductor_rpcapi.VerdictsAPI, endpoints.VerdictsEndpoint, [

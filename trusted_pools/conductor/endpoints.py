@@ -17,6 +17,7 @@ server = conductor)       ``attest_now``,
                           ``certify_binding_key``,
                           ``challenge_instance``,
                           ``deep_attest``,
+                          ``list_vtpms``,
                           ``store_secret``,
                           ``release_secret``,
                           ``delete_secret``
@@ -188,6 +189,12 @@ class ManagementEndpoint:
                     instances: list[dict[str, Any]]) -> dict[str, Any]:
         return self._manager.start_operation(context, "deep_attest", host,
                                              instances=instances)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def list_vtpms(self, context: dict, host: str) -> dict[str, Any]:
+        # The host's own report (not evidence), asked on the worker pool.
+        return self._manager.start_operation(context, "list_vtpms", host)
 
 
 class VerdictsEndpoint:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Union
 import oslo_messaging as messaging
 
 from trusted_pools import exception
+from trusted_pools.conductor import vtpm_report
 from trusted_pools.verifier import deep as deep_mod
 from trusted_pools.verifier import enrollment
 from trusted_pools.protocol import freshness
@@ -526,7 +527,8 @@ class ConductorManager:
         return {"enroll": self.enroll_host, "attest": self.attest_now,
                 "capture": self.capture_policy,
                 "certify": self.certify_binding_key,
-                "deep_attest": self._deep_attest_operation}
+                "deep_attest": self._deep_attest_operation,
+                "list_vtpms": self.list_vtpms}
 
     def _create_operation(self, context: Any, kind: str, host: str
                           ) -> db_api.HostOperation:
@@ -889,6 +891,24 @@ class ConductorManager:
             LOG.warning("Deep attestation of instance %s: %s",
                         outcome.instance, outcome.error)
         return entry
+
+    # --- the operator's view of a host's vTPMs ------------------------------
+
+    def list_vtpms(self, context: dict, host: str) -> dict[str, Any]:
+        """The ``list_vtpms`` host operation's work: ``host``'s vTPMs as
+        its agent reports them, bounded and labelled host-reported
+        (:mod:`.vtpm_report`). Nothing is derived from the report."""
+        self._check_owner(host)
+        answer = self._agent_call("list_vtpms", context, host)
+        report = vtpm_report.check_report(host, answer, int(self.clock()),
+                                          self.db.instance_hosts)
+        conflicts = [e["instance"] for e in report["vtpms"]
+                     if e["conflict"]]
+        if conflicts:
+            LOG.warning("Host %s reports vTPMs of %d instance(s) attested "
+                        "on other hosts: %s", host, len(conflicts),
+                        ", ".join(conflicts[:10]))
+        return report
 
     # --- the cycle -----------------------------------------------------------
 

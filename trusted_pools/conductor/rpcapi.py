@@ -46,7 +46,9 @@ Management API version history:
   certify_binding_key becomes a host operation (kind ``certify``): it
   answers ``{"host", "operation", "state"}`` like enroll_host; a 3.1
   conductor answers with the certified key, and callers tell the two
-  answers apart by the ``operation`` key.
+  answers apart by the ``operation`` key. list_vtpms(host): a host
+  operation of kind ``list_vtpms`` whose result is the host's own report
+  of its vTPMs (labelled host-reported; not evidence).
 
 Evidence API version history:
 
@@ -192,6 +194,12 @@ class ConductorAPI:
                     ) -> dict[str, Any]:
         return self._prepare_deep(conductor).call(
             context, "deep_attest", host=host, instances=instances)
+
+
+    def list_vtpms(self, context: dict, host: str, *, conductor: str
+                   ) -> dict[str, Any]:
+        return self._prepare_deep(conductor).call(context, "list_vtpms",
+                                                  host=host)
 
 
 class EvidenceAPI:

@@ -1677,6 +1677,22 @@ class Connection:
                 enrollment_generation=host.enrollment_generation,
                 host_fell=None if fell is None else (fell[0], fell[1]))
 
+    @_translate_errors
+    def instance_hosts(self, instances: Sequence[str]) -> dict[str, str]:
+        """Where each instance's stored verdict was made: {instance: host
+        name}, for those of ``instances`` that have one."""
+        table, hosts = models.InstanceVerdict, models.Host
+        wanted = sorted({i for i in instances if isinstance(i, str)})
+        found: dict[str, str] = {}
+        with self._reader() as session:
+            for start in range(0, len(wanted), 500):
+                found.update(session.execute(
+                    sa.select(table.instance, hosts.hostname)
+                    .join(hosts, hosts.id == table.host_id)
+                    .where(table.instance.in_(wanted[start:start + 500])))
+                    .tuples().all())
+        return found
+
     # -- host binding keys and secrets (the key service)
 
     @_translate_errors

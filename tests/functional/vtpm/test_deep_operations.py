@@ -196,3 +196,114 @@ def test_instance_verdict_falls_with_a_reset_enrollment(world, swtpm_pool):
         assert not _judged(manager, instance).stands
     finally:
         agents.attesters.pop("compute-d").close()
+
+
+# --- the operator's view of a host's vTPMs ------------------------------------
+
+def test_list_vtpms_reports_the_drivers_vtpms(world, endpoint, make_driver):
+    """The swtpm driver on compute-a's TPM runs one vTPM and has another
+    stopped; the host operation's result is the agent's report of them,
+    labelled host-reported."""
+    manager, agents = world["manager"], world["agents"]
+    driver = make_driver(world["tpms"]["compute-a"], "report")
+    running, stopped = str(uuid.uuid4()), str(uuid.uuid4())
+    driver.create(running)
+    driver.create(stopped)
+    driver.start(running)
+    agents.vtpms["compute-a"] = driver
+    try:
+        row = _row(manager, endpoint.list_vtpms({}, "compute-a"))
+    finally:
+        agents.vtpms.pop("compute-a")
+    assert (row.kind, row.state) == ("list_vtpms", "done"), row
+    report = row.result
+    assert (report["host"], report["source"], report["driver"]) == (
+        "compute-a", "host-reported", "swtpm")
+    assert "not evidence" in report["note"]
+    assert {(e["instance"], e["status"], e["conflict"])
+            for e in report["vtpms"]} == {(running, "running", False),
+                                          (stopped, "stopped", False)}
+    # Without a driver the host says so.
+    row = _row(manager, endpoint.list_vtpms({}, "compute-a"))
+    assert (row.result["enabled"], row.result["vtpms"]) == (False, [])
+
+
+class _ReportingAgents:
+    """compute-a's agent, compromised: its list_vtpms answer is the
+    attacker's; every other call is the honest agents'."""
+
+    def __init__(self, honest, answer) -> None:
+        self._honest = honest
+        self.answer = answer
+
+    def __getattr__(self, name):
+        return getattr(self._honest, name)
+
+    def list_vtpms(self, context, host):
+        return self.answer
+
+
+def _entry(instance=None, status="running"):
+    return {"instance": instance or str(uuid.uuid4()), "status": status,
+            "reason": None}
+
+
+@pytest.mark.parametrize("answer,why", [
+    ({"host": "compute-a", "enabled": True, "driver": "swtpm",
+      "vtpms": [_entry() for _ in range(4097)]}, "4097 entries"),
+    ({"host": "compute-a", "vtpms": [_entry("../../etc")]}, "not a UUID"),
+    ({"host": "compute-a", "vtpms": [_entry(status="trusted")]},
+     "status"),
+    ({"host": "compute-a", "vtpms": [dict(_entry(), reason=["x"])]},
+     "reason"),
+    ({"host": "compute-a", "vtpms": ["junk"]}, "not an object"),
+    ({"host": "compute-a", "vtpms": [_entry(str(uuid.UUID(int=1)))] * 2},
+     "listed twice"),
+    ({"host": "compute-b", "vtpms": []}, "names host"),
+    ({"host": "compute-a", "vtpms": {}}, "not a list"),
+    ("x" * 10_000, "not an object"),
+])
+def test_compromised_agent_report_is_refused_with_the_reason(
+        world, endpoint, answer, why):
+    manager = world["manager"]
+    honest = manager.agents
+    manager.agents = _ReportingAgents(honest, answer)
+    try:
+        row = _row(manager, endpoint.list_vtpms({}, "compute-a"))
+    finally:
+        manager.agents = honest
+    assert (row.state, row.error_type) == ("failed", "HostReportRefused")
+    assert why in row.error["message"]
+    assert api_errors.status_of(api_operations.error_of(row)) == 409
+
+
+def test_report_naming_another_hosts_instance_changes_nothing(world,
+                                                              endpoint):
+    """compute-a reports compute-b's attested instance as its own, with a
+    long reason: the claim is shown flagged (and the reason cut), and
+    compute-b's instance verdict and both hosts' verdicts stand."""
+    manager, guest_b = world["manager"], world["guests"]["compute-b"]
+    (entry,) = manager.deep_attest({}, "compute-b", [
+        guest_b.quote(_challenge(manager, guest_b))])
+    assert entry["verdict"]["status"] == "trusted", entry
+    before = {name: manager.db.latest_verdicts([
+        manager.db.get_host_by_name(name).id])[0].sequence
+        for name in ("compute-a", "compute-b")}
+    honest = manager.agents
+    manager.agents = _ReportingAgents(honest, {
+        "host": "compute-a", "enabled": True, "driver": "swtpm",
+        "vtpms": [dict(_entry(guest_b.instance, "failed"),
+                       reason="r" * 100_000)]})
+    try:
+        row = _row(manager, endpoint.list_vtpms({}, "compute-a"))
+    finally:
+        manager.agents = honest
+    (shown,) = row.result["vtpms"]
+    assert (shown["instance"], shown["attested_on"], shown["conflict"]) == (
+        guest_b.instance, "compute-b", True)
+    assert len(shown["reason"]) == 512
+    judged = _judged(manager, guest_b.instance)
+    assert (judged.host, judged.stands) == ("compute-b", True)
+    assert {name: manager.db.latest_verdicts([
+        manager.db.get_host_by_name(name).id])[0].sequence
+        for name in ("compute-a", "compute-b")} == before

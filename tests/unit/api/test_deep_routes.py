@@ -228,3 +228,25 @@ def test_certify_binding_key_is_an_operation_from_1_2(client, db,
     assert waited.status_code == 200
     assert waited.json == {"binding_key": conductors.results[
         "certify_binding_key"]}
+
+
+def test_vtpm_list_waits_for_the_report(client, db, conductors):
+    add_host_with_verdict(db, "compute-1")
+    report = {"host": "compute-1", "source": "host-reported",
+              "note": "not evidence", "enabled": True, "driver": "swtpm",
+              "reported_at": 1, "vtpms": [
+                  {"instance": INSTANCE, "status": "running",
+                   "reason": None, "attested_on": None,
+                   "conflict": False}]}
+    conductors.results["list_vtpms"] = report
+    for persona in ("admin", "reader"):
+        shown = client.get("/v1/hosts/compute-1/vtpms", persona=persona,
+                           version=V12)
+        assert shown.status_code == 200, shown.body
+        assert shown.json == {"vtpms": report}
+    assert client.get("/v1/hosts/compute-1/vtpms", persona="service",
+                      version=V12).status_code == 403
+    assert client.get("/v1/hosts/compute-1/vtpms",
+                      version="trusted-pools 1.1").status_code == 404
+    assert client.get("/v1/hosts/compute-9/vtpms",
+                      version=V12).status_code == 404

@@ -186,6 +186,8 @@ def _operation(call: Call, operation: db_api.HostOperation
             result = {"binding_key": dict(operation.result)}
         elif operation.kind == "deep_attest":
             result = {"instances": _instances_of(operation.result)}
+        elif operation.kind == "list_vtpms":
+            result = {"vtpms": dict(operation.result)}
         else:
             result = {"enrollment": dict(operation.result)}
     error = operations.error_of(operation)
@@ -281,6 +283,21 @@ def deep_attest(call: Call, name: str) -> Result:
              "(operation %s)", len(body["instances"]), name, call.actor,
              operation.id)
     return _accepted(call, operation)
+
+
+def list_vtpms(call: Call, name: str) -> Result:
+    """The host's vTPMs as the host reports them (1.2): the owner asks the
+    agent on its worker pool (operation ``list_vtpms``) and the API waits
+    for it (up to ``[trusted_pools_api] rpc_timeout``; past it, 503 naming
+    the operation to poll). The report is labelled host-reported: it is
+    not evidence."""
+    call.authorize("trusted_pools:host:vtpm:list")
+    _since_1_2(call)
+    call.query(schemas.no_query)
+    call.db.get_host_by_name(name)
+    answer = call.conductors.call("list_vtpms", call.rpc_context(), name)
+    report = _finished(call, _started(call, answer))
+    return 200, {"vtpms": report}
 
 
 def reset_enrollment(call: Call, name: str) -> Result:
