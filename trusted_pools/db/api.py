@@ -1607,6 +1607,22 @@ class Connection:
                 .limit(_count(limit, "limit")))]
 
     @_translate_errors
+    def latest_done_operation(self, hostname: str, kind: str
+                              ) -> HostOperation | None:
+        """The newest operation of ``kind`` on ``hostname`` that ended
+        done (e.g. the last vTPM report), or None."""
+        _choice(kind, models.OPERATION_KINDS, "kind")
+        table = models.HostOperation
+        with self._reader() as session:
+            row = session.scalars(
+                sa.select(table).where(table.hostname == hostname,
+                                       table.kind == kind,
+                                       table.state == "done")
+                .order_by(table.updated_at.desc(), table.id).limit(1)
+            ).first()
+            return None if row is None else _record(HostOperation, row)
+
+    @_translate_errors
     @_retry_deadlock
     def fail_pending_operations(self, conductor: str, reason: str) -> int:
         """Fail every operation ``conductor`` left pending (it restarted:

@@ -138,3 +138,24 @@ def test_host_show_table_lists_reasons_one_a_line(api):  # noqa: F811
     assert as_json["reasons"] == ["OS boot: kernel not allowed",
                                   "PCR 7 differs"]
     assert as_json["vector"] == {"firmware": True}
+
+
+def test_host_vtpm_list_shows_the_host_report(api):  # noqa: F811
+    instance = "00000000-0000-4000-8000-000000000001"
+    api.answer = lambda r: json_reply(200, {"vtpms": {
+        "host": "compute-1", "source": "host-reported",
+        "note": "not evidence", "enabled": True, "driver": "swtpm",
+        "reported_at": 1, "vtpms": [
+            {"instance": instance, "status": "running", "reason": None,
+             "attested_on": "compute-2", "conflict": True}]}})
+    result = openstack(api, "trusted", "host", "vtpm", "list", "compute-1",
+                       "-f", "json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == [{
+        "Instance": instance, "Status": "running", "Reason": None,
+        "Attested On": "compute-2", "Conflict": True,
+        "Source": "host-reported"}]
+    [sent] = api.requests
+    assert (sent.method, sent.path) == ("GET", "/v1/hosts/compute-1/vtpms")
+    assert sent.headers["OpenStack-API-Version"] == "trusted-pools 1.2"
+    assert "not evidence" in result.stderr

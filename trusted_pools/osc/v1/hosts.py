@@ -269,3 +269,28 @@ class ListHostOperation(command.Lister):
                  "Request ID"]
         return names, (utils.get_dict_properties(o, names)
                        for o in operations)
+
+
+class ListHostVTPM(command.Lister):
+    """List the vTPMs a host reports (API microversion 1.2).
+
+    The host's agent reports them: this is what the host says, not
+    evidence. An entry naming an instance whose deep attestation was made
+    on another host is flagged in the Conflict column."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        report = _client(self).list_vtpms(args.host)
+        LOG.warning("vTPMs of host %s as its agent reported them (%s): "
+                    "not evidence", report.get("host"),
+                    report.get("source"))
+        names = ["Instance", "Status", "Reason", "Attested On", "Conflict",
+                 "Source"]
+        rows = [dict(entry, source=report.get("source"))
+                for entry in report.get("vtpms") or ()]
+        return names, (utils.get_dict_properties(row, names)
+                       for row in rows)
