@@ -1647,24 +1647,31 @@ class Connection:
     def save_instance_verdicts(self, records: Sequence[InstanceVerdictRecord]
                                ) -> None:
         """Store each instance's latest verdict (replacing its previous
-        one, whichever host that was on) in one transaction."""
-        table = models.InstanceVerdict
+        one, whichever host that was on) in one transaction: a delete and
+        a bulk insert through Core (a batch is up to thousands of rows;
+        the ORM's per-row get-and-update cost more than verifying them).
+        The last record of an instance given twice wins."""
+        latest: dict[str, InstanceVerdictRecord] = {}
+        for record in records:
+            if not isinstance(record, InstanceVerdictRecord):
+                raise exception.InvalidParameterValue(
+                    name="records", reason="expected InstanceVerdictRecord, "
+                    "got %s" % type(record).__name__)
+            latest[record.instance] = record
+        if not latest:
+            return
+        table = models.InstanceVerdict.__table__
+        rows = [{f.name: getattr(record, f.name)
+                 for f in dataclasses.fields(record)}
+                for record in latest.values()]
+        instances = sorted(latest)
         with self._writer() as session:
-            for record in records:
-                if not isinstance(record, InstanceVerdictRecord):
-                    raise exception.InvalidParameterValue(
-                        name="records", reason="expected "
-                        "InstanceVerdictRecord, got %s"
-                        % type(record).__name__)
-                values = {f.name: getattr(record, f.name)
-                          for f in dataclasses.fields(record)}
-                row = session.get(table, record.instance)
-                if row is None:
-                    session.add(table(**values))
-                else:
-                    for name, value in values.items():
-                        setattr(row, name, value)
-            session.flush()
+            for start in range(0, len(instances), 500):
+                session.execute(sa.delete(table).where(
+                    table.c.instance.in_(instances[start:start + 500])))
+            for start in range(0, len(rows), _VERDICT_CHUNK):
+                session.execute(sa.insert(table),
+                                rows[start:start + _VERDICT_CHUNK])
 
     @_translate_errors
     def instance_verdict(self, instance: str) -> InstanceStanding:
