@@ -355,6 +355,11 @@ class InstanceVerdictNotFound(NotFound):
     _msg_fmt = "Instance %(instance)s has no deep-attestation verdict"
 
 
+class VTPMReportNotFound(NotFound):
+    _msg_fmt = ("Host %(host)s has no vTPM report yet; ask its agent for "
+                "one with POST /v1/hosts/%(host)s/vtpms")
+
+
 class OperationNotFound(NotFound):
     _msg_fmt = "Host %(host)s has no operation %(operation)s"
 

@@ -21,9 +21,10 @@ can see, with the release note):
   ``{"host"}``), POST /v1/hosts/{name}/deep-attest (202 with an operation
   of kind ``deep_attest`` whose result lists each instance's verdict or
   error), GET /v1/instances/{uuid}/verdict (the latest instance verdict,
-  judged again against its host's verdicts since), GET
-  /v1/hosts/{name}/vtpms (the vTPMs the host reports: host-reported, not
-  evidence). POST /v1/hosts/{name}/certify-binding-key answers 202 with
+  judged again against its host's verdicts since), POST
+  /v1/hosts/{name}/vtpms (202: an operation of kind ``list_vtpms`` asks
+  the host's agent for a report) and GET /v1/hosts/{name}/vtpms (the last
+  report: host-reported, not evidence). POST /v1/hosts/{name}/certify-binding-key answers 202 with
   an operation of kind ``certify`` (at 1.0 and 1.1 it waits and answers
   200 with the binding key, as before).
 """

@@ -30,7 +30,8 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/hosts/{name}/certify-binding-key": {
         "POST": hosts.certify_binding_key},
     "/v1/hosts/{name}/deep-attest": {"POST": hosts.deep_attest},
-    "/v1/hosts/{name}/vtpms": {"GET": hosts.list_vtpms},
+    "/v1/hosts/{name}/vtpms": {"GET": hosts.list_vtpms,
+                               "POST": hosts.refresh_vtpms},
     "/v1/instances/{uuid}/challenge": {"POST": instances.challenge},
     "/v1/instances/{uuid}/verdict": {"GET": instances.verdict},
     "/v1/policies": {"GET": policies.list_policies,

@@ -2,8 +2,8 @@
 agent last reported them.
 
 The report is the result of the host's newest ``list_vtpms`` operation in
-the database (each ``GET /v1/hosts/{name}/vtpms``, or ``openstack trusted
-host vtpm list NAME``, records a fresh one): this command reads it, like
+the database (``POST /v1/hosts/{name}/vtpms``, or ``openstack trusted
+host vtpm list NAME --refresh``, asks the host for a fresh one): this command reads it, like
 the ``db`` commands, without the bus or the API. It is **host-reported**:
 what the host's agent says about its own vTPMs, not evidence; an entry
 naming an instance whose deep-attestation verdict was made on another host
@@ -41,8 +41,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "list", help="the host's last vTPM report (host-reported, not "
                      "evidence)",
         description="Show the vTPMs a host's agent reported in its newest "
-                    "list_vtpms operation (GET /v1/hosts/NAME/vtpms "
-                    "records one). Host-reported data, not evidence.")
+                    "list_vtpms operation (POST /v1/hosts/NAME/vtpms asks "
+                    "for one). Host-reported data, not evidence.")
     listed.add_argument("--host", required=True, metavar="NAME",
                         help="the compute host's name")
     listed.add_argument("--format", choices=("table", "json"),
@@ -63,8 +63,8 @@ def run_list(args: argparse.Namespace, db: api.Connection | None = None,
         return EXIT_FAILED
     if operation is None or not isinstance(operation.result, dict):
         err.write("trusted-pools-manage: host %s has no vTPM report yet; "
-                  "GET /v1/hosts/%s/vtpms (openstack trusted host vtpm "
-                  "list %s) asks it for one\n"
+                  "POST /v1/hosts/%s/vtpms (openstack trusted host vtpm "
+                  "list %s --refresh) asks it for one\n"
                   % (args.host, args.host, args.host))
         return EXIT_FAILED
     report = dict(operation.result, operation=operation.id)

@@ -309,9 +309,17 @@ class Client:
             operation = self.get_operation(str(operation.get("host")),
                                            str(operation.get("id")))
 
-    def list_vtpms(self, name: str) -> dict[str, Any]:
-        """The host's vTPM report (microversion 1.2): what the host's
-        agent reports, labelled host-reported; not evidence."""
+    def list_vtpms(self, name: str, refresh: bool = False,
+                   timeout: float = 300) -> dict[str, Any]:
+        """The host's last vTPM report (microversion 1.2), or with
+        ``refresh`` a new one (its agent is asked; the operation is
+        waited for): what the host's agent reports, labelled
+        host-reported; not evidence."""
+        if refresh:
+            answer = self._request("POST", _path("hosts", name, "vtpms"))
+            done = self.wait_operation(_member(answer, "operation"),
+                                       timeout)
+            return _member(done.get("result"), "vtpms")
         answer = self._request("GET", _path("hosts", name, "vtpms"))
         return _member(answer, "vtpms")
 

@@ -33,6 +33,10 @@ def pool_api(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                                           "ek_sha256": ek_sha256(host.tpm)},
                             version=V12)
         assert _poll(api, enrolled.headers["Location"])["state"] == "done"
+        attested = api.post("/v1/hosts/%s/attest" % host.name, version=V12)
+        verdict = _poll(api, attested.headers["Location"])["result"][
+            "verdict"]
+        assert verdict["status"] == "trusted", verdict
         yield pool, api, host.name
     finally:
         pool.close()
@@ -42,16 +46,17 @@ def test_challenge_deep_attest_and_vtpm_report_over_the_bus(pool_api):
     pool, api, host = pool_api
     instance = str(uuid.uuid4())
     challenged = api.post("/v1/instances/%s/challenge" % instance,
-                          {"host": host}, version=V12, persona="service")
+                          {"host": host}, version=V12)
     assert challenged.status_code == 201, challenged.body
     nonce = base64.b64decode(challenged.json["challenge"]["nonce"])
     assert len(nonce) == 32
-    # Evidence that cannot verify: the operation is done, the instance
-    # has an error and no verdict, and nothing is stored for it.
+    # Evidence that cannot verify, for a trusted host: the host quote is
+    # asked and verified, the operation is done, the instance has an error
+    # and no verdict, and nothing is stored for it.
     accepted = api.post("/v1/hosts/%s/deep-attest" % host, {"instances": [{
         "instance": instance, "vm_quote": "AAAA", "vm_signature": "AAAA",
         "vm_pcrs": {"sha256": {"0": "00" * 32}},
-        "vtpm_certificate": {"ca": {}}}]}, version=V12, persona="service")
+        "vtpm_certificate": {"ca": {}}}]}, version=V12)
     assert accepted.status_code == 202, accepted.body
     done = _poll(api, accepted.headers["Location"])
     assert (done["kind"], done["state"]) == ("deep_attest", "done"), done
@@ -62,10 +67,15 @@ def test_challenge_deep_attest_and_vtpm_report_over_the_bus(pool_api):
     assert missing.status_code == 404
     # The agent (vTPMs not enabled in the pool) reports none, signed
     # request over agent RPC 1.4.
+    refreshed = api.post("/v1/hosts/%s/vtpms" % host, version=V12)
+    assert refreshed.status_code == 202, refreshed.body
+    listed = _poll(api, refreshed.headers["Location"])
+    assert (listed["kind"], listed["state"]) == ("list_vtpms", "done")
     shown = api.get("/v1/hosts/%s/vtpms" % host, version=V12,
                     persona="reader")
     assert shown.status_code == 200, shown.body
     report = shown.json["vtpms"]
+    assert report["operation"] == listed["id"]
     assert (report["host"], report["source"], report["enabled"],
             report["vtpms"]) == (host, "host-reported", False, [])
     kinds = [o["kind"] for o in api.get(

@@ -39,7 +39,7 @@ def _store_instance_verdict(db, host, status="trusted", level=1,
 # --- who may ---------------------------------------------------------------
 
 @pytest.mark.parametrize("persona,allowed", [
-    ("admin", True), ("service", True), ("reader", False),
+    ("admin", True), ("service", False), ("reader", False),
     ("member", False)])
 def test_challenge_and_deep_attest_by_persona(client, db, conductors,
                                               persona, allowed):
@@ -230,8 +230,15 @@ def test_certify_binding_key_is_an_operation_from_1_2(client, db,
         "certify_binding_key"]}
 
 
-def test_vtpm_list_waits_for_the_report(client, db, conductors):
+def test_vtpm_report_read_from_the_database_refreshed_by_admins(
+        client, db, conductors):
     add_host_with_verdict(db, "compute-1")
+    # No report yet: 404 saying how to get one; nothing asked.
+    missing = client.get("/v1/hosts/compute-1/vtpms", persona="reader",
+                         version=V12)
+    assert missing.status_code == 404
+    assert "POST /v1/hosts/compute-1/vtpms" in error_of(missing)["detail"]
+    assert conductors.calls == []
     report = {"host": "compute-1", "source": "host-reported",
               "note": "not evidence", "enabled": True, "driver": "swtpm",
               "reported_at": 1, "vtpms": [
@@ -239,11 +246,25 @@ def test_vtpm_list_waits_for_the_report(client, db, conductors):
                    "reason": None, "attested_on": None,
                    "conflict": False}]}
     conductors.results["list_vtpms"] = report
+    # Readers and services may not make the conductor ask an agent.
+    for persona in ("reader", "service", "member"):
+        refused = client.post("/v1/hosts/compute-1/vtpms", persona=persona,
+                              version=V12)
+        assert refused.status_code == 403, persona
+    assert conductors.calls == []
+    accepted = client.post("/v1/hosts/compute-1/vtpms", version=V12)
+    assert accepted.status_code == 202, accepted.body
+    operation = accepted.json["operation"]
+    assert (operation["kind"], operation["result"]) == (
+        "list_vtpms", {"vtpms": report})
+    assert [c[0] for c in conductors.calls] == ["list_vtpms"]
     for persona in ("admin", "reader"):
         shown = client.get("/v1/hosts/compute-1/vtpms", persona=persona,
                            version=V12)
         assert shown.status_code == 200, shown.body
-        assert shown.json == {"vtpms": report}
+        assert shown.json == {"vtpms": dict(report,
+                                            operation=operation["id"])}
+    assert len(conductors.calls) == 1  # reads asked nobody
     assert client.get("/v1/hosts/compute-1/vtpms", persona="service",
                       version=V12).status_code == 403
     assert client.get("/v1/hosts/compute-1/vtpms",

@@ -82,4 +82,4 @@ def test_no_report_fails_with_what_to_do(database, capsys):
                         "compute-9"]) == 1
     error = capsys.readouterr().err
     assert "no vTPM report yet" in error
-    assert "GET /v1/hosts/compute-9/vtpms" in error
+    assert "POST /v1/hosts/compute-9/vtpms" in error

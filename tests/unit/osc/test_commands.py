@@ -159,3 +159,18 @@ def test_host_vtpm_list_shows_the_host_report(api):  # noqa: F811
     assert (sent.method, sent.path) == ("GET", "/v1/hosts/compute-1/vtpms")
     assert sent.headers["OpenStack-API-Version"] == "trusted-pools 1.2"
     assert "not evidence" in result.stderr
+
+
+def test_host_vtpm_list_refresh_asks_then_waits(api):  # noqa: F811
+    report = {"host": "compute-1", "source": "host-reported", "note": "",
+              "enabled": False, "driver": None, "reported_at": 1,
+              "vtpms": []}
+    operation = {"id": "op-1", "host": "compute-1", "kind": "list_vtpms",
+                 "state": "done", "result": {"vtpms": report}}
+    api.answer = lambda r: json_reply(202, {"operation": operation})
+    result = openstack(api, "trusted", "host", "vtpm", "list", "compute-1",
+                       "--refresh", "-f", "json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    [sent] = api.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/hosts/compute-1/vtpms")

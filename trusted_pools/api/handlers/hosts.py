@@ -286,18 +286,30 @@ def deep_attest(call: Call, name: str) -> Result:
 
 
 def list_vtpms(call: Call, name: str) -> Result:
-    """The host's vTPMs as the host reports them (1.2): the owner asks the
-    agent on its worker pool (operation ``list_vtpms``) and the API waits
-    for it (up to ``[trusted_pools_api] rpc_timeout``; past it, 503 naming
-    the operation to poll). The report is labelled host-reported: it is
-    not evidence."""
+    """The vTPMs the host last reported (1.2): the result of its newest
+    done ``list_vtpms`` operation, from the database (no conductor or
+    agent is asked; ``POST`` asks for a new report). Labelled
+    host-reported: it is not evidence."""
     call.authorize("trusted_pools:host:vtpm:list")
     _since_1_2(call)
     call.query(schemas.no_query)
     call.db.get_host_by_name(name)
+    operation = call.db.latest_done_operation(name, "list_vtpms")
+    if operation is None or not isinstance(operation.result, dict):
+        raise exception.VTPMReportNotFound(host=name)
+    return 200, {"vtpms": dict(operation.result, operation=operation.id)}
+
+
+def refresh_vtpms(call: Call, name: str) -> Result:
+    """Ask the host's agent for a new report of its vTPMs (1.2): an
+    operation of kind ``list_vtpms`` on the owner's worker pool, 202 with
+    the operation to poll; its result is the report."""
+    call.authorize("trusted_pools:host:vtpm:refresh")
+    _since_1_2(call)
+    call.query(schemas.no_query)
+    call.db.get_host_by_name(name)
     answer = call.conductors.call("list_vtpms", call.rpc_context(), name)
-    report = _finished(call, _started(call, answer))
-    return 200, {"vtpms": report}
+    return _accepted(call, _started(call, answer))
 
 
 def reset_enrollment(call: Call, name: str) -> Result:

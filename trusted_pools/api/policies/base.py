@@ -27,7 +27,6 @@ SERVICE = "role:service"
 RULE_ADMIN = "rule:admin"
 RULE_ADMIN_OR_SYSTEM_READER = "rule:admin_or_system_reader"
 RULE_ADMIN_OR_READER_OR_SERVICE = "rule:admin_or_system_reader_or_service"
-RULE_ADMIN_OR_SERVICE = "rule:admin_or_service"
 
 #: Both token scopes carry the personas above: a system-scoped token for
 #: readers, an admin's project-scoped token for the cloud admin.
@@ -53,10 +52,6 @@ rules = [
     policy.RuleDefault("admin_or_system_reader",
                        "rule:admin or rule:system_reader",
                        description="Who may read the infrastructure."),
-    policy.RuleDefault("admin_or_service", "rule:admin or rule:service",
-                       description="Who may ask for deep attestation "
-                       "(the cloud administrator, or a service that "
-                       "relays its guests' evidence)."),
     policy.RuleDefault("admin_or_system_reader_or_service",
                        "rule:admin or rule:system_reader or rule:service",
                        description="Who may read verdicts."),

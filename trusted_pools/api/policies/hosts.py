@@ -41,13 +41,16 @@ rules = [
               "Have a host's AK certify its binding key (vTPM secrets are "
               "released wrapped to it).", "POST",
               _HOST + "/certify-binding-key"),
-    base.rule("host:deep_attest", base.RULE_ADMIN_OR_SERVICE,
+    base.rule("host:deep_attest", base.RULE_ADMIN,
               "Attest instances of a host together with the host (one "
               "host quote for the batch; microversion 1.2).", "POST",
               _HOST + "/deep-attest"),
     base.rule("host:vtpm:list", base.RULE_ADMIN_OR_SYSTEM_READER,
-              "List the vTPMs a host reports (host-reported, not "
+              "Show the vTPMs a host last reported (host-reported, not "
               "evidence; microversion 1.2).", "GET", _HOST + "/vtpms"),
+    base.rule("host:vtpm:refresh", base.RULE_ADMIN,
+              "Ask a host's agent for a new report of its vTPMs "
+              "(microversion 1.2).", "POST", _HOST + "/vtpms"),
     base.rule("host:delete", base.RULE_ADMIN,
               "Decommission a host.", "DELETE", _HOST),
 ]

@@ -2,8 +2,9 @@
 
 Instances are not this service's resources (Nova owns them, and this API
 does not ask Nova whose they are), so the defaults follow the host rules:
-the cloud administrator, or a service that relays its guests' evidence,
-asks for nonces; readers and services read verdicts (signed results).
+the cloud administrator asks for nonces and submits evidence (an operator
+may grant a relaying service the same: only admins reach the conductors
+by default); readers and services read verdicts (signed results).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from trusted_pools.api.policies import base
 _INSTANCE = "/v1/instances/{uuid}"
 
 rules = [
-    base.rule("instance:challenge", base.RULE_ADMIN_OR_SERVICE,
+    base.rule("instance:challenge", base.RULE_ADMIN,
               "A one-use nonce for an instance's guest to quote over with "
               "its vTPM.", "POST", _INSTANCE + "/challenge"),
     base.rule("instance:verdict:get", base.RULE_ADMIN_OR_READER_OR_SERVICE,
