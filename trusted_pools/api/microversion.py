@@ -24,9 +24,10 @@ can see, with the release note):
   judged again against its host's verdicts since), POST
   /v1/hosts/{name}/vtpms (202: an operation of kind ``list_vtpms`` asks
   the host's agent for a report) and GET /v1/hosts/{name}/vtpms (the last
-  report: host-reported, not evidence). POST /v1/hosts/{name}/certify-binding-key answers 202 with
-  an operation of kind ``certify`` (at 1.0 and 1.1 it waits and answers
-  200 with the binding key, as before).
+  report: host-reported, not evidence). POST
+  /v1/hosts/{name}/certify-binding-key answers 202 with an operation of
+  kind ``certify`` (at 1.0 and 1.1 it waits and answers 200 with the
+  binding key, as before).
 """
 
 from __future__ import annotations

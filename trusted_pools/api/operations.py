@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 from trusted_pools import exception
 from trusted_pools.db import api as db_api
-from trusted_pools.verifier import deep
 
 __all__ = ["error_of", "result_or_raise", "wait", "path"]
 
@@ -34,9 +33,7 @@ def error_of(operation: db_api.HostOperation
     if operation.state != "failed":
         return None
     recorded = operation.error if isinstance(operation.error, dict) else {}
-    # Deep attestation's refusals live with the verifier library.
-    cls = getattr(exception, operation.error_type or "", None) or \
-        getattr(deep, operation.error_type or "", None)
+    cls = getattr(exception, operation.error_type or "", None)
     if not (isinstance(cls, type) and
             issubclass(cls, exception.TrustedPoolsError)):
         cls = exception.TrustedPoolsError

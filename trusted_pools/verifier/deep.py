@@ -99,59 +99,20 @@ _MAX_CACHED = 65536
 
 # --- errors -----------------------------------------------------------------
 
-class DeepAttestationError(exception.EvidenceError):
-    _msg_fmt = "Deep attestation of %(subject)s refused: %(reason)s"
-
-
-class HostNotTrusted(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: its host is not "
-                "trusted: %(reason)s")
-
-
-class HostVerdictStale(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: its host's verdict "
-                "is stale: %(reason)s")
-
-
-class HostQuoteInvalid(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
-                "does not verify against the host's registration: "
-                "%(reason)s")
-
-
-class HostQuoteNotCommitted(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
-                "does not commit to the VM quote: %(reason)s")
-
-
-class VMQuoteInvalid(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote "
-                "does not verify: %(reason)s")
-
-
-class VMNonceMismatch(VMQuoteInvalid):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
-                "not over a nonce issued for this instance: %(reason)s")
-
-
-class VMQuoteReplayed(VMQuoteInvalid):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
-                "replayed: %(reason)s")
-
-
-class VMChainRefused(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
-                "to its host does not verify: %(reason)s")
-
-
-class VMChainForeignHost(VMChainRefused):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
-                "leads to another host: %(reason)s")
-
-
-class VMPolicyViolation(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s: the vTPM PCRs do not match "
-                "the instance policy: %(reason)s")
+# Defined in the service exception tree (trusted_pools.exception), so a
+# refusal recorded in a host operation's row is raised again by its type
+# wherever the row is read.
+DeepAttestationError = exception.DeepAttestationError
+HostNotTrusted = exception.HostNotTrusted
+HostVerdictStale = exception.HostVerdictStale
+HostQuoteInvalid = exception.HostQuoteInvalid
+HostQuoteNotCommitted = exception.HostQuoteNotCommitted
+VMQuoteInvalid = exception.VMQuoteInvalid
+VMNonceMismatch = exception.VMNonceMismatch
+VMQuoteReplayed = exception.VMQuoteReplayed
+VMChainRefused = exception.VMChainRefused
+VMChainForeignHost = exception.VMChainForeignHost
+VMPolicyViolation = exception.VMPolicyViolation
 
 
 # --- Merkle tree (RFC 9162 2.1) ---------------------------------------------
