@@ -14,9 +14,12 @@ from trusted_pools.tpm.constants import TPM_ALG
 class LocalAgents:
     """The conductor's agent client, answered in-process by Attesters."""
 
-    def __init__(self, attesters: dict[str, Attester]) -> None:
+    def __init__(self, attesters: dict[str, Attester],
+                 vtpms: dict | None = None) -> None:
         self.attesters = attesters
         self.nonces: list[bytes] = []
+        #: Host -> its vTPM driver (list_vtpms answers from it).
+        self.vtpms = vtpms if vtpms is not None else {}
 
     def get_identity(self, context, host):
         identity = self.attesters[host].identity()
@@ -46,3 +49,15 @@ class LocalAgents:
                 "certify_attest": encode_b64(key.certify_attest or b""),
                 "certify_signature": encode_b64(key.certify_signature
                                                 or b"")}
+
+    def list_vtpms(self, context, host):
+        driver = self.vtpms.get(host)
+        if host not in self.attesters:
+            raise KeyError(host)
+        if driver is None:
+            return {"host": host, "enabled": False, "driver": None,
+                    "vtpms": []}
+        return {"host": host, "enabled": True, "driver": driver.name,
+                "vtpms": [{"instance": i.instance_uuid,
+                           "status": i.status.value, "reason": i.reason}
+                          for i in driver.list()]}

@@ -65,6 +65,13 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         "release_secret": API + "; answers a blob only the named "
                                 "attested host's TPM opens",
         "delete_secret": API,
+        # Deep attestation (issue 11, RPC 3.3): the nonce is kept by the
+        # host's owner; the instances' evidence (from a tenant through
+        # the API) is verified on the worker pool like any evidence, and
+        # only a host quote over the batch's commitment makes a verdict.
+        "challenge_instance": API, "deep_attest": API,
+        "list_vtpms": API + "; the answer is the host's own report, "
+                            "bounded and labelled host-reported",
     },
     ("conductor", conductor_rpcapi.VERDICTS_TOPIC): {
         "verdicts_since": CONSUMER + "; answers signed results only",
@@ -74,6 +81,8 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         "get_evidence": BY_CONDUCTOR, "start_epoch": BY_CONDUCTOR,
         "get_binding_key": BY_CONDUCTOR + "; the answer is checked "
                                           "against the registered AK",
+        "list_vtpms": BY_CONDUCTOR + "; host-reported, bounded, never "
+                                     "evidence (issue 11, agent RPC 1.4)",
     },
     ("consumer", rpc.NOTIFICATION_TOPICS[0]): {
         "info": "conductors (management bus); only the signed result "

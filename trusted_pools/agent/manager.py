@@ -78,15 +78,18 @@ class _Sent:
 class AgentManager:
     """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
 
-    target = messaging.Target(version="1.2")
+    target = messaging.Target(version="1.4")
 
     def __init__(self, attester: Attester, send_evidence: EvidenceSink,
-                 requests: agent_requests.RequestVerifier) -> None:
+                 requests: agent_requests.RequestVerifier,
+                 vtpm: Any = None) -> None:
         self.attester = attester
         self._requests = requests
         self._send_evidence = send_evidence
         self._sent: dict[str, _Sent] = {}
         self._said_not_enrolled = False
+        #: The loaded vTPM driver (``[vtpm] enabled``), or None.
+        self.vtpm = vtpm
 
     @messaging.expose
     @messaging.expected_exceptions(*_EXPECTED)
@@ -119,6 +122,22 @@ class AgentManager:
         return {"public": _b64(key.public), "name": _b64(key.name),
                 "certify_attest": _b64(key.certify_attest or b""),
                 "certify_signature": _b64(key.certify_signature or b"")}
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_EXPECTED)
+    @_authenticated
+    def list_vtpms(self, context: dict) -> dict[str, Any]:
+        """This host's vTPMs as its driver sees them (1.4): what the host
+        reports, not evidence; the conductor bounds and labels it."""
+        if self.vtpm is None:
+            return {"host": self.attester.host, "enabled": False,
+                    "driver": None, "vtpms": []}
+        return {"host": self.attester.host, "enabled": True,
+                "driver": self.vtpm.name,
+                "vtpms": [{"instance": info.instance_uuid,
+                           "status": info.status.value,
+                           "reason": info.reason}
+                          for info in self.vtpm.list()]}
 
     @messaging.expose
     @messaging.expected_exceptions(*_EXPECTED)

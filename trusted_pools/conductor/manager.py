@@ -35,6 +35,7 @@ from typing import Any, Callable, Union
 import oslo_messaging as messaging
 
 from trusted_pools import exception
+from trusted_pools.conductor import vtpm_report
 from trusted_pools.verifier import deep as deep_mod
 from trusted_pools.verifier import enrollment
 from trusted_pools.protocol import freshness
@@ -193,9 +194,8 @@ class ConductorManager:
         self.deep = deep_mod.DeepVerifier(
             deep_mod.InstanceResultSigner(signing_key, host),
             validity=self.validity)
-        #: Latest signed instance verdict per instance (in memory: instance
-        #: verdicts are not stored in the database yet).
-        self.instance_results: dict[str, str] = {}
+        # Instance verdicts are stored in the database (instance_verdicts),
+        # each tied to the host verdict and enrollment it relied on.
 
     # --- validity and ownership ---------------------------------------------
 
@@ -536,6 +536,8 @@ class ConductorManager:
         if kind == "enroll":
             _check_enroll_arguments(**arguments)
         else:
+            if kind == "deep_attest":
+                _check_deep_arguments(**arguments)
             # Attest and capture need an enrolled host: say so now.
             self._state(host)
         operation = self._create_operation(context, kind, host)
@@ -552,7 +554,10 @@ class ConductorManager:
 
     def _operations(self) -> dict[str, Callable[..., dict[str, Any]]]:
         return {"enroll": self.enroll_host, "attest": self.attest_now,
-                "capture": self.capture_policy}
+                "capture": self.capture_policy,
+                "certify": self.certify_binding_key,
+                "deep_attest": self._deep_attest_operation,
+                "list_vtpms": self.list_vtpms}
 
     def _create_operation(self, context: Any, kind: str, host: str
                           ) -> db_api.HostOperation:
@@ -758,12 +763,24 @@ class ConductorManager:
 
     # --- deep attestation (NFV-SEC 007 4.4.3/4.4.4) --------------------------
 
-    def challenge_instance(self, context: dict, instance: str
-                           ) -> dict[str, Any]:
+    def challenge_instance(self, context: dict, instance: str,
+                           host: str | None = None) -> dict[str, Any]:
         """A one-use nonce for the guest of ``instance`` to quote over
-        with its vTPM AK (valid ``deep.nonces.ttl`` seconds)."""
-        return {"instance": deep_mod.instance_id(instance),
-                "nonce": _b64(self.deep.challenge(instance))}
+        with its vTPM AK (valid ``deep.nonces.ttl`` seconds).
+
+        ``host`` (from RPC 3.3): the instance's host; the nonce is kept by
+        its owner, which verifies the deep attestation. A host that is not
+        enrolled gets no nonce (its instances cannot be attested)."""
+        instance = deep_mod.instance_id(instance)
+        if host is not None:
+            self._check_owner(host)
+            self._state(host)
+        answer = {"instance": instance,
+                  "nonce": _b64(self.deep.challenge(instance)),
+                  "expires_in": int(self.deep.nonces.ttl)}
+        if host is not None:
+            answer["host"] = host
+        return answer
 
     def _host_standing(self, state: verifier.HostState
                        ) -> tuple[deep_mod.HostStanding, Any]:
@@ -851,7 +868,38 @@ class ConductorManager:
                 allow_sha1=verifier.allows_sha1_quotes(state))
             for position, outcome in zip(positions, outcomes):
                 entries[position] = self._instance_entry(outcome)
+            self._store_instance_verdicts(state, standing, outcomes)
         return [e for e in entries if e is not None]
+
+    def _deep_attest_operation(self, context: dict, host: str,
+                               instances: list[dict[str, Any]]
+                               ) -> dict[str, Any]:
+        """The ``deep_attest`` host operation's work (its row's result)."""
+        entries = self.deep_attest(context, host, instances)
+        return {"host": host, "instances": entries}
+
+    def _store_instance_verdicts(self, state: verifier.HostState,
+                                 standing: deep_mod.HostStanding,
+                                 outcomes: list[deep_mod.InstanceOutcome]
+                                 ) -> None:
+        """Keep each instance's verdict with the host verdict (sequence)
+        and enrollment generation it relied on; a reader judges it again
+        against the host's later verdicts. Evidence that gave no verdict
+        leaves the instance's earlier one as it was: anyone can submit
+        garbage in an instance's name."""
+        records = [db_api.InstanceVerdictRecord(
+            instance=o.verdict.instance, host_id=state.host_id,
+            status=o.verdict.status, level=int(o.verdict.level),
+            host_level=int(o.verdict.host_level),
+            host_sequence=standing.sequence,
+            registration_generation=state.registration,
+            reasons=list(o.verdict.reasons),
+            signed_result=o.signed_result,
+            issued_at=_utc(o.verdict.issued_at),
+            expires_at=_utc(o.verdict.expires_at))
+            for o in outcomes if o.verdict is not None]
+        if records:
+            self.db.save_instance_verdicts(records)
 
     def _instance_entry(self, outcome: deep_mod.InstanceOutcome
                         ) -> dict[str, Any]:
@@ -865,8 +913,6 @@ class ConductorManager:
                 "host_level": v.host_level, "issued_at": v.issued_at,
                 "expires_at": v.expires_at}
             entry["signed_result"] = outcome.signed_result
-            if outcome.signed_result is not None:
-                self.instance_results[v.instance] = outcome.signed_result
             LOG.info("Instance %s on host %s is %s at level %d",
                      v.instance, v.host, v.status, v.level)
         if outcome.error is not None:
@@ -874,6 +920,24 @@ class ConductorManager:
             LOG.warning("Deep attestation of instance %s: %s",
                         outcome.instance, outcome.error)
         return entry
+
+    # --- the operator's view of a host's vTPMs ------------------------------
+
+    def list_vtpms(self, context: dict, host: str) -> dict[str, Any]:
+        """The ``list_vtpms`` host operation's work: ``host``'s vTPMs as
+        its agent reports them, bounded and labelled host-reported
+        (:mod:`.vtpm_report`). Nothing is derived from the report."""
+        self._check_owner(host)
+        answer = self._agent_call("list_vtpms", context, host)
+        report = vtpm_report.check_report(host, answer, int(self.clock()),
+                                          self.db.instance_hosts)
+        conflicts = [e["instance"] for e in report["vtpms"]
+                     if e["conflict"]]
+        if conflicts:
+            LOG.warning("Host %s reports vTPMs of %d instance(s) attested "
+                        "on other hosts: %s", host, len(conflicts),
+                        ", ".join(conflicts[:10]))
+        return report
 
     # --- the cycle -----------------------------------------------------------
 
@@ -1232,6 +1296,18 @@ def _check_enroll_arguments(group: Any = "default",
         raise exception.InvalidParameterValue(
             name="ek_sha256", reason="expected a SHA-256 as hexadecimal "
             "digits, got %s" % type(ek_sha256).__name__)
+
+
+def _check_deep_arguments(instances: Any = None) -> None:
+    """A deep attestation's batch, checked before it is queued (each
+    entry is checked by the worker: a bad one fails alone)."""
+    if not isinstance(instances, list) or not instances:
+        raise exception.InvalidParameterValue(
+            name="instances", reason="a non-empty list is required")
+    if len(instances) > deep_mod.MAX_BATCH:
+        raise exception.InvalidParameterValue(
+            name="instances", reason="at most %d instances per host quote"
+            % deep_mod.MAX_BATCH)
 
 
 def _error_type(error: exception.TrustedPoolsError) -> str:
