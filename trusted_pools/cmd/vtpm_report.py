@@ -19,12 +19,14 @@ import argparse
 import datetime
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from trusted_pools import exception
 from trusted_pools.conf import CONF
 from trusted_pools.conf import database as database_conf
-from trusted_pools.db import api
+
+if TYPE_CHECKING:
+    from trusted_pools.db import api
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,12 +53,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     listed.set_defaults(func=run_list)
 
 
-def run_list(args: argparse.Namespace, db: api.Connection | None = None,
+def run_list(args: argparse.Namespace, db: "api.Connection | None" = None,
              out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        db = db or api.Connection(api.make_context_manager())
+        if db is None:
+            # Imported here: the other commands need no SQLAlchemy.
+            from trusted_pools.db import api
+            db = api.Connection(api.make_context_manager())
         operation = db.latest_done_operation(args.host, "list_vtpms")
     except exception.TrustedPoolsError as error:
         err.write("trusted-pools-manage: %s\n" % error)
