@@ -73,7 +73,7 @@ def test_vtpm_servers_inside_nova(tmp_path):
             capture_output=True, text=True, timeout=300, cwd=ROOT)
         output = child.stdout + child.stderr
         assert child.returncode == 0, output[-6000:]
-        assert "Ran 4 tests" in output and "\nOK" in output, \
+        assert "Ran 8 tests" in output and "\nOK" in output, \
             output[-6000:]
     finally:
         (tmp_path / "stop").touch()
@@ -126,15 +126,33 @@ def test_serve_key_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
                       == ["trusted", "untrusted", "trusted"])
         thread.start()
         tmp = out / "pool.json.tmp"
+        from oslo_config import cfg
         tmp.write_text(json.dumps({
             "endpoint": "http://127.0.0.1:%d" % server.server_port,
             "db": str(tmp_path / "pool.sqlite"),
-            "hosts": {h.name: h.tpm.tcti for h in pool.hosts}}))
+            "hosts": {h.name: h.tpm.tcti for h in pool.hosts},
+            # Where nova-scheduler's TrustedHostFilter hears the verdicts.
+            "transport_url": cfg.CONF.transport_url,
+            "control_exchange": cfg.CONF.control_exchange,
+            "conductor_keys": str(pool.conductor_keys_path)}))
         os.replace(tmp, out / "pool.json")
-        deadline = time.monotonic() + 600
+        by_name = {h.name: h for h in pool.hosts}
+        deadline = time.monotonic() + 900
         while not (out / "stop").exists() and time.monotonic() < deadline:
-            # Keep compute-00's verdict fresh while Nova works.
-            time.sleep(0.5)
+            # A Nova test made a host untrusted and wants it back: reboot
+            # it (its TPM restarts and measures the approved boot again)
+            # and attest it now.
+            for request in sorted(out.glob("reboot-*")):
+                name = request.name[len("reboot-"):]
+                pool.reboot(by_name[name])
+                api.post("/v1/hosts/%s/attest" % name)
+                # The first verdict after a reboot may still be about the
+                # agent's old IMA position; the next cycle's counts.
+                latest = pool.wait_for(
+                    lambda v: v[name].status == "trusted", timeout=30)
+                request.unlink()
+                (out / ("rebooted-" + name)).write_text(latest[name].status)
+            time.sleep(0.2)
     finally:
         server.shutdown() if thread.is_alive() else None
         server.server_close()
@@ -142,9 +160,11 @@ def test_serve_key_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
 
 
 if _CHILD:
+    import uuid
     from unittest import mock
 
     import fixtures
+    from oslo_config import cfg
 
     from tests import nova_harness
 
@@ -153,38 +173,47 @@ if _CHILD:
     from nova import context as nova_context  # noqa: E402
     from nova import crypto  # noqa: E402
     from nova import objects  # noqa: E402
+    from nova import utils as nova_utils  # noqa: E402
     from nova import vtpm as nova_vtpm  # noqa: E402
     from nova.tests.fixtures import libvirt as fakelibvirt  # noqa: E402
+    from nova.tests.functional.api import client as nova_client  # noqa
     from nova.tests.functional.libvirt import test_vtpm  # noqa: E402
 
     from trusted_pools.db import api as tp_db  # noqa: E402
     from trusted_pools.keymanager import backend as tp_backend  # noqa
+    from trusted_pools.nova.scheduler import listener as tp_listener  # noqa
+    from trusted_pools.nova.scheduler import opts as tp_opts  # noqa
 
     POOL = json.loads(pathlib.Path(
         os.environ["TRUSTED_POOLS_KEYPOOL_JSON"]).read_text())
+    POOL_DIR = pathlib.Path(os.environ["TRUSTED_POOLS_KEYPOOL_JSON"]).parent
+    CONF = cfg.CONF
+    #: A vTPM flavor as operators write them (TPM 2.0, CRB).
+    VTPM = {"hw:tpm_version": "2.0", "hw:tpm_model": "tpm-crb"}
+    #: Another vTPM flavor (the resize target): TPM 2.0, TIS.
+    VTPM_TIS = {"hw:tpm_version": "2.0", "hw:tpm_model": "tpm-tis"}
+    NO_VALID_HOST = "NoValidHost"
+    MIGRATE_DISK = ("nova.virt.libvirt.driver.LibvirtDriver."
+                    "migrate_disk_and_power_off")
 
-    @mock.patch.object(
-        fakelibvirt.virConnect, "_domain_capability_tpm",
-        new=fakelibvirt.virConnect._domain_capability_tpm_supported)
-    class TestVTPMWithTrustedPools(test_vtpm.VTPMServersTest):
-        """Nova's own vTPM test class (its set-up, flavors and fake
-        libvirt), with the key manager switched to trusted_pools; one
-        compute host per test, named as enrolled. The upstream cases
-        assert the fake key manager's internals and are not run here."""
-
-        for _name in dir(test_vtpm.VTPMServersTest):
-            if _name.startswith("test"):
-                locals()[_name] = None
-        del _name
+    class TrustedPoolsNova:
+        """What every Nova class here adds to Nova's vTPM test set-up: the
+        key manager switched to trusted_pools (its API in the pool's own
+        process), Keystone tokens in Nova's request contexts, the compute
+        host each call runs as, and TrustedHostFilter in nova-scheduler
+        fed by the pool's conductor over the real RabbitMQ."""
 
         def setUp(self):
             # A failed build is not rescheduled: its fault is the reason.
             self.flags(max_attempts=1, group="scheduler")
+            self._enable_trust_filter()
             super().setUp()
             self.flags(backend="trusted_pools", group="key_manager")
             self.useFixture(fixtures.MonkeyPatch("nova.crypto._KEYMGR",
                                                  None))
-            self.key_mgr = None
+            # The listener was started by nova-scheduler loading the filter.
+            self.addCleanup(tp_listener.stop_default, wait=False)
+            self.cache = tp_listener.default_cache(CONF)
             # Nova's harness stubs keystonemiddleware; give its request
             # contexts the Keystone token a real deployment would have.
             from nova.api import auth as nova_auth
@@ -198,6 +227,7 @@ if _CHILD:
                 with_token))
             self.secrets = tp_db.Connection(tp_db.make_context_manager(
                 "sqlite:///%s" % POOL["db"]))
+            self.addCleanup(self.secrets.dispose)
             # With a token in the context (as in production), a hard
             # reboot re-creates the instance's disk images; the fake
             # libvirt has no disk files, so that part is stubbed.
@@ -210,21 +240,60 @@ if _CHILD:
             # here the computes share one process, so the key manager
             # takes the host it runs as (and that host's TPM) from the
             # instance being defined: its host at that moment.
+            self.released_to = []
             original = nova_vtpm.get_or_create_secret
 
             def as_instance_host(context, instance):
                 manager = crypto._get_key_manager()
-                manager.host = instance.host
+                name = self._pool_name(instance.host)
+                manager.host = name
                 manager._unwrapper = tp_backend.tpm_unwrapper(
-                    POOL["hosts"][instance.host],
+                    POOL["hosts"][name],
                     int(manager._settings.binding_key_handle, 16))
+                self.released_to.append(name)
                 return original(context, instance)
             self.useFixture(fixtures.MonkeyPatch(
                 "nova.vtpm.get_or_create_secret", as_instance_host))
 
+        def _pool_name(self, nova_host):
+            """The enrolled name of a Nova compute host (the same here)."""
+            return nova_host
+
+        def _enable_trust_filter(self):
+            if tp_opts.group.name not in CONF:
+                tp_opts.register_opts(CONF)
+            self.flags(available_filters=[
+                "nova.scheduler.filters.all_filters",
+                "trusted_pools.nova.scheduler.filters.TrustedHostFilter"],
+                group="filter_scheduler")
+            enabled = list(CONF.filter_scheduler.enabled_filters)
+            self.flags(enabled_filters=enabled + ["TrustedHostFilter"],
+                       group="filter_scheduler")
+            # The pool's verdicts live a few attestation intervals: a
+            # short bulk refresh keeps the scheduler's copies current.
+            self.flags(transport_url=POOL["transport_url"],
+                       control_exchange=POOL["control_exchange"],
+                       conductor_public_keys=[POOL["conductor_keys"]],
+                       max_age=600, grace=600, refresh_interval=2,
+                       rpc_timeout=5, vtpm_requires_trust=True,
+                       notification_pool="tp-vtpm-%s" % uuid.uuid4().hex,
+                       group=tp_opts.group.name)
+
+        # --- trust of the pool's hosts -------------------------------------
+
+        def _scheduler_sees(self, name, trusted):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if self.cache.is_trusted(name, 1) == trusted:
+                    return
+                time.sleep(0.1)
+            self.fail("nova-scheduler never saw %s %s" % (
+                name, "trusted" if trusted else "untrusted"))
+
         def _make_untrusted(self, name):
             """What a compromised boot does: PCR 4 moves past what the
-            host's event log says; the operator attests it now."""
+            host's event log says; the operator attests it now. Undone
+            (the host rebooted clean) when the test ends."""
             import requests
             from trusted_pools.tpm import constants
             from trusted_pools.tpm import device as tpm_device
@@ -235,53 +304,97 @@ if _CHILD:
                 headers={"X-Auth-Token": "admin"}, timeout=60)
             self.assertEqual(200, answer.status_code, answer.text)
             self.assertEqual("untrusted", answer.json()["verdict"]["status"])
+            self.addCleanup(self._restore_trust, name)
+            self._scheduler_sees(name, trusted=False)
+
+        def _restore_trust(self, name):
+            done = POOL_DIR / ("rebooted-" + name)
+            done.unlink(missing_ok=True)
+            (POOL_DIR / ("reboot-" + name)).touch()
+            deadline = time.monotonic() + 60
+            while not done.exists():
+                self.assertLess(time.monotonic(), deadline,
+                                "the pool did not reboot %s" % name)
+                time.sleep(0.1)
+            self.assertEqual("trusted", done.read_text())
+
+        # --- Nova ------------------------------------------------------------
 
         def _as_host(self, name):
             self.flags(api_endpoint=POOL["endpoint"], host=name,
                        tcti=POOL["hosts"][name],
                        group="trusted_pools_key_manager")
             self.start_compute(hostname=name)
+            if name != "compute-01":
+                self._scheduler_sees(name, trusted=True)
 
-        def _allow_owner_to_migrate(self):
+        def _vtpm_server(self, extra_specs=VTPM, expected_state="ACTIVE",
+                         az=None):
+            flavor = self._create_flavor(extra_spec=dict(extra_specs))
+            return self._create_server(flavor_id=flavor, az=az,
+                                       expected_state=expected_state)
+
+        def _allow_owner_to_move(self, copy_disks=True):
             # As Nova's own vTPM tests do: cold migration as the owner
-            # (an admin's token would not own the secret).
+            # (an admin's token would not own the secret in Barbican),
+            # and no disk copy (the fake libvirt has no disks).
             self.policy.set_rules({
                 "os_compute_api:os-migrate-server:migrate":
+                    "rule:admin_or_owner",
+                "os_compute_api:os-migrate-server:migrate:host":
                     "rule:admin_or_owner"}, overwrite=False)
-            self.useFixture(fixtures.MockPatch(
-                "nova.virt.libvirt.driver.LibvirtDriver."
-                "migrate_disk_and_power_off", return_value="{}"))
+            if copy_disks:
+                self.useFixture(fixtures.MockPatch(MIGRATE_DISK,
+                                                   return_value="{}"))
 
-        def test_cold_migration_to_trusted_host(self):
-            self._allow_owner_to_migrate()
-            self._as_host("compute-00")
-            server = self._create_server_with_vtpm(expected_state="ACTIVE")
-            self._as_host("compute-02")
-            server = self._migrate_server(server)
-            self.assertEqual("compute-02",
-                             server["OS-EXT-SRV-ATTR:host"])
-            self._confirm_resize(server)
-            self._delete_server(server)
+        def _host_of(self, server):
+            return self.admin_api.get_server(server["id"])[
+                "OS-EXT-SRV-ATTR:host"]
 
-        def test_cold_migration_to_untrusted_host_fails(self):
-            self._allow_owner_to_migrate()
-            self._as_host("compute-00")
-            server = self._create_server_with_vtpm(expected_state="ACTIVE")
-            self._as_host("compute-01")
-            self.api.post_server_action(server["id"], {"migrate": None})
-            server = self._wait_for_state_change(server, "ERROR")
-            fault = server["fault"]
-            self.assertIn("KeyWithheld: compute-01 is untrusted: ",
-                          fault["details"])
+        def _secret_of(self, server):
+            ctx = nova_context.get_admin_context()
+            instance = objects.Instance.get_by_uuid(ctx, server["id"])
+            return instance.system_metadata.get("vtpm_secret_uuid")
+
+        def _refused_before_the_move(self, server, action):
+            """The move failed in the scheduler: the migration record is
+            in error, the server ACTIVE where it was, its action event
+            names NoValidHost, and nothing was asked of the key manager."""
+            asked = len(self.released_to)
+            migration = self._wait_for_migration_status(server, ["error"])
+            self.assertEqual("compute-00", migration["source_compute"])
+            with nova_utils.temporary_mutation(self.admin_api,
+                                               microversion="2.84"):
+                event = self._wait_for_instance_action_event(
+                    server, action, "conductor_migrate_server", "Error")
+            self.assertIn(NO_VALID_HOST, event["traceback"])
+            server = self._wait_for_state_change(server, "ACTIVE")
+            self.assertEqual("compute-00", server["OS-EXT-SRV-ATTR:host"])
+            self.assertEqual(asked, len(self.released_to))
+            return server
+
+    @mock.patch.object(
+        fakelibvirt.virConnect, "_domain_capability_tpm",
+        new=fakelibvirt.virConnect._domain_capability_tpm_supported)
+    class TestVTPMWithTrustedPools(TrustedPoolsNova,
+                                   test_vtpm.VTPMServersTest):
+        """Nova's own vTPM test class (its set-up, flavors and fake
+        libvirt) with the key manager switched to trusted_pools; compute
+        hosts named as enrolled: compute-00 and compute-02 trusted,
+        compute-01 untrusted. The upstream cases run in
+        ``TestUpstreamVTPMCases``."""
+
+        for _name in dir(test_vtpm.VTPMServersTest):
+            if _name.startswith("test"):
+                locals()[_name] = None
+        del _name
 
         def test_vtpm_server_on_trusted_host_gets_its_key(self):
             self._as_host("compute-00")
-            server = self._create_server_with_vtpm(expected_state="ACTIVE")
+            server = self._vtpm_server()
             self.assertIsInstance(crypto._get_key_manager(),
                                   tp_backend.TrustedPoolsKeyManager)
-            ctx = nova_context.get_admin_context()
-            instance = objects.Instance.get_by_uuid(ctx, server["id"])
-            secret_id = instance.system_metadata["vtpm_secret_uuid"]
+            secret_id = self._secret_of(server)
             stored = self.secrets.get_secret(secret_id)
             self.assertEqual(server["id"], stored.owner)
             self.assertEqual("passphrase", stored.secret_type)
@@ -308,12 +421,174 @@ if _CHILD:
 
         def test_vtpm_server_on_untrusted_host_fails_with_reason(self):
             self._as_host("compute-01")
-            server = self._create_server_with_vtpm(expected_state="ERROR")
-            # Nova keeps the first 255 characters of the reason.
+            # Scheduled: the filter finds no trusted host.
+            server = self._vtpm_server(expected_state="ERROR")
+            self.assertIn("No valid host", server["fault"]["message"])
+            self.assertEqual([], self.released_to)
+            # Forced onto the host by an admin (the filter is bypassed):
+            # the key service refuses the key, with the reason. Nova keeps
+            # the first 255 characters of it.
+            server = self._vtpm_server(expected_state="ERROR",
+                                       az="nova:compute-01")
             message = server["fault"]["message"]
             self.assertTrue(message.startswith(
                 "compute-01 is untrusted: OS boot: PCR 4 event 27 "), message)
             self.assertIn("is not allowed by policy 'golden'", message)
-            ctx = nova_context.get_admin_context()
-            instance = objects.Instance.get_by_uuid(ctx, server["id"])
-            self.assertNotIn("vtpm_secret_uuid", instance.system_metadata)
+            self.assertIsNone(self._secret_of(server))
+
+        def test_cold_migration_to_trusted_host(self):
+            self._allow_owner_to_move()
+            self._as_host("compute-00")
+            server = self._vtpm_server()
+            self._as_host("compute-02")
+            server = self._migrate_server(server)
+            self.assertEqual("compute-02",
+                             server["OS-EXT-SRV-ATTR:host"])
+            self.assertEqual(["compute-00", "compute-02"],
+                             self.released_to[-2:])
+            self._confirm_resize(server)
+            server = self._reboot_server(server, hard=True)
+            self.assertEqual("compute-02", self.released_to[-1])
+            self._delete_server(server)
+
+        def test_cold_migration_to_untrusted_host_is_refused_first(self):
+            """Refused by the scheduler before the source stops: the server
+            stays ACTIVE on its source, and its key is still released
+            there."""
+            self._allow_owner_to_move()
+            self._as_host("compute-00")
+            server = self._vtpm_server()
+            self._as_host("compute-01")
+            # Any host: only compute-01 is left, and it is untrusted.
+            self.api.post_server_action(server["id"], {"migrate": None})
+            server = self._refused_before_the_move(server, "migrate")
+            # The untrusted host named as the target (microversion 2.56):
+            # Nova still runs the filters, and refuses the same way.
+            with nova_utils.temporary_mutation(self.api,
+                                               microversion="2.56"):
+                self.api.post_server_action(
+                    server["id"], {"migrate": {"host": "compute-01"}})
+            self._wait_for_migration_status(server, ["error", "error"])
+            server = self._wait_for_state_change(server, "ACTIVE")
+            self.assertEqual("compute-00", server["OS-EXT-SRV-ATTR:host"])
+            # The server is usable on its source: a hard reboot gets the
+            # key there.
+            server = self._reboot_server(server, hard=True)
+            self.assertEqual("compute-00", self.released_to[-1])
+            self.assertNotIn("compute-01", self.released_to)
+            self._delete_server(server)
+
+        def test_destination_distrusted_during_the_move(self):
+            """The one case the scheduler cannot catch: the destination
+            turns untrusted after it was chosen, while the source copies
+            the disks. The key is withheld on the destination (ERROR
+            there); the admin recovers by resetting the state and cold
+            migrating to a trusted host, where the key is released."""
+            self._allow_owner_to_move(copy_disks=False)
+            self._as_host("compute-00")
+            server = self._vtpm_server()
+            self._as_host("compute-02")
+
+            def distrust_destination(*args, **kwargs):
+                self._make_untrusted("compute-02")
+                return "{}"
+            with mock.patch(MIGRATE_DISK, side_effect=distrust_destination):
+                self.api.post_server_action(server["id"], {"migrate": None})
+                server = self._wait_for_state_change(server, "ERROR")
+            self.useFixture(fixtures.MockPatch(MIGRATE_DISK,
+                                               return_value="{}"))
+            self.assertEqual("compute-02", server["OS-EXT-SRV-ATTR:host"])
+            with nova_utils.temporary_mutation(self.admin_api,
+                                               microversion="2.84"):
+                event = self._wait_for_instance_action_event(
+                    server, "migrate", "compute_finish_resize", "Error")
+            self.assertEqual("KeyWithheld", event["details"])
+            self.assertIn("KeyWithheld: compute-02 is untrusted: ",
+                          server["fault"]["details"])
+            # Recovery: back to ACTIVE in Nova's records, then a cold
+            # migration, which the filter can only send to compute-00.
+            self.admin_api.post_server_action(
+                server["id"], {"os-resetState": {"state": "active"}})
+            server = self._migrate_server(server)
+            self.assertEqual("compute-00", server["OS-EXT-SRV-ATTR:host"])
+            self.assertEqual("compute-00", self.released_to[-1])
+            self._confirm_resize(server)
+            self._delete_server(server)
+
+        def test_resize_revert_and_confirm_on_trusted_hosts(self):
+            self._allow_owner_to_move()
+            self._as_host("compute-00")
+            server = self._vtpm_server()
+            secret_id = self._secret_of(server)
+            self._as_host("compute-02")
+            bigger = self._create_flavor(memory_mb=4096,
+                                         extra_spec=dict(VTPM_TIS))
+            # Resize, then revert: the key goes to compute-02, then to
+            # compute-00 again when the server is restored there.
+            server = self._resize_server(server, bigger)
+            self.assertEqual("compute-02", server["OS-EXT-SRV-ATTR:host"])
+            self.assertEqual("compute-02", self.released_to[-1])
+            server = self._revert_resize(server)
+            self.assertEqual("compute-00", server["OS-EXT-SRV-ATTR:host"])
+            self.assertEqual("compute-00", self.released_to[-1])
+            # Resize again, and confirm: the server lives on compute-02,
+            # with the same secret.
+            server = self._resize_server(server, bigger)
+            server = self._confirm_resize(server)
+            self.assertEqual("compute-02", server["OS-EXT-SRV-ATTR:host"])
+            self.assertEqual(secret_id, self._secret_of(server))
+            self.assertIsNotNone(self.secrets.get_secret(secret_id))
+            self._delete_server(server)
+
+        def test_resize_to_untrusted_host_is_refused_first(self):
+            self._allow_owner_to_move()
+            self._as_host("compute-00")
+            server = self._vtpm_server()
+            self._as_host("compute-01")
+            bigger = self._create_flavor(memory_mb=4096,
+                                         extra_spec=dict(VTPM_TIS))
+            self.api.post_server_action(
+                server["id"], {"resize": {"flavorRef": bigger}})
+            server = self._refused_before_the_move(server, "resize")
+            instance = objects.Instance.get_by_uuid(
+                nova_context.get_admin_context(), server["id"])
+            self.assertEqual(VTPM, {k: v for k, v in
+                                    instance.flavor.extra_specs.items()
+                                    if k.startswith("hw:tpm")})
+            server = self._reboot_server(server, hard=True)
+            self.assertEqual("compute-00", self.released_to[-1])
+            self._delete_server(server)
+
+        def test_operations_nova_refuses_for_vtpm_servers(self):
+            """Nova 34 refuses these for every vTPM server (evacuate,
+            rebuild, rescue, shelve) and live migration for the 'user'
+            mode, before any host or key is involved."""
+            self._as_host("compute-00")
+            self._as_host("compute-02")
+            server = self._vtpm_server()
+            host = self._host_of(server)
+            asked = len(self.released_to)
+            refused = [
+                (self.admin_api, {"evacuate": {}}, "evacuate"),
+                (self.api, {"rebuild": {"imageRef": server["image"]["id"]}},
+                 "rebuild"),
+                (self.api, {"rescue": None}, "rescue"),
+                (self.api, {"shelve": None}, "shelve"),
+                (self.admin_api, {"os-migrateLive": {
+                    "host": None, "block_migration": "auto"}},
+                 "live-migration"),
+            ]
+            for api, body, operation in refused:
+                error = self.assertRaises(
+                    nova_client.OpenStackApiException,
+                    api.post_server_action, server["id"], body)
+                self.assertIn(error.response.status_code, (400, 409),
+                              operation)
+                self.assertIn("'%s' not supported for vTPM-enabled "
+                              "instance" % operation, str(error))
+            server = self.admin_api.get_server(server["id"])
+            self.assertEqual(("ACTIVE", host),
+                             (server["status"],
+                              server["OS-EXT-SRV-ATTR:host"]))
+            self.assertEqual(asked, len(self.released_to))
+            self._delete_server(server)
