@@ -73,7 +73,7 @@ def test_vtpm_servers_inside_nova(tmp_path):
             capture_output=True, text=True, timeout=300, cwd=ROOT)
         output = child.stdout + child.stderr
         assert child.returncode == 0, output[-6000:]
-        assert "Ran 8 tests" in output and "\nOK" in output, \
+        assert "Ran 9 tests" in output and "\nOK" in output, \
             output[-6000:]
     finally:
         (tmp_path / "stop").touch()
@@ -557,6 +557,44 @@ if _CHILD:
                                     if k.startswith("hw:tpm")})
             server = self._reboot_server(server, hard=True)
             self.assertEqual("compute-00", self.released_to[-1])
+            self._delete_server(server)
+
+        @mock.patch("nova.compute.api.MIN_COMPUTE_VTPM_LIVE_MIGRATION", 5)
+        @mock.patch("nova.objects.service.Service.get_minimum_version",
+                    new=mock.Mock(return_value=5))
+        def test_live_migration_in_host_mode(self):
+            """Nova live-migrates vTPM servers only in the 'host' secret
+            mode, where libvirt copies the secret host to host and the key
+            manager is not asked: the filter is the only check (an
+            untrusted destination is refused before the move), and a host
+            that turns untrusted keeps running the server it holds."""
+            host_mode = dict(VTPM, **{"hw:tpm_secret_security": "host"})
+            self._as_host("compute-00")
+            self.server = self._vtpm_server(host_mode)
+            self.src = self.computes["compute-00"]
+            self._as_host("compute-01")
+            self._live_migrate(self.server, migration_expected_state="error",
+                               server_expected_state="ACTIVE",
+                               api=self.admin_api)
+            with nova_utils.temporary_mutation(self.admin_api,
+                                               microversion="2.84"):
+                event = self._wait_for_instance_action_event(
+                    self.server, "live-migration",
+                    "conductor_live_migrate_instance", "Error")
+            self.assertIn(NO_VALID_HOST, event["traceback"])
+            self.assertEqual("compute-00", self._host_of(self.server))
+            self._as_host("compute-02")
+            self.dest = self.computes["compute-02"]
+            asked = len(self.released_to)
+            self._live_migrate(self.server, api=self.admin_api)
+            self.assertEqual("compute-02", self._host_of(self.server))
+            self.assertEqual(asked, len(self.released_to))
+            # 'host' mode: the secret stays defined in libvirt on the host,
+            # so a hard reboot after distrust does not ask for the key.
+            self._make_untrusted("compute-02")
+            server = self._reboot_server(self.server, hard=True)
+            self.assertEqual("ACTIVE", server["status"])
+            self.assertEqual(asked, len(self.released_to))
             self._delete_server(server)
 
         def test_operations_nova_refuses_for_vtpm_servers(self):
