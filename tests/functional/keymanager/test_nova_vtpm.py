@@ -40,6 +40,29 @@ _SERVE = os.environ.get("TRUSTED_POOLS_KEYPOOL_DIR")
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 #: Token the Nova requests carry (a member of the project "tenant").
 TOKEN = "member"
+#: Token Nova's admin requests carry (an admin of the project
+#: "cloud-admin", tests.api_fixtures).
+ADMIN_TOKEN = "admin"
+#: Nova's upstream vTPM cases run with trusted_pools on every run (their
+#: names; all: TRUSTED_POOLS_NOVA_UPSTREAM=all): the 'user' mode ones, the
+#: 'deployment' and 'host' mode ones that involve the key manager, and
+#: the three that assume Barbican's ownership model (replaced, see
+#: TestUpstreamVTPMCases). Each costs about 5 s of Nova's harness.
+UPSTREAM_CASES = frozenset({
+    "test_create_server",
+    "test_tpm_secret_security_user",
+    "test_create_server_secret_security_deployment",
+    "test_hard_reboot_server",
+    "test_hard_reboot_server_as_admin_1_None",
+    "test_hard_reboot_server_as_admin_2_user",
+    "test_suspend_resume_server",
+    "test_resize_revert_server__vtpm_to_vtpm_different_config",
+    "test_resize_server__no_vtpm_to_vtpm_2_user",
+    "test_resize_server__vtpm_to_no_vtpm_2_user",
+    "test_migrate_server",
+    "test_migrate_server_as_admin",
+    "test_live_migrate_server_secret_security_host",
+})
 
 
 @pytest.mark.slow
@@ -67,13 +90,17 @@ def test_vtpm_servers_inside_nova(tmp_path):
         child = subprocess.run(
             [sys.executable, "-m", "testtools.run",
              "tests.functional.keymanager.test_nova_vtpm."
-             "TestVTPMWithTrustedPools"],
+             "TestVTPMWithTrustedPools",
+             "tests.functional.keymanager.test_nova_vtpm."
+             "TestUpstreamVTPMCases"],
             env=dict(os.environ, TRUSTED_POOLS_NOVA_CHILD="1",
                      TRUSTED_POOLS_KEYPOOL_JSON=str(tmp_path / "pool.json")),
-            capture_output=True, text=True, timeout=300, cwd=ROOT)
+            capture_output=True, text=True, timeout=900, cwd=ROOT)
         output = child.stdout + child.stderr
         assert child.returncode == 0, output[-6000:]
-        assert "Ran 9 tests" in output and "\nOK" in output, \
+        ran = 9 + (49 if os.environ.get("TRUSTED_POOLS_NOVA_UPSTREAM")
+                   == "all" else len(UPSTREAM_CASES))
+        assert "Ran %d tests" % ran in output and "\nOK" in output, \
             output[-6000:]
     finally:
         (tmp_path / "stop").touch()
@@ -211,16 +238,23 @@ if _CHILD:
             self.flags(backend="trusted_pools", group="key_manager")
             self.useFixture(fixtures.MonkeyPatch("nova.crypto._KEYMGR",
                                                  None))
-            # The listener was started by nova-scheduler loading the filter.
-            self.addCleanup(tp_listener.stop_default, wait=False)
-            self.cache = tp_listener.default_cache(CONF)
+            if "TrustedHostFilter" in CONF.filter_scheduler.enabled_filters:
+                # Its listener was started by nova-scheduler loading it.
+                self.addCleanup(tp_listener.stop_default, wait=False)
+                self.cache = tp_listener.default_cache(CONF)
             # Nova's harness stubs keystonemiddleware; give its request
             # contexts the Keystone token a real deployment would have.
             from nova.api import auth as nova_auth
             create = nova_auth.NovaKeystoneContext._create_context
 
             def with_token(env, **kwargs):
-                kwargs["auth_token"] = TOKEN
+                # Nova's test clients send their roles; an admin's request
+                # carries an admin's token (another project's), a user's
+                # the token of a member of the project that owns the
+                # servers.
+                roles = env.get("HTTP_X_ROLES", "").split(",")
+                kwargs["auth_token"] = ADMIN_TOKEN if "admin" in roles \
+                    else TOKEN
                 return create(env, **kwargs)
             self.useFixture(fixtures.MonkeyPatch(
                 "nova.api.auth.NovaKeystoneContext._create_context",
@@ -630,3 +664,125 @@ if _CHILD:
                               server["OS-EXT-SRV-ATTR:host"]))
             self.assertEqual(asked, len(self.released_to))
             self._delete_server(server)
+
+    class SecretsView:
+        """What Nova's upstream vTPM tests read of their fake key manager
+        (``_passphrases``, ``_contexts``), answered from trusted_pools:
+        the secrets this test stored through the backend (with the context
+        Nova passed) that still exist in the key service's database."""
+
+        def __init__(self, secrets):
+            self._db = secrets
+            self._contexts = {}
+
+        def record(self, secret_id, context):
+            self._contexts[secret_id] = context
+
+        @property
+        def _passphrases(self):
+            from trusted_pools import exception as tp_exception
+            held = {}
+            for secret_id in self._contexts:
+                try:
+                    held[secret_id] = self._db.get_secret(secret_id)
+                except tp_exception.NotFound:
+                    pass
+            return held
+
+    @mock.patch.object(
+        fakelibvirt.virConnect, "_domain_capability_tpm",
+        new=fakelibvirt.virConnect._domain_capability_tpm_supported)
+    class TestUpstreamVTPMCases(TrustedPoolsNova, test_vtpm.VTPMServersTest):
+        """Nova 34's own vTPM functional cases (``VTPMServersTest``, every
+        case, unchanged) with the key manager switched to trusted_pools.
+
+        Their compute hosts have Nova's names ('compute1', 'src', 'dest',
+        'test_compute0', ...): each is run as one of the pool's trusted
+        hosts (compute-00, then compute-02). The filter is not enabled
+        here: these cases are about Nova and its key manager, and the
+        scheduler does not know Nova's names. Their service user context
+        ('deployment' mode) carries a keystoneauth plugin with the
+        'service' persona's token, as ``[service_user]`` gives one.
+        Cases that fail, and why, are listed in ``EXPECTED_FAILURES``.
+        """
+
+        POOL_HOSTS = ("compute-00", "compute-02")
+
+        if os.environ.get("TRUSTED_POOLS_NOVA_UPSTREAM") != "all":
+            for _name in dir(test_vtpm.VTPMServersTest):
+                if _name.startswith("test") and _name not in UPSTREAM_CASES:
+                    locals()[_name] = None
+            del _name
+
+        # Nova's expectation for these three is Barbican's: a secret is
+        # readable by the user who stored it only, so an admin's hard
+        # reboot or cold migration of a user's 'user'-mode server fails.
+        # trusted_pools lets the owning project's members, admins and the
+        # service role ask (trusted_pools:secret:release), and still
+        # releases only to a trusted host, wrapped to its TPM: the
+        # admin's operation works.
+
+        def _hard_reboot_as_admin(self, secret_security):
+            self.start_compute()
+            server = self._create_server_with_vtpm(
+                secret_security=secret_security)
+            server = self._reboot_server(server, hard=True,
+                                         api=self.admin_api)
+            self.assertEqual("ACTIVE", server["status"])
+            self.assertInstanceHasSecret(server)
+
+        def test_hard_reboot_server_as_admin_1_None(self):
+            self._hard_reboot_as_admin(None)
+
+        def test_hard_reboot_server_as_admin_2_user(self):
+            self._hard_reboot_as_admin("user")
+
+        def test_migrate_server_as_admin(self):
+            for host in ("test_compute0", "test_compute1"):
+                self.start_compute(host)
+            server = self._create_server_with_vtpm()
+            self.assertInstanceHasSecret(server)
+            with mock.patch(MIGRATE_DISK, return_value="{}"):
+                server = self._migrate_server(server, api=self.admin_api)
+            self.assertEqual("VERIFY_RESIZE", server["status"])
+            self.assertEqual(self._pool_name(
+                server["OS-EXT-SRV-ATTR:host"]), self.released_to[-1])
+            self.assertInstanceHasSecret(server)
+
+        def _enable_trust_filter(self):
+            pass
+
+        def setUp(self):
+            super().setUp()
+            CONF.register_group(tp_backend.group)
+            CONF.register_opts(tp_backend.opts, group=tp_backend.group)
+            self.flags(api_endpoint=POOL["endpoint"],
+                       group="trusted_pools_key_manager")
+            self._names = {}
+            self.key_mgr = SecretsView(self.secrets)
+            store = tp_backend.TrustedPoolsKeyManager.store
+            view = self.key_mgr
+
+            def recording_store(manager, context, managed_object, **kw):
+                secret_id = store(manager, context, managed_object, **kw)
+                view.record(secret_id, context)
+                return secret_id
+            self.useFixture(fixtures.MonkeyPatch(
+                "trusted_pools.keymanager.backend.TrustedPoolsKeyManager."
+                "store", recording_store))
+            from keystoneauth1 import token_endpoint
+
+            def service_user_context():
+                return nova_context.RequestContext(
+                    user_id="nova", project_id="service",
+                    roles=["service"], user_auth_plugin=token_endpoint.Token(
+                        POOL["endpoint"], "service"))
+            self.useFixture(fixtures.MockPatch(
+                "nova.context.get_nova_service_user_context",
+                service_user_context))
+
+        def _pool_name(self, nova_host):
+            if nova_host not in self._names:
+                self._names[nova_host] = self.POOL_HOSTS[
+                    len(self._names) % len(self.POOL_HOSTS)]
+            return self._names[nova_host]
