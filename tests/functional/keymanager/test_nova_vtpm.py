@@ -125,6 +125,12 @@ def test_serve_key_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
     pool, application = pool_with_api(tmp_path, rabbit_conf, swtpm_pool,
                                       swtpm_ca, 3, tamper=(1,))
     api = Client(application)
+    # Verdicts here live (unknown_after_missed + 1) attestation intervals
+    # of 2 s; Nova's harness in the other process starves this one of CPU
+    # on a small machine, and a verdict that expires between two cycles
+    # makes a host "stale" (the key withheld) for no reason of the test's.
+    for conductor in pool.conductors:
+        conductor.manager.unknown_after_missed = 15
 
     class Quiet(simple_server.WSGIRequestHandler):
         def log_message(self, *args):  # noqa: D401 - stdlib signature
@@ -654,8 +660,8 @@ if _CHILD:
                 error = self.assertRaises(
                     nova_client.OpenStackApiException,
                     api.post_server_action, server["id"], body)
-                self.assertIn(error.response.status_code, (400, 409),
-                              operation)
+                # NotSupported: Nova's API answers 400 Bad Request.
+                self.assertEqual(400, error.response.status_code, operation)
                 self.assertIn("'%s' not supported for vTPM-enabled "
                               "instance" % operation, str(error))
             server = self.admin_api.get_server(server["id"])
