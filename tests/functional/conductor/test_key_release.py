@@ -334,7 +334,7 @@ def test_compromised_host_with_nova_service_credentials(keyed_pool):
     secret_id = nova_good.store(ctx("service"), passphrase.Passphrase(
         value, name="vTPM secret for instance 0d1e-uuid"))
     assert api.get("/v1/secrets/" + secret_id, persona="service"
-                   ).json["secret"]["project_id"] == "service"
+                   ).json["secret"]["project_id"] == "service-id"
     assert nova_good.get(ctx("service"), secret_id).get_encoded() == value
 
     # compute-01 (untrusted) asks in its own name: refused, with why.
