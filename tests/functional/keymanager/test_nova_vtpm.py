@@ -98,7 +98,7 @@ def test_vtpm_servers_inside_nova(tmp_path):
             capture_output=True, text=True, timeout=900, cwd=ROOT)
         output = child.stdout + child.stderr
         assert child.returncode == 0, output[-6000:]
-        ran = 9 + (49 if os.environ.get("TRUSTED_POOLS_NOVA_UPSTREAM")
+        ran = 10 + (49 if os.environ.get("TRUSTED_POOLS_NOVA_UPSTREAM")
                    == "all" else len(UPSTREAM_CASES))
         assert "Ran %d tests" % ran in output and "\nOK" in output, \
             output[-6000:]
@@ -294,6 +294,19 @@ if _CHILD:
                 return original(context, instance)
             self.useFixture(fixtures.MonkeyPatch(
                 "nova.vtpm.get_or_create_secret", as_instance_host))
+            # Nova's service user context ('deployment' mode) as
+            # [service_user] makes it: a keystoneauth plugin, here with the
+            # 'service' persona's token, and no token of its own.
+            from keystoneauth1 import token_endpoint
+
+            def service_user_context():
+                return nova_context.RequestContext(
+                    user_id="nova", project_id="service",
+                    roles=["service"], user_auth_plugin=token_endpoint.Token(
+                        POOL["endpoint"], "service"))
+            self.useFixture(fixtures.MockPatch(
+                "nova.context.get_nova_service_user_context",
+                service_user_context))
 
         def _pool_name(self, nova_host):
             """The enrolled name of a Nova compute host (the same here)."""
@@ -637,6 +650,53 @@ if _CHILD:
             self.assertEqual(asked, len(self.released_to))
             self._delete_server(server)
 
+        def _domains(self, name):
+            return {d.UUIDString() for d in self.computes[
+                name].driver._host.list_instance_domains()}
+
+        def test_guests_resumed_on_host_boot_only_while_trusted(self):
+            """[DEFAULT] resume_guests_state_on_host_boot: nova-compute
+            starts (the host rebooted, its hypervisor empty) and defines
+            its running guests again, with its own admin context."""
+            self.flags(resume_guests_state_on_host_boot=True)
+            deployment_mode = dict(
+                VTPM, **{"hw:tpm_secret_security": "deployment"})
+            self._as_host("compute-00")
+            deployment = self._vtpm_server(deployment_mode)
+            user = self._vtpm_server()
+            self.restart_compute_service("compute-00",
+                                         keep_hypervisor_state=False)
+            # 'deployment' mode: Nova asks with its service user, and the
+            # key is released to the host, trusted.
+            self.assertEqual({deployment["id"]}, self._domains("compute-00"))
+            self.assertEqual("compute-00", self.released_to[-1])
+            self.assertEqual("ACTIVE", self.admin_api.get_server(
+                deployment["id"])["status"])
+            # 'user' mode: Nova's admin context carries no user token, so
+            # no key manager that keys secrets to their users can answer
+            # (Barbican neither): the guest is not resumed. (Nova sets
+            # the error state and logs why; it records no fault here.)
+            self._wait_for_server_parameter(
+                user, {"OS-EXT-STS:vm_state": "error"}, api=self.admin_api)
+            self.assertNotIn(user["id"], self._domains("compute-00"))
+            # Another host comes back from a compromised boot: the key is
+            # withheld, its guest is not resumed.
+            self._as_host("compute-02")
+            self.computes["compute-00"].stop()
+            elsewhere = self._vtpm_server(deployment_mode)
+            self.assertEqual("compute-02", self._host_of(elsewhere))
+            self._make_untrusted("compute-02")
+            self.restart_compute_service("compute-02",
+                                         keep_hypervisor_state=False)
+            self.assertEqual(set(), self._domains("compute-02"))
+            self._wait_for_server_parameter(
+                elsewhere, {"OS-EXT-STS:vm_state": "error"},
+                api=self.admin_api)
+            self.assertEqual("compute-02", self.released_to[-1])
+            # Nova logs why ("Failed to resume instance" and the error).
+            self.assertIn("KeyWithheld: compute-02 is untrusted: ",
+                          self.stdlog.logger.output)
+
         def test_operations_nova_refuses_for_vtpm_servers(self):
             """Nova 34 refuses these for every vTPM server (evacuate,
             rebuild, rescue, shelve) and live migration for the 'user'
@@ -776,16 +836,6 @@ if _CHILD:
             self.useFixture(fixtures.MonkeyPatch(
                 "trusted_pools.keymanager.backend.TrustedPoolsKeyManager."
                 "store", recording_store))
-            from keystoneauth1 import token_endpoint
-
-            def service_user_context():
-                return nova_context.RequestContext(
-                    user_id="nova", project_id="service",
-                    roles=["service"], user_auth_plugin=token_endpoint.Token(
-                        POOL["endpoint"], "service"))
-            self.useFixture(fixtures.MockPatch(
-                "nova.context.get_nova_service_user_context",
-                service_user_context))
 
         def _pool_name(self, nova_host):
             if nova_host not in self._names:
