@@ -15,6 +15,17 @@ keystonemiddleware (tokens from its AuthTokenFixture) served on a local
 port. compute-00 and compute-02 are trusted; compute-01 booted a kernel
 nobody approved.
 The backend in Nova unwraps through the swtpm of the host it runs as.
+nova-scheduler runs TrustedHostFilter (vTPM requests need a trusted host),
+its listener fed by the pool's conductor over the real RabbitMQ; a test
+that makes a host untrusted has the pool reboot it clean afterwards.
+
+Two Nova classes: ``TestVTPMWithTrustedPools`` (this project's cases:
+boot, reboot, cold migration, resize with revert and confirm, live
+migration in 'host' mode, resume on host boot, the operations Nova
+refuses, each toward trusted and untrusted hosts) and
+``TestUpstreamVTPMCases`` (Nova's own ``VTPMServersTest`` cases with this
+backend: a selection on every run, all with
+``TRUSTED_POOLS_NOVA_UPSTREAM=all``).
 
 Like the other Nova tests, the pytest-facing test runs the Nova class in a
 child interpreter (here with testtools' runner: the class builds on Nova's
