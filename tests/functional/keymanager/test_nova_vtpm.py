@@ -315,6 +315,17 @@ if _CHILD:
                 "nova.context.get_nova_service_user_context",
                 service_user_context))
 
+        def _wait_for_server_parameter(self, server, expected_params,
+                                       max_retries=10, api=None,
+                                       wait_for_fault_key=True):
+            # Each key release crosses to the pool's process (HTTP, the
+            # API, RabbitMQ, a conductor, a TPM): on a loaded 2-core
+            # machine that can outlast Nova's 5 s of polling. Polling
+            # longer costs nothing when the state comes sooner.
+            return super()._wait_for_server_parameter(
+                server, expected_params, max(max_retries, 60), api=api,
+                wait_for_fault_key=wait_for_fault_key)
+
         def _pool_name(self, nova_host):
             """The enrolled name of a Nova compute host (the same here)."""
             return nova_host
