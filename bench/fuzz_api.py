@@ -163,6 +163,10 @@ class FakeConductors:
                 exception.HostAlreadyExists(host=host)])
         if method in _OPERATIONS:
             return self._operation(method, host, kwargs)
+        if method == "challenge_instance":
+            return {"instance": kwargs.get("instance"), "host": host,
+                    "nonce": "bm9uY2Vub25jZW5vbmNlbm9uY2Vub25jZW5vbmNlbm8=",
+                    "expires_in": 300}
         return None
 
     def _operation(self, method: str, host: str, kwargs: dict) -> Any:
@@ -184,15 +188,37 @@ class FakeConductors:
                 "reasons": ["generated"], "issued_at": now,
                 "expires_at": now + 180},
                 "signed_result": self.src.choice([None, "x.y.z"])}
+        elif method == "certify_binding_key":
+            result = {"host": host, "name": "000b" + "ab" * 32,
+                      "generation": 1}
+        elif method == "deep_attest":
+            result = {"host": host, "instances": [
+                {"instance": item.get("instance"),
+                 "error": {"type": "VMQuoteInvalid", "reason": "generated"}}
+                for item in kwargs.get("instances") or ()]}
+        elif method == "list_vtpms":
+            result = {"host": host, "source": "host-reported", "note": "",
+                      "enabled": self.src.flag(), "driver": "swtpm",
+                      "reported_at": 0, "vtpms": []}
         else:
             result = {"measured_boot": MEASURED_BOOT, "ima": RUNTIME}
+        if method == "list_vtpms" and self.src.flag():
+            # A compromised host's report the conductor refused.
+            self.db.finish_operation(
+                operation.id, error_type="HostReportRefused",
+                error={"message": "refused", "kwargs": {
+                    "host": host, "what": "vTPM report",
+                    "reason": "generated"}})
+            return {"host": host, "operation": operation.id,
+                    "state": "pending"}
         self.db.finish_operation(operation.id, result=result)
         return {"host": host, "operation": operation.id, "state": "pending"}
 
 
 #: Conductor methods that run as host operations, and their kind.
 _OPERATIONS = {"enroll_host": "enroll", "attest_now": "attest",
-               "capture_policy": "capture"}
+               "capture_policy": "capture", "certify_binding_key": "certify",
+               "deep_attest": "deep_attest", "list_vtpms": "list_vtpms"}
 
 
 @dataclass

@@ -653,6 +653,10 @@ class _RecordingAgents:
         self.calls.append(("get_binding_key", host))
         return self.answer()
 
+    def list_vtpms(self, context: Any, host: str) -> Any:
+        self.calls.append(("list_vtpms", host))
+        return self.answer()
+
     def activate_credential(self, context: Any, host: str, *args: Any
                             ) -> Any:
         self.calls.append(("activate_credential", host))
@@ -877,7 +881,8 @@ def fuzz_conductor_management(data: bytes) -> None:
     host = src.choice(list(c.hosts) + ["", "compute-x", "a" * 300, None, 7])
     method = src.choice(["enroll_host", "attest_now", "capture_policy",
                          "reset_enrollment", "certify_binding_key",
-                         "store_secret", "release_secret", "delete_secret"])
+                         "store_secret", "release_secret", "delete_secret",
+                         "list_vtpms", "deep_attest"])
     if method == "enroll_host":
         result = None
         try:
@@ -903,6 +908,8 @@ def fuzz_conductor_management(data: bytes) -> None:
                             "cannot verify: %r" % (result,))
     elif method in _KEY_SERVICE_METHODS:
         _fuzz_key_service(c, management, src, method, host)
+    elif method in ("list_vtpms", "deep_attest"):
+        _fuzz_vtpm_methods(c, management, src, method, host)
     else:
         # An operator may reset an enrolled host; the enrolled two stay
         # enrolled so that the other targets keep judging real AKs.
@@ -915,6 +922,55 @@ def fuzz_conductor_management(data: bytes) -> None:
     _check_conductor(c)
 
 
+_VM_EVIDENCE_KEYS = ["instance", "vm_quote", "vm_signature", "vm_pcrs",
+                     "vtpm_certificate", "ca", "certificate", "public",
+                     "certify_attest", "certify_signature"]
+
+
+def _fuzz_vtpm_methods(c: _Conductor, management: Any, src: Source,
+                       method: str, host: Any) -> None:
+    """list_vtpms with the agent's answer generated (a compromised host's
+    report): refused with a typed error, or a bounded report labelled
+    host-reported. deep_attest of generated instance evidence (the host's
+    quote generated too): never a trusted instance verdict, nothing
+    stored."""
+    try:
+        if method == "list_vtpms":
+            report = _unwrap_rpc(lambda: management.list_vtpms({}, host),
+                                 c.manager.db)
+            if report is not None and (
+                    report.get("source") != "host-reported" or
+                    len(report.get("vtpms", ())) > 4096):
+                raise Violation("list_vtpms kept an unbounded or unlabelled "
+                                "report: %r" % (report,))
+            return
+        instances = structured(src, [[{
+            "instance": "00000000-0000-4000-8000-000000000001",
+            "vm_quote": "AAAA", "vm_signature": "AAAA",
+            "vm_pcrs": {"sha256": {"0": "00" * 32}},
+            "vtpm_certificate": {"ca": {"public": "AA",
+                                        "certify_attest": "AA",
+                                        "certify_signature": "AA"},
+                                 "certificate": "a.b"}}]],
+            _VM_EVIDENCE_KEYS)
+        result = _unwrap_rpc(lambda: management.deep_attest(
+            {}, host, instances), c.manager.db)
+        entries = result.get("instances") if isinstance(result, dict) \
+            else None
+        for entry in entries or ():
+            if isinstance(entry, dict) and "verdict" in entry:
+                raise Violation("deep_attest judged generated instance "
+                                "evidence: %r" % (entry,))
+    except exception.TrustedPoolsError:
+        pass
+    import sqlalchemy as sa
+    with c.manager.db.get_engine().begin() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT COUNT(*) FROM instance_verdicts")).scalar()
+    if stored:
+        raise Violation("generated evidence stored an instance verdict")
+
+
 _KEY_SERVICE_METHODS = ("certify_binding_key", "store_secret",
                         "release_secret", "delete_secret")
 
@@ -925,7 +981,8 @@ def _fuzz_key_service(c: _Conductor, management: Any, src: Source,
                            [])
     try:
         if method == "certify_binding_key":
-            _unwrap_rpc(lambda: management.certify_binding_key({}, host))
+            _unwrap_rpc(lambda: management.certify_binding_key({}, host),
+                        c.manager.db)
         elif method == "store_secret":
             compute_host = src.choice(list(c.hosts) + [None])
             stored = _unwrap_rpc(lambda: management.store_secret(

@@ -16,6 +16,7 @@ class LocalAgents:
     """The conductor's agent client, answered in-process by Attesters."""
 
     def __init__(self, attesters: dict[str, Attester],
+                 vtpms: dict | None = None,
                  migrations: dict[str, Any] | None = None) -> None:
         self.attesters = attesters
         self.nonces: list[bytes] = []
@@ -23,6 +24,8 @@ class LocalAgents:
         #: without one answer migration steps with TemporaryFailure, as
         #: an agent with [vtpm] disabled does).
         self.migrations = migrations or {}
+        #: Host -> its vTPM driver (list_vtpms answers from it).
+        self.vtpms = vtpms if vtpms is not None else {}
 
     def get_identity(self, context, host):
         identity = self.attesters[host].identity()
@@ -95,3 +98,14 @@ class LocalAgents:
 
     def migration_abort(self, context, host, migration_id, instance, role):
         return self._migrations(host).abort(migration_id, instance, role)
+    def list_vtpms(self, context, host):
+        driver = self.vtpms.get(host)
+        if host not in self.attesters:
+            raise KeyError(host)
+        if driver is None:
+            return {"host": host, "enabled": False, "driver": None,
+                    "vtpms": []}
+        return {"host": host, "enabled": True, "driver": driver.name,
+                "vtpms": [{"instance": i.instance_uuid,
+                           "status": i.status.value, "reason": i.reason}
+                          for i in driver.list()]}

@@ -65,6 +65,7 @@ class MigrationPool:
             run_dir=self.run_dir / host.name, setup_config=self.setup_conf,
             host_runner=host.agent.attester.run_on_device)
         host.agent.vtpm = driver
+        host.agent.manager.vtpm = driver
         host.agent.manager.migrations = MigrationAgent(
             host.name, host.agent.attester, driver,
             self.workdir / host.name / "journal")

@@ -67,6 +67,31 @@ install_guest_packages() {
     fi
 }
 
+# The dashboard's browser test (tests/functional/api/test_dashboard_browser.py)
+# drives Debian's Chromium headless through Playwright (PyPI); Playwright's
+# own browser downloads are never used. Fonts so that pages render text.
+need_browser_packages() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -d /usr/share/fonts/truetype/liberation ] || missing+=(fonts-liberation)
+    printf '%s\n' "${missing[@]}"
+}
+
+install_browser_packages() {
+    local missing
+    missing="$(need_browser_packages)"
+    [ -z "$missing" ] && return 0
+    log "installing the dashboard test's browser: $(echo $missing)"
+    # shellcheck disable=SC2086
+    if ! as_root apt-get update -qq \
+        || ! as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends $missing >/dev/null; then
+        log "could not install: $(echo $missing)."
+        log "run as root: apt-get install -y --no-install-recommends $(echo $missing)"
+        return 1
+    fi
+}
+
 install_system_packages() {
     local missing
     missing="$(need_system_packages)"
@@ -114,5 +139,6 @@ install_project() {
 
 install_system_packages
 install_guest_packages
+install_browser_packages
 make_venv
 install_project

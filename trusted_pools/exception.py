@@ -338,10 +338,86 @@ class HostNotOwned(Conflict):
                 "%(owner)s")
 
 
+class HostReportRefused(Conflict):
+    """A host's own report (not evidence) that the conductor refused: too
+    large or malformed. Nothing of it is kept."""
+
+    _msg_fmt = "Host %(host)s sent a %(what)s that was refused: %(reason)s"
+
+
 class OperationInProgress(Conflict):
     _msg_fmt = ("Host %(host)s already has a %(kind)s operation in progress "
                 "(%(operation)s); wait for it to end (GET "
                 "/v1/hosts/%(host)s/operations/%(operation)s)")
+
+
+# --- deep attestation (issue 11) -------------------------------------------
+
+class DeepAttestationError(EvidenceError):
+    """Deep attestation (trusted_pools.verifier.deep) refused an instance
+    or a whole batch; ``subject`` names it."""
+
+    _msg_fmt = "Deep attestation of %(subject)s refused: %(reason)s"
+
+
+class HostNotTrusted(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: its host is not "
+                "trusted: %(reason)s")
+
+
+class HostVerdictStale(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: its host's verdict "
+                "is stale: %(reason)s")
+
+
+class HostQuoteInvalid(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
+                "does not verify against the host's registration: "
+                "%(reason)s")
+
+
+class HostQuoteNotCommitted(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
+                "does not commit to the VM quote: %(reason)s")
+
+
+class VMQuoteInvalid(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote "
+                "does not verify: %(reason)s")
+
+
+class VMNonceMismatch(VMQuoteInvalid):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
+                "not over a nonce issued for this instance: %(reason)s")
+
+
+class VMQuoteReplayed(VMQuoteInvalid):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
+                "replayed: %(reason)s")
+
+
+class VMChainRefused(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
+                "to its host does not verify: %(reason)s")
+
+
+class VMChainForeignHost(VMChainRefused):
+    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
+                "leads to another host: %(reason)s")
+
+
+class VMPolicyViolation(DeepAttestationError):
+    _msg_fmt = ("Deep attestation of %(subject)s: the vTPM PCRs do not match "
+                "the instance policy: %(reason)s")
+
+
+class InstanceVerdictNotFound(NotFound):
+    _msg_fmt = "Instance %(instance)s has no deep-attestation verdict"
+
+
+class VTPMReportNotFound(NotFound):
+    _msg_fmt = ("Host %(host)s has no vTPM report yet; ask its agent for "
+                "one with POST /v1/hosts/%(host)s/vtpms")
 
 
 class OperationNotFound(NotFound):

@@ -73,6 +73,13 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         "complete_vtpm_migration": API + "; live only, after the "
                                          "hypervisor's migration",
         "abort_vtpm_migration": API + "; refused after the commit",
+        # Deep attestation (issue 11, RPC 3.3): the nonce is kept by the
+        # host's owner; the instances' evidence (from a tenant through
+        # the API) is verified on the worker pool like any evidence, and
+        # only a host quote over the batch's commitment makes a verdict.
+        "challenge_instance": API, "deep_attest": API,
+        "list_vtpms": API + "; the answer is the host's own report, "
+                            "bounded and labelled host-reported",
     },
     ("conductor", conductor_rpcapi.VERDICTS_TOPIC): {
         "verdicts_since": CONSUMER + "; answers signed results only",
@@ -90,6 +97,8 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         "migration_deliver_key": BY_CONDUCTOR,
         "migration_commit": BY_CONDUCTOR, "migration_finish": BY_CONDUCTOR,
         "migration_abort": BY_CONDUCTOR,
+        "list_vtpms": BY_CONDUCTOR + "; host-reported, bounded, never "
+                                     "evidence (issue 11, agent RPC 1.4)",
     },
     ("consumer", rpc.NOTIFICATION_TOPICS[0]): {
         "info": "conductors (management bus); only the signed result "

@@ -20,7 +20,8 @@ from tests.db_fixtures import *  # noqa: F401,F403 (fixtures)
 EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "host_binding_keys", "secrets", "vtpm_migrations",
                    "policy_assignments", "verdicts", "ima_state",
-                   "conductors", "host_operations", "alembic_version"}
+                   "conductors", "host_operations", "instance_verdicts",
+                   "alembic_version"}
 
 
 def _engine(url: str) -> sa.engine.Engine:
@@ -255,3 +256,31 @@ def test_manage_db_purge_operations(empty_db_url, tmp_path, capsys):
     assert [op.id for op in connection.list_operations("compute-1")] == [
         pending.id]
     connection.dispose()
+
+
+def test_operation_kinds_widened_and_still_checked(empty_db_url):
+    """b3d9e7a14c60 widens ck_host_operations_kind (a copied table on
+    SQLite): the new kinds are taken, others are still refused."""
+    engine = _engine(empty_db_url)
+    try:
+        migration.upgrade(engine=engine)
+        table = models.HostOperation.__table__
+        row = dict(hostname="h", state="pending", conductor="c",
+                   created_at=sa.func.now())
+        with engine.begin() as conn:
+            for kind in ("certify", "deep_attest", "list_vtpms"):
+                conn.execute(table.insert().values(id=kind, kind=kind,
+                                                   **row))
+        with pytest.raises((db_exc.DBError, sa.exc.OperationalError)) as info:
+            with engine.begin() as conn:
+                conn.execute(table.insert().values(id="x", kind="magic",
+                                                   **row))
+        assert "ck_host_operations_kind" in str(info.value)
+        # The unique lock survived the copy.
+        with pytest.raises((db_exc.DBError, sa.exc.IntegrityError)):
+            with engine.begin() as conn:
+                for n in ("a", "b"):
+                    conn.execute(table.insert().values(
+                        id=n, kind="enroll", lock="enroll:h", **row))
+    finally:
+        engine.dispose()

@@ -97,7 +97,10 @@ class _RecordingClient:
         ("certify_binding_key", ({}, "h"), {"conductor": "c"}),
         ("store_secret", ({}, "p", "eA==", "opaque"), {"conductor": "c"}),
         ("release_secret", ({}, "h", "id"), {"conductor": "c"}),
-        ("delete_secret", ({}, "id"), {"conductor": "c"})]),
+        ("delete_secret", ({}, "id"), {"conductor": "c"}),
+        ("challenge_instance", ({}, "h", "i"), {"conductor": "c"}),
+        ("deep_attest", ({}, "h", []), {"conductor": "c"}),
+        ("list_vtpms", ({}, "h"), {"conductor": "c"})]),
     (conductor_rpcapi.EvidenceAPI, endpoints.EvidenceEndpoint, [
         ("submit_evidence", ({}, "c", {}), {})]),
     (conductor_rpcapi.VerdictsAPI, endpoints.VerdictsEndpoint, [
@@ -202,3 +205,34 @@ def test_binding_key_request_refused_to_agents_below_1_2():
     with pytest.raises(exception.TemporaryFailure):
         api.get_binding_key({}, "compute-1", "bm9uY2U=")
     assert api.client.prepared == []
+
+
+class _CappedRecorder(_PinnedClient):
+    """Capped like _PinnedClient, but records and answers what is sent
+    within the cap."""
+
+    def prepare(self, **kwargs):
+        self.prepared.append(kwargs)
+        return _RecordingClient()
+
+
+def test_deep_attestation_calls_refused_below_3_3():
+    """Pinned to 3.1 (a conductor without deep attestation): the 3.3
+    calls fail with a TemporaryFailure naming the pin; nothing is sent;
+    certify_binding_key still goes out at 3.1 (its synchronous form)."""
+    from trusted_pools import exception
+    api = conductor_rpcapi.ConductorAPI.__new__(conductor_rpcapi.ConductorAPI)
+    api.client = _CappedRecorder("3.1")
+    for call in (
+            lambda: api.challenge_instance({}, "h", "i", conductor="c"),
+            lambda: api.deep_attest({}, "h", [{}], conductor="c")):
+        with pytest.raises(exception.TemporaryFailure) as error:
+            call()
+        assert "rpc_pins" in str(error.value)
+    assert api.client.prepared == []
+    api.certify_binding_key({}, "h", conductor="c")
+    assert api.client.prepared[-1]["version"] == "3.1"
+    api.client = _CappedRecorder("3.3")
+    api.certify_binding_key({}, "h", conductor="c")
+    api.deep_attest({}, "h", [{}], conductor="c")
+    assert [p["version"] for p in api.client.prepared] == ["3.3", "3.3"]

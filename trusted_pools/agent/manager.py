@@ -82,11 +82,11 @@ class _Sent:
 class AgentManager:
     """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
 
-    target = messaging.Target(version="1.3")
+    target = messaging.Target(version="1.4")
 
     def __init__(self, attester: Attester, send_evidence: EvidenceSink,
                  requests: agent_requests.RequestVerifier,
-                 migrations: Any = None) -> None:
+                 vtpm: Any = None, migrations: Any = None) -> None:
         self.attester = attester
         #: This host's side of vTPM migrations
         #: (:class:`trusted_pools.agent.migration.MigrationAgent`), None
@@ -96,6 +96,8 @@ class AgentManager:
         self._send_evidence = send_evidence
         self._sent: dict[str, _Sent] = {}
         self._said_not_enrolled = False
+        #: The loaded vTPM driver (``[vtpm] enabled``), or None.
+        self.vtpm = vtpm
 
     @messaging.expose
     @messaging.expected_exceptions(*_EXPECTED)
@@ -204,6 +206,22 @@ class AgentManager:
     def migration_abort(self, context: dict, migration_id: str,
                         instance: str, role: str) -> dict[str, Any]:
         return self._migrations().abort(migration_id, instance, role)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_EXPECTED)
+    @_authenticated
+    def list_vtpms(self, context: dict) -> dict[str, Any]:
+        """This host's vTPMs as its driver sees them (1.4): what the host
+        reports, not evidence; the conductor bounds and labels it."""
+        if self.vtpm is None:
+            return {"host": self.attester.host, "enabled": False,
+                    "driver": None, "vtpms": []}
+        return {"host": self.attester.host, "enabled": True,
+                "driver": self.vtpm.name,
+                "vtpms": [{"instance": info.instance_uuid,
+                           "status": info.status.value,
+                           "reason": info.reason}
+                          for info in self.vtpm.list()]}
 
     @messaging.expose
     @messaging.expected_exceptions(*_EXPECTED)

@@ -20,6 +20,9 @@ API version history:
 * 1.3 - vTPM migration steps (issue 12): migration_prepare,
   migration_export, migration_import, migration_deliver_key,
   migration_commit, migration_finish, migration_abort.
+* 1.4 - list_vtpms: the host's vTPMs as its driver reports them (instance,
+  status, reason); host-reported data for the operator view, never
+  evidence (issue 11).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from trusted_pools.common import rpc
 from trusted_pools.protocol import topics
 
 TOPIC = topics.AGENT_TOPIC
-RPC_API_VERSION = "1.3"
+RPC_API_VERSION = "1.4"
 MIGRATION_VERSION = "1.3"
 _SIGNED_VERSION = "1.1"
 
@@ -95,6 +98,17 @@ class AgentAPI:
         token = self.signer.sign("get_binding_key", host, {"nonce": nonce})
         return self.client.prepare(server=host, version="1.2").call(
             context, "get_binding_key", nonce=nonce, auth=token)
+
+    def list_vtpms(self, context: dict, host: str) -> dict[str, Any]:
+        """``host``'s vTPMs as its agent reports them (unverified: the
+        caller bounds and labels the answer)."""
+        if not self.client.can_send_version("1.4"):
+            raise exception.TemporaryFailure(
+                reason="agents are pinned below 1.4 ([rpc_pins] agent): "
+                "they cannot list their vTPMs yet")
+        token = self.signer.sign("list_vtpms", host, {})
+        return self.client.prepare(server=host, version="1.4").call(
+            context, "list_vtpms", auth=token)
 
     def get_evidence(self, context: dict, host: str, nonce: str,
                      banks: list[str], ima_start: int, event_log: bool,

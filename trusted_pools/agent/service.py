@@ -77,16 +77,17 @@ class AgentService(service_mod.ServiceBase):
                            if transport_url else None)
         self._conductors = conductor_rpcapi.EvidenceAPI(
             transport=self._transport)
-        self.manager = agent_manager.AgentManager(
-            self.attester, self._conductors.submit_evidence,
-            requests)
         self._server: messaging.MessageHandlingServer | None = None
         self.vtpm: vtpm_driver.VTPMDriver | None = None
+        migrations = None
         if conf.vtpm.enabled:
             self.vtpm = load_vtpm_driver(conf, self.attester)
-            self.manager.migrations = migration_mod.MigrationAgent(
+            migrations = migration_mod.MigrationAgent(
                 self.host, self.attester, self.vtpm,
                 vtpm_conf.migration_journal_dir(conf))
+        self.manager = agent_manager.AgentManager(
+            self.attester, self._conductors.submit_evidence,
+            requests, vtpm=self.vtpm, migrations=migrations)
 
     def periodic_jobs(self) -> list[service_mod.PeriodicJob]:
         if self.vtpm is None:

@@ -3,7 +3,8 @@
 From the outside in::
 
     http_proxy_to_wsgi -> request_id -> CORS -> /healthcheck | / and /v1
-    (version documents) | auth (keystonemiddleware auth_token, or noauth)
+    (version documents) | /dashboard (static page, see dashboard.py)
+    | auth (keystonemiddleware auth_token, or noauth)
     -> API application (microversion, routing, policy, handlers)
 
 The pipeline is built in code (Placement's way) so the service and the
@@ -26,6 +27,7 @@ from oslo_middleware import http_proxy_to_wsgi
 from oslo_middleware import request_id
 
 from trusted_pools.api import conductors as conductors_mod
+from trusted_pools.api import dashboard
 from trusted_pools.api import errors
 from trusted_pools.api import microversion
 from trusted_pools.api import policy
@@ -114,18 +116,22 @@ class NoAuth:
 
 
 class PathSplit:
-    """Unauthenticated paths first (health, version documents), the rest
-    through authentication."""
+    """Unauthenticated paths first (health, version documents, the
+    dashboard's static files: no data), the rest through authentication."""
 
-    def __init__(self, authenticated: WSGIApp, health: WSGIApp) -> None:
+    def __init__(self, authenticated: WSGIApp, health: WSGIApp,
+                 page: WSGIApp | None = None) -> None:
         self.authenticated = authenticated
         self.health = health
+        self.page = page or dashboard.app()
 
     def __call__(self, environ: dict, start_response: Callable
                  ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
         if path == "/healthcheck":
             return self.health(environ, start_response)
+        if dashboard.is_dashboard(path):
+            return self.page(environ, start_response)
         if path.rstrip("/") in ("", "/v1") and \
                 environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             return self._versions(environ, start_response)

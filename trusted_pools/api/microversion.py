@@ -22,6 +22,18 @@ can see, with the release note):
   /v1/groups/{group}/policies/{name} refuses (404) a group no host is in
   unless the body says ``"allow_empty_group": true``; POST /v1/hosts
   refuses (409) a ``group`` other than an existing host's own.
+* 1.3 - Deep attestation and the vTPM view (issue 11): POST
+  /v1/instances/{uuid}/challenge (a nonce for the guest, body
+  ``{"host"}``), POST /v1/hosts/{name}/deep-attest (202 with an operation
+  of kind ``deep_attest`` whose result lists each instance's verdict or
+  error), GET /v1/instances/{uuid}/verdict (the latest instance verdict,
+  judged again against its host's verdicts since), POST
+  /v1/hosts/{name}/vtpms (202: an operation of kind ``list_vtpms`` asks
+  the host's agent for a report) and GET /v1/hosts/{name}/vtpms (the last
+  report: host-reported, not evidence). POST
+  /v1/hosts/{name}/certify-binding-key answers 202 with an operation of
+  kind ``certify`` (at 1.0 and 1.1 it waits and answers 200 with the
+  binding key, as before).
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from trusted_pools.api import errors
 
 SERVICE_TYPE = "trusted-pools"
 HEADER = "OpenStack-API-Version"
-VERSIONS = ("1.0", "1.1", "1.2")
+VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 MIN = microversion_parse.parse_version_string(VERSIONS[0])
 MAX = microversion_parse.parse_version_string(VERSIONS[-1])
 #: Enroll, attest and capture answer 202 with an operation to poll.
@@ -48,6 +60,9 @@ def require(version: microversion_parse.Version,
         raise errors.APIError(404, "resource.not_found",
                               "No resource at %s before microversion %s"
                               % (path, minimum))
+#: Deep attestation, instance verdicts, the vTPM view; certify-binding-key
+#: answers 202 with an operation.
+DEEP_ATTESTATION = microversion_parse.parse_version_string("1.3")
 
 
 def negotiate(environ: dict) -> microversion_parse.Version:

@@ -8,6 +8,7 @@ import routes
 
 from trusted_pools.api import errors
 from trusted_pools.api.handlers import hosts
+from trusted_pools.api.handlers import instances
 from trusted_pools.api.handlers import policies
 from trusted_pools.api.handlers import secrets
 from trusted_pools.api.handlers import verdicts
@@ -30,6 +31,11 @@ ROUTES: dict[str, dict[str, Handler]] = {
         "GET": hosts.show_operation},
     "/v1/hosts/{name}/certify-binding-key": {
         "POST": hosts.certify_binding_key},
+    "/v1/hosts/{name}/deep-attest": {"POST": hosts.deep_attest},
+    "/v1/hosts/{name}/vtpms": {"GET": hosts.list_vtpms,
+                               "POST": hosts.refresh_vtpms},
+    "/v1/instances/{uuid}/challenge": {"POST": instances.challenge},
+    "/v1/instances/{uuid}/verdict": {"GET": instances.verdict},
     "/v1/policies": {"GET": policies.list_policies,
                      "POST": policies.create},
     "/v1/policies/{name}": {"GET": policies.show},
@@ -55,7 +61,8 @@ def make_mapper() -> routes.Mapper:
                        requirements={"name": _SEGMENT, "group": _SEGMENT,
                                      "operation_id": _SEGMENT,
                                      "secret_id": _SEGMENT,
-                                     "migration_id": _SEGMENT})
+                                     "migration_id": _SEGMENT,
+                                     "uuid": _SEGMENT})
     return mapper
 
 

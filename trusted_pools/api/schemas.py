@@ -80,6 +80,43 @@ create_secret = {
     "additionalProperties": False,
 }
 
+_UUID = {"type": "string", "pattern":
+         "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+         "[0-9a-fA-F]{12}$"}
+_BASE64 = {"type": "string", "minLength": 4, "maxLength": 8192,
+           "pattern": "^[A-Za-z0-9+/]+={0,2}$"}
+
+#: POST /v1/instances/{uuid}/challenge (1.2): the instance's host, whose
+#: owning conductor keeps the nonce and later verifies the quote.
+challenge_instance = {
+    "type": "object",
+    "properties": {"host": _NAME},
+    "required": ["host"],
+    "additionalProperties": False,
+}
+
+#: POST /v1/hosts/{name}/deep-attest (1.2): one entry per instance, in
+#: the form the guest-side attester prints (trusted_pools.guest); the
+#: conductor checks each entry's content.
+deep_attest = {
+    "type": "object",
+    "properties": {"instances": {
+        "type": "array", "minItems": 1, "maxItems": 4096,
+        "items": {
+            "type": "object",
+            "properties": {
+                "instance": _UUID, "vm_quote": _BASE64,
+                "vm_signature": _BASE64,
+                "vm_pcrs": {"type": "object", "maxProperties": 8},
+                "vtpm_certificate": {"type": "object",
+                                     "maxProperties": 16}},
+            "required": ["instance", "vm_quote", "vm_signature", "vm_pcrs",
+                         "vtpm_certificate"],
+            "additionalProperties": False}}},
+    "required": ["instances"],
+    "additionalProperties": False,
+}
+
 # Query strings: values arrive as strings; numbers are checked by pattern
 # and converted by the handler.
 _DIGITS = {"type": "string", "pattern": "^[0-9]{1,9}$"}

@@ -84,3 +84,17 @@ def operation(op: db_api.HostOperation, result: Any,
             "request_id": op.request_id, "created_at": iso(op.created_at),
             "updated_at": iso(op.updated_at), "result": result,
             "error": error, "links": [{"rel": "self", "href": href}]}
+
+
+def instance_verdict(judged: Any) -> dict[str, Any]:
+    """An instance verdict as it reads now
+    (:class:`trusted_pools.verifier.instance_standing.Judged`)."""
+    return {"instance": judged.instance, "host": judged.host,
+            "status": judged.status, "level": judged.level,
+            "host_level": judged.host_level,
+            "reasons": list(judged.reasons),
+            "issued_at": iso(judged.issued_at),
+            "expires_at": iso(judged.expires_at),
+            "stands": judged.stands,
+            "recorded_status": judged.recorded_status,
+            "signed_result": judged.signed_result}

@@ -20,6 +20,7 @@ from trusted_pools.cmd import ek
 from trusted_pools.cmd import evidence
 from trusted_pools.cmd import rabbitmq
 from trusted_pools.cmd import vtpm_migration
+from trusted_pools.cmd import vtpm_report
 from trusted_pools.conf import CONF
 
 EXIT_OK = 0
@@ -33,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="What runs without trusted-pools-api: create the "
                     "database, verify TPM 2.0 evidence from files, hash an "
                     "EK certificate, show or make the conductor's signing "
-                    "key, set up the RabbitMQ users per role, list vTPM "
-                    "migrations. "
+                    "key, set up the RabbitMQ users per role, show a host's "
+                    "last vTPM report, list vTPM migrations. "
                     "Hosts, policies and verdicts: 'openstack trusted "
                     "...' (the API checks who asks).")
     cmd.add_config_arguments(parser)
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ek.add_commands(commands)
     evidence.add_commands(commands)
     rabbitmq.add_commands(commands)
+    vtpm_report.add_commands(commands)
     vtpm_migration.add_commands(commands)
     return parser
 

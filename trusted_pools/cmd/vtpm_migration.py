@@ -30,9 +30,17 @@ _COLUMNS = ("id", "instance", "source", "destination", "kind", "step",
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    group = commands.add_parser("vtpm", help="vTPM migrations")
-    sub = group.add_subparsers(dest="vtpm_command", metavar="WHAT")
-    sub.required = True
+    """``vtpm migration ...``, under the ``vtpm`` command another module
+    may have made already (``vtpm list``: trusted_pools.cmd.vtpm_report)."""
+    group = commands.choices.get("vtpm")
+    if group is None:
+        group = commands.add_parser("vtpm", help="vTPMs and their "
+                                                 "migrations")
+        sub = group.add_subparsers(dest="vtpm_command", metavar="ACTION")
+        sub.required = True
+    else:
+        sub = next(action for action in group._actions
+                   if isinstance(action, argparse._SubParsersAction))
     migration = sub.add_parser(
         "migration", help="vTPM migrations with their step and outcome")
     actions = migration.add_subparsers(dest="migration_command",

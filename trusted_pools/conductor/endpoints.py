@@ -15,6 +15,9 @@ server = conductor)
 server = conductor)       ``attest_now``,
                           ``capture_policy``,
                           ``certify_binding_key``,
+                          ``challenge_instance``,
+                          ``deep_attest``,
+                          ``list_vtpms``,
                           ``store_secret``,
                           ``release_secret``,
                           ``delete_secret``,
@@ -35,7 +38,8 @@ API writes policies to the database) and the public keys (pinned in
 configuration, or the API's JWKS) are not RPC methods.
 
 No endpoint makes a synchronous call to an agent: ``enroll_host``,
-``attest_now`` and ``capture_policy`` check the request (host name,
+``attest_now``, ``capture_policy``, ``certify_binding_key`` and
+``deep_attest`` (3.3) check the request (host name,
 ownership, state), record a pending host operation and hand the agent
 calls to the conductor's worker pool; they answer at once with the
 operation's id, and trusted-pools-api polls the operation's row.
@@ -150,7 +154,9 @@ class ManagementEndpoint:
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
     def certify_binding_key(self, context: dict, host: str
                             ) -> dict[str, Any]:
-        return self._manager.certify_binding_key(context, host)
+        # 3.3: a host operation (the agent's TPM2_Certify runs on the
+        # worker pool); at 3.1 it answered with the certified key.
+        return self._manager.start_operation(context, "certify", host)
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
@@ -223,6 +229,31 @@ class ManagementEndpoint:
                 name="reason", reason="text of at most 500 characters")
         return self._manager.abort_vtpm_migration(context, migration_id,
                                                   reason)
+    # --- deep attestation (3.3; NFV-SEC 007 4.4.3/4.4.4) --------------------
+    # The instances' evidence comes from trusted-pools-api (a tenant's or
+    # operator's request); it is verified like any evidence, by the
+    # host's owner, on its worker pool.
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def challenge_instance(self, context: dict, host: str, instance: str
+                           ) -> dict[str, Any]:
+        # In memory on the host's owner: no agent call.
+        return self._manager.challenge_instance(context, instance,
+                                                host=host)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def deep_attest(self, context: dict, host: str,
+                    instances: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._manager.start_operation(context, "deep_attest", host,
+                                             instances=instances)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    def list_vtpms(self, context: dict, host: str) -> dict[str, Any]:
+        # The host's own report (not evidence), asked on the worker pool.
+        return self._manager.start_operation(context, "list_vtpms", host)
 
 
 class VerdictsEndpoint:

@@ -188,8 +188,12 @@ class KeyService:
 
     def __init__(self, db: db_api.Connection, kek: KeyEncryptionKey,
                  notifier: Any, *, conductor: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 metrics: Any = None) -> None:
         self.db = db
+        #: :class:`~trusted_pools.conductor.metrics.ConductorMetrics` (or
+        #: None): releases and refusals are counted there.
+        self.metrics = metrics
         self.kek = kek
         self.notifier = notifier
         self.conductor = conductor
@@ -341,6 +345,8 @@ class KeyService:
                   record: db_api.SecretRecord, host: str, status: str,
                   level: int, reason: str) -> None:
         released = event == RELEASE_EVENT
+        if self.metrics is not None:
+            self.metrics.key_release(released, status)
         payload = {"secret_id": record.id, "project_id": record.project_id,
                    "owner": record.owner, "host": host,
                    "released": released, "status": status, "level": level,

@@ -35,6 +35,7 @@ from typing import Any, Callable, Union
 import oslo_messaging as messaging
 
 from trusted_pools import exception
+from trusted_pools.conductor import vtpm_report
 from trusted_pools.verifier import deep as deep_mod
 from trusted_pools.verifier import enrollment
 from trusted_pools.protocol import freshness
@@ -46,6 +47,7 @@ from trusted_pools.protocol.evidence import decode_b64 as _b64d
 from trusted_pools.protocol.evidence import encode_b64 as _b64
 from trusted_pools.common import context as context_mod
 from trusted_pools.conductor import migration as migration_mod
+from trusted_pools.conductor import metrics as metrics_mod
 from trusted_pools.verifier import pipeline as verifier
 from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.db import api as db_api
@@ -138,8 +140,11 @@ class ConductorManager:
                  ek_only_anchors: tuple[str, ...] = (),
                  limits: Limits = Limits(),
                  keys: Any = None,
+                 metrics: metrics_mod.ConductorMetrics | None = None,
                  migration_step_timeout: float = 300.0) -> None:
         self.host = host
+        #: Prometheus metrics (served by the service if configured).
+        self.metrics = metrics or metrics_mod.ConductorMetrics()
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -173,6 +178,7 @@ class ConductorManager:
         # and the ordering rule needs acceptances in issue order.
         self._verify_lock = threading.RLock()
         self._queue: queue.Queue[Union[_Push, _Answer]] = queue.Queue()
+        self.metrics.watch_queue(self._queue.qsize)
         self._challenge_lock = threading.Lock()
         self._in_flight: set[str] = set()
         # Host -> time of the last challenge a failing push earned it.
@@ -189,13 +195,12 @@ class ConductorManager:
         self.deep = deep_mod.DeepVerifier(
             deep_mod.InstanceResultSigner(signing_key, host),
             validity=self.validity)
-        #: Latest signed instance verdict per instance (in memory: instance
-        #: verdicts are not stored in the database yet).
-        self.instance_results: dict[str, str] = {}
         #: vTPM migrations (issue 12): the state machine this conductor
         #: drives (trusted_pools.conductor.migration).
         self.migrations = migration_mod.MigrationCoordinator(
             self, step_timeout=migration_step_timeout)
+        # Instance verdicts are stored in the database (instance_verdicts),
+        # each tied to the host verdict and enrollment it relied on.
 
     # --- validity and ownership ---------------------------------------------
 
@@ -536,6 +541,8 @@ class ConductorManager:
         if kind == "enroll":
             _check_enroll_arguments(**arguments)
         else:
+            if kind == "deep_attest":
+                _check_deep_arguments(**arguments)
             # Attest and capture need an enrolled host: say so now.
             self._state(host)
         operation = self._create_operation(context, kind, host)
@@ -552,7 +559,10 @@ class ConductorManager:
 
     def _operations(self) -> dict[str, Callable[..., dict[str, Any]]]:
         return {"enroll": self.enroll_host, "attest": self.attest_now,
-                "capture": self.capture_policy}
+                "capture": self.capture_policy,
+                "certify": self.certify_binding_key,
+                "deep_attest": self._deep_attest_operation,
+                "list_vtpms": self.list_vtpms}
 
     def _create_operation(self, context: Any, kind: str, host: str
                           ) -> db_api.HostOperation:
@@ -786,12 +796,24 @@ class ConductorManager:
 
     # --- deep attestation (NFV-SEC 007 4.4.3/4.4.4) --------------------------
 
-    def challenge_instance(self, context: dict, instance: str
-                           ) -> dict[str, Any]:
+    def challenge_instance(self, context: dict, instance: str,
+                           host: str | None = None) -> dict[str, Any]:
         """A one-use nonce for the guest of ``instance`` to quote over
-        with its vTPM AK (valid ``deep.nonces.ttl`` seconds)."""
-        return {"instance": deep_mod.instance_id(instance),
-                "nonce": _b64(self.deep.challenge(instance))}
+        with its vTPM AK (valid ``deep.nonces.ttl`` seconds).
+
+        ``host`` (from RPC 3.3): the instance's host; the nonce is kept by
+        its owner, which verifies the deep attestation. A host that is not
+        enrolled gets no nonce (its instances cannot be attested)."""
+        instance = deep_mod.instance_id(instance)
+        if host is not None:
+            self._check_owner(host)
+            self._state(host)
+        answer = {"instance": instance,
+                  "nonce": _b64(self.deep.challenge(instance)),
+                  "expires_in": int(self.deep.nonces.ttl)}
+        if host is not None:
+            answer["host"] = host
+        return answer
 
     def _host_standing(self, state: verifier.HostState
                        ) -> tuple[deep_mod.HostStanding, Any]:
@@ -879,7 +901,38 @@ class ConductorManager:
                 allow_sha1=verifier.allows_sha1_quotes(state))
             for position, outcome in zip(positions, outcomes):
                 entries[position] = self._instance_entry(outcome)
+            self._store_instance_verdicts(state, standing, outcomes)
         return [e for e in entries if e is not None]
+
+    def _deep_attest_operation(self, context: dict, host: str,
+                               instances: list[dict[str, Any]]
+                               ) -> dict[str, Any]:
+        """The ``deep_attest`` host operation's work (its row's result)."""
+        entries = self.deep_attest(context, host, instances)
+        return {"host": host, "instances": entries}
+
+    def _store_instance_verdicts(self, state: verifier.HostState,
+                                 standing: deep_mod.HostStanding,
+                                 outcomes: list[deep_mod.InstanceOutcome]
+                                 ) -> None:
+        """Keep each instance's verdict with the host verdict (sequence)
+        and enrollment generation it relied on; a reader judges it again
+        against the host's later verdicts. Evidence that gave no verdict
+        leaves the instance's earlier one as it was: anyone can submit
+        garbage in an instance's name."""
+        records = [db_api.InstanceVerdictRecord(
+            instance=o.verdict.instance, host_id=state.host_id,
+            status=o.verdict.status, level=int(o.verdict.level),
+            host_level=int(o.verdict.host_level),
+            host_sequence=standing.sequence,
+            registration_generation=state.registration,
+            reasons=list(o.verdict.reasons),
+            signed_result=o.signed_result,
+            issued_at=_utc(o.verdict.issued_at),
+            expires_at=_utc(o.verdict.expires_at))
+            for o in outcomes if o.verdict is not None]
+        if records:
+            self.db.save_instance_verdicts(records)
 
     def _instance_entry(self, outcome: deep_mod.InstanceOutcome
                         ) -> dict[str, Any]:
@@ -893,8 +946,6 @@ class ConductorManager:
                 "host_level": v.host_level, "issued_at": v.issued_at,
                 "expires_at": v.expires_at}
             entry["signed_result"] = outcome.signed_result
-            if outcome.signed_result is not None:
-                self.instance_results[v.instance] = outcome.signed_result
             LOG.info("Instance %s on host %s is %s at level %d",
                      v.instance, v.host, v.status, v.level)
         if outcome.error is not None:
@@ -902,6 +953,24 @@ class ConductorManager:
             LOG.warning("Deep attestation of instance %s: %s",
                         outcome.instance, outcome.error)
         return entry
+
+    # --- the operator's view of a host's vTPMs ------------------------------
+
+    def list_vtpms(self, context: dict, host: str) -> dict[str, Any]:
+        """The ``list_vtpms`` host operation's work: ``host``'s vTPMs as
+        its agent reports them, bounded and labelled host-reported
+        (:mod:`.vtpm_report`). Nothing is derived from the report."""
+        self._check_owner(host)
+        answer = self._agent_call("list_vtpms", context, host)
+        report = vtpm_report.check_report(host, answer, int(self.clock()),
+                                          self.db.instance_hosts)
+        conflicts = [e["instance"] for e in report["vtpms"]
+                     if e["conflict"]]
+        if conflicts:
+            LOG.warning("Host %s reports vTPMs of %d instance(s) attested "
+                        "on other hosts: %s", host, len(conflicts),
+                        ", ".join(conflicts[:10]))
+        return report
 
     # --- the cycle -----------------------------------------------------------
 
@@ -975,6 +1044,7 @@ class ConductorManager:
                                                  host)
             evidence = Evidence.from_wire(wire, self.limits)
         except exception.EvidenceError as error:
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at)
             return None
         with self._verify_lock:
@@ -1004,9 +1074,11 @@ class ConductorManager:
             if freshness.answered_before_accepted(issued,
                                                   state.accepted_order):
                 return None
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at)
             return None
         except exception.EvidenceError as error:
+            self.metrics.evidence_rejected(error)
             self._push_failed(state, error, received_at, quote_failed=True)
             return None
         self._challenge(state, "its evidence left out what this conductor "
@@ -1126,6 +1198,7 @@ class ConductorManager:
         try:
             evidence = Evidence.from_wire(wire, self.limits)
         except exception.EvidenceError as error:
+            self.metrics.evidence_rejected(error)
             return verifier.failed_verdict(
                 state.host, error, verifier.wire_digest(wire),
                 int(self.clock()), self.validity)
@@ -1150,7 +1223,9 @@ class ConductorManager:
         # orders this acceptance after every nonce issued before it.
         outcome = verifier.verify_and_appraise(
             state, evidence, nonce, now, self.validity, issued=issued,
-            accepted=self.order.next(), limits=self.limits)
+            accepted=self.order.next(), limits=self.limits,
+            timer=self.metrics)
+        self.metrics.rejected_types(outcome.rejected)
         if outcome.quote_failed and not push:
             # (A failed push rereads only if it earns a challenge.)
             self._reread_registration(state.host)
@@ -1208,6 +1283,7 @@ class ConductorManager:
             self._ima_record(state) for state in _unique(verdicts))
             if s is not None], sign)
         tokens = [token for _, token in stored]
+        self.metrics.recorded(v.status.value for _, v in verdicts)
         for (state, v), token in zip(verdicts, tokens):
             self._publish_if_changed(v, token)
         return tokens
@@ -1253,6 +1329,18 @@ def _check_enroll_arguments(group: Any = "default",
         raise exception.InvalidParameterValue(
             name="ek_sha256", reason="expected a SHA-256 as hexadecimal "
             "digits, got %s" % type(ek_sha256).__name__)
+
+
+def _check_deep_arguments(instances: Any = None) -> None:
+    """A deep attestation's batch, checked before it is queued (each
+    entry is checked by the worker: a bad one fails alone)."""
+    if not isinstance(instances, list) or not instances:
+        raise exception.InvalidParameterValue(
+            name="instances", reason="a non-empty list is required")
+    if len(instances) > deep_mod.MAX_BATCH:
+        raise exception.InvalidParameterValue(
+            name="instances", reason="at most %d instances per host quote"
+            % deep_mod.MAX_BATCH)
 
 
 def _error_type(error: exception.TrustedPoolsError) -> str:

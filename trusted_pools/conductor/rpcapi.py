@@ -43,6 +43,16 @@ Management API version history:
   ``requested``; the worker pool drives it), list_vtpm_migrations,
   show_vtpm_migration, complete_vtpm_migration (live: the hypervisor's
   migration is done), abort_vtpm_migration (before the commit).
+* 3.3 - Deep attestation and the vTPM view (issue 11):
+  challenge_instance(host, instance) (a one-use nonce for the guest, kept
+  by the host's owner), deep_attest(host, instances) (a host operation of
+  kind ``deep_attest``; its result is ``{"host", "instances"}``).
+  certify_binding_key becomes a host operation (kind ``certify``): it
+  answers ``{"host", "operation", "state"}`` like enroll_host; a 3.1
+  conductor answers with the certified key, and callers tell the two
+  answers apart by the ``operation`` key. list_vtpms(host): a host
+  operation of kind ``list_vtpms`` whose result is the host's own report
+  of its vTPMs (labelled host-reported; not evidence).
 
 Evidence API version history:
 
@@ -68,7 +78,11 @@ TOPIC = topics.CONDUCTOR_TOPIC
 EVIDENCE_TOPIC = topics.EVIDENCE_TOPIC
 VERDICTS_TOPIC = topics.VERDICTS_TOPIC
 
-RPC_API_VERSION = "3.2"
+RPC_API_VERSION = "3.3"
+#: vTPM migration.
+MIGRATION_VERSION = "3.2"
+#: Deep attestation, the vTPM view, certify_binding_key as an operation.
+DEEP_VERSION = "3.3"
 EVIDENCE_API_VERSION = "1.0"
 VERDICTS_API_VERSION = "1.0"
 
@@ -138,8 +152,13 @@ class ConductorAPI:
 
     def certify_binding_key(self, context: dict, host: str, *,
                             conductor: str) -> dict[str, Any]:
-        return self._prepare_keys(conductor).call(
-            context, "certify_binding_key", host=host)
+        """From 3.3 a pending operation (``"operation"`` in the answer);
+        a conductor pinned to 3.1 answers with the certified key."""
+        if self.client.can_send_version(DEEP_VERSION):
+            client = self._prepare(conductor, DEEP_VERSION)
+        else:
+            client = self._prepare_keys(conductor)
+        return client.call(context, "certify_binding_key", host=host)
 
     def store_secret(self, context: dict, project_id: str, payload: str,
                      secret_type: str, *, conductor: str,
@@ -164,11 +183,12 @@ class ConductorAPI:
     # --- vTPM migration (3.2) -----------------------------------------------
 
     def _prepare_migrations(self, conductor: str) -> messaging.RPCClient:
-        if not self.client.can_send_version("3.2"):
+        if not self.client.can_send_version(MIGRATION_VERSION):
             raise exception.TemporaryFailure(
-                reason="conductors are pinned below 3.2 ([rpc_pins] "
-                "conductor): vTPM migration is not available yet")
-        return self._prepare(conductor, "3.2")
+                reason="conductors are pinned below %s ([rpc_pins] "
+                "conductor): vTPM migration is not available yet"
+                % MIGRATION_VERSION)
+        return self._prepare(conductor, MIGRATION_VERSION)
 
     def migrate_vtpm(self, context: Any, instance: str, source: str,
                      destination: str, *, conductor: str,
@@ -204,6 +224,32 @@ class ConductorAPI:
         return self._prepare_migrations(conductor).call(
             context, "abort_vtpm_migration", migration_id=migration_id,
             reason=reason)
+    # --- deep attestation (3.3) ---------------------------------------------
+
+    def _prepare_deep(self, conductor: str) -> messaging.RPCClient:
+        if not self.client.can_send_version(DEEP_VERSION):
+            raise exception.TemporaryFailure(
+                reason="conductors are pinned below %s ([rpc_pins] "
+                "conductor): deep attestation is not available yet"
+                % DEEP_VERSION)
+        return self._prepare(conductor, DEEP_VERSION)
+
+    def challenge_instance(self, context: dict, host: str, instance: str,
+                           *, conductor: str) -> dict[str, Any]:
+        return self._prepare_deep(conductor).call(
+            context, "challenge_instance", host=host, instance=instance)
+
+    def deep_attest(self, context: dict, host: str,
+                    instances: list[dict[str, Any]], *, conductor: str
+                    ) -> dict[str, Any]:
+        return self._prepare_deep(conductor).call(
+            context, "deep_attest", host=host, instances=instances)
+
+
+    def list_vtpms(self, context: dict, host: str, *, conductor: str
+                   ) -> dict[str, Any]:
+        return self._prepare_deep(conductor).call(context, "list_vtpms",
+                                                  host=host)
 
 
 class EvidenceAPI:

@@ -29,6 +29,7 @@ from trusted_pools.common.service import PeriodicJob
 from trusted_pools.conductor import endpoints
 from trusted_pools.conductor import keys as key_service
 from trusted_pools.conductor import manager as conductor_manager
+from trusted_pools.conductor import metrics as metrics_mod
 from trusted_pools.conductor import rpcapi
 from trusted_pools.db import api as db_api
 
@@ -99,12 +100,18 @@ class ConductorService(service_mod.ServiceBase):
             timeout=group.agent_rpc_timeout,
             version_cap=conf.rpc_pins.agent)
         notifier = rpc.get_notifier("trusted_pools.conductor.%s" % self.host)
+        self.metrics = metrics_mod.ConductorMetrics()
+        self.metrics.registry.register(metrics_mod.PoolCollector(self.db))
+        self.metrics_server: metrics_mod.MetricsServer | None = None
+        if group.metrics_port:
+            self.metrics_server = metrics_mod.MetricsServer(
+                self.metrics.registry, group.metrics_host, group.metrics_port)
         keys = None
         if conf.key_service.enabled:
             keys = key_service.KeyService(
                 self.db, key_service.load_or_create_kek(
                     conf.key_service.kek_path), notifier,
-                conductor=self.host)
+                conductor=self.host, metrics=self.metrics)
         self.manager = conductor_manager.ConductorManager(
             self.host, self.db, key, agents,
             notifier,
@@ -119,7 +126,7 @@ class ConductorService(service_mod.ServiceBase):
             limits=Limits(
                 max_event_log=conf.attestation.max_event_log_bytes,
                 max_ima=conf.attestation.max_ima_log_bytes),
-            keys=keys,
+            keys=keys, metrics=self.metrics,
             migration_step_timeout=conf.vtpm_migration.step_timeout)
         self._servers: list[messaging.MessageHandlingServer] = []
         self._unregister = True
@@ -154,6 +161,9 @@ class ConductorService(service_mod.ServiceBase):
         # capture: the agent calls) run on the job pool: off the RPC
         # threads, and a stop waits for the ones in flight.
         self.manager.spawn = self.jobs.spawn
+        if self.metrics_server is not None:
+            # First: a port in use stops the start before RPC is served.
+            self.metrics_server.start()
         self._servers = self.rpc_servers()
         for server in self._servers:
             server.start()
@@ -224,6 +234,8 @@ class ConductorService(service_mod.ServiceBase):
         for server in self._servers:
             server.wait()
         self._servers = []
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if not self._unregister:
             return
         try:

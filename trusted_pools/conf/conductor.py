@@ -91,6 +91,18 @@ opts = [
                     "queues through RabbitMQ's default exchange; set it "
                     "in every deployment but a one-machine demo. See "
                     "'trusted-pools-manage rabbitmq setup'."),
+    cfg.PortOpt("metrics_port", default=0, mutable=False,
+                help="TCP port of this conductor's Prometheus endpoint "
+                     "(GET /metrics: verdicts given, verification time per "
+                     "phase, evidence rejected by reason, the evidence "
+                     "queue, key releases, hosts by status and level). 0 "
+                     "(the default) serves none. Plain HTTP without "
+                     "authentication, as Prometheus exporters are: keep it "
+                     "on loopback or a management network (metrics_host)."),
+    cfg.HostAddressOpt("metrics_host", default="127.0.0.1", mutable=False,
+                       help="Address the Prometheus endpoint listens on "
+                            "when metrics_port is set (0.0.0.0 or :: for "
+                            "every interface)."),
 ]
 
 

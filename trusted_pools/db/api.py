@@ -45,9 +45,11 @@ from trusted_pools.db import models
 
 __all__ = [
     "BindingKeyRecord", "Connection", "ConductorRecord", "Host",
-    "HostOperation", "IMAState", "NewVerdict", "Policy", "PolicyAssignment",
+    "HostOperation", "IMAState", "InstanceStanding",
+    "InstanceVerdictRecord", "NewVerdict", "Policy", "PolicyAssignment",
     "Registration", "SecretRecord", "SignFunction", "Verdict",
-    "UNCONDITIONAL", "VTPMMigrationRecord", "get_instance", "make_context_manager",
+    "UNCONDITIONAL", "VTPMMigrationRecord", "get_instance",
+    "make_context_manager",
 ]
 
 Clock = Callable[[], datetime.datetime]
@@ -345,6 +347,59 @@ class VTPMMigrationRecord:
     updated_at: datetime.datetime
     committed_at: datetime.datetime | None
     finished_at: datetime.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceVerdictRecord:
+    """An instance's deep-attestation verdict as stored (see
+    :class:`trusted_pools.db.models.InstanceVerdict`); the constructor
+    validates."""
+
+    instance: str
+    host_id: int
+    status: str
+    level: int
+    host_level: int
+    host_sequence: int | None
+    registration_generation: int
+    reasons: list[Any]
+    signed_result: str | None
+    issued_at: datetime.datetime
+    expires_at: datetime.datetime
+
+    def __post_init__(self) -> None:
+        _non_empty(self.instance, "instance", limit=36)
+        _choice(self.status, models.VERDICT_STATUSES, "status")
+        for name in ("level", "host_level", "registration_generation"):
+            _count(getattr(self, name), name)
+        if self.host_sequence is not None:
+            _count(self.host_sequence, "host_sequence")
+        if not isinstance(self.reasons, list):
+            raise exception.InvalidParameterValue(
+                name="reasons", reason="must be a list")
+        issued = _as_utc(self.issued_at, "issued_at")
+        expires = _as_utc(self.expires_at, "expires_at")
+        if expires < issued:
+            raise exception.InvalidParameterValue(
+                name="expires_at", reason="is before issued_at")
+        object.__setattr__(self, "issued_at", issued)
+        object.__setattr__(self, "expires_at", expires)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceStanding:
+    """An instance's stored verdict with what its host became since: the
+    host's name, state and enrollment generation now, and the first host
+    verdict other than trusted stored after the one the instance verdict
+    relied on (``host_fell``: (status, sequence) or None), read in one
+    transaction. :mod:`trusted_pools.verifier.instance_standing` judges
+    it."""
+
+    verdict: InstanceVerdictRecord
+    hostname: str
+    host_state: str
+    enrollment_generation: int
+    host_fell: tuple[str, int] | None
 
 
 def _record(cls: type, row: Any, **renamed: str) -> Any:
@@ -1619,6 +1674,22 @@ class Connection:
                 .limit(_count(limit, "limit")))]
 
     @_translate_errors
+    def latest_done_operation(self, hostname: str, kind: str
+                              ) -> HostOperation | None:
+        """The newest operation of ``kind`` on ``hostname`` that ended
+        done (e.g. the last vTPM report), or None."""
+        _choice(kind, models.OPERATION_KINDS, "kind")
+        table = models.HostOperation
+        with self._reader() as session:
+            row = session.scalars(
+                sa.select(table).where(table.hostname == hostname,
+                                       table.kind == kind,
+                                       table.state == "done")
+                .order_by(table.updated_at.desc(), table.id).limit(1)
+            ).first()
+            return None if row is None else _record(HostOperation, row)
+
+    @_translate_errors
     @_retry_deadlock
     def purge_operations(self, before: datetime.datetime) -> int:
         """Delete operations that ended before ``before``; returns how
@@ -1649,6 +1720,82 @@ class Connection:
                                "kwargs": {"reason": reason}},
                         updated_at=self._clock())).rowcount
 
+
+    # -- instance verdicts (deep attestation)
+
+    @_translate_errors
+    @_retry_deadlock
+    def save_instance_verdicts(self, records: Sequence[InstanceVerdictRecord]
+                               ) -> None:
+        """Store each instance's latest verdict (replacing its previous
+        one, whichever host that was on) in one transaction: a delete and
+        a bulk insert through Core (a batch is up to thousands of rows;
+        the ORM's per-row get-and-update cost more than verifying them).
+        The last record of an instance given twice wins."""
+        latest: dict[str, InstanceVerdictRecord] = {}
+        for record in records:
+            if not isinstance(record, InstanceVerdictRecord):
+                raise exception.InvalidParameterValue(
+                    name="records", reason="expected InstanceVerdictRecord, "
+                    "got %s" % type(record).__name__)
+            latest[record.instance] = record
+        if not latest:
+            return
+        table = models.InstanceVerdict.__table__
+        rows = [{f.name: getattr(record, f.name)
+                 for f in dataclasses.fields(record)}
+                for record in latest.values()]
+        instances = sorted(latest)
+        with self._writer() as session:
+            for start in range(0, len(instances), 500):
+                session.execute(sa.delete(table).where(
+                    table.c.instance.in_(instances[start:start + 500])))
+            for start in range(0, len(rows), _VERDICT_CHUNK):
+                session.execute(sa.insert(table),
+                                rows[start:start + _VERDICT_CHUNK])
+
+    @_translate_errors
+    def instance_verdict(self, instance: str) -> InstanceStanding:
+        """The instance's stored verdict and its host's standing since.
+
+        :raises InstanceVerdictNotFound: the instance was never attested
+            (or its host was removed, with its instances' verdicts).
+        """
+        verdicts = models.Verdict
+        with self._reader() as session:
+            row = session.get(models.InstanceVerdict, instance) \
+                if isinstance(instance, str) else None
+            if row is None:
+                raise exception.InstanceVerdictNotFound(instance=instance)
+            record = _record(InstanceVerdictRecord, row)
+            host = self._host_row(session, row.host_id)
+            fell = session.execute(
+                sa.select(verdicts.status, verdicts.sequence)
+                .where(verdicts.host_id == row.host_id,
+                       verdicts.sequence > (row.host_sequence or 0),
+                       verdicts.status != "trusted")
+                .order_by(verdicts.sequence).limit(1)).first()
+            return InstanceStanding(
+                verdict=record, hostname=host.hostname,
+                host_state=host.state,
+                enrollment_generation=host.enrollment_generation,
+                host_fell=None if fell is None else (fell[0], fell[1]))
+
+    @_translate_errors
+    def instance_hosts(self, instances: Sequence[str]) -> dict[str, str]:
+        """Where each instance's stored verdict was made: {instance: host
+        name}, for those of ``instances`` that have one."""
+        table, hosts = models.InstanceVerdict, models.Host
+        wanted = sorted({i for i in instances if isinstance(i, str)})
+        found: dict[str, str] = {}
+        with self._reader() as session:
+            for start in range(0, len(wanted), 500):
+                found.update(session.execute(
+                    sa.select(table.instance, hosts.hostname)
+                    .join(hosts, hosts.id == table.host_id)
+                    .where(table.instance.in_(wanted[start:start + 500])))
+                    .tuples().all())
+        return found
 
     # -- host binding keys and secrets (the key service)
 

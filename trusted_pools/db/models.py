@@ -354,13 +354,17 @@ class Conductor(Base):
                                                        nullable=True)
 
 
-OPERATION_KINDS = ("enroll", "attest", "capture")
+#: ``certify`` (the binding key), ``deep_attest`` and ``list_vtpms`` from
+#: migration b3d9e7a14c60 on (issue 11).
+OPERATION_KINDS = ("enroll", "attest", "capture", "certify", "deep_attest",
+                   "list_vtpms")
 OPERATION_STATES = ("pending", "done", "failed")
 
 
 class HostOperation(Base):
     """A management operation on a host, run by its owning conductor off
-    the RPC thread (``enroll``, ``attest``, ``capture``): what the API
+    the RPC thread (``enroll``, ``attest``, ``capture``, ``certify``,
+    ``deep_attest``, ``list_vtpms``): what the API
     polls. Keyed by host name, not id: an enrollment may create the host.
 
     ``lock`` is set while the operation is pending to a key that must be
@@ -374,7 +378,8 @@ class HostOperation(Base):
     __table_args__ = (
         sa.UniqueConstraint("lock", name="uniq_host_operations0lock"),
         sa.Index("host_operations_hostname_idx", "hostname"),
-        sa.CheckConstraint("kind IN ('enroll', 'attest', 'capture')",
+        sa.CheckConstraint("kind IN ('enroll', 'attest', 'capture', "
+                           "'certify', 'deep_attest', 'list_vtpms')",
                            name="ck_host_operations_kind"),
         sa.CheckConstraint("state IN ('pending', 'done', 'failed')",
                            name="ck_host_operations_state"),
@@ -541,3 +546,52 @@ class VTPMMigration(Base):
         UTCDateTime(), nullable=True)
     finished_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
         UTCDateTime(), nullable=True)
+
+
+class InstanceVerdict(Base):
+    """The latest deep-attestation verdict of an instance (one row per
+    instance, replaced by each attestation of it).
+
+    The verdict leans on its host's: ``registration_generation`` is the
+    host's enrollment it was made under and ``host_sequence`` the sequence
+    of the host verdict it relied on. A reader judges it again against the
+    host's verdicts since (:meth:`trusted_pools.db.api.Connection.
+    instance_verdict`): once the host's enrollment moved on or the host had
+    a verdict other than trusted after ``host_sequence``, it no longer
+    reads as trusted.
+    """
+
+    __tablename__ = "instance_verdicts"
+    __table_args__ = (
+        sa.Index("instance_verdicts_host_id_idx", "host_id"),
+        sa.CheckConstraint(
+            "status IN ('trusted', 'untrusted', 'unknown')",
+            name="ck_instance_verdicts_status"),
+        sa.CheckConstraint("level >= 0 AND host_level >= 0",
+                           name="ck_instance_verdicts_level"),
+        _TABLE_ARGS,
+    )
+
+    instance: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                  primary_key=True)
+    host_id: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, sa.ForeignKey("hosts.id", ondelete="CASCADE",
+                                  name="instance_verdicts_host_id_fkey"),
+        nullable=False)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                                nullable=False)
+    level: orm.Mapped[int] = orm.mapped_column(sa.Integer, nullable=False)
+    host_level: orm.Mapped[int] = orm.mapped_column(sa.Integer,
+                                                    nullable=False)
+    host_sequence: orm.Mapped[int | None] = orm.mapped_column(
+        sa.BigInteger, nullable=True)
+    registration_generation: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, nullable=False)
+    reasons: orm.Mapped[list] = orm.mapped_column(CanonicalJSON(),
+                                                  nullable=False)
+    signed_result: orm.Mapped[str | None] = orm.mapped_column(sa.Text,
+                                                              nullable=True)
+    issued_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)

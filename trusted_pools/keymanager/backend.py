@@ -175,6 +175,7 @@ class TrustedPoolsKeyManager(key_manager.KeyManager):
         self._transport = transport
         self._unwrapper = unwrapper
         self._settings = settings
+        self._session: Any = None
 
     # --- plumbing ---------------------------------------------------------
 
@@ -196,17 +197,39 @@ class TrustedPoolsKeyManager(key_manager.KeyManager):
             self._unwrapper = tpm_unwrapper(self._settings.tcti, handle)
         return self._unwrapper(ciphertext, label)
 
-    @staticmethod
-    def _token(context: Any) -> str:
+    def _token(self, context: Any) -> str:
+        """The Keystone token to call trusted-pools-api with: the request's
+        own (Nova's 'user' and 'host' modes pass the user's context), or
+        one from the context's auth plugin (Nova's 'deployment' mode
+        passes its service user's context, which carries a keystoneauth
+        plugin built from ``[service_user]`` and no token)."""
         if context is None:
             raise castellan_exception.Forbidden(
                 "the trusted_pools key manager needs a request context "
                 "with a Keystone token")
         token = getattr(context, "auth_token", None)
+        plugin = getattr(context, "user_auth_plugin", None)
+        if not token and plugin is not None:
+            try:
+                token = plugin.get_token(self._auth_session())
+            except Exception as error:  # noqa: BLE001 - keystoneauth's
+                raise castellan_exception.Forbidden(
+                    "the request context's auth plugin gave no Keystone "
+                    "token: %s" % error) from error
         if not token:
             raise castellan_exception.Forbidden(
                 "the request context carries no Keystone token")
         return token
+
+    def _auth_session(self) -> Any:
+        """A keystoneauth1 session for the auth plugin of a service
+        context to authenticate with (same TLS settings as the API's)."""
+        if self._session is None:
+            from keystoneauth1 import session as ks_session
+            self._session = ks_session.Session(
+                verify=self._settings.cafile or True,
+                timeout=self._settings.timeout)
+        return self._session
 
     def _call(self, context: Any, method: str, path: str,
               body: dict[str, Any] | None = None,

@@ -32,7 +32,7 @@ __all__ = ["SERVICE_TYPE", "MIN_VERSION", "MAX_VERSION", "APIError",
 SERVICE_TYPE = "trusted-pools"
 #: The range of API microversions this client can speak and render.
 MIN_VERSION = (1, 0)
-MAX_VERSION = (1, 2)
+MAX_VERSION = (1, 3)
 #: From this microversion enroll, attest and capture answer 202 with an
 #: operation to poll.
 ASYNC_VERSION = (1, 1)
@@ -326,6 +326,20 @@ class Client:
             delay = min(delay * 2, interval)
             operation = self.get_operation(str(operation.get("host")),
                                            str(operation.get("id")))
+
+    def list_vtpms(self, name: str, refresh: bool = False,
+                   timeout: float = 300) -> dict[str, Any]:
+        """The host's last vTPM report (microversion 1.3), or with
+        ``refresh`` a new one (its agent is asked; the operation is
+        waited for): what the host's agent reports, labelled
+        host-reported; not evidence."""
+        if refresh:
+            answer = self._request("POST", _path("hosts", name, "vtpms"))
+            done = self.wait_operation(_member(answer, "operation"),
+                                       timeout)
+            return _member(done.get("result"), "vtpms")
+        answer = self._request("GET", _path("hosts", name, "vtpms"))
+        return _member(answer, "vtpms")
 
     def reset_enrollment(self, name: str) -> None:
         self._request("POST", _path("hosts", name, "reset-enrollment"))

@@ -99,59 +99,20 @@ _MAX_CACHED = 65536
 
 # --- errors -----------------------------------------------------------------
 
-class DeepAttestationError(exception.EvidenceError):
-    _msg_fmt = "Deep attestation of %(subject)s refused: %(reason)s"
-
-
-class HostNotTrusted(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: its host is not "
-                "trusted: %(reason)s")
-
-
-class HostVerdictStale(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: its host's verdict "
-                "is stale: %(reason)s")
-
-
-class HostQuoteInvalid(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
-                "does not verify against the host's registration: "
-                "%(reason)s")
-
-
-class HostQuoteNotCommitted(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the host quote "
-                "does not commit to the VM quote: %(reason)s")
-
-
-class VMQuoteInvalid(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote "
-                "does not verify: %(reason)s")
-
-
-class VMNonceMismatch(VMQuoteInvalid):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
-                "not over a nonce issued for this instance: %(reason)s")
-
-
-class VMQuoteReplayed(VMQuoteInvalid):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM quote is "
-                "replayed: %(reason)s")
-
-
-class VMChainRefused(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
-                "to its host does not verify: %(reason)s")
-
-
-class VMChainForeignHost(VMChainRefused):
-    _msg_fmt = ("Deep attestation of %(subject)s refused: the vTPM's chain "
-                "leads to another host: %(reason)s")
-
-
-class VMPolicyViolation(DeepAttestationError):
-    _msg_fmt = ("Deep attestation of %(subject)s: the vTPM PCRs do not match "
-                "the instance policy: %(reason)s")
+# Defined in the service exception tree (trusted_pools.exception), so a
+# refusal recorded in a host operation's row is raised again by its type
+# wherever the row is read.
+DeepAttestationError = exception.DeepAttestationError
+HostNotTrusted = exception.HostNotTrusted
+HostVerdictStale = exception.HostVerdictStale
+HostQuoteInvalid = exception.HostQuoteInvalid
+HostQuoteNotCommitted = exception.HostQuoteNotCommitted
+VMQuoteInvalid = exception.VMQuoteInvalid
+VMNonceMismatch = exception.VMNonceMismatch
+VMQuoteReplayed = exception.VMQuoteReplayed
+VMChainRefused = exception.VMChainRefused
+VMChainForeignHost = exception.VMChainForeignHost
+VMPolicyViolation = exception.VMPolicyViolation
 
 
 # --- Merkle tree (RFC 9162 2.1) ---------------------------------------------
@@ -642,6 +603,31 @@ class InstanceOutcome:
     error: DeepAttestationError | None = None
 
 
+_CA_FIELDS = ("public", "certify_attest", "certify_signature")
+
+
+def _ca_wire_key(wire: dict[str, str]) -> tuple[str, str, str]:
+    return (wire["public"], wire["certify_attest"], wire["certify_signature"])
+
+
+def _chain_wire(wire: Any, host: str) -> tuple[tuple[str, str, str], str]:
+    """A chain's wire form checked for shape only: the CA certification's
+    three strings and the certificate (decoded and verified later)."""
+    if not isinstance(wire, Mapping) or set(wire) != {"ca", "certificate"}:
+        raise vtpm_binding.VTPMCertificateMalformed(
+            host=host, reason="a vTPM chain holds exactly ca and certificate")
+    ca, certificate = wire["ca"], wire["certificate"]
+    if not isinstance(certificate, str):
+        raise vtpm_binding.VTPMCertificateMalformed(
+            host=host, reason="certificate must be a string")
+    if not isinstance(ca, Mapping) or set(ca) != set(_CA_FIELDS) or \
+            not all(isinstance(ca[k], str) for k in _CA_FIELDS):
+        raise vtpm_binding.VTPMCertificateMalformed(
+            host=host, reason="CA certification must hold exactly public, "
+            "certify_attest and certify_signature (strings)")
+    return _ca_wire_key(ca), certificate
+
+
 # --- the verifier ------------------------------------------------------------
 
 class DeepVerifier:
@@ -667,13 +653,19 @@ class DeepVerifier:
         # an instance attested again costs its quote only.
         self._cas: dict[tuple[bytes, vtpm_binding.CACertification],
                         structures.Public] = {}
-        self._bound: dict[tuple[bytes, vtpm_binding.CACertification, str,
-                                str], vtpm_binding.BoundVTPM] = {}
+        self._bound: dict[tuple[bytes, tuple[str, str, str], str, str],
+                          vtpm_binding.BoundVTPM] = {}
+        # A batch's instances carry the same CA certification (their
+        # host's): its wire form (three base64url strings) -> the parsed
+        # certification, so it is decoded once, not once per instance.
+        self._ca_wires: dict[tuple[str, str, str],
+                             vtpm_binding.CACertification] = {}
 
     def clear_cache(self) -> None:
         """Forget verified CA certifications and chains."""
         self._cas.clear()
         self._bound.clear()
+        self._ca_wires.clear()
 
     def challenge(self, instance: str) -> bytes:
         """A fresh nonce for the guest of ``instance`` to quote over."""
@@ -748,11 +740,12 @@ class DeepVerifier:
     # vm side --------------------------------------------------------------
 
     def _ca(self, host: str, host_ak: structures.Public,
-            chain: vtpm_binding.VTPMChain) -> structures.Public:
-        key = (host_ak.name(), chain.ca)
+            certification: vtpm_binding.CACertification
+            ) -> structures.Public:
+        key = (host_ak.name(), certification)
         ca = self._cas.get(key)
         if ca is None:
-            ca = vtpm_binding.verify_ca(host, host_ak, chain.ca)
+            ca = vtpm_binding.verify_ca(host, host_ak, certification)
             if len(self._cas) >= _MAX_CACHED:
                 self._cas.clear()
             self._cas[key] = ca
@@ -760,17 +753,24 @@ class DeepVerifier:
 
     def bind(self, host: str, host_ak: structures.Public,
              item: VMEvidence) -> vtpm_binding.BoundVTPM:
+        """The vTPM of ``item`` bound to ``host`` through the host's
+        registered AK. Per batch the host's CA certification is decoded
+        and verified once (looked up by its wire form, then by its
+        content); per instance only its certificate is verified, once
+        for the same (AK, CA, certificate, instance)."""
         try:
-            chain = item.chain if isinstance(
-                item.chain, vtpm_binding.VTPMChain) \
-                else vtpm_binding.VTPMChain.from_wire(item.chain, host)
-            key = (host_ak.name(), chain.ca, chain.certificate,
-                   item.instance)
+            if isinstance(item.chain, vtpm_binding.VTPMChain):
+                ca_wire = _ca_wire_key(item.chain.ca.to_wire())
+                certificate = item.chain.certificate
+            else:
+                ca_wire, certificate = _chain_wire(item.chain, host)
+            key = (host_ak.name(), ca_wire, certificate, item.instance)
             bound = self._bound.get(key)
             if bound is None:
-                ca = self._ca(host, host_ak, chain)
+                ca = self._ca(host, host_ak, self._ca_certification(
+                    host, ca_wire))
                 bound = vtpm_binding.verify_certificate(
-                    chain.certificate, ca, host, item.instance)
+                    certificate, ca, host, item.instance)
                 if len(self._bound) >= _MAX_CACHED:
                     self._bound.clear()
                 self._bound[key] = bound
@@ -781,6 +781,17 @@ class DeepVerifier:
         except vtpm_binding.VTPMBindingRefused as error:
             raise VMChainRefused(subject=item.instance,
                                  reason=error.message) from None
+
+    def _ca_certification(self, host: str, wire: tuple[str, str, str]
+                          ) -> vtpm_binding.CACertification:
+        certification = self._ca_wires.get(wire)
+        if certification is None:
+            certification = vtpm_binding.CACertification.from_wire(
+                dict(zip(_CA_FIELDS, wire)), host)
+            if len(self._ca_wires) >= _MAX_CACHED:
+                self._ca_wires.clear()
+            self._ca_wires[wire] = certification
+        return certification
 
     def verify_vm_quote(self, bound: vtpm_binding.BoundVTPM,
                         item: VMEvidence) -> quotes.VerifiedQuote:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from trusted_pools import exception
 from trusted_pools.verifier import appraisal as appraisal_mod
@@ -38,6 +39,23 @@ from trusted_pools.tpm import structures
 LOG = logging.getLogger(__name__)
 
 IMA_PCR = 10
+
+
+class PhaseTimer(Protocol):
+    """Told how long each phase of a verification took (the conductor's
+    metrics): ``quote``, ``event_log`` (only when the log was parsed and
+    replayed), ``ima`` (only when new entries were replayed),
+    ``appraisal``."""
+
+    def observe(self, phase: str, seconds: float) -> None: ...
+
+
+class _NoTimer:
+    def observe(self, phase: str, seconds: float) -> None:
+        pass
+
+
+_NO_TIMER = _NoTimer()
 
 
 @dataclass(frozen=True)
@@ -188,6 +206,9 @@ class Outcome:
     #: A genuine quote older than one already accepted, over a nonce
     #: issued before that acceptance: verified late, not replayed.
     late: exception.QuoteReplayed | None = None
+    #: The types of the errors that made the evidence fail (the quote's,
+    #: or the logs'): what the metrics count, never their text.
+    rejected: tuple[type, ...] = ()
 
 
 def allows_sha1_quotes(state: HostState) -> bool:
@@ -216,7 +237,8 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
                         expected_nonce: bytes, now: int,
                         validity: int, *, issued: int | None = None,
                         accepted: int | None = None,
-                        limits: Limits = Limits()) -> Outcome:
+                        limits: Limits = Limits(),
+                        timer: PhaseTimer = _NO_TIMER) -> Outcome:
     """Verify ``evidence`` for ``state.host``; update ``state`` in place
     only with what verified. Any evidence error gives an untrusted verdict
     whose reasons say why.
@@ -229,8 +251,10 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
 
     ``limits`` caps the event log and the IMA list parsed and replayed
     (the caller's configuration; see :class:`~.evidence.Limits`).
+    ``timer`` is told the time of each phase (:class:`PhaseTimer`).
     """
     digest = evidence.digest()
+    started = time.perf_counter()
     try:
         if evidence.host != state.host:
             raise exception.MalformedEvidence(
@@ -238,26 +262,33 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
                 "host %s" % (evidence.host, state.host))
         verified, reboot = check_quote(state, evidence, expected_nonce)
     except exception.QuoteReplayed as error:
+        timer.observe("quote", time.perf_counter() - started)
         if freshness.answered_before_accepted(issued, state.accepted_order):
             return Outcome(None, None, late=error)
         return Outcome(failed_verdict(state.host, error, digest, now,
-                                      validity), None, quote_failed=True)
+                                      validity), None, quote_failed=True,
+                       rejected=(type(error),))
     except exception.EvidenceError as error:
+        timer.observe("quote", time.perf_counter() - started)
         return Outcome(failed_verdict(state.host, error, digest, now,
-                                      validity), None, quote_failed=True)
+                                      validity), None, quote_failed=True,
+                       rejected=(type(error),))
+    timer.observe("quote", time.perf_counter() - started)
     state.clock = verified.clock_info
     state.accepted_order = accepted
     if reboot is freshness.Reboot.RESET:
         state.forget_boot()
     policies = state.policy or HostPolicies()
-    boot_log, boot_error = _verified_boot(state, evidence, verified, limits)
+    boot_log, boot_error = _verified_boot(state, evidence, verified, limits,
+                                          timer)
     runtime, runtime_error = _verified_runtime(state, evidence, verified,
-                                               limits)
+                                               limits, timer)
     prior = state.ima_prior if runtime is not None and \
         runtime.start.entries > 0 else None
     boot = state.boot
     memo = boot.appraisal if boot is not None and boot_log is not None \
         and boot.log is boot_log else None
+    started = time.perf_counter()
     result = appraisal_mod.appraise(
         identity=True, quote=verified, event_log=boot_log,
         ima_log=runtime, measured_boot_policy=policies.measured_boot,
@@ -266,10 +297,15 @@ def verify_and_appraise(state: HostState, evidence: Evidence,
         boot_memo=memo)
     if runtime is not None:
         state.ima_prior = result.outcomes[levels.Rung.RUNTIME]
-    return Outcome(appraisal_mod.make_verdict(
+    verdict = appraisal_mod.make_verdict(
         state.host, result, digest, now, validity,
-        min_level_for_trusted=policies.required_level), reboot,
-        evidence_failed=boot_error is not None or runtime_error is not None)
+        min_level_for_trusted=policies.required_level)
+    timer.observe("appraisal", time.perf_counter() - started)
+    return Outcome(verdict, reboot,
+                   evidence_failed=boot_error is not None
+                   or runtime_error is not None,
+                   rejected=tuple(type(e) for e in (boot_error, runtime_error)
+                                  if e is not None))
 
 
 def wire_digest(wire: Any) -> str:
@@ -311,7 +347,8 @@ def _same_boot(record: BootRecord, verified: quotes.VerifiedQuote) -> bool:
 
 
 def _verified_boot(state: HostState, evidence: Evidence,
-                   verified: quotes.VerifiedQuote, limits: Limits
+                   verified: quotes.VerifiedQuote, limits: Limits,
+                   timer: PhaseTimer = _NO_TIMER
                    ) -> tuple[eventlog.VerifiedEventLog | None,
                               exception.TrustedPoolsError | None]:
     if state.boot is not None and _same_boot(state.boot, verified) and (
@@ -331,6 +368,7 @@ def _verified_boot(state: HostState, evidence: Evidence,
         return None, exception.EvidenceError(
             reason="the quoted boot PCRs changed but no event log came "
                    "with them")
+    started = time.perf_counter()
     try:
         log = eventlog.verify_event_log(
             eventlog.parse_event_log(evidence.event_log,
@@ -339,13 +377,16 @@ def _verified_boot(state: HostState, evidence: Evidence,
     except exception.EvidenceError as error:
         state.boot = None
         return None, error
+    finally:
+        timer.observe("event_log", time.perf_counter() - started)
     state.boot = BootRecord(evidence.event_log_digest or "",
                             _boot_pcrs(log, verified), log)
     return log, None
 
 
 def _verified_runtime(state: HostState, evidence: Evidence,
-                      verified: quotes.VerifiedQuote, limits: Limits
+                      verified: quotes.VerifiedQuote, limits: Limits,
+                      timer: PhaseTimer = _NO_TIMER
                       ) -> tuple[ima.VerifiedIMALog | None,
                                  exception.TrustedPoolsError | None]:
     quoted = {bank: pcrs[IMA_PCR] for bank, pcrs in verified.pcrs.items()
@@ -369,6 +410,7 @@ def _verified_runtime(state: HostState, evidence: Evidence,
         return None, exception.EvidenceError(
             reason="IMA log sent from entry %d, expected %d"
             % (tail.start, state.ima_expected_start))
+    started = time.perf_counter()
     try:
         result = ima.verify_ima_log(data, quoted, start, fmt=tail.fmt,
                                     tail=True,
@@ -377,6 +419,8 @@ def _verified_runtime(state: HostState, evidence: Evidence,
     except exception.EvidenceError as error:
         # Keep the old state: the next round replays the same entries.
         return None, error
+    finally:
+        timer.observe("ima", time.perf_counter() - started)
     state.ima_state = replace(result.state, offset=None)
     # The whole entries after the covered ones, as the parser cut them (in
     # an ascii list a name may span lines): counted in entries, never in

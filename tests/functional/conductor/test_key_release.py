@@ -318,3 +318,61 @@ def test_reset_enrollment_withholds_until_certified_again(keyed_pool):
         record.enrollment_generation
     assert api.post("/v1/hosts/%s/attest" % good.name).status_code == 200
     assert nova_good.get(ctx(), secret_id).get_encoded() == b"p" * 44
+
+
+def test_compromised_host_with_nova_service_credentials(keyed_pool):
+    """A compromised compute host holds Nova's service user token (the
+    'deployment' secret mode puts [service_user] credentials on every
+    compute host): the strongest key-manager credentials a host has. It
+    asks for the vTPM secret of an instance that lives on another host."""
+    pool, api = keyed_pool
+    good, bad, other = pool.hosts
+    # Nova on compute-00 stores the secret of its instance as the service
+    # user ('deployment' mode): the secret belongs to the service project.
+    nova_good = key_manager(api, good.name, good.tpm)
+    value = base64.b64encode(b"d" * 384)
+    secret_id = nova_good.store(ctx("service"), passphrase.Passphrase(
+        value, name="vTPM secret for instance 0d1e-uuid"))
+    assert api.get("/v1/secrets/" + secret_id, persona="service"
+                   ).json["secret"]["project_id"] == "service-id"
+    assert nova_good.get(ctx("service"), secret_id).get_encoded() == value
+
+    # compute-01 (untrusted) asks in its own name: refused, with why.
+    nova_bad = key_manager(api, bad.name, bad.tpm)
+    with pytest.raises(backend.KeyWithheld) as refused:
+        nova_bad.get(ctx("service"), secret_id)
+    assert str(refused.value).startswith("%s is untrusted: " % bad.name)
+    # ... in compute-00's name, the instance's host: the release is
+    # wrapped to compute-00's TPM, and compute-01's TPM cannot open it.
+    forger = key_manager(api, good.name, bad.tpm)
+    with pytest.raises(castellan_exception.KeyManagerError) as useless:
+        forger.get(ctx("service"), secret_id)
+    assert "does not unwrap in this host's TPM" in str(useless.value)
+    # ... or it replays a release it captured for compute-00 (the API's
+    # answer, or compute-00's request sent again): the same blob, which
+    # only compute-00's TPM opens, under compute-00's label.
+    answer = api.get("/v1/secrets/%s?host=%s" % (secret_id, good.name),
+                     persona="service").json["secret"]
+    wrapped = base64.b64decode(answer["wrapped"])
+    sealed = base64.b64decode(answer["ciphertext"])
+    for label in (release.release_label(secret_id, good.name),
+                  release.release_label(secret_id, bad.name)):
+        with pytest.raises(exception.TPMError):
+            release.unseal(backend.tpm_unwrapper(bad.tpm.tcti, HANDLE),
+                           wrapped, sealed, label)
+    # ... nor can it pass one secret's release off as another's: the
+    # label names the secret.
+    with pytest.raises(exception.TPMError):
+        release.unseal(backend.tpm_unwrapper(good.tpm.tcti, HANDLE),
+                       wrapped, sealed,
+                       release.release_label(str(__import__("uuid").uuid4()),
+                                             good.name))
+
+    # Known limit (doc/source/vtpm-keys.md, "Limits"): the key service
+    # does not know where an instance runs, so a host that is still
+    # judged trusted (its compromise not measured) is given any secret
+    # its caller's token may read, here compute-02 the secret of
+    # compute-00's instance. Pinned so that binding releases to the
+    # instance's host changes this test on purpose.
+    nova_other = key_manager(api, other.name, other.tpm)
+    assert nova_other.get(ctx("service"), secret_id).get_encoded() == value

@@ -144,7 +144,44 @@ CALLS = {
     "start_epoch": {"conductor": "c-a", "epoch_id": "1-x",
                     "epoch_value": EPOCH, "banks": ["sha256"],
                     "members": ["c-a"], "spread": 0.0},
+    "list_vtpms": {},
 }
+
+
+class FakeVTPMDriver:
+    """A vTPM driver that records being asked."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def list(self):
+        from trusted_pools.vtpm.driver import VTPMInfo, VTPMStatus
+        self.asked += 1
+        return [VTPMInfo("00000000-0000-4000-8000-000000000001",
+                         VTPMStatus.RUNNING),
+                VTPMInfo("00000000-0000-4000-8000-000000000002",
+                         VTPMStatus.FAILED, reason="swtpm died")]
+
+
+def test_list_vtpms_answers_from_the_driver_only_when_signed():
+    manager, attester, _ = _manager()
+    assert _call(manager, "list_vtpms") == {
+        "host": "compute-1", "enabled": False, "driver": None, "vtpms": []}
+    manager.vtpm = FakeVTPMDriver()
+    _refused(manager.list_vtpms, {})
+    _refused(manager.list_vtpms, {}, auth=agent_requests.RequestSigner(
+        keystore.generate_signing_key(), "c-a").sign(
+            "list_vtpms", "compute-1", {}))
+    assert manager.vtpm.asked == 0
+    assert _call(manager, "list_vtpms") == {
+        "host": "compute-1", "enabled": True, "driver": "fake", "vtpms": [
+            {"instance": "00000000-0000-4000-8000-000000000001",
+             "status": "running", "reason": None},
+            {"instance": "00000000-0000-4000-8000-000000000002",
+             "status": "failed", "reason": "swtpm died"}]}
+    assert attester.calls == []
 
 
 @pytest.mark.parametrize("method", sorted(CALLS))

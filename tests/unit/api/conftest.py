@@ -20,7 +20,8 @@ MEASURED_BOOT = {"kind": "measured_boot",
 
 
 _KINDS = {"enroll_host": "enroll", "attest_now": "attest",
-          "capture_policy": "capture"}
+          "capture_policy": "capture", "certify_binding_key": "certify",
+          "deep_attest": "deep_attest", "list_vtpms": "list_vtpms"}
 
 
 class FakeConductors:
@@ -47,7 +48,7 @@ class FakeConductors:
         self.calls.append((method, host, kwargs))
         kind = _KINDS.get(method)
         if kind is None or self.db is None:
-            return {}
+            return self.results.get(method, {})
         operation = self.db.create_operation(
             host, kind, "conductor-a",
             request_id=getattr(context, "request_id", None),

@@ -219,6 +219,49 @@ def test_no_token_is_forbidden_before_any_request(manager, service,
     assert service.calls == []
 
 
+class ServicePlugin:
+    """A keystoneauth plugin as Nova's service user context carries it
+    ('deployment' mode): the token comes from the plugin, with a session."""
+
+    def __init__(self, token: str | None = "svc-token",
+                 error: Exception | None = None) -> None:
+        self.token, self.error, self.sessions = token, error, []
+
+    def get_token(self, session: Any) -> str | None:
+        self.sessions.append(session)
+        if self.error is not None:
+            raise self.error
+        return self.token
+
+
+def test_service_context_token_comes_from_its_auth_plugin(manager,
+                                                          service):
+    plugin = ServicePlugin()
+    context = oslo_context.RequestContext(auth_token=None)
+    context.user_auth_plugin = plugin
+    secret_id = manager.store(context, passphrase.Passphrase(b"p" * 44))
+    assert service.calls[-1][2] == "svc-token"
+    assert manager.get(context, secret_id).get_encoded() == b"p" * 44
+    assert service.calls[-1][2] == "svc-token"
+    from keystoneauth1 import session as ks_session
+    assert isinstance(plugin.sessions[0], ks_session.Session)
+    # The request's own token wins when there is one.
+    context.auth_token = "user-token"
+    manager.get(context, secret_id)
+    assert service.calls[-1][2] == "user-token"
+
+
+@pytest.mark.parametrize("plugin", [
+    ServicePlugin(token=None), ServicePlugin(error=RuntimeError("401"))])
+def test_service_plugin_without_a_token_is_forbidden(manager, service,
+                                                     plugin):
+    context = oslo_context.RequestContext(auth_token=None)
+    context.user_auth_plugin = plugin
+    with pytest.raises(castellan_exception.Forbidden):
+        manager.get(context, "id-0")
+    assert service.calls == []
+
+
 def test_unsupported_calls_raise_castellan_errors_saying_so(manager,
                                                             service):
     calls = [

@@ -175,4 +175,40 @@ def test_day_two_group_commands_send_the_contract_requests(api):  # noqa: F811
         ("PUT", "/v1/groups/staging/policies/boot",
          {"version": None, "allow_empty_group": True})]
     assert all(r.headers.get("OpenStack-API-Version") ==
-               "trusted-pools 1.2" for r in api.requests)
+               "trusted-pools 1.3" for r in api.requests)
+
+
+def test_host_vtpm_list_shows_the_host_report(api):  # noqa: F811
+    instance = "00000000-0000-4000-8000-000000000001"
+    api.answer = lambda r: json_reply(200, {"vtpms": {
+        "host": "compute-1", "source": "host-reported",
+        "note": "not evidence", "enabled": True, "driver": "swtpm",
+        "reported_at": 1, "vtpms": [
+            {"instance": instance, "status": "running", "reason": None,
+             "attested_on": "compute-2", "conflict": True}]}})
+    result = openstack(api, "trusted", "host", "vtpm", "list", "compute-1",
+                       "-f", "json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == [{
+        "Instance": instance, "Status": "running", "Reason": None,
+        "Attested On": "compute-2", "Conflict": True,
+        "Source": "host-reported"}]
+    [sent] = api.requests
+    assert (sent.method, sent.path) == ("GET", "/v1/hosts/compute-1/vtpms")
+    assert sent.headers["OpenStack-API-Version"] == "trusted-pools 1.3"
+    assert "not evidence" in result.stderr
+
+
+def test_host_vtpm_list_refresh_asks_then_waits(api):  # noqa: F811
+    report = {"host": "compute-1", "source": "host-reported", "note": "",
+              "enabled": False, "driver": None, "reported_at": 1,
+              "vtpms": []}
+    operation = {"id": "op-1", "host": "compute-1", "kind": "list_vtpms",
+                 "state": "done", "result": {"vtpms": report}}
+    api.answer = lambda r: json_reply(202, {"operation": operation})
+    result = openstack(api, "trusted", "host", "vtpm", "list", "compute-1",
+                       "--refresh", "-f", "json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    [sent] = api.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/hosts/compute-1/vtpms")

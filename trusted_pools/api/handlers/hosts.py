@@ -221,6 +221,12 @@ def _operation(call: Call, operation: db_api.HostOperation
                                              operation.result)}
         elif operation.kind == "capture":
             result = {"policies": _policies_of(operation.result)}
+        elif operation.kind == "certify":
+            result = {"binding_key": dict(operation.result)}
+        elif operation.kind == "deep_attest":
+            result = {"instances": _instances_of(operation.result)}
+        elif operation.kind == "list_vtpms":
+            result = {"vtpms": dict(operation.result)}
         else:
             result = {"enrollment": dict(operation.result)}
     error = operations.error_of(operation)
@@ -261,15 +267,85 @@ def list_operations(call: Call, name: str) -> Result:
 def certify_binding_key(call: Call, name: str) -> Result:
     """Have the host's enrolled AK certify its binding key (the key its
     released vTPM secrets are wrapped to), e.g. for a host enrolled before
-    the key service existed."""
+    the key service existed. A host operation (conductor RPC 3.3): 202
+    from microversion 1.3, before it the API waits for it."""
     call.authorize("trusted_pools:host:certify_binding_key")
     call.query(schemas.no_query)
     call.db.get_host_by_name(name)
-    certified = call.conductors.call("certify_binding_key",
-                                     call.rpc_context(), name)
-    LOG.info("Binding key of host %s certified (requested by %s)", name,
-             call.actor)
-    return 200, {"binding_key": certified}
+    answer = call.conductors.call("certify_binding_key",
+                                  call.rpc_context(), name)
+    if not (isinstance(answer, dict) and "operation" in answer):
+        # A conductor pinned to RPC 3.1 certified before it answered.
+        LOG.info("Binding key of host %s certified (requested by %s)",
+                 name, call.actor)
+        return 200, {"binding_key": answer}
+    operation = _started(call, answer)
+    LOG.info("Certification of the binding key of host %s asked by %s "
+             "(operation %s)", name, call.actor, operation.id)
+    if call.version >= microversion.DEEP_ATTESTATION:
+        return _accepted(call, operation)
+    return 200, {"binding_key": _finished(call, operation)}
+
+
+def _since_1_2(call: Call) -> None:
+    if call.version < microversion.DEEP_ATTESTATION:
+        raise errors.APIError(404, "resource.not_found",
+                              "No resource at %s before microversion %s"
+                              % (call.request.path_info,
+                                 microversion.DEEP_ATTESTATION))
+
+
+def _instances_of(result: Any) -> list[dict[str, Any]]:
+    """A deep attestation's entries as the API shows them (the signed
+    results are the conductor's; the verdict fields come with them)."""
+    entries = result.get("instances") if isinstance(result, dict) else None
+    return [dict(e) for e in entries or () if isinstance(e, dict)]
+
+
+def deep_attest(call: Call, name: str) -> Result:
+    """Attest instances of the host together with the host: one host
+    quote over the commitment to the batch's guest quotes (1.3). 202 with
+    the operation; its result lists each instance's verdict (and signed
+    result) or error."""
+    call.authorize("trusted_pools:host:deep_attest")
+    _since_1_2(call)
+    call.query(schemas.no_query)
+    body = call.body(schemas.deep_attest)
+    call.db.get_host_by_name(name)
+    answer = call.conductors.call("deep_attest", call.rpc_context(), name,
+                                  instances=body["instances"])
+    operation = _started(call, answer)
+    LOG.info("Deep attestation of %d instance(s) of host %s asked by %s "
+             "(operation %s)", len(body["instances"]), name, call.actor,
+             operation.id)
+    return _accepted(call, operation)
+
+
+def list_vtpms(call: Call, name: str) -> Result:
+    """The vTPMs the host last reported (1.3): the result of its newest
+    done ``list_vtpms`` operation, from the database (no conductor or
+    agent is asked; ``POST`` asks for a new report). Labelled
+    host-reported: it is not evidence."""
+    call.authorize("trusted_pools:host:vtpm:list")
+    _since_1_2(call)
+    call.query(schemas.no_query)
+    call.db.get_host_by_name(name)
+    operation = call.db.latest_done_operation(name, "list_vtpms")
+    if operation is None or not isinstance(operation.result, dict):
+        raise exception.VTPMReportNotFound(host=name)
+    return 200, {"vtpms": dict(operation.result, operation=operation.id)}
+
+
+def refresh_vtpms(call: Call, name: str) -> Result:
+    """Ask the host's agent for a new report of its vTPMs (1.3): an
+    operation of kind ``list_vtpms`` on the owner's worker pool, 202 with
+    the operation to poll; its result is the report."""
+    call.authorize("trusted_pools:host:vtpm:refresh")
+    _since_1_2(call)
+    call.query(schemas.no_query)
+    call.db.get_host_by_name(name)
+    answer = call.conductors.call("list_vtpms", call.rpc_context(), name)
+    return _accepted(call, _started(call, answer))
 
 
 def reset_enrollment(call: Call, name: str) -> Result:

@@ -44,6 +44,16 @@ rules = [
     base.rule("host:update", base.RULE_ADMIN,
               "Move a host to another group (microversion 1.2).", "PATCH",
               _HOST),
+    base.rule("host:deep_attest", base.RULE_ADMIN,
+              "Attest instances of a host together with the host (one "
+              "host quote for the batch; microversion 1.3).", "POST",
+              _HOST + "/deep-attest"),
+    base.rule("host:vtpm:list", base.RULE_ADMIN_OR_SYSTEM_READER,
+              "Show the vTPMs a host last reported (host-reported, not "
+              "evidence; microversion 1.3).", "GET", _HOST + "/vtpms"),
+    base.rule("host:vtpm:refresh", base.RULE_ADMIN,
+              "Ask a host's agent for a new report of its vTPMs "
+              "(microversion 1.3).", "POST", _HOST + "/vtpms"),
     base.rule("host:delete", base.RULE_ADMIN,
               "Decommission a host.", "DELETE", _HOST),
 ]

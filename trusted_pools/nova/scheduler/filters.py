@@ -8,10 +8,16 @@ Enable it in ``nova.conf`` of nova-scheduler beside Nova's filters::
     enabled_filters = ComputeFilter,...,TrustedHostFilter
 
 Requests without trust extra specs or trust traits pass untouched (see
-:mod:`trusted_pools.nova.scheduler.extra_specs`). For the others, the
-decision per host is a lookup in the process's
-:class:`~.cache.VerdictCache`: no network call, no signature check. The
-cache is fed in the background by
+:mod:`trusted_pools.nova.scheduler.extra_specs`), except requests for a
+vTPM while ``[trusted_pools_scheduler] vtpm_requires_trust`` is on (the
+default): those need a trusted host at ``default_min_level``, the hosts
+the trusted_pools key manager gives a vTPM's key to. Nova runs the filters
+for every boot, cold migration and resize (a named target host included),
+and for live migrations unless forced with an API microversion below
+2.68; so an untrusted destination is refused before the server is stopped
+on its source. For the requests that need trust, the decision per host is
+a lookup in the process's :class:`~.cache.VerdictCache`: no network call,
+no signature check. The cache is fed in the background by
 :mod:`trusted_pools.nova.scheduler.listener`.
 
 The filter runs for every instance of a multi-create request (trust may
@@ -59,11 +65,40 @@ def _flavor_specs(spec_obj: Any) -> dict[str, Any]:
     return flavor.extra_specs or {}
 
 
-def requirement_of(spec_obj: Any, default_min_level: int = 1
+def _asks_for_vtpm(spec_obj: Any) -> bool:
+    """Whether the request's flavor or image asks for a vTPM, as Nova's
+    libvirt driver decides it. A request whose vTPM settings Nova itself
+    finds contradictory counts as asking for one (fail closed)."""
+    from nova.virt import hardware
+    flavor = getattr(spec_obj, "flavor", None)
+    if flavor is None:
+        return False
+    image = getattr(spec_obj, "image", None)
+    try:
+        return hardware.get_vtpm_constraint(flavor, image) is not None
+    except Exception:  # noqa: BLE001 - Nova's own validation errors
+        return True
+
+
+def requirement_of(spec_obj: Any, default_min_level: int = 1,
+                   vtpm_requires_trust: bool = False
                    ) -> extra_specs.TrustRequirement | None:
-    """The trust a Nova ``RequestSpec`` asks for (None: no trust asked)."""
-    return extra_specs.requirement_from_specs(
+    """The trust a Nova ``RequestSpec`` asks for (None: no trust asked).
+
+    With ``vtpm_requires_trust``, a vTPM request without trust specs asks
+    for a trusted host at ``default_min_level``: the trusted_pools key
+    manager releases a vTPM's key to trusted hosts only, and the scheduler
+    is the last point where Nova can still refuse a cold migration or a
+    resize before the source is stopped.
+    """
+    requirement = extra_specs.requirement_from_specs(
         _flavor_specs(spec_obj), _image_traits(spec_obj), default_min_level)
+    if requirement is None and vtpm_requires_trust and \
+            _asks_for_vtpm(spec_obj):
+        requirement = extra_specs.TrustRequirement(
+            min_level=max(default_min_level, 1),
+            source="a vTPM ([trusted_pools_scheduler] vtpm_requires_trust)")
+    return requirement
 
 
 class TrustedHostFilter(filters.BaseHostFilter):
@@ -81,6 +116,7 @@ class TrustedHostFilter(filters.BaseHostFilter):
         self._own_cache = cache
         group = self._conf[scheduler_conf.group.name]
         self._default_min_level = group.default_min_level
+        self._vtpm_requires_trust = group.vtpm_requires_trust
         self._use_nodename = group.host_key == "nodename"
         if cache is None:
             # Start the listener (and first bulk refresh) with the service,
@@ -107,7 +143,8 @@ class TrustedHostFilter(filters.BaseHostFilter):
 
     def host_passes(self, host_state: Any, spec_obj: Any) -> bool:
         """One host: parse the request, then a cache lookup."""
-        requirement = requirement_of(spec_obj, self._default_min_level)
+        requirement = requirement_of(spec_obj, self._default_min_level,
+                                     self._vtpm_requires_trust)
         if requirement is None:
             return True
         return bool(list(self._filter([host_state], spec_obj, requirement)))
@@ -116,7 +153,8 @@ class TrustedHostFilter(filters.BaseHostFilter):
                    ) -> Iterable[Any]:
         """Every host of a request: parse the request once, then look up
         each host."""
-        requirement = requirement_of(spec_obj, self._default_min_level)
+        requirement = requirement_of(spec_obj, self._default_min_level,
+                                     self._vtpm_requires_trust)
         if requirement is None:
             return filter_obj_list
         return self._filter(filter_obj_list, spec_obj, requirement)

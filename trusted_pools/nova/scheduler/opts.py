@@ -42,6 +42,17 @@ opts = [
                help="Level of assurance required when a request asks for "
                     "trust without trust:min_level (1 identity, 2 platform "
                     "firmware, 3 OS boot, 4 runtime)."),
+    cfg.BoolOpt("vtpm_requires_trust", default=True, mutable=False,
+                help="Treat every request for a vTPM (flavor hw:tpm_version "
+                     "or image hw_tpm_version) as one that needs a trusted "
+                     "host at default_min_level, even without trust: extra "
+                     "specs. With the trusted_pools key manager only a "
+                     "trusted host is given a vTPM's key; this makes Nova "
+                     "refuse an untrusted destination (NoValidHost) before "
+                     "a cold migration or resize stops the server on its "
+                     "source, instead of failing on the destination after. "
+                     "Not mutable at runtime: turning it off lets vTPM "
+                     "servers be sent where their key is withheld."),
     cfg.IntOpt("clock_leeway", default=5, min=0, max=300,
                help="Seconds of clock difference allowed between conductor "
                     "and scheduler when checking a verdict's own issue and "

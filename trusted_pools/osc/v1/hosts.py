@@ -287,3 +287,37 @@ class ListHostOperation(command.Lister):
                  "Request ID"]
         return names, (utils.get_dict_properties(o, names)
                        for o in operations)
+
+
+class ListHostVTPM(command.Lister):
+    """List the vTPMs a host last reported (API microversion 1.3).
+
+    The host's agent reports them: this is what the host says, not
+    evidence. An entry naming an instance whose deep attestation was made
+    on another host is flagged in the Conflict column. ``--refresh`` asks
+    the host for a new report first (admin by default)."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="Host name")
+        parser.add_argument("--refresh", action="store_true",
+                            help="Ask the host's agent for a new report "
+                                 "and wait for it")
+        parser.add_argument("--timeout", type=common.positive_int,
+                            default=300, metavar="<seconds>",
+                            help="With --refresh: how long to wait "
+                                 "(default 300)")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> tuple:
+        report = _client(self).list_vtpms(args.host, refresh=args.refresh,
+                                          timeout=args.timeout)
+        LOG.warning("vTPMs of host %s as its agent reported them (%s): "
+                    "not evidence", report.get("host"),
+                    report.get("source"))
+        names = ["Instance", "Status", "Reason", "Attested On", "Conflict",
+                 "Source"]
+        rows = [dict(entry, source=report.get("source"))
+                for entry in report.get("vtpms") or ()]
+        return names, (utils.get_dict_properties(row, names)
+                       for row in rows)

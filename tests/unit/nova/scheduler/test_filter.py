@@ -149,3 +149,48 @@ def test_among_nova_default_filters(trust_filter, hosts):
     hosts[0].service.disabled = True
     assert nh.names(handler.get_filtered_objects(
         chain, hosts, nh.request_spec(TRUST))) == ["good-2"]
+
+
+VTPM = {"hw:tpm_version": "2.0", "hw:tpm_model": "tpm-crb"}
+
+
+def test_vtpm_request_needs_a_trusted_host_by_default(cache, hosts):
+    """A vTPM flavor without trust specs: only trusted hosts pass (the
+    trusted_pools key manager releases the vTPM's key to no other)."""
+    flt = TrustedHostFilter(cache=cache)
+    spec = nh.request_spec(VTPM)
+    assert passing(flt, hosts, spec) == ["good-2", "good-4"]
+    assert nh.names(flt.filter_all(hosts, spec)) == ["good-2", "good-4"]
+    # The same from the image's properties.
+    spec = nh.request_spec(image_properties={"hw_tpm_version": "2.0",
+                                             "hw_tpm_model": "tpm-tis"})
+    assert passing(flt, hosts, spec) == ["good-2", "good-4"]
+    # A flavor's own trust:min_level still decides the level.
+    spec = nh.request_spec(dict(VTPM, **{"trust:min_level": "4"}))
+    assert passing(flt, hosts, spec) == ["good-4"]
+
+
+def test_contradictory_vtpm_request_fails_closed(cache, hosts):
+    """Nova finds the vTPM settings invalid (CRB with TPM 1.2): counted
+    as a vTPM request, so only trusted hosts pass. A model without a
+    version is no vTPM for Nova, and none here."""
+    flt = TrustedHostFilter(cache=cache)
+    spec = nh.request_spec({"hw:tpm_version": "1.2",
+                            "hw:tpm_model": "tpm-crb"})
+    assert passing(flt, hosts, spec) == ["good-2", "good-4"]
+    spec = nh.request_spec({"hw:tpm_model": "tpm-crb"})
+    assert passing(flt, hosts, spec) == nh.names(hosts)
+
+
+def test_vtpm_requires_trust_off_leaves_vtpm_requests_alone(cache, hosts):
+    from oslo_config import cfg
+    from trusted_pools.nova.scheduler import opts as scheduler_conf
+    conf = cfg.ConfigOpts()
+    scheduler_conf.register_opts(conf)
+    conf([], default_config_files=[])
+    conf.set_override("vtpm_requires_trust", False,
+                      group=scheduler_conf.group.name)
+    flt = TrustedHostFilter(cache=cache, conf=conf)
+    assert passing(flt, hosts, nh.request_spec(VTPM)) == nh.names(hosts)
+    assert passing(flt, hosts, nh.request_spec(TRUST)) == ["good-2",
+                                                           "good-4"]

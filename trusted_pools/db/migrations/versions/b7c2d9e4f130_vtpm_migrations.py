@@ -5,7 +5,7 @@
   ``epoch`` is the instance epoch the migration commits.
 
 Revision ID: b7c2d9e4f130
-Revises: e5a1f0c7b392
+Revises: b3d9e7a14c60
 Create Date: 2026-12-03 16:00:00
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import mysql
 
 # revision identifiers, used by Alembic.
 revision = "b7c2d9e4f130"
-down_revision = "e5a1f0c7b392"
+down_revision = "b3d9e7a14c60"
 branch_labels = None
 depends_on = None
 
