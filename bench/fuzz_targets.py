@@ -659,6 +659,40 @@ class _RecordingAgents:
         answer = self.answer()
         return answer.get("secret") if isinstance(answer, dict) else answer
 
+    def _migration(self, method: str, host: str) -> Any:
+        self.calls.append((method, host))
+        return self.answer()
+
+    # The vTPM migration steps (agent API 1.3): recorded, answered with
+    # the generated input.
+    def migration_prepare(self, context: Any, host: str, **kwargs: Any
+                          ) -> Any:
+        return self._migration("migration_prepare", host)
+
+    def migration_export(self, context: Any, host: str, **kwargs: Any
+                         ) -> Any:
+        return self._migration("migration_export", host)
+
+    def migration_import(self, context: Any, host: str, **kwargs: Any
+                         ) -> Any:
+        return self._migration("migration_import", host)
+
+    def migration_deliver_key(self, context: Any, host: str,
+                              **kwargs: Any) -> Any:
+        return self._migration("migration_deliver_key", host)
+
+    def migration_commit(self, context: Any, host: str, **kwargs: Any
+                         ) -> Any:
+        return self._migration("migration_commit", host)
+
+    def migration_finish(self, context: Any, host: str, **kwargs: Any
+                         ) -> Any:
+        return self._migration("migration_finish", host)
+
+    def migration_abort(self, context: Any, host: str, **kwargs: Any
+                        ) -> Any:
+        return self._migration("migration_abort", host)
+
 
 class _ErrorLog(logging.Handler):
     """Collects exceptions the conductor logged instead of raising."""

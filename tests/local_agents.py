@@ -5,6 +5,7 @@ TPM), for tests of conductor work whose bus path other tests cover."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from trusted_pools.agent.attester import Attester
 from trusted_pools.protocol.evidence import encode_b64
@@ -14,9 +15,14 @@ from trusted_pools.tpm.constants import TPM_ALG
 class LocalAgents:
     """The conductor's agent client, answered in-process by Attesters."""
 
-    def __init__(self, attesters: dict[str, Attester]) -> None:
+    def __init__(self, attesters: dict[str, Attester],
+                 migrations: dict[str, Any] | None = None) -> None:
         self.attesters = attesters
         self.nonces: list[bytes] = []
+        #: host -> trusted_pools.agent.migration.MigrationAgent (hosts
+        #: without one answer migration steps with TemporaryFailure, as
+        #: an agent with [vtpm] disabled does).
+        self.migrations = migrations or {}
 
     def get_identity(self, context, host):
         identity = self.attesters[host].identity()
@@ -46,3 +52,46 @@ class LocalAgents:
                 "certify_attest": encode_b64(key.certify_attest or b""),
                 "certify_signature": encode_b64(key.certify_signature
                                                 or b"")}
+
+    # --- vTPM migration steps (agent API 1.3), straight to MigrationAgent
+
+    def _migrations(self, host):
+        from trusted_pools import exception
+        agent = self.migrations.get(host)
+        if agent is None:
+            raise exception.TemporaryFailure(
+                reason="host %s takes no part in vTPM migrations" % host)
+        return agent
+
+    def migration_prepare(self, context, host, migration_id, instance,
+                          source, kind, epoch, nonce):
+        return self._migrations(host).prepare(
+            migration_id, instance, source, kind, epoch,
+            base64.b64decode(nonce))
+
+    def migration_export(self, context, host, migration_id, instance,
+                         destination, kind, epoch, nonce, ak_public,
+                         transport_key, binding_key):
+        return self._migrations(host).export(
+            migration_id, instance, destination, kind, epoch,
+            base64.b64decode(nonce), base64.b64decode(ak_public),
+            transport_key, binding_key)
+
+    def migration_import(self, context, host, migration_id, instance,
+                         source, epoch, payload):
+        return self._migrations(host).import_state(
+            migration_id, instance, source, epoch, payload)
+
+    def migration_deliver_key(self, context, host, migration_id, instance,
+                              source, epoch, payload, metadata):
+        return self._migrations(host).deliver_key(
+            migration_id, instance, source, epoch, payload, metadata)
+
+    def migration_commit(self, context, host, migration_id):
+        return self._migrations(host).commit(migration_id)
+
+    def migration_finish(self, context, host, migration_id):
+        return self._migrations(host).finish(migration_id)
+
+    def migration_abort(self, context, host, migration_id, instance, role):
+        return self._migrations(host).abort(migration_id, instance, role)

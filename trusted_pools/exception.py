@@ -564,3 +564,46 @@ class SecretUndecryptable(TrustedPoolsError):
 
     _msg_fmt = ("Secret %(secret)s does not decrypt under key-encryption "
                 "key %(kek_id)s: %(reason)s")
+
+
+# --- vTPM migration (trusted_pools.conductor.migration, agent.migration) ----
+
+class MigrationNotFound(NotFound):
+    _msg_fmt = "vTPM migration %(migration)s not found"
+
+
+class MigrationInProgress(Conflict):
+    _msg_fmt = ("The vTPM of instance %(instance)s is already being "
+                "migrated (migration %(migration)s)")
+
+
+class MigrationRefused(NotAuthorized):
+    """The conductor refused to move a vTPM: a host is not trusted, its
+    verdict is stale, the destination is below the required level, or its
+    transport key does not check out. Nothing was moved."""
+
+    _msg_fmt = ("vTPM migration %(migration)s refused: %(reason)s")
+
+
+class MigrationPayloadRejected(EvidenceError):
+    """A destination refused a migration payload: it does not unwrap in
+    its TPM or does not authenticate for this migration."""
+
+    _msg_fmt = "Migration payload rejected: %(reason)s"
+
+
+class MigrationStepRefused(Conflict):
+    """An agent refused a migration step that contradicts its journal
+    (a step for a migration it does not know, a repeated step with other
+    arguments, an abort after commit)."""
+
+    _msg_fmt = ("Migration %(migration)s on host %(host)s: %(reason)s")
+
+
+class VTPMStale(VTPMError):
+    """A vTPM copy older than the last committed migration of its instance
+    (a restored backup, a source copy that was not erased): never run."""
+
+    _msg_fmt = ("The vTPM of instance %(instance)s is a stale copy "
+                "(epoch %(epoch)s, but epoch %(current)s was committed): "
+                "it is not started")

@@ -65,6 +65,14 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         "release_secret": API + "; answers a blob only the named "
                                 "attested host's TPM opens",
         "delete_secret": API,
+        # vTPM migration (issue 12): an operator's (or the hypervisor
+        # driver's, through the API) orders; compute hosts have no lever
+        # on a migration, not even their own.
+        "migrate_vtpm": API, "list_vtpm_migrations": API,
+        "show_vtpm_migration": API,
+        "complete_vtpm_migration": API + "; live only, after the "
+                                         "hypervisor's migration",
+        "abort_vtpm_migration": API + "; refused after the commit",
     },
     ("conductor", conductor_rpcapi.VERDICTS_TOPIC): {
         "verdicts_since": CONSUMER + "; answers signed results only",
@@ -74,6 +82,14 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         "get_evidence": BY_CONDUCTOR, "start_epoch": BY_CONDUCTOR,
         "get_binding_key": BY_CONDUCTOR + "; the answer is checked "
                                           "against the registered AK",
+        # vTPM migration steps (1.3): each checked against the agent's own
+        # journal; the transport key it returns is checked against its
+        # registered AK, the payload it returns only its peer's TPM opens.
+        "migration_prepare": BY_CONDUCTOR, "migration_export": BY_CONDUCTOR,
+        "migration_import": BY_CONDUCTOR,
+        "migration_deliver_key": BY_CONDUCTOR,
+        "migration_commit": BY_CONDUCTOR, "migration_finish": BY_CONDUCTOR,
+        "migration_abort": BY_CONDUCTOR,
     },
     ("consumer", rpc.NOTIFICATION_TOPICS[0]): {
         "info": "conductors (management bus); only the signed result "
@@ -95,7 +111,9 @@ LEVERS = ["create_policy", "assign_policy", "enroll_host",
           "start_epoch", "get_public_keys", "verdicts_since",
           "process_evidence", "mark_missing", "reload_policies",
           "register", "forget_host", "store_secret", "release_secret",
-          "delete_secret", "certify_binding_key"]
+          "delete_secret", "certify_binding_key", "migrate_vtpm",
+          "complete_vtpm_migration", "abort_vtpm_migration",
+          "list_vtpm_migrations", "show_vtpm_migration"]
 
 _NOTIFICATION_PRIORITIES = ("audit", "debug", "info", "warn", "error",
                             "critical", "sample")

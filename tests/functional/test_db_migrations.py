@@ -18,7 +18,7 @@ from trusted_pools.db import models
 from tests.db_fixtures import *  # noqa: F401,F403 (fixtures)
 
 EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
-                   "host_binding_keys", "secrets",
+                   "host_binding_keys", "secrets", "vtpm_migrations",
                    "policy_assignments", "verdicts", "ima_state",
                    "conductors", "host_operations", "alembic_version"}
 
@@ -28,7 +28,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "e5a1f0c7b392"
+    assert migration.head() == "b7c2d9e4f130"
 
 
 def test_upgrade_from_empty(empty_db_url):

@@ -37,6 +37,10 @@ _MAX_SPREAD = 3600.0
 _EXPECTED = (exception.AgentRequestRefused, exception.TPMError,
              exception.TemporaryFailure, exception.Invalid,
              exception.EvidenceError)
+# A migration step may also meet a vTPM that is missing, exists, is in the
+# wrong state, is stale, or a step that contradicts this host's journal.
+_MIGRATION_EXPECTED = _EXPECTED + (exception.Conflict, exception.NotFound,
+                                   exception.VTPMError)
 
 # Evidence is pushed to the conductor that announced the epoch.
 EvidenceSink = Callable[[dict, str, dict[str, Any]], None]
@@ -78,11 +82,16 @@ class _Sent:
 class AgentManager:
     """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
 
-    target = messaging.Target(version="1.2")
+    target = messaging.Target(version="1.3")
 
     def __init__(self, attester: Attester, send_evidence: EvidenceSink,
-                 requests: agent_requests.RequestVerifier) -> None:
+                 requests: agent_requests.RequestVerifier,
+                 migrations: Any = None) -> None:
         self.attester = attester
+        #: This host's side of vTPM migrations
+        #: (:class:`trusted_pools.agent.migration.MigrationAgent`), None
+        #: when the agent runs no vTPMs.
+        self.migrations = migrations
         self._requests = requests
         self._send_evidence = send_evidence
         self._sent: dict[str, _Sent] = {}
@@ -119,6 +128,82 @@ class AgentManager:
         return {"public": _b64(key.public), "name": _b64(key.name),
                 "certify_attest": _b64(key.certify_attest or b""),
                 "certify_signature": _b64(key.certify_signature or b"")}
+
+    # --- vTPM migration steps (1.3; trusted_pools.agent.migration) --------
+
+    def _migrations(self) -> Any:
+        if self.migrations is None:
+            raise exception.TemporaryFailure(
+                reason="host %s takes no part in vTPM migrations ([vtpm] "
+                "enabled is off)" % self.attester.host)
+        return self.migrations
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_prepare(self, context: dict, migration_id: str,
+                          instance: str, source: str, kind: str,
+                          epoch: int, nonce: str) -> dict[str, Any]:
+        """Destination: a one-time transport key certified by the AK over
+        ``nonce``, and the binding key certified over it too."""
+        return self._migrations().prepare(
+            migration_id, instance, source, kind, epoch,
+            _decode(nonce, "nonce"))
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_export(self, context: dict, migration_id: str,
+                         instance: str, destination: str, kind: str,
+                         epoch: int, nonce: str, ak_public: str,
+                         transport_key: dict, binding_key: dict
+                         ) -> dict[str, Any]:
+        """Source: lock the vTPM and seal its state (or live key) to the
+        destination's transport key, checked here against ``ak_public``."""
+        return self._migrations().export(
+            migration_id, instance, destination, kind, epoch,
+            _decode(nonce, "nonce"), _decode(ak_public, "ak_public"),
+            transport_key, binding_key)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_import(self, context: dict, migration_id: str,
+                         instance: str, source: str, epoch: int,
+                         payload: dict) -> dict[str, Any]:
+        return self._migrations().import_state(
+            migration_id, instance, source, epoch, payload)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_deliver_key(self, context: dict, migration_id: str,
+                              instance: str, source: str, epoch: int,
+                              payload: dict, metadata: dict
+                              ) -> dict[str, Any]:
+        return self._migrations().deliver_key(
+            migration_id, instance, source, epoch, payload, metadata)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_commit(self, context: dict, migration_id: str
+                         ) -> dict[str, Any]:
+        return self._migrations().commit(migration_id)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_finish(self, context: dict, migration_id: str
+                         ) -> dict[str, Any]:
+        return self._migrations().finish(migration_id)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_abort(self, context: dict, migration_id: str,
+                        instance: str, role: str) -> dict[str, Any]:
+        return self._migrations().abort(migration_id, instance, role)
 
     @messaging.expose
     @messaging.expected_exceptions(*_EXPECTED)

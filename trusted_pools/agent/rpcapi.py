@@ -17,6 +17,9 @@ API version history:
   agents answer only requests it authenticates.
 * 1.2 - get_binding_key: the host's binding key certified by its AK over
   the conductor's nonce (the key service wraps released secrets to it).
+* 1.3 - vTPM migration steps (issue 12): migration_prepare,
+  migration_export, migration_import, migration_deliver_key,
+  migration_commit, migration_finish, migration_abort.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from trusted_pools.common import rpc
 from trusted_pools.protocol import topics
 
 TOPIC = topics.AGENT_TOPIC
-RPC_API_VERSION = "1.2"
+RPC_API_VERSION = "1.3"
+MIGRATION_VERSION = "1.3"
 _SIGNED_VERSION = "1.1"
 
 
@@ -121,3 +125,70 @@ class AgentAPI:
             members=list(members), spread=float(spread))
         self.client.prepare(fanout=True, version=version).cast(
             context, "start_epoch", **kwargs)
+
+    # --- vTPM migration steps (1.3) -----------------------------------------
+
+    def _migration_call(self, method: str, host: str, context: dict,
+                        **args: Any) -> Any:
+        if not self.client.can_send_version(MIGRATION_VERSION):
+            raise exception.TemporaryFailure(
+                reason="agents are pinned below %s ([rpc_pins] agent): "
+                "they cannot migrate vTPMs yet" % MIGRATION_VERSION)
+        token = self.signer.sign(method, host, args)
+        return self.client.prepare(server=host,
+                                   version=MIGRATION_VERSION).call(
+            context, method, auth=token, **args)
+
+    def migration_prepare(self, context: dict, host: str,
+                          migration_id: str, instance: str, source: str,
+                          kind: str, epoch: int, nonce: str
+                          ) -> dict[str, Any]:
+        return self._migration_call(
+            "migration_prepare", host, context, migration_id=migration_id,
+            instance=instance, source=source, kind=kind, epoch=epoch,
+            nonce=nonce)
+
+    def migration_export(self, context: dict, host: str, migration_id: str,
+                         instance: str, destination: str, kind: str,
+                         epoch: int, nonce: str, ak_public: str,
+                         transport_key: dict, binding_key: dict
+                         ) -> dict[str, Any]:
+        return self._migration_call(
+            "migration_export", host, context, migration_id=migration_id,
+            instance=instance, destination=destination, kind=kind,
+            epoch=epoch, nonce=nonce, ak_public=ak_public,
+            transport_key=dict(transport_key),
+            binding_key=dict(binding_key))
+
+    def migration_import(self, context: dict, host: str, migration_id: str,
+                         instance: str, source: str, epoch: int,
+                         payload: dict) -> dict[str, Any]:
+        return self._migration_call(
+            "migration_import", host, context, migration_id=migration_id,
+            instance=instance, source=source, epoch=epoch,
+            payload=dict(payload))
+
+    def migration_deliver_key(self, context: dict, host: str,
+                              migration_id: str, instance: str, source: str,
+                              epoch: int, payload: dict, metadata: dict
+                              ) -> dict[str, Any]:
+        return self._migration_call(
+            "migration_deliver_key", host, context,
+            migration_id=migration_id, instance=instance, source=source,
+            epoch=epoch, payload=dict(payload), metadata=dict(metadata))
+
+    def migration_commit(self, context: dict, host: str, migration_id: str
+                         ) -> dict[str, Any]:
+        return self._migration_call("migration_commit", host, context,
+                                    migration_id=migration_id)
+
+    def migration_finish(self, context: dict, host: str, migration_id: str
+                         ) -> dict[str, Any]:
+        return self._migration_call("migration_finish", host, context,
+                                    migration_id=migration_id)
+
+    def migration_abort(self, context: dict, host: str, migration_id: str,
+                        instance: str, role: str) -> dict[str, Any]:
+        return self._migration_call(
+            "migration_abort", host, context, migration_id=migration_id,
+            instance=instance, role=role)

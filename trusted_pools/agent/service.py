@@ -17,6 +17,7 @@ from oslo_config import cfg
 
 from trusted_pools.agent import attester as attester_mod
 from trusted_pools.agent import manager as agent_manager
+from trusted_pools.agent import migration as migration_mod
 from trusted_pools.agent import rpcapi
 from trusted_pools.protocol import agent_requests
 from trusted_pools import conf  # noqa: F401 - registers the options used
@@ -81,6 +82,9 @@ class AgentService(service_mod.ServiceBase):
         self.vtpm: vtpm_driver.VTPMDriver | None = None
         if conf.vtpm.enabled:
             self.vtpm = load_vtpm_driver(conf, self.attester)
+            self.manager.migrations = migration_mod.MigrationAgent(
+                self.host, self.attester, self.vtpm,
+                conf.vtpm.migration_journal_dir)
 
     def periodic_jobs(self) -> list[service_mod.PeriodicJob]:
         if self.vtpm is None:

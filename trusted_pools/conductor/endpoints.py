@@ -17,7 +17,12 @@ server = conductor)       ``attest_now``,
                           ``certify_binding_key``,
                           ``store_secret``,
                           ``release_secret``,
-                          ``delete_secret``
+                          ``delete_secret``,
+                          ``migrate_vtpm``,
+                          ``list_vtpm_migrations``,
+                          ``show_vtpm_migration``,
+                          ``complete_vtpm_migration``,
+                          ``abort_vtpm_migration``
 :class:`VerdictsEndpoint` ``verdicts_since``          verdict consumers
 (``trusted_pools_verdicts``)                          (nova-scheduler, the
                                                       trait keeper), on the
@@ -69,6 +74,13 @@ _HOST_OPERATION_ERRORS = (
     exception.TemporaryFailure,        # database away, service stopping
     exception.DatabaseError,
     exception.Invalid,                 # the database refused a value
+)
+
+
+_MIGRATION_ERRORS = _HOST_OPERATION_ERRORS + (
+    exception.MigrationNotFound,       # show/complete/abort an unknown one
+    exception.MigrationInProgress,     # the instance is already moving
+    exception.ConcurrentUpdate,        # complete/abort at the wrong step
 )
 
 
@@ -163,6 +175,54 @@ class ManagementEndpoint:
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
     def delete_secret(self, context: dict, secret_id: str) -> None:
         self._manager.delete_secret(context, secret_id)
+
+    # --- vTPM migration (3.2; trusted_pools.conductor.migration) -----------
+    # On the destination's owner. migrate_vtpm records the migration and
+    # returns at once; the worker pool makes the agent calls.
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_ERRORS)
+    def migrate_vtpm(self, context: Any, instance: str, source: str,
+                     destination: str, kind: str = "cold",
+                     min_level: int | None = None) -> dict[str, Any]:
+        return self._manager.migrate_vtpm(context, instance, source,
+                                          destination, kind, min_level)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_ERRORS)
+    def list_vtpm_migrations(self, context: Any,
+                             instance: str | None = None,
+                             active: bool | None = None, limit: int = 100
+                             ) -> list[dict[str, Any]]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or \
+                not 1 <= limit <= 1000:
+            raise exception.InvalidParameterValue(
+                name="limit", reason="1 to 1000")
+        return self._manager.list_vtpm_migrations(context, instance,
+                                                  active, limit)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_ERRORS)
+    def show_vtpm_migration(self, context: Any, migration_id: str
+                            ) -> dict[str, Any]:
+        return self._manager.show_vtpm_migration(context, migration_id)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_ERRORS)
+    def complete_vtpm_migration(self, context: Any, migration_id: str
+                                ) -> dict[str, Any]:
+        return self._manager.complete_vtpm_migration(context, migration_id)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_ERRORS)
+    def abort_vtpm_migration(self, context: Any, migration_id: str,
+                             reason: str = "aborted by the operator"
+                             ) -> dict[str, Any]:
+        if not isinstance(reason, str) or len(reason) > 500:
+            raise exception.InvalidParameterValue(
+                name="reason", reason="text of at most 500 characters")
+        return self._manager.abort_vtpm_migration(context, migration_id,
+                                                  reason)
 
 
 class VerdictsEndpoint:

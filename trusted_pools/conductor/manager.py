@@ -45,6 +45,7 @@ from trusted_pools.protocol.evidence import Evidence, Limits
 from trusted_pools.protocol.evidence import decode_b64 as _b64d
 from trusted_pools.protocol.evidence import encode_b64 as _b64
 from trusted_pools.common import context as context_mod
+from trusted_pools.conductor import migration as migration_mod
 from trusted_pools.verifier import pipeline as verifier
 from trusted_pools.protocol.hash_ring import HashRing
 from trusted_pools.db import api as db_api
@@ -136,7 +137,8 @@ class ConductorManager:
                  clock: Callable[[], float] = time.time,
                  ek_only_anchors: tuple[str, ...] = (),
                  limits: Limits = Limits(),
-                 keys: Any = None) -> None:
+                 keys: Any = None,
+                 migration_step_timeout: float = 300.0) -> None:
         self.host = host
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
@@ -190,6 +192,10 @@ class ConductorManager:
         #: Latest signed instance verdict per instance (in memory: instance
         #: verdicts are not stored in the database yet).
         self.instance_results: dict[str, str] = {}
+        #: vTPM migrations (issue 12): the state machine this conductor
+        #: drives (trusted_pools.conductor.migration).
+        self.migrations = migration_mod.MigrationCoordinator(
+            self, step_timeout=migration_step_timeout)
 
     # --- validity and ownership ---------------------------------------------
 
@@ -749,6 +755,34 @@ class ConductorManager:
         return [{"host": names.get(v.host_id), "status": v.status,
                  "level": v.level, "signed_result": v.signed_result}
                 for v in self.db.latest_verdicts(touched)]
+
+    # --- vTPM migration (3.2; trusted_pools.conductor.migration) -------------
+
+    def migrate_vtpm(self, context: Any, instance: str, source: str,
+                     destination: str, kind: str = "cold",
+                     min_level: int | None = None) -> dict[str, Any]:
+        """Record a migration and start it on the worker pool; on the
+        destination's owner (it attests the destination now)."""
+        return self.migrations.start(context, instance, source,
+                                     destination, kind, min_level)
+
+    def list_vtpm_migrations(self, context: Any, instance: str | None = None,
+                             active: bool | None = None, limit: int = 100
+                             ) -> list[dict[str, Any]]:
+        return self.migrations.list(instance, active, limit)
+
+    def show_vtpm_migration(self, context: Any, migration_id: str
+                            ) -> dict[str, Any]:
+        return self.migrations.show(migration_id)
+
+    def complete_vtpm_migration(self, context: Any, migration_id: str
+                                ) -> dict[str, Any]:
+        return self.migrations.complete_live(context, migration_id)
+
+    def abort_vtpm_migration(self, context: Any, migration_id: str,
+                             reason: str = "aborted by the operator"
+                             ) -> dict[str, Any]:
+        return self.migrations.abort(context, migration_id, reason)
 
     # --- deep attestation (NFV-SEC 007 4.4.3/4.4.4) --------------------------
 

@@ -38,6 +38,11 @@ Management API version history:
   3.0 makes every call fail with RPCVersionCapError.
 * 3.1 - The key service: certify_binding_key (on the host's owner),
   store_secret, release_secret, delete_secret (issue 13).
+* 3.2 - vTPM migration (issue 12), on the destination's owner:
+  migrate_vtpm (records the migration and returns it at step
+  ``requested``; the worker pool drives it), list_vtpm_migrations,
+  show_vtpm_migration, complete_vtpm_migration (live: the hypervisor's
+  migration is done), abort_vtpm_migration (before the commit).
 
 Evidence API version history:
 
@@ -63,7 +68,7 @@ TOPIC = topics.CONDUCTOR_TOPIC
 EVIDENCE_TOPIC = topics.EVIDENCE_TOPIC
 VERDICTS_TOPIC = topics.VERDICTS_TOPIC
 
-RPC_API_VERSION = "3.1"
+RPC_API_VERSION = "3.2"
 EVIDENCE_API_VERSION = "1.0"
 VERDICTS_API_VERSION = "1.0"
 
@@ -154,6 +159,51 @@ class ConductorAPI:
                       conductor: str) -> None:
         return self._prepare_keys(conductor).call(
             context, "delete_secret", secret_id=secret_id)
+
+
+    # --- vTPM migration (3.2) -----------------------------------------------
+
+    def _prepare_migrations(self, conductor: str) -> messaging.RPCClient:
+        if not self.client.can_send_version("3.2"):
+            raise exception.TemporaryFailure(
+                reason="conductors are pinned below 3.2 ([rpc_pins] "
+                "conductor): vTPM migration is not available yet")
+        return self._prepare(conductor, "3.2")
+
+    def migrate_vtpm(self, context: Any, instance: str, source: str,
+                     destination: str, *, conductor: str,
+                     kind: str = "cold", min_level: int | None = None
+                     ) -> dict[str, Any]:
+        """On ``conductor``, the destination's owner."""
+        return self._prepare_migrations(conductor).call(
+            context, "migrate_vtpm", instance=instance, source=source,
+            destination=destination, kind=kind, min_level=min_level)
+
+    def list_vtpm_migrations(self, context: Any, *, conductor: str,
+                             instance: str | None = None,
+                             active: bool | None = None, limit: int = 100
+                             ) -> list[dict[str, Any]]:
+        return self._prepare_migrations(conductor).call(
+            context, "list_vtpm_migrations", instance=instance,
+            active=active, limit=limit)
+
+    def show_vtpm_migration(self, context: Any, migration_id: str, *,
+                            conductor: str) -> dict[str, Any]:
+        return self._prepare_migrations(conductor).call(
+            context, "show_vtpm_migration", migration_id=migration_id)
+
+    def complete_vtpm_migration(self, context: Any, migration_id: str, *,
+                                conductor: str) -> dict[str, Any]:
+        return self._prepare_migrations(conductor).call(
+            context, "complete_vtpm_migration", migration_id=migration_id)
+
+    def abort_vtpm_migration(self, context: Any, migration_id: str, *,
+                             conductor: str,
+                             reason: str = "aborted by the operator"
+                             ) -> dict[str, Any]:
+        return self._prepare_migrations(conductor).call(
+            context, "abort_vtpm_migration", migration_id=migration_id,
+            reason=reason)
 
 
 class EvidenceAPI:

@@ -119,7 +119,8 @@ class ConductorService(service_mod.ServiceBase):
             limits=Limits(
                 max_event_log=conf.attestation.max_event_log_bytes,
                 max_ima=conf.attestation.max_ima_log_bytes),
-            keys=keys)
+            keys=keys,
+            migration_step_timeout=conf.vtpm_migration.step_timeout)
         self._servers: list[messaging.MessageHandlingServer] = []
         self._unregister = True
 
@@ -137,6 +138,12 @@ class ConductorService(service_mod.ServiceBase):
             # evidence, so it runs again as soon as it returns.
             PeriodicJob("evidence-worker", self._work,
                         "conductor.evidence_wait", run_immediately=True),
+            # vTPM migrations no worker drives (this conductor restarted,
+            # another one died): rolled back before the commit, finished
+            # after it.
+            PeriodicJob("vtpm-migration-resume", self.manager.migrations.
+                        resume, "vtpm_migration.resume_interval",
+                        run_immediately=True),
         ]
 
     def _start(self) -> None:

@@ -12,6 +12,7 @@ from trusted_pools.conf import placement
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
 from trusted_pools.conf import vtpm
+from trusted_pools.conf import vtpm_migration
 
 CONF = cfg.CONF
 
@@ -25,3 +26,4 @@ placement.register_opts(CONF)
 tpm.register_opts(CONF)
 rpc_pins.register_opts(CONF)
 vtpm.register_opts(CONF)
+vtpm_migration.register_opts(CONF)

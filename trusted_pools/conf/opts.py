@@ -15,9 +15,10 @@ from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
 from trusted_pools.conf import vtpm
+from trusted_pools.conf import vtpm_migration
 
 _MODULES = (agent, api, attestation, conductor, database, key_service,
-            placement, scheduler, tpm, rpc_pins, vtpm)
+            placement, scheduler, tpm, rpc_pins, vtpm, vtpm_migration)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

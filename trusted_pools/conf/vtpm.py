@@ -39,6 +39,16 @@ opts = [
                help="Directory of the vTPMs' UNIX sockets (the hypervisor "
                     "connects to <run_dir>/<instance uuid>.sock). At most "
                     "56 characters: UNIX socket paths are short."),
+    cfg.StrOpt("migration_journal_dir",
+               default="/var/lib/trusted-pools/vtpm-migrations",
+               help="Directory of this agent's journal of vTPM migration "
+                    "steps (one file per migration, and the newest "
+                    "committed epoch of each instance): a restarted agent "
+                    "answers a repeated step as it did before, and never "
+                    "starts a vTPM copy older than a committed migration. "
+                    "Holds no plaintext (the transport keys' private parts "
+                    "are blobs only this host's TPM loads). Created with "
+                    "mode 0700."),
     cfg.ListOpt("pcr_banks", default=["sha256"],
                 item_type=cfg.types.String(choices=sorted(_BANKS)),
                 help="PCR banks each new vTPM allocates (swtpm_setup "

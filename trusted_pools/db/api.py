@@ -47,7 +47,7 @@ __all__ = [
     "BindingKeyRecord", "Connection", "ConductorRecord", "Host",
     "HostOperation", "IMAState", "NewVerdict", "Policy", "PolicyAssignment",
     "Registration", "SecretRecord", "SignFunction", "Verdict",
-    "UNCONDITIONAL", "get_instance", "make_context_manager",
+    "UNCONDITIONAL", "VTPMMigrationRecord", "get_instance", "make_context_manager",
 ]
 
 Clock = Callable[[], datetime.datetime]
@@ -319,6 +319,32 @@ class SecretRecord:
     kek_id: str
     ciphertext: bytes
     created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VTPMMigrationRecord:
+    """One vTPM migration as the conductor recorded it (see
+    :class:`trusted_pools.db.models.VTPMMigration`)."""
+
+    id: str
+    instance: str
+    source: str
+    destination: str
+    kind: str
+    step: str
+    epoch: int
+    min_level: int | None
+    conductor: str
+    salt: bytes
+    transport_key: bytes | None
+    outcome: str | None
+    reason: str | None
+    request_id: str | None
+    requested_by: str | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    committed_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
 
 
 def _record(cls: type, row: Any, **renamed: str) -> Any:
@@ -1687,6 +1713,169 @@ class Connection:
                 models.Secret.id == secret_id)).rowcount
             if not deleted:
                 raise exception.SecretNotFound(secret=secret_id)
+
+
+    # -- vTPM migrations (trusted_pools.conductor.migration)
+
+    @_translate_errors
+    @_retry_deadlock
+    def create_vtpm_migration(self, instance: str, source: str,
+                              destination: str, kind: str, conductor: str,
+                              salt: bytes, *, min_level: int | None = None,
+                              request_id: str | None = None,
+                              requested_by: str | None = None
+                              ) -> VTPMMigrationRecord:
+        """Record a requested migration at the instance's next epoch (the
+        last committed one + 1). One active migration per instance: a
+        second is :class:`MigrationInProgress` (the unique ``lock``)."""
+        _non_empty(instance, "instance", limit=36)
+        _non_empty(source, "source")
+        _non_empty(destination, "destination")
+        _choice(kind, models.VTPM_MIGRATION_KINDS, "kind")
+        lock = "vtpm:%s" % instance
+        now = self._clock()
+        try:
+            with self._writer() as session:
+                epoch = self._vtpm_epoch(session, instance) + 1
+                row = models.VTPMMigration(
+                    id=str(uuid_lib.uuid4()), instance=instance,
+                    source=source, destination=destination, kind=kind,
+                    step="requested", epoch=epoch, min_level=min_level,
+                    conductor=conductor, lock=lock, salt=bytes(salt),
+                    request_id=(request_id[:64] if isinstance(
+                        request_id, str) else None),
+                    requested_by=(requested_by[:255] if isinstance(
+                        requested_by, str) else None),
+                    created_at=now, updated_at=now)
+                session.add(row)
+                session.flush()
+                return _record(VTPMMigrationRecord, row)
+        except db_exc.DBDuplicateEntry as exc:
+            with self._reader() as session:
+                other = session.scalars(
+                    sa.select(models.VTPMMigration.id).where(
+                        models.VTPMMigration.lock == lock)).first()
+            raise exception.MigrationInProgress(
+                instance=instance, migration=other or "?") from exc
+
+    @staticmethod
+    def _vtpm_epoch(session: orm.Session, instance: str) -> int:
+        table = models.VTPMMigration
+        value = session.scalar(
+            sa.select(sa.func.max(table.epoch)).where(
+                table.instance == instance,
+                table.step.in_(("committed", "completed"))))
+        return int(value or 0)
+
+    @_translate_errors
+    def vtpm_epoch(self, instance: str) -> int:
+        """The instance's current epoch: that of its last committed
+        migration (0 if it never moved)."""
+        with self._reader() as session:
+            return self._vtpm_epoch(session, instance)
+
+    @_translate_errors
+    def get_vtpm_migration(self, migration_id: str) -> VTPMMigrationRecord:
+        with self._reader() as session:
+            row = session.get(models.VTPMMigration, migration_id) \
+                if isinstance(migration_id, str) else None
+            if row is None:
+                raise exception.MigrationNotFound(migration=migration_id)
+            return _record(VTPMMigrationRecord, row)
+
+    @_translate_errors
+    def list_vtpm_migrations(self, *, instance: str | None = None,
+                             active: bool | None = None,
+                             conductor: str | None = None,
+                             limit: int = 100) -> list[VTPMMigrationRecord]:
+        """Migrations, newest first; ``active``: only those not ended (or,
+        False, only ended ones)."""
+        table = models.VTPMMigration
+        query = sa.select(table)
+        if instance is not None:
+            query = query.where(table.instance == instance)
+        if conductor is not None:
+            query = query.where(table.conductor == conductor)
+        if active is True:
+            query = query.where(table.lock.is_not(None))
+        elif active is False:
+            query = query.where(table.lock.is_(None))
+        with self._reader() as session:
+            return [_record(VTPMMigrationRecord, row) for row in
+                    session.scalars(query.order_by(
+                        table.created_at.desc(), table.id)
+                        .limit(_count(limit, "limit")))]
+
+    @_translate_errors
+    @_retry_deadlock
+    def advance_vtpm_migration(self, migration_id: str,
+                               expected: Sequence[str], step: str, *,
+                               conductor: str | None = None,
+                               **values: Any) -> VTPMMigrationRecord:
+        """Move a migration to ``step`` if it is in one of ``expected``
+        now (compare and set: two conductors, or a worker and the resume
+        job, never both move it); else :class:`ConcurrentUpdate`.
+        ``conductor``: who must hold it (None: anyone). ``values``:
+        ``transport_key``, ``reason``, ``conductor_to`` (take it over).
+
+        ``committed`` also checks that no other migration of the instance
+        committed this epoch or a later one; ``completed`` and ``aborted``
+        end it (outcome set, lock freed)."""
+        _choice(step, models.VTPM_MIGRATION_STEPS, "step")
+        now = self._clock()
+        with self._writer() as session:
+            row = session.get(models.VTPMMigration, migration_id)
+            if row is None:
+                raise exception.MigrationNotFound(migration=migration_id)
+            if row.step not in expected or (
+                    conductor is not None and row.conductor != conductor):
+                raise exception.ConcurrentUpdate(
+                    what="vTPM migration %s" % migration_id,
+                    reason="it is at step %s on conductor %s, not %s on %s"
+                    % (row.step, row.conductor, "/".join(expected),
+                       conductor or "any"))
+            if step == "committed":
+                if self._vtpm_epoch(session, row.instance) >= row.epoch:
+                    raise exception.ConcurrentUpdate(
+                        what="vTPM migration %s" % migration_id,
+                        reason="epoch %d of instance %s is already "
+                        "committed" % (row.epoch, row.instance))
+                row.committed_at = now
+            if step in ("completed", "aborted"):
+                row.lock = None
+                row.outcome = step
+                row.finished_at = now
+            if "transport_key" in values:
+                row.transport_key = values["transport_key"]
+            if "reason" in values:
+                row.reason = values["reason"]
+            if values.get("conductor_to"):
+                row.conductor = values["conductor_to"]
+            row.step = step
+            row.updated_at = now
+            session.flush()
+            return _record(VTPMMigrationRecord, row)
+
+    @_translate_errors
+    @_retry_deadlock
+    def claim_vtpm_migration(self, migration_id: str, conductor: str,
+                             expected_conductor: str) -> VTPMMigrationRecord:
+        """Take over an active migration whose conductor
+        (``expected_conductor``) is gone; ConcurrentUpdate if someone
+        else did first."""
+        now = self._clock()
+        with self._writer() as session:
+            row = session.get(models.VTPMMigration, migration_id)
+            if row is None:
+                raise exception.MigrationNotFound(migration=migration_id)
+            if row.lock is None or row.conductor != expected_conductor:
+                raise exception.ConcurrentUpdate(
+                    what="vTPM migration %s" % migration_id,
+                    reason="it ended or was taken over")
+            row.conductor = conductor
+            row.updated_at = now
+            session.flush()
+            return _record(VTPMMigrationRecord, row)
 
 
 _INSTANCE: Connection | None = None

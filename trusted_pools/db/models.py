@@ -468,3 +468,76 @@ class Secret(Base):
                                                       nullable=False)
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         UTCDateTime(), nullable=False)
+
+
+VTPM_MIGRATION_KINDS = ("cold", "live")
+VTPM_MIGRATION_STEPS = ("requested", "attested", "key_certified",
+                        "exported", "delivered", "imported", "committed",
+                        "completed", "aborted")
+
+
+class VTPMMigration(Base):
+    """One move of an instance's vTPM between two hosts (issue 12): the
+    conductor's state machine, the source of truth after any crash.
+
+    ``lock`` is ``vtpm:<instance>`` while the migration is active and NULL
+    once it ended (completed or aborted): the unique constraint allows one
+    active migration per instance on every backend. ``epoch`` is the
+    instance's epoch the migration commits (the last committed one + 1);
+    a copy of the vTPM with a smaller epoch is stale. ``salt`` makes the
+    transport-key nonce (random, not secret). ``transport_key`` is the
+    destination's certified TPMT_PUBLIC (public, kept for the operator and
+    a resumed migration). ``conductor`` drives it; another conductor takes
+    it over when that one's heartbeat stops.
+    """
+
+    __tablename__ = "vtpm_migrations"
+    __table_args__ = (
+        sa.UniqueConstraint("lock", name="uniq_vtpm_migrations0lock"),
+        sa.Index("vtpm_migrations_instance_idx", "instance"),
+        sa.Index("vtpm_migrations_step_idx", "step"),
+        sa.CheckConstraint("kind IN ('cold', 'live')",
+                           name="ck_vtpm_migrations_kind"),
+        sa.CheckConstraint(
+            "step IN ('requested', 'attested', 'key_certified', "
+            "'exported', 'delivered', 'imported', 'committed', "
+            "'completed', 'aborted')", name="ck_vtpm_migrations_step"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    instance: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                  nullable=False)
+    source: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                nullable=False)
+    destination: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                     nullable=False)
+    kind: orm.Mapped[str] = orm.mapped_column(sa.String(8), nullable=False)
+    step: orm.Mapped[str] = orm.mapped_column(sa.String(16), nullable=False)
+    epoch: orm.Mapped[int] = orm.mapped_column(sa.Integer, nullable=False)
+    min_level: orm.Mapped[int | None] = orm.mapped_column(sa.Integer,
+                                                          nullable=True)
+    conductor: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                   nullable=False)
+    lock: orm.Mapped[str | None] = orm.mapped_column(sa.String(300),
+                                                     nullable=True)
+    salt: orm.Mapped[bytes] = orm.mapped_column(sa.LargeBinary,
+                                                nullable=False)
+    transport_key: orm.Mapped[bytes | None] = orm.mapped_column(
+        sa.LargeBinary, nullable=True)
+    outcome: orm.Mapped[str | None] = orm.mapped_column(sa.String(16),
+                                                        nullable=True)
+    reason: orm.Mapped[str | None] = orm.mapped_column(sa.Text,
+                                                       nullable=True)
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                           nullable=True)
+    requested_by: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(255), nullable=True)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    committed_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        UTCDateTime(), nullable=True)
+    finished_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        UTCDateTime(), nullable=True)

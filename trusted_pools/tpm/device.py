@@ -58,6 +58,7 @@ from tpm2_pytss import (  # noqa: E402
     TPML_PCR_SELECTION, TPMS_PCR_SELECTION, TPMT_HA, TPMT_SIG_SCHEME,
     TPMT_SYM_DEF, TPMT_TK_CREATION, TPMT_TK_HASHCHECK, TPM2_RH, TPM2_ST,
     TSS2_Exception, TPM2B_DATA, TPM2B_PUBLIC_KEY_RSA, TPMT_RSA_DECRYPT,
+    TPM2B_PRIVATE,
 )
 from tpm2_pytss.utils import (  # noqa: E402
     NoSuchIndex, NVReadEK, create_ek_template,
@@ -69,7 +70,7 @@ from trusted_pools.tpm import constants, rc as tpm_rc  # noqa: E402
 __all__ = [
     "AK_ALGORITHMS", "DEFAULT_AK_HANDLE", "DEFAULT_BINDING_KEY_HANDLE",
     "EK_SLOTS", "AttestationKey", "BindingKey", "CertifiedKey", "EKSlot",
-    "PCRValues", "PCRSelectionSpec", "TPMDevice",
+    "PCRValues", "PCRSelectionSpec", "TPMDevice", "TransportKey",
 ]
 
 # alg (TPM_ALG hash id) -> PCR indices.
@@ -153,6 +154,21 @@ class BindingKey:
     name: bytes
     certify_attest: bytes | None = None
     certify_signature: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TransportKey:
+    """A one-time decrypt-only key made in this TPM for one vTPM migration
+    (:meth:`TPMDevice.create_transport_key`). ``private`` is the
+    TPM2B_PRIVATE blob, encrypted by the EK's storage key: only this TPM
+    can load it again (the agent keeps it to survive a restart).
+    ``certify_*`` is TPM2_Certify by the AK over the caller's nonce."""
+
+    public: bytes
+    name: bytes
+    private: bytes
+    certify_attest: bytes
+    certify_signature: bytes
 
 
 _AK_ATTRIBUTES = (
@@ -734,6 +750,83 @@ class TPMDevice:
         return BindingKey(handle=handle, public=public.publicArea.marshal(),
                           name=bytes(name), certify_attest=attest,
                           certify_signature=signature)
+
+    # --- one-time transport keys (vTPM migration) -----------------------------
+
+    def create_transport_key(self, ak_handle: int, *,
+                             qualifying_data: bytes = b"",
+                             ek_kind: str = "rsa2048") -> TransportKey:
+        """A transient key with the binding key's attributes (RSA-2048,
+        OAEP/SHA-256, decrypt only, fixedTPM|fixedParent|
+        sensitiveDataOrigin, no policy) made under the EK, certified by the
+        AK over ``qualifying_data`` and flushed again: nothing persistent
+        is used, so any number of migrations can be in flight."""
+        _check_nonce(qualifying_data)
+        template = TPM2B_PUBLIC.parse(
+            _BINDING_KEY_TEMPLATE,
+            objectAttributes=_BINDING_KEY_ATTRIBUTES
+            | TPMA_OBJECT.USERWITHAUTH, nameAlg=TPM2_ALG.SHA256)
+        ak = self._object(ak_handle)
+        with self._ek(ek_kind) as ek:
+            with self._ek_session(ek) as session:
+                private, public = self._call(
+                    "Create", self.esapi.create, ek,
+                    TPM2B_SENSITIVE_CREATE(), template,
+                    session1=session)[:2]
+            with self._ek_session(ek) as session:
+                key = self._call("Load", self.esapi.load, ek, private,
+                                 public, session1=session)
+        try:
+            attest, signature = self._certify(key, ak, qualifying_data)
+            name = bytes(self._call("ReadPublic", self.esapi.read_public,
+                                    key)[1])
+        finally:
+            self._flush(key)
+        return TransportKey(public=public.publicArea.marshal(), name=name,
+                            private=private.marshal(),
+                            certify_attest=attest,
+                            certify_signature=signature)
+
+    def transport_decrypt(self, public: bytes, private: bytes,
+                          ciphertext: bytes, label: bytes, *,
+                          ek_kind: str = "rsa2048") -> bytes:
+        """Load a transport key (:meth:`create_transport_key`) under the
+        EK, TPM2_RSA_Decrypt ``ciphertext`` with ``label`` (zero-terminated,
+        as in :meth:`rsa_decrypt`), flush it. A blob of another TPM does
+        not load; a ciphertext for another key fails: :class:`TPMError`."""
+        if not isinstance(ciphertext, (bytes, bytearray)) or not ciphertext \
+                or len(ciphertext) > 512:
+            raise exception.InvalidParameterValue(
+                name="ciphertext", reason="1 to 512 bytes are required")
+        if not isinstance(label, (bytes, bytearray)) or len(label) > 64 \
+                or not label or label[-1] != 0:
+            raise exception.InvalidParameterValue(
+                name="label", reason="1 to 64 bytes ending with a zero "
+                "octet are required")
+        try:
+            pub, used = TPM2B_PUBLIC.unmarshal(
+                len(public).to_bytes(2, "big") + bytes(public))
+            priv, used_private = TPM2B_PRIVATE.unmarshal(bytes(private))
+        except Exception:  # noqa: BLE001 - pytss raises assorted errors
+            raise exception.InvalidParameterValue(
+                name="transport key", reason="not a TPMT_PUBLIC and "
+                "TPM2B_PRIVATE pair") from None
+        if used_private != len(private):
+            raise exception.InvalidParameterValue(
+                name="transport key", reason="trailing bytes")
+        scheme = TPMT_RSA_DECRYPT(scheme=TPM2_ALG.OAEP)
+        scheme.details.oaep.hashAlg = TPM2_ALG.SHA256
+        with self._ek(ek_kind) as ek:
+            with self._ek_session(ek) as session:
+                key = self._call("Load", self.esapi.load, ek, priv, pub,
+                                 session1=session)
+        try:
+            return bytes(self._call(
+                "RSA_Decrypt", self.esapi.rsa_decrypt, key,
+                TPM2B_PUBLIC_KEY_RSA(bytes(ciphertext)), scheme,
+                TPM2B_DATA(bytes(label)), session1=ESYS_TR.PASSWORD))
+        finally:
+            self._flush(key)
 
     def rsa_decrypt(self, handle: int, ciphertext: bytes, label: bytes, *,
                     pcr_selection: PCRSelectionSpec | None = None) -> bytes:

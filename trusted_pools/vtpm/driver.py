@@ -250,6 +250,47 @@ class VTPMDriver(abc.ABC):
             reason="this driver cannot export state")
 
 
+    # --- live migration (QEMU carries the state; issue 12) -----------------
+
+    def live_migration_key(self, instance_uuid: str) -> bytes:
+        """Source: the swtpm ``--migration-key`` of this live migration."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="live_migration_key",
+            reason="this driver cannot migrate a running vTPM")
+
+    def prepare_incoming(self, instance_uuid: str, *, migration_key: bytes,
+                         metadata: Mapping[str, Any]) -> VTPMInfo:
+        """Destination: a swtpm waiting for QEMU's incoming stream,
+        decrypting it with ``migration_key``."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="prepare_incoming",
+            reason="this driver cannot migrate a running vTPM")
+
+    def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
+        """Destination, after the hypervisor's migration completed."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="finish_incoming",
+            reason="this driver cannot migrate a running vTPM")
+
+    def finish_outgoing(self, instance_uuid: str) -> None:
+        """Source, after the hypervisor's migration completed."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="finish_outgoing",
+            reason="this driver cannot migrate a running vTPM")
+
+    def abort_incoming(self, instance_uuid: str) -> None:
+        """Destination, when the live migration is aborted."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="abort_incoming",
+            reason="this driver cannot migrate a running vTPM")
+
+    def abort_outgoing(self, instance_uuid: str) -> VTPMInfo:
+        """Source, when the live migration is aborted: it keeps running."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="abort_outgoing",
+            reason="this driver cannot migrate a running vTPM")
+
+
 def load_driver(name: str, *, conf: Any = None, **kwargs: Any
                 ) -> VTPMDriver:
     """Load the driver ``name`` from :data:`NAMESPACE` and build it: with

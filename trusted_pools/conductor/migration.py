@@ -1,0 +1,646 @@
+"""The conductor's side of a vTPM migration (issue 12): the state machine.
+
+ISO/IEC 27070 5.5 and 6.6: the migration controller decides where a vTPM
+may go from the trustworthiness of each system, and exactly one copy may
+run at any moment. The conductor is that controller; its database row
+(``vtpm_migrations``) is the source of truth, each agent keeps its own
+journal (:mod:`trusted_pools.agent.migration`), and every step is a signed
+request to one agent that the agent answers idempotently.
+
+Steps (:data:`trusted_pools.protocol.vtpm_migration.STEPS`)::
+
+    requested -> attested -> key_certified -> exported (cold) -> imported
+                                          \\-> delivered (live) ----\\
+                 -> committed -> completed          (any failure before
+                                                     committed: aborted)
+
+* ``attested``: both hosts enrolled; the source's latest verdict trusted
+  and fresh; the destination attested *now* (a direct challenge with a
+  one-off nonce) and trusted at no less than the required level.
+* ``key_certified``: the destination made a one-time transport key in its
+  TPM and its registered AK certified it over a nonce bound to the
+  migration id; checked here (:func:`protocol.vtpm_migration.
+  check_transport_key`). Its binding key was certified over the same nonce
+  (the state key is re-wrapped to it for rest).
+* ``exported``: the source locked its vTPM and sealed the state to the
+  transport key (AES-256-GCM, associated data: migration id, instance,
+  hosts, epoch, kind); ``delivered`` (live): the swtpm migration key was
+  sealed the same way and the destination is prepared for QEMU's stream.
+* ``imported``: the destination opened it in its TPM, checked it, imported
+  it (sealed at rest to its own TPM), started it, saw it answer.
+* ``committed``: the database records the new epoch (compare and set: one
+  commit per epoch); from here only forward.
+* ``completed``: the destination released its copy for use, the source
+  erased its own.
+
+Every failure before the commit aborts (the source unlocks, the
+destination discards) with the reason in the row. After a crash, the
+periodic job :meth:`MigrationCoordinator.resume` rolls back the active
+migrations that were not committed and finishes the committed ones; it
+also ends migrations whose step has not moved within the step timeout.
+
+Hand-written: the protocol is this project's own; oslo.messaging carries it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+import oslo_messaging as messaging
+
+from trusted_pools import exception
+from trusted_pools.db import api as db_api
+from trusted_pools.protocol import vtpm_migration as proto
+from trusted_pools.tpm import sealing
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["EVENT_PREFIX", "MigrationCoordinator", "migration_view"]
+
+EVENT_PREFIX = "vtpm_migration."
+_ROLE_SOURCE = "source"
+_ROLE_DESTINATION = "destination"
+
+
+def migration_view(row: db_api.VTPMMigrationRecord,
+                   now: datetime.datetime | None = None) -> dict[str, Any]:
+    """What the operator sees of a migration (manage CLI, REST API,
+    notifications): never the salt, only the transport key's Name."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    name = None
+    if row.transport_key:
+        try:
+            name = proto.public_area(row.transport_key).name().hex()
+        except exception.TrustedPoolsError:
+            name = None
+    return {"id": row.id, "instance": row.instance, "source": row.source,
+            "destination": row.destination, "kind": row.kind,
+            "step": row.step, "epoch": row.epoch,
+            "min_level": row.min_level, "conductor": row.conductor,
+            "outcome": row.outcome, "reason": row.reason,
+            "transport_key_name": name,
+            "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+            "committed_at": (row.committed_at.isoformat()
+                             if row.committed_at else None),
+            "finished_at": (row.finished_at.isoformat()
+                            if row.finished_at else None),
+            "age": round((now - row.created_at).total_seconds(), 3)}
+
+
+def _instance(value: Any) -> str:
+    import uuid as uuid_lib
+    try:
+        return str(uuid_lib.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        raise exception.InvalidParameterValue(
+            name="instance", reason="%r is not a UUID" % (value,)) from None
+
+
+class _Refused(Exception):
+    """A step refused the migration: abort with this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MigrationCoordinator:
+    """Drives the vTPM migrations of one conductor.
+
+    ``manager`` is the :class:`~trusted_pools.conductor.manager.
+    ConductorManager` (its database, agent client, attest_now, worker
+    spawn, clock and notifier).
+    """
+
+    def __init__(self, manager: Any, *, step_timeout: float = 300.0
+                 ) -> None:
+        self.manager = manager
+        self.db: db_api.Connection = manager.db
+        self.step_timeout = step_timeout
+        # Migrations a worker of this process is driving now.
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
+        # Per migration: the destination's prepare answer (re-asked after
+        # a restart: the agent answers from its journal).
+        self._prepared: dict[str, dict[str, Any]] = {}
+        # Per migration: the source's sealed payload until it is imported
+        # (ciphertext; re-asked after a restart, from the source journal).
+        self._payloads: dict[str, dict[str, Any]] = {}
+        #: Test hook (fault injection): called with the step a migration
+        #: just reached, from the worker.
+        self.after_step: Callable[[str, str], None] | None = None
+        # Destination -> (time its last challenge started, its verdict).
+        self._attested: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._attest_locks: dict[str, threading.Lock] = {}
+        self._attest_lock = threading.Lock()
+        #: The clock verdict expiry is judged by (the manager's).
+        self.clock: Callable[[], float] = manager.clock
+
+    @property
+    def host(self) -> str:
+        return self.manager.host
+
+    # --- requests (the management endpoints) --------------------------------
+
+    def start(self, context: Any, instance: str, source: str,
+              destination: str, kind: str = "cold",
+              min_level: int | None = None) -> dict[str, Any]:
+        """Record a migration and hand it to the worker pool; returns the
+        row at once (``step`` ``requested``). Checks quickly: arguments,
+        both hosts enrolled, this conductor owns the destination (it
+        attests it now), no other migration of the instance is active."""
+        instance = _instance(instance)
+        if kind not in proto.KINDS:
+            raise exception.InvalidParameterValue(
+                name="kind", reason="one of %s" % ", ".join(proto.KINDS))
+        if source == destination:
+            raise exception.InvalidParameterValue(
+                name="destination", reason="the source itself")
+        if min_level is not None and (
+                isinstance(min_level, bool) or not isinstance(min_level, int)
+                or not 1 <= min_level <= 4):
+            raise exception.InvalidParameterValue(
+                name="min_level", reason="1 to 4")
+        self.manager._check_owner(destination)
+        for host in (source, destination):
+            record = self.db.get_host_by_name(host)
+            if record.state != "enrolled":
+                raise exception.HostNotEnrolled(host=host,
+                                                state=record.state)
+        row = self.db.create_vtpm_migration(
+            instance, source, destination, kind, self.host, os.urandom(32),
+            min_level=min_level,
+            request_id=getattr(context, "request_id", None),
+            requested_by=getattr(context, "user_id", None))
+        self._notify(context, row)
+        LOG.info("vTPM migration %s of instance %s from %s to %s (%s, "
+                 "epoch %d) accepted", row.id, instance, source,
+                 destination, kind, row.epoch)
+        self._spawn(context, row.id)
+        return migration_view(row)
+
+    def _spawn(self, context: Any, migration_id: str) -> None:
+        with self._running_lock:
+            if migration_id in self._running:
+                return
+            self._running.add(migration_id)
+        try:
+            self.manager.spawn(lambda: self._drive(context, migration_id))
+        except BaseException:
+            with self._running_lock:
+                self._running.discard(migration_id)
+            raise
+
+    def show(self, migration_id: str) -> dict[str, Any]:
+        return migration_view(self.db.get_vtpm_migration(migration_id))
+
+    def list(self, instance: str | None = None,
+             active: bool | None = None, limit: int = 100
+             ) -> list[dict[str, Any]]:
+        return [migration_view(r) for r in self.db.list_vtpm_migrations(
+            instance=instance, active=active, limit=limit)]
+
+    def complete_live(self, context: Any, migration_id: str
+                      ) -> dict[str, Any]:
+        """The hypervisor's live migration completed: on the worker pool,
+        commit, then the destination finishes its incoming vTPM and the
+        source its outgoing one. Returns the row at once."""
+        row = self.db.get_vtpm_migration(migration_id)
+        if row.kind != "live":
+            raise exception.InvalidParameterValue(
+                name="migration", reason="not a live migration")
+        if row.step != "delivered":
+            raise exception.ConcurrentUpdate(
+                what="vTPM migration %s" % migration_id,
+                reason="it is %s, not delivered" % row.step)
+        self._spawn_work(migration_id, lambda: self._complete(context,
+                                                              migration_id))
+        return migration_view(row)
+
+    def _complete(self, context: Any, migration_id: str) -> None:
+        row = self.db.get_vtpm_migration(migration_id)
+        if row.step == "delivered":
+            row = self._commit(context, row)
+        if row.step == "committed":
+            self._finish(context, row)
+
+    def abort(self, context: Any, migration_id: str, reason: str
+              ) -> dict[str, Any]:
+        """The operator's (or the hypervisor driver's) abort before the
+        commit, done on the worker pool; after the commit,
+        :class:`ConcurrentUpdate`. Returns the row at once."""
+        row = self.db.get_vtpm_migration(migration_id)
+        if row.step not in proto.PRE_COMMIT_STEPS:
+            raise exception.ConcurrentUpdate(
+                what="vTPM migration %s" % migration_id,
+                reason="it is %s; only a migration before its commit can "
+                "be aborted" % row.step)
+        self._spawn_work(migration_id, lambda: self._abort(
+            context, self.db.get_vtpm_migration(migration_id), reason))
+        return migration_view(row)
+
+    def _spawn_work(self, migration_id: str, work: Callable[[], Any]
+                    ) -> None:
+        """Run ``work`` for a migration on the worker pool, unless a
+        worker drives it already (:class:`ConcurrentUpdate`)."""
+        with self._running_lock:
+            if migration_id in self._running:
+                raise exception.ConcurrentUpdate(
+                    what="vTPM migration %s" % migration_id,
+                    reason="a step of it is running; try again")
+            self._running.add(migration_id)
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - logged; resume() repeats
+                LOG.exception("vTPM migration %s: a step failed",
+                              migration_id)
+            finally:
+                with self._running_lock:
+                    self._running.discard(migration_id)
+        try:
+            self.manager.spawn(run)
+        except BaseException:
+            with self._running_lock:
+                self._running.discard(migration_id)
+            raise
+
+    # --- the worker ------------------------------------------------------------
+
+    def _drive(self, context: Any, migration_id: str) -> None:
+        """Run a migration until it ends (or, live, until the destination
+        is prepared). Never raises."""
+        try:
+            row = self.db.get_vtpm_migration(migration_id)
+            self.run(context, row)
+        except Exception:  # noqa: BLE001 - logged; resume() picks it up
+            LOG.exception("vTPM migration %s stopped unexpectedly",
+                          migration_id)
+        finally:
+            with self._running_lock:
+                self._running.discard(migration_id)
+
+    def run(self, context: Any, row: db_api.VTPMMigrationRecord
+            ) -> db_api.VTPMMigrationRecord:
+        steps: dict[str, Callable[[Any, db_api.VTPMMigrationRecord],
+                                  db_api.VTPMMigrationRecord]] = {
+            "requested": self._attest, "attested": self._certify_key,
+            "key_certified": (self._export if row.kind == "cold"
+                              else self._deliver),
+            "exported": self._import, "imported": self._commit,
+            "committed": self._finish}
+        while row.step not in proto.TERMINAL_STEPS:
+            if row.kind == "live" and row.step == "delivered":
+                return row  # waits for complete_live or abort
+            step = steps[row.step]
+            if row.step in proto.PRE_COMMIT_STEPS:
+                try:
+                    row = step(context, row)
+                except _Refused as refusal:
+                    return self._abort(context, row, refusal.reason)
+                except exception.ConcurrentUpdate:
+                    raise
+                except (exception.TrustedPoolsError,
+                        messaging.MessagingException) as error:
+                    return self._abort(context, row, "%s: %s" % (
+                        type(error).__name__.removesuffix("_Remote"),
+                        _first_line(error)))
+            else:
+                row = step(context, row)
+            if self.after_step is not None:
+                self.after_step(row.id, row.step)
+        return row
+
+    def _advance(self, context: Any, row: db_api.VTPMMigrationRecord,
+                 step: str, **values: Any) -> db_api.VTPMMigrationRecord:
+        row = self.db.advance_vtpm_migration(row.id, (row.step,), step,
+                                             conductor=self.host, **values)
+        self._notify(context, row)
+        LOG.info("vTPM migration %s of instance %s: %s", row.id,
+                 row.instance, step)
+        return row
+
+    def _call(self, method: str, context: Any, host: str, **kwargs: Any
+              ) -> Any:
+        return self.manager._agent_call(method, context, host, **kwargs)
+
+    # --- steps -------------------------------------------------------------------
+
+    def _standing(self, host: str, min_level: int | None) -> str | None:
+        """Why ``host``'s latest stored verdict does not allow the move
+        (None: it does)."""
+        record = self.db.get_host_by_name(host)
+        if record.state != "enrolled":
+            return "host %s is %s, not enrolled" % (host, record.state)
+        latest = self.db.latest_verdicts([record.id])
+        if not latest:
+            return "host %s has no verdict yet" % host
+        verdict = latest[0]
+        if verdict.registration_generation != record.enrollment_generation:
+            return ("host %s's latest verdict belongs to an earlier "
+                    "enrollment" % host)
+        if verdict.status != "trusted":
+            return "host %s is %s (%s)" % (
+                host, verdict.status, "; ".join(
+                    str(r) for r in verdict.reasons) or "no reason")
+        now = datetime.datetime.fromtimestamp(self.clock(),
+                                              datetime.timezone.utc)
+        if verdict.expires_at <= now:
+            return ("host %s's last trusted verdict expired at %s (stale)"
+                    % (host, verdict.expires_at.isoformat()))
+        if min_level is not None and verdict.level < min_level:
+            return ("host %s is trusted at level %d, below the required "
+                    "level %d" % (host, verdict.level, min_level))
+        return None
+
+    def _attest(self, context: Any, row: db_api.VTPMMigrationRecord
+                ) -> db_api.VTPMMigrationRecord:
+        for host in (row.source, row.destination):
+            refusal = self._standing(host, row.min_level
+                                     if host == row.destination else None)
+            if refusal is not None:
+                raise _Refused(refusal)
+        # The destination again, now: a verdict of up to an interval ago
+        # is not enough to hand it a vTPM.
+        verdict = self._attest_now(context, row)
+        if verdict["status"] != "trusted":
+            raise _Refused("destination %s attested now: %s (%s)" % (
+                row.destination, verdict["status"],
+                "; ".join(str(r) for r in verdict["reasons"])
+                or "no reason"))
+        if row.min_level is not None and verdict["level"] < row.min_level:
+            raise _Refused("destination %s attested now at level %d, below "
+                           "the required level %d" % (
+                               row.destination, verdict["level"],
+                               row.min_level))
+        return self._advance(context, row, "attested")
+
+    def _attest_now(self, context: Any, row: db_api.VTPMMigrationRecord
+                    ) -> dict[str, Any]:
+        """A verdict of the destination from a challenge sent after
+        ``row`` was requested. Migrations to one destination that are
+        requested together share one challenge (one at a time per
+        destination; a challenge that started after this migration's
+        request answers for it too): the destination is attested after
+        each request, without a quote per migration."""
+        requested = row.created_at.timestamp()
+        with self._attest_lock:
+            lock = self._attest_locks.setdefault(row.destination,
+                                                 threading.Lock())
+        with lock:
+            cached = self._attested.get(row.destination)
+            if cached is not None and cached[0] >= requested:
+                return cached[1]
+            started = self.manager.clock()
+            verdict = self.manager.attest_now(context,
+                                              row.destination)["verdict"]
+            self._attested[row.destination] = (started, verdict)
+            return verdict
+
+    def _nonce(self, row: db_api.VTPMMigrationRecord) -> bytes:
+        return proto.transport_nonce(row.id, row.destination, row.salt)
+
+    def _prepare(self, context: Any, row: db_api.VTPMMigrationRecord
+                 ) -> dict[str, Any]:
+        """The destination's transport and binding keys, checked against
+        its registered AK (cached; the agent answers a repeat from its
+        journal)."""
+        cached = self._prepared.get(row.id)
+        if cached is not None:
+            return cached
+        nonce = self._nonce(row)
+        answer = self._call(
+            "migration_prepare", context, row.destination,
+            migration_id=row.id, instance=row.instance, source=row.source,
+            kind=row.kind, epoch=row.epoch, nonce=proto.b64(nonce))
+        if not isinstance(answer, dict) or not isinstance(
+                answer.get("transport_key"), dict) or not isinstance(
+                answer.get("binding_key"), dict):
+            raise _Refused("the destination's answer is not a transport "
+                           "key and a binding key")
+        record = self.db.get_host_by_name(row.destination)
+        ak_public = self.db.get_registration(record.id).ak_public
+        transport = answer["transport_key"]
+        binding = answer["binding_key"]
+        try:
+            proto.check_transport_key(
+                proto.unb64(transport.get("public"), "transport key"),
+                proto.unb64(transport.get("certify_attest"),
+                            "transport key certification"),
+                proto.unb64(transport.get("certify_signature"),
+                            "transport key signature"), ak_public, nonce)
+            if row.kind == "cold":
+                sealing.check_binding_key(
+                    proto.unb64(binding.get("public"), "binding key"),
+                    proto.unb64(binding.get("certify_attest"),
+                                "binding key certification"),
+                    proto.unb64(binding.get("certify_signature"),
+                                "binding key signature"), ak_public,
+                    qualifying_data=nonce)
+        except exception.EvidenceError as error:
+            raise _Refused("the destination's transport or binding key is "
+                           "not certified by its registered AK over this "
+                           "migration's nonce: %s" % error) from None
+        prepared = {"transport_key": transport, "binding_key": binding,
+                    "ak_public": proto.b64(ak_public),
+                    "public": proto.unb64(transport["public"],
+                                          "transport key")}
+        self._prepared[row.id] = prepared
+        return prepared
+
+    def _certify_key(self, context: Any, row: db_api.VTPMMigrationRecord
+                     ) -> db_api.VTPMMigrationRecord:
+        prepared = self._prepare(context, row)
+        return self._advance(context, row, "key_certified",
+                             transport_key=prepared["public"])
+
+    def _export_call(self, context: Any, row: db_api.VTPMMigrationRecord
+                     ) -> dict[str, Any]:
+        prepared = self._prepare(context, row)
+        answer = self._call(
+            "migration_export", context, row.source, migration_id=row.id,
+            instance=row.instance, destination=row.destination,
+            kind=row.kind, epoch=row.epoch,
+            nonce=proto.b64(self._nonce(row)),
+            ak_public=prepared["ak_public"],
+            transport_key=prepared["transport_key"],
+            binding_key=prepared["binding_key"])
+        if not isinstance(answer, dict) or not isinstance(
+                answer.get("payload"), dict):
+            raise _Refused("the source's answer holds no sealed payload")
+        # Structure only: what it holds only the destination's TPM opens.
+        proto.SealedPayload.from_wire(answer["payload"])
+        return answer["payload"]
+
+    def _export(self, context: Any, row: db_api.VTPMMigrationRecord
+                ) -> db_api.VTPMMigrationRecord:
+        self._payloads[row.id] = self._export_call(context, row)
+        return self._advance(context, row, "exported")
+
+    def _import(self, context: Any, row: db_api.VTPMMigrationRecord
+                ) -> db_api.VTPMMigrationRecord:
+        payloads = self._payloads
+        payload = payloads.get(row.id)
+        if payload is None:
+            # After a restart: the source answers from its journal.
+            payload = self._export_call(context, row)
+        answer = self._call(
+            "migration_import", context, row.destination,
+            migration_id=row.id, instance=row.instance, source=row.source,
+            epoch=row.epoch, payload=payload)
+        if not isinstance(answer, dict) or answer.get("epoch") != row.epoch:
+            raise _Refused("the destination did not acknowledge the import "
+                           "of epoch %d" % row.epoch)
+        payloads.pop(row.id, None)
+        return self._advance(context, row, "imported")
+
+    def _deliver(self, context: Any, row: db_api.VTPMMigrationRecord
+                 ) -> db_api.VTPMMigrationRecord:
+        payload = self._export_call(context, row)
+        answer = self._call(
+            "migration_deliver_key", context, row.destination,
+            migration_id=row.id, instance=row.instance, source=row.source,
+            epoch=row.epoch, payload=payload, metadata={})
+        if not isinstance(answer, dict) or answer.get("epoch") != row.epoch:
+            raise _Refused("the destination did not acknowledge the key")
+        return self._advance(context, row, "delivered")
+
+    def _commit(self, context: Any, row: db_api.VTPMMigrationRecord
+                ) -> db_api.VTPMMigrationRecord:
+        row = self._advance(context, row, "committed")
+        self._prepared.pop(row.id, None)
+        return row
+
+    def _finish(self, context: Any, row: db_api.VTPMMigrationRecord
+                ) -> db_api.VTPMMigrationRecord:
+        """After the commit: the destination's copy is released for use,
+        the source's erased. A failure leaves the row committed; the
+        resume job repeats (both agent steps are idempotent)."""
+        self._call("migration_commit", context, row.destination,
+                   migration_id=row.id)
+        self._call("migration_finish", context, row.source,
+                   migration_id=row.id)
+        return self._advance(context, row, "completed")
+
+    def _abort(self, context: Any, row: db_api.VTPMMigrationRecord,
+               reason: str) -> db_api.VTPMMigrationRecord:
+        """Roll back before the commit: the source unlocks, the
+        destination discards. The row ends (``aborted``) once both agents
+        confirmed; until then it stays at its step with the reason, and
+        the resume job repeats the rollback (each agent's abort is
+        idempotent, and its journal keeps an uncommitted copy from
+        running meanwhile)."""
+        LOG.warning("vTPM migration %s of instance %s aborted: %s", row.id,
+                    row.instance, reason)
+        self._prepared.pop(row.id, None)
+        self._payloads.pop(row.id, None)
+        unanswered = []
+        for host, role in ((row.destination, _ROLE_DESTINATION),
+                           (row.source, _ROLE_SOURCE)):
+            try:
+                self._call("migration_abort", context, host,
+                           migration_id=row.id, instance=row.instance,
+                           role=role)
+            except (exception.TrustedPoolsError,
+                    messaging.MessagingException) as error:
+                unanswered.append("%s: %s" % (host, _first_line(error)))
+        if unanswered:
+            # The row stays active: the resume job repeats the rollback
+            # until both agents confirm it (a source whose unlock was lost
+            # would otherwise keep its only copy locked for ever).
+            reason += " (rollback not confirmed by %s; repeated later)" \
+                % "; ".join(unanswered)
+            try:
+                return self.db.advance_vtpm_migration(
+                    row.id, (row.step,), row.step, reason=reason[:2000])
+            except exception.ConcurrentUpdate:
+                return self.db.get_vtpm_migration(row.id)
+        try:
+            row = self.db.advance_vtpm_migration(
+                row.id, proto.PRE_COMMIT_STEPS, "aborted",
+                reason=reason[:2000])
+        except exception.ConcurrentUpdate:
+            return self.db.get_vtpm_migration(row.id)
+        self._notify(context, row)
+        return row
+
+    # --- the periodic job -----------------------------------------------------
+
+    def resume(self) -> int:
+        """Periodic (and at start): migrations no worker drives. Those of
+        this conductor (a previous run) or of a conductor whose heartbeat
+        stopped are taken over; before the commit they are rolled back,
+        from the commit on finished. A migration whose step has not moved
+        for ``step_timeout`` seconds is rolled back too. Returns how many
+        were handled."""
+        alive = set(self.db.list_alive_conductors(
+            self.manager.heartbeat_timeout)) | {self.host}
+        now = datetime.datetime.fromtimestamp(self.manager.clock(),
+                                              datetime.timezone.utc)
+        handled = 0
+        for row in self.db.list_vtpm_migrations(active=True, limit=1000):
+            with self._running_lock:
+                if row.id in self._running:
+                    continue
+            mine = row.conductor == self.host
+            if not mine and row.conductor in alive:
+                continue
+            waiting_live = row.kind == "live" and row.step == "delivered"
+            timed_out = (now - row.updated_at).total_seconds() > \
+                self.step_timeout
+            if waiting_live and not timed_out:
+                continue  # the hypervisor's migration is running
+            if not mine:
+                try:
+                    row = self.db.claim_vtpm_migration(row.id, self.host,
+                                                       row.conductor)
+                except exception.ConcurrentUpdate:
+                    continue
+            handled += 1
+            with self._running_lock:
+                if row.id in self._running:
+                    continue
+                self._running.add(row.id)
+            try:
+                if row.step in proto.PRE_COMMIT_STEPS:
+                    self._abort({}, row, "the conductor driving it stopped "
+                                "or the step timed out before the commit; "
+                                "rolled back")
+                else:
+                    self._finish({}, row)
+            except (exception.TrustedPoolsError,
+                    messaging.MessagingException) as error:
+                LOG.warning("vTPM migration %s could not be finished yet: "
+                            "%s", row.id, _first_line(error))
+            finally:
+                with self._running_lock:
+                    self._running.discard(row.id)
+        return handled
+
+    # --- notifications ----------------------------------------------------------
+
+    def _notify(self, context: Any, row: db_api.VTPMMigrationRecord) -> None:
+        notifier = self.manager.notifier
+        if notifier is None:
+            return
+        payload = migration_view(row)
+        try:
+            if row.step == "aborted":
+                notifier.warn({}, EVENT_PREFIX + row.step, payload)
+            else:
+                notifier.info({}, EVENT_PREFIX + row.step, payload)
+        except Exception as error:  # noqa: BLE001 - never stops a step
+            LOG.warning("Could not announce step %s of vTPM migration %s: "
+                        "%s", row.step, row.id, error)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
