@@ -8,7 +8,8 @@
   in (``CONFIG_TCG_CRB=y``), so the initramfs carries no modules; a kernel
   that has them as modules is refused with that reason.
 * :func:`initramfs` builds a gzip'd cpio (newc) with busybox (static),
-  ``tpm2_quote``/``tpm2_pcrread`` with every shared library ``ldd`` names
+  ``tpm2_quote``/``tpm2_pcrread`` (and the PCR-extend and NV tools the
+  live-migration guest uses) with every shared library ``ldd`` names
   plus the device TCTI (dlopen'ed, so ``ldd`` cannot see it), the product's
   guest attester (``trusted_pools/guest/attest.sh``) and ``init.sh`` from
   this directory as ``/init``. The archive is deterministic (mtime 0, owner
@@ -42,7 +43,8 @@ HERE = Path(__file__).resolve().parent
 INIT_SCRIPT = HERE / "init.sh"
 KERNEL_META_PACKAGES = ("linux-image-amd64", "linux-image-generic")
 # Tools the initramfs carries; Debian ships them as symlinks to one binary.
-GUEST_TOOLS = ("tpm2_quote", "tpm2_pcrread")
+GUEST_TOOLS = ("tpm2_quote", "tpm2_pcrread", "tpm2_pcrextend", "tpm2_nvdefine",
+               "tpm2_nvwrite", "tpm2_nvread")
 TCTI_LIBRARY = "libtss2-tcti-device.so.0"
 LIBRARY_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
                 "/lib64", "/usr/lib64", "/lib", "/usr/lib")

@@ -183,7 +183,8 @@ def _fail(code: int, message: str) -> int:
 
 def _as_dict(info: vtpm_driver.VTPMInfo) -> dict[str, Any]:
     return {"instance_uuid": info.instance_uuid,
-            "status": info.status.value, "reason": info.reason,
+            "status": info.status.value, "migration": info.migration,
+            "reason": info.reason,
             "pid": info.pid, "socket_path": info.socket_path,
             "metadata": dict(info.metadata)}
 
@@ -219,13 +220,20 @@ def _json(value: Any, out: TextIO) -> None:
     out.write("\n")
 
 
+def _status_word(info: vtpm_driver.VTPMInfo) -> str:
+    """``migrating (incoming)`` and the like: which way it is going."""
+    if info.migration:
+        return "%s (%s)" % (info.status.value, info.migration)
+    return info.status.value
+
+
 def _print_info(info: vtpm_driver.VTPMInfo, fmt: str, out: TextIO) -> None:
     data = _as_dict(info)
     if fmt == "json":
         _json(data, out)
         return
-    rows = [(k, data[k]) for k in ("instance_uuid", "status", "reason",
-                                   "pid", "socket_path")]
+    rows = [(k, data[k]) for k in ("instance_uuid", "status", "migration",
+                                   "reason", "pid", "socket_path")]
     rows += [("metadata." + k, v)
              for k, v in sorted(data["metadata"].items())]
     _table(("Field", "Value"), rows, out)
@@ -269,7 +277,7 @@ def _list(driver: vtpm_driver.VTPMDriver, args: argparse.Namespace,
         _json([_as_dict(i) for i in infos], out)
     else:
         _table(("Instance UUID", "Status", "PID", "Socket", "Reason"),
-               [(i.instance_uuid, i.status.value, i.pid, i.socket_path,
+               [(i.instance_uuid, _status_word(i), i.pid, i.socket_path,
                  i.reason) for i in infos], out)
     return EXIT_OK
 

@@ -36,7 +36,8 @@ from xml.sax.saxutils import quoteattr
 from trusted_pools import exception
 
 __all__ = [
-    "NAMESPACE", "AttachInfo", "ProvisioningContext", "Provisioner",
+    "MIGRATION_INCOMING", "MIGRATION_OUTGOING", "NAMESPACE", "AttachInfo",
+    "ProvisioningContext", "Provisioner",
     "StateExport", "VTPMDriver", "VTPMInfo", "VTPMStatus",
     "canonical_uuid", "load_driver",
 ]
@@ -51,6 +52,11 @@ class VTPMStatus(str, enum.Enum):
     STOPPED = "stopped"
     MIGRATING = "migrating"
     FAILED = "failed"
+
+
+#: :attr:`VTPMInfo.migration` values of a MIGRATING vTPM.
+MIGRATION_OUTGOING = "outgoing"
+MIGRATION_INCOMING = "incoming"
 
 
 def canonical_uuid(value: str) -> str:
@@ -68,7 +74,9 @@ class VTPMInfo:
     """One vTPM as the driver sees it now.
 
     ``reason`` explains a FAILED (or MIGRATING) status; ``metadata`` is what
-    the driver and the provisioner stored at creation.
+    the driver and the provisioner stored at creation. ``migration`` says
+    which way a MIGRATING vTPM is going (:data:`MIGRATION_OUTGOING`,
+    :data:`MIGRATION_INCOMING`), else None.
     """
 
     instance_uuid: str
@@ -77,6 +85,7 @@ class VTPMInfo:
     pid: int | None = None
     socket_path: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    migration: str | None = None
 
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -248,6 +257,63 @@ class VTPMDriver(abc.ABC):
         raise exception.VTPMOperationNotSupported(
             driver=self.name, operation="cancel_migration",
             reason="this driver cannot export state")
+
+    # --- live migration ------------------------------------------------------
+    # A running guest's vTPM state travels inside the hypervisor's own
+    # migration stream (QEMU asks the vTPM for its state blobs over the
+    # control channel it owns), encrypted by the vTPM with a migration
+    # key. The driver's part: give that key out on the source, start a
+    # vTPM waiting for the state on the destination, and settle both sides
+    # once the caller (the migration protocol) has committed or aborted.
+    # Every step is idempotent: a caller that lost an answer asks again.
+
+    def live_migration_key(self, instance_uuid: str) -> bytes:
+        """Source: the key the running vTPM encrypts its migration state
+        blobs with (released by this host's TPM). The vTPM is MIGRATING
+        (outgoing) from now on: once its hypervisor lets it go it will not
+        start again here until :meth:`abort_outgoing`."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="live_migration_key",
+            reason="this driver cannot migrate a running vTPM")
+
+    def prepare_incoming(self, instance_uuid: str, *, migration_key: bytes,
+                         metadata: Mapping[str, Any]) -> VTPMInfo:
+        """Destination: a new vTPM, MIGRATING (incoming), running and
+        waiting for its state from a hypervisor started with
+        ``-incoming``; it decrypts the state with ``migration_key`` and
+        keeps it at rest under a fresh key sealed to this host's TPM.
+        ``metadata`` is the source's :attr:`VTPMInfo.metadata`."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="prepare_incoming",
+            reason="this driver cannot receive a running vTPM")
+
+    def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
+        """Destination, after the hypervisor's migration completed: the
+        vTPM is RUNNING here (its state arrived; metadata persisted)."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="finish_incoming",
+            reason="this driver cannot receive a running vTPM")
+
+    def finish_outgoing(self, instance_uuid: str) -> None:
+        """Source, after the migration was committed: erase the state and
+        its keys (the vTPM process left with its hypervisor)."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="finish_outgoing",
+            reason="this driver cannot migrate a running vTPM")
+
+    def abort_incoming(self, instance_uuid: str) -> None:
+        """Destination, the migration aborted: discard the incoming vTPM
+        (refused for a vTPM that is not incoming)."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="abort_incoming",
+            reason="this driver cannot receive a running vTPM")
+
+    def abort_outgoing(self, instance_uuid: str) -> VTPMInfo:
+        """Source, the migration aborted: clear MIGRATING; the guest
+        carries on with its vTPM here."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="abort_outgoing",
+            reason="this driver cannot migrate a running vTPM")
 
 
     # --- live migration (QEMU carries the state; issue 12) -----------------

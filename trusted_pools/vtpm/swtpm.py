@@ -8,7 +8,11 @@ Layout on disk (``state_dir``, one directory per instance, mode 0700)::
     <state_dir>/<uuid>/swtpm.pid          present while it should run
     <state_dir>/<uuid>/swtpm.log          swtpm's log
     <state_dir>/<uuid>/failed.json        why it died (until the next start)
-    <state_dir>/<uuid>/migrating.json     state exported, start refused
+    <state_dir>/<uuid>/migrating.json     leaving (cold export or live), start
+                                          refused until aborted
+    <state_dir>/<uuid>/migration-key.wrapped  this run's live-migration key,
+                                          wrapped to the host
+    <state_dir>/<uuid>/incoming.json      arriving by live migration
     <run_dir>/<uuid>.sock                 control channel (hypervisor)
     <run_dir>/<uuid>.data, .data.ctrl     data channel in host-access mode
 
@@ -24,6 +28,17 @@ missing or unencrypted state is refused before swtpm runs, and swtpm's own
 HMAC check over the decrypted state is made to fail at start
 (``--flags not-need-init``), not at the guest's first command.
 
+Live migration (QEMU carries the state blobs in its own stream; see
+doc/source/vtpm-live-migration.md): swtpm 0.7 takes ``--migration-key``
+only on its command line, and encrypts with it every state blob QEMU reads
+over the control channel. So each start of a vTPM gets a fresh random
+migration key, wrapped to the host binding key like the state key
+(``migration-key.wrapped``) and handed to swtpm through a pipe;
+:meth:`SwtpmDriver.live_migration_key` unwraps it for the migration
+protocol. The destination (:meth:`SwtpmDriver.prepare_incoming`) runs a
+swtpm with that migration key, a fresh state key of its own and an empty
+state directory, waiting for QEMU to load the blobs.
+
 swtpm runs in its own session (it outlives the agent); a new driver adopts
 the running ones through their pid files, checked against /proc (the pid
 must be a swtpm serving this instance's state directory), and reaps the
@@ -33,6 +48,7 @@ orphans (:meth:`SwtpmDriver.recover`).
 from __future__ import annotations
 
 import errno
+import hmac
 import json
 import logging
 import os
@@ -52,8 +68,8 @@ from typing import Any, Callable, Mapping
 from trusted_pools import exception
 from trusted_pools.tpm import sealing
 from trusted_pools.vtpm.driver import (
-    ProvisioningContext, Provisioner, StateExport, VTPMDriver, VTPMInfo,
-    VTPMStatus, canonical_uuid)
+    MIGRATION_INCOMING, MIGRATION_OUTGOING, ProvisioningContext, Provisioner,
+    StateExport, VTPMDriver, VTPMInfo, VTPMStatus, canonical_uuid)
 
 __all__ = ["RecoveryReport", "SwtpmDriver", "STATE_FILE"]
 
@@ -68,9 +84,23 @@ _HEADER = struct.Struct(">BBHHI")
 _BLOB_FLAG_ENCRYPTED = 0x1
 _BLOB_FLAG_ENCRYPTED_256BIT_KEY = 0x8
 # swtpm control channel commands (swtpm's tpm_ioctl.h).
+_CMD_GET_CAPABILITY = 1
 _CMD_SHUTDOWN = 3
 _CMD_GET_TPMESTABLISHED = 4
 _SUN_PATH_MAX = 107
+# OAEP label of the live-migration key at rest: distinct from the state
+# key's, so the two wrapped files cannot stand in for each other.
+_LABEL_MIGRATION_KEY = sealing.label("vtpm-live-migration-key")
+_MIGRATION_KEY_SIZE = 32
+# Where /proc/net/unix is unreadable: how long a control-channel command
+# may go unanswered before the channel counts as held by a hypervisor
+# (swtpm serves one client at a time; an idle swtpm answers in well under
+# a millisecond).
+_ATTACHED_PROBE_SECONDS = 0.25
+_SS_CONNECTED = "03"
+# A vTPM's metadata is a few hundred bytes (a provisioner's chain: a few
+# KiB); what a source sends along with a live migration is capped.
+_MAX_METADATA_BYTES = 64 * 1024
 _PCR_BANKS = ("sha1", "sha256", "sha384", "sha512")
 # What swtpm logs when its state does not decrypt or verify.
 _STATE_ERRORS = ("HMAC", "decrypt", "Decrypt", "Could not initialize libtpms",
@@ -311,10 +341,11 @@ class SwtpmDriver(VTPMDriver):
             self.binding_key_handle, pcr_selection=self.binding_pcrs,
             ek_kind=self.ek_kind)
 
-    def _unwrap(self, uuid: str, wrapped: bytes) -> bytes:
+    def _unwrap(self, uuid: str, wrapped: bytes,
+                label: bytes = sealing.LABEL_VTPM_STATE) -> bytes:
         try:
             key = self._with_host(lambda dev: dev.rsa_decrypt(
-                self.binding_key_handle, wrapped, sealing.LABEL_VTPM_STATE,
+                self.binding_key_handle, wrapped, label,
                 pcr_selection=self.binding_pcrs))
         except exception.TPMError as exc:
             why = exc.kwargs.get("name") or str(exc)
@@ -455,22 +486,52 @@ class SwtpmDriver(VTPMDriver):
 
     # --- status --------------------------------------------------------------
 
+    def _migration_record(self, uuid: str) -> tuple[str, dict] | None:
+        """(direction, record) of a vTPM leaving (migrating.json) or
+        arriving (incoming.json); None otherwise."""
+        incoming = self._read_json(self._dir(uuid) / "incoming.json")
+        if incoming is not None:
+            return MIGRATION_INCOMING, incoming
+        outgoing = self._read_json(self._dir(uuid) / "migrating.json")
+        if outgoing is not None:
+            return MIGRATION_OUTGOING, outgoing
+        return None
+
     def status(self, instance_uuid: str) -> VTPMInfo:
         uuid = canonical_uuid(instance_uuid)
         with self._lock:
             metadata = self._metadata(uuid)
+            record = self._migration_record(uuid)
+            direction = record[0] if record else None
             pid = self._read_pid(uuid)
             if pid is not None:
                 if self._alive(uuid, pid):
+                    if record is not None:
+                        return VTPMInfo(uuid, VTPMStatus.MIGRATING,
+                                        reason=record[1].get("reason"),
+                                        pid=pid,
+                                        socket_path=self.socket_path(uuid),
+                                        metadata=metadata,
+                                        migration=direction)
                     return VTPMInfo(uuid, VTPMStatus.RUNNING, pid=pid,
                                     socket_path=self.socket_path(uuid),
                                     metadata=metadata)
                 # It should run and does not. Our own child that exited
                 # with 0 was shut down by its client (QEMU quitting sends
-                # CMD_SHUTDOWN); anything else crashed or was killed.
+                # CMD_SHUTDOWN); anything else crashed or was killed. An
+                # incoming vTPM that exits before the migration finished
+                # failed whatever its exit status.
                 child = self._children.pop(uuid, None)
                 code = child.poll() if child is not None else None
-                if code == 0:
+                if direction == MIGRATION_INCOMING:
+                    tail = self._log_tail(uuid, 2)
+                    self._record_failure(
+                        uuid, "the incoming swtpm (pid %d) exited before "
+                        "the live migration was finished%s%s" % (
+                            pid, "" if code is None else
+                            " (exit status %d)" % code,
+                            ": " + tail if tail else ""))
+                elif code == 0:
                     LOG.info("vTPM of instance %s was shut down by its "
                              "hypervisor", uuid)
                 else:
@@ -484,15 +545,23 @@ class SwtpmDriver(VTPMDriver):
                     self._pid_file(uuid).unlink()
                 self._cleanup_run_files(uuid)
             failed = self._read_json(self._dir(uuid) / "failed.json")
+            if direction == MIGRATION_OUTGOING:
+                # Leaving: MIGRATING until the caller commits or aborts,
+                # even when its swtpm died (its state is still the latest).
+                reason = record[1].get("reason")
+                if failed is not None:
+                    reason = "%s; %s" % (reason, failed.get("reason"))
+                return VTPMInfo(uuid, VTPMStatus.MIGRATING, reason=reason,
+                                metadata=metadata, migration=direction)
             if failed is not None:
                 return VTPMInfo(uuid, VTPMStatus.FAILED,
                                 reason=failed.get("reason"),
-                                metadata=metadata)
-            migrating = self._read_json(self._dir(uuid) / "migrating.json")
-            if migrating is not None:
-                return VTPMInfo(uuid, VTPMStatus.MIGRATING,
-                                reason=migrating.get("reason"),
-                                metadata=metadata)
+                                metadata=metadata, migration=direction)
+            if direction == MIGRATION_INCOMING:
+                # Made but its swtpm never ran (a crash in prepare).
+                return VTPMInfo(uuid, VTPMStatus.FAILED,
+                                reason="the incoming swtpm is not running",
+                                metadata=metadata, migration=direction)
             return VTPMInfo(uuid, VTPMStatus.STOPPED, metadata=metadata)
 
     def list(self) -> list[VTPMInfo]:
@@ -704,48 +773,78 @@ class SwtpmDriver(VTPMDriver):
             info = self.status(uuid)
             if info.status is VTPMStatus.RUNNING:
                 return info
-            if info.status is VTPMStatus.MIGRATING:
+            if info.migration is not None:
+                # A vTPM leaving or arriving must not run a second copy
+                # (a FAILED incoming one included).
                 raise exception.VTPMInvalidState(
-                    instance=uuid, state=info.status.value,
-                    operation="start", expected="stopped or failed (cancel "
-                    "the migration first)")
+                    instance=uuid, state="%s (%s)" % (info.status.value,
+                                                      info.migration),
+                    operation="start", expected="stopped or failed (abort "
+                    "or finish the migration first)")
             self._check_state_file(uuid)
             key = self._unwrap(uuid, self._wrapped_key(uuid))
-            self._launch(uuid, key, host_access)
-            del key
+            migration_key = self._new_migration_key(uuid)
+            self._launch(uuid, key, host_access, migration_key=migration_key)
+            del key, migration_key
             with _suppress_oserror():
                 (self._dir(uuid) / "failed.json").unlink()
             LOG.info("started the vTPM of instance %s", uuid)
             return self.status(uuid)
 
-    def _launch(self, uuid: str, key: bytes, host_access: bool) -> None:
+    def _new_migration_key(self, uuid: str) -> bytes:
+        """A fresh live-migration key for the swtpm about to start, kept
+        wrapped to this host's binding key (swtpm takes it only at start,
+        so it lives as long as this run)."""
+        key = sealing.new_secret(_MIGRATION_KEY_SIZE)
+        _write_atomic(self._dir(uuid) / "migration-key.wrapped",
+                      sealing.wrap_secret(self.binding_key_public(), key,
+                                          _LABEL_MIGRATION_KEY))
+        return key
+
+    def _launch(self, uuid: str, key: bytes, host_access: bool, *,
+                migration_key: bytes | None = None,
+                incoming: bool = False) -> None:
+        """Run swtpm on the instance's state with ``key``. ``incoming``:
+        the state directory is empty and QEMU (``-incoming``) will load
+        the state blobs, so libtpms must not initialise now (it would make
+        a fresh TPM)."""
         self._wait_unlocked(uuid)
         self._cleanup_run_files(uuid)
         ctrl = self.socket_path(uuid)
         pid_file = self._pid_file(uuid)
         log_file = self._dir(uuid) / "swtpm.log"
         key_fd = _key_pipe(key)
+        fds = [key_fd]
         argv = [self.swtpm, "socket", "--tpm2",
                 "--tpmstate", "dir=%s,mode=0600" % self._tpm_dir(uuid),
                 "--ctrl", "type=unixio,path=%s,mode=0600" % ctrl,
                 "--key", "fd=%d,mode=aes-256-cbc,format=binary" % key_fd,
                 "--pid", "file=%s" % pid_file,
-                "--log", "file=%s,level=%d" % (log_file, self.log_level),
-                "--flags", "not-need-init"
-                + (",startup-clear" if host_access else "")]
-        if host_access:
-            data = self._data_socket(uuid)
-            argv += ["--server", "type=unixio,path=%s,mode=0600" % data]
+                "--log", "file=%s,level=%d" % (log_file, self.log_level)]
+        if not incoming:
+            argv += ["--flags", "not-need-init"
+                     + (",startup-clear" if host_access else "")]
         try:
+            if migration_key is not None:
+                fds.append(_key_pipe(migration_key))
+                argv += ["--migration-key",
+                         "fd=%d,mode=aes-256-cbc,format=binary" % fds[-1]]
+            if host_access:
+                data = self._data_socket(uuid)
+                argv += ["--server", "type=unixio,path=%s,mode=0600" % data]
             with open(log_file, "ab") as log:
                 process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    pass_fds=(key_fd,), start_new_session=True)
+                    pass_fds=tuple(fds), start_new_session=True)
         finally:
-            os.close(key_fd)
+            for fd in fds:
+                os.close(fd)
         self._children[uuid] = process
         try:
-            self._wait_ready(uuid, process)
+            if incoming:
+                self._wait_listening(uuid, process)
+            else:
+                self._wait_ready(uuid, process)
         except BaseException:
             if process.poll() is None:
                 process.kill()
@@ -798,6 +897,36 @@ class SwtpmDriver(VTPMDriver):
                     except subprocess.TimeoutExpired:
                         pass
                     continue
+            time.sleep(0.002)
+
+    def _wait_listening(self, uuid: str, process: subprocess.Popen) -> None:
+        """Until an incoming swtpm answers CMD_GET_CAPABILITY (libtpms is
+        not initialised yet: that waits for QEMU's state blobs)."""
+        ctrl = self.socket_path(uuid)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if process.poll() is not None:
+                self._raise_start_failure(uuid, process.returncode)
+            if time.monotonic() > deadline:
+                raise exception.VTPMStartFailed(
+                    instance=uuid, reason="no answer on %s within %.0f s"
+                    % (ctrl, self.start_timeout))
+            if os.path.exists(ctrl):
+                try:
+                    # The answer is the 64-bit capability mask alone.
+                    answer = _ctrl(ctrl, _CMD_GET_CAPABILITY, 8,
+                                   timeout=self.start_timeout)
+                except OSError as exc:
+                    if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT,
+                                         errno.ECONNRESET, errno.EPIPE):
+                        raise
+                    answer = b""
+                if len(answer) >= 4:
+                    if struct.unpack(">I", answer[:4])[0] == 0:
+                        return
+                    raise exception.VTPMStartFailed(
+                        instance=uuid, reason="swtpm answered %s: %s"
+                        % (answer.hex(), self._log_tail(uuid)))
             time.sleep(0.002)
 
     def _raise_start_failure(self, uuid: str, code: int) -> None:
@@ -857,7 +986,8 @@ class SwtpmDriver(VTPMDriver):
         self._children.pop(uuid, None)
         # The metadata goes first: a crash half-way leaves an orphan
         # directory that recover() treats as destroyed.
-        for name in ("metadata.json", "state-key.wrapped"):
+        for name in ("metadata.json", "state-key.wrapped",
+                     "migration-key.wrapped"):
             path = directory / name
             with _suppress_oserror():
                 size = path.stat().st_size
@@ -940,3 +1070,266 @@ class SwtpmDriver(VTPMDriver):
             self._erase(uuid)
             raise
         return self.status(uuid)
+
+    # --- live migration ------------------------------------------------------
+    # The order of the files makes each step safe to repeat and to resume
+    # after an agent restart: the marker (migrating.json, incoming.json) is
+    # written before anything else changes and removed last.
+
+    def _live_outgoing(self, uuid: str) -> dict | None:
+        record = self._migration_record(uuid)
+        if record is None or record[0] != MIGRATION_OUTGOING:
+            return None
+        if not record[1].get("live"):
+            raise exception.VTPMInvalidState(
+                instance=uuid, state="migrating (cold)",
+                operation="a live-migration step", expected="running or "
+                "migrating live (a cold export is cancelled with "
+                "cancel_migration)")
+        return record[1]
+
+    def live_migration_key(self, instance_uuid: str) -> bytes:
+        uuid = canonical_uuid(instance_uuid)
+        with self._lock:
+            info = self.status(uuid)
+            live = self._live_outgoing(uuid)
+            serving = info.status is VTPMStatus.RUNNING or (
+                live is not None and info.pid is not None)
+            if not serving:
+                raise exception.VTPMInvalidState(
+                    instance=uuid, state=info.status.value,
+                    operation="live_migration_key", expected="running "
+                    "with its hypervisor")
+            assert info.pid is not None
+            if b"--migration-key" not in _cmdline(info.pid):
+                raise exception.VTPMOperationNotSupported(
+                    driver=self.name, operation="live migration of vTPM %s"
+                    % uuid, reason="its swtpm was started without a "
+                    "migration key (QEMU would carry its state in clear); "
+                    "stop and start it once")
+            try:
+                wrapped = (self._dir(uuid) /
+                           "migration-key.wrapped").read_bytes()
+            except FileNotFoundError:
+                raise exception.VTPMStateUnusable(
+                    instance=uuid, reason="migration-key.wrapped is "
+                    "missing") from None
+            key = self._unwrap(uuid, wrapped, _LABEL_MIGRATION_KEY)
+            if live is None:
+                _write_atomic(self._dir(uuid) / "migrating.json", json.dumps(
+                    {"reason": "live migration: the state leaves with its "
+                     "hypervisor's migration stream", "live": True,
+                     "at": time.time()}).encode())
+                LOG.info("vTPM of instance %s: live migration out begins",
+                         uuid)
+            return key
+
+    def abort_outgoing(self, instance_uuid: str) -> VTPMInfo:
+        uuid = canonical_uuid(instance_uuid)
+        with self._lock:
+            self._metadata(uuid)  # VTPMNotFound
+            if self._live_outgoing(uuid) is not None:
+                with _suppress_oserror():
+                    (self._dir(uuid) / "migrating.json").unlink()
+                LOG.info("vTPM of instance %s: live migration out aborted; "
+                         "it stays here", uuid)
+            return self.status(uuid)
+
+    def finish_outgoing(self, instance_uuid: str) -> None:
+        uuid = canonical_uuid(instance_uuid)
+        with self._lock:
+            try:
+                self._metadata(uuid)
+            except exception.VTPMNotFound:
+                return  # finished already
+            if self._live_outgoing(uuid) is None:
+                info = self.status(uuid)
+                raise exception.VTPMInvalidState(
+                    instance=uuid, state=info.status.value,
+                    operation="finish_outgoing",
+                    expected="migrating out live")
+            # A swtpm still running here serves a source QEMU that must
+            # never resume (the guest runs on the destination): it goes
+            # with the state.
+            self._erase(uuid)
+            LOG.info("vTPM of instance %s: live migration out finished; "
+                     "state and keys erased", uuid)
+
+    def prepare_incoming(self, instance_uuid: str, *, migration_key: bytes,
+                         metadata: Mapping[str, Any]) -> VTPMInfo:
+        uuid = canonical_uuid(instance_uuid)
+        if not isinstance(migration_key, bytes) or \
+                len(migration_key) != _MIGRATION_KEY_SIZE:
+            raise exception.InvalidParameterValue(
+                name="migration_key", reason="%d bytes"
+                % _MIGRATION_KEY_SIZE)
+        if not isinstance(metadata, Mapping):
+            raise exception.InvalidParameterValue(
+                name="metadata", reason="a mapping")
+        # The source's words (through the protocol): JSON, bounded.
+        try:
+            encoded = json.dumps(dict(metadata))
+        except (TypeError, ValueError) as exc:
+            raise exception.InvalidParameterValue(
+                name="metadata", reason="not JSON: %s" % exc) from None
+        if len(encoded) > _MAX_METADATA_BYTES:
+            raise exception.InvalidParameterValue(
+                name="metadata", reason="more than %d bytes"
+                % _MAX_METADATA_BYTES)
+        data = json.loads(encoded)
+        binding_public = self.binding_key_public()
+        with self._lock:
+            directory = self._dir(uuid)
+            if (directory / "incoming.json").exists():
+                if (directory / "metadata.json").exists():
+                    return self._prepared_again(uuid, migration_key)
+                # A prepare that crashed before its metadata: start over.
+                self._erase(uuid)
+            directory = self._new_instance_dir(uuid)
+            try:
+                _write_atomic(directory / "incoming.json", json.dumps(
+                    {"reason": "live migration: waiting for the state in "
+                     "the hypervisor's migration stream",
+                     "at": time.time()}).encode())
+                state_key = sealing.new_secret(32)
+                _write_atomic(directory / "state-key.wrapped",
+                              sealing.wrap_secret(binding_public, state_key,
+                                                  sealing.LABEL_VTPM_STATE))
+                # The running swtpm keeps this migration key for its whole
+                # run (swtpm takes it only at start): kept sealed here for
+                # the next live migration out of this host.
+                _write_atomic(directory / "migration-key.wrapped",
+                              sealing.wrap_secret(binding_public,
+                                                  migration_key,
+                                                  _LABEL_MIGRATION_KEY))
+                self._tpm_dir(uuid).mkdir(mode=0o700)
+                data.update({
+                    "instance_uuid": uuid, "driver": self.name,
+                    "binding_key": {
+                        "handle": "%#x" % self.binding_key_handle,
+                        "name": sealing.check_binding_key_attributes(
+                            binding_public).name().hex()},
+                    "live_migration": {"prepared_at": time.time()}})
+                self._write_metadata(uuid, data)
+                self._launch(uuid, state_key, False,
+                             migration_key=migration_key, incoming=True)
+                del state_key
+            except BaseException:
+                LOG.exception("preparing the incoming vTPM of instance %s "
+                              "failed; erasing it", uuid)
+                self._erase(uuid)
+                raise
+            LOG.info("vTPM of instance %s: waiting for a live migration in",
+                     uuid)
+            return self.status(uuid)
+
+    def _prepared_again(self, uuid: str, migration_key: bytes) -> VTPMInfo:
+        """prepare_incoming asked again (a lost answer, an agent restart):
+        the same migration gets the same vTPM; anything else is refused."""
+        stored = self._unwrap(uuid, (self._dir(uuid) /
+                                     "migration-key.wrapped").read_bytes(),
+                              _LABEL_MIGRATION_KEY)
+        if not hmac.compare_digest(stored, migration_key):
+            raise exception.VTPMExists(instance=uuid)
+        info = self.status(uuid)
+        if info.status is not VTPMStatus.MIGRATING:
+            raise exception.VTPMInvalidState(
+                instance=uuid, state="%s (%s)" % (info.status.value,
+                                                  info.reason),
+                operation="prepare_incoming",
+                expected="waiting (abort_incoming first)")
+        return info
+
+    def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
+        uuid = canonical_uuid(instance_uuid)
+        with self._lock:
+            info = self.status(uuid)
+            if info.migration != MIGRATION_INCOMING:
+                if info.status is VTPMStatus.RUNNING and "received_at" in \
+                        (info.metadata.get("live_migration") or {}):
+                    return info  # finished already
+                raise exception.VTPMInvalidState(
+                    instance=uuid, state=info.status.value,
+                    operation="finish_incoming",
+                    expected="arriving by live migration")
+            if info.status is not VTPMStatus.MIGRATING:
+                raise exception.VTPMInvalidState(
+                    instance=uuid, state="%s (%s)" % (info.status.value,
+                                                      info.reason),
+                    operation="finish_incoming",
+                    expected="running with the hypervisor that received it")
+            # The state arrived: QEMU loaded the blobs (decrypted with the
+            # migration key) and swtpm stored them under our state key. A
+            # swtpm that never got them has no state file.
+            self._check_state_file(uuid)
+            assert info.pid is not None
+            if not self._hypervisor_attached(uuid, info.pid):
+                raise exception.VTPMInvalidState(
+                    instance=uuid, state="not attached",
+                    operation="finish_incoming", expected="held by the "
+                    "destination hypervisor (its QEMU is gone: the "
+                    "migration did not complete)")
+            data = dict(info.metadata)
+            received = dict(data.get("live_migration") or {})
+            received["received_at"] = time.time()
+            data["live_migration"] = received
+            self._write_metadata(uuid, data)
+            (self._dir(uuid) / "incoming.json").unlink()
+            LOG.info("vTPM of instance %s: live migration in finished",
+                     uuid)
+            return self.status(uuid)
+
+    def _hypervisor_attached(self, uuid: str, pid: int) -> bool:
+        """Whether a client (the hypervisor) holds the vTPM's control
+        channel: swtpm ``pid`` has an accepted, connected socket on it
+        (/proc/net/unix). A destination QEMU that failed its migration exits
+        without shutting the swtpm down, and that socket goes."""
+        ctrl = self.socket_path(uuid)
+        try:
+            inodes = set()
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+            with open("/proc/net/unix") as table:
+                rows = table.read().splitlines()[1:]
+        except OSError:
+            return self._hypervisor_attached_probe(uuid)
+        for row in rows:
+            # Num RefCount Protocol Flags Type St Inode Path
+            fields = row.split(None, 7)
+            if len(fields) == 8 and fields[7] == ctrl and \
+                    fields[5] == _SS_CONNECTED and fields[6] in inodes:
+                return True
+        return False
+
+    def _hypervisor_attached_probe(
+            self, uuid: str, timeout: float = _ATTACHED_PROBE_SECONDS
+    ) -> bool:
+        """The same question without /proc: swtpm leaves a command
+        unanswered while another client holds the channel."""
+        try:
+            answer = _ctrl(self.socket_path(uuid), _CMD_GET_CAPABILITY, 8,
+                           timeout=timeout)
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+        del answer  # answered (or closed on us): nobody holds it
+        return False
+
+    def abort_incoming(self, instance_uuid: str) -> None:
+        uuid = canonical_uuid(instance_uuid)
+        with self._lock:
+            directory = self._dir(uuid)
+            if not directory.exists():
+                return  # discarded already (or never made)
+            if not (directory / "incoming.json").exists():
+                info = self.status(uuid)
+                raise exception.VTPMInvalidState(
+                    instance=uuid, state=info.status.value,
+                    operation="abort_incoming",
+                    expected="arriving by live migration")
+            self._erase(uuid)
+            LOG.info("vTPM of instance %s: live migration in aborted; "
+                     "discarded", uuid)
