@@ -379,8 +379,11 @@ class MigrationAgent:
                         "status": "delivered"}
             if entry["step"] != "prepared":
                 raise self._refuse(migration_id, "it is %s" % entry["step"])
-            key = self._open(entry, payload)
-            meta = dict(metadata)
+            key, source_metadata = proto.decode_live_key(
+                self._open(entry, payload))
+            # The source vTPM's record (sealed with the key, so bound to
+            # this migration like the cold state's metadata).
+            meta = {**dict(metadata), **source_metadata}
             meta[proto.EPOCH_METADATA_KEY] = epoch
             info = self._driver().prepare_incoming(
                 entry["instance"], migration_key=key, metadata=meta)
@@ -439,8 +442,8 @@ class MigrationAgent:
                 proto.unb64(transport_key.get("certify_signature"),
                             "transport key signature"), ak_public, nonce)
             driver = self._driver()
-            if driver.status(instance).status is \
-                    vtpm_driver.VTPMStatus.MIGRATING:
+            info = driver.status(instance)
+            if info.status is vtpm_driver.VTPMStatus.MIGRATING:
                 # Exported by this migration before a crash that lost the
                 # journal entry (the conductor's lock allows no other).
                 driver.cancel_migration(instance)
@@ -473,9 +476,14 @@ class MigrationAgent:
                     raise
                 del plaintext
             else:
-                key = driver.live_migration_key(instance)
-                sealed = proto.seal(transport, key, aad=aad, label=label)
-                del key
+                # The metadata goes with the key: the destination driver
+                # keeps the same record of the vTPM (QEMU moves only the
+                # TPM state).
+                plaintext = proto.encode_live_key(
+                    driver.live_migration_key(instance), info.metadata)
+                sealed = proto.seal(transport, plaintext, aad=aad,
+                                    label=label)
+                del plaintext
             entry = {"id": migration_id, "role": _SOURCE,
                      "instance": instance, "peer": destination,
                      "kind": kind, "epoch": epoch, "step": "exported",

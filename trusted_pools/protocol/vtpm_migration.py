@@ -64,7 +64,8 @@ from trusted_pools.tpm import structures
 __all__ = [
     "KINDS", "STEPS", "TERMINAL_STEPS", "ACTIVE_STEPS", "PRE_COMMIT_STEPS",
     "SealedPayload", "associated_data", "check_transport_key",
-    "decode_cold_state", "encode_cold_state", "open_sealed", "seal",
+    "decode_cold_state", "decode_live_key", "encode_cold_state",
+    "encode_live_key", "open_sealed", "seal",
     "transport_label", "transport_nonce", "EPOCH_METADATA_KEY",
     "MAX_PAYLOAD_BYTES",
 ]
@@ -343,6 +344,38 @@ def decode_cold_state(plaintext: bytes, *, instance: str, epoch: int
     return ColdState(instance, str(body.get("driver")), body["metadata"],
                      files, unb64(body.get("wrapped_state_key"),
                                   "wrapped state key"), epoch)
+
+
+# --- the live payload ------------------------------------------------------------
+
+def encode_live_key(migration_key: bytes, metadata: Mapping[str, Any]
+                    ) -> bytes:
+    """The live payload's plaintext (JSON): swtpm's migration key and the
+    source vTPM's metadata, which the destination driver's
+    ``prepare_incoming`` takes (QEMU's stream carries the TPM state, not
+    the driver's record of it)."""
+    return json.dumps({"migration_key": b64(migration_key),
+                       "metadata": dict(metadata)},
+                      sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def decode_live_key(plaintext: bytes) -> tuple[bytes, dict[str, Any]]:
+    """The migration key and the source metadata of an opened live
+    payload."""
+    try:
+        body = json.loads(plaintext)
+    except ValueError:
+        raise exception.MigrationPayloadRejected(
+            reason="the payload is not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("metadata"),
+                                                    dict):
+        raise exception.MigrationPayloadRejected(
+            reason="the payload lacks its migration key or metadata")
+    key = unb64(body.get("migration_key"), "migration key")
+    if len(key) != _KEY_BYTES:
+        raise exception.MigrationPayloadRejected(
+            reason="the migration key is not 256 bits")
+    return key, body["metadata"]
 
 
 def public_area(data: bytes) -> structures.Public:
