@@ -346,7 +346,7 @@ def decode_cold_state(plaintext: bytes, *, instance: str, epoch: int
                                   "wrapped state key"), epoch)
 
 
-# --- the live payload ------------------------------------------------------------
+# --- the live payload ---------------------------------------------------------
 
 def encode_live_key(migration_key: bytes, metadata: Mapping[str, Any]
                     ) -> bytes:

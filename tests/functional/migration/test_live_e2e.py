@@ -14,7 +14,11 @@ marker, the marker written to an NV index; tests/guest/live.py).
    in the database before any key exists: the source never made its
    migration key available, the destination was never asked, no QEMU
    moved; the source guest keeps reading its vTPM.
-2. Moved: compute-00 -> compute-01 (``kind=live``). The destination agent
+2. Aborted after the destination was prepared (the hypervisor gave up
+   before QEMU moved): through the management API; the destination's
+   waiting vTPM is discarded, the source unlocked, its guest never
+   stopped.
+3. Moved: compute-00 -> compute-01 (``kind=live``). The destination agent
    hands the per-migration swtpm key to its driver's ``prepare_incoming``
    only once the conductor has attested it again and checked its transport
    key (the row is ``key_certified`` at that moment, with a verdict issued
@@ -112,9 +116,10 @@ def test_live_migration_through_the_conductor(migration_pool, tmp_path,
     clock.wrap(b.name, dest_driver, "prepare_incoming", "finish_incoming",
                "abort_incoming")
     clock.wrap(c.name, mp.driver(c), "prepare_incoming")
-    steps: list[tuple[str, str]] = []
+    steps: list[tuple[str, str, float]] = []
     monkeypatch.setattr(mp.coordinator, "after_step",
-                        lambda mid, step: steps.append((mid, step)))
+                        lambda mid, step: steps.append(
+                            (mid, step, time.monotonic())))
 
     instance = str(uuid_lib.uuid4())
     marker = os.urandom(32)
@@ -133,6 +138,8 @@ def test_live_migration_through_the_conductor(migration_pool, tmp_path,
 
         _refused_before_qemu_moves(mp, clock, src, instance, marker,
                                    source_pid)
+        _aborted_after_delivery(mp, clock, src, instance, marker,
+                                source_pid)
         _moves_through_the_conductor(mp, clock, steps, src, guests,
                                      instance, marker, run_dir, tmp_path,
                                      rabbit_url)
@@ -208,8 +215,39 @@ def _refused_before_qemu_moves(mp: Any, clock: _DriverClock,
     assert after.nv == marker.hex()[:32]
 
 
+def _aborted_after_delivery(mp: Any, clock: _DriverClock,
+                            src: live.LiveGuest, instance: str,
+                            marker: bytes, source_pid: int) -> None:
+    """The destination was prepared, then the hypervisor gave up before
+    QEMU moved (its own pre-checks failed): the abort through the
+    management API discards the waiting destination vTPM (its swtpm ends)
+    and unlocks the source, whose guest never stopped."""
+    a, b, _ = mp.hosts
+    api = mp.pool.api().conductors
+    started = mp.start(instance, a, b, kind="live")
+    assert mp.wait(started["id"], steps=("delivered", "aborted"))[
+        "step"] == "delivered"
+    waiting = mp.driver(b).status(instance)
+    assert waiting.status is VTPMStatus.MIGRATING and waiting.pid
+    api.client.abort_vtpm_migration(
+        {}, started["id"], conductor=api.owner(b.name),
+        reason="the hypervisor's pre-checks failed")
+    aborted = mp.wait(started["id"])
+    assert (aborted["outcome"], aborted["reason"]) == (
+        "aborted", "the hypervisor's pre-checks failed"), aborted
+    assert [c["host"] for c in clock.named("abort_incoming")] == [b.name]
+    assert [c["host"] for c in clock.named("abort_outgoing")] == [a.name]
+    with pytest.raises(exception.VTPMNotFound):
+        mp.driver(b).status(instance)
+    assert _swtpm_pids(mp.driver(b).state_dir) == []
+    assert mp.pool.db.vtpm_epoch(instance) == 0
+    _source_runs_its_vtpm(mp, src, instance, source_pid)
+    after = src.wait_reading(after=src.readings()[-1].n, timeout=60)
+    assert after.pcr23 == live.expected_pcr23(marker)
+
+
 def _moves_through_the_conductor(mp: Any, clock: _DriverClock,
-                                 steps: list[tuple[str, str]],
+                                 steps: list[tuple[str, str, float]],
                                  src: live.LiveGuest,
                                  guests: list[live.LiveGuest],
                                  instance: str, marker: bytes,
@@ -233,8 +271,10 @@ def _moves_through_the_conductor(mp: Any, clock: _DriverClock,
     finally:
         tap.close()
     assert delivered["step"] == "delivered", delivered
-    mine = [step for mid, step in steps if mid == started["id"]]
+    mine = [step for mid, step, _ in steps if mid == started["id"]]
     assert mine == ["attested", "key_certified", "delivered"], mine
+    at = {step: when - t0 for mid, step, when in steps
+          if mid == started["id"]}
     row = mp.pool.db.get_vtpm_migration(started["id"])
     assert row.transport_key is not None
 
@@ -245,7 +285,8 @@ def _moves_through_the_conductor(mp: Any, clock: _DriverClock,
     assert prepared["step"] == "key_certified", prepared
     verdict = _verdict_of(mp, b.name)
     assert verdict.status == "trusted"
-    assert verdict.issued_at >= row.created_at
+    # (Verdicts carry whole seconds.)
+    assert verdict.issued_at >= row.created_at.replace(microsecond=0)
     ((made,),) = [clock.named("live_migration_key")]
     assert made["step"] == "key_certified"
     key = made["result"]
@@ -318,10 +359,12 @@ def _moves_through_the_conductor(mp: Any, clock: _DriverClock,
 
     driver_seconds = clock.seconds()
     print("\nlive migration through the conductor: before QEMU %.2f s "
-          "(request -> delivered), QEMU migrate %.2f s (downtime %s ms), "
+          "(request -> delivered; attested at %.2f s, key certified at "
+          "%.2f s), QEMU migrate %.2f s (downtime %s ms), "
           "after QEMU %.2f s (complete -> completed); of these the driver's "
           "own calls %.2f s (%s); the protocol adds %.2f s" % (
-              before_seconds, moved.seconds, moved.info.get("downtime"),
+              before_seconds, at["attested"], at["key_certified"],
+              moved.seconds, moved.info.get("downtime"),
               after_seconds, driver_seconds, ", ".join(
                   "%s %.3f" % (c["name"], c["seconds"])
                   for c in clock.calls),
