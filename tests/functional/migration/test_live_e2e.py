@@ -40,6 +40,7 @@ asserted on time.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import tempfile
@@ -104,6 +105,18 @@ def _verdict_of(mp: Any, host: str) -> Any:
     return mp.pool.latest()[host]
 
 
+def _fresh_verdicts(mp: Any) -> None:
+    """Until compute-00 and compute-01 hold trusted verdicts issued from
+    now on (the pool's verdicts live a few seconds; on a loaded machine
+    the periodic attestation lags behind a guest boot)."""
+    since = datetime.datetime.now(datetime.timezone.utc).replace(
+        microsecond=0)
+    names = [h.name for h in mp.hosts[:2]]
+    mp.pool.wait_for(lambda latest: all(
+        name in latest and latest[name].status == "trusted"
+        and latest[name].issued_at >= since for name in names), timeout=60)
+
+
 def test_live_migration_through_the_conductor(migration_pool, tmp_path,
                                               rabbit_url, monkeypatch):
     _require_parts()
@@ -163,6 +176,7 @@ def _refused_before_qemu_moves(mp: Any, clock: _DriverClock,
     a, b, c = mp.hosts
     assert _verdict_of(mp, c.name).status == "untrusted"
 
+    _fresh_verdicts(mp)
     refused = mp.migrate(instance, a, c, kind="live")
     assert (refused["step"], refused["outcome"]) == ("aborted", "aborted")
     assert "host %s is untrusted" % c.name in refused["reason"], refused
@@ -184,6 +198,7 @@ def _refused_before_qemu_moves(mp: Any, clock: _DriverClock,
         finally:
             coordinator.clock = real_clock
     coordinator._standing = standing
+    _fresh_verdicts(mp)
     try:
         stale = mp.migrate(instance, a, b, kind="live")
     finally:
@@ -224,6 +239,7 @@ def _aborted_after_delivery(mp: Any, clock: _DriverClock,
     and unlocks the source, whose guest never stopped."""
     a, b, _ = mp.hosts
     api = mp.pool.api().conductors
+    _fresh_verdicts(mp)
     started = mp.start(instance, a, b, kind="live")
     assert mp.wait(started["id"], steps=("delivered", "aborted"))[
         "step"] == "delivered"
@@ -260,6 +276,7 @@ def _moves_through_the_conductor(mp: Any, clock: _DriverClock,
     clock.calls.clear()
 
     # --- before: the protocol, up to the destination prepared ------------
+    _fresh_verdicts(mp)
     tap = BusTap(rabbit_url)
     try:
         t0 = time.monotonic()
