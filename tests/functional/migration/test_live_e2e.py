@@ -357,7 +357,17 @@ def _moves_through_the_conductor(mp: Any, clock: _DriverClock,
         assert mp.migrations(host).epoch_floor(instance) == 1
 
     # The guest on the destination reads its marker from inside.
-    on_dest = dest.wait_reading(after=last_on_source.n, timeout=60)
+    try:
+        on_dest = dest.wait_reading(after=last_on_source.n, timeout=60)
+    except AssertionError as error:
+        # Seen once under heavy load (not understood): the guest stuck in
+        # a TPM command right after the move. What the vTPM said.
+        log = dest_driver.state_dir / instance / "swtpm.log"
+        raise AssertionError("%s\ndestination swtpm log tail:\n%s\n"
+                             "destination QEMU log:\n%s" % (
+                                 error, log.read_text(errors="replace")[
+                                     -2000:] if log.exists() else "(none)",
+                                 dest.qemu_log())) from None
     assert on_dest.pcr23 == live.expected_pcr23(marker)
     assert on_dest.nv == marker.hex()[:32]
     arrived = dest_driver.status(instance)
