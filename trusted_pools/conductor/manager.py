@@ -135,8 +135,14 @@ class ConductorManager:
                  clock: Callable[[], float] = time.time,
                  ek_only_anchors: tuple[str, ...] = (),
                  limits: Limits = Limits(),
-                 keys: Any = None) -> None:
+                 keys: Any = None,
+                 max_queued_evidence: int = 20000) -> None:
         self.host = host
+        # --- evidence path: load shedding (issue 15) ---
+        #: Pushes waiting for the worker beyond which new pushes are shed
+        #: (``[conductor] evidence_queue_limit``); and what was shed.
+        self.max_queued_evidence = max_queued_evidence
+        self.shed: dict[str, int] = {"queue_full": 0, "waited_too_long": 0}
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -706,8 +712,27 @@ class ConductorManager:
 
     def submit_evidence(self, context: dict, evidence: Any) -> None:
         """Cast by agents (EvidenceEndpoint): queue for the verification
-        worker."""
+        worker, unless ``max_queued_evidence`` pushes already wait.
+
+        A shed push gives nothing: its host keeps its last verdict until
+        that expires and becomes "unknown" after ``unknown_after_missed``
+        epochs without verified evidence (:meth:`mark_missing`), never
+        trusted on old evidence. The bound holds the memory of a conductor
+        that cannot keep up (or that a flood of casts targets) and keeps
+        the wait of what it does verify under an interval. Challenge
+        answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist.
+        """
+        if self._queue.qsize() >= self.max_queued_evidence:
+            self._shed("queue_full")
+            return
         self._queue.put(_Push(self.clock(), evidence))
+
+    def _shed(self, why: str) -> None:
+        count = self.shed[why] = self.shed[why] + 1
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
+            LOG.warning("Conductor %s is over its evidence budget: %d "
+                        "push(es) shed (%s) so far; their hosts go unknown "
+                        "if it lasts", self.host, count, why)
 
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]:
@@ -861,10 +886,17 @@ class ConductorManager:
         """Verify queued evidence in batches; returns how many."""
         batch = self._take_batch(wait)
         verdicts = []
+        # A push that waited more than an interval is of an epoch that is
+        # over: shed, not verified (a failure would earn a challenge, more
+        # load on a conductor already behind).
+        oldest = self.clock() - self.interval
         for item in batch:
             try:
                 if isinstance(item, _Answer):
                     outcome = self._verify_answer(item)
+                elif item.received_at < oldest:
+                    self._shed("waited_too_long")
+                    continue
                 else:
                     outcome = self._verify_pushed(item.wire,
                                                   item.received_at)
