@@ -99,7 +99,8 @@ class _RecordingClient:
         ("release_secret", ({}, "h", "id"), {"conductor": "c"}),
         ("delete_secret", ({}, "id"), {"conductor": "c"})]),
     (conductor_rpcapi.EvidenceAPI, endpoints.EvidenceEndpoint, [
-        ("submit_evidence", ({}, "c", {}), {})]),
+        ("submit_evidence", ({}, "c", {}), {}),
+        ("submit_evidence_batch", ({}, "c", [{}]), {})]),
     (conductor_rpcapi.VerdictsAPI, endpoints.VerdictsEndpoint, [
         ("verdicts_since", ({}, 0.0), {})]),
 ])

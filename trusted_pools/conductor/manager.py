@@ -56,6 +56,10 @@ LOG = logging.getLogger(__name__)
 
 TRUST_EVENT = topics.TRUST_EVENT
 
+# Pushes in one submit_evidence_batch message (a relay's batch): bounds
+# what one message can make the RPC thread do.
+MAX_EVIDENCE_BATCH = 1000
+
 # Direct challenges in flight at once: a flood of failing pushes naming
 # many hosts costs at most this many agent calls at a time.
 MAX_CHALLENGES_IN_FLIGHT = 16
@@ -726,6 +730,23 @@ class ConductorManager:
             self._shed("queue_full")
             return
         self._queue.put(_Push(self.clock(), evidence))
+
+    def submit_evidence_batch(self, context: dict, batch: Any) -> None:
+        """Cast by a relay of several agents (evidence API 1.1): each item
+        is queued as one push (and shed, verified, judged alone). The
+        message is not trusted more than a single push: a host can cast
+        evidence in any host's name either way. A batch that is not a
+        list, or is longer than MAX_EVIDENCE_BATCH, is refused whole."""
+        if not isinstance(batch, list) or len(batch) > MAX_EVIDENCE_BATCH:
+            LOG.warning("Evidence batch refused: %s", "not a list"
+                        if not isinstance(batch, list) else
+                        "%d pushes, over %d" % (len(batch),
+                                                MAX_EVIDENCE_BATCH))
+            self.shed["batch_refused"] = self.shed.get(
+                "batch_refused", 0) + 1
+            return
+        for evidence in batch:
+            self.submit_evidence(context, evidence)
 
     def _shed(self, why: str) -> None:
         count = self.shed[why] = self.shed[why] + 1

@@ -9,7 +9,8 @@ in the database, because a thousand swtpm instances do not fit a test. The
 bus is left out: its handling of casts is tested in test_evidence_path.py;
 here the pushes reach ``submit_evidence`` in the order the test chooses.
 
-* One bad host in a batch of 1,000: its evidence, which is rejected when
+* One bad host in a batch of 1,000 (delivered 50 pushes per message, as a
+  relay sends them): its evidence, which is rejected when
   verified alone, is rejected in the batch too (the host ends untrusted),
   and the other 999 hosts of the same batch are trusted.
 * Overload: agents push faster than a conductor with a small budget
@@ -137,8 +138,9 @@ def test_one_bad_host_in_a_batch_of_1000(tmp_path):
     bad.key = ec.generate_private_key(ec.SECP256R1())
     manager.start_epoch()
     assert len(agents.outbox) == hosts
-    for wire in agents.outbox:
-        manager.submit_evidence({}, wire)
+    # Delivered as a rack relay would: 50 hosts' pushes per message.
+    for start in range(0, hosts, 50):
+        manager.submit_evidence_batch({}, agents.outbox[start:start + 50])
     agents.outbox.clear()
     sizes = _drain(manager)
     # All 1,000 pushes were verified in one batch (one transaction); the
@@ -247,3 +249,25 @@ def test_overload_sheds_predictably_and_recovers(tmp_path):
     assert set(_statuses(db).values()) == {"trusted"}, recovery
     assert manager._queue.qsize() == 0
     assert deepest[0] == limit
+
+
+def test_a_relay_batch_is_one_push_per_item_and_bounded(tmp_path):
+    """A batch message is refused whole if it is not a list or is over
+    MAX_EVIDENCE_BATCH; otherwise each item is queued as one push (counted
+    against the queue bound), a malformed item failing alone."""
+    db, manager, agents, clock = _pool(tmp_path, 3,
+                                       max_queued_evidence=3)
+    manager.start_epoch()
+    good = list(agents.outbox)
+    agents.outbox.clear()
+    manager.submit_evidence_batch({}, {"host": "sim-000000"})
+    too_many = conductor_manager.MAX_EVIDENCE_BATCH + 1
+    manager.submit_evidence_batch({}, [good[0]] * too_many)
+    assert manager._queue.qsize() == 0
+    assert manager.shed["batch_refused"] == 2
+    manager.submit_evidence_batch({}, ["not evidence", *good])
+    assert manager._queue.qsize() == 3          # the bound holds
+    assert manager.shed["queue_full"] == 1       # the last good push
+    _drain(manager)
+    statuses = _statuses(db)
+    assert statuses == {"sim-000000": "trusted", "sim-000001": "trusted"}
