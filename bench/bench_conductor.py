@@ -361,16 +361,35 @@ def _run(args: argparse.Namespace, url: str, exchange: str, workdir: str
               args.conductors))
     baseline = _baseline(image)
 
-    db_url = "sqlite:///%s" % os.path.join(workdir, "bench.sqlite")
-    db = db_api.Connection(db_api.make_context_manager(db_url))
-    migration.upgrade(engine=db.get_engine())
+    db_path = os.path.join(workdir, "bench.sqlite")
+    db_url = "sqlite:///%s" % db_path
     started = time.perf_counter()
-    _enroll(db, args.hosts, args.seed)
-    boot, runtime = _policies(image)
-    db.create_policy_version("bench-boot", "measured_boot", boot, "bench")
-    db.create_policy_version("bench-ima", "ima", runtime, "bench")
-    db.assign_policy("default", "bench-boot")
-    db.assign_policy("default", "bench-ima")
+    # The enrolled fleet with its policies is the same for the same
+    # arguments: built once (in memory-backed storage when there is some,
+    # a commit per host being most of its cost), then copied.
+    cached = os.path.join(tempfile.gettempdir(), "tp-bench-fleet-%d-%d-%d-"
+                          "%d.sqlite" % (args.hosts, args.seed, args.ima,
+                                         args.rounds))
+    if not os.path.exists(cached):
+        build_dir = "/dev/shm" if os.path.isdir("/dev/shm") else workdir
+        build = os.path.join(build_dir, "tp-bench-%s.sqlite"
+                             % uuid.uuid4().hex[:8])
+        setup = db_api.Connection(db_api.make_context_manager(
+            "sqlite:///%s" % build))
+        migration.upgrade(engine=setup.get_engine())
+        _enroll(setup, args.hosts, args.seed)
+        boot, runtime = _policies(image)
+        setup.create_policy_version("bench-boot", "measured_boot", boot,
+                                    "bench")
+        setup.create_policy_version("bench-ima", "ima", runtime, "bench")
+        setup.assign_policy("default", "bench-boot")
+        setup.assign_policy("default", "bench-ima")
+        setup.dispose()
+        shutil.copyfile(build, cached + ".part")
+        os.replace(cached + ".part", cached)
+        os.unlink(build)
+    shutil.copyfile(cached, db_path)
+    db = db_api.Connection(db_api.make_context_manager(db_url))
     names = ["bench-conductor-%d" % i for i in range(args.conductors)]
     for name in names:  # every ring sees every conductor from the start
         db.register_conductor(name, update_existing=True)
