@@ -35,6 +35,8 @@ from trusted_pools.db import api as db_api
 from trusted_pools.db import migration
 from trusted_pools.protocol import keystore
 
+pytestmark = [pytest.mark.slow]
+
 SEED = 3
 
 
