@@ -37,8 +37,11 @@ With ``--conductors K`` K conductor processes share the hash ring (each
 owns its share of the hosts and sends its own epochs); their CPU adds up
 and a round lasts as long as the slowest.
 
+With ``--relay K`` the simulated agents' pushes reach the conductor K to
+a message (``submit_evidence_batch``, as a rack relay would send them).
+
 Run: .venv/bin/python -m bench.bench_conductor [--hosts N] [--rounds R]
-     [--conductors K] [--profile]
+     [--conductors K] [--relay K] [--profile]
 """
 
 from __future__ import annotations
@@ -115,10 +118,11 @@ def _install_timers(timers: PhaseTimers, manager: Any) -> None:
     Evidence.from_wire = staticmethod(timers.wrap("parse (wire -> Evidence)",
                                                   from_wire))
     Evidence.digest = timers.wrap("evidence digest", Evidence.digest)
-    quote.verify_quote = timers.wrap("quote parse + PCR digest",
-                                     quote.verify_quote)
+    quote.verify_quote = timers.wrap(
+        "quote: parse, ECDSA verify, PCR digest", quote.verify_quote)
     quote.verify_parsed_signature = timers.wrap(
-        "quote signature (ECDSA)", quote.verify_parsed_signature)
+        "quote signature (reference path only)",
+        quote.verify_parsed_signature)
     freshness.check_clock = timers.wrap("nonce/clock checks",
                                         freshness.check_clock)
     freshness.EpochKeeper.expected_nonce = timers.wrap(
@@ -277,7 +281,11 @@ def _conductor(name: str, names: list[str], args: argparse.Namespace,
         name, db, key, agent_rpcapi.AgentAPI(
             agent_requests.RequestSigner(key, name), timeout=30),
         rpc.get_notifier("trusted_pools.conductor.%s" % name), b"",
-        interval=60, batch_size=args.batch)
+        # A long interval: the cold round of 10,000 hosts can outlast 60 s
+        # on a loaded machine, and pushes that waited an interval would be
+        # shed (load shedding is tested in test_evidence_load.py; here the
+        # steady rounds must see every host).
+        interval=3600, batch_size=args.batch)
     manager.register()
     manager.refresh_ring()
     owned = len(HashRing(names).hosts_of(
@@ -357,16 +365,35 @@ def _run(args: argparse.Namespace, url: str, exchange: str, workdir: str
               args.conductors))
     baseline = _baseline(image)
 
-    db_url = "sqlite:///%s" % os.path.join(workdir, "bench.sqlite")
-    db = db_api.Connection(db_api.make_context_manager(db_url))
-    migration.upgrade(engine=db.get_engine())
+    db_path = os.path.join(workdir, "bench.sqlite")
+    db_url = "sqlite:///%s" % db_path
     started = time.perf_counter()
-    _enroll(db, args.hosts, args.seed)
-    boot, runtime = _policies(image)
-    db.create_policy_version("bench-boot", "measured_boot", boot, "bench")
-    db.create_policy_version("bench-ima", "ima", runtime, "bench")
-    db.assign_policy("default", "bench-boot")
-    db.assign_policy("default", "bench-ima")
+    # The enrolled fleet with its policies is the same for the same
+    # arguments: built once (in memory-backed storage when there is some,
+    # a commit per host being most of its cost), then copied.
+    cached = os.path.join(tempfile.gettempdir(), "tp-bench-fleet-%d-%d-%d-"
+                          "%d.sqlite" % (args.hosts, args.seed, args.ima,
+                                         args.rounds))
+    if not os.path.exists(cached):
+        build_dir = "/dev/shm" if os.path.isdir("/dev/shm") else workdir
+        build = os.path.join(build_dir, "tp-bench-%s.sqlite"
+                             % uuid.uuid4().hex[:8])
+        setup = db_api.Connection(db_api.make_context_manager(
+            "sqlite:///%s" % build))
+        migration.upgrade(engine=setup.get_engine())
+        _enroll(setup, args.hosts, args.seed)
+        boot, runtime = _policies(image)
+        setup.create_policy_version("bench-boot", "measured_boot", boot,
+                                    "bench")
+        setup.create_policy_version("bench-ima", "ima", runtime, "bench")
+        setup.assign_policy("default", "bench-boot")
+        setup.assign_policy("default", "bench-ima")
+        setup.dispose()
+        shutil.copyfile(build, cached + ".part")
+        os.replace(cached + ".part", cached)
+        os.unlink(build)
+    shutil.copyfile(cached, db_path)
+    db = db_api.Connection(db_api.make_context_manager(db_url))
     names = ["bench-conductor-%d" % i for i in range(args.conductors)]
     for name in names:  # every ring sees every conductor from the start
         db.register_conductor(name, update_existing=True)
@@ -377,7 +404,8 @@ def _run(args: argparse.Namespace, url: str, exchange: str, workdir: str
     agents = subprocess.Popen(
         [sys.executable, "-W", "ignore", "-m", "bench.sim_agents", url,
          exchange, str(args.hosts), str(args.seed), str(args.ima),
-         str(args.rounds), report_path], stdin=subprocess.PIPE,
+         str(args.rounds), report_path, str(args.relay)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True)
     context = multiprocessing.get_context("spawn")
     conductors = []
@@ -478,6 +506,17 @@ def _summary(rounds: list[dict], baseline: float,
            med("agents"), baseline, "crypto+hash baseline")
     report("RabbitMQ broker CPU per attestation", med("broker"), baseline,
            "crypto+hash baseline")
+    broker = med("broker")
+    print()
+    print("budget (issue 15): conductor + broker CPU per attestation "
+          "<= 1.2 ms (100,000 hosts at 60 s on 2 cores)")
+    print("  conductor %.3f ms + broker %.3f ms = %.3f ms: %s"
+          % (cpu * 1e3, broker * 1e3, (cpu + broker) * 1e3,
+             "within" if cpu + broker <= 1.2e-3 else "OVER"))
+    print("  hosts held at 60 s on 2 cores by conductor + broker CPU: %.0f"
+          % (2 * 60.0 / (cpu + broker)))
+    print("  (agents' CPU, %.3f ms/att, is the hosts' own, not counted)"
+          % (med("agents") * 1e3))
     print()
     report("CPU-bound capacity per conductor process (one core)", 1.0 / cpu,
            unit="att/s")
@@ -499,6 +538,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ima", type=int, default=100,
                         help="new IMA entries per host per round")
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--relay", type=int, default=1,
+                        help="pushes per bus message: 1 = one cast per "
+                             "host (agents direct), K > 1 = a rack relay "
+                             "forwarding K hosts' pushes per cast")
     parser.add_argument("--conductors", type=int, default=1,
                         help="conductor processes sharing the hash ring")
     parser.add_argument("--seed", type=int, default=1)

@@ -14,6 +14,8 @@ Run: .venv/bin/python -m bench.bench_ima
 from __future__ import annotations
 
 import hashlib
+import statistics
+import sys
 
 from bench._timing import median_seconds, report
 from tests import ima_gen
@@ -30,6 +32,9 @@ def _rate(seconds: float, count: int) -> str:
 
 
 def main() -> None:
+    if "--inline-only" in sys.argv:
+        _inline_only()
+        return
     log = ima_gen.generate_ascii_log(ENTRIES + NEW, seed=42)
     lines = log.splitlines(keepends=True)
     old = b"".join(lines[:ENTRIES])
@@ -123,6 +128,69 @@ def main() -> None:
            "a 100-entry log")
     report("binary vs ascii: 100 new after 100,000 (tail only)", btail_t,
            tail_t, "ascii tail")
+    _inline_vs_reference(bold, btail, quoted_old, quoted_all, bstate)
+
+
+def _alternating(subject, baseline, number: int, rounds: int
+                 ) -> tuple[float, float, float]:
+    """Medians of subject and baseline, and of their per-round ratios,
+    measured in alternating rounds (load on the shared machine hits both
+    alike)."""
+    subjects, baselines = [], []
+    for _ in range(rounds):
+        baselines.append(median_seconds(baseline, number, repeat=1))
+        subjects.append(median_seconds(subject, number, repeat=1))
+    return (statistics.median(subjects), statistics.median(baselines),
+            statistics.median(s / b for s, b in zip(subjects, baselines)))
+
+
+def _inline_vs_reference(bold: bytes, btail: bytes, quoted_old, quoted_all,
+                         bstate) -> None:
+    """The binary loop the conductor runs (ima-ng entries inline) against
+    the per-entry loop it replaced, whole verification each time."""
+    print("binary list: inline ima-ng loop vs the per-entry reference loop "
+          "(alternating rounds, median ratio; > 1x = faster)")
+    for label, data, quoted, state, tail, number in (
+            ("100,000 entries, whole verify", bold, quoted_old, None, False,
+             1),
+            ("100 new entries (tail), whole verify", btail, quoted_all,
+             bstate, True, 50)):
+        def verify() -> None:
+            ima.verify_ima_log(data, quoted, state, fmt="binary", tail=tail)
+
+        def batch_only() -> None:
+            ima._binary_batch(data, 1, None)
+
+        def reference_batch_only() -> None:
+            ima._binary_batch_reference(data, 1, None)
+
+        def verify_reference() -> None:
+            saved = ima._binary_batch
+            ima._binary_batch = ima._binary_batch_reference
+            try:
+                verify()
+            finally:
+                ima._binary_batch = saved
+        new, old, ratio = _alternating(verify, verify_reference, number, 9)
+        print("  %-40s %10.1f us vs %10.1f us: %.2fx the rate"
+              % (label, new * 1e6, old * 1e6, 1 / ratio))
+        new, old, ratio = _alternating(batch_only, reference_batch_only,
+                                       number, 9)
+        print("  %-40s %10.1f us vs %10.1f us: %.2fx the rate"
+              % ("  parse only (the batch)", new * 1e6, old * 1e6,
+                 1 / ratio))
+
+
+def _inline_only() -> None:
+    log = ima_gen.generate_ascii_log(ENTRIES + NEW, seed=42)
+    lines = log.splitlines(keepends=True)
+    old = b"".join(lines[:ENTRIES])
+    quoted_old = {SHA256: ima_gen.naive_replay(old)}
+    quoted_all = {SHA256: ima_gen.naive_replay(log)}
+    bold = ima_gen.ascii_to_binary(old)
+    btail = ima_gen.ascii_to_binary(b"".join(lines[ENTRIES:]))
+    bstate = ima.verify_ima_log(bold, quoted_old, fmt="binary").state
+    _inline_vs_reference(bold, btail, quoted_old, quoted_all, bstate)
 
 
 if __name__ == "__main__":

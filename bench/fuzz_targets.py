@@ -781,7 +781,8 @@ def _check_conductor(c: _Conductor) -> None:
 
 @target("conductor.rpc")
 def fuzz_conductor(data: bytes) -> None:
-    """EvidenceEndpoint.submit_evidence + the worker's process_evidence
+    """EvidenceEndpoint.submit_evidence (and submit_evidence_batch) + the
+    worker's process_evidence
     (pushes in the enrolled hosts' names, direct challenges answered with
     generated evidence) and VerdictsEndpoint.verdicts_since; never a
     trusted verdict, only typed errors (also among those the worker
@@ -806,8 +807,14 @@ def fuzz_conductor(data: bytes) -> None:
         return wire
 
     c.agents.answer = generated
-    for _ in range(1 + src.below(3)):
-        evidence.submit_evidence({}, generated())
+    if src.byte() % 3 == 0:
+        # A relay's batch (evidence API 1.1), or whatever stands in for one.
+        evidence.submit_evidence_batch({}, [
+            generated() for _ in range(1 + src.below(3))]
+            if src.byte() % 4 else generated())
+    else:
+        for _ in range(1 + src.below(3)):
+            evidence.submit_evidence({}, generated())
     for _ in range(4):
         if not c.manager.process_evidence():
             break

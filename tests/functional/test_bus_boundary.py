@@ -54,6 +54,9 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
     ("conductor", conductor_rpcapi.EVIDENCE_TOPIC): {
         "submit_evidence": "agents (agent bus); unverified until its "
                            "quote and logs verify",
+        "submit_evidence_batch": "agents or a relay of their pushes "
+                                 "(agent bus); each item is one push, "
+                                 "unverified until it verifies",
     },
     ("conductor", conductor_rpcapi.TOPIC): {
         "enroll_host": API, "reset_enrollment": API, "attest_now": API,

@@ -102,7 +102,8 @@ class _RecordingClient:
         ("deep_attest", ({}, "h", []), {"conductor": "c"}),
         ("list_vtpms", ({}, "h"), {"conductor": "c"})]),
     (conductor_rpcapi.EvidenceAPI, endpoints.EvidenceEndpoint, [
-        ("submit_evidence", ({}, "c", {}), {})]),
+        ("submit_evidence", ({}, "c", {}), {}),
+        ("submit_evidence_batch", ({}, "c", [{}]), {})]),
     (conductor_rpcapi.VerdictsAPI, endpoints.VerdictsEndpoint, [
         ("verdicts_since", ({}, 0.0), {})]),
 ])

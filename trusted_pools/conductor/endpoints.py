@@ -8,8 +8,8 @@ methods marked ``@messaging.expose`` on its endpoint (the servers use
 endpoint (topic)          methods                     who may call it
 ========================  ==========================  =====================
 :class:`EvidenceEndpoint` ``submit_evidence`` (cast)  agents, on the agent
-(``trusted_pools_evidence``,                          bus
-server = conductor)
+(``trusted_pools_evidence``, ``submit_evidence_batch``  bus (a batch: a relay
+server = conductor)          (cast)                     of agents' pushes)
 :class:`ManagementEndpoint` ``enroll_host``,          trusted-pools-api, on
 (``trusted_pools_conductor``, ``reset_enrollment``,   the management bus
 server = conductor)       ``attest_now``,
@@ -106,6 +106,11 @@ class EvidenceEndpoint:
         # serializer): untrusted, and passed on as an empty dict so that
         # nothing downstream can ever read it.
         self._manager.submit_evidence({}, evidence)
+
+    @messaging.expose
+    def submit_evidence_batch(self, context: dict, batch: Any) -> None:
+        # Several hosts' pushes (a relay); each is queued as one push.
+        self._manager.submit_evidence_batch({}, batch)
 
 
 class ManagementEndpoint:

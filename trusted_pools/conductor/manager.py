@@ -59,6 +59,10 @@ LOG = logging.getLogger(__name__)
 
 TRUST_EVENT = topics.TRUST_EVENT
 
+# Pushes in one submit_evidence_batch message (a relay's batch): bounds
+# what one message can make the RPC thread do.
+MAX_EVIDENCE_BATCH = 1000
+
 # Direct challenges in flight at once: a flood of failing pushes naming
 # many hosts costs at most this many agent calls at a time.
 MAX_CHALLENGES_IN_FLIGHT = 16
@@ -141,10 +145,16 @@ class ConductorManager:
                  limits: Limits = Limits(),
                  keys: Any = None,
                  metrics: metrics_mod.ConductorMetrics | None = None,
-                 migration_step_timeout: float = 300.0) -> None:
+                 migration_step_timeout: float = 300.0,
+                 max_queued_evidence: int = 20000) -> None:
         self.host = host
         #: Prometheus metrics (served by the service if configured).
         self.metrics = metrics or metrics_mod.ConductorMetrics()
+        # --- evidence path: load shedding (issue 15) ---
+        #: Pushes waiting for the worker beyond which new pushes are shed
+        #: (``[conductor] evidence_queue_limit``); and what was shed.
+        self.max_queued_evidence = max_queued_evidence
+        self.shed: dict[str, int] = {"queue_full": 0, "waited_too_long": 0}
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -745,8 +755,44 @@ class ConductorManager:
 
     def submit_evidence(self, context: dict, evidence: Any) -> None:
         """Cast by agents (EvidenceEndpoint): queue for the verification
-        worker."""
+        worker, unless ``max_queued_evidence`` pushes already wait.
+
+        A shed push gives nothing: its host keeps its last verdict until
+        that expires and becomes "unknown" after ``unknown_after_missed``
+        epochs without verified evidence (:meth:`mark_missing`), never
+        trusted on old evidence. The bound holds the memory of a conductor
+        that cannot keep up (or that a flood of casts targets) and keeps
+        the wait of what it does verify under an interval. Challenge
+        answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist.
+        """
+        if self._queue.qsize() >= self.max_queued_evidence:
+            self._shed("queue_full")
+            return
         self._queue.put(_Push(self.clock(), evidence))
+
+    def submit_evidence_batch(self, context: dict, batch: Any) -> None:
+        """Cast by a relay of several agents (evidence API 1.1): each item
+        is queued as one push (and shed, verified, judged alone). The
+        message is not trusted more than a single push: a host can cast
+        evidence in any host's name either way. A batch that is not a
+        list, or is longer than MAX_EVIDENCE_BATCH, is refused whole."""
+        if not isinstance(batch, list) or len(batch) > MAX_EVIDENCE_BATCH:
+            LOG.warning("Evidence batch refused: %s", "not a list"
+                        if not isinstance(batch, list) else
+                        "%d pushes, over %d" % (len(batch),
+                                                MAX_EVIDENCE_BATCH))
+            self.shed["batch_refused"] = self.shed.get(
+                "batch_refused", 0) + 1
+            return
+        for evidence in batch:
+            self.submit_evidence(context, evidence)
+
+    def _shed(self, why: str) -> None:
+        count = self.shed[why] = self.shed[why] + 1
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
+            LOG.warning("Conductor %s is over its evidence budget: %d "
+                        "push(es) shed (%s) so far; their hosts go unknown "
+                        "if it lasts", self.host, count, why)
 
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]:
@@ -987,10 +1033,17 @@ class ConductorManager:
         """Verify queued evidence in batches; returns how many."""
         batch = self._take_batch(wait)
         verdicts = []
+        # A push that waited more than an interval is of an epoch that is
+        # over: shed, not verified (a failure would earn a challenge, more
+        # load on a conductor already behind).
+        oldest = self.clock() - self.interval
         for item in batch:
             try:
                 if isinstance(item, _Answer):
                     outcome = self._verify_answer(item)
+                elif item.received_at < oldest:
+                    self._shed("waited_too_long")
+                    continue
                 else:
                     outcome = self._verify_pushed(item.wire,
                                                   item.received_at)

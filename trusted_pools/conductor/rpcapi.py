@@ -57,6 +57,9 @@ Management API version history:
 Evidence API version history:
 
 * 1.0 - submit_evidence (cast).
+* 1.1 - submit_evidence_batch (cast): the pushes of several hosts in one
+  message, for a relay of a rack's or cell's agents (issue 15: the bus
+  costs per message, not per byte). Each item is one push, judged alone.
 
 Verdicts API version history:
 
@@ -83,7 +86,7 @@ RPC_API_VERSION = "3.3"
 MIGRATION_VERSION = "3.2"
 #: Deep attestation, the vTPM view, certify_binding_key as an operation.
 DEEP_VERSION = "3.3"
-EVIDENCE_API_VERSION = "1.0"
+EVIDENCE_API_VERSION = "1.1"
 VERDICTS_API_VERSION = "1.0"
 
 
@@ -266,6 +269,18 @@ class EvidenceAPI:
                         evidence: dict[str, Any]) -> None:
         self.client.prepare(server=conductor, version="1.0").cast(
             context, "submit_evidence", evidence=evidence)
+
+    def submit_evidence_batch(self, context: dict, conductor: str,
+                              batch: list[dict[str, Any]]) -> None:
+        """Several hosts' pushes in one cast (at most
+        ``MAX_EVIDENCE_BATCH``); one cast each when the evidence API is
+        pinned below 1.1."""
+        if not self.client.can_send_version("1.1"):
+            for evidence in batch:
+                self.submit_evidence(context, conductor, evidence)
+            return
+        self.client.prepare(server=conductor, version="1.1").cast(
+            context, "submit_evidence_batch", batch=batch)
 
 
 class VerdictsAPI:

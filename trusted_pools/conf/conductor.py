@@ -61,6 +61,17 @@ opts = [
     cfg.IntOpt("evidence_batch_size", default=500, min=1, max=100000,
                help="Evidence messages verified and written to the "
                     "database together."),
+    cfg.IntOpt("evidence_queue_limit", default=20000, min=1,
+               max=10000000,
+               help="Evidence pushes waiting for verification beyond "
+                    "which new pushes are shed (dropped unverified): a "
+                    "conductor that cannot keep up stays bounded in "
+                    "memory and in delay. A push that waited more than "
+                    "attestation_interval is shed too. Hosts whose "
+                    "evidence is shed become unknown after "
+                    "unknown_after_missed intervals, never trusted on old "
+                    "evidence. Size it to about 20 s of this conductor's "
+                    "verification rate (see doc/source/scale.md)."),
     cfg.FloatOpt("evidence_wait", default=0.5, min=0.05, max=5.0,
                  help="Seconds the evidence worker waits for queued "
                       "evidence before its round ends; it starts the next "

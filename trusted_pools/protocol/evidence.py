@@ -220,17 +220,30 @@ def _pcrs(value: Any) -> dict[int, dict[int, bytes]]:
             raise _malformed("unknown PCR bank %r" % (name,)) from None
         if not isinstance(bank, Mapping) or len(bank) > 24:
             raise _malformed("bank %s must map up to 24 PCRs" % alg.name)
-        pcrs[alg.alg] = {}
+        values: dict[int, bytes] = {}
+        pcrs[alg.alg] = values
+        hex_length = alg.digest_size * 2
+        # Once per PCR of every host: the canonical index by lookup, each
+        # value decoded once (the same checks as _is_hex, same errors).
         for index, digest in bank.items():
-            if not (isinstance(index, str) and index.isdigit()
-                    and int(index) < 24):
-                raise _malformed("PCR index %r out of range" % (index,))
-            if not _is_hex(digest, alg.digest_size * 2):
+            pcr = _PCR_INDEX.get(index) if type(index) is str else None
+            if pcr is None:
+                if not (isinstance(index, str) and index.isdigit()
+                        and int(index) < 24):
+                    raise _malformed("PCR index %r out of range" % (index,))
+                pcr = int(index)
+            try:
+                if not isinstance(digest, str) or len(digest) != hex_length:
+                    raise ValueError
+                values[pcr] = bytes.fromhex(digest)
+            except ValueError:
                 raise _malformed("PCR %s of bank %s is not a %d-byte hex "
                                  "digest" % (index, alg.name,
-                                             alg.digest_size))
-            pcrs[alg.alg][int(index)] = bytes.fromhex(digest)
+                                             alg.digest_size)) from None
     return pcrs
+
+
+_PCR_INDEX = {str(i): i for i in range(24)}
 
 
 def _ima(value: Any, limit: int, version: int) -> IMATail | None:

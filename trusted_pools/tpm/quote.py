@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import functools
 import hmac
+import operator
+import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -57,11 +59,14 @@ from trusted_pools import exception
 from trusted_pools.tpm import constants
 from trusted_pools.tpm.constants import TPM_ALG, TPM_ST
 from trusted_pools.tpm.structures import (
-    ECC_COORDINATE_SIZE, Attest, ClockInfo, ObjectAttributes, PCRSelection,
-    Public, QuoteInfo, Signature, _build, parse_attest, parse_signature)
+    ECC_COORDINATE_SIZE, MAX_PCR_SELECTIONS, Attest, ClockInfo,
+    ObjectAttributes, PCRSelection, Public, QuoteInfo, Signature, _build,
+    _CLOCK_FIRMWARE_COUNT, _QUOTE_HEAD, _U16, parse_attest,
+    parse_pcr_selection_list, parse_signature)
 
 __all__ = ["VerifiedQuote", "pss_salt_lengths", "verify_parsed_signature",
-           "verify_quote", "verify_signature"]
+           "verify_quote", "verify_quote_reference", "verify_signature"]
+
 
 # cryptography hash objects are immutable: build them once.
 _CRYPTO_HASHES: dict[int, hashes.HashAlgorithm] = {
@@ -338,7 +343,35 @@ def verify_quote(ak: Public, quote: bytes, signature: bytes, nonce: bytes,
     signed with SHA-1 (a host policy's explicit choice);
     ``allow_unfixed_scheme`` accepts an AK without a fixed scheme (only
     for a key given as bare PEM, which carries no scheme at all).
+
+    A quote that passes every check on the fast path
+    (:func:`_accept_quote_fast`) is returned from there; anything else -
+    every failure, every unusual shape - is decided by
+    :func:`verify_quote_reference`, so errors are the reference's own.
     """
+    if type(quote) is bytes and type(signature) is bytes and \
+            type(nonce) is bytes and ak.scheme != _ALG_NULL:
+        try:
+            accepted = _accept_quote_fast(ak, quote, signature, nonce,
+                                          pcr_values, allow_sha1)
+        except Exception:  # noqa: BLE001 - the reference decides, and says
+            accepted = None  # what was wrong in its own words
+        if accepted is not None:
+            return accepted
+    return verify_quote_reference(
+        ak, quote, signature, nonce, pcr_values, allow_sha1=allow_sha1,
+        allow_unfixed_scheme=allow_unfixed_scheme)
+
+
+def verify_quote_reference(ak: Public, quote: bytes, signature: bytes,
+                           nonce: bytes,
+                           pcr_values: Mapping[int, Mapping[int, bytes]], *,
+                           allow_sha1: bool = False,
+                           allow_unfixed_scheme: bool = False
+                           ) -> VerifiedQuote:
+    """The reference verifier: every check in the documented order through
+    the general parsers. :func:`verify_quote` falls back to it for anything
+    its fast path does not accept, and property tests compare the two."""
     if not isinstance(nonce, (bytes, bytearray)):
         raise TypeError("nonce must be bytes, not %s" % type(nonce).__name__)
     if not allow_unfixed_scheme and ak.scheme == _ALG_NULL:
@@ -371,3 +404,285 @@ def verify_quote(ak: Public, quote: bytes, signature: bytes, nonce: bytes,
                 constants.alg_name(sel.hash_alg) for sel in info.pcr_select)))
     return _build(VerifiedQuote, attest, attest.clock_info,
                   attest.firmware_version, info.pcr_select, checked)
+
+
+# --- the fast path -----------------------------------------------------------
+#
+# Hand-written because the generic path (parse TPMS_ATTEST and TPMT_SIGNATURE
+# into objects, pin the scheme, then check) costs as much Python time as the
+# RSA verify itself. Here the work that depends only on the AK (scheme
+# pinning, the expected signature header, the loaded key) is done once per AK
+# object, the signed PCR selection is decoded once per distinct wire form,
+# and the quote is read with a few struct reads. The fast path only ever
+# *accepts*: on any doubt or failure it returns None and the reference
+# decides, so a rejection is always the reference's error. It never accepts
+# what the reference rejects (tests/unit/tpm/test_quote_fast.py compares
+# the two on real and fuzzed evidence).
+
+class _QuoteLayout:
+    """Where the fields sit in a quote of one shape (qualified signer,
+    nonce size, selection and digest size fixed): a TPM quoting the same
+    selection with same-sized nonces repeats it every time."""
+
+    __slots__ = ("unpack", "size", "head", "qualified_signer",
+                 "wire_bytes", "wire")
+
+    def __init__(self, head: bytes, extra_size: int, wire_bytes: bytes,
+                 wire: tuple[tuple[PCRSelection, ...], _SelectionPlan],
+                 digest_size: int) -> None:
+        layout = struct.Struct(">%dsH%dsQIIBQ%dsH%ds" % (
+            len(head), extra_size, len(wire_bytes), digest_size))
+        self.unpack = layout.unpack
+        self.size = layout.size
+        self.head = head                    # magic, type, qualifiedSigner
+        self.qualified_signer = head[8:]
+        self.wire_bytes = wire_bytes        # TPML_PCR_SELECTION
+        self.wire = wire
+
+
+class _AKPlan:
+    """What verifying a quote with one AK needs, worked out once; and the
+    layout of its last quote (replaced, never trusted: every field is
+    still compared)."""
+
+    __slots__ = ("sig_head", "sig_alg", "hash_alg", "size", "verify",
+                 "crypto_hash", "pcr_hash", "layout")
+
+    def __init__(self, sig_head: bytes, sig_alg: int, hash_alg: int,
+                 size: int, verify: Any, crypto_hash: Any,
+                 pcr_hash: Any) -> None:
+        self.sig_head = sig_head    # TPMT_SIGNATURE sigAlg || hashAlg
+        self.sig_alg = sig_alg
+        self.hash_alg = hash_alg
+        self.size = size            # RSA modulus or ECC coordinate bytes
+        self.verify = verify        # the loaded key's bound verify
+        self.crypto_hash = crypto_hash
+        self.pcr_hash = pcr_hash    # hashlib constructor, PCR digest
+        self.layout: _QuoteLayout | None = None
+
+
+_NO_PLAN = object()
+_SIG_HEAD = struct.Struct(">HH")
+_RSA_SIG_HEAD = struct.Struct(">HHH")
+
+
+def _ak_plan(ak: Public) -> _AKPlan | None:
+    """The AK's plan, cached in the (immutable) Public object; None when
+    this AK always takes the reference path (no fixed scheme, a key or
+    scheme the reference rejects)."""
+    plan = ak.__dict__.get("_quote_fast_plan", _NO_PLAN)
+    if plan is _NO_PLAN:
+        plan = _make_ak_plan(ak)
+        # Same technique as functools.cached_property on a frozen class.
+        ak.__dict__["_quote_fast_plan"] = plan
+    return plan  # type: ignore[return-value]
+
+
+def _make_ak_plan(ak: Public) -> _AKPlan | None:
+    sig_alg, hash_alg = ak.scheme, ak.scheme_hash
+    if sig_alg == _ALG_NULL or hash_alg not in _CRYPTO_HASHES or \
+            hash_alg not in constants.HASH_ALGORITHMS:
+        return None
+    try:
+        # The same pinning the reference applies to every signature: a
+        # signature with exactly the key's scheme and hash passes it.
+        _check_scheme(ak, Signature(sig_alg, hash_alg, b"", b"", b""))
+        public_key: Any = ak.public_key()
+    except exception.TrustedPoolsException:
+        return None
+    if sig_alg == _ALG_ECDSA:
+        size = ECC_COORDINATE_SIZE.get(ak.curve)  # type: ignore[arg-type]
+        if size is None:
+            return None
+    elif sig_alg in _RSA_SIGNATURE_SCHEMES:
+        size = len(ak.unique)
+    else:
+        return None
+    return _AKPlan(_SIG_HEAD.pack(sig_alg, hash_alg), sig_alg, hash_alg,
+                   size, public_key.verify, _CRYPTO_HASHES[hash_alg],
+                   constants.HASH_ALGORITHMS[hash_alg].new)
+
+
+_Getters = tuple[tuple[int, Any, int, int], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _wire_selection(raw: bytes) -> tuple[tuple[PCRSelection, ...],
+                                         _SelectionPlan, _Getters] | None:
+    """A TPML_PCR_SELECTION's wire bytes (count included) decoded and
+    planned, with one itemgetter per bank entry that reads its values in
+    signed order; None for anything the reference would reject or that
+    needs its error message."""
+    try:
+        selection = parse_pcr_selection_list(raw)
+        plan = _selection_plan(selection)
+    except exception.TrustedPoolsException:
+        return None
+    getters = tuple(
+        (alg, operator.itemgetter(*indices) if len(indices) > 1 else
+         (lambda bank, index=indices[0]: (bank[index],)),
+         len(indices), size)
+        for alg, indices, size in plan.order)
+    return selection, plan, getters
+
+
+def _parse_quote_layout(data: bytes) -> tuple[Any, ...] | None:
+    """A TPMS_ATTEST of type quote read field by field (as
+    structures._parse_quote_fast does), with its layout; None for anything
+    else."""
+    end = len(data)
+    if end < 10:
+        return None
+    magic, st, size = _QUOTE_HEAD.unpack_from(data)
+    if magic != _TPM_GENERATED_VALUE or st != _ST_ATTEST_QUOTE:
+        return None
+    offset = 8 + size
+    if offset + 2 > end:
+        return None
+    head = data[:offset]
+    size = _U16.unpack_from(data, offset)[0]
+    offset += 2
+    extra_data = data[offset:offset + size]
+    offset += size
+    if offset + 29 > end:
+        return None
+    clock, reset_count, restart_count, safe, firmware_version, count = (
+        _CLOCK_FIRMWARE_COUNT.unpack_from(data, offset))
+    if safe > 1 or not 0 < count <= MAX_PCR_SELECTIONS:
+        return None
+    start = offset + 25       # the selection list, from its count
+    offset += 29
+    for _ in range(count):
+        if offset + 3 > end:
+            return None
+        offset += 3 + data[offset + 2]
+    if offset + 2 > end:
+        return None
+    wire_bytes = data[start:offset]
+    wire = _wire_selection(wire_bytes)
+    if wire is None:
+        return None
+    size = _U16.unpack_from(data, offset)[0]
+    if offset + 2 + size != end:
+        return None
+    layout = _QuoteLayout(head, len(extra_data), wire_bytes, wire, size)
+    return (layout, magic, st, head[8:], extra_data, clock, reset_count,
+            restart_count, safe, firmware_version, wire,
+            data[offset + 2:])
+
+
+def _accept_quote_fast(ak: Public, data: bytes, signature: bytes,
+                       nonce: bytes,
+                       pcr_values: Mapping[int, Mapping[int, bytes]],
+                       allow_sha1: bool) -> VerifiedQuote | None:
+    """The VerifiedQuote the reference would return, or None to let the
+    reference decide (see the section comment)."""
+    plan = _ak_plan(ak)
+    if plan is None or (plan.hash_alg == _ALG_SHA1 and not allow_sha1):
+        return None
+    # TPMT_SIGNATURE: the header must be the AK's pinned scheme and hash.
+    if signature[:4] != plan.sig_head:
+        return None
+    layout = plan.layout
+    if layout is not None and len(data) == layout.size:
+        # The shape this AK's last quote had: one struct read.
+        (head, extra_size, extra_data, clock, reset_count, restart_count,
+         safe, firmware_version, wire_bytes, digest_size, pcr_digest,
+         ) = layout.unpack(data)
+        if head != layout.head or extra_size != len(extra_data) or \
+                wire_bytes != layout.wire_bytes or safe > 1 or \
+                digest_size != len(pcr_digest):
+            return None
+        magic, st, wire = _TPM_GENERATED_VALUE, _ST_ATTEST_QUOTE, \
+            layout.wire
+        qualified_signer = layout.qualified_signer
+    else:
+        parsed = _parse_quote_layout(data)
+        if parsed is None:
+            return None
+        (plan.layout, magic, st, qualified_signer, extra_data, clock,
+         reset_count, restart_count, safe, firmware_version, wire,
+         pcr_digest) = parsed
+    # The signature over the exact bytes, with the pinned scheme.
+    try:
+        if plan.sig_alg == _ALG_ECDSA:
+            r_size = _U16.unpack_from(signature, 4)[0]
+            r_end = 6 + r_size
+            s_size = _U16.unpack_from(signature, r_end)[0]
+            if r_size > plan.size or s_size > plan.size or \
+                    r_end + 2 + s_size != len(signature):
+                return None
+            plan.verify(encode_dss_signature(
+                int.from_bytes(signature[6:r_end], "big"),
+                int.from_bytes(signature[r_end + 2:], "big")),
+                data, _ECDSA[plan.hash_alg])
+        else:
+            if signature[4:6] != _U16.pack(plan.size) or \
+                    len(signature) != 6 + plan.size:
+                return None
+            if plan.sig_alg == _ALG_RSASSA:
+                plan.verify(signature[6:], data, _PKCS1V15,
+                            plan.crypto_hash)
+            else:
+                _verify_pss(ak.public_key(), signature[6:], data,
+                            plan.hash_alg)
+    except crypto_exceptions.InvalidSignature:
+        return None
+    if not hmac.compare_digest(extra_data, nonce):
+        return None
+    selection, selection_plan, getters = wire
+    signed = selection_plan.signed
+    # Exactly the signed PCRs, each one digest of its bank.
+    if len(pcr_values) != len(signed):
+        return None
+    if len(getters) == 1:
+        # One bank listed once (the usual quote): its PCR count is the
+        # signed count, so no PCR is missing or extra.
+        alg, getter, count, size = getters[0]
+        bank = pcr_values[alg]
+        if len(bank) != count:
+            return None
+        values = getter(bank)
+        concatenated = b"".join(values)
+        # Total and shortest length pin every value to one digest.
+        if len(concatenated) != size * count or \
+                min(map(len, values)) != size:
+            return None
+    else:
+        for alg, pcrs in signed.items():
+            if len(pcr_values[alg]) != len(pcrs):
+                return None
+        concatenated = b""
+        for alg, getter, count, size in getters:
+            values = getter(pcr_values[alg])
+            joined = b"".join(values)
+            if len(joined) != size * count or \
+                    min(map(len, values)) != size:
+                return None
+            concatenated += joined
+    if not hmac.compare_digest(plan.pcr_hash(concatenated).digest(),
+                               pcr_digest):
+        return None
+    # The result, built as structures._build would (the dataclasses are
+    # frozen and have no __post_init__), without a call per object.
+    new, setattr_ = object.__new__, object.__setattr__
+    clock_info = new(ClockInfo)
+    setattr_(clock_info, "__dict__", {
+        "clock": clock, "reset_count": reset_count,
+        "restart_count": restart_count, "safe": safe == 1})
+    info = new(QuoteInfo)
+    setattr_(info, "__dict__", {"pcr_select": selection,
+                                "pcr_digest": pcr_digest})
+    attest = new(Attest)
+    setattr_(attest, "__dict__", {
+        "magic": magic, "type": st,
+        "qualified_signer": qualified_signer,
+        "extra_data": extra_data, "clock_info": clock_info,
+        "firmware_version": firmware_version, "attested": info,
+        "raw": data})
+    verified = new(VerifiedQuote)
+    setattr_(verified, "__dict__", {
+        "attest": attest, "clock_info": clock_info,
+        "firmware_version": firmware_version, "selection": selection,
+        "pcrs": {alg: dict(pcr_values[alg]) for alg in signed}})
+    return verified

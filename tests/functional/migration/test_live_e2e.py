@@ -51,7 +51,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.functional.migration.conftest import BusTap
+from tests.migration_harness import BusTap
 from tests.functional.migration.test_cold_migration import _forms
 from tests.functional.vtpm.test_live_migration import (_require_parts,
                                                        _swtpm_pids)

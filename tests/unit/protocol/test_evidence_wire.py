@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from trusted_pools import exception
+from trusted_pools.protocol import evidence as evidence_mod
 from trusted_pools.protocol.evidence import Evidence, IMATail, Limits
 
 SHA256 = 0x000B
@@ -139,3 +140,63 @@ def test_ima_format_fields_are_strict(ima, reason):
     wire["ima"] = ima
     with pytest.raises(exception.MalformedEvidence, match=reason):
         Evidence.from_wire(wire)
+
+
+# --- the PCR map's parser against the one it replaced (issue 15) -------------
+
+def _reference_pcrs(value):
+    """evidence._pcrs before issue 15 (a hex check, then a second decode)."""
+    from collections.abc import Mapping
+    from trusted_pools.tpm import constants
+    if not isinstance(value, Mapping) or not value:
+        raise evidence_mod._malformed("pcrs must map bank names to PCR "
+                                      "values")
+    pcrs = {}
+    for name, bank in value.items():
+        try:
+            alg = constants.hash_by_name(str(name))
+        except exception.UnsupportedAlgorithm:
+            raise evidence_mod._malformed("unknown PCR bank %r" % (name,)
+                                          ) from None
+        if not isinstance(bank, Mapping) or len(bank) > 24:
+            raise evidence_mod._malformed("bank %s must map up to 24 PCRs"
+                                          % alg.name)
+        pcrs[alg.alg] = {}
+        for index, digest in bank.items():
+            if not (isinstance(index, str) and index.isdigit()
+                    and int(index) < 24):
+                raise evidence_mod._malformed("PCR index %r out of range"
+                                              % (index,))
+            if not evidence_mod._is_hex(digest, alg.digest_size * 2):
+                raise evidence_mod._malformed(
+                    "PCR %s of bank %s is not a %d-byte hex digest"
+                    % (index, alg.name, alg.digest_size))
+            pcrs[alg.alg][int(index)] = bytes.fromhex(digest)
+    return pcrs
+
+
+def _pcrs_outcome(fn, value):
+    try:
+        return ("ok", fn(value))
+    except exception.TrustedPoolsError as exc:
+        return ("error", type(exc), str(exc))
+
+
+_PCR_KEYS = st.one_of(st.sampled_from([str(i) for i in range(26)]),
+                      st.sampled_from(["07", "٣", "-1", "", " 1", "1.0"]),
+                      st.integers(0, 30))
+_PCR_VALUES = st.one_of(
+    st.binary(min_size=32, max_size=32).map(bytes.hex),
+    st.binary(min_size=20, max_size=20).map(bytes.hex),
+    st.text(alphabet="0123456789abcdefABCDEF xg", min_size=62,
+            max_size=66),
+    st.none(), st.integers())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["sha256", "sha1", "SHA256", "md5"]),
+                       st.dictionaries(_PCR_KEYS, _PCR_VALUES, max_size=26),
+                       min_size=1, max_size=2))
+def test_pcr_map_parser_same_as_before(value):
+    assert _pcrs_outcome(evidence_mod._pcrs, value) == \
+        _pcrs_outcome(_reference_pcrs, value)
