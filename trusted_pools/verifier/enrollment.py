@@ -118,8 +118,8 @@ def load_ca_bundle(ca_bundle_pem: bytes) -> list[x509.Certificate]:
     for cert in certs:
         try:
             _parsed_fully(cert)
-        except (ValueError, UnsupportedAlgorithm,
-                x509.DuplicateExtension) as exc:
+        except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension,
+                x509.UnsupportedGeneralNameType) as exc:
             raise exception.ConfigInvalid(
                 reason="a certificate in the EK CA bundle does not parse: "
                 "%s" % exc) from None
@@ -132,8 +132,9 @@ def _load_certificate(cert_der: bytes, host: str) -> x509.Certificate:
     try:
         return _parsed_fully(x509.load_der_x509_certificate(bytes(cert_der)))
     except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension,
-            x509.InvalidVersion) \
-            as exc:
+            x509.InvalidVersion, x509.UnsupportedGeneralNameType) as exc:
+        # UnsupportedGeneralNameType: a name form cryptography does not
+        # model (x400Address, EDIPartyName), which is not a ValueError.
         raise exception.MalformedEvidence(
             what="EK certificate of host %s" % host, reason=str(exc)) \
             from None
@@ -171,7 +172,8 @@ def _check_validity(cert: x509.Certificate, now: datetime.datetime,
 def _check_critical_extensions(cert: x509.Certificate, host: str) -> None:
     try:
         extensions = list(cert.extensions)
-    except (ValueError, x509.DuplicateExtension) as exc:
+    except (ValueError, x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType) as exc:
         raise exception.MalformedEvidence(
             what="certificate %s" % _name(cert),
             reason="bad extensions: %s" % exc) from None

@@ -859,6 +859,17 @@ class SwtpmDriver(VTPMDriver):
         if host_access:
             os.symlink(ctrl, self._data_socket(uuid) + ".ctrl")
 
+    def _check_starting(self, uuid: str, process: subprocess.Popen,
+                        ctrl: str, deadline: float) -> None:
+        """A starting swtpm that exited, or has not answered by
+        ``deadline``, is a failed start."""
+        if process.poll() is not None:
+            self._raise_start_failure(uuid, process.returncode)
+        if time.monotonic() > deadline:
+            raise exception.VTPMStartFailed(
+                instance=uuid, reason="no answer on %s within %.0f s"
+                % (ctrl, self.start_timeout))
+
     def _wait_ready(self, uuid: str, process: subprocess.Popen) -> None:
         """Until the TPM answers on its control channel with libtpms
         initialised (``not-need-init``: the state was decrypted, its HMAC
@@ -866,12 +877,7 @@ class SwtpmDriver(VTPMDriver):
         ctrl = self.socket_path(uuid)
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if process.poll() is not None:
-                self._raise_start_failure(uuid, process.returncode)
-            if time.monotonic() > deadline:
-                raise exception.VTPMStartFailed(
-                    instance=uuid, reason="no answer on %s within %.0f s"
-                    % (ctrl, self.start_timeout))
+            self._check_starting(uuid, process, ctrl, deadline)
             if os.path.exists(ctrl):
                 try:
                     answer = _ctrl(ctrl, _CMD_GET_TPMESTABLISHED, 8,
@@ -905,12 +911,7 @@ class SwtpmDriver(VTPMDriver):
         ctrl = self.socket_path(uuid)
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if process.poll() is not None:
-                self._raise_start_failure(uuid, process.returncode)
-            if time.monotonic() > deadline:
-                raise exception.VTPMStartFailed(
-                    instance=uuid, reason="no answer on %s within %.0f s"
-                    % (ctrl, self.start_timeout))
+            self._check_starting(uuid, process, ctrl, deadline)
             if os.path.exists(ctrl):
                 try:
                     # The answer is the 64-bit capability mask alone.

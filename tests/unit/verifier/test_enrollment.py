@@ -272,6 +272,17 @@ def test_flipping_a_certificate_byte_never_verifies(data):
         en.validate_ek_certificate(bytes(raw), pki.bundle, now=NOW)
 
 
+def test_an_unmodelled_general_name_is_a_typed_refusal():
+    # Found by the property test above: this flip turns a name in the
+    # subject alternative name into an x400Address, which cryptography
+    # refuses with UnsupportedGeneralNameType (not a ValueError).
+    pki = _fixed_pki()
+    raw = bytearray(der(pki.ek_cert))
+    raw[437] ^= 1
+    with pytest.raises(exception.TrustedPoolsError):
+        en.validate_ek_certificate(bytes(raw), pki.bundle, now=NOW)
+
+
 # --- EK matches certificate --------------------------------------------------
 
 def test_ek_public_matches_its_certificate(pki):
