@@ -367,13 +367,19 @@ class SwtpmDriver(VTPMDriver):
                 "32" % len(key))
         return key
 
-    def _wrapped_key(self, uuid: str) -> bytes:
+    def _wrapped_key(self, uuid: str, name: str = "state-key.wrapped"
+                     ) -> bytes:
         try:
-            return (self._dir(uuid) / "state-key.wrapped").read_bytes()
+            return (self._dir(uuid) / name).read_bytes()
         except FileNotFoundError:
             raise exception.VTPMStateUnusable(
-                instance=uuid, reason="state-key.wrapped is missing") \
-                from None
+                instance=uuid, reason="%s is missing" % name) from None
+
+    def _migration_key(self, uuid: str) -> bytes:
+        """This run's live-migration key (:meth:`_new_migration_key`),
+        unwrapped."""
+        return self._unwrap(uuid, self._wrapped_key(
+            uuid, "migration-key.wrapped"), _LABEL_MIGRATION_KEY)
 
     def _check_state_file(self, uuid: str) -> None:
         path = self._tpm_dir(uuid) / STATE_FILE
@@ -1120,14 +1126,7 @@ class SwtpmDriver(VTPMDriver):
                     % uuid, reason="its swtpm was started without a "
                     "migration key (QEMU would carry its state in clear); "
                     "stop and start it once")
-            try:
-                wrapped = (self._dir(uuid) /
-                           "migration-key.wrapped").read_bytes()
-            except FileNotFoundError:
-                raise exception.VTPMStateUnusable(
-                    instance=uuid, reason="migration-key.wrapped is "
-                    "missing") from None
-            key = self._unwrap(uuid, wrapped, _LABEL_MIGRATION_KEY)
+            key = self._migration_key(uuid)
             if live is None:
                 _write_atomic(self._dir(uuid) / "migrating.json", json.dumps(
                     {"reason": "live migration: the state leaves with its "
@@ -1236,9 +1235,7 @@ class SwtpmDriver(VTPMDriver):
     def _prepared_again(self, uuid: str, migration_key: bytes) -> VTPMInfo:
         """prepare_incoming asked again (a lost answer, an agent restart):
         the same migration gets the same vTPM; anything else is refused."""
-        stored = self._unwrap(uuid, (self._dir(uuid) /
-                                     "migration-key.wrapped").read_bytes(),
-                              _LABEL_MIGRATION_KEY)
+        stored = self._migration_key(uuid)
         if not hmac.compare_digest(stored, migration_key):
             raise exception.VTPMExists(instance=uuid)
         info = self.status(uuid)
