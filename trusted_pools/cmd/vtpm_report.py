@@ -88,10 +88,19 @@ def _when(seconds: Any) -> str:
         return "?"
 
 
+def _shown(text: Any) -> str:
+    """Host-written text as it may reach a terminal: control characters
+    (a carriage return, an escape sequence) shown escaped, so a host's
+    reason can neither hide the CONFLICT mark before it nor rewrite the
+    lines around it."""
+    return "".join(c if c.isprintable() else c.encode(
+        "unicode_escape").decode("ascii") for c in str(text))
+
+
 def _table(report: dict[str, Any]) -> str:
     rows = [("INSTANCE", "STATUS", "NOTE")]
     for entry in report.get("vtpms") or ():
-        note = entry.get("reason") or ""
+        note = _shown(entry.get("reason") or "")
         if entry.get("conflict"):
             note = ("CONFLICT: attested on host %s; " % entry.get(
                 "attested_on")) + note
@@ -101,7 +110,7 @@ def _table(report: dict[str, Any]) -> str:
     lines = ["Host %s, reported at %s by its agent (driver %s): "
              "HOST-REPORTED, NOT EVIDENCE" % (
                  report.get("host"), _when(report.get("reported_at")),
-                 report.get("driver") or "none, vTPMs disabled")]
+                 _shown(report.get("driver") or "none, vTPMs disabled"))]
     lines += ["%-*s  %-*s  %s" % (widths[0], r[0], widths[1], r[1], r[2])
               for r in rows]
     return "\n".join(line.rstrip() for line in lines) + "\n"

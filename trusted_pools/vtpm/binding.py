@@ -30,13 +30,13 @@ import hashlib
 import secrets
 import threading
 import time
-import uuid
 from typing import Any, Callable, ContextManager
 
 from trusted_pools import exception
 from trusted_pools.protocol import vtpm_binding
 from trusted_pools.tpm import device as tpm_device
 from trusted_pools.tpm import structures
+from trusted_pools.vtpm.driver import canonical_uuid
 
 __all__ = ["DEFAULT_CA_HANDLE", "VTPM_AK_HANDLE", "HostCA", "Provisioner",
            "provision_vtpm_ak"]
@@ -111,7 +111,7 @@ class HostCA:
         """Sign a certificate for one vTPM; the chain to present."""
         ca = self.ensure()
         cert = vtpm_binding.VTPMCertificate(
-            host=self.host, instance=_canonical_uuid(instance),
+            host=self.host, instance=canonical_uuid(instance),
             vtpm_ak=bytes(vtpm_ak_public),
             vtpm_ek_sha256=vtpm_binding.ek_sha256(vtpm_ek_public),
             ca_name=structures.parse_public(ca.public).name(),
@@ -123,15 +123,6 @@ class HostCA:
             signature = dev.sign(self.ca_handle, digest)
         return vtpm_binding.VTPMChain(
             ca, vtpm_binding.VTPMCertificate.token(payload, signature))
-
-
-def _canonical_uuid(instance: str) -> str:
-    try:
-        return str(uuid.UUID(str(instance)))
-    except ValueError:
-        raise exception.InvalidParameterValue(
-            name="instance", reason="%r is not a UUID" % (instance,)) \
-            from None
 
 
 def provision_vtpm_ak(tcti: str, *, alg: str = "ecc",

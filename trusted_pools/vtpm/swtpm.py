@@ -367,13 +367,19 @@ class SwtpmDriver(VTPMDriver):
                 "32" % len(key))
         return key
 
-    def _wrapped_key(self, uuid: str) -> bytes:
+    def _wrapped_key(self, uuid: str, name: str = "state-key.wrapped"
+                     ) -> bytes:
         try:
-            return (self._dir(uuid) / "state-key.wrapped").read_bytes()
+            return (self._dir(uuid) / name).read_bytes()
         except FileNotFoundError:
             raise exception.VTPMStateUnusable(
-                instance=uuid, reason="state-key.wrapped is missing") \
-                from None
+                instance=uuid, reason="%s is missing" % name) from None
+
+    def _migration_key(self, uuid: str) -> bytes:
+        """This run's live-migration key (:meth:`_new_migration_key`),
+        unwrapped."""
+        return self._unwrap(uuid, self._wrapped_key(
+            uuid, "migration-key.wrapped"), _LABEL_MIGRATION_KEY)
 
     def _check_state_file(self, uuid: str) -> None:
         path = self._tpm_dir(uuid) / STATE_FILE
@@ -483,6 +489,22 @@ class SwtpmDriver(VTPMDriver):
         LOG.error("vTPM of instance %s failed: %s", uuid, reason)
         _write_atomic(self._dir(uuid) / "failed.json", json.dumps(
             {"reason": reason, "at": time.time()}).encode())
+
+    def _wrong_state(self, uuid: str, operation: str, expected: str, *,
+                     info: VTPMInfo | None = None,
+                     with_reason: bool = False
+                     ) -> exception.VTPMInvalidState:
+        """The refusal of ``operation`` on a vTPM in another state than
+        ``expected``: its status (``info``, or read now), and with
+        ``with_reason`` why it is in it."""
+        if info is None:
+            info = self.status(uuid)
+        state = info.status.value
+        if with_reason:
+            state = "%s (%s)" % (state, info.reason)
+        return exception.VTPMInvalidState(instance=uuid, state=state,
+                                          operation=operation,
+                                          expected=expected)
 
     # --- status --------------------------------------------------------------
 
@@ -753,9 +775,7 @@ class SwtpmDriver(VTPMDriver):
         uuid = canonical_uuid(instance_uuid)
         info = self.status(uuid)
         if info.status is not VTPMStatus.STOPPED:
-            raise exception.VTPMInvalidState(
-                instance=uuid, state=info.status.value,
-                operation="provision", expected="stopped")
+            raise self._wrong_state(uuid, "provision", "stopped", info=info)
         data = dict(info.metadata)
         data["provisioner"] = self._provision(uuid, provisioner, data)
         self._write_metadata(uuid, data)
@@ -1016,9 +1036,8 @@ class SwtpmDriver(VTPMDriver):
         with self._lock:
             info = self.status(uuid)
             if info.status is not VTPMStatus.STOPPED:
-                raise exception.VTPMInvalidState(
-                    instance=uuid, state=info.status.value,
-                    operation="export_state", expected="stopped")
+                raise self._wrong_state(uuid, "export_state", "stopped",
+                                        info=info)
             self._check_state_file(uuid)
             key = self._unwrap(uuid, self._wrapped_key(uuid))
             files = {p.name: p.read_bytes()
@@ -1097,10 +1116,9 @@ class SwtpmDriver(VTPMDriver):
             serving = info.status is VTPMStatus.RUNNING or (
                 live is not None and info.pid is not None)
             if not serving:
-                raise exception.VTPMInvalidState(
-                    instance=uuid, state=info.status.value,
-                    operation="live_migration_key", expected="running "
-                    "with its hypervisor")
+                raise self._wrong_state(
+                    uuid, "live_migration_key",
+                    "running with its hypervisor", info=info)
             assert info.pid is not None
             if b"--migration-key" not in _cmdline(info.pid):
                 raise exception.VTPMOperationNotSupported(
@@ -1108,14 +1126,7 @@ class SwtpmDriver(VTPMDriver):
                     % uuid, reason="its swtpm was started without a "
                     "migration key (QEMU would carry its state in clear); "
                     "stop and start it once")
-            try:
-                wrapped = (self._dir(uuid) /
-                           "migration-key.wrapped").read_bytes()
-            except FileNotFoundError:
-                raise exception.VTPMStateUnusable(
-                    instance=uuid, reason="migration-key.wrapped is "
-                    "missing") from None
-            key = self._unwrap(uuid, wrapped, _LABEL_MIGRATION_KEY)
+            key = self._migration_key(uuid)
             if live is None:
                 _write_atomic(self._dir(uuid) / "migrating.json", json.dumps(
                     {"reason": "live migration: the state leaves with its "
@@ -1144,11 +1155,8 @@ class SwtpmDriver(VTPMDriver):
             except exception.VTPMNotFound:
                 return  # finished already
             if self._live_outgoing(uuid) is None:
-                info = self.status(uuid)
-                raise exception.VTPMInvalidState(
-                    instance=uuid, state=info.status.value,
-                    operation="finish_outgoing",
-                    expected="migrating out live")
+                raise self._wrong_state(uuid, "finish_outgoing",
+                                        "migrating out live")
             # A swtpm still running here serves a source QEMU that must
             # never resume (the guest runs on the destination): it goes
             # with the state.
@@ -1227,18 +1235,14 @@ class SwtpmDriver(VTPMDriver):
     def _prepared_again(self, uuid: str, migration_key: bytes) -> VTPMInfo:
         """prepare_incoming asked again (a lost answer, an agent restart):
         the same migration gets the same vTPM; anything else is refused."""
-        stored = self._unwrap(uuid, (self._dir(uuid) /
-                                     "migration-key.wrapped").read_bytes(),
-                              _LABEL_MIGRATION_KEY)
+        stored = self._migration_key(uuid)
         if not hmac.compare_digest(stored, migration_key):
             raise exception.VTPMExists(instance=uuid)
         info = self.status(uuid)
         if info.status is not VTPMStatus.MIGRATING:
-            raise exception.VTPMInvalidState(
-                instance=uuid, state="%s (%s)" % (info.status.value,
-                                                  info.reason),
-                operation="prepare_incoming",
-                expected="waiting (abort_incoming first)")
+            raise self._wrong_state(
+                uuid, "prepare_incoming", "waiting (abort_incoming first)",
+                info=info, with_reason=True)
         return info
 
     def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
@@ -1249,16 +1253,14 @@ class SwtpmDriver(VTPMDriver):
                 if info.status is VTPMStatus.RUNNING and "received_at" in \
                         (info.metadata.get("live_migration") or {}):
                     return info  # finished already
-                raise exception.VTPMInvalidState(
-                    instance=uuid, state=info.status.value,
-                    operation="finish_incoming",
-                    expected="arriving by live migration")
+                raise self._wrong_state(uuid, "finish_incoming",
+                                        "arriving by live migration",
+                                        info=info)
             if info.status is not VTPMStatus.MIGRATING:
-                raise exception.VTPMInvalidState(
-                    instance=uuid, state="%s (%s)" % (info.status.value,
-                                                      info.reason),
-                    operation="finish_incoming",
-                    expected="running with the hypervisor that received it")
+                raise self._wrong_state(
+                    uuid, "finish_incoming",
+                    "running with the hypervisor that received it",
+                    info=info, with_reason=True)
             # The state arrived: QEMU loaded the blobs (decrypted with the
             # migration key) and swtpm stored them under our state key. A
             # swtpm that never got them has no state file.
@@ -1326,11 +1328,8 @@ class SwtpmDriver(VTPMDriver):
             if not directory.exists():
                 return  # discarded already (or never made)
             if not (directory / "incoming.json").exists():
-                info = self.status(uuid)
-                raise exception.VTPMInvalidState(
-                    instance=uuid, state=info.status.value,
-                    operation="abort_incoming",
-                    expected="arriving by live migration")
+                raise self._wrong_state(uuid, "abort_incoming",
+                                        "arriving by live migration")
             self._erase(uuid)
             LOG.info("vTPM of instance %s: live migration in aborted; "
                      "discarded", uuid)
