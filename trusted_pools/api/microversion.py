@@ -51,6 +51,9 @@ MAX = microversion_parse.parse_version_string(VERSIONS[-1])
 ASYNC_OPERATIONS = microversion_parse.parse_version_string("1.1")
 #: Host group changes, group listing, unassignment.
 GROUPS = microversion_parse.parse_version_string("1.2")
+#: Deep attestation, instance verdicts, the vTPM view; certify-binding-key
+#: answers 202 with an operation.
+DEEP_ATTESTATION = microversion_parse.parse_version_string("1.3")
 
 
 def require(version: microversion_parse.Version,
@@ -60,9 +63,6 @@ def require(version: microversion_parse.Version,
         raise errors.APIError(404, "resource.not_found",
                               "No resource at %s before microversion %s"
                               % (path, minimum))
-#: Deep attestation, instance verdicts, the vTPM view; certify-binding-key
-#: answers 202 with an operation.
-DEEP_ATTESTATION = microversion_parse.parse_version_string("1.3")
 
 
 def negotiate(environ: dict) -> microversion_parse.Version:

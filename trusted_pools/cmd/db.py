@@ -67,7 +67,8 @@ def _days(value: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(
             "%r is not a number of days" % value) from None
-    if not days > 0 or days != days or days == float("inf"):
+    # "not >" also refuses NaN.
+    if not days > 0 or days == float("inf"):
         raise argparse.ArgumentTypeError(
             "the age must be a positive number of days, not %s" % value)
     return days
@@ -133,8 +134,7 @@ def run_version(args: argparse.Namespace) -> int:
 
 
 def _purge(days: float, purge: str) -> tuple[int, str]:
-    """Run ``Connection.<purge>(now - days)``: (deleted, cut-off) or the
-    exit status already reported."""
+    """Run ``Connection.<purge>(now - days)``: (deleted, cut-off)."""
     database_conf.register_opts(CONF)
     import datetime
 

@@ -1709,17 +1709,19 @@ class Connection:
         """Fail every operation ``conductor`` left pending (it restarted:
         the work died with the old process); frees their locks."""
         table = models.HostOperation
+        # Recorded as the conductor records a raised error (class name,
+        # message, kwargs), so the API renders it the same way.
+        error = exception.TemporaryFailure(reason=reason)
         with self._writer() as session:
             return session.execute(
                 sa.update(table)
                 .where(table.conductor == conductor,
                        table.state == "pending")
                 .values(state="failed", lock=None,
-                        error_type="TemporaryFailure",
-                        error={"message": "Temporary failure, retry later: %s" % reason,
+                        error_type=type(error).__name__,
+                        error={"message": error.message,
                                "kwargs": {"reason": reason}},
                         updated_at=self._clock())).rowcount
-
 
     # -- instance verdicts (deep attestation)
 
@@ -1860,7 +1862,6 @@ class Connection:
                 models.Secret.id == secret_id)).rowcount
             if not deleted:
                 raise exception.SecretNotFound(secret=secret_id)
-
 
     # -- vTPM migrations (trusted_pools.conductor.migration)
 

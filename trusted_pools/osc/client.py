@@ -33,9 +33,6 @@ SERVICE_TYPE = "trusted-pools"
 #: The range of API microversions this client can speak and render.
 MIN_VERSION = (1, 0)
 MAX_VERSION = (1, 3)
-#: From this microversion enroll, attest and capture answer 202 with an
-#: operation to poll.
-ASYNC_VERSION = (1, 1)
 #: Seconds a command waits for an operation by default.
 DEFAULT_WAIT_TIMEOUT = 300
 
@@ -328,7 +325,8 @@ class Client:
                                            str(operation.get("id")))
 
     def list_vtpms(self, name: str, refresh: bool = False,
-                   timeout: float = 300) -> dict[str, Any]:
+                   timeout: float = DEFAULT_WAIT_TIMEOUT
+                   ) -> dict[str, Any]:
         """The host's last vTPM report (microversion 1.3), or with
         ``refresh`` a new one (its agent is asked; the operation is
         waited for): what the host's agent reports, labelled

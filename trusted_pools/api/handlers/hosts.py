@@ -287,12 +287,9 @@ def certify_binding_key(call: Call, name: str) -> Result:
     return 200, {"binding_key": _finished(call, operation)}
 
 
-def _since_1_2(call: Call) -> None:
-    if call.version < microversion.DEEP_ATTESTATION:
-        raise errors.APIError(404, "resource.not_found",
-                              "No resource at %s before microversion %s"
-                              % (call.request.path_info,
-                                 microversion.DEEP_ATTESTATION))
+def _since_1_3(call: Call) -> None:
+    microversion.require(call.version, microversion.DEEP_ATTESTATION,
+                         call.request.path_info)
 
 
 def _instances_of(result: Any) -> list[dict[str, Any]]:
@@ -308,7 +305,7 @@ def deep_attest(call: Call, name: str) -> Result:
     the operation; its result lists each instance's verdict (and signed
     result) or error."""
     call.authorize("trusted_pools:host:deep_attest")
-    _since_1_2(call)
+    _since_1_3(call)
     call.query(schemas.no_query)
     body = call.body(schemas.deep_attest)
     call.db.get_host_by_name(name)
@@ -327,7 +324,7 @@ def list_vtpms(call: Call, name: str) -> Result:
     agent is asked; ``POST`` asks for a new report). Labelled
     host-reported: it is not evidence."""
     call.authorize("trusted_pools:host:vtpm:list")
-    _since_1_2(call)
+    _since_1_3(call)
     call.query(schemas.no_query)
     call.db.get_host_by_name(name)
     operation = call.db.latest_done_operation(name, "list_vtpms")
@@ -341,7 +338,7 @@ def refresh_vtpms(call: Call, name: str) -> Result:
     operation of kind ``list_vtpms`` on the owner's worker pool, 202 with
     the operation to poll; its result is the report."""
     call.authorize("trusted_pools:host:vtpm:refresh")
-    _since_1_2(call)
+    _since_1_3(call)
     call.query(schemas.no_query)
     call.db.get_host_by_name(name)
     answer = call.conductors.call("list_vtpms", call.rpc_context(), name)

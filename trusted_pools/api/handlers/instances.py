@@ -30,12 +30,9 @@ LOG = logging.getLogger(__name__)
 Result = tuple[Any, ...]
 
 
-def _since_1_2(call: Call) -> None:
-    if call.version < microversion.DEEP_ATTESTATION:
-        raise errors.APIError(404, "resource.not_found",
-                              "No resource at %s before microversion %s"
-                              % (call.request.path_info,
-                                 microversion.DEEP_ATTESTATION))
+def _since_1_3(call: Call) -> None:
+    microversion.require(call.version, microversion.DEEP_ATTESTATION,
+                         call.request.path_info)
 
 
 def _instance(uuid: str) -> str:
@@ -48,7 +45,7 @@ def _instance(uuid: str) -> str:
 
 def challenge(call: Call, uuid: str) -> Result:
     call.authorize("trusted_pools:instance:challenge")
-    _since_1_2(call)
+    _since_1_3(call)
     call.query(schemas.no_query)
     instance = _instance(uuid)
     host = call.body(schemas.challenge_instance)["host"]
@@ -64,7 +61,7 @@ def challenge(call: Call, uuid: str) -> Result:
 
 def verdict(call: Call, uuid: str) -> Result:
     call.authorize("trusted_pools:instance:verdict:get")
-    _since_1_2(call)
+    _since_1_3(call)
     call.query(schemas.no_query)
     judged = instance_standing.judge(
         call.db.instance_verdict(_instance(uuid)), time.time())

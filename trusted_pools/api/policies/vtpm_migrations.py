@@ -6,23 +6,15 @@ from oslo_policy import policy
 
 from trusted_pools.api.policies import base
 
+# Where instances move and why a move was refused: the cloud operator's
+# business (and a service's), not a project's.
 rules = [
-    policy.DocumentedRuleDefault(
-        name=base.PREFIX % "vtpm_migration:list",
-        # Where instances move and why a move was refused: the cloud
-        # operator's business (and a service's), not a project's.
-        check_str=base.RULE_ADMIN_OR_READER_OR_SERVICE,
-        description="vTPM migrations with their step, epoch, age and "
-                    "outcome.",
-        operations=[{"method": "GET", "path": "/v1/vtpm-migrations"}],
-        scope_types=base.SCOPES),
-    policy.DocumentedRuleDefault(
-        name=base.PREFIX % "vtpm_migration:show",
-        check_str=base.RULE_ADMIN_OR_READER_OR_SERVICE,
-        description="One vTPM migration.",
-        operations=[{"method": "GET",
-                     "path": "/v1/vtpm-migrations/{migration_id}"}],
-        scope_types=base.SCOPES),
+    base.rule("vtpm_migration:list", base.RULE_ADMIN_OR_READER_OR_SERVICE,
+              "vTPM migrations with their step, epoch, age and outcome.",
+              "GET", "/v1/vtpm-migrations"),
+    base.rule("vtpm_migration:show", base.RULE_ADMIN_OR_READER_OR_SERVICE,
+              "One vTPM migration.", "GET",
+              "/v1/vtpm-migrations/{migration_id}"),
 ]
 
 
