@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from trusted_pools import exception
 from trusted_pools.conf import CONF
+from trusted_pools.protocol.display import printable
 from trusted_pools.conf import database as database_conf
 
 if TYPE_CHECKING:
@@ -88,19 +89,10 @@ def _when(seconds: Any) -> str:
         return "?"
 
 
-def _shown(text: Any) -> str:
-    """Host-written text as it may reach a terminal: control characters
-    (a carriage return, an escape sequence) shown escaped, so a host's
-    reason can neither hide the CONFLICT mark before it nor rewrite the
-    lines around it."""
-    return "".join(c if c.isprintable() else c.encode(
-        "unicode_escape").decode("ascii") for c in str(text))
-
-
 def _table(report: dict[str, Any]) -> str:
     rows = [("INSTANCE", "STATUS", "NOTE")]
     for entry in report.get("vtpms") or ():
-        note = _shown(entry.get("reason") or "")
+        note = printable(entry.get("reason") or "")
         if entry.get("conflict"):
             note = ("CONFLICT: attested on host %s; " % entry.get(
                 "attested_on")) + note
@@ -110,7 +102,7 @@ def _table(report: dict[str, Any]) -> str:
     lines = ["Host %s, reported at %s by its agent (driver %s): "
              "HOST-REPORTED, NOT EVIDENCE" % (
                  report.get("host"), _when(report.get("reported_at")),
-                 _shown(report.get("driver") or "none, vTPMs disabled"))]
+                 printable(report.get("driver") or "none, vTPMs disabled"))]
     lines += ["%-*s  %-*s  %s" % (widths[0], r[0], widths[1], r[1], r[2])
               for r in rows]
     return "\n".join(line.rstrip() for line in lines) + "\n"

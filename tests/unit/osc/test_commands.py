@@ -212,3 +212,20 @@ def test_host_vtpm_list_refresh_asks_then_waits(api):  # noqa: F811
     assert json.loads(result.stdout) == []
     [sent] = api.requests
     assert (sent.method, sent.path) == ("POST", "/v1/hosts/compute-1/vtpms")
+
+
+def test_host_vtpm_list_escapes_what_the_host_wrote(api):  # noqa: F811
+    # A compromised host's reason must not rewrite the operator's terminal
+    # (a carriage return over the Conflict column, an escape sequence).
+    instance = "00000000-0000-4000-8000-000000000002"
+    api.answer = lambda r: json_reply(200, {"vtpms": {
+        "host": "compute-1", "source": "host-reported",
+        "note": "not evidence", "enabled": True, "driver": "swtpm",
+        "reported_at": 1, "vtpms": [
+            {"instance": instance, "status": "failed",
+             "reason": "ok\r\x1b[2Jall fine", "attested_on": "compute-2",
+             "conflict": True}]}})
+    result = openstack(api, "trusted", "host", "vtpm", "list", "compute-1")
+    assert result.code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert "ok\\r\\x1b[2Jall fine" in result.stdout

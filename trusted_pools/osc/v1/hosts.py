@@ -17,6 +17,7 @@ from osc_lib import utils
 from osc_lib.command import command
 
 from trusted_pools.osc.v1 import common
+from trusted_pools.protocol.display import printable
 
 LOG = logging.getLogger(__name__)
 
@@ -317,7 +318,10 @@ class ListHostVTPM(command.Lister):
                     report.get("source"))
         names = ["Instance", "Status", "Reason", "Attested On", "Conflict",
                  "Source"]
-        rows = [dict(entry, source=report.get("source"))
+        # Host-written: no control character reaches the terminal.
+        rows = [{key: printable(value) if isinstance(value, str) else value
+                 for key, value in dict(entry,
+                                        source=report.get("source")).items()}
                 for entry in report.get("vtpms") or ()]
         return names, (utils.get_dict_properties(row, names)
                        for row in rows)
