@@ -764,7 +764,17 @@ class ConductorManager:
         that cannot keep up (or that a flood of casts targets) and keeps
         the wait of what it does verify under an interval. Challenge
         answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist.
+
+        A push naming a host another conductor owns is dropped before it
+        is queued (the worker would drop it unverified anyway): a flood of
+        pushes in such names must not take the queue places of the hosts
+        this conductor owns. Pushes naming its own hosts still share one
+        bound (no per-host cap yet).
         """
+        host = evidence.get("host") if isinstance(evidence, dict) else None
+        if isinstance(host, str) and self.ring.owner(host) != self.host:
+            self.shed["not_owned"] = self.shed.get("not_owned", 0) + 1
+            return
         if self._queue.qsize() >= self.max_queued_evidence:
             self._shed("queue_full")
             return
