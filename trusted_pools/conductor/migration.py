@@ -161,20 +161,10 @@ class MigrationCoordinator:
         LOG.info("vTPM migration %s of instance %s from %s to %s (%s, "
                  "epoch %d) accepted", row.id, instance, source,
                  destination, kind, row.epoch)
-        self._spawn(context, row.id)
+        # A new id: no worker drives it yet.
+        self._spawn_work(row.id, lambda: self.run(
+            context, self.db.get_vtpm_migration(row.id)))
         return migration_view(row)
-
-    def _spawn(self, context: Any, migration_id: str) -> None:
-        with self._running_lock:
-            if migration_id in self._running:
-                return
-            self._running.add(migration_id)
-        try:
-            self.manager.spawn(lambda: self._drive(context, migration_id))
-        except BaseException:
-            with self._running_lock:
-                self._running.discard(migration_id)
-            raise
 
     def show(self, migration_id: str) -> dict[str, Any]:
         return migration_view(self.db.get_vtpm_migration(migration_id))
@@ -253,21 +243,10 @@ class MigrationCoordinator:
 
     # --- the worker ------------------------------------------------------------
 
-    def _drive(self, context: Any, migration_id: str) -> None:
-        """Run a migration until it ends (or, live, until the destination
-        is prepared). Never raises."""
-        try:
-            row = self.db.get_vtpm_migration(migration_id)
-            self.run(context, row)
-        except Exception:  # noqa: BLE001 - logged; resume() picks it up
-            LOG.exception("vTPM migration %s stopped unexpectedly",
-                          migration_id)
-        finally:
-            with self._running_lock:
-                self._running.discard(migration_id)
-
     def run(self, context: Any, row: db_api.VTPMMigrationRecord
             ) -> db_api.VTPMMigrationRecord:
+        """Run a migration until it ends (or, live, until the destination
+        is prepared)."""
         steps: dict[str, Callable[[Any, db_api.VTPMMigrationRecord],
                                   db_api.VTPMMigrationRecord]] = {
             "requested": self._attest, "attested": self._certify_key,
@@ -521,8 +500,7 @@ class MigrationCoordinator:
         self._prepared.pop(row.id, None)
         self._payloads.pop(row.id, None)
         unanswered = []
-        for host, role in ((row.destination, _ROLE_DESTINATION),
-                           (row.source, _ROLE_SOURCE)):
+        for host, role in _asked(row):
             try:
                 self._call("migration_abort", context, host,
                            migration_id=row.id, instance=row.instance,
@@ -618,6 +596,20 @@ class MigrationCoordinator:
         except Exception as error:  # noqa: BLE001 - never stops a step
             LOG.warning("Could not announce step %s of vTPM migration %s: "
                         "%s", row.step, row.id, error)
+
+
+def _asked(row: db_api.VTPMMigrationRecord) -> list[tuple[str, str]]:
+    """The agents (host, role) a step of ``row`` may already have asked,
+    so the ones with something to roll back: the destination from the key
+    step on (``attested``: its prepare may have run), the source from the
+    export on (``key_certified``). A destination refused at ``requested``
+    was never asked, so its answer (or its refusal, if it is compromised)
+    cannot keep the row active."""
+    if row.step == "requested":
+        return []
+    if row.step == "attested":
+        return [(row.destination, _ROLE_DESTINATION)]
+    return [(row.destination, _ROLE_DESTINATION), (row.source, _ROLE_SOURCE)]
 
 
 def _first_line(error: BaseException) -> str:

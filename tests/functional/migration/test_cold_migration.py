@@ -200,6 +200,19 @@ def _refusals_and_attacks(mp, monkeypatch):
     # --- the destination's trust ------------------------------------------
     done = _refused(mp, uuid, a, c, "host %s is untrusted" % c.name)
     assert mp.migrations(c).journal(done["id"]) is None  # never asked
+    # Refused, a compromised destination refuses the rollback too: it was
+    # never asked anything, so the row still ends (it would otherwise stay
+    # active and bar every later migration of the source's instance).
+    refusals = []
+
+    def refuse_rollback(migration_id, instance, role):
+        refusals.append(migration_id)
+        raise exception.MigrationStepRefused(
+            migration=migration_id, host=c.name, reason="compromised")
+    with monkeypatch.context() as patch:
+        patch.setattr(mp.migrations(c), "abort", refuse_rollback)
+        done = _refused(mp, uuid, a, c, "host %s is untrusted" % c.name)
+    assert "rollback not confirmed" not in done["reason"] and not refusals
     # Only a measured-boot policy: trusted below the top level.
     assert level < 4
     _refused(mp, uuid, a, b, "below the required level %d" % (level + 1),
