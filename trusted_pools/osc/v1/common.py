@@ -114,3 +114,13 @@ def write_json(data: Any, path: str | None, stdout: Any) -> None:
     except OSError as error:
         raise exceptions.CommandError("Cannot write %s: %s"
                                       % (path, error.strerror or error))
+
+
+def printable(text: Any) -> str:
+    """Host-written text with every non-printable character shown
+    escaped, so a compromised host's reason cannot rewrite the terminal.
+    The same rule as ``trusted_pools.protocol.display.printable``, written
+    here because the client plugin loads nothing of the project outside
+    ``trusted_pools.osc`` (tests/unit/osc/test_imports.py)."""
+    return "".join(c if c.isprintable() else c.encode(
+        "unicode_escape").decode("ascii") for c in str(text))

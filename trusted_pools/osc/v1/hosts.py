@@ -17,7 +17,6 @@ from osc_lib import utils
 from osc_lib.command import command
 
 from trusted_pools.osc.v1 import common
-from trusted_pools.protocol.display import printable
 
 LOG = logging.getLogger(__name__)
 
@@ -319,7 +318,7 @@ class ListHostVTPM(command.Lister):
         names = ["Instance", "Status", "Reason", "Attested On", "Conflict",
                  "Source"]
         # Host-written: no control character reaches the terminal.
-        rows = [{key: printable(value) if isinstance(value, str) else value
+        rows = [{key: common.printable(value) if isinstance(value, str) else value
                  for key, value in dict(entry,
                                         source=report.get("source")).items()}
                 for entry in report.get("vtpms") or ()]
