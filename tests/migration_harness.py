@@ -56,14 +56,25 @@ class MigrationPool:
     def migrations(self, host: PoolHost) -> MigrationAgent:
         return host.agent.manager.migrations
 
-    def attach_vtpm(self, host: PoolHost) -> None:
+    def attach_vtpm(self, host: PoolHost, provision: bool = False) -> None:
         """Give ``host``'s (running) agent its vTPM driver on its own TPM
-        connection and its migration journal, as [vtpm] enabled does."""
+        connection and its migration journal, as [vtpm] enabled does.
+        ``provision``: each new vTPM also gets an AK certified by the
+        host's vTPM CA, as the agent's own driver loader sets up (what
+        deep attestation needs)."""
         (self.run_dir / host.name).mkdir(exist_ok=True)
+        provisioner = None
+        if provision:
+            from trusted_pools.vtpm import binding
+            attester = host.agent.attester
+            provisioner = binding.Provisioner(binding.HostCA(
+                host.name, attester.held_device,
+                ak_handle=attester.ak_handle, lock=attester.lock))
         driver = SwtpmDriver(
             self.workdir / host.name / "vtpm", host.tpm.tcti,
             run_dir=self.run_dir / host.name, setup_config=self.setup_conf,
-            host_runner=host.agent.attester.run_on_device)
+            host_runner=host.agent.attester.run_on_device,
+            provisioner=provisioner)
         host.agent.vtpm = driver
         host.agent.manager.vtpm = driver
         host.agent.manager.migrations = MigrationAgent(

@@ -19,6 +19,7 @@ Exit status is non-zero if any step does not give the expected outcome.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -26,17 +27,22 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import time
+import warnings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# oslo.service warns at import that eventlet is deprecated; the services
+# here run on threads and never use it (trusted_pools.common.service).
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+import demo_pool  # noqa: E402 - tools/, next to this file
+from demo_support import Story, table_lines  # noqa: E402
 ATTESTATION = ROOT / "tests/data/quote/go-attestation/windows_gcp_shielded_vm.json"
 MANAGE = [sys.executable, "-m", "trusted_pools.cmd.manage"]
 SHA1_GO = 3  # Go's crypto.SHA1 numbering, as used in the JSON
 
 
-def banner(text: str) -> None:
-    print("\n=== %s" % text, flush=True)
+banner = demo_pool.banner
 
 
 def write_gcp_files(workdir: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -101,145 +107,13 @@ def swtpm_quote(workdir: pathlib.Path) -> dict[str, pathlib.Path]:
             "signature": workdir / "quote.sig", "pcrs": workdir / "quote.pcrs"}
 
 
-POOL_CONF = """[DEFAULT]
-transport_url = rabbit://guest:guest@127.0.0.1:5672/%(vhost)s
-[trusted_pools]
-state_path = %(workdir)s
-[database]
-connection = sqlite:///%(workdir)s/trusted_pools.sqlite
-[conductor]
-attestation_interval = 2
-"""
-
-
-def run_pool(workdir: pathlib.Path) -> int:
-    """Build the pool with the test-side swtpm harness, then let the real
-    services do the rest."""
-    from tests import pool_harness, swtpm_pool
-    from tests.rabbitmq import rabbitmqctl
-    from trusted_pools.common import config, rpc
-
-    # A virtual host of its own keeps the demo's queues apart from any
-    # other deployment or test run on the same broker.
-    vhost = "trusted-pools-demo-%s" % os.urandom(4).hex()
-    if not (rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
-            "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
-        vhost = ""
-    conf_path = workdir / "trusted-pools.conf"
-    conf_path.write_text(POOL_CONF % {"workdir": workdir, "vhost": vhost})
-    conf = config.parse_args(["--config-file", str(conf_path)],
-                             "trusted-pools-demo")
-    rpc.init(conf)
-    ca = swtpm_pool.LocalCA.create(workdir / "ek-ca")
-    with swtpm_pool.SwtpmPool(ca, workdir / "tpms") as tpms:
-        pool = pool_harness.TrustedPool(
-            workdir, conf, tpms.start, ca,
-            conf.database.connection, interval=2)
-        try:
-            return _attest_pool(pool)
-        finally:
-            started = time.monotonic()
-            pool.close()
-            print("pool stopped in %.1f s" % (time.monotonic() - started))
-            rpc.cleanup()
-            if vhost:
-                rabbitmqctl("delete_vhost", vhost)
-
-
-
-def _attest_pool(pool) -> int:
-    pool.configure()
-    hosts = pool.add_hosts(4, tamper=[3])
-    print("hosts: %s (%s booted a kernel nobody approved)"
-          % (", ".join(h.name for h in hosts), hosts[3].name))
-    pool.start_agents()
-    pool.start_conductor("conductor-1")
-    pool.enroll_all()
-    print("enrolled: EK certificates chain to the local CA; each EK "
-          "approved by its hash (the demo reads it from the swtpm it made, "
-          "as an operator would from the inventory); AKs bound by "
-          "credential activation")
-    api = pool.api()
-    captured = api.capture_policy({}, hosts[0].name)
-    for kind, body in sorted(captured.items()):
-        api.create_policy({}, "golden-" + kind, kind, body)
-        api.assign_policy({}, "default", "golden-" + kind)
-    print("golden measurements captured from %s: %s" % (
-        hosts[0].name, ", ".join(sorted(captured))))
-    names = [h.name for h in hosts]
-    latest = pool.wait_for(lambda v: all(
-        n in v and len(v[n].policy_versions) == len(captured)
-        for n in names), timeout=60)
-    print()
-    print("%-12s %-10s %-5s %s" % ("HOST", "VERDICT", "LEVEL", "REASONS"))
-    for name in names:
-        verdict = latest[name]
-        reasons = "; ".join(verdict.reasons) or "-"
-        print("%-12s %-10s %-5d %s" % (name, verdict.status, verdict.level,
-                                       reasons[:300]))
-    expected = {n: "trusted" for n in names[:3]}
-    expected[names[3]] = "untrusted"
-    wrong = [n for n in names if latest[n].status != expected[n]]
-    if wrong:
-        print("UNEXPECTED verdicts for %s" % ", ".join(wrong))
-    banner("5. Placing VMs through Nova's HostFilterHandler with "
-           "TrustedHostFilter")
-    return (1 if wrong else 0) + place_vms(pool, names, set(names[:3]))
-
-
-def place_vms(pool, names: list[str], trusted: set[str]) -> int:
-    """Feed the scheduler filter's cache the way nova-scheduler does (bulk
-    refresh of signed verdicts from the conductors' verdict read API,
-    checked with the conductor key pinned in configuration), then
-    schedule."""
-    from nova.scheduler import filters as nova_filters
-    from nova.scheduler.filters import compute_capabilities_filter
-    from nova.scheduler.filters import compute_filter
-    from nova.scheduler.filters import image_props_filter
-    from tests import nova_harness
-    from trusted_pools.nova.scheduler import listener
-    from trusted_pools.nova.scheduler.cache import VerdictCache
-    from trusted_pools.nova.scheduler.filters import TrustedHostFilter
-
-    from trusted_pools.conductor import rpcapi as conductor_rpcapi
-    cache = VerdictCache(
-        listener.load_public_keys([str(pool.conductor_keys_path)]),
-        max_age=120, grace=60)
-    refresher = listener.TrustListener(
-        cache, conductor_rpcapi.VerdictsAPI(timeout=30),
-        notification_transport=None, exchange="trusted_pools")
-    print("verdicts admitted into the filter's cache (signatures checked "
-          "once): %d" % refresher.refresh())
-    chain = [compute_filter.ComputeFilter(),
-             compute_capabilities_filter.ComputeCapabilitiesFilter(),
-             image_props_filter.ImagePropertiesFilter(),
-             TrustedHostFilter(cache=cache)]
-    hosts = [nova_harness.host_state(name) for name in names]
-    handler = nova_filters.HostFilterHandler()
-    requests = [
-        ("vm-secure-1", {"trust:trusted_host": "required"}, trusted),
-        ("vm-secure-2", {"trust:min_level": "4"}, trusted),
-        ("vm-plain", {}, set(names)),
-    ]
-    failures = 0
-    print("%-12s %-34s %s" % ("VM", "FLAVOR EXTRA SPECS", "HOSTS THAT PASS"))
-    for vm, specs, allowed in requests:
-        passed = {h.host for h in handler.get_filtered_objects(
-            chain, hosts, nova_harness.request_spec(specs))}
-        ok = passed == allowed
-        failures += not ok
-        print("%-12s %-34s %s%s" % (
-            vm, ", ".join("%s=%s" % kv for kv in specs.items()) or "-",
-            ", ".join(sorted(passed)) or "none",
-            "" if ok else "   <- WRONG, expected %s" % sorted(allowed)))
-    for name in sorted(set(names) - trusted):
-        print("%s refused: %s" % (name, cache.explain(
-            name, 1, 120, cache.monotonic())))
-    return failures
-
-
-def main() -> int:
-    failures = 0
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hold", action="store_true",
+                        help="keep the pool and its dashboard up after the "
+                             "table until Enter is pressed")
+    args = parser.parse_args(argv)
+    story = Story()
     with tempfile.TemporaryDirectory(prefix="trusted-pools-demo-") as tmp:
         workdir = pathlib.Path(tmp)
         banner("1. A real attestation from a GCP shielded VM's TPM")
@@ -247,16 +121,19 @@ def main() -> int:
         # That TPM's AK signs with SHA-1, which is refused unless waived
         # explicitly (a host's policy must say allow_sha1_quotes).
         print("Without the SHA-1 waiver the quote is refused:", flush=True)
-        failures += verify(paths, nonce="") != 1
+        story.expect(verify(paths, nonce="") == 1,
+                     "the SHA-1 quote was not refused")
         sha1 = ["--allow-sha1-quotes"]
-        failures += verify(paths, nonce="", extra=sha1) != 0
+        story.expect(verify(paths, nonce="", extra=sha1) == 0,
+                     "the GCP evidence did not verify")
 
         banner("2. The same evidence with one PCR value changed")
         tampered = bytearray(paths["pcrs"].read_bytes())
         tampered[7 * 20] ^= 0x01
         bad = dict(paths, pcrs=workdir / "gcp-pcrs-tampered.bin")
         bad["pcrs"].write_bytes(bytes(tampered))
-        failures += verify(bad, nonce="", extra=sha1) != 1
+        story.expect(verify(bad, nonce="", extra=sha1) == 1,
+                     "the tampered evidence was not rejected")
 
         banner("3. A fresh quote from a real software TPM 2.0 (swtpm)")
         live = swtpm_quote(workdir)
@@ -265,13 +142,18 @@ def main() -> int:
             "--quote", str(live["quote"]),
             "--signature", str(live["signature"]),
             "--nonce", "c0ffee00deadbeef", "--pcrs", str(live["pcrs"])])
-        failures += rc != 0
+        story.expect(rc == 0, "the swtpm quote did not verify")
 
         banner("4. A small trusted pool: 4 hosts, 1 conductor, SQLite, "
-               "RabbitMQ")
-        failures += run_pool(workdir) != 0
-    banner("demo %s" % ("PASSED" if not failures else "FAILED"))
-    return 1 if failures else 0
+               "RabbitMQ, trusted-pools-api")
+        demo_pool.run_pool(workdir, story, hold=args.hold)
+    banner("The pool at the end")
+    for line in table_lines(story):
+        print(line)
+    for what in story.unexpected:
+        print("UNEXPECTED: %s" % what)
+    banner("demo %s" % ("PASSED" if not story.unexpected else "FAILED"))
+    return 1 if story.unexpected else 0
 
 
 if __name__ == "__main__":

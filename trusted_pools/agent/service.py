@@ -117,13 +117,14 @@ class AgentService(service_mod.ServiceBase):
         LOG.info("Agent for host %s started", self.host)
 
     def _stop(self) -> None:
-        # The RPC server's stop lets the answers in flight finish; only
-        # then is the TPM closed under them.
+        # The RPC server's stop lets the answers in flight finish, beside
+        # the running jobs (each stop polls: one after the other, their
+        # polls add up); only then is the TPM closed under them.
+        stops = [self._stop_jobs]
         if self._server is not None:
-            self._server.stop()
-            self._server.wait()
-            self._server = None
-        self._stop_jobs()
+            stops.append(service_mod.stop_rpc_server(self._server))
+        service_mod.stop_side_by_side(*stops)
+        self._server = None
         if self.manager.migrations is not None:
             # Its background key generation uses the TPM connection.
             self.manager.migrations.close()

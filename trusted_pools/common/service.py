@@ -149,6 +149,43 @@ class JobRunner:
         self._executor.shutdown(wait=True)
 
 
+def stop_side_by_side(*stops: Callable[[], None]) -> None:
+    """Run ``stops`` at once, each on its own thread, and return when all
+    have returned; the first error any raised is raised then (after the
+    others finished: one failing stop must not leave the rest running).
+
+    Why: every stop here waits on something that polls. oslo.messaging's
+    rabbit listener notices a stop only between two waits on its
+    connection (up to ``[oslo_messaging_rabbit] heartbeat_timeout_threshold
+    / heartbeat_rate / 2`` seconds, at most 5), and an RPC server's
+    ``wait()`` and a :class:`JobRunner`'s stop join futurist workers that
+    look for work once a second. One after another, those add up."""
+    errors: list[BaseException] = []
+
+    def run(stop: Callable[[], None]) -> None:
+        try:
+            stop()
+        except BaseException as error:  # noqa: BLE001 - raised below
+            errors.append(error)
+    threads = [threading.Thread(target=run, args=(stop,), daemon=True)
+               for stop in stops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def stop_rpc_server(server: Any) -> Callable[[], None]:
+    """An oslo.messaging server's stop: no new requests, then the ones in
+    flight finish (``wait``), then its connection closes."""
+    def stop() -> None:
+        server.stop()
+        server.wait()
+    return stop
+
+
 class ServiceBase(service_base.ServiceBase):
     """A trusted_pools service: oslo.service's life cycle around
     ``start()`` / ``stop()``; ``wait()`` returns once stopped.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 import oslo_messaging as messaging
@@ -220,20 +219,13 @@ class ConductorService(service_mod.ServiceBase):
 
     def _stop(self) -> None:
         # The servers stop taking requests while the running rounds (an
-        # evidence batch being verified, challenges in flight) finish, side
-        # by side: an idle server takes up to its listener's poll back-off
-        # (5 s in oslo.messaging) to notice its stop. A request still in
-        # flight that hands work to the stopped pool gets TemporaryFailure.
-        stoppers = [threading.Thread(target=server.stop, daemon=True)
-                    for server in self._servers]
-        stoppers.append(threading.Thread(target=self._stop_jobs,
-                                         daemon=True))
-        for stopper in stoppers:
-            stopper.start()
-        for stopper in stoppers:
-            stopper.join()
-        for server in self._servers:
-            server.wait()
+        # evidence batch being verified, challenges in flight) finish, all
+        # side by side (each server's stop and wait together: one after
+        # another, their polls add up). A request still in flight that
+        # hands work to the stopped pool gets TemporaryFailure.
+        service_mod.stop_side_by_side(
+            self._stop_jobs,
+            *[service_mod.stop_rpc_server(s) for s in self._servers])
         self._servers = []
         if self.metrics_server is not None:
             self.metrics_server.stop()
