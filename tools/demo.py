@@ -6,14 +6,26 @@
 2. Show that the same evidence with one byte changed is rejected.
 3. Make a fresh quote on a real software TPM 2.0 (swtpm) with tpm2-tools
    and verify it with the same command.
-4. Bring up a small trusted pool on embedded defaults: four compute hosts,
-   each a swtpm booted from a real firmware event log (one of them with a
-   kernel nobody approved) with an IMA log, one agent per host, one
-   conductor, SQLite, and the local RabbitMQ bus. Enroll the hosts (EK
-   certificate chain, AK bound by credential activation), capture the
-   golden measurements from a good host, attest, and print each host's
-   verdict, level and reasons.
+4. Bring up a small trusted pool on embedded defaults (tools/demo_pool.py):
+   four compute hosts, each a swtpm booted from a real firmware event log
+   (one of them with a boot loader nobody approved) with an IMA log, one
+   agent per host, one conductor, SQLite, the local RabbitMQ bus (a
+   virtual host of its own) and trusted-pools-api with its dashboard on
+   127.0.0.1. Enroll the hosts, capture the golden measurements from a
+   good host, attest, and print each host's verdict, level and reasons.
+5. Place VMs through Nova's HostFilterHandler with TrustedHostFilter.
+6. Create vTPMs for the placed VMs whose flavor asks for one, on their
+   hosts, with the agents' swtpm vTPM driver (AK certified by the host's
+   vTPM CA).
+7. Deep-attest one instance (the VM quote comes from a host-side process
+   on the vTPM, not a guest: the demo boots no QEMU; it says so).
+8. Release the instance's vTPM secret through Nova's castellan backend to
+   its trusted host and see it refused to the tampered host.
+9. Migrate that vTPM cold to another trusted host (whose Nova then gets
+   the secret too) and see a migration to the tampered host refused.
 
+It ends with a table of hosts, VMs, vTPMs and migrations. ``--hold``
+keeps the pool and its dashboard up after the table until Enter.
 Exit status is non-zero if any step does not give the expected outcome.
 """
 

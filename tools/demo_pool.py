@@ -105,6 +105,7 @@ def run_pool(workdir: pathlib.Path, story: Story, hold: bool = False
     # vTPM sockets need a short directory (UNIX socket paths).
     run_dir = pathlib.Path(tempfile.mkdtemp(prefix="tpd", dir="/tmp"))
     stops: list[tuple[str, Callable[[], Any]]] = []
+    phases: dict[str, float] = {}
     try:
         with swtpm_pool.SwtpmPool(ca, workdir / "tpms") as tpms:
             try:
@@ -115,29 +116,39 @@ def run_pool(workdir: pathlib.Path, story: Story, hold: bool = False
                              % (type(error).__name__, error))
                 _log_tail(workdir / "services.log")
             finally:
-                _stop_all(stops)
+                phases["started"] = time.monotonic()
+                _stop_all(stops, phases, story)
+                began = time.monotonic()
+        phases["host TPMs"] = time.monotonic() - began
     finally:
-        started = time.monotonic()
+        began = time.monotonic()
         rpc.cleanup()
+        phases["bus connections"] = time.monotonic() - began
         if vhost:
+            began = time.monotonic()
             rabbitmqctl("delete_vhost", vhost)
+            phases["virtual host"] = time.monotonic() - began
         shutil.rmtree(run_dir, ignore_errors=True)
-        print("bus closed in %.1f s" % (time.monotonic() - started))
+        if "started" in phases:
+            started = phases.pop("started")
+            print("shut down in %.1f s (%s)" % (
+                time.monotonic() - started, ", ".join(
+                    "%s %.1f s" % kv for kv in phases.items())), flush=True)
 
 
-def _stop_all(stops: list[tuple[str, Callable[[], Any]]]) -> None:
-    """Last started, first stopped; each stop timed (a stop that fails is
-    said, and the others still run)."""
-    started = time.monotonic()
+def _stop_all(stops: list[tuple[str, Callable[[], Any]]],
+              phases: dict[str, float], story: Story) -> None:
+    """Last started, first stopped; each stop timed into ``phases`` (a
+    stop that fails is an unexpected outcome, and the others still
+    run)."""
     for what, stop in reversed(stops):
         began = time.monotonic()
         try:
             stop()
         except Exception as error:  # noqa: BLE001 - said, not hidden
-            print("stopping %s failed: %s" % (what, error))
-        print("stopped %s in %.1f s" % (what, time.monotonic() - began))
-    print("pool stopped in %.1f s" % (time.monotonic() - started),
-          flush=True)
+            story.expect(False, "stopping %s failed: %s: %s"
+                         % (what, type(error).__name__, error))
+        phases[what] = time.monotonic() - began
 
 
 def _log_tail(path: pathlib.Path, lines: int = 40) -> None:
@@ -214,7 +225,14 @@ def _story(workdir: pathlib.Path, conf: Any, start_tpms: Any, ca: Any,
     keys = release_keys(api, mp, vtpms["vm-secure-1"], hosts[3], story)
 
     banner("9. vTPM migrations")
-    moved = migrate(mp, api, vtpms, placed, names, story, keys)
+    moved = migrate(mp, api, vtpms, names, story, keys)
+
+    # The hosts as the pool judges them at the end of the story.
+    final = pool.latest()
+    for name in names:
+        story.hosts.append((name, final[name].status, final[name].level,
+                            "tampered boot loader" if name == names[3]
+                            else "-"))
 
     for vm, (uuid, host) in vtpms.items():
         key = keys.get(vm, ("-", "-"))
@@ -282,9 +300,6 @@ def _print_verdicts(names: list[str], latest: dict, story: Story) -> None:
         story.expect(latest[name].status == want,
                      "%s is %s, expected %s" % (name, latest[name].status,
                                                 want))
-        story.hosts.append((name, latest[name].status, latest[name].level,
-                            "tampered boot loader" if name == names[3]
-                            else "-"))
 
 
 def place_vms(pool: Any, names: list[str], trusted: set[str],
@@ -413,12 +428,28 @@ def deep_attest(mp: Any, vm: str, vtpm: tuple[str, str], story: Story
     (entry,) = result["instances"]
     verdict = entry.get("verdict") or {}
     status = verdict.get("status", "error: %s" % entry.get("error"))
-    print("%s: %s at level %s (%s), signed by the conductor; the host "
-          "TPM's quote covers the VM quote's commitment"
-          % (vm, status, verdict.get("level", "-"),
-             verdict.get("appraisal", "-")))
+    print("%s: %s at level %s (%s)" % (vm, status, verdict.get("level", "-"),
+                                        verdict.get("appraisal", "-")))
     story.expect(status == "trusted", "deep attestation of %s: %s"
                  % (vm, status))
+    if "signed_result" in entry:
+        # As a relying party would: the signed instance verdict, checked
+        # with the conductor key pinned in configuration.
+        from trusted_pools.nova.scheduler import listener
+        from trusted_pools.verifier import deep
+        claims = deep.verify_instance_result(
+            entry["signed_result"], listener.load_public_keys(
+                [str(mp.pool.conductor_keys_path)]), int(time.time()))
+        bound = claims["binding"]
+        print("signed instance verdict checked with the pinned conductor "
+              "key: instance %s on host %s; the host TPM quoted over the "
+              "Merkle root %s... that commits to this VM quote (leaf %d "
+              "of %d)" % (claims["sub"], claims["submods"]["host"]["name"],
+                          bound["merkle_root"][:16], bound["leaf_index"],
+                          bound["tree_size"]))
+        story.expect(claims["sub"] == uuid and claims["submods"]["host"][
+            "name"] == host_name, "the signed instance verdict names %s on "
+            "%s" % (claims["sub"], claims["submods"]["host"]["name"]))
     return {vm: "%s (level %s)" % (status, verdict.get("level", "-"))}
 
 
@@ -483,7 +514,7 @@ def release_keys(api: ApiAccess, mp: Any, vtpm: tuple[str, str], tampered: Any,
 
 
 def migrate(mp: Any, api: ApiAccess, vtpms: dict[str, tuple[str, str]],
-            placed: dict[str, str], names: list[str], story: Story,
+            names: list[str], story: Story,
             keys: dict[str, tuple[str, str]]) -> dict[str, str]:
     """vm-secure-1's vTPM, cold, to another trusted host; vm-secure-2's to
     the tampered host, refused. Returns VM -> host its vTPM is on now."""

@@ -115,3 +115,45 @@ def test_launch_refuses_another_backend(monkeypatch):
     monkeypatch.setattr(backend, "init_backend", already_eventlet)
     with pytest.raises(exception.ConfigInvalid, match="threading backend"):
         service.select_threading_backend()
+
+
+def test_stops_run_side_by_side():
+    """Each stop waits until every other one has started: one after
+    another they would never all start (the barrier breaks instead)."""
+    barrier = threading.Barrier(3, timeout=30)
+    done = []
+
+    def stop(name: str):
+        def run() -> None:
+            barrier.wait()
+            done.append(name)
+        return run
+    service.stop_side_by_side(stop("a"), stop("b"), stop("c"))
+    assert sorted(done) == ["a", "b", "c"]
+
+
+def test_a_failing_stop_is_raised_after_the_others_finished():
+    finished = threading.Event()
+
+    def fails() -> None:
+        raise RuntimeError("listener would not stop")
+
+    def slow() -> None:
+        time.sleep(0.2)
+        finished.set()
+    with pytest.raises(RuntimeError, match="listener would not stop"):
+        service.stop_side_by_side(fails, slow)
+    assert finished.is_set()
+
+
+def test_rpc_server_stop_waits_after_stopping():
+    calls = []
+
+    class Server:
+        def stop(self) -> None:
+            calls.append("stop")
+
+        def wait(self) -> None:
+            calls.append("wait")
+    service.stop_rpc_server(Server())()
+    assert calls == ["stop", "wait"]
