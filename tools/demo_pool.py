@@ -93,9 +93,13 @@ def run_pool(workdir: pathlib.Path, story: Story, hold: bool = False
     # A virtual host of its own keeps the demo's queues apart from any
     # other deployment or test run on the same broker.
     vhost = "trusted-pools-demo-%s" % os.urandom(4).hex()
-    if not (rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
-            "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
-        vhost = ""
+    with Progress("a RabbitMQ virtual host of the demo's own "
+                  "(rabbitmqctl)"):
+        if not (rabbitmqctl("add_vhost", vhost) and rabbitmqctl(
+                "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")):
+            print("rabbitmqctl could not make one (not root?): the demo "
+                  "uses the default virtual host")
+            vhost = ""
     conf_path = workdir / "trusted-pools.conf"
     conf_path.write_text(POOL_CONF % {"workdir": workdir, "vhost": vhost})
     conf = config.parse_args(["--config-file", str(conf_path)],
