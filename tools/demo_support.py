@@ -96,7 +96,8 @@ SECTIONS = (
 def table_lines(story: Story, reason_width: int = 110) -> Iterator[str]:
     """The final table, section by section."""
     for title, attribute, columns in SECTIONS:
-        rows = [tuple(str(c) for c in row)
+        # One space at most inside a cell: two or more separate columns.
+        rows = [tuple(" ".join(str(c).split()) for c in row)
                 for row in getattr(story, attribute)]
         rows = [row[:-1] + (_clip(row[-1], reason_width),) for row in rows]
         widths = [max([len(columns[i])] + [len(r[i]) for r in rows])
