@@ -222,13 +222,17 @@ class ConductorService(service_mod.ServiceBase):
         # evidence batch being verified, challenges in flight) finish, all
         # side by side (each server's stop and wait together: one after
         # another, their polls add up). A request still in flight that
-        # hands work to the stopped pool gets TemporaryFailure.
-        service_mod.stop_side_by_side(
-            self._stop_jobs,
-            *[service_mod.stop_rpc_server(s) for s in self._servers])
-        self._servers = []
-        if self.metrics_server is not None:
-            self.metrics_server.stop()
+        # hands work to the stopped pool gets TemporaryFailure. A stop that
+        # fails is raised once the others are done (the metrics port is
+        # freed still; the row is left to expire, as after a crash).
+        try:
+            service_mod.stop_side_by_side(
+                self._stop_jobs,
+                *[service_mod.stop_rpc_server(s) for s in self._servers])
+        finally:
+            self._servers = []
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
         if not self._unregister:
             return
         try:
