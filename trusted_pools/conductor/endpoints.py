@@ -80,6 +80,14 @@ _HOST_OPERATION_ERRORS = (
     exception.Invalid,                 # the database refused a value
 )
 
+#: The key service's answers that are decisions, not failures: a refusal
+#: (the host is not trusted enough) and an unknown or foreign secret. The
+#: caller gets them either way; declared, they are not logged as errors.
+_SECRET_ERRORS = _HOST_OPERATION_ERRORS + (
+    exception.KeyReleaseRefused,
+    exception.SecretNotFound,
+)
+
 
 _MIGRATION_ERRORS = _HOST_OPERATION_ERRORS + (
     exception.MigrationNotFound,       # show/complete/abort an unknown one
@@ -164,7 +172,7 @@ class ManagementEndpoint:
         return self._manager.start_operation(context, "certify", host)
 
     @messaging.expose
-    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    @messaging.expected_exceptions(*_SECRET_ERRORS)
     def store_secret(self, context: dict, project_id: str, payload: str,
                      secret_type: str, owner: str | None = None,
                      name: str | None = None, algorithm: str | None = None,
@@ -177,13 +185,13 @@ class ManagementEndpoint:
             min_level=min_level, host=host)
 
     @messaging.expose
-    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    @messaging.expected_exceptions(*_SECRET_ERRORS)
     def release_secret(self, context: dict, secret_id: str, host: str
                        ) -> dict[str, Any]:
         return self._manager.release_secret(context, secret_id, host)
 
     @messaging.expose
-    @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
+    @messaging.expected_exceptions(*_SECRET_ERRORS)
     def delete_secret(self, context: dict, secret_id: str) -> None:
         self._manager.delete_secret(context, secret_id)
 
