@@ -11,10 +11,10 @@ back-off grows to that while the server is idle), and a server's
 For each ``heartbeat_rate`` (3, oslo.messaging's default; 60, the demo's)
 and each way of stopping (one server after another, as the conductor
 did; side by side with ``trusted_pools.common.service.stop_side_by_side``,
-as it does now), three servers on one transport are started, called once
-each, left idle long enough for the back-off to grow, then stopped; the median stop time
-over the repeats, and its ratio against the baseline (rate 3, one after
-another) measured in the same run.
+as it does now), three servers on one transport are started, called
+once each, left idle long enough for the back-off to grow, then
+stopped; the median stop time over the repeats, and its ratio against
+the baseline (rate 3, one after another) measured in the same run.
 
 Run: ``.venv/bin/python -m bench.bench_stop [--idle S] [--repeat N]``
 """
