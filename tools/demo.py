@@ -23,6 +23,8 @@
    its trusted host and see it refused to the tampered host.
 9. Migrate that vTPM cold to another trusted host (whose Nova then gets
    the secret too) and see a migration to the tampered host refused.
+10. Read the dashboard over HTTP: its page, the pool through the API with
+    the printed token, a 401 without one.
 
 It ends with a table of hosts, VMs, vTPMs and migrations. ``--hold``
 keeps the pool and its dashboard up after the table until Enter.

@@ -69,6 +69,8 @@ class ApiAccess:
     client: Any  # tests.api_fixtures.Client
     member_token: str
     dashboard: str
+    url: str = ""
+    reader_token: str = ""
     secret_id: str = ""
     secret_value: bytes = b""
 
@@ -231,6 +233,10 @@ def _story(workdir: pathlib.Path, conf: Any, start_tpms: Any, ca: Any,
     banner("9. vTPM migrations")
     moved = migrate(mp, api, vtpms, names, story, keys)
 
+    banner("10. The dashboard")
+    check_dashboard(api, {n: ("untrusted" if n == names[3] else "trusted")
+                          for n in names}, story)
+
     # The hosts as the pool judges them at the end of the story.
     final = pool.latest()
     for name in names:
@@ -288,7 +294,39 @@ def _serve_api(conf: Any, pool: Any,
           "(none runs here; --hold keeps the pool up at the end)" % reader,
           flush=True)
     return ApiAccess(Client(application), member,
-                     "%s/dashboard/#token=%s" % (server.url, reader))
+                     "%s/dashboard/#token=%s" % (server.url, reader),
+                     url=server.url, reader_token=reader)
+
+
+def check_dashboard(api: ApiAccess, expected: dict[str, str],
+                    story: Story) -> None:
+    """What the dashboard reads, over HTTP as a browser would: the page,
+    the hosts with the printed token, and nothing without a token."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def get(path: str, token: str | None) -> tuple[int, bytes]:
+        request = urllib.request.Request(api.url + path)
+        if token:
+            request.add_header("X-Auth-Token", token)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+    page, _ = get("/dashboard/", None)
+    listed, body = get("/v1/hosts", api.reader_token)
+    anonymous, _ = get("/v1/hosts", None)
+    hosts = ({h["name"]: h["status"] for h in json.loads(body)["hosts"]}
+             if listed == 200 else {})
+    print("dashboard over HTTP: page %d; /v1/hosts with the printed token "
+          "%d (%s); without a token %d" % (
+              page, listed, ", ".join("%s %s" % kv for kv in
+                                      sorted(hosts.items())), anonymous))
+    story.expect(page == 200 and hosts == expected and anonymous == 401,
+                 "the dashboard's API showed %s (page %d, anonymous %d)"
+                 % (hosts, page, anonymous))
 
 
 def _print_verdicts(names: list[str], latest: dict, story: Story) -> None:
