@@ -47,6 +47,7 @@ verdict.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -56,9 +57,10 @@ import secrets
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import jwt
+import jwt.algorithms
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from trusted_pools import exception
@@ -76,7 +78,8 @@ __all__ = [
     "Batch", "DeepAttestationError", "DeepVerifier", "HostNotTrusted",
     "HostQuote", "HostQuoteInvalid", "HostQuoteNotCommitted",
     "HostStanding", "HostVerdictStale", "InstanceOutcome", "InstancePolicy",
-    "InstanceResultSigner", "InstanceVerdict", "MerkleTree", "NonceBook",
+    "InstanceChallenges", "InstanceResultSigner", "InstanceVerdict",
+    "MerkleTree", "NonceBook", "challenge_error",
     "VMChainForeignHost", "VMChainRefused", "VMEvidence", "VMNonceMismatch",
     "VMPolicyViolation", "VMQuoteInvalid", "VMQuoteReplayed",
     "check_commitment", "host_nonce", "instance_id", "leaf_hash", "node_hash",
@@ -220,12 +223,31 @@ def check_commitment(subject: str, vm_quote: bytes, index: int, size: int,
 
 # --- nonces ------------------------------------------------------------------
 
+class InstanceChallenges(Protocol):
+    """Where a verifier keeps the nonces it issued to instances:
+    :class:`NonceBook` (memory, one process) or the conductor's database
+    store (:mod:`trusted_pools.conductor.instance_challenges`), which
+    survives a restart and is shared by every conductor."""
+
+    ttl: float
+
+    def issue(self, instance: str, host: str | None = None) -> bytes: ...
+
+    def consume_many(self, host: str | None,
+                     claims: Sequence[tuple[str, bytes]]
+                     ) -> list[DeepAttestationError | None]: ...
+
+
 class NonceBook:
-    """Nonces issued to instances: each used once, within ``ttl`` seconds.
+    """Nonces issued to instances, in memory: each used once, within
+    ``ttl`` seconds, by a batch of the host it was issued for (if one was
+    named).
 
     Used nonces are remembered until they would have expired, so a
     replayed quote is named as such; past that it is an unknown nonce
     (refused all the same). Thread-safe; at most ``limit`` outstanding.
+    Lost when the process ends: the conductor keeps its nonces in the
+    database instead.
     """
 
     def __init__(self, ttl: float = 300.0, limit: int = 100_000,
@@ -237,15 +259,17 @@ class NonceBook:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()
-        # nonce -> (instance, expires at, used)
-        self._book: dict[bytes, tuple[str, float, bool]] = {}
+        # nonce -> (instance, host or None, expires at, used)
+        self._book: dict[bytes, tuple[str, str | None, float, bool]] = {}
 
     def _expire(self, now: float) -> None:
-        for nonce in [n for n, (_, exp, _u) in self._book.items()
+        for nonce in [n for n, (_, _h, exp, _u) in self._book.items()
                       if exp <= now]:
             del self._book[nonce]
 
-    def issue(self, instance: str) -> bytes:
+    def issue(self, instance: str, host: str | None = None) -> bytes:
+        """A fresh nonce for ``instance`` (on ``host``, when the caller
+        named it: then only a batch of that host may spend it)."""
         instance = instance_id(instance)
         now = self._clock()
         with self._lock:
@@ -256,29 +280,66 @@ class NonceBook:
                         reason="%d instance challenges are outstanding"
                         % self.limit)
             nonce = os.urandom(32)
-            self._book[nonce] = (instance, now + self.ttl, False)
+            self._book[nonce] = (instance, host, now + self.ttl, False)
             return nonce
 
-    def consume(self, instance: str, nonce: bytes) -> None:
-        """Spend ``nonce`` for ``instance`` or raise why it cannot be."""
+    def consume(self, instance: str, nonce: bytes,
+                host: str | None = None) -> None:
+        """Spend ``nonce`` for ``instance`` (quoted on ``host``) or raise
+        why it cannot be."""
+        error = self.consume_many(host, [(instance, nonce)])[0]
+        if error is not None:
+            raise error
+
+    def consume_many(self, host: str | None,
+                     claims: Sequence[tuple[str, bytes]]
+                     ) -> list[DeepAttestationError | None]:
+        """Spend each ``(instance, nonce)`` of a batch of ``host``: per
+        claim None (spent now) or the error saying why it cannot be."""
         now = self._clock()
+        out: list[DeepAttestationError | None] = []
         with self._lock:
-            entry = self._book.get(bytes(nonce))
-            if entry is None or entry[1] <= now:
-                self._book.pop(bytes(nonce), None)
-                raise VMNonceMismatch(
-                    subject=instance, reason="this verifier issued no such "
-                    "nonce, or it expired (they live %d s)" % self.ttl)
-            owner, expires, used = entry
-            if owner != instance:
-                raise VMNonceMismatch(
-                    subject=instance, reason="the nonce was issued for "
-                    "instance %s" % owner)
-            if used:
-                raise VMQuoteReplayed(
-                    subject=instance, reason="its nonce was already used "
-                    "by an earlier attestation")
-            self._book[bytes(nonce)] = (owner, expires, True)
+            for instance, nonce in claims:
+                nonce = bytes(nonce)
+                entry = self._book.get(nonce)
+                if entry is not None and entry[2] <= now:
+                    del self._book[nonce]
+                    entry = None
+                error = challenge_error(
+                    instance, host, None if entry is None else entry[:2],
+                    entry is not None and entry[3], self.ttl)
+                if error is None:
+                    assert entry is not None
+                    self._book[nonce] = entry[:3] + (True,)
+                out.append(error)
+        return out
+
+
+def challenge_error(instance: str, host: str | None,
+                    issued: tuple[str, str | None] | None, used: bool,
+                    ttl: float) -> DeepAttestationError | None:
+    """Why a quote of ``instance`` on ``host`` may not spend a nonce that
+    was ``issued`` as (instance, host) (None: never issued, or expired)
+    and is ``used`` already; None if it may. One rule for every store of
+    instance challenges (memory, database)."""
+    if issued is None:
+        return VMNonceMismatch(
+            subject=instance, reason="this verifier issued no such nonce, "
+            "or it expired (they live %d s)" % ttl)
+    owner, owner_host = issued
+    if owner != instance:
+        return VMNonceMismatch(
+            subject=instance, reason="the nonce was issued for instance %s"
+            % owner)
+    if owner_host is not None and owner_host != host:
+        return VMNonceMismatch(
+            subject=instance, reason="the nonce was issued for the "
+            "instance on host %s, not on host %s" % (owner_host, host))
+    if used:
+        return VMQuoteReplayed(
+            subject=instance, reason="its nonce was already used by an "
+            "earlier attestation")
+    return None
 
 
 def instance_id(instance: Any) -> str:
@@ -528,13 +589,25 @@ class InstanceResultSigner:
         self.issuer = issuer
         self.alg = keystore.algorithm_for_key(key)
         self.kid = keystore.jwk_thumbprint(key)
+        # The compact JWS is assembled here (RFC 7515 7.1) rather than by
+        # PyJWS.encode, which rebuilds and re-serialises the same header
+        # for every token: a batch signs up to thousands. The header is
+        # the one PyJWS writes (sorted keys, no spaces); the signature is
+        # PyJWT's own algorithm (raw r||s for ES256).
+        self._header = _b64url(canonical_json(
+            {"alg": self.alg, "kid": self.kid,
+             "typ": INSTANCE_RESULT_TYPE})) + b"."
+        self._algorithm = jwt.algorithms.get_default_algorithms()[self.alg]
 
     def sign(self, verdict: InstanceVerdict) -> str:
         claims = verdict.claims(self.issuer, secrets.token_urlsafe(16))
-        return _JWS.encode(canonical_json(claims), self._key,
-                           algorithm=self.alg,
-                           headers={"kid": self.kid,
-                                    "typ": INSTANCE_RESULT_TYPE})
+        signing_input = self._header + _b64url(canonical_json(claims))
+        signature = self._algorithm.sign(signing_input, self._key)
+        return (signing_input + b"." + _b64url(signature)).decode("ascii")
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def verify_instance_result(token: str,
@@ -601,6 +674,9 @@ class InstanceOutcome:
     verdict: InstanceVerdict | None = None
     signed_result: str | None = None
     error: DeepAttestationError | None = None
+    #: The nonce the verified quote was made over (to spend, when the
+    #: caller spends a batch's nonces itself).
+    nonce: bytes | None = None
 
 
 _CA_FIELDS = ("public", "certify_attest", "certify_signature")
@@ -638,12 +714,13 @@ class DeepVerifier:
     policy (None: not appraised)."""
 
     def __init__(self, signer: InstanceResultSigner | None = None, *,
-                 nonces: NonceBook | None = None, validity: int = 300,
+                 nonces: InstanceChallenges | None = None,
+                 validity: int = 300,
                  max_host_age: int | None = None,
                  policy_for: Callable[[str], InstancePolicy | None]
                  = lambda instance: None) -> None:
         self.signer = signer
-        self.nonces = nonces or NonceBook()
+        self.nonces: InstanceChallenges = nonces or NonceBook()
         self.validity = validity
         self.max_host_age = max_host_age
         self.policy_for = policy_for
@@ -667,9 +744,10 @@ class DeepVerifier:
         self._bound.clear()
         self._ca_wires.clear()
 
-    def challenge(self, instance: str) -> bytes:
-        """A fresh nonce for the guest of ``instance`` to quote over."""
-        return self.nonces.issue(instance)
+    def challenge(self, instance: str, host: str | None = None) -> bytes:
+        """A fresh nonce for the guest of ``instance`` (on ``host``, if
+        named) to quote over."""
+        return self.nonces.issue(instance, host)
 
     # host side ------------------------------------------------------------
 
@@ -793,20 +871,21 @@ class DeepVerifier:
             self._ca_wires[wire] = certification
         return certification
 
-    def verify_vm_quote(self, bound: vtpm_binding.BoundVTPM,
-                        item: VMEvidence) -> quotes.VerifiedQuote:
-        """Verify the guest's quote with the bound vTPM AK, then spend its
-        nonce (so garbage cannot burn a nonce)."""
+    def _verify_vm_signature(self, bound: vtpm_binding.BoundVTPM,
+                             item: VMEvidence) -> quotes.VerifiedQuote:
+        """The guest's quote verified with the bound vTPM AK, over the
+        nonce it names (whether that nonce was issued is asked later,
+        for the whole batch at once). The fast path of
+        :func:`~trusted_pools.tpm.quote.verify_quote` reads the nonce
+        from the quote itself; only a quote it does not accept is parsed
+        here for the reference verifier."""
         try:
-            attest = structures.parse_attest(item.quote)
-            verified = quotes.verify_quote(bound.ak, item.quote,
-                                           item.signature,
-                                           attest.extra_data, item.pcrs)
+            extra_data = _quote_extra_data(item.quote)
+            return quotes.verify_quote(bound.ak, item.quote, item.signature,
+                                       extra_data, item.pcrs)
         except exception.EvidenceError as error:
             raise VMQuoteInvalid(subject=item.instance,
                                  reason=str(error)) from None
-        self.nonces.consume(item.instance, attest.extra_data)
-        return verified
 
     # the batch ------------------------------------------------------------
 
@@ -815,34 +894,58 @@ class DeepVerifier:
                      now: int, baseline: Any = None,
                      boot_pcrs: Iterable[tuple[int, int, bytes]]
                      | None = None,
-                     allow_sha1: bool = False) -> list[InstanceOutcome]:
+                     allow_sha1: bool = False,
+                     spend_nonces: bool = True) -> list[InstanceOutcome]:
         """Judge every instance of ``batch``. Raises for what fails them
-        all (the host); returns one outcome per instance, in order."""
+        all (the host); returns one outcome per instance, in order.
+
+        Three passes: every instance's evidence is verified (chain, quote
+        signature, commitment); the nonces of those that verified are
+        spent together (one call to the challenge store); the verdicts
+        of those whose nonce was spent are made and signed.
+
+        ``spend_nonces=False``: the caller spends them (each verdict's
+        outcome carries its ``nonce``), together with storing the
+        verdicts: the conductor does both in one database transaction
+        and drops, unreleased, the verdict of a nonce it could not
+        spend."""
         self.check_host("host %s" % batch.host, standing, now)
         verified_host = self.verify_host_quote(
             batch, host_ak, host_quote, baseline=baseline,
             boot_pcrs=boot_pcrs, allow_sha1=allow_sha1)
-        host_digest = hashlib.sha256(host_quote.quote).hexdigest()
-        outcomes = []
+        host_extra = verified_host.attest.extra_data
+        outcomes: list[InstanceOutcome | None] = [None] * len(batch.items)
+        checked: list[tuple[int, vtpm_binding.BoundVTPM,
+                            quotes.VerifiedQuote]] = []
         for index, item in enumerate(batch.items):
             try:
-                outcomes.append(self._judge(
-                    batch, index, item, host_ak, standing, verified_host,
-                    host_digest, now))
+                bound = self.bind(batch.host, host_ak, item)
+                verified_vm = self._verify_vm_signature(bound, item)
+                check_commitment(item.instance, item.quote, index,
+                                 batch.tree.size, batch.tree.proof(index),
+                                 batch.tree.root, batch.verifier_nonce,
+                                 host_extra)
+                checked.append((index, bound, verified_vm))
             except DeepAttestationError as error:
-                outcomes.append(InstanceOutcome(item.instance, error=error))
-        return outcomes
+                outcomes[index] = InstanceOutcome(item.instance, error=error)
+        spent: list[DeepAttestationError | None] = [None] * len(checked)
+        if spend_nonces and checked:
+            spent = self.nonces.consume_many(batch.host, [
+                (batch.items[index].instance, verified.attest.extra_data)
+                for index, _bound, verified in checked])
+        host_digest = hashlib.sha256(host_quote.quote).hexdigest()
+        for (index, bound, verified_vm), error in zip(checked, spent):
+            item = batch.items[index]
+            outcomes[index] = InstanceOutcome(item.instance, error=error) \
+                if error is not None else self._verdict(
+                    batch, index, item, bound, verified_vm, standing,
+                    host_digest, now)
+        return [o for o in outcomes if o is not None]
 
-    def _judge(self, batch: Batch, index: int, item: VMEvidence,
-               host_ak: structures.Public, standing: HostStanding,
-               verified_host: quotes.VerifiedQuote, host_digest: str,
-               now: int) -> InstanceOutcome:
-        bound = self.bind(batch.host, host_ak, item)
-        verified_vm = self.verify_vm_quote(bound, item)
-        proof = batch.tree.proof(index)
-        check_commitment(item.instance, item.quote, index, batch.tree.size,
-                         proof, batch.tree.root, batch.verifier_nonce,
-                         verified_host.attest.extra_data)
+    def _verdict(self, batch: Batch, index: int, item: VMEvidence,
+                 bound: vtpm_binding.BoundVTPM,
+                 verified_vm: quotes.VerifiedQuote, standing: HostStanding,
+                 host_digest: str, now: int) -> InstanceOutcome:
         policy = self.policy_for(item.instance)
         reasons: list[str] = []
         error = None
@@ -870,9 +973,26 @@ class DeepVerifier:
             vtpm_ek_sha256=bound.ek_sha256,
             verifier_nonce=batch.verifier_nonce,
             merkle_root=batch.tree.root, leaf_index=index,
-            tree_size=batch.tree.size, proof=proof, issued_at=now,
+            tree_size=batch.tree.size, proof=batch.tree.proof(index),
+            issued_at=now,
             expires_at=min(now + self.validity, standing.expires_at),
             policy=None if policy is None
             else "%s@%d" % (policy.name, policy.version))
         token = None if self.signer is None else self.signer.sign(verdict)
-        return InstanceOutcome(item.instance, verdict, token, error)
+        return InstanceOutcome(item.instance, verdict, token, error,
+                               verified_vm.attest.extra_data)
+
+
+def _quote_extra_data(quote: bytes) -> bytes:
+    """The extraData (the nonce) a TPMS_ATTEST names, read without
+    parsing the rest: magic (4), type (2), qualifiedSigner (2 + n),
+    extraData (2 + n). Anything short or odd goes through the full
+    parser, whose error is the one reported."""
+    if len(quote) >= 10:
+        signer = int.from_bytes(quote[6:8], "big")
+        start = 8 + signer
+        if len(quote) >= start + 2:
+            size = int.from_bytes(quote[start:start + 2], "big")
+            if len(quote) >= start + 2 + size:
+                return quote[start + 2:start + 2 + size]
+    return structures.parse_attest(quote).extra_data
