@@ -444,8 +444,8 @@ def _instance_verdict_rows(records: Sequence[InstanceVerdictRecord]
                 name="records", reason="expected InstanceVerdictRecord, "
                 "got %s" % type(record).__name__)
         latest[record.instance] = record
-    return [{f.name: getattr(record, f.name)
-             for f in dataclasses.fields(record)}
+    names = _INSTANCE_VERDICT_FIELDS
+    return [dict(zip(names, map(record.__getattribute__, names)))
             for record in latest.values()]
 
 
@@ -461,6 +461,12 @@ def _replace_instance_verdicts(session: orm.Session,
             table.c.instance.in_(instances[start:start + 500])))
     for start in range(0, len(rows), _VERDICT_CHUNK):
         session.execute(sa.insert(table), rows[start:start + _VERDICT_CHUNK])
+
+
+_INSTANCE_VERDICT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(InstanceVerdictRecord))
+_CHALLENGE_COLUMNS = [models.InstanceChallenge.__table__.c[f.name]
+                      for f in dataclasses.fields(InstanceChallengeRecord)]
 
 
 def _policy(row: models.Policy) -> Policy:
@@ -1851,10 +1857,11 @@ class Connection:
             found: dict[str, InstanceChallengeRecord] = {}
             for start in range(0, len(wanted), 500):
                 for row in session.execute(
-                        sa.select(table).where(table.c.nonce_sha256.in_(
-                            wanted[start:start + 500])).with_for_update()):
-                    found[row.nonce_sha256] = _record(
-                        InstanceChallengeRecord, row)
+                        sa.select(*_CHALLENGE_COLUMNS).where(
+                            table.c.nonce_sha256.in_(
+                                wanted[start:start + 500]))
+                        .with_for_update()).tuples():
+                    found[row[0]] = InstanceChallengeRecord(*row)
             spending: set[str] = set()
             for index, digest in enumerate(nonces):
                 challenge = found.get(digest)

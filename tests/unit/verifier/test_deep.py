@@ -436,3 +436,14 @@ def test_tampered_instance_token_is_refused(verifier, signing_key):
                                     keys, NOW)
     with pytest.raises(exception.ResultMalformed):
         deep.verify_instance_result("a.b", keys, NOW)
+
+
+def test_vm_nonce_named_for_a_host_serves_only_that_host():
+    book = deep.NonceBook()
+    instance = SoftVTPM().instance
+    nonce = book.issue(instance, "compute-a")
+    with pytest.raises(deep.VMNonceMismatch, match="host compute-a"):
+        book.consume(instance, nonce, "compute-b")
+    book.consume(instance, nonce, "compute-a")
+    with pytest.raises(deep.VMQuoteReplayed):
+        book.consume(instance, nonce, "compute-a")
