@@ -74,7 +74,8 @@ from trusted_pools.tpm import constants, quote as quotes, structures
 from trusted_pools.tpm import pcrs as pcr_files
 
 __all__ = [
-    "DOMAIN_TAG", "INSTANCE_RESULT_TYPE", "INSTANCE_RESULT_VERSION",
+    "DOMAIN_TAG", "INSTANCE_BATCH_TYPE", "INSTANCE_RESULT_TYPE",
+    "INSTANCE_RESULT_VERSION",
     "Batch", "DeepAttestationError", "DeepVerifier", "HostNotTrusted",
     "HostQuote", "HostQuoteInvalid", "HostQuoteNotCommitted",
     "HostStanding", "HostVerdictStale", "InstanceOutcome", "InstancePolicy",
@@ -89,7 +90,11 @@ __all__ = [
 #: Domain tag of the host nonce.
 DOMAIN_TAG = b"trusted_pools deep attestation v1\0"
 INSTANCE_RESULT_TYPE = "trusted-pools-instance-result+jwt"
+#: The ``typ`` of the one JWS a batch's instance results share.
+INSTANCE_BATCH_TYPE = "trusted-pools-instance-batch+jwt"
 INSTANCE_RESULT_VERSION = 1
+#: Separates the parts of a batch-signed instance result.
+_BATCH_SEPARATOR = "~"
 #: Largest batch: one host quote commits to at most this many VM quotes.
 MAX_BATCH = 4096
 _LEAF, _NODE = b"\x00", b"\x01"
@@ -594,39 +599,70 @@ class InstanceResultSigner:
         # for every token: a batch signs up to thousands. The header is
         # the one PyJWS writes (sorted keys, no spaces); the signature is
         # PyJWT's own algorithm (raw r||s for ES256).
-        self._header = _b64url(canonical_json(
-            {"alg": self.alg, "kid": self.kid,
-             "typ": INSTANCE_RESULT_TYPE})) + b"."
+        self._headers = {typ: _b64url(canonical_json(
+            {"alg": self.alg, "kid": self.kid, "typ": typ})) + b"."
+            for typ in (INSTANCE_RESULT_TYPE, INSTANCE_BATCH_TYPE)}
         self._algorithm = jwt.algorithms.get_default_algorithms()[self.alg]
 
-    def sign(self, verdict: InstanceVerdict) -> str:
-        claims = verdict.claims(self.issuer, secrets.token_urlsafe(16))
-        signing_input = self._header + _b64url(canonical_json(claims))
+    def _jws(self, typ: str, payload: bytes) -> str:
+        signing_input = self._headers[typ] + _b64url(payload)
         signature = self._algorithm.sign(signing_input, self._key)
         return (signing_input + b"." + _b64url(signature)).decode("ascii")
+
+    def sign(self, verdict: InstanceVerdict) -> str:
+        """One instance's result: a JWS over its claim set."""
+        claims = verdict.claims(self.issuer, secrets.token_urlsafe(16))
+        return self._jws(INSTANCE_RESULT_TYPE, canonical_json(claims))
+
+    def sign_batch(self, verdicts: Sequence[InstanceVerdict]) -> list[str]:
+        """The results of a batch's instances under one signature.
+
+        Each instance's claim set (the same as :meth:`sign` signs, with
+        its own random ``jti``, so a sibling's hash reveals nothing of
+        its claims) is a leaf of an RFC 9162 Merkle tree; one JWS of type
+        :data:`INSTANCE_BATCH_TYPE` signs the root. An instance's result
+        is ``JWS~claims~index~proof`` (base64url claims and proof): it
+        carries its own claims only, and verifies on its own
+        (:func:`verify_instance_result`)."""
+        if not verdicts:
+            return []
+        leaves = [canonical_json(v.claims(self.issuer,
+                                          secrets.token_urlsafe(16)))
+                  for v in verdicts]
+        tree = MerkleTree(leaves)
+        batch = self._jws(INSTANCE_BATCH_TYPE, canonical_json({
+            "ver": INSTANCE_RESULT_VERSION, "iss": self.issuer,
+            "iat": min(v.issued_at for v in verdicts),
+            "exp": max(v.expires_at for v in verdicts),
+            "jti": secrets.token_urlsafe(16),
+            "results": {"root": tree.root.hex(), "size": tree.size}}))
+        return [_BATCH_SEPARATOR.join((
+            batch, _b64url(leaf).decode("ascii"), str(index),
+            _b64url(b"".join(tree.proof(index))).decode("ascii")))
+            for index, leaf in enumerate(leaves)]
 
 
 def _b64url(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-def verify_instance_result(token: str,
-                           public_keys: Mapping[str, keystore.PublicKey],
-                           now: int, leeway: int = 5) -> dict[str, Any]:
-    """The claims of a signed instance verdict, or a
-    :class:`~trusted_pools.exception.SignedResultError`."""
-    if not isinstance(token, str) or token.count(".") != 2 or \
-            len(token) > 256 * 1024:
+_BATCH_CLAIMS = frozenset({"ver", "iss", "iat", "exp", "jti", "results"})
+_MAX_RESULT = 256 * 1024
+
+
+def _verified_jws(token: str, typ: str,
+                  public_keys: Mapping[str, keystore.PublicKey]) -> bytes:
+    """The payload of a compact JWS of type ``typ`` whose signature
+    verifies with the pinned key its ``kid`` names."""
+    if not isinstance(token, str) or token.count(".") != 2:
         raise exception.ResultMalformed(reason="not a compact JWS")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as error:
         raise exception.ResultMalformed(reason=str(error)) from None
-    if set(header) != {"alg", "kid", "typ"} or \
-            header.get("typ") != INSTANCE_RESULT_TYPE:
+    if set(header) != {"alg", "kid", "typ"} or header.get("typ") != typ:
         raise exception.ResultMalformed(
-            reason="header is not alg, kid and typ %r"
-            % INSTANCE_RESULT_TYPE)
+            reason="header is not alg, kid and typ %r" % typ)
     key = public_keys.get(header["kid"]) if isinstance(
         header["kid"], str) else None
     if key is None:
@@ -636,27 +672,101 @@ def verify_instance_result(token: str,
         raise exception.ResultAlgorithmRejected(
             alg=str(header["alg"]), reason="the key is pinned to %s" % alg)
     try:
-        payload = _JWS.decode_complete(token, key=key,
-                                       algorithms=[alg])["payload"]
+        return _JWS.decode_complete(token, key=key,
+                                    algorithms=[alg])["payload"]
     except jwt.InvalidSignatureError:
         raise exception.ResultSignatureInvalid() from None
     except jwt.PyJWTError as error:
         raise exception.ResultMalformed(reason=str(error)) from None
+
+
+def _canonical_object(payload: bytes, keys: frozenset[str], what: str
+                      ) -> dict[str, Any]:
     try:
         claims = json.loads(payload)
     except ValueError:
-        raise exception.ResultMalformed(reason="payload is not JSON") \
+        raise exception.ResultMalformed(reason="%s is not JSON" % what) \
             from None
-    if not isinstance(claims, dict) or set(claims) != _CLAIMS or \
+    if not isinstance(claims, dict) or set(claims) != keys or \
             canonical_json(claims) != payload:
         raise exception.ResultMalformed(
-            reason="claims are not the canonical instance claim set")
+            reason="%s is not the canonical claim set" % what)
     if type(claims["ver"]) is not int or \
             claims["ver"] != INSTANCE_RESULT_VERSION:
         raise exception.ResultMalformed(reason="unknown claim set version")
     iat, exp = claims["iat"], claims["exp"]
     if type(iat) is not int or type(exp) is not int or exp <= iat:
         raise exception.ResultMalformed(reason="bad iat/exp")
+    return claims
+
+
+def _b64url_decode(text: str, what: str) -> bytes:
+    if not text or len(text) % 4 == 1 or not set(text) <= _B64URL:
+        raise exception.ResultMalformed(reason="%s is not base64url" % what)
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                    "0123456789-_")
+
+
+def _batch_claims(token: str,
+                  public_keys: Mapping[str, keystore.PublicKey]) -> bytes:
+    """The instance claim bytes of a batch-signed result
+    (``JWS~claims~index~proof``), once the batch JWS verifies and the
+    proof leads from the claims to the root it signed."""
+    parts = token.split(_BATCH_SEPARATOR)
+    if len(parts) != 4:
+        raise exception.ResultMalformed(
+            reason="a batch-signed result has four parts")
+    jws, claims_b64, index_text, proof_b64 = parts
+    batch = _canonical_object(
+        _verified_jws(jws, INSTANCE_BATCH_TYPE, public_keys), _BATCH_CLAIMS,
+        "batch claims")
+    results = batch["results"]
+    if not isinstance(results, dict) or set(results) != {"root", "size"} \
+            or not isinstance(results["root"], str) \
+            or type(results["size"]) is not int:
+        raise exception.ResultMalformed(reason="bad batch results")
+    try:
+        root = bytes.fromhex(results["root"])
+    except ValueError:
+        root = b""
+    if len(root) != 32 or not index_text.isdigit() or \
+            len(index_text) > 9:
+        raise exception.ResultMalformed(reason="bad batch root or index")
+    claims = _b64url_decode(claims_b64, "claims")
+    proof = _b64url_decode(proof_b64, "proof") if proof_b64 else b""
+    if len(proof) % 32:
+        raise exception.ResultMalformed(reason="bad inclusion proof")
+    if not verify_inclusion(claims, int(index_text), results["size"],
+                            [proof[i:i + 32]
+                             for i in range(0, len(proof), 32)], root):
+        # The claims are not what the conductor signed.
+        raise exception.ResultSignatureInvalid()
+    instance = _canonical_object(claims, _CLAIMS, "claims")
+    if instance["iss"] != batch["iss"] or not \
+            batch["iat"] <= instance["iat"] < instance["exp"] \
+            <= batch["exp"]:
+        raise exception.ResultMalformed(
+            reason="the claims are not within their batch's")
+    return claims
+
+
+def verify_instance_result(token: str,
+                           public_keys: Mapping[str, keystore.PublicKey],
+                           now: int, leeway: int = 5) -> dict[str, Any]:
+    """The claims of a signed instance verdict (a JWS of its own, or
+    batch-signed: see :meth:`InstanceResultSigner.sign_batch`), or a
+    :class:`~trusted_pools.exception.SignedResultError`."""
+    if not isinstance(token, str) or len(token) > _MAX_RESULT:
+        raise exception.ResultMalformed(reason="not an instance result")
+    if _BATCH_SEPARATOR in token:
+        payload = _batch_claims(token, public_keys)
+    else:
+        payload = _verified_jws(token, INSTANCE_RESULT_TYPE, public_keys)
+    claims = _canonical_object(payload, _CLAIMS, "claims")
+    iat, exp = claims["iat"], claims["exp"]
     if iat > now + leeway:
         raise exception.ResultNotYetValid(issued_at=iat, now=now,
                                           leeway=leeway)
@@ -934,12 +1044,25 @@ class DeepVerifier:
                 (batch.items[index].instance, verified.attest.extra_data)
                 for index, _bound, verified in checked])
         host_digest = hashlib.sha256(host_quote.quote).hexdigest()
+        judged: list[InstanceOutcome] = []
         for (index, bound, verified_vm), error in zip(checked, spent):
             item = batch.items[index]
-            outcomes[index] = InstanceOutcome(item.instance, error=error) \
-                if error is not None else self._verdict(
+            if error is not None:
+                outcomes[index] = InstanceOutcome(item.instance, error=error)
+            else:
+                outcomes[index] = outcome = self._verdict(
                     batch, index, item, bound, verified_vm, standing,
                     host_digest, now)
+                judged.append(outcome)
+        if self.signer is not None and judged:
+            # One signature for the batch (each result carries its own
+            # claims and their inclusion proof), not one per instance.
+            tokens = self.signer.sign_batch(
+                [o.verdict for o in judged if o.verdict is not None])
+            signed = {o.instance: dataclasses.replace(o, signed_result=t)
+                      for o, t in zip(judged, tokens)}
+            outcomes = [signed.get(o.instance, o) if o is not None else o
+                        for o in outcomes]
         return [o for o in outcomes if o is not None]
 
     def _verdict(self, batch: Batch, index: int, item: VMEvidence,
@@ -978,8 +1101,7 @@ class DeepVerifier:
             expires_at=min(now + self.validity, standing.expires_at),
             policy=None if policy is None
             else "%s@%d" % (policy.name, policy.version))
-        token = None if self.signer is None else self.signer.sign(verdict)
-        return InstanceOutcome(item.instance, verdict, token, error,
+        return InstanceOutcome(item.instance, verdict, None, error,
                                verified_vm.attest.extra_data)
 
 
