@@ -259,6 +259,18 @@ def test_host_quote_committing_to_another_batch(verifier):
             other.host_nonce))
 
 
+def test_batch_whose_tree_is_not_over_its_quotes(verifier):
+    """A batch put together by hand with the tree of other quotes: the
+    host's quote commits to that tree, not to these VMs."""
+    host, a, b = SoftHost(), SoftVTPM(), SoftVTPM()
+    batch = _batch(verifier, host, [a])
+    other = _batch(verifier, host, [b])
+    forged = deep.Batch(batch.host, batch.verifier_nonce, batch.items,
+                        other.tree)
+    with pytest.raises(deep.HostQuoteNotCommitted, match="not over"):
+        _run(verifier, host, forged)
+
+
 def test_host_quote_from_another_hosts_tpm(verifier):
     host, other, vtpm = SoftHost(), SoftHost("compute-b"), SoftVTPM()
     batch = _batch(verifier, host, [vtpm])
