@@ -457,8 +457,8 @@ def _replace_instance_verdicts(session: orm.Session,
     table = models.InstanceVerdict.__table__
     instances = sorted(row["instance"] for row in rows)
     for start in range(0, len(instances), 500):
-        session.execute(sa.delete(table).where(
-            table.c.instance.in_(instances[start:start + 500])))
+        session.execute(_DELETE_INSTANCE_VERDICTS,
+                        {"instances": instances[start:start + 500]})
     for start in range(0, len(rows), _VERDICT_CHUNK):
         session.execute(sa.insert(table), rows[start:start + _VERDICT_CHUNK])
 
@@ -467,6 +467,18 @@ _INSTANCE_VERDICT_FIELDS = tuple(
     f.name for f in dataclasses.fields(InstanceVerdictRecord))
 _CHALLENGE_COLUMNS = [models.InstanceChallenge.__table__.c[f.name]
                       for f in dataclasses.fields(InstanceChallengeRecord)]
+# Batch statements built once, their lists bound as expanding parameters:
+# an ``in_(list)`` built per call coerces every element (100s per batch).
+_CHALLENGES = models.InstanceChallenge.__table__
+_SELECT_CHALLENGES = sa.select(*_CHALLENGE_COLUMNS).where(
+    _CHALLENGES.c.nonce_sha256.in_(sa.bindparam("nonces", expanding=True))
+).with_for_update()
+_SPEND_CHALLENGES = sa.update(_CHALLENGES).where(
+    _CHALLENGES.c.nonce_sha256.in_(sa.bindparam("nonces", expanding=True)),
+    _CHALLENGES.c.used_at.is_(None)).values(used_at=sa.bindparam("now"))
+_DELETE_INSTANCE_VERDICTS = sa.delete(models.InstanceVerdict.__table__).where(
+    models.InstanceVerdict.__table__.c.instance.in_(
+        sa.bindparam("instances", expanding=True)))
 
 
 def _policy(row: models.Policy) -> Policy:
@@ -1856,11 +1868,8 @@ class Connection:
         with self._writer() as session:
             found: dict[str, InstanceChallengeRecord] = {}
             for start in range(0, len(wanted), 500):
-                for row in session.execute(
-                        sa.select(*_CHALLENGE_COLUMNS).where(
-                            table.c.nonce_sha256.in_(
-                                wanted[start:start + 500]))
-                        .with_for_update()).tuples():
+                for row in session.execute(_SELECT_CHALLENGES, {
+                        "nonces": wanted[start:start + 500]}).tuples():
                     found[row[0]] = InstanceChallengeRecord(*row)
             spending: set[str] = set()
             for index, digest in enumerate(nonces):
@@ -1877,10 +1886,8 @@ class Connection:
             ordered = sorted(spending)
             for start in range(0, len(ordered), 500):
                 chunk = ordered[start:start + 500]
-                result = session.execute(
-                    sa.update(table).where(
-                        table.c.nonce_sha256.in_(chunk),
-                        table.c.used_at.is_(None)).values(used_at=now))
+                result = session.execute(_SPEND_CHALLENGES, {
+                    "nonces": chunk, "now": now})
                 if result.rowcount != len(chunk):
                     # Only a backend that did not lock the rows gets here:
                     # spend nothing, let the caller try again.
