@@ -743,8 +743,8 @@ def _batch_claims(token: str,
         root = bytes.fromhex(results["root"])
     except ValueError:
         root = b""
-    if len(root) != 32 or not index_text.isdigit() or \
-            len(index_text) > 9:
+    if len(root) != 32 or not index_text.isascii() or \
+            not index_text.isdigit() or len(index_text) > 9:
         raise exception.ResultMalformed(reason="bad batch root or index")
     claims = _b64url_decode(claims_b64, "claims")
     proof = _b64url_decode(proof_b64, "proof") if proof_b64 else b""

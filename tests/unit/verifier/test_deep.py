@@ -176,6 +176,10 @@ def test_batch_result_with_forged_or_swapped_claims(verifier):
                   proof)),
         "~".join((jws, claims_b64, "1", proof)),
         "~".join((jws, claims_b64, index, proof[:-4])),
+        "~".join((jws, claims_b64, "\u00b2", proof)),
+        "~".join((jws, claims_b64, "-0", proof)),
+        "~".join((jws, "", index, proof)),
+        "~".join((jws, claims_b64 + "*", index, proof)),
     ]
     for token in attempts:
         with pytest.raises((exception.ResultSignatureInvalid,
