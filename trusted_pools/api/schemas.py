@@ -86,8 +86,9 @@ _UUID = {"type": "string", "pattern":
 _BASE64 = {"type": "string", "minLength": 4, "maxLength": 8192,
            "pattern": "^[A-Za-z0-9+/]+={0,2}$"}
 
-#: POST /v1/instances/{uuid}/challenge (1.2): the instance's host, whose
-#: owning conductor keeps the nonce and later verifies the quote.
+#: POST /v1/instances/{uuid}/challenge (1.2): the instance's host; only
+#: a deep attestation of that host may spend the nonce (kept in the
+#: database, for whichever conductor verifies the quote).
 challenge_instance = {
     "type": "object",
     "properties": {"host": _NAME},
