@@ -5,7 +5,9 @@ no database; the conductor (``conductor.manager.deep_attest``) feeds it.
 An instance is attested from three things:
 
 (a) a **vTPM quote made inside the guest** over a nonce this verifier
-    issued for that instance (:class:`NonceBook`: one use each, expiring);
+    issued for that instance (:class:`InstanceChallenges`: one use each,
+    expiring; :class:`NonceBook` in memory, the conductor's in its
+    database);
     verified with :func:`trusted_pools.tpm.quote.verify_quote` and the
     vTPM AK from (b);
 (b) the **vTPM's chain to its host** (:mod:`.vtpm_binding`): the host's
