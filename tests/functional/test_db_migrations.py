@@ -21,6 +21,7 @@ EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "host_binding_keys", "secrets", "vtpm_migrations",
                    "policy_assignments", "verdicts", "ima_state",
                    "conductors", "host_operations", "instance_verdicts",
+                   "instance_challenges",
                    "alembic_version"}
 
 
@@ -29,7 +30,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "b7c2d9e4f130"
+    assert migration.head() == "d41c7a9e2b58"
 
 
 def test_upgrade_from_empty(empty_db_url):

@@ -86,8 +86,9 @@ _UUID = {"type": "string", "pattern":
 _BASE64 = {"type": "string", "minLength": 4, "maxLength": 8192,
            "pattern": "^[A-Za-z0-9+/]+={0,2}$"}
 
-#: POST /v1/instances/{uuid}/challenge (1.2): the instance's host, whose
-#: owning conductor keeps the nonce and later verifies the quote.
+#: POST /v1/instances/{uuid}/challenge (1.3): the instance's host; only
+#: a deep attestation of that host may spend the nonce (kept in the
+#: database, for whichever conductor verifies the quote).
 challenge_instance = {
     "type": "object",
     "properties": {"host": _NAME},
@@ -95,7 +96,7 @@ challenge_instance = {
     "additionalProperties": False,
 }
 
-#: POST /v1/hosts/{name}/deep-attest (1.2): one entry per instance, in
+#: POST /v1/hosts/{name}/deep-attest (1.3): one entry per instance, in
 #: the form the guest-side attester prints (trusted_pools.guest); the
 #: conductor checks each entry's content.
 deep_attest = {

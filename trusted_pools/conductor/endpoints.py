@@ -251,7 +251,7 @@ class ManagementEndpoint:
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
     def challenge_instance(self, context: dict, host: str, instance: str
                            ) -> dict[str, Any]:
-        # In memory on the host's owner: no agent call.
+        # Kept in the database by the host's owner: no agent call.
         return self._manager.challenge_instance(context, instance,
                                                 host=host)
 

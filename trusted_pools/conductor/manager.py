@@ -46,6 +46,7 @@ from trusted_pools.protocol.evidence import Evidence, Limits
 from trusted_pools.protocol.evidence import decode_b64 as _b64d
 from trusted_pools.protocol.evidence import encode_b64 as _b64
 from trusted_pools.common import context as context_mod
+from trusted_pools.conductor import instance_challenges
 from trusted_pools.conductor import migration as migration_mod
 from trusted_pools.conductor import metrics as metrics_mod
 from trusted_pools.verifier import pipeline as verifier
@@ -200,11 +201,14 @@ class ConductorManager:
         self._published: dict[str, tuple[str, int]] = {}
         self._last_evidence: dict[str, float] = {}
         self._policy_cache: dict[str, Any] = {}
-        #: Deep attestation of instances (issue 11): the instance nonces this
-        #: conductor issued, and its signer of instance verdicts.
+        #: Deep attestation of instances (issue 11): its signer of instance
+        #: verdicts, and the instance nonces, kept in the database (shared
+        #: by the conductors, kept across restarts).
+        self.instance_challenges = instance_challenges.DatabaseChallenges(
+            db, host, clock=lambda: self.clock())
         self.deep = deep_mod.DeepVerifier(
             deep_mod.InstanceResultSigner(signing_key, host),
-            validity=self.validity)
+            nonces=self.instance_challenges, validity=self.validity)
         #: vTPM migrations (issue 12): the state machine this conductor
         #: drives (trusted_pools.conductor.migration).
         self.migrations = migration_mod.MigrationCoordinator(
@@ -857,15 +861,17 @@ class ConductorManager:
         """A one-use nonce for the guest of ``instance`` to quote over
         with its vTPM AK (valid ``deep.nonces.ttl`` seconds).
 
-        ``host`` (from RPC 3.3): the instance's host; the nonce is kept by
-        its owner, which verifies the deep attestation. A host that is not
-        enrolled gets no nonce (its instances cannot be attested)."""
+        ``host`` (from RPC 3.3): the instance's host; only a deep
+        attestation of that host may spend the nonce. A host that is not
+        enrolled gets no nonce (its instances cannot be attested). The
+        nonce is kept in the database: any conductor can verify the
+        quote, and a restart does not forget that it was spent."""
         instance = deep_mod.instance_id(instance)
         if host is not None:
             self._check_owner(host)
             self._state(host)
         answer = {"instance": instance,
-                  "nonce": _b64(self.deep.challenge(instance)),
+                  "nonce": _b64(self.deep.challenge(instance, host)),
                   "expires_in": int(self.deep.nonces.ttl)}
         if host is not None:
             answer["host"] = host
@@ -954,10 +960,12 @@ class ConductorManager:
                                               evidence.pcrs),
                 now=int(self.clock()), baseline=baseline,
                 boot_pcrs=None if boot is None else boot.pcrs,
-                allow_sha1=verifier.allows_sha1_quotes(state))
+                allow_sha1=verifier.allows_sha1_quotes(state),
+                spend_nonces=False)
+            outcomes = self._settle_instance_batch(host, state, standing,
+                                                   outcomes)
             for position, outcome in zip(positions, outcomes):
                 entries[position] = self._instance_entry(outcome)
-            self._store_instance_verdicts(state, standing, outcomes)
         return [e for e in entries if e is not None]
 
     def _deep_attest_operation(self, context: dict, host: str,
@@ -967,16 +975,26 @@ class ConductorManager:
         entries = self.deep_attest(context, host, instances)
         return {"host": host, "instances": entries}
 
-    def _store_instance_verdicts(self, state: verifier.HostState,
-                                 standing: deep_mod.HostStanding,
-                                 outcomes: list[deep_mod.InstanceOutcome]
-                                 ) -> None:
-        """Keep each instance's verdict with the host verdict (sequence)
-        and enrollment generation it relied on; a reader judges it again
+    def _settle_instance_batch(self, host: str, state: verifier.HostState,
+                               standing: deep_mod.HostStanding,
+                               outcomes: list[deep_mod.InstanceOutcome]
+                               ) -> list[deep_mod.InstanceOutcome]:
+        """Spend the nonces of the verified quotes and store the verdicts
+        they earned, in one transaction: a verdict whose nonce cannot be
+        spent (replayed, issued for another instance or host, expired,
+        spent meanwhile through another conductor) is neither stored nor
+        returned, its outcome is that error.
+
+        Each verdict is kept with the host verdict (sequence) and
+        enrollment generation it relied on; a reader judges it again
         against the host's later verdicts. Evidence that gave no verdict
         leaves the instance's earlier one as it was: anyone can submit
         garbage in an instance's name."""
-        records = [db_api.InstanceVerdictRecord(
+        judged = [(index, o) for index, o in enumerate(outcomes)
+                  if o.verdict is not None and o.nonce is not None]
+        if not judged:
+            return outcomes
+        records = {claim: db_api.InstanceVerdictRecord(
             instance=o.verdict.instance, host_id=state.host_id,
             status=o.verdict.status, level=int(o.verdict.level),
             host_level=int(o.verdict.host_level),
@@ -986,9 +1004,16 @@ class ConductorManager:
             signed_result=o.signed_result,
             issued_at=_utc(o.verdict.issued_at),
             expires_at=_utc(o.verdict.expires_at))
-            for o in outcomes if o.verdict is not None]
-        if records:
-            self.db.save_instance_verdicts(records)
+            for claim, (_index, o) in enumerate(judged)
+            if o.verdict is not None}
+        errors = self.instance_challenges.settle(
+            host, [(o.instance, o.nonce) for _index, o in judged], records)
+        settled = list(outcomes)
+        for (index, outcome), error in zip(judged, errors):
+            if error is not None:
+                settled[index] = deep_mod.InstanceOutcome(outcome.instance,
+                                                          error=error)
+        return settled
 
     def _instance_entry(self, outcome: deep_mod.InstanceOutcome
                         ) -> dict[str, Any]:

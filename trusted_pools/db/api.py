@@ -32,7 +32,8 @@ import hashlib
 import re
 import threading
 import uuid as uuid_lib
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import (Any, Callable, Iterable, Iterator, Mapping,
+                    Sequence, TypeVar)
 
 from oslo_db import api as oslo_db_api
 from oslo_db import exception as db_exc
@@ -45,7 +46,8 @@ from trusted_pools.db import models
 
 __all__ = [
     "BindingKeyRecord", "Connection", "ConductorRecord", "Host",
-    "HostOperation", "IMAState", "InstanceStanding",
+    "HostOperation", "IMAState", "InstanceChallengeRecord",
+    "InstanceStanding",
     "InstanceVerdictRecord", "NewVerdict", "Policy", "PolicyAssignment",
     "Registration", "SecretRecord", "SignFunction", "Verdict",
     "UNCONDITIONAL", "VTPMMigrationRecord", "get_instance",
@@ -387,6 +389,20 @@ class InstanceVerdictRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class InstanceChallengeRecord:
+    """A nonce issued to an instance's guest, as stored (see
+    :class:`trusted_pools.db.models.InstanceChallenge`)."""
+
+    nonce_sha256: str
+    instance: str
+    host: str | None
+    conductor: str
+    issued_at: datetime.datetime
+    expires_at: datetime.datetime
+    used_at: datetime.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class InstanceStanding:
     """An instance's stored verdict with what its host became since: the
     host's name, state and enrollment generation now, and the first host
@@ -416,6 +432,53 @@ def _host(row: models.Host) -> Host:
 # of the record, which skips the ORM's per-row identity bookkeeping.
 _VERDICTS = models.Verdict.__table__
 _VERDICT_COLUMNS = [_VERDICTS.c[f.name] for f in dataclasses.fields(Verdict)]
+
+
+def _instance_verdict_rows(records: Sequence[InstanceVerdictRecord]
+                           ) -> list[dict[str, Any]]:
+    """Rows for ``records``; the last record of an instance wins."""
+    latest: dict[str, InstanceVerdictRecord] = {}
+    for record in records:
+        if not isinstance(record, InstanceVerdictRecord):
+            raise exception.InvalidParameterValue(
+                name="records", reason="expected InstanceVerdictRecord, "
+                "got %s" % type(record).__name__)
+        latest[record.instance] = record
+    names = _INSTANCE_VERDICT_FIELDS
+    return [dict(zip(names, map(record.__getattribute__, names)))
+            for record in latest.values()]
+
+
+def _replace_instance_verdicts(session: orm.Session,
+                               rows: list[dict[str, Any]]) -> None:
+    """Each row replaces its instance's stored verdict: a delete and a
+    bulk insert through Core (a batch is up to thousands of rows; the
+    ORM's per-row get-and-update cost more than verifying them)."""
+    table = models.InstanceVerdict.__table__
+    instances = sorted(row["instance"] for row in rows)
+    for start in range(0, len(instances), 500):
+        session.execute(_DELETE_INSTANCE_VERDICTS,
+                        {"instances": instances[start:start + 500]})
+    for start in range(0, len(rows), _VERDICT_CHUNK):
+        session.execute(sa.insert(table), rows[start:start + _VERDICT_CHUNK])
+
+
+_INSTANCE_VERDICT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(InstanceVerdictRecord))
+_CHALLENGE_COLUMNS = [models.InstanceChallenge.__table__.c[f.name]
+                      for f in dataclasses.fields(InstanceChallengeRecord)]
+# Batch statements built once, their lists bound as expanding parameters:
+# an ``in_(list)`` built per call coerces every element (100s per batch).
+_CHALLENGES = models.InstanceChallenge.__table__
+_SELECT_CHALLENGES = sa.select(*_CHALLENGE_COLUMNS).where(
+    _CHALLENGES.c.nonce_sha256.in_(sa.bindparam("nonces", expanding=True))
+).with_for_update()
+_SPEND_CHALLENGES = sa.update(_CHALLENGES).where(
+    _CHALLENGES.c.nonce_sha256.in_(sa.bindparam("nonces", expanding=True)),
+    _CHALLENGES.c.used_at.is_(None)).values(used_at=sa.bindparam("now"))
+_DELETE_INSTANCE_VERDICTS = sa.delete(models.InstanceVerdict.__table__).where(
+    models.InstanceVerdict.__table__.c.instance.in_(
+        sa.bindparam("instances", expanding=True)))
 
 
 def _policy(row: models.Policy) -> Policy:
@@ -1734,27 +1797,108 @@ class Connection:
         a bulk insert through Core (a batch is up to thousands of rows;
         the ORM's per-row get-and-update cost more than verifying them).
         The last record of an instance given twice wins."""
-        latest: dict[str, InstanceVerdictRecord] = {}
-        for record in records:
-            if not isinstance(record, InstanceVerdictRecord):
-                raise exception.InvalidParameterValue(
-                    name="records", reason="expected InstanceVerdictRecord, "
-                    "got %s" % type(record).__name__)
-            latest[record.instance] = record
-        if not latest:
-            return
-        table = models.InstanceVerdict.__table__
-        rows = [{f.name: getattr(record, f.name)
-                 for f in dataclasses.fields(record)}
-                for record in latest.values()]
-        instances = sorted(latest)
+        rows = _instance_verdict_rows(records)
+        if rows:
+            with self._writer() as session:
+                _replace_instance_verdicts(session, rows)
+
+    # -- instance challenges (deep attestation nonces)
+
+    @_translate_errors
+    @_retry_deadlock
+    def add_instance_challenge(self, nonce_sha256: str, instance: str,
+                               host: str | None, conductor: str,
+                               issued_at: datetime.datetime,
+                               expires_at: datetime.datetime,
+                               limit: int) -> None:
+        """Keep a nonce issued to ``instance`` (on ``host``, if named).
+        Expired challenges are deleted first; past ``limit`` outstanding
+        ones, :class:`TemporaryFailure` (nothing stored)."""
+        _non_empty(nonce_sha256, "nonce_sha256", limit=64)
+        _non_empty(instance, "instance", limit=36)
+        if host is not None:
+            _non_empty(host, "host", limit=255)
+        _non_empty(conductor, "conductor", limit=255)
+        issued = _as_utc(issued_at, "issued_at")
+        expires = _as_utc(expires_at, "expires_at")
+        if expires <= issued:
+            raise exception.InvalidParameterValue(
+                name="expires_at", reason="is not after issued_at")
+        _count(limit, "limit")
+        table = models.InstanceChallenge.__table__
         with self._writer() as session:
-            for start in range(0, len(instances), 500):
-                session.execute(sa.delete(table).where(
-                    table.c.instance.in_(instances[start:start + 500])))
-            for start in range(0, len(rows), _VERDICT_CHUNK):
-                session.execute(sa.insert(table),
-                                rows[start:start + _VERDICT_CHUNK])
+            session.execute(sa.delete(table).where(
+                table.c.expires_at <= issued))
+            outstanding = session.execute(
+                sa.select(sa.func.count()).select_from(table)).scalar_one()
+            if outstanding >= limit:
+                raise exception.TemporaryFailure(
+                    reason="%d instance challenges are outstanding"
+                    % outstanding)
+            session.execute(sa.insert(table).values(
+                nonce_sha256=nonce_sha256, instance=instance, host=host,
+                conductor=conductor, issued_at=issued, expires_at=expires,
+                used_at=None))
+
+    @_translate_errors
+    @_retry_deadlock
+    def spend_instance_challenges(
+            self, nonces: Sequence[str], now: datetime.datetime,
+            decide: Callable[[int, InstanceChallengeRecord | None], bool],
+            verdicts: Mapping[int, InstanceVerdictRecord] | None = None
+    ) -> list[bool]:
+        """Spend a batch's nonces (their SHA-256s) and store the verdicts
+        they earned, in one transaction.
+
+        ``decide(index, challenge)`` is asked for each nonce with its
+        stored challenge (None if there is none or it expired by ``now``)
+        and says whether it may be spent now; the rows are locked
+        (``SELECT ... FOR UPDATE``; SQLite's writer holds the database),
+        so two conductors cannot both spend one nonce. ``verdicts``
+        (index -> record) are stored for the nonces spent, and only for
+        them. Returns, per nonce, whether it was spent."""
+        if not isinstance(nonces, (list, tuple)) or not all(
+                isinstance(n, str) for n in nonces):
+            raise exception.InvalidParameterValue(
+                name="nonces", reason="expected a list of digests")
+        now = _as_utc(now, "now")
+        table = models.InstanceChallenge.__table__
+        wanted = sorted(set(nonces))
+        spent = [False] * len(nonces)
+        with self._writer() as session:
+            found: dict[str, InstanceChallengeRecord] = {}
+            for start in range(0, len(wanted), 500):
+                for row in session.execute(_SELECT_CHALLENGES, {
+                        "nonces": wanted[start:start + 500]}).tuples():
+                    found[row[0]] = InstanceChallengeRecord(*row)
+            spending: set[str] = set()
+            for index, digest in enumerate(nonces):
+                challenge = found.get(digest)
+                if challenge is not None and challenge.expires_at <= now:
+                    challenge = None
+                elif challenge is not None and digest in spending:
+                    # Given twice in one batch: the second use is a
+                    # replay of the first.
+                    challenge = dataclasses.replace(challenge, used_at=now)
+                if decide(index, challenge):
+                    spent[index] = True
+                    spending.add(digest)
+            ordered = sorted(spending)
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start:start + 500]
+                result = session.execute(_SPEND_CHALLENGES, {
+                    "nonces": chunk, "now": now})
+                if result.rowcount != len(chunk):
+                    # Only a backend that did not lock the rows gets here:
+                    # spend nothing, let the caller try again.
+                    raise exception.TemporaryFailure(
+                        reason="instance challenges were spent concurrently")
+            rows = _instance_verdict_rows(
+                [record for index, record in sorted((verdicts or {}).items())
+                 if spent[index]])
+            if rows:
+                _replace_instance_verdicts(session, rows)
+        return spent
 
     @_translate_errors
     def instance_verdict(self, instance: str) -> InstanceStanding:

@@ -595,3 +595,40 @@ class InstanceVerdict(Base):
         UTCDateTime(), nullable=False)
     expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         UTCDateTime(), nullable=False)
+
+
+class InstanceChallenge(Base):
+    """A nonce a conductor issued to an instance's guest for deep
+    attestation (issue 11): kept here, not in the conductor's memory, so a
+    restart does not forget which nonces were spent (a replayed quote is
+    still refused) and a challenge issued by one conductor can be
+    completed on another.
+
+    The nonce is known by its SHA-256 (it is public once issued; the
+    digest keeps the key fixed-size). ``host`` is the instance's host if
+    the caller named it (then only that host's batch may spend it).
+    ``used_at`` is set once, by the batch that spends it; a spent row is
+    kept until ``expires_at`` so that a replay is named as one, then
+    deleted.
+    """
+
+    __tablename__ = "instance_challenges"
+    __table_args__ = (
+        sa.Index("instance_challenges_expires_at_idx", "expires_at"),
+        _TABLE_ARGS,
+    )
+
+    nonce_sha256: orm.Mapped[str] = orm.mapped_column(sa.String(64),
+                                                      primary_key=True)
+    instance: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                  nullable=False)
+    host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255),
+                                                     nullable=True)
+    conductor: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                   nullable=False)
+    issued_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    used_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
+        UTCDateTime(), nullable=True)

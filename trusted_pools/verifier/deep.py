@@ -5,7 +5,9 @@ no database; the conductor (``conductor.manager.deep_attest``) feeds it.
 An instance is attested from three things:
 
 (a) a **vTPM quote made inside the guest** over a nonce this verifier
-    issued for that instance (:class:`NonceBook`: one use each, expiring);
+    issued for that instance (:class:`InstanceChallenges`: one use each,
+    expiring; :class:`NonceBook` in memory, the conductor's in its
+    database);
     verified with :func:`trusted_pools.tpm.quote.verify_quote` and the
     vTPM AK from (b);
 (b) the **vTPM's chain to its host** (:mod:`.vtpm_binding`): the host's
@@ -47,6 +49,7 @@ verdict.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -56,9 +59,10 @@ import secrets
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import jwt
+import jwt.algorithms
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from trusted_pools import exception
@@ -72,11 +76,13 @@ from trusted_pools.tpm import constants, quote as quotes, structures
 from trusted_pools.tpm import pcrs as pcr_files
 
 __all__ = [
-    "DOMAIN_TAG", "INSTANCE_RESULT_TYPE", "INSTANCE_RESULT_VERSION",
+    "DOMAIN_TAG", "INSTANCE_BATCH_TYPE", "INSTANCE_RESULT_TYPE",
+    "INSTANCE_RESULT_VERSION",
     "Batch", "DeepAttestationError", "DeepVerifier", "HostNotTrusted",
     "HostQuote", "HostQuoteInvalid", "HostQuoteNotCommitted",
     "HostStanding", "HostVerdictStale", "InstanceOutcome", "InstancePolicy",
-    "InstanceResultSigner", "InstanceVerdict", "MerkleTree", "NonceBook",
+    "InstanceChallenges", "InstanceResultSigner", "InstanceVerdict",
+    "MerkleTree", "NonceBook", "challenge_error",
     "VMChainForeignHost", "VMChainRefused", "VMEvidence", "VMNonceMismatch",
     "VMPolicyViolation", "VMQuoteInvalid", "VMQuoteReplayed",
     "check_commitment", "host_nonce", "instance_id", "leaf_hash", "node_hash",
@@ -86,7 +92,11 @@ __all__ = [
 #: Domain tag of the host nonce.
 DOMAIN_TAG = b"trusted_pools deep attestation v1\0"
 INSTANCE_RESULT_TYPE = "trusted-pools-instance-result+jwt"
+#: The ``typ`` of the one JWS a batch's instance results share.
+INSTANCE_BATCH_TYPE = "trusted-pools-instance-batch+jwt"
 INSTANCE_RESULT_VERSION = 1
+#: Separates the parts of a batch-signed instance result.
+_BATCH_SEPARATOR = "~"
 #: Largest batch: one host quote commits to at most this many VM quotes.
 MAX_BATCH = 4096
 _LEAF, _NODE = b"\x00", b"\x01"
@@ -140,7 +150,14 @@ class MerkleTree:
         self._hashes = [leaf_hash(bytes(d)) for d in leaves]
         self.size = len(self._hashes)
         self._memo: dict[tuple[int, int], bytes] = {}
+        self._proofs: dict[int, tuple[bytes, ...]] = {}
         self.root = self._mth(0, self.size)
+
+    def has_leaves(self, leaves: Sequence[bytes]) -> bool:
+        """Whether this tree was built over exactly ``leaves``."""
+        return len(leaves) == self.size and all(
+            hmac.compare_digest(leaf_hash(bytes(d)), h)
+            for d, h in zip(leaves, self._hashes))
 
     def _mth(self, lo: int, hi: int) -> bytes:
         if hi - lo == 1:
@@ -155,6 +172,9 @@ class MerkleTree:
 
     def proof(self, index: int) -> tuple[bytes, ...]:
         """The inclusion path of leaf ``index``, leaf side first."""
+        found = self._proofs.get(index) if type(index) is int else None
+        if found is not None:
+            return found
         if type(index) is not int or not 0 <= index < self.size:
             raise exception.InvalidParameterValue(
                 name="index", reason="out of range 0-%d" % (self.size - 1))
@@ -168,7 +188,8 @@ class MerkleTree:
             else:
                 path.append(self._mth(lo, lo + k))
                 lo = lo + k
-        return tuple(reversed(path))
+        found = self._proofs[index] = tuple(reversed(path))
+        return found
 
 
 def verify_inclusion(data: bytes, index: int, size: int,
@@ -220,12 +241,31 @@ def check_commitment(subject: str, vm_quote: bytes, index: int, size: int,
 
 # --- nonces ------------------------------------------------------------------
 
+class InstanceChallenges(Protocol):
+    """Where a verifier keeps the nonces it issued to instances:
+    :class:`NonceBook` (memory, one process) or the conductor's database
+    store (:mod:`trusted_pools.conductor.instance_challenges`), which
+    survives a restart and is shared by every conductor."""
+
+    ttl: float
+
+    def issue(self, instance: str, host: str | None = None) -> bytes: ...
+
+    def consume_many(self, host: str | None,
+                     claims: Sequence[tuple[str, bytes]]
+                     ) -> list[DeepAttestationError | None]: ...
+
+
 class NonceBook:
-    """Nonces issued to instances: each used once, within ``ttl`` seconds.
+    """Nonces issued to instances, in memory: each used once, within
+    ``ttl`` seconds, by a batch of the host it was issued for (if one was
+    named).
 
     Used nonces are remembered until they would have expired, so a
     replayed quote is named as such; past that it is an unknown nonce
     (refused all the same). Thread-safe; at most ``limit`` outstanding.
+    Lost when the process ends: the conductor keeps its nonces in the
+    database instead.
     """
 
     def __init__(self, ttl: float = 300.0, limit: int = 100_000,
@@ -237,15 +277,17 @@ class NonceBook:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()
-        # nonce -> (instance, expires at, used)
-        self._book: dict[bytes, tuple[str, float, bool]] = {}
+        # nonce -> (instance, host or None, expires at, used)
+        self._book: dict[bytes, tuple[str, str | None, float, bool]] = {}
 
     def _expire(self, now: float) -> None:
-        for nonce in [n for n, (_, exp, _u) in self._book.items()
+        for nonce in [n for n, (_, _h, exp, _u) in self._book.items()
                       if exp <= now]:
             del self._book[nonce]
 
-    def issue(self, instance: str) -> bytes:
+    def issue(self, instance: str, host: str | None = None) -> bytes:
+        """A fresh nonce for ``instance`` (on ``host``, when the caller
+        named it: then only a batch of that host may spend it)."""
         instance = instance_id(instance)
         now = self._clock()
         with self._lock:
@@ -256,29 +298,66 @@ class NonceBook:
                         reason="%d instance challenges are outstanding"
                         % self.limit)
             nonce = os.urandom(32)
-            self._book[nonce] = (instance, now + self.ttl, False)
+            self._book[nonce] = (instance, host, now + self.ttl, False)
             return nonce
 
-    def consume(self, instance: str, nonce: bytes) -> None:
-        """Spend ``nonce`` for ``instance`` or raise why it cannot be."""
+    def consume(self, instance: str, nonce: bytes,
+                host: str | None = None) -> None:
+        """Spend ``nonce`` for ``instance`` (quoted on ``host``) or raise
+        why it cannot be."""
+        error = self.consume_many(host, [(instance, nonce)])[0]
+        if error is not None:
+            raise error
+
+    def consume_many(self, host: str | None,
+                     claims: Sequence[tuple[str, bytes]]
+                     ) -> list[DeepAttestationError | None]:
+        """Spend each ``(instance, nonce)`` of a batch of ``host``: per
+        claim None (spent now) or the error saying why it cannot be."""
         now = self._clock()
+        out: list[DeepAttestationError | None] = []
         with self._lock:
-            entry = self._book.get(bytes(nonce))
-            if entry is None or entry[1] <= now:
-                self._book.pop(bytes(nonce), None)
-                raise VMNonceMismatch(
-                    subject=instance, reason="this verifier issued no such "
-                    "nonce, or it expired (they live %d s)" % self.ttl)
-            owner, expires, used = entry
-            if owner != instance:
-                raise VMNonceMismatch(
-                    subject=instance, reason="the nonce was issued for "
-                    "instance %s" % owner)
-            if used:
-                raise VMQuoteReplayed(
-                    subject=instance, reason="its nonce was already used "
-                    "by an earlier attestation")
-            self._book[bytes(nonce)] = (owner, expires, True)
+            for instance, nonce in claims:
+                nonce = bytes(nonce)
+                entry = self._book.get(nonce)
+                if entry is not None and entry[2] <= now:
+                    del self._book[nonce]
+                    entry = None
+                error = challenge_error(
+                    instance, host, None if entry is None else entry[:2],
+                    entry is not None and entry[3], self.ttl)
+                if error is None:
+                    assert entry is not None
+                    self._book[nonce] = entry[:3] + (True,)
+                out.append(error)
+        return out
+
+
+def challenge_error(instance: str, host: str | None,
+                    issued: tuple[str, str | None] | None, used: bool,
+                    ttl: float) -> DeepAttestationError | None:
+    """Why a quote of ``instance`` on ``host`` may not spend a nonce that
+    was ``issued`` as (instance, host) (None: never issued, or expired)
+    and is ``used`` already; None if it may. One rule for every store of
+    instance challenges (memory, database)."""
+    if issued is None:
+        return VMNonceMismatch(
+            subject=instance, reason="this verifier issued no such nonce, "
+            "or it expired (they live %d s)" % ttl)
+    owner, owner_host = issued
+    if owner != instance:
+        return VMNonceMismatch(
+            subject=instance, reason="the nonce was issued for instance %s"
+            % owner)
+    if owner_host is not None and owner_host != host:
+        return VMNonceMismatch(
+            subject=instance, reason="the nonce was issued for the "
+            "instance on host %s, not on host %s" % (owner_host, host))
+    if used:
+        return VMQuoteReplayed(
+            subject=instance, reason="its nonce was already used by an "
+            "earlier attestation")
+    return None
 
 
 def instance_id(instance: Any) -> str:
@@ -528,32 +607,75 @@ class InstanceResultSigner:
         self.issuer = issuer
         self.alg = keystore.algorithm_for_key(key)
         self.kid = keystore.jwk_thumbprint(key)
+        # The compact JWS is assembled here (RFC 7515 7.1) rather than by
+        # PyJWS.encode, which rebuilds and re-serialises the same header
+        # for every token: a batch signs up to thousands. The header is
+        # the one PyJWS writes (sorted keys, no spaces); the signature is
+        # PyJWT's own algorithm (raw r||s for ES256).
+        self._headers = {typ: _b64url(canonical_json(
+            {"alg": self.alg, "kid": self.kid, "typ": typ})) + b"."
+            for typ in (INSTANCE_RESULT_TYPE, INSTANCE_BATCH_TYPE)}
+        self._algorithm = jwt.algorithms.get_default_algorithms()[self.alg]
+
+    def _jws(self, typ: str, payload: bytes) -> str:
+        signing_input = self._headers[typ] + _b64url(payload)
+        signature = self._algorithm.sign(signing_input, self._key)
+        return (signing_input + b"." + _b64url(signature)).decode("ascii")
 
     def sign(self, verdict: InstanceVerdict) -> str:
+        """One instance's result: a JWS over its claim set."""
         claims = verdict.claims(self.issuer, secrets.token_urlsafe(16))
-        return _JWS.encode(canonical_json(claims), self._key,
-                           algorithm=self.alg,
-                           headers={"kid": self.kid,
-                                    "typ": INSTANCE_RESULT_TYPE})
+        return self._jws(INSTANCE_RESULT_TYPE, canonical_json(claims))
+
+    def sign_batch(self, verdicts: Sequence[InstanceVerdict]) -> list[str]:
+        """The results of a batch's instances under one signature.
+
+        Each instance's claim set (the same as :meth:`sign` signs, with
+        its own random ``jti``, so a sibling's hash reveals nothing of
+        its claims) is a leaf of an RFC 9162 Merkle tree; one JWS of type
+        :data:`INSTANCE_BATCH_TYPE` signs the root. An instance's result
+        is ``JWS~claims~index~proof`` (base64url claims and proof): it
+        carries its own claims only, and verifies on its own
+        (:func:`verify_instance_result`)."""
+        if not verdicts:
+            return []
+        leaves = [canonical_json(v.claims(self.issuer,
+                                          secrets.token_urlsafe(16)))
+                  for v in verdicts]
+        tree = MerkleTree(leaves)
+        batch = self._jws(INSTANCE_BATCH_TYPE, canonical_json({
+            "ver": INSTANCE_RESULT_VERSION, "iss": self.issuer,
+            "iat": min(v.issued_at for v in verdicts),
+            "exp": max(v.expires_at for v in verdicts),
+            "jti": secrets.token_urlsafe(16),
+            "results": {"root": tree.root.hex(), "size": tree.size}}))
+        return [_BATCH_SEPARATOR.join((
+            batch, _b64url(leaf).decode("ascii"), str(index),
+            _b64url(b"".join(tree.proof(index))).decode("ascii")))
+            for index, leaf in enumerate(leaves)]
 
 
-def verify_instance_result(token: str,
-                           public_keys: Mapping[str, keystore.PublicKey],
-                           now: int, leeway: int = 5) -> dict[str, Any]:
-    """The claims of a signed instance verdict, or a
-    :class:`~trusted_pools.exception.SignedResultError`."""
-    if not isinstance(token, str) or token.count(".") != 2 or \
-            len(token) > 256 * 1024:
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+_BATCH_CLAIMS = frozenset({"ver", "iss", "iat", "exp", "jti", "results"})
+_MAX_RESULT = 256 * 1024
+
+
+def _verified_jws(token: str, typ: str,
+                  public_keys: Mapping[str, keystore.PublicKey]) -> bytes:
+    """The payload of a compact JWS of type ``typ`` whose signature
+    verifies with the pinned key its ``kid`` names."""
+    if not isinstance(token, str) or token.count(".") != 2:
         raise exception.ResultMalformed(reason="not a compact JWS")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as error:
         raise exception.ResultMalformed(reason=str(error)) from None
-    if set(header) != {"alg", "kid", "typ"} or \
-            header.get("typ") != INSTANCE_RESULT_TYPE:
+    if set(header) != {"alg", "kid", "typ"} or header.get("typ") != typ:
         raise exception.ResultMalformed(
-            reason="header is not alg, kid and typ %r"
-            % INSTANCE_RESULT_TYPE)
+            reason="header is not alg, kid and typ %r" % typ)
     key = public_keys.get(header["kid"]) if isinstance(
         header["kid"], str) else None
     if key is None:
@@ -563,27 +685,101 @@ def verify_instance_result(token: str,
         raise exception.ResultAlgorithmRejected(
             alg=str(header["alg"]), reason="the key is pinned to %s" % alg)
     try:
-        payload = _JWS.decode_complete(token, key=key,
-                                       algorithms=[alg])["payload"]
+        return _JWS.decode_complete(token, key=key,
+                                    algorithms=[alg])["payload"]
     except jwt.InvalidSignatureError:
         raise exception.ResultSignatureInvalid() from None
     except jwt.PyJWTError as error:
         raise exception.ResultMalformed(reason=str(error)) from None
+
+
+def _canonical_object(payload: bytes, keys: frozenset[str], what: str
+                      ) -> dict[str, Any]:
     try:
         claims = json.loads(payload)
     except ValueError:
-        raise exception.ResultMalformed(reason="payload is not JSON") \
+        raise exception.ResultMalformed(reason="%s is not JSON" % what) \
             from None
-    if not isinstance(claims, dict) or set(claims) != _CLAIMS or \
+    if not isinstance(claims, dict) or set(claims) != keys or \
             canonical_json(claims) != payload:
         raise exception.ResultMalformed(
-            reason="claims are not the canonical instance claim set")
+            reason="%s is not the canonical claim set" % what)
     if type(claims["ver"]) is not int or \
             claims["ver"] != INSTANCE_RESULT_VERSION:
         raise exception.ResultMalformed(reason="unknown claim set version")
     iat, exp = claims["iat"], claims["exp"]
     if type(iat) is not int or type(exp) is not int or exp <= iat:
         raise exception.ResultMalformed(reason="bad iat/exp")
+    return claims
+
+
+def _b64url_decode(text: str, what: str) -> bytes:
+    if not text or len(text) % 4 == 1 or not set(text) <= _B64URL:
+        raise exception.ResultMalformed(reason="%s is not base64url" % what)
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                    "0123456789-_")
+
+
+def _batch_claims(token: str,
+                  public_keys: Mapping[str, keystore.PublicKey]) -> bytes:
+    """The instance claim bytes of a batch-signed result
+    (``JWS~claims~index~proof``), once the batch JWS verifies and the
+    proof leads from the claims to the root it signed."""
+    parts = token.split(_BATCH_SEPARATOR)
+    if len(parts) != 4:
+        raise exception.ResultMalformed(
+            reason="a batch-signed result has four parts")
+    jws, claims_b64, index_text, proof_b64 = parts
+    batch = _canonical_object(
+        _verified_jws(jws, INSTANCE_BATCH_TYPE, public_keys), _BATCH_CLAIMS,
+        "batch claims")
+    results = batch["results"]
+    if not isinstance(results, dict) or set(results) != {"root", "size"} \
+            or not isinstance(results["root"], str) \
+            or type(results["size"]) is not int:
+        raise exception.ResultMalformed(reason="bad batch results")
+    try:
+        root = bytes.fromhex(results["root"])
+    except ValueError:
+        root = b""
+    if len(root) != 32 or not index_text.isascii() or \
+            not index_text.isdigit() or len(index_text) > 9:
+        raise exception.ResultMalformed(reason="bad batch root or index")
+    claims = _b64url_decode(claims_b64, "claims")
+    proof = _b64url_decode(proof_b64, "proof") if proof_b64 else b""
+    if len(proof) % 32:
+        raise exception.ResultMalformed(reason="bad inclusion proof")
+    if not verify_inclusion(claims, int(index_text), results["size"],
+                            [proof[i:i + 32]
+                             for i in range(0, len(proof), 32)], root):
+        # The claims are not what the conductor signed.
+        raise exception.ResultSignatureInvalid()
+    instance = _canonical_object(claims, _CLAIMS, "claims")
+    if instance["iss"] != batch["iss"] or not \
+            batch["iat"] <= instance["iat"] < instance["exp"] \
+            <= batch["exp"]:
+        raise exception.ResultMalformed(
+            reason="the claims are not within their batch's")
+    return claims
+
+
+def verify_instance_result(token: str,
+                           public_keys: Mapping[str, keystore.PublicKey],
+                           now: int, leeway: int = 5) -> dict[str, Any]:
+    """The claims of a signed instance verdict (a JWS of its own, or
+    batch-signed: see :meth:`InstanceResultSigner.sign_batch`), or a
+    :class:`~trusted_pools.exception.SignedResultError`."""
+    if not isinstance(token, str) or len(token) > _MAX_RESULT:
+        raise exception.ResultMalformed(reason="not an instance result")
+    if _BATCH_SEPARATOR in token:
+        payload = _batch_claims(token, public_keys)
+    else:
+        payload = _verified_jws(token, INSTANCE_RESULT_TYPE, public_keys)
+    claims = _canonical_object(payload, _CLAIMS, "claims")
+    iat, exp = claims["iat"], claims["exp"]
     if iat > now + leeway:
         raise exception.ResultNotYetValid(issued_at=iat, now=now,
                                           leeway=leeway)
@@ -601,6 +797,9 @@ class InstanceOutcome:
     verdict: InstanceVerdict | None = None
     signed_result: str | None = None
     error: DeepAttestationError | None = None
+    #: The nonce the verified quote was made over (to spend, when the
+    #: caller spends a batch's nonces itself).
+    nonce: bytes | None = None
 
 
 _CA_FIELDS = ("public", "certify_attest", "certify_signature")
@@ -638,12 +837,13 @@ class DeepVerifier:
     policy (None: not appraised)."""
 
     def __init__(self, signer: InstanceResultSigner | None = None, *,
-                 nonces: NonceBook | None = None, validity: int = 300,
+                 nonces: InstanceChallenges | None = None,
+                 validity: int = 300,
                  max_host_age: int | None = None,
                  policy_for: Callable[[str], InstancePolicy | None]
                  = lambda instance: None) -> None:
         self.signer = signer
-        self.nonces = nonces or NonceBook()
+        self.nonces: InstanceChallenges = nonces or NonceBook()
         self.validity = validity
         self.max_host_age = max_host_age
         self.policy_for = policy_for
@@ -667,9 +867,10 @@ class DeepVerifier:
         self._bound.clear()
         self._ca_wires.clear()
 
-    def challenge(self, instance: str) -> bytes:
-        """A fresh nonce for the guest of ``instance`` to quote over."""
-        return self.nonces.issue(instance)
+    def challenge(self, instance: str, host: str | None = None) -> bytes:
+        """A fresh nonce for the guest of ``instance`` (on ``host``, if
+        named) to quote over."""
+        return self.nonces.issue(instance, host)
 
     # host side ------------------------------------------------------------
 
@@ -793,20 +994,21 @@ class DeepVerifier:
             self._ca_wires[wire] = certification
         return certification
 
-    def verify_vm_quote(self, bound: vtpm_binding.BoundVTPM,
-                        item: VMEvidence) -> quotes.VerifiedQuote:
-        """Verify the guest's quote with the bound vTPM AK, then spend its
-        nonce (so garbage cannot burn a nonce)."""
+    def _verify_vm_signature(self, bound: vtpm_binding.BoundVTPM,
+                             item: VMEvidence) -> quotes.VerifiedQuote:
+        """The guest's quote verified with the bound vTPM AK, over the
+        nonce it names (whether that nonce was issued is asked later,
+        for the whole batch at once). The fast path of
+        :func:`~trusted_pools.tpm.quote.verify_quote` reads the nonce
+        from the quote itself; only a quote it does not accept is parsed
+        here for the reference verifier."""
         try:
-            attest = structures.parse_attest(item.quote)
-            verified = quotes.verify_quote(bound.ak, item.quote,
-                                           item.signature,
-                                           attest.extra_data, item.pcrs)
+            extra_data = _quote_extra_data(item.quote)
+            return quotes.verify_quote(bound.ak, item.quote, item.signature,
+                                       extra_data, item.pcrs)
         except exception.EvidenceError as error:
             raise VMQuoteInvalid(subject=item.instance,
                                  reason=str(error)) from None
-        self.nonces.consume(item.instance, attest.extra_data)
-        return verified
 
     # the batch ------------------------------------------------------------
 
@@ -815,34 +1017,76 @@ class DeepVerifier:
                      now: int, baseline: Any = None,
                      boot_pcrs: Iterable[tuple[int, int, bytes]]
                      | None = None,
-                     allow_sha1: bool = False) -> list[InstanceOutcome]:
+                     allow_sha1: bool = False,
+                     spend_nonces: bool = True) -> list[InstanceOutcome]:
         """Judge every instance of ``batch``. Raises for what fails them
-        all (the host); returns one outcome per instance, in order."""
+        all (the host); returns one outcome per instance, in order.
+
+        Three passes: every instance's evidence is verified (chain, quote
+        signature, commitment); the nonces of those that verified are
+        spent together (one call to the challenge store); the verdicts
+        of those whose nonce was spent are made and signed.
+
+        ``spend_nonces=False``: the caller spends them (each verdict's
+        outcome carries its ``nonce``), together with storing the
+        verdicts: the conductor does both in one database transaction
+        and drops, unreleased, the verdict of a nonce it could not
+        spend."""
         self.check_host("host %s" % batch.host, standing, now)
-        verified_host = self.verify_host_quote(
+        self.verify_host_quote(
             batch, host_ak, host_quote, baseline=baseline,
             boot_pcrs=boot_pcrs, allow_sha1=allow_sha1)
-        host_digest = hashlib.sha256(host_quote.quote).hexdigest()
-        outcomes = []
+        # The host quoted over the commitment to this tree (checked just
+        # above); the tree must be over exactly these VM quotes. Then each
+        # quote's inclusion proof holds by construction: it is checked
+        # once here for the batch, not walked again per instance (the
+        # results carry the proofs, for whoever holds them:
+        # check_commitment).
+        if not batch.tree.has_leaves([item.leaf() for item in batch.items]):
+            raise HostQuoteNotCommitted(
+                subject="host %s" % batch.host, reason="the batch's Merkle "
+                "tree is not over its VM quotes")
+        outcomes: list[InstanceOutcome | None] = [None] * len(batch.items)
+        checked: list[tuple[int, vtpm_binding.BoundVTPM,
+                            quotes.VerifiedQuote]] = []
         for index, item in enumerate(batch.items):
             try:
-                outcomes.append(self._judge(
-                    batch, index, item, host_ak, standing, verified_host,
-                    host_digest, now))
+                bound = self.bind(batch.host, host_ak, item)
+                verified_vm = self._verify_vm_signature(bound, item)
+                checked.append((index, bound, verified_vm))
             except DeepAttestationError as error:
-                outcomes.append(InstanceOutcome(item.instance, error=error))
-        return outcomes
+                outcomes[index] = InstanceOutcome(item.instance, error=error)
+        spent: list[DeepAttestationError | None] = [None] * len(checked)
+        if spend_nonces and checked:
+            spent = self.nonces.consume_many(batch.host, [
+                (batch.items[index].instance, verified.attest.extra_data)
+                for index, _bound, verified in checked])
+        host_digest = hashlib.sha256(host_quote.quote).hexdigest()
+        judged: list[InstanceOutcome] = []
+        for (index, bound, verified_vm), error in zip(checked, spent):
+            item = batch.items[index]
+            if error is not None:
+                outcomes[index] = InstanceOutcome(item.instance, error=error)
+            else:
+                outcomes[index] = outcome = self._verdict(
+                    batch, index, item, bound, verified_vm, standing,
+                    host_digest, now)
+                judged.append(outcome)
+        if self.signer is not None and judged:
+            # One signature for the batch (each result carries its own
+            # claims and their inclusion proof), not one per instance.
+            tokens = self.signer.sign_batch(
+                [o.verdict for o in judged if o.verdict is not None])
+            signed = {o.instance: dataclasses.replace(o, signed_result=t)
+                      for o, t in zip(judged, tokens)}
+            outcomes = [signed.get(o.instance, o) if o is not None else o
+                        for o in outcomes]
+        return [o for o in outcomes if o is not None]
 
-    def _judge(self, batch: Batch, index: int, item: VMEvidence,
-               host_ak: structures.Public, standing: HostStanding,
-               verified_host: quotes.VerifiedQuote, host_digest: str,
-               now: int) -> InstanceOutcome:
-        bound = self.bind(batch.host, host_ak, item)
-        verified_vm = self.verify_vm_quote(bound, item)
-        proof = batch.tree.proof(index)
-        check_commitment(item.instance, item.quote, index, batch.tree.size,
-                         proof, batch.tree.root, batch.verifier_nonce,
-                         verified_host.attest.extra_data)
+    def _verdict(self, batch: Batch, index: int, item: VMEvidence,
+                 bound: vtpm_binding.BoundVTPM,
+                 verified_vm: quotes.VerifiedQuote, standing: HostStanding,
+                 host_digest: str, now: int) -> InstanceOutcome:
         policy = self.policy_for(item.instance)
         reasons: list[str] = []
         error = None
@@ -870,9 +1114,25 @@ class DeepVerifier:
             vtpm_ek_sha256=bound.ek_sha256,
             verifier_nonce=batch.verifier_nonce,
             merkle_root=batch.tree.root, leaf_index=index,
-            tree_size=batch.tree.size, proof=proof, issued_at=now,
+            tree_size=batch.tree.size, proof=batch.tree.proof(index),
+            issued_at=now,
             expires_at=min(now + self.validity, standing.expires_at),
             policy=None if policy is None
             else "%s@%d" % (policy.name, policy.version))
-        token = None if self.signer is None else self.signer.sign(verdict)
-        return InstanceOutcome(item.instance, verdict, token, error)
+        return InstanceOutcome(item.instance, verdict, None, error,
+                               verified_vm.attest.extra_data)
+
+
+def _quote_extra_data(quote: bytes) -> bytes:
+    """The extraData (the nonce) a TPMS_ATTEST names, read without
+    parsing the rest: magic (4), type (2), qualifiedSigner (2 + n),
+    extraData (2 + n). Anything short or odd goes through the full
+    parser, whose error is the one reported."""
+    if len(quote) >= 10:
+        signer = int.from_bytes(quote[6:8], "big")
+        start = 8 + signer
+        if len(quote) >= start + 2:
+            size = int.from_bytes(quote[start:start + 2], "big")
+            if len(quote) >= start + 2 + size:
+                return quote[start + 2:start + 2 + size]
+    return structures.parse_attest(quote).extra_data

@@ -12,6 +12,7 @@ stand-in that lies the way its agent could.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 
@@ -40,15 +41,17 @@ GUEST_PCRS = {SHA256: list(range(8))}
 class Guest:
     """A VM's vTPM (a swtpm) and what its guest does with it."""
 
-    def __init__(self, tpm, metadata: dict, instance: str) -> None:
+    def __init__(self, tpm, metadata: dict, instance: str,
+                 ak_handle: int = binding.VTPM_AK_HANDLE) -> None:
         self.tpm = tpm
         self.metadata = metadata
         self.instance = instance
+        self.ak_handle = ak_handle
 
     def quote(self, nonce: bytes) -> dict:
         """tpm2_quote -c 0x81008001 -q NONCE -l sha256:0,...,7"""
         with tpm_device.TPMDevice(self.tpm.tcti) as dev:
-            attest, signature = dev.quote(binding.VTPM_AK_HANDLE, nonce,
+            attest, signature = dev.quote(self.ak_handle, nonce,
                                           GUEST_PCRS)
             pcrs = dev.pcr_read(GUEST_PCRS)
         return {"instance": self.instance, "vm_quote": encode_b64(attest),
@@ -449,3 +452,80 @@ def test_host_extends_a_boot_pcr_after_its_verdict(world, swtpm_pool):
                 quote(_challenge(manager, guest))])
     finally:
         agents.attesters.pop("compute-c").close()
+
+
+# --- instance challenges kept in the database --------------------------------
+
+def _conductor(world, name):
+    """Another conductor process on the same database (or this one
+    restarted: a new manager with the same name)."""
+    manager = world["manager"]
+    return ConductorManager(name, manager.db, keystore.generate_signing_key(),
+                            world["agents"], None, manager._ca_bundle)
+
+
+def test_replayed_quote_is_refused_after_a_conductor_restart(world):
+    """The quote of an attestation that succeeded, sent again after the
+    conductor restarted (its memory gone): the nonce was spent in the
+    database."""
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    evidence = guest.quote(base64.b64decode(manager.challenge_instance(
+        {}, guest.instance, "compute-a")["nonce"]))
+    (entry,) = manager.deep_attest({}, "compute-a", [evidence])
+    assert "error" not in entry, entry
+    restarted = _conductor(world, manager.host)
+    (entry,) = restarted.deep_attest({}, "compute-a", [evidence])
+    assert entry["error"]["type"] == "VMQuoteReplayed"
+    assert "verdict" not in entry and "signed_result" not in entry
+
+
+def test_challenge_issued_by_one_conductor_is_completed_on_another(world):
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    other = _conductor(world, "conductor-2")
+    evidence = guest.quote(base64.b64decode(manager.challenge_instance(
+        {}, guest.instance, "compute-a")["nonce"]))
+    (entry,) = other.deep_attest({}, "compute-a", [evidence])
+    assert "error" not in entry, entry
+    claims = deep.verify_instance_result(entry["signed_result"],
+                                         _keys(other), int(other.clock()))
+    assert claims["iss"] == "conductor-2"
+    # Spent for every conductor: the issuer refuses it now.
+    (entry,) = manager.deep_attest({}, "compute-a", [evidence])
+    assert entry["error"]["type"] == "VMQuoteReplayed"
+
+
+def test_nonce_issued_for_the_instance_on_another_host(world):
+    """A nonce asked for compute-a's instance as if it ran on compute-b
+    does not serve a deep attestation of compute-a, and is not spent by
+    the attempt."""
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    nonce = base64.b64decode(manager.challenge_instance(
+        {}, guest.instance, "compute-b")["nonce"])
+    evidence = guest.quote(nonce)
+    (entry,) = manager.deep_attest({}, "compute-a", [evidence])
+    assert entry["error"]["type"] == "VMNonceMismatch"
+    assert "host compute-b" in entry["error"]["reason"]
+    assert manager.instance_challenges.consume_many(
+        "compute-b", [(guest.instance, nonce)]) == [None]
+
+
+def test_nonce_issued_for_another_instance_in_the_same_batch(world):
+    """compute-a's agent (or whoever relays) answers for instance X with a
+    quote over the nonce issued to instance Y of the same batch."""
+    manager = world["manager"]
+    guest = world["guests"]["compute-a"]
+    vtpm = world["vtpms"]["compute-a"]
+    provisioner = binding.Provisioner(world["cas"]["compute-a"],
+                                      ak_handle=0x81010200)
+    other_instance = str(uuid.uuid4())
+    other = Guest(vtpm, provisioner.provision(vtpm.tcti, other_instance),
+                  other_instance, ak_handle=0x81010200)
+    mine = base64.b64decode(manager.challenge_instance(
+        {}, guest.instance, "compute-a")["nonce"])
+    theirs = base64.b64decode(manager.challenge_instance(
+        {}, other.instance, "compute-a")["nonce"])
+    first, second = manager.deep_attest({}, "compute-a", [
+        guest.quote(theirs), other.quote(mine)])
+    for entry, owner in ((first, other.instance), (second, guest.instance)):
+        assert entry["error"]["type"] == "VMNonceMismatch", entry
+        assert owner in entry["error"]["reason"]

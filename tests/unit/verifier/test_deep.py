@@ -122,8 +122,78 @@ def test_host_verdict_consumers_refuse_instance_tokens(verifier, signing_key):
     host, vtpm = SoftHost(), SoftVTPM()
     outcome = _only(_run(verifier, host, _batch(verifier, host, [vtpm])))
     keys = keystore.key_set([keystore.public_key_of(signing_key)])
-    with pytest.raises(exception.ResultMalformed, match="typ"):
+    with pytest.raises(exception.ResultMalformed):
         results.verify_result(outcome.signed_result, keys, NOW)
+    # Nor the batch's JWS alone, nor an instance's own JWS.
+    batch_jws = outcome.signed_result.split("~")[0]
+    single = verifier.signer.sign(outcome.verdict)
+    for token in (batch_jws, single):
+        with pytest.raises(exception.ResultMalformed, match="typ"):
+            results.verify_result(token, keys, NOW)
+
+
+def _batch_result(verifier, count=3):
+    host = SoftHost()
+    vtpms = [SoftVTPM() for _ in range(count)]
+    outcomes = _run(verifier, host, _batch(verifier, host, vtpms))
+    keys = keystore.key_set([keystore.public_key_of(verifier.signer._key)])
+    return outcomes, keys
+
+
+def test_batch_results_share_one_signature_and_verify_alone(verifier):
+    outcomes, keys = _batch_result(verifier, 5)
+    tokens = [o.signed_result for o in outcomes]
+    assert len({t.split("~")[0] for t in tokens}) == 1
+    for outcome, token in zip(outcomes, tokens):
+        claims = deep.verify_instance_result(token, keys, NOW)
+        assert claims["sub"] == outcome.instance
+        assert claims["status"] == "trusted"
+    # An instance's own JWS (unbatched) verifies the same way.
+    single = verifier.signer.sign(outcomes[0].verdict)
+    assert deep.verify_instance_result(single, keys, NOW)["sub"] == \
+        outcomes[0].instance
+
+
+def _b64(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_batch_result_with_forged_or_swapped_claims(verifier):
+    """Whoever holds the results of a batch (a host's operator, a tenant)
+    edits one instance's claims, or presents another instance's claims
+    under this one's proof: refused."""
+    import base64
+    import json
+    outcomes, keys = _batch_result(verifier, 3)
+    jws, claims_b64, index, proof = outcomes[0].signed_result.split("~")
+    claims = json.loads(base64.urlsafe_b64decode(claims_b64 + "=="))
+    forged = dict(claims, level=4)
+    from trusted_pools.protocol.verdict import canonical_json
+    attempts = [
+        "~".join((jws, _b64(canonical_json(forged)), index, proof)),
+        "~".join((jws, outcomes[1].signed_result.split("~")[1], index,
+                  proof)),
+        "~".join((jws, claims_b64, "1", proof)),
+        "~".join((jws, claims_b64, index, proof[:-4])),
+        "~".join((jws, claims_b64, "\u00b2", proof)),
+        "~".join((jws, claims_b64, "-0", proof)),
+        "~".join((jws, "", index, proof)),
+        "~".join((jws, claims_b64 + "*", index, proof)),
+    ]
+    for token in attempts:
+        with pytest.raises((exception.ResultSignatureInvalid,
+                            exception.ResultMalformed)):
+            deep.verify_instance_result(token, keys, NOW)
+    # A batch signed by another key does not vouch for these claims.
+    other = deep.InstanceResultSigner(keystore.generate_signing_key(),
+                                      verifier.signer.issuer)
+    (foreign,) = other.sign_batch([outcomes[0].verdict])
+    with pytest.raises(exception.ResultKeyUnknown):
+        deep.verify_instance_result(foreign, keys, NOW)
+    with pytest.raises(exception.ResultMalformed):
+        deep.verify_instance_result(outcomes[0].signed_result + "~x",
+                                    keys, NOW)
 
 
 def test_instance_verifier_refuses_host_tokens(signing_key):
@@ -191,6 +261,18 @@ def test_host_quote_committing_to_another_batch(verifier):
     with pytest.raises(deep.HostQuoteNotCommitted):
         _run(verifier, host, batch, host_quote=host.host_quote(
             other.host_nonce))
+
+
+def test_batch_whose_tree_is_not_over_its_quotes(verifier):
+    """A batch put together by hand with the tree of other quotes: the
+    host's quote commits to that tree, not to these VMs."""
+    host, a, b = SoftHost(), SoftVTPM(), SoftVTPM()
+    batch = _batch(verifier, host, [a])
+    other = _batch(verifier, host, [b])
+    forged = deep.Batch(batch.host, batch.verifier_nonce, batch.items,
+                        other.tree)
+    with pytest.raises(deep.HostQuoteNotCommitted, match="not over"):
+        _run(verifier, host, forged)
 
 
 def test_host_quote_from_another_hosts_tpm(verifier):
@@ -436,3 +518,28 @@ def test_tampered_instance_token_is_refused(verifier, signing_key):
                                     keys, NOW)
     with pytest.raises(exception.ResultMalformed):
         deep.verify_instance_result("a.b", keys, NOW)
+
+
+def test_vm_nonce_named_for_a_host_serves_only_that_host():
+    book = deep.NonceBook()
+    instance = SoftVTPM().instance
+    nonce = book.issue(instance, "compute-a")
+    with pytest.raises(deep.VMNonceMismatch, match="host compute-a"):
+        book.consume(instance, nonce, "compute-b")
+    book.consume(instance, nonce, "compute-a")
+    with pytest.raises(deep.VMQuoteReplayed):
+        book.consume(instance, nonce, "compute-a")
+
+
+def test_batch_results_signed_with_an_es256_key(verifier):
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    verifier.signer = deep.InstanceResultSigner(key, "conductor-es")
+    outcomes, _ = _batch_result(verifier, 2)
+    keys = keystore.key_set([keystore.public_key_of(key)])
+    for outcome in outcomes:
+        assert deep.verify_instance_result(
+            outcome.signed_result, keys, NOW)["iss"] == "conductor-es"
+    single = verifier.signer.sign(outcomes[0].verdict)
+    assert deep.verify_instance_result(single, keys, NOW)["sub"] == \
+        outcomes[0].instance
