@@ -116,7 +116,7 @@ def bus_conf(url: str) -> Iterator[cfg.ConfigOpts]:
         fixture.cleanUp()
 
 
-# --- a private node a test may restart ----------------------------------------
+# --- a private node a test may restart ------------------------------------
 
 @pytest.fixture
 def private_rabbit(tmp_path_factory) -> Iterator["PrivateRabbitNode"]:
