@@ -3,21 +3,30 @@
 The broker runs on 127.0.0.1:5672 (guest/guest) on the project's machines
 and ``tools/services.sh`` starts it when it is down. A test that needs it
 fails, naming what is missing, when it cannot be reached: never a skip.
+
+That broker is shared by every test session on the machine, so no test
+restarts it: a test that must crash and restart a broker uses
+``private_rabbit`` (a node of its own, ``tests/rabbitmq_node.py``) and
+``private_rabbit_conf``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 from oslo_config import cfg
 from oslo_messaging import conffixture
+
+if TYPE_CHECKING:
+    from tests.rabbitmq_node import PrivateRabbitNode
 
 RABBIT_URL = os.environ.get("TRUSTED_POOLS_TEST_RABBIT",
                             "rabbit://guest:guest@127.0.0.1:5672/")
@@ -80,15 +89,24 @@ def rabbit_conf(rabbit_url: str) -> Iterator[cfg.ConfigOpts]:
     tests use it, with a unique control_exchange per test so that tests
     never receive each other's messages.
     """
-    from trusted_pools.common import rpc
     require_broker()
+    with bus_conf(rabbit_url) as conf:
+        yield conf
+
+
+@contextlib.contextmanager
+def bus_conf(url: str) -> Iterator[cfg.ConfigOpts]:
+    """Global CONF with ``transport_url`` = ``url``, a private
+    control_exchange and the project's transports initialised; all undone
+    on exit."""
+    from trusted_pools.common import rpc
     conf = cfg.CONF
     rpc.set_defaults()
     # oslo.messaging's own test fixture registers its options so that they
     # can be overridden before the first transport exists.
     fixture = conffixture.ConfFixture(conf)
     fixture.setUp()
-    fixture.transport_url = rabbit_url
+    fixture.transport_url = url
     conf.set_override("control_exchange", "tp-test-%s" % uuid.uuid4().hex)
     # An idle listener notices a stop only between waits of up to
     # heartbeat_timeout_threshold / heartbeat_rate / 2 s (at most 5 s):
@@ -102,6 +120,31 @@ def rabbit_conf(rabbit_url: str) -> Iterator[cfg.ConfigOpts]:
         rpc.cleanup()
         conf.clear_override("heartbeat_rate", group="oslo_messaging_rabbit")
         fixture.cleanUp()
+
+
+# --- a private node a test may restart ------------------------------------
+
+@pytest.fixture
+def private_rabbit(tmp_path_factory) -> Iterator["PrivateRabbitNode"]:
+    """A RabbitMQ node of this test's own (``tests/rabbitmq_node.py``),
+    booted; the test may crash and restart it (``restart()``), which the
+    shared broker must never be. Stopped and its directory removed at the
+    end, pass or fail. FAILS, naming the package, when rabbitmq-server is
+    not installed."""
+    from tests.rabbitmq_node import (PrivateRabbitNode, RabbitMQMissing,
+                                     RabbitMQNodeFailed)
+    try:
+        with PrivateRabbitNode.started() as node:
+            yield node
+    except (RabbitMQMissing, RabbitMQNodeFailed) as error:
+        pytest.fail("private RabbitMQ node: %s" % error, pytrace=False)
+
+
+@pytest.fixture
+def private_rabbit_conf(private_rabbit) -> Iterator[cfg.ConfigOpts]:
+    """Like ``rabbit_conf``, on the private node's default virtual host."""
+    with bus_conf(private_rabbit.url) as conf:
+        yield conf
 
 
 # --- per-role users in a test vhost pair (the broker's trust boundary) -------

@@ -105,6 +105,11 @@ class MigrationCoordinator:
         # Migrations a worker of this process is driving now.
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
+        # Held from recording a new migration until its worker is in
+        # _running, and by resume() while it lists: otherwise resume()
+        # could find the new row in between, take it for one a previous
+        # run left, and roll it back.
+        self._start_lock = threading.Lock()
         # Per migration: the destination's prepare answer (re-asked after
         # a restart: the agent answers from its journal).
         self._prepared: dict[str, dict[str, Any]] = {}
@@ -152,18 +157,19 @@ class MigrationCoordinator:
             if record.state != "enrolled":
                 raise exception.HostNotEnrolled(host=host,
                                                 state=record.state)
-        row = self.db.create_vtpm_migration(
-            instance, source, destination, kind, self.host, os.urandom(32),
-            min_level=min_level,
-            request_id=getattr(context, "request_id", None),
-            requested_by=getattr(context, "user_id", None))
-        self._notify(context, row)
-        LOG.info("vTPM migration %s of instance %s from %s to %s (%s, "
-                 "epoch %d) accepted", row.id, instance, source,
-                 destination, kind, row.epoch)
-        # A new id: no worker drives it yet.
-        self._spawn_work(row.id, lambda: self.run(
-            context, self.db.get_vtpm_migration(row.id)))
+        with self._start_lock:
+            row = self.db.create_vtpm_migration(
+                instance, source, destination, kind, self.host,
+                os.urandom(32), min_level=min_level,
+                request_id=getattr(context, "request_id", None),
+                requested_by=getattr(context, "user_id", None))
+            self._notify(context, row)
+            LOG.info("vTPM migration %s of instance %s from %s to %s (%s, "
+                     "epoch %d) accepted", row.id, instance, source,
+                     destination, kind, row.epoch)
+            # A new id: no worker drives it yet.
+            self._spawn_work(row.id, lambda: self.run(
+                context, self.db.get_vtpm_migration(row.id)))
         return migration_view(row)
 
     def show(self, migration_id: str) -> dict[str, Any]:
@@ -542,7 +548,9 @@ class MigrationCoordinator:
         now = datetime.datetime.fromtimestamp(self.manager.clock(),
                                               datetime.timezone.utc)
         handled = 0
-        for row in self.db.list_vtpm_migrations(active=True, limit=1000):
+        with self._start_lock:
+            rows = self.db.list_vtpm_migrations(active=True, limit=1000)
+        for row in rows:
             with self._running_lock:
                 if row.id in self._running:
                     continue
