@@ -141,6 +141,18 @@ vtpm_migrations_query = {
                    "instance": {"type": "string", "maxLength": 36},
                    "active": {"enum": ["true", "false"]}},
     "additionalProperties": False}
+#: GET /v1/hosts/{name}/verdicts from 1.4: the marker is the sequence of
+#: the last verdict of the previous page.
+history_query = {"type": "object",
+                 "properties": {"limit": _DIGITS, "marker": _DIGITS},
+                 "additionalProperties": False}
+key_releases_query = {
+    "type": "object",
+    "properties": {"limit": _DIGITS, "marker": _DIGITS, "host": _NAME,
+                   "outcome": {"enum": ["released", "refused"]},
+                   "secret_id": {"type": "string", "minLength": 1,
+                                 "maxLength": 36}},
+    "additionalProperties": False}
 show_policy_query = {"type": "object", "properties": {"version": _DIGITS},
                      "additionalProperties": False}
 diff_query = {"type": "object",

@@ -169,6 +169,16 @@ def run_purge_operations(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_purge_key_releases(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_key_releases")
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-key-releases", error)
+    print("Deleted %d key release and refusal records made before %s"
+          % (deleted, before))
+    return EXIT_OK
+
+
 _PURGES = (
     ("purge-verdicts", "verdicts",
      "Delete stored verdicts issued more than --older-than days ago. Each "
@@ -178,6 +188,11 @@ _PURGES = (
      "Delete host operations (enroll, attest, capture, ...) that ended "
      "more than --older-than days ago. Pending ones are kept.",
      run_purge_operations),
+    ("purge-key-releases", "key release and refusal records",
+     "Delete the records of vTPM key releases and refusals made more than "
+     "--older-than days ago (the audit trail GET /v1/key-releases and the "
+     "dashboard show; the secrets themselves are not touched).",
+     run_purge_key_releases),
 )
 
 

@@ -72,12 +72,32 @@ def show(call: Call, name: str) -> Result:
 
 
 def verdicts(call: Call, name: str) -> Result:
+    """A host's verdicts, newest first. From 1.4 the history pages: each
+    verdict carries its ``sequence``, ``?marker=<sequence>`` gives the
+    older ones, and ``links`` has the next page while there is one."""
     call.authorize("trusted_pools:host:verdict:list")
-    params = call.query(schemas.limit_query)
-    page = call.page(params)
+    paged = call.version >= microversion.KEY_RELEASES
+    params = call.query(schemas.history_query if paged
+                        else schemas.limit_query)
+    page = call.page({k: v for k, v in params.items() if k != "marker"})
     host = call.db.get_host_by_name(name)
-    history = call.db.verdict_history(host.id, limit=page.limit)
-    return 200, {"verdicts": [views.verdict(v) for v in history]}
+    if not paged:
+        history = call.db.verdict_history(host.id, limit=page.limit)
+        return 200, {"verdicts": [views.verdict(v) for v in history]}
+    before = int(params["marker"]) if "marker" in params else None
+    # One more than asked: whether a next page exists, without a count.
+    history = call.db.verdict_history(host.id, limit=page.limit + 1,
+                                      before_sequence=before)
+    more = len(history) > page.limit
+    history = history[:page.limit]
+    shown = []
+    for v in history:
+        entry = views.verdict(v)
+        entry["sequence"] = v.sequence
+        shown.append(entry)
+    next_marker = str(history[-1].sequence) if more and history else None
+    return 200, {"verdicts": shown,
+                 "links": pagination.links(call.request, next_marker)}
 
 
 def _started(call: Call, answer: Any) -> db_api.HostOperation:
