@@ -21,7 +21,7 @@ EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "host_binding_keys", "secrets", "vtpm_migrations",
                    "policy_assignments", "verdicts", "ima_state",
                    "conductors", "host_operations", "instance_verdicts",
-                   "key_releases",
+                   "key_releases", "distrust_actions",
                    "alembic_version"}
 
 

@@ -40,7 +40,9 @@ can see, with the release note):
   with ``?marker=<id>&limit=N`` and filtered by ``host``, ``outcome``,
   ``secret_id``. GET /v1/hosts/{name}/verdicts pages too: each verdict
   carries its ``sequence``, ``?marker=<sequence>`` gives older ones, and
-  the answer has ``links`` with the next page.
+  the answer has ``links`` with the next page. POST /v1/distrust-actions
+  (trusted-pools-placement-sync reports the actions it took on a host
+  that stopped being trusted) and GET /v1/distrust-actions (readers).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ GROUPS = microversion_parse.parse_version_string("1.2")
 #: Deep attestation, instance verdicts, the vTPM view; certify-binding-key
 #: answers 202 with an operation.
 DEEP_ATTESTATION = microversion_parse.parse_version_string("1.3")
-#: GET /v1/key-releases; a host's verdict history pages with a marker.
+#: GET /v1/key-releases, /v1/distrust-actions; a host's verdict history
+#: pages with a marker.
 KEY_RELEASES = microversion_parse.parse_version_string("1.4")
 
 

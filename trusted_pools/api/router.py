@@ -7,6 +7,7 @@ from typing import Any, Callable
 import routes
 
 from trusted_pools.api import errors
+from trusted_pools.api.handlers import distrust_actions
 from trusted_pools.api.handlers import hosts
 from trusted_pools.api.handlers import instances
 from trusted_pools.api.handlers import key_releases
@@ -52,6 +53,8 @@ ROUTES: dict[str, dict[str, Handler]] = {
                                 "DELETE": secrets.delete},
     "/v1/vtpm-migrations": {"GET": vtpm_migrations.list_migrations},
     "/v1/key-releases": {"GET": key_releases.list_key_releases},
+    "/v1/distrust-actions": {"GET": distrust_actions.list_actions,
+                             "POST": distrust_actions.report},
     "/v1/vtpm-migrations/{migration_id}": {"GET": vtpm_migrations.show},
 }
 

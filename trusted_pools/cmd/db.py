@@ -179,6 +179,16 @@ def run_purge_key_releases(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_purge_distrust_actions(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_distrust_actions")
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-distrust-actions", error)
+    print("Deleted %d distrust action records made before %s"
+          % (deleted, before))
+    return EXIT_OK
+
+
 _PURGES = (
     ("purge-verdicts", "verdicts",
      "Delete stored verdicts issued more than --older-than days ago. Each "
@@ -193,6 +203,10 @@ _PURGES = (
      "--older-than days ago (the audit trail GET /v1/key-releases and the "
      "dashboard show; the secrets themselves are not touched).",
      run_purge_key_releases),
+    ("purge-distrust-actions", "reported distrust action records",
+     "Delete the records of distrust actions (notify, disable_compute, "
+     "migrate_trusted_instances) reported more than --older-than days ago.",
+     run_purge_distrust_actions),
 )
 
 

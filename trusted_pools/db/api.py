@@ -347,6 +347,25 @@ class KeyReleaseRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DistrustActionRecord:
+    """One reported distrust action (see
+    :class:`trusted_pools.db.models.DistrustAction`); ``id`` is None
+    until stored."""
+
+    id: int | None
+    host: str
+    action: str
+    outcome: str
+    detail: str
+    items: list[Any]
+    verdict: str | None
+    status: str | None
+    reported_by: str
+    request_id: str | None
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class VTPMMigrationRecord:
     """One vTPM migration as the conductor recorded it (see
     :class:`trusted_pools.db.models.VTPMMigration`)."""
@@ -1950,6 +1969,55 @@ class Connection:
         returns how many."""
         before = _as_utc(before, "before")
         table = models.KeyRelease
+        with self._writer() as session:
+            return session.execute(sa.delete(table).where(
+                table.created_at < before)).rowcount
+
+    # -- distrust actions (reported through the API)
+
+    @_translate_errors
+    @_retry_deadlock
+    def record_distrust_actions(self, records: Sequence[DistrustActionRecord]
+                                ) -> list[DistrustActionRecord]:
+        """Store reported actions in one transaction; returns them with
+        their ids."""
+        rows = []
+        for record in records:
+            _choice(record.outcome, models.DISTRUST_OUTCOMES, "outcome")
+            _non_empty(record.host, "host")
+            _non_empty(record.action, "action", limit=64)
+            _non_empty(record.reported_by, "reported_by")
+            values = {f.name: getattr(record, f.name)
+                      for f in dataclasses.fields(record) if f.name != "id"}
+            values["created_at"] = _as_utc(record.created_at, "created_at")
+            rows.append(models.DistrustAction(**values))
+        with self._writer() as session:
+            session.add_all(rows)
+            session.flush()
+            return [_record(DistrustActionRecord, row) for row in rows]
+
+    @_translate_errors
+    def list_distrust_actions(self, *, limit: int = 100,
+                              before_id: int | None = None,
+                              host: str | None = None
+                              ) -> list[DistrustActionRecord]:
+        """Reported actions, newest first (keyset pages by id)."""
+        table = models.DistrustAction
+        query = sa.select(table).order_by(table.id.desc()).limit(
+            max(_count(limit, "limit"), 1))
+        if before_id is not None:
+            query = query.where(table.id < _count(before_id, "marker"))
+        if host is not None:
+            query = query.where(table.host == host)
+        with self._reader() as session:
+            return [_record(DistrustActionRecord, row)
+                    for row in session.scalars(query)]
+
+    @_translate_errors
+    @_retry_deadlock
+    def purge_distrust_actions(self, before: datetime.datetime) -> int:
+        before = _as_utc(before, "before")
+        table = models.DistrustAction
         with self._writer() as session:
             return session.execute(sa.delete(table).where(
                 table.created_at < before)).rowcount

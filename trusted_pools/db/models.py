@@ -649,3 +649,47 @@ class KeyRelease(Base):
                                                            nullable=True)
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         UTCDateTime(), nullable=False)
+
+
+DISTRUST_OUTCOMES = ("done", "skipped", "failed")
+
+
+class DistrustAction(Base):
+    """One action taken on a host that stopped being trusted, as
+    trusted-pools-placement-sync (beside Nova) reported it through the API
+    (``POST /v1/distrust-actions``): what it says it did, with the
+    Keystone user that said so (``reported_by``). A report, not evidence:
+    nothing here changes a verdict. ``items`` is the canonical JSON list
+    of ``[what, result]`` pairs (service ids, server ids).
+    """
+
+    __tablename__ = "distrust_actions"
+    __table_args__ = (
+        sa.Index("distrust_actions_created_at_idx", "created_at"),
+        sa.Index("distrust_actions_host_idx", "host"),
+        sa.CheckConstraint("outcome IN ('done', 'skipped', 'failed')",
+                           name="ck_distrust_actions_outcome"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.BigInteger().with_variant(
+        sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    host: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                              nullable=False)
+    action: orm.Mapped[str] = orm.mapped_column(sa.String(64),
+                                                nullable=False)
+    outcome: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                                 nullable=False)
+    detail: orm.Mapped[str] = orm.mapped_column(sa.Text, nullable=False)
+    items: orm.Mapped[list] = orm.mapped_column(CanonicalJSON(),
+                                                nullable=False)
+    verdict: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                        nullable=True)
+    status: orm.Mapped[str | None] = orm.mapped_column(sa.String(16),
+                                                       nullable=True)
+    reported_by: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                     nullable=False)
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                           nullable=True)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)

@@ -324,6 +324,10 @@ async function hostView(name, before) {
                                             (v.reasons || []).join("; ")])),
     await optionalSection("vTPMs", `${path}/vtpms`, "vtpms"),
     await keyReleasesOf(name),
+    el("h3", {}, "Distrust actions"),
+    await pagedSection("host-distrust-actions",
+                       `/v1/distrust-actions?limit=10&host=${encodeURIComponent(name)}`,
+                       "distrust_actions", (rows) => distrustTable(rows, false)),
   ];
 }
 
@@ -394,6 +398,49 @@ async function keyReleasesView(before) {
   return [heading, section];
 }
 
+function distrustTable(rows, withHost = true) {
+  if (!rows.length) return el("p", { class: "muted" }, "None reported.");
+  const columns = ["Reported", ...(withHost ? ["Host"] : []), "Action", "Outcome", "Detail",
+                   "Acted on", "Verdict", "Reported by"];
+  return table(columns, rows.map((r) => [
+    when(r.created_at),
+    ...(withHost ? [el("a", { href: `#/hosts/${encodeURIComponent(r.host)}` }, r.host)] : []),
+    r.action,
+    el("span", { class: `badge action-${r.outcome}`, "data-outcome": r.outcome }, r.outcome),
+    r.detail, (r.items || []).map((item) => item.join(": ")).join("; ") || "-",
+    r.status ? `${r.status} (${r.verdict || "-"})` : "-", r.reported_by,
+  ]), (i) => ({ "data-distrust-action": rows[i].id, "data-host": rows[i].host }));
+}
+
+async function pagedSection(id, path, key, render, base, before) {
+  // A paged list of the 1.4 API (newest first), or what the API said.
+  const section = el("section", { id });
+  try {
+    const page = await api(path + (before ? `&marker=${encodeURIComponent(before)}` : ""));
+    section.append(render(page[key]));
+    if (base) section.append(pager(base, before, nextMarker(page.links)));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status)) throw error;
+    if (error.status === 404 && error.code === "trusted-pools.resource.not_found") {
+      section.append(el("p", { class: "unavailable", "data-unavailable": "true" },
+        `Not available: this API has no ${path.split("?")[0]} (404).`));
+    } else {
+      section.append(el("p", { class: "error" }, `${error.status} ${error.detail}`));
+    }
+  }
+  return section;
+}
+
+async function distrustView(before) {
+  return [el("h2", {}, "Distrust actions"),
+    el("p", { class: "muted" },
+       "What trusted-pools-placement-sync reported doing when a host stopped being trusted " +
+       "(notify, disable its nova-compute service, live-migrate its trust-requiring instances), " +
+       "with the user that reported it. A report, not evidence."),
+    await pagedSection("distrust-actions", "/v1/distrust-actions?limit=100", "distrust_actions",
+                       (rows) => distrustTable(rows), "#/distrust", before)];
+}
+
 function route() {
   // #/path?before=<marker>: the marker of a paged view.
   const [raw, query] = location.hash.replace(/^#/, "").split("?");
@@ -403,6 +450,7 @@ function route() {
   if (hash === "/policies") return policiesView;
   if (hash === "/migrations") return migrationsView;
   if (hash === "/key-releases") return () => keyReleasesView(before);
+  if (hash === "/distrust") return () => distrustView(before);
   return poolView;
 }
 

@@ -36,9 +36,9 @@ def view(record: db_api.KeyReleaseRecord) -> dict[str, Any]:
 
 def list_key_releases(call: Call) -> Result:
     """Newest first; ``?marker=<id>`` continues after that record."""
+    call.authorize("trusted_pools:key_release:list")
     microversion.require(call.version, microversion.KEY_RELEASES,
                          "/v1/key-releases")
-    call.authorize("trusted_pools:key_release:list")
     params = call.query(schemas.key_releases_query)
     page = call.page({k: v for k, v in params.items() if k == "limit"})
     before = int(params["marker"]) if "marker" in params else None

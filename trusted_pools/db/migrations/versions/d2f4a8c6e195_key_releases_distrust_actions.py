@@ -1,9 +1,14 @@
-"""Key releases: the key service's answers, kept for the operator (issue 14).
+"""Key releases and distrust actions, kept for the operator (issue 14).
 
 * ``key_releases``: one row per vTPM secret released to, or refused to, a
   host (never the key): outcome, the host's standing, the reason, who
   asked, when. Deleted by age (``trusted-pools-manage db
   purge-key-releases``).
+* ``distrust_actions``: one row per action trusted-pools-placement-sync
+  reported taking on a host that stopped being trusted (notify,
+  disable_compute, migrate_trusted_instances), with its outcome and the
+  Keystone user that reported it. Deleted by age (``db
+  purge-distrust-actions``).
 
 Revision ID: d2f4a8c6e195
 Revises: b7c2d9e4f130
@@ -58,3 +63,24 @@ def upgrade() -> None:
     op.create_index("key_releases_created_at_idx", "key_releases",
                     ["created_at"])
     op.create_index("key_releases_host_idx", "key_releases", ["host"])
+    op.create_table(
+        "distrust_actions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                  primary_key=True, autoincrement=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("items", sa.Text, nullable=False),
+        sa.Column("verdict", sa.String(64), nullable=True),
+        sa.Column("status", sa.String(16), nullable=True),
+        sa.Column("reported_by", sa.String(255), nullable=False),
+        sa.Column("request_id", sa.String(64), nullable=True),
+        sa.Column("created_at", _timestamp(), nullable=False),
+        sa.CheckConstraint("outcome IN ('done', 'skipped', 'failed')",
+                           name="ck_distrust_actions_outcome"),
+        **_TABLE_ARGS)
+    op.create_index("distrust_actions_created_at_idx", "distrust_actions",
+                    ["created_at"])
+    op.create_index("distrust_actions_host_idx", "distrust_actions",
+                    ["host"])
