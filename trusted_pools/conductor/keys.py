@@ -195,6 +195,22 @@ def _secret_id(value: Any) -> str:
         raise exception.SecretNotFound(secret=value) from None
 
 
+def _who_asked(context: Any) -> tuple[str | None, str | None]:
+    """(user, request id) of the API request behind a release: the
+    context arrives as an oslo RequestContext (over RPC) or a dict."""
+    if context is None:
+        return None, None
+    if not isinstance(context, dict):
+        to_dict = getattr(context, "to_dict", None)
+        context = to_dict() if callable(to_dict) else {}
+    user = context.get("user_name") or context.get("user_id") \
+        or context.get("user")
+    request_id = context.get("request_id") \
+        or context.get("global_request_id")
+    return (user if isinstance(user, str) else None,
+            request_id if isinstance(request_id, str) else None)
+
+
 def _host_name(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 255:
         raise exception.InvalidParameterValue(
@@ -406,19 +422,14 @@ class KeyService:
     def _keep(self, context: dict | None, record: db_api.SecretRecord,
               host: str, released: bool, status: str, level: int,
               reason: Reason) -> None:
-        context = context if isinstance(context, dict) else {}
-        asker = context.get("user_name") or context.get("user_id") \
-            or context.get("user")
-        request_id = context.get("request_id") \
-            or context.get("global_request_id")
+        asker, request_id = _who_asked(context)
         entry = db_api.KeyReleaseRecord(
             id=None, secret_id=record.id, project_id=record.project_id,
             owner=record.owner, host=host,
             outcome="released" if released else "refused", status=status,
             level=level, min_level=record.min_level, reason_code=reason.code,
             reason=reason.text, conductor=self.conductor or "-",
-            requested_by=asker if isinstance(asker, str) else None,
-            request_id=request_id if isinstance(request_id, str) else None,
+            requested_by=asker, request_id=request_id,
             created_at=_utc(self.clock()))
         try:
             self.db.record_key_release(entry)

@@ -222,6 +222,10 @@ def test_scraped_counts_match_the_verdicts_given(metered_pool):
         (bad.name, "refused", "not_trusted"),
         (good.name, "released", "released")]
     assert all(r.secret_id == secret for r in recorded)
+    # Who asked: the API request's user and id, carried over RPC.
+    assert {r.requested_by for r in recorded} == {"alice-id"}  # member
+    assert all(r.request_id and r.request_id.startswith("req-")
+               for r in recorded)
     listed_releases = api.get("/v1/key-releases", persona="reader",
                               version="trusted-pools 1.4").json
     assert [r["id"] for r in listed_releases["key_releases"]] == [
