@@ -278,7 +278,9 @@ class ConductorManager:
             if _versions(self.db.policies_for_group(group)) != versions:
                 LOG.info("Policies of host group %s changed; appraising "
                          "with the new versions", group)
-                del self._policy_cache[group]
+                # pop, not del: a policy change handled on another
+                # thread (reload_policies) may have dropped it already.
+                self._policy_cache.pop(group, None)
                 self._drop_host_policies(group)
 
     def _drop_host_policies(self, group: str | None) -> None:
