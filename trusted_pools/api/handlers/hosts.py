@@ -24,6 +24,7 @@ from trusted_pools.api import schemas
 from trusted_pools.api import views
 from trusted_pools.api.context import Call
 from trusted_pools.db import api as db_api
+from trusted_pools.protocol import display
 
 LOG = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def _operation(call: Call, operation: db_api.HostOperation
         elif operation.kind == "deep_attest":
             result = {"instances": _instances_of(operation.result)}
         elif operation.kind == "list_vtpms":
-            result = {"vtpms": dict(operation.result)}
+            result = {"vtpms": _vtpm_report(operation.result)}
         else:
             result = {"enrollment": dict(operation.result)}
     error = operations.error_of(operation)
@@ -350,7 +351,20 @@ def list_vtpms(call: Call, name: str) -> Result:
     operation = call.db.latest_done_operation(name, "list_vtpms")
     if operation is None or not isinstance(operation.result, dict):
         raise exception.VTPMReportNotFound(host=name)
-    return 200, {"vtpms": dict(operation.result, operation=operation.id)}
+    return 200, {"vtpms": _vtpm_report(operation.result,
+                                       operation=operation.id)}
+
+
+def _vtpm_report(result: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A stored vTPM report as the API shows it: ``reported_at`` an ISO
+    time (reports stored before times were ISO everywhere held epoch
+    seconds)."""
+    report = dict(result, **extra)
+    try:
+        report["reported_at"] = display.iso_time(report.get("reported_at"))
+    except (ValueError, OverflowError, OSError):
+        report["reported_at"] = None
+    return report
 
 
 def refresh_vtpms(call: Call, name: str) -> Result:
