@@ -18,9 +18,19 @@ def _conf(**distrust) -> cfg.ConfigOpts:
         conf.set_override(name, value, group="trusted_pools_distrust")
     return conf
 
-def test_reporter_uses_the_catalog_not_the_compute_override():
-    conf = _conf(auth_type="none", endpoint_override="http://nova:8774")
+def test_reporter_uses_the_catalog_not_the_compute_override(monkeypatch):
+    from keystoneauth1 import session as ks_session
+    from trusted_pools.common import keystone
+    asked = []
+
+    def session_from_conf(conf, group):
+        asked.append(group)
+        return ks_session.Session(), None
+
+    monkeypatch.setattr(keystone, "session_from_conf", session_from_conf)
+    conf = _conf(endpoint_override="http://nova:8774")
     reporter = report.APIReporter.from_conf(conf, "trusted_pools_distrust")
+    assert asked == ["trusted_pools_distrust"]
     assert reporter.adapter.service_type == "trusted-pools"
     assert reporter.adapter.endpoint_override is None
     assert reporter.adapter.default_microversion == "1.4"
