@@ -66,8 +66,8 @@ def _unreachable(addresses: Sequence[tuple[str, int]]) -> list[str]:
         try:
             socket.create_connection((host, port), _PROBE_SECONDS).close()
         except OSError as error:
-            down.append("%s:%d (%s)" % (host, port,
-                                        error.strerror or type(error).__name__))
+            why = error.strerror or type(error).__name__
+            down.append("%s:%d (%s)" % (host, port, why))
     return down
 
 

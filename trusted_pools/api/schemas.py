@@ -127,7 +127,8 @@ report_distrust_actions = {
             "type": "object",
             "properties": {
                 "host": _NAME,
-                "action": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+                "action": {"type": "string",
+                           "pattern": "^[a-z][a-z0-9_]{0,63}$"},
                 "outcome": {"enum": ["done", "skipped", "failed"]},
                 "detail": {"type": "string", "maxLength": 2000},
                 "items": {"type": "array", "maxItems": 1000, "items": {
