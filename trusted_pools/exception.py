@@ -424,6 +424,13 @@ class OperationNotFound(NotFound):
     _msg_fmt = "Host %(host)s has no operation %(operation)s"
 
 
+class ConductorUnreachable(TemporaryFailure):
+    """trusted-pools-api's call to a conductor got no answer in time."""
+
+    _msg_fmt = ("Conductor %(conductor)s did not answer %(method)s for "
+                "host %(host)s within %(seconds)d s: %(reason)s")
+
+
 class AgentUnreachable(TemporaryFailure):
     """A conductor's call to a host's agent got no answer."""
 

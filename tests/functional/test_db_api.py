@@ -746,3 +746,75 @@ def test_purge_operations_deletes_only_ended_old_ones(db_api):
         op.id for op in db_api.list_operations("compute-2")}
     assert left == {old_pending.id, recent.id}
     assert db_api.purge_operations(cut) == 0
+
+
+# --- key releases (issue 14) -------------------------------------------------
+
+def _release(when: datetime.datetime, host: str = "compute-1",
+             outcome: str = "refused", **extra) -> api.KeyReleaseRecord:
+    values = dict(id=None, secret_id="5d7c9a60-0000-4000-8000-000000000001",
+                  project_id="proj", owner="inst-1", host=host,
+                  outcome=outcome, status="untrusted", level=0,
+                  min_level=None, reason_code="not_trusted",
+                  reason="kernel not approved", conductor="c-a",
+                  requested_by="nova", request_id="req-1", created_at=when)
+    values.update(extra)
+    return api.KeyReleaseRecord(**values)
+
+
+def test_key_releases_page_newest_first_and_filter(db_api):
+    now = db_api.clock.now
+    stored = [db_api.record_key_release(_release(
+        now + datetime.timedelta(seconds=i), host="compute-%d" % (i % 2),
+        outcome="released" if i % 3 == 0 else "refused"))
+        for i in range(7)]
+    ids = [r.id for r in stored]
+    assert ids == sorted(ids) and None not in ids
+    first = db_api.list_key_releases(limit=3)
+    assert [r.id for r in first] == ids[::-1][:3]
+    second = db_api.list_key_releases(limit=3, before_id=first[-1].id)
+    assert [r.id for r in second] == ids[::-1][3:6]
+    last = db_api.list_key_releases(limit=3, before_id=second[-1].id)
+    assert [r.id for r in last] == ids[:1]
+    assert {r.host for r in db_api.list_key_releases(host="compute-1")} \
+        == {"compute-1"}
+    assert {r.outcome for r in db_api.list_key_releases(
+        outcome="released")} == {"released"}
+    assert first[0].created_at == now + datetime.timedelta(seconds=6)
+    with pytest.raises(exception.InvalidParameterValue):
+        db_api.list_key_releases(outcome="leaked")
+    with pytest.raises(exception.InvalidParameterValue):
+        db_api.record_key_release(_release(now, outcome="maybe"))
+
+
+def test_key_release_record_cuts_long_request_text(db_api):
+    """The host name and the asker come from the request: too long is
+    cut to the column, not a failure that would refuse a key release."""
+    kept = db_api.record_key_release(_release(
+        db_api.clock.now, host="h" * 400, requested_by="u" * 400,
+        request_id="r" * 100))
+    assert len(kept.host) == 255 and len(kept.requested_by) == 255
+    assert len(kept.request_id) == 64
+
+
+def test_purge_key_releases_by_age(db_api):
+    now = db_api.clock.now
+    old = db_api.record_key_release(_release(now - datetime.timedelta(
+        days=10)))
+    new = db_api.record_key_release(_release(now))
+    assert db_api.purge_key_releases(now - datetime.timedelta(days=1)) == 1
+    assert [r.id for r in db_api.list_key_releases()] == [new.id]
+    assert old.id != new.id
+
+
+def test_verdict_history_pages_by_sequence(db_api):
+    host = db_api.create_host("compute-1").id
+    start = db_api.clock.now
+    db_api.add_verdicts([_verdict(host, start + datetime.timedelta(
+        seconds=i), level=i % 4) for i in range(5)])
+    everything = db_api.verdict_history(host, limit=10)
+    assert len(everything) == 5
+    first = db_api.verdict_history(host, limit=2)
+    rest = db_api.verdict_history(host, limit=10,
+                                  before_sequence=first[-1].sequence)
+    assert first + rest == everything

@@ -22,6 +22,7 @@ EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "policy_assignments", "verdicts", "ima_state",
                    "conductors", "host_operations", "instance_verdicts",
                    "instance_challenges",
+                   "key_releases", "distrust_actions",
                    "alembic_version"}
 
 
@@ -30,7 +31,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "d41c7a9e2b58"
+    assert migration.head() == "d2f4a8c6e195"
 
 
 def test_upgrade_from_empty(empty_db_url):
@@ -285,3 +286,25 @@ def test_operation_kinds_widened_and_still_checked(empty_db_url):
                         id=n, kind="enroll", lock="enroll:h", **row))
     finally:
         engine.dispose()
+
+
+def test_manage_db_purge_key_releases(empty_db_url, tmp_path, capsys):
+    import datetime
+    config = tmp_path / "trusted-pools.conf"
+    config.write_text("[database]\nconnection = %s\n" % empty_db_url)
+    assert _manage(["--config-file", str(config), "db", "sync"]) == 0
+    connection = api.Connection(api.make_context_manager(empty_db_url))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for when in (now - datetime.timedelta(days=40), now):
+        connection.record_key_release(api.KeyReleaseRecord(
+            id=None, secret_id="s-1", project_id="p", owner=None,
+            host="compute-1", outcome="refused", status="unknown", level=0,
+            min_level=None, reason_code="not_registered", reason="r",
+            conductor="c", requested_by=None, request_id=None,
+            created_at=when))
+    capsys.readouterr()
+    assert _manage(["--config-file", str(config), "db",
+                    "purge-key-releases", "--older-than", "30"]) == 0
+    assert "Deleted 1 key release" in capsys.readouterr().out
+    assert [r.created_at for r in connection.list_key_releases()] == [now]
+    connection.dispose()

@@ -155,6 +155,18 @@ def _set_cors_defaults() -> None:
         allow_methods=["GET", "POST", "PUT", "DELETE"])
 
 
+#: Seconds beyond [trusted_pools_api] rpc_timeout the API waits for a
+#: conductor's answer before it says which one it waited for.
+_CALL_MARGIN = 2.0
+
+
+def _transport_url(conf: cfg.ConfigOpts) -> str | None:
+    try:
+        return conf.transport_url
+    except cfg.NoSuchOptError:
+        return None
+
+
 def make_services(conf: cfg.ConfigOpts,
                   db: db_api.Connection | None = None,
                   conductors: conductors_mod.Conductors | None = None
@@ -164,7 +176,11 @@ def make_services(conf: cfg.ConfigOpts,
         timeout = conf.trusted_pools_api.rpc_timeout
         conductors = conductors_mod.Conductors(
             db, lambda: rpcapi.ConductorAPI(timeout=timeout),
-            conf.conductor.heartbeat_timeout)
+            conf.conductor.heartbeat_timeout,
+            # oslo.messaging's own timeout covers the answer, not a broker
+            # it keeps reconnecting to: the API's deadline covers both.
+            call_timeout=timeout + _CALL_MARGIN,
+            brokers=conductors_mod.broker_addresses(_transport_url(conf)))
     return Services(conf, db, conductors, policy.make_enforcer(conf))
 
 

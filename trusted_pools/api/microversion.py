@@ -34,6 +34,15 @@ can see, with the release note):
   /v1/hosts/{name}/certify-binding-key answers 202 with an operation of
   kind ``certify`` (at 1.0 and 1.1 it waits and answers 200 with the
   binding key, as before).
+* 1.4 - Key releases (issue 14): GET /v1/key-releases lists the key
+  service's answers, newest first (host, secret id, owner, outcome, the
+  host's standing, reason code and text, who asked; never a key), paged
+  with ``?marker=<id>&limit=N`` and filtered by ``host``, ``outcome``,
+  ``secret_id``. GET /v1/hosts/{name}/verdicts pages too: each verdict
+  carries its ``sequence``, ``?marker=<sequence>`` gives older ones, and
+  the answer has ``links`` with the next page. POST /v1/distrust-actions
+  (trusted-pools-placement-sync reports the actions it took on a host
+  that stopped being trusted) and GET /v1/distrust-actions (readers).
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from trusted_pools.api import errors
 
 SERVICE_TYPE = "trusted-pools"
 HEADER = "OpenStack-API-Version"
-VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 MIN = microversion_parse.parse_version_string(VERSIONS[0])
 MAX = microversion_parse.parse_version_string(VERSIONS[-1])
 #: Enroll, attest and capture answer 202 with an operation to poll.
@@ -54,6 +63,9 @@ GROUPS = microversion_parse.parse_version_string("1.2")
 #: Deep attestation, instance verdicts, the vTPM view; certify-binding-key
 #: answers 202 with an operation.
 DEEP_ATTESTATION = microversion_parse.parse_version_string("1.3")
+#: GET /v1/key-releases, /v1/distrust-actions; a host's verdict history
+#: pages with a marker.
+KEY_RELEASES = microversion_parse.parse_version_string("1.4")
 
 
 def require(version: microversion_parse.Version,

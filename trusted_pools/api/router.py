@@ -7,8 +7,10 @@ from typing import Any, Callable
 import routes
 
 from trusted_pools.api import errors
+from trusted_pools.api.handlers import distrust_actions
 from trusted_pools.api.handlers import hosts
 from trusted_pools.api.handlers import instances
+from trusted_pools.api.handlers import key_releases
 from trusted_pools.api.handlers import policies
 from trusted_pools.api.handlers import secrets
 from trusted_pools.api.handlers import verdicts
@@ -50,6 +52,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/secrets/{secret_id}": {"GET": secrets.show,
                                 "DELETE": secrets.delete},
     "/v1/vtpm-migrations": {"GET": vtpm_migrations.list_migrations},
+    "/v1/key-releases": {"GET": key_releases.list_key_releases},
+    "/v1/distrust-actions": {"GET": distrust_actions.list_actions,
+                             "POST": distrust_actions.report},
     "/v1/vtpm-migrations/{migration_id}": {"GET": vtpm_migrations.show},
 }
 

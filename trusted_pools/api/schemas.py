@@ -118,6 +118,32 @@ deep_attest = {
     "additionalProperties": False,
 }
 
+#: POST /v1/distrust-actions: what trusted-pools-placement-sync did (at
+#: most 50 records a request, each bounded).
+report_distrust_actions = {
+    "type": "object",
+    "properties": {"actions": {
+        "type": "array", "minItems": 1, "maxItems": 50,
+        "items": {
+            "type": "object",
+            "properties": {
+                "host": _NAME,
+                "action": {"type": "string",
+                           "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+                "outcome": {"enum": ["done", "skipped", "failed"]},
+                "detail": {"type": "string", "maxLength": 2000},
+                "items": {"type": "array", "maxItems": 1000, "items": {
+                    "type": "array", "minItems": 2, "maxItems": 2,
+                    "items": {"type": "string", "maxLength": 1000}}},
+                "verdict": {"type": ["string", "null"], "maxLength": 64},
+                "status": {"enum": ["trusted", "untrusted", "unknown",
+                                    None]}},
+            "required": ["host", "action", "outcome", "detail"],
+            "additionalProperties": False}}},
+    "required": ["actions"],
+    "additionalProperties": False,
+}
+
 # Query strings: values arrive as strings; numbers are checked by pattern
 # and converted by the handler.
 _DIGITS = {"type": "string", "pattern": "^[0-9]{1,9}$"}
@@ -141,6 +167,22 @@ vtpm_migrations_query = {
     "properties": {"limit": _DIGITS,
                    "instance": {"type": "string", "maxLength": 36},
                    "active": {"enum": ["true", "false"]}},
+    "additionalProperties": False}
+#: GET /v1/hosts/{name}/verdicts from 1.4: the marker is the sequence of
+#: the last verdict of the previous page.
+history_query = {"type": "object",
+                 "properties": {"limit": _DIGITS, "marker": _DIGITS},
+                 "additionalProperties": False}
+key_releases_query = {
+    "type": "object",
+    "properties": {"limit": _DIGITS, "marker": _DIGITS, "host": _NAME,
+                   "outcome": {"enum": ["released", "refused"]},
+                   "secret_id": {"type": "string", "minLength": 1,
+                                 "maxLength": 36}},
+    "additionalProperties": False}
+distrust_actions_query = {
+    "type": "object",
+    "properties": {"limit": _DIGITS, "marker": _DIGITS, "host": _NAME},
     "additionalProperties": False}
 show_policy_query = {"type": "object", "properties": {"version": _DIGITS},
                      "additionalProperties": False}

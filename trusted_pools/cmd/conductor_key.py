@@ -41,9 +41,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     show.add_argument("--key", metavar="PATH",
                       help="private key file (default: [conductor] "
                            "signing_key_path)")
-    show.add_argument("--format", choices=("pem", "jwk"), default="pem",
+    show.add_argument("--format", choices=("pem", "jwk", "json"),
+                      default="pem",
                       help="pem: for [agent] conductor_keys_file; jwk: with "
-                           "its kid, as GET /v1/keys serves it")
+                           "its kid, as GET /v1/keys serves it; json: both "
+                           "(kid, public_key_pem, jwk)")
     show.set_defaults(func=run_show)
     generate = sub.add_parser(
         "generate", help="create a new signing key file for a rotation",
@@ -52,6 +54,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("path", metavar="PATH")
     generate.add_argument("--algorithm", choices=("EdDSA", "ES256"),
                           default="EdDSA")
+    generate.add_argument("--format", choices=("pem", "json"), default="pem",
+                          help="pem (default): the public key; json: path, "
+                               "kid, public_key_pem and jwk")
     generate.set_defaults(func=run_generate)
 
 
@@ -65,9 +70,20 @@ def run_show(args: argparse.Namespace) -> int:
     if args.format == "jwk":
         json.dump(keystore.public_jwk(key), sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif args.format == "json":
+        _dump_key(key, path)
     else:
         sys.stdout.write(keystore.public_key_pem(key))
     return EXIT_OK
+
+
+def _dump_key(key: object, path: str) -> None:
+    from trusted_pools.protocol import keystore
+    jwk = keystore.public_jwk(key)
+    json.dump({"path": path, "kid": jwk["kid"],
+               "public_key_pem": keystore.public_key_pem(key), "jwk": jwk},
+              sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -81,7 +97,10 @@ def run_generate(args: argparse.Namespace) -> int:
         key = keystore.load_or_create_signing_key(args.path, args.algorithm)
     except exception.TrustedPoolsError as error:
         return _failed("conductor-key generate", error)
-    sys.stdout.write(keystore.public_key_pem(key))
+    if args.format == "json":
+        _dump_key(key, args.path)
+    else:
+        sys.stdout.write(keystore.public_key_pem(key))
     sys.stderr.write(
         "New signing key written to %s. Add the public key above to every "
         "agent's [agent] conductor_keys_file and every consumer's "

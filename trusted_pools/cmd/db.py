@@ -46,9 +46,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sync.add_argument(
         "--revision", default="head", metavar="REV",
         help="stop at this alembic revision (default: head, the newest)")
+    _add_format(sync)
     sync.set_defaults(func=run_sync)
     version = sub.add_parser(
         "version", help="print the schema revision of the database")
+    _add_format(version)
     version.set_defaults(func=run_version)
     for name, what, description, run in _PURGES:
         purge = sub.add_parser(
@@ -58,7 +60,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         purge.add_argument(
             "--older-than", type=_days, required=True, metavar="DAYS",
             help="age in days (a positive number; fractions allowed)")
+        _add_format(purge)
         purge.set_defaults(func=run)
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text (default) or json (one object)")
+
+
+def _say(args: argparse.Namespace, text: str, **fields: object) -> None:
+    """The command's answer: a line of text, or ``fields`` as JSON."""
+    if getattr(args, "format", "text") == "json":
+        import json
+        print(json.dumps(fields, indent=2, sort_keys=True))
+    else:
+        print(text)
 
 
 def _days(value: str) -> float:
@@ -114,7 +131,8 @@ def run_sync(args: argparse.Namespace) -> int:
     except (exception.TrustedPoolsError, alembic_util.CommandError,
             OSError) as error:
         return _failed("db sync", error)
-    print("Database schema at revision %s in %s" % (reached, where))
+    _say(args, "Database schema at revision %s in %s" % (reached, where),
+         revision=reached, database=where)
     return EXIT_OK
 
 
@@ -129,7 +147,7 @@ def run_version(args: argparse.Namespace) -> int:
             engine.dispose()
     except exception.TrustedPoolsError as error:
         return _failed("db version", error)
-    print(current)
+    _say(args, str(current), revision=current)
     return EXIT_OK
 
 
@@ -154,8 +172,8 @@ def run_purge_verdicts(args: argparse.Namespace) -> int:
         deleted, before = _purge(args.older_than, "purge_verdicts")
     except exception.TrustedPoolsError as error:
         return _failed("db purge-verdicts", error)
-    print("Deleted %d verdicts issued before %s (each host's newest kept)"
-          % (deleted, before))
+    _say(args, "Deleted %d verdicts issued before %s (each host's newest "
+         "kept)" % (deleted, before), deleted=deleted, before=before)
     return EXIT_OK
 
 
@@ -164,8 +182,28 @@ def run_purge_operations(args: argparse.Namespace) -> int:
         deleted, before = _purge(args.older_than, "purge_operations")
     except exception.TrustedPoolsError as error:
         return _failed("db purge-operations", error)
-    print("Deleted %d host operations that ended before %s (pending ones "
-          "kept)" % (deleted, before))
+    _say(args, "Deleted %d host operations that ended before %s (pending "
+         "ones kept)" % (deleted, before), deleted=deleted, before=before)
+    return EXIT_OK
+
+
+def run_purge_key_releases(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_key_releases")
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-key-releases", error)
+    _say(args, "Deleted %d key release and refusal records made before %s"
+         % (deleted, before), deleted=deleted, before=before)
+    return EXIT_OK
+
+
+def run_purge_distrust_actions(args: argparse.Namespace) -> int:
+    try:
+        deleted, before = _purge(args.older_than, "purge_distrust_actions")
+    except exception.TrustedPoolsError as error:
+        return _failed("db purge-distrust-actions", error)
+    _say(args, "Deleted %d distrust action records made before %s"
+         % (deleted, before), deleted=deleted, before=before)
     return EXIT_OK
 
 
@@ -178,6 +216,15 @@ _PURGES = (
      "Delete host operations (enroll, attest, capture, ...) that ended "
      "more than --older-than days ago. Pending ones are kept.",
      run_purge_operations),
+    ("purge-key-releases", "key release and refusal records",
+     "Delete the records of vTPM key releases and refusals made more than "
+     "--older-than days ago (the audit trail GET /v1/key-releases and the "
+     "dashboard show; the secrets themselves are not touched).",
+     run_purge_key_releases),
+    ("purge-distrust-actions", "reported distrust action records",
+     "Delete the records of distrust actions (notify, disable_compute, "
+     "migrate_trusted_instances) reported more than --older-than days ago.",
+     run_purge_distrust_actions),
 )
 
 

@@ -27,6 +27,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "the value 'openstack trusted host enroll --ek-sha256' "
                     "approves.")
     ek_hash.add_argument("file")
+    ek_hash.add_argument("--format", choices=("json",), default="json",
+                         help="json (the only format: one object)")
     ek_hash.set_defaults(func=_print_ek_sha256)
 
 

@@ -287,14 +287,27 @@ def add_commands(commands_: argparse._SubParsersAction) -> None:
                             "or whose password to set")
     setup.add_argument("--dry-run", action="store_true",
                        help="print the rabbitmqctl commands, run nothing")
+    setup.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text (default): one rabbitmqctl line each; "
+                            "json: {\"dry_run\", \"commands\"}")
     setup.set_defaults(func=run_setup, needs_config=False)
 
 
 def run_setup(args: argparse.Namespace) -> int:
     try:
         plan = build_plan(args, read_passwords(args.password_file))
+        lines = []
         for line in apply(plan, dry_run=args.dry_run):
-            sys.stdout.write("rabbitmqctl %s\n" % line)
+            if args.format == "json":
+                lines.append(line)
+            else:
+                sys.stdout.write("rabbitmqctl %s\n" % line)
+        if args.format == "json":
+            import json
+            json.dump({"dry_run": bool(args.dry_run), "commands": [
+                "rabbitmqctl %s" % line for line in lines]}, sys.stdout,
+                indent=2)
+            sys.stdout.write("\n")
     except exception.TrustedPoolsError as error:
         sys.stderr.write("trusted-pools-manage: %s: %s\n"
                          % (type(error).__name__, error.message))

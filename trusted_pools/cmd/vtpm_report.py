@@ -16,13 +16,13 @@ database could not be read).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from trusted_pools import exception
 from trusted_pools.conf import CONF
+from trusted_pools.protocol import display
 from trusted_pools.protocol.display import printable
 from trusted_pools.conf import database as database_conf
 
@@ -74,6 +74,9 @@ def run_list(args: argparse.Namespace, db: "api.Connection | None" = None,
                   % (args.host, args.host, args.host))
         return EXIT_FAILED
     report = dict(operation.result, operation=operation.id)
+    # Times are ISO strings everywhere (older reports kept epoch seconds).
+    report["reported_at"] = None if _when(report.get("reported_at")) == "?" \
+        else _when(report.get("reported_at"))
     if args.format == "json":
         out.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
     else:
@@ -81,10 +84,9 @@ def run_list(args: argparse.Namespace, db: "api.Connection | None" = None,
     return EXIT_OK
 
 
-def _when(seconds: Any) -> str:
+def _when(value: Any) -> str:
     try:
-        return datetime.datetime.fromtimestamp(
-            int(seconds), datetime.timezone.utc).isoformat()
+        return display.iso_time(value) or "?"
     except (TypeError, ValueError, OverflowError, OSError):
         return "?"
 

@@ -22,8 +22,13 @@ and H (:func:`trusted_pools.protocol.key_release.release_label`). Whoever
 asks in H's name gets only what H's TPM can open: a reply captured on the
 bus, or a request another host forges in H's name, is useless.
 
-Every release and every refusal is logged and notified (event types
-:data:`RELEASE_EVENT`, :data:`REFUSED_EVENT`) with its reason.
+Every release and every refusal is logged, notified (event types
+:data:`RELEASE_EVENT`, :data:`REFUSED_EVENT`) and recorded in the database
+(``key_releases``: host, secret id, owner, outcome, the host's standing,
+a reason code from :data:`REASON_CODES` and the reason text, who asked;
+never the key), where ``GET /v1/key-releases`` and the dashboard read it.
+A release is recorded before it is answered: if the record cannot be
+written, no key leaves.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import os
 import stat
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,10 +55,24 @@ from trusted_pools.tpm import structures
 LOG = logging.getLogger(__name__)
 
 __all__ = ["KeyEncryptionKey", "KeyService", "RELEASE_EVENT",
-           "REFUSED_EVENT", "load_or_create_kek"]
+           "REFUSED_EVENT", "REASON_CODES", "Reason", "load_or_create_kek"]
 
 RELEASE_EVENT = "trusted_pools.secret.release"
 REFUSED_EVENT = "trusted_pools.secret.release.refused"
+
+#: Why a release was answered as it was: a bounded set fixed here (the
+#: metrics label and the record's ``reason_code``); the text says more.
+REASON_CODES = ("released", "not_registered", "not_enrolled", "no_verdict",
+                "old_enrollment", "not_trusted", "stale", "below_level",
+                "no_binding_key", "binding_key_unusable")
+
+
+class Reason(NamedTuple):
+    """Why a release was refused (or, ``released``, granted)."""
+
+    code: str
+    text: str
+
 
 _KEK_BYTES = 32
 _NONCE_BYTES = 12
@@ -176,6 +195,22 @@ def _secret_id(value: Any) -> str:
         raise exception.SecretNotFound(secret=value) from None
 
 
+def _who_asked(context: Any) -> tuple[str | None, str | None]:
+    """(user, request id) of the API request behind a release: the
+    context arrives as an oslo RequestContext (over RPC) or a dict."""
+    if context is None:
+        return None, None
+    if not isinstance(context, dict):
+        to_dict = getattr(context, "to_dict", None)
+        context = to_dict() if callable(to_dict) else {}
+    user = context.get("user_name") or context.get("user_id") \
+        or context.get("user")
+    request_id = context.get("request_id") \
+        or context.get("global_request_id")
+    return (user if isinstance(user, str) else None,
+            request_id if isinstance(request_id, str) else None)
+
+
 def _host_name(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 255:
         raise exception.InvalidParameterValue(
@@ -242,7 +277,7 @@ class KeyService:
                 self._announce(context, REFUSED_EVENT, draft, host, status,
                                level, refusal)
                 raise exception.KeyReleaseRefused(host=host, status=status,
-                                                  reason=refusal)
+                                                  reason=refusal.text)
         record = db_api.SecretRecord(
             id=secret_id, project_id=project_id,
             owner=_optional_text(owner, "owner"),
@@ -278,12 +313,14 @@ class KeyService:
             self._announce(context, REFUSED_EVENT, record, host, status,
                            level, refusal)
             raise exception.KeyReleaseRefused(host=host, status=status,
-                                              reason=refusal)
+                                              reason=refusal.text)
         payload = self.kek.decrypt(record)
         sealed = release.seal(key, payload,
                               release.release_label(record.id, host))
+        # Recorded before the answer leaves: no key without its record (a
+        # database that cannot take the record fails the release).
         self._announce(context, RELEASE_EVENT, record, host, status, level,
-                       "trusted at level %d" % level)
+                       Reason("released", "trusted at level %d" % level))
         return {"id": record.id, "host": host,
                 "wrapped": _b64(sealed["wrapped"]),
                 "ciphertext": _b64(sealed["ciphertext"]),
@@ -292,74 +329,85 @@ class KeyService:
                 "bit_length": record.bit_length, "name": record.name}
 
     def _judge(self, record: db_api.SecretRecord, hostname: str
-               ) -> tuple[str, int, str | None, structures.Public | None]:
-        """(status, level, refusal reason or None, binding key)."""
+               ) -> tuple[str, int, Reason | None, structures.Public | None]:
+        """(status, level, why it is refused or None, binding key)."""
         try:
             host = self.db.get_host_by_name(hostname)
         except exception.NotFound:
-            return "unknown", 0, "it is not a registered host", None
+            return "unknown", 0, Reason(
+                "not_registered", "it is not a registered host"), None
         if host.state != "enrolled":
-            return "unknown", 0, ("it is %s, not enrolled: it is not "
-                                  "attested" % host.state), None
+            return "unknown", 0, Reason("not_enrolled", (
+                "it is %s, not enrolled: it is not attested"
+                % host.state)), None
         latest = self.db.latest_verdicts([host.id])
         if not latest:
-            return "unknown", 0, "it has no verdict yet", None
+            return "unknown", 0, Reason("no_verdict",
+                                        "it has no verdict yet"), None
         verdict = latest[0]
         if verdict.registration_generation != host.enrollment_generation:
-            return "unknown", verdict.level, (
+            return "unknown", verdict.level, Reason("old_enrollment", (
                 "its latest verdict was made under an earlier enrollment "
                 "(generation %s, now %d)" % (verdict.registration_generation,
                                              host.enrollment_generation)
-            ), None
+            )), None
         now = _utc(self.clock())
         if verdict.status != "trusted":
             reasons = "; ".join(str(r) for r in verdict.reasons) \
                 or "no reason recorded"
-            return verdict.status, verdict.level, reasons, None
+            return verdict.status, verdict.level, Reason(
+                "not_trusted", reasons), None
         if verdict.expires_at <= now:
-            return "stale", verdict.level, (
+            return "stale", verdict.level, Reason("stale", (
                 "its last trusted verdict (level %d) expired at %s: no "
                 "fresh evidence" % (verdict.level,
-                                    verdict.expires_at.isoformat())), None
+                                    verdict.expires_at.isoformat()))), None
         if record.min_level is not None and verdict.level < record.min_level:
-            return "trusted", verdict.level, (
+            return "trusted", verdict.level, Reason("below_level", (
                 "trusted at level %d, below level %d that secret %s "
                 "requires" % (verdict.level, record.min_level, record.id)
-            ), None
+            )), None
         binding = self.db.get_binding_key(host.id)
         if binding is None or binding.generation != \
                 host.enrollment_generation:
-            return "trusted", verdict.level, (
+            return "trusted", verdict.level, Reason("no_binding_key", (
                 "it has no binding key certified by its current AK "
                 "(enrollment generation %d); certify it with "
                 "'trusted-pools-manage' or enroll the host again"
-                % host.enrollment_generation), None
+                % host.enrollment_generation)), None
         try:
             key = sealing.check_binding_key_attributes(binding.public)
         except exception.EvidenceError as error:
-            return "trusted", verdict.level, (
+            return "trusted", verdict.level, Reason(
+                "binding_key_unusable",
                 "its stored binding key is unusable: %s" % error), None
         return "trusted", verdict.level, None, key
 
     def _announce(self, context: dict | None, event: str,
                   record: db_api.SecretRecord, host: str, status: str,
-                  level: int, reason: str) -> None:
+                  level: int, reason: Reason) -> None:
+        """Count, record, log and notify one answer. The record is kept in
+        the database (``key_releases``; never the key): a release whose
+        record cannot be written raises (no key leaves unrecorded); a
+        refusal stands whether or not its record could be written."""
         released = event == RELEASE_EVENT
         if self.metrics is not None:
-            self.metrics.key_release(released, status)
+            self.metrics.key_release(released, status, reason.code)
+        self._keep(context, record, host, released, status, level, reason)
         payload = {"secret_id": record.id, "project_id": record.project_id,
                    "owner": record.owner, "host": host,
                    "released": released, "status": status, "level": level,
-                   "min_level": record.min_level, "reason": reason,
+                   "min_level": record.min_level, "reason": reason.text,
+                   "reason_code": reason.code,
                    "conductor": self.conductor}
         if released:
             LOG.info("Released secret %s (owner %s) to host %s, wrapped to "
                      "its TPM: %s", record.id, record.owner or "-", host,
-                     reason)
+                     reason.text)
         else:
             LOG.warning("Refused secret %s (owner %s) to host %s: %s is %s: "
                         "%s", record.id, record.owner or "-", host, host,
-                        status, reason)
+                        status, reason.text)
         if self.notifier is None:
             return
         try:
@@ -370,3 +418,23 @@ class KeyService:
         except Exception:  # noqa: BLE001 - the answer stands without it
             LOG.exception("Could not notify %s for secret %s", event,
                           record.id)
+
+    def _keep(self, context: dict | None, record: db_api.SecretRecord,
+              host: str, released: bool, status: str, level: int,
+              reason: Reason) -> None:
+        asker, request_id = _who_asked(context)
+        entry = db_api.KeyReleaseRecord(
+            id=None, secret_id=record.id, project_id=record.project_id,
+            owner=record.owner, host=host,
+            outcome="released" if released else "refused", status=status,
+            level=level, min_level=record.min_level, reason_code=reason.code,
+            reason=reason.text, conductor=self.conductor or "-",
+            requested_by=asker, request_id=request_id,
+            created_at=_utc(self.clock()))
+        try:
+            self.db.record_key_release(entry)
+        except exception.TrustedPoolsError:
+            if released:
+                raise
+            LOG.exception("Could not record the refusal of secret %s to "
+                          "host %s", record.id, host)

@@ -282,7 +282,9 @@ class ConductorManager:
             if _versions(self.db.policies_for_group(group)) != versions:
                 LOG.info("Policies of host group %s changed; appraising "
                          "with the new versions", group)
-                del self._policy_cache[group]
+                # pop, not del: a policy change handled on another
+                # thread (reload_policies) may have dropped it already.
+                self._policy_cache.pop(group, None)
                 self._drop_host_policies(group)
 
     def _drop_host_policies(self, group: str | None) -> None:
@@ -1058,10 +1060,19 @@ class ConductorManager:
     def start_epoch(self, context: dict | None = None) -> freshness.Epoch:
         """Begin an interval: announce a fresh epoch to every agent."""
         epoch = self.epochs.start_epoch(self.clock())
-        self.agents.start_epoch(context or {}, self.host, epoch.epoch_id,
-                                _b64(epoch.value), self.banks,
-                                sorted(self.ring.conductors),
-                                spread=self.epoch_spread * self.interval)
+        try:
+            self.agents.start_epoch(context or {}, self.host,
+                                    epoch.epoch_id, _b64(epoch.value),
+                                    self.banks, sorted(self.ring.conductors),
+                                    spread=self.epoch_spread * self.interval)
+        except messaging.MessageDeliveryFailure as error:
+            # RabbitMQ drops the fanout exchange when its last agent
+            # leaves: no host hears the epoch, each becomes unknown after
+            # its missed epochs (no traceback every interval for that).
+            LOG.warning("Epoch %s not announced: no trusted-pools-agent is "
+                        "connected to the agent bus (%s); silent hosts "
+                        "become unknown", epoch.epoch_id,
+                        str(error).splitlines()[0][:200])
         return epoch
 
     def process_evidence(self, wait: float = 0.0) -> int:

@@ -56,6 +56,15 @@ _STATUSES = ("trusted", "untrusted", "unknown")
 #: Key-release outcomes and the standing the key service judged a host by.
 _RELEASE_STATUSES = ("trusted", "untrusted", "unknown", "stale")
 
+#: Why a release was answered as it was (trusted_pools.conductor.keys.
+#: REASON_CODES, repeated here so the label set is fixed by this module).
+_RELEASE_REASONS = ("released", "not_registered", "not_enrolled",
+                    "no_verdict", "old_enrollment", "not_trusted", "stale",
+                    "below_level", "no_binding_key", "binding_key_unusable")
+
+#: How a vTPM migration ended (its last step).
+_MIGRATION_OUTCOMES = ("completed", "aborted")
+
 
 def error_label(error: BaseException | type) -> str:
     """The label of a rejection: the error's class name if it is one of
@@ -107,6 +116,17 @@ class ConductorMetrics:
             "vTPM secret release requests answered, by outcome (released, "
             "refused) and the standing of the host asking.",
             ["outcome", "status"], registry=r)
+        self.key_refusals = Counter(
+            "trusted_pools_key_release_reasons",
+            "vTPM secret release requests answered, by reason code "
+            "(released, or why the key was refused: not_registered, "
+            "not_enrolled, no_verdict, old_enrollment, not_trusted, stale, "
+            "below_level, no_binding_key, binding_key_unusable).",
+            ["reason"], registry=r)
+        self.migrations = Counter(
+            "trusted_pools_vtpm_migrations",
+            "vTPM migrations this conductor ended, by outcome (completed, "
+            "aborted).", ["outcome"], registry=r)
         self.queue_depth = Gauge(
             "trusted_pools_evidence_queue_depth",
             "Evidence messages and challenge answers waiting for the "
@@ -118,6 +138,10 @@ class ConductorMetrics:
         for outcome in ("released", "refused"):
             for status in _RELEASE_STATUSES:
                 self.key_releases.labels(outcome, status)
+        self._reasons = {r: self.key_refusals.labels(r)
+                         for r in _RELEASE_REASONS}
+        self._migrations = {o: self.migrations.labels(o)
+                            for o in _MIGRATION_OUTCOMES}
 
     # --- hooks -------------------------------------------------------------
 
@@ -141,10 +165,25 @@ class ConductorMetrics:
             if child is not None:
                 child.inc()
 
-    def key_release(self, released: bool, status: str) -> None:
+    def key_release(self, released: bool, status: str,
+                    reason: str | None = None) -> None:
+        """A release answered; ``reason`` is its code (an unknown one is
+        counted as ``not_trusted`` for a refusal: never a new series)."""
         self.key_releases.labels(
             "released" if released else "refused",
             status if status in _RELEASE_STATUSES else "unknown").inc()
+        if reason is None:
+            return
+        child = self._reasons.get(reason)
+        if child is None or (reason == "released") != released:
+            child = self._reasons["released" if released else "not_trusted"]
+        child.inc()
+
+    def migration_ended(self, step: str) -> None:
+        """A vTPM migration reached its last step (completed, aborted)."""
+        child = self._migrations.get(step)
+        if child is not None:
+            child.inc()
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         """Read the queue depth at scrape time (no cost per message)."""

@@ -592,6 +592,9 @@ class MigrationCoordinator:
     # --- notifications ----------------------------------------------------------
 
     def _notify(self, context: Any, row: db_api.VTPMMigrationRecord) -> None:
+        metrics = getattr(self.manager, "metrics", None)
+        if metrics is not None and row.step in ("completed", "aborted"):
+            metrics.migration_ended(row.step)
         notifier = self.manager.notifier
         if notifier is None:
             return

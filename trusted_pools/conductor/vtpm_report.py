@@ -19,6 +19,7 @@ import uuid
 from typing import Any, Callable
 
 from trusted_pools import exception
+from trusted_pools.protocol import display
 
 __all__ = ["MAX_VTPMS", "MAX_REASON", "SOURCE", "NOTE", "check_report"]
 
@@ -96,4 +97,4 @@ def check_report(host: str, answer: Any, reported_at: int,
         entry["conflict"] = other is not None and other != host
     return {"host": host, "source": SOURCE, "note": NOTE,
             "enabled": bool(answer.get("enabled")), "driver": driver,
-            "reported_at": reported_at, "vtpms": vtpms}
+            "reported_at": display.iso_time(reported_at), "vtpms": vtpms}

@@ -37,10 +37,13 @@ opts = [
     cfg.IntOpt("max_request_body_size", default=16 * 1024 * 1024, min=1024,
                help="Largest request body accepted, in bytes (policy "
                     "bodies with IMA allow lists are large)."),
-    cfg.IntOpt("rpc_timeout", default=120, min=1, max=3600,
+    cfg.IntOpt("rpc_timeout", default=30, min=1, max=3600,
                help="Seconds to wait for the owning conductor to answer "
-                    "an enroll, attest, capture or reset request before "
-                    "answering 503."),
+                    "a request (it answers at once with an operation; the "
+                    "host's own work runs after) before answering 503 "
+                    "naming the conductor, the call and whether the "
+                    "message broker accepts connections. At microversion "
+                    "1.0 also how long the API waits for the operation."),
 ]
 
 

@@ -75,6 +75,16 @@ distrust_opts = [
     cfg.IntOpt("max_migrations", default=50, min=0, max=10000,
                help="Most live migrations started for one distrusted "
                     "host; the rest are logged and left to the operator."),
+    cfg.BoolOpt("report_actions", default=True,
+                help="Report each action's outcome to trusted-pools-api "
+                     "(POST /v1/distrust-actions, microversion 1.4), "
+                     "which keeps it for the dashboard and GET "
+                     "/v1/distrust-actions. Sent with this group's "
+                     "keystoneauth user (admin; the API's "
+                     "trusted_pools:distrust_action:create rule) to the "
+                     "catalog's trusted-pools endpoint; without usable "
+                     "credentials the service says so at start and only "
+                     "logs."),
 ]
 
 

@@ -326,6 +326,48 @@ class SecretRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class KeyReleaseRecord:
+    """One answer of the key service (see
+    :class:`trusted_pools.db.models.KeyRelease`); ``id`` is None until
+    stored. Never holds the key."""
+
+    id: int | None
+    secret_id: str
+    project_id: str
+    owner: str | None
+    host: str
+    outcome: str
+    status: str
+    level: int
+    min_level: int | None
+    reason_code: str
+    reason: str
+    conductor: str
+    requested_by: str | None
+    request_id: str | None
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DistrustActionRecord:
+    """One reported distrust action (see
+    :class:`trusted_pools.db.models.DistrustAction`); ``id`` is None
+    until stored."""
+
+    id: int | None
+    host: str
+    action: str
+    outcome: str
+    detail: str
+    items: list[Any]
+    verdict: str | None
+    status: str | None
+    reported_by: str
+    request_id: str | None
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class VTPMMigrationRecord:
     """One vTPM migration as the conductor recorded it (see
     :class:`trusted_pools.db.models.VTPMMigration`)."""
@@ -1429,14 +1471,20 @@ class Connection:
             return [Verdict(*row) for row in session.execute(query)]
 
     @_translate_errors
-    def verdict_history(self, host_id: int, limit: int = 100
+    def verdict_history(self, host_id: int, limit: int = 100,
+                        before_sequence: int | None = None
                         ) -> list[Verdict]:
-        """A host's verdicts, newest (greatest sequence) first."""
+        """A host's verdicts, newest (greatest sequence) first;
+        ``before_sequence`` (keyset pagination: the last sequence of the
+        previous page) gives the older ones."""
         verdict = models.Verdict
         query = (sa.select(*_VERDICT_COLUMNS)
                  .where(verdict.host_id == host_id)
                  .order_by(verdict.sequence.desc())
                  .limit(max(_count(limit, "limit"), 1)))
+        if before_sequence is not None:
+            query = query.where(verdict.sequence < _count(
+                before_sequence, "marker"))
         with self._reader() as session:
             return [Verdict(*row) for row in session.execute(query)]
 
@@ -2006,6 +2054,117 @@ class Connection:
                 models.Secret.id == secret_id)).rowcount
             if not deleted:
                 raise exception.SecretNotFound(secret=secret_id)
+
+    # -- key releases (trusted_pools.conductor.keys)
+
+    @_translate_errors
+    @_retry_deadlock
+    def record_key_release(self, record: KeyReleaseRecord
+                           ) -> KeyReleaseRecord:
+        """Store one release or refusal; returns it with its id."""
+        _choice(record.outcome, models.KEY_RELEASE_OUTCOMES, "outcome")
+        _non_empty(record.secret_id, "secret_id", limit=36)
+        values = {f.name: getattr(record, f.name)
+                  for f in dataclasses.fields(record) if f.name != "id"}
+        # Text the request carried is cut to the columns, not refused:
+        # the answer (release or refusal) stands without a perfect record.
+        for name, limit in (("host", 255), ("owner", 255),
+                            ("requested_by", 255), ("request_id", 64),
+                            ("project_id", 255), ("conductor", 255)):
+            if isinstance(values[name], str):
+                values[name] = values[name][:limit]
+        values["reason"] = values["reason"][:4000]
+        values["created_at"] = _as_utc(record.created_at, "created_at")
+        with self._writer() as session:
+            row = models.KeyRelease(**values)
+            session.add(row)
+            session.flush()
+            return _record(KeyReleaseRecord, row)
+
+    @_translate_errors
+    def list_key_releases(self, *, limit: int = 100,
+                          before_id: int | None = None,
+                          host: str | None = None,
+                          outcome: str | None = None,
+                          secret_id: str | None = None
+                          ) -> list[KeyReleaseRecord]:
+        """Releases and refusals, newest first; ``before_id`` (keyset
+        pagination) gives those older than that record."""
+        table = models.KeyRelease
+        query = sa.select(table).order_by(table.id.desc()).limit(
+            max(_count(limit, "limit"), 1))
+        if before_id is not None:
+            query = query.where(table.id < _count(before_id, "marker"))
+        if host is not None:
+            query = query.where(table.host == host)
+        if outcome is not None:
+            query = query.where(table.outcome == _choice(
+                outcome, models.KEY_RELEASE_OUTCOMES, "outcome"))
+        if secret_id is not None:
+            query = query.where(table.secret_id == secret_id)
+        with self._reader() as session:
+            return [_record(KeyReleaseRecord, row)
+                    for row in session.scalars(query)]
+
+    @_translate_errors
+    @_retry_deadlock
+    def purge_key_releases(self, before: datetime.datetime) -> int:
+        """Delete release and refusal records made before ``before``;
+        returns how many."""
+        before = _as_utc(before, "before")
+        table = models.KeyRelease
+        with self._writer() as session:
+            return session.execute(sa.delete(table).where(
+                table.created_at < before)).rowcount
+
+    # -- distrust actions (reported through the API)
+
+    @_translate_errors
+    @_retry_deadlock
+    def record_distrust_actions(self, records: Sequence[DistrustActionRecord]
+                                ) -> list[DistrustActionRecord]:
+        """Store reported actions in one transaction; returns them with
+        their ids."""
+        rows = []
+        for record in records:
+            _choice(record.outcome, models.DISTRUST_OUTCOMES, "outcome")
+            _non_empty(record.host, "host")
+            _non_empty(record.action, "action", limit=64)
+            _non_empty(record.reported_by, "reported_by")
+            values = {f.name: getattr(record, f.name)
+                      for f in dataclasses.fields(record) if f.name != "id"}
+            values["created_at"] = _as_utc(record.created_at, "created_at")
+            rows.append(models.DistrustAction(**values))
+        with self._writer() as session:
+            session.add_all(rows)
+            session.flush()
+            return [_record(DistrustActionRecord, row) for row in rows]
+
+    @_translate_errors
+    def list_distrust_actions(self, *, limit: int = 100,
+                              before_id: int | None = None,
+                              host: str | None = None
+                              ) -> list[DistrustActionRecord]:
+        """Reported actions, newest first (keyset pages by id)."""
+        table = models.DistrustAction
+        query = sa.select(table).order_by(table.id.desc()).limit(
+            max(_count(limit, "limit"), 1))
+        if before_id is not None:
+            query = query.where(table.id < _count(before_id, "marker"))
+        if host is not None:
+            query = query.where(table.host == host)
+        with self._reader() as session:
+            return [_record(DistrustActionRecord, row)
+                    for row in session.scalars(query)]
+
+    @_translate_errors
+    @_retry_deadlock
+    def purge_distrust_actions(self, before: datetime.datetime) -> int:
+        before = _as_utc(before, "before")
+        table = models.DistrustAction
+        with self._writer() as session:
+            return session.execute(sa.delete(table).where(
+                table.created_at < before)).rowcount
 
     # -- vTPM migrations (trusted_pools.conductor.migration)
 

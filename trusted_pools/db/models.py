@@ -632,3 +632,101 @@ class InstanceChallenge(Base):
         UTCDateTime(), nullable=False)
     used_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
         UTCDateTime(), nullable=True)
+
+
+KEY_RELEASE_OUTCOMES = ("released", "refused")
+
+
+class KeyRelease(Base):
+    """One answer of the key service: a vTPM secret released to a host or
+    refused to it, with the standing the host was judged by and why.
+
+    Never the key: only the secret's id, owner (instance) and project.
+    ``secret_id`` is not a foreign key: the record outlives a deleted
+    secret (an audit trail). ``requested_by`` and ``request_id`` say who
+    asked (the API's service user and request), since the ``host`` is the
+    name the request gave. Deleted by age with ``trusted-pools-manage db
+    purge-key-releases``.
+    """
+
+    __tablename__ = "key_releases"
+    __table_args__ = (
+        sa.Index("key_releases_created_at_idx", "created_at"),
+        sa.Index("key_releases_host_idx", "host"),
+        sa.CheckConstraint("outcome IN ('released', 'refused')",
+                           name="ck_key_releases_outcome"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.BigInteger().with_variant(
+        sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    secret_id: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                   nullable=False)
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                    nullable=False)
+    owner: orm.Mapped[str | None] = orm.mapped_column(sa.String(255),
+                                                      nullable=True)
+    host: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                              nullable=False)
+    outcome: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                                 nullable=False)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                                nullable=False)
+    level: orm.Mapped[int] = orm.mapped_column(sa.Integer, nullable=False)
+    min_level: orm.Mapped[int | None] = orm.mapped_column(sa.Integer,
+                                                          nullable=True)
+    reason_code: orm.Mapped[str] = orm.mapped_column(sa.String(32),
+                                                     nullable=False)
+    reason: orm.Mapped[str] = orm.mapped_column(sa.Text, nullable=False)
+    conductor: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                   nullable=False)
+    requested_by: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(255), nullable=True)
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                           nullable=True)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+
+
+DISTRUST_OUTCOMES = ("done", "skipped", "failed")
+
+
+class DistrustAction(Base):
+    """One action taken on a host that stopped being trusted, as
+    trusted-pools-placement-sync (beside Nova) reported it through the API
+    (``POST /v1/distrust-actions``): what it says it did, with the
+    Keystone user that said so (``reported_by``). A report, not evidence:
+    nothing here changes a verdict. ``items`` is the canonical JSON list
+    of ``[what, result]`` pairs (service ids, server ids).
+    """
+
+    __tablename__ = "distrust_actions"
+    __table_args__ = (
+        sa.Index("distrust_actions_created_at_idx", "created_at"),
+        sa.Index("distrust_actions_host_idx", "host"),
+        sa.CheckConstraint("outcome IN ('done', 'skipped', 'failed')",
+                           name="ck_distrust_actions_outcome"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.BigInteger().with_variant(
+        sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    host: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                              nullable=False)
+    action: orm.Mapped[str] = orm.mapped_column(sa.String(64),
+                                                nullable=False)
+    outcome: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                                 nullable=False)
+    detail: orm.Mapped[str] = orm.mapped_column(sa.Text, nullable=False)
+    items: orm.Mapped[list] = orm.mapped_column(CanonicalJSON(),
+                                                nullable=False)
+    verdict: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                        nullable=True)
+    status: orm.Mapped[str | None] = orm.mapped_column(sa.String(16),
+                                                       nullable=True)
+    reported_by: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                     nullable=False)
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
+                                                           nullable=True)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)

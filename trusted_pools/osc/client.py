@@ -32,7 +32,7 @@ __all__ = ["SERVICE_TYPE", "MIN_VERSION", "MAX_VERSION", "APIError",
 SERVICE_TYPE = "trusted-pools"
 #: The range of API microversions this client can speak and render.
 MIN_VERSION = (1, 0)
-MAX_VERSION = (1, 3)
+MAX_VERSION = (1, 4)
 #: Seconds a command waits for an operation by default.
 DEFAULT_WAIT_TIMEOUT = 300
 
@@ -418,6 +418,18 @@ class Client:
                   else ("true" if active else "false")}
         answer = self._request("GET", "/v1/vtpm-migrations", params=params)
         return _member(answer, "vtpm_migrations")
+
+    # -- key releases (1.4) -------------------------------------------------
+
+    def list_key_releases(self, host: str | None = None,
+                          outcome: str | None = None,
+                          secret_id: str | None = None,
+                          limit: int | None = None,
+                          marker: str | None = None
+                          ) -> list[dict[str, Any]]:
+        return self._list("/v1/key-releases", "key_releases",
+                          {"host": host, "outcome": outcome,
+                           "secret_id": secret_id}, limit, marker)
 
     def get_vtpm_migration(self, migration_id: str) -> dict[str, Any]:
         answer = self._request("GET", _path("vtpm-migrations",

@@ -14,6 +14,8 @@ directory, ``trusted-pools-artefacts/dashboard``).
 
 from __future__ import annotations
 
+import base64
+import datetime
 import os
 import pathlib
 import socketserver
@@ -28,11 +30,15 @@ from tests import swtpm_pool as swtpm_pool_mod
 from tests.api_fixtures import Client, auth_tokens  # noqa: F401
 from tests.api_fixtures import pool_with_api
 from tests.pool_harness import ek_sha256, honest_tampered_log
+from trusted_pools.db import api as db_api
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 20000
+#: Verdicts put in the first host's past: more than the page's plot takes
+#: (200), so its history pages.
+HISTORY_PAST = 230
 
 
 def _browser_parts() -> Any:
@@ -94,6 +100,16 @@ def served_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
             assert api.post("/v1/hosts", {
                 "name": host.name, "ek_sha256": ek_sha256(host.tpm)}
                 ).status_code == 201
+        # A long past for the first host (older than anything the
+        # conductor will judge): its history takes more than one page.
+        first = pool.db.get_host_by_name(pool.hosts[0].name).id
+        start = datetime.datetime.now(datetime.timezone.utc) - \
+            datetime.timedelta(hours=2)
+        pool.db.add_verdicts([db_api.NewVerdict(
+            host_id=first, status="trusted" if i % 50 else "unknown",
+            level=3 if i % 50 else 0, issued_at=start + datetime.timedelta(
+                seconds=10 * i), expires_at=start + datetime.timedelta(
+                seconds=10 * i + 30)) for i in range(HISTORY_PAST)])
         boot = api.post("/v1/hosts/%s/capture" % pool.hosts[0].name
                         ).json["policies"]["measured_boot"]
         assert api.post("/v1/policies", {
@@ -107,6 +123,24 @@ def served_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
         pool.wait_for(lambda latest: [latest[h.name].status
                                       for h in pool.hosts]
                       == ["trusted", "trusted", "untrusted"])
+        # A vTPM key: released to the first host, refused to the
+        # tampered one (both recorded); what placement-sync reports it
+        # did to the tampered host.
+        secret = api.post("/v1/secrets", {
+            "payload": base64.b64encode(b"k" * 32).decode(),
+            "secret_type": "symmetric"}, persona="member"
+            ).json["secret"]["id"]
+        assert api.get("/v1/secrets/%s?host=%s" % (
+            secret, pool.hosts[0].name), persona="member").status_code \
+            == 200
+        assert api.get("/v1/secrets/%s?host=%s" % (
+            secret, pool.hosts[2].name), persona="member").status_code \
+            in (403, 409)
+        assert api.post("/v1/distrust-actions", {"actions": [{
+            "host": pool.hosts[2].name, "action": "disable_compute",
+            "outcome": "done", "detail": "nova-compute disabled",
+            "items": [["svc-7", "disabled"]], "status": "untrusted"}]},
+            version="trusted-pools 1.4").status_code == 201
         yield sync_api, pool, api, url
     finally:
         server.shutdown()
@@ -206,6 +240,68 @@ def test_dashboard_shows_the_pool_live_in_chromium(served_pool, artefacts):
             page.screenshot(path=str(artefacts / "host.png"),
                             full_page=True)
 
+            # Its key releases and refusals, and what was done to it:
+            # nothing yet (the API's answer, not a made-up table).
+            expect(page.locator("#host-key-releases")).to_contain_text(
+                "None.")
+            expect(page.locator("#host-distrust-actions")).to_contain_text(
+                "None reported.")
+
+            # Key releases and refusals: both answers, newest first,
+            # with the refusal's reason.
+            page.locator('nav a[href="#/key-releases"]').click()
+            refused_row = page.locator('#key-releases tr[data-outcome='
+                                       '"refused"]')
+            expect(refused_row).to_have_attribute("data-host",
+                                                  tampered.name)
+            expect(refused_row).to_contain_text("not_trusted")
+            expect(page.locator('#key-releases tr[data-outcome='
+                                '"released"]')).to_have_attribute(
+                "data-host", good.name)
+            expect(page.locator('[data-count="refused"] b')).to_have_text(
+                "1")
+            page.screenshot(path=str(artefacts / "key-releases.png"),
+                            full_page=True)
+
+            # Distrust actions as placement-sync reported them.
+            page.locator('nav a[href="#/distrust"]').click()
+            action = page.locator("#distrust-actions tr[data-host]")
+            expect(action).to_have_count(1)
+            expect(action).to_contain_text("disable_compute")
+            expect(action).to_contain_text("svc-7: disabled")
+
+            # A long history pages: the plot shows the newest 200
+            # verdicts, "Older" the rest, "Newest" comes back.
+            page.goto(url + "/dashboard/#/hosts/" + good.name)
+            points = page.locator("svg.history circle.point")
+            expect(points).to_have_count(200)
+            page.locator('[data-page="older"]').click()
+            expect(page.locator('[data-page="newest"]')).to_be_visible()
+            older = page.locator("svg.history circle.point")
+            expect(older.first).to_be_visible()
+            # The rest of its past (the cycle keeps adding new verdicts
+            # on top, so the second page holds at least the synthetic
+            # ones beyond 200, at most everything beyond 200).
+            history_total = len(pool.db.verdict_history(
+                pool.db.get_host_by_name(good.name).id, limit=1000))
+            assert HISTORY_PAST - 200 <= older.count() <= \
+                history_total - 200, (older.count(), history_total)
+            assert page.locator("svg.history circle.status-unknown"
+                                ).count() >= 1
+            expect(page.locator('[data-page="older"]')).to_have_count(0)
+            page.screenshot(path=str(artefacts / "host-older.png"),
+                            full_page=True)
+            page.locator('[data-page="newest"]').click()
+            expect(points).to_have_count(200)
+
+            # The tampered host's page: the key refused to it and the
+            # action reported on it.
+            page.goto(url + "/dashboard/#/hosts/" + tampered.name)
+            expect(page.locator("#host-key-releases tr[data-outcome="
+                                '"refused"]')).to_have_count(1)
+            expect(page.locator("#host-distrust-actions")).to_contain_text(
+                "disable_compute")
+
             page.locator('nav a[href="#/policies"]').click()
             expect(page.locator("#view table").first).to_contain_text(
                 "golden")
@@ -227,7 +323,8 @@ def test_dashboard_shows_the_pool_live_in_chromium(served_pool, artefacts):
             other.screenshot(path=str(artefacts / "forbidden.png"))
         finally:
             browser.close()
-    for name in ("pool.png", "host.png", "forbidden.png"):
+    for name in ("pool.png", "host.png", "forbidden.png",
+                 "key-releases.png", "host-older.png"):
         assert (artefacts / name).stat().st_size > 1000
     print("screenshots: %s" % ", ".join(
         str(artefacts / n) for n in ("pool.png", "host.png",

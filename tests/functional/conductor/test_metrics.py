@@ -97,6 +97,18 @@ def metered_pool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
         rabbit_conf.clear_override("epoch_spread", group="conductor")
 
 
+class _Unwritable:
+    """A database connection whose key-release records cannot be
+    written (everything else passes through)."""
+
+    def __init__(self, inner: Any, record: Any) -> None:
+        self.inner = inner
+        self.record_key_release = record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -199,6 +211,46 @@ def test_scraped_counts_match_the_verdicts_given(metered_pool):
     assert value(after, "trusted_pools_key_releases_total",
                  outcome="refused", status="untrusted") == 1
     assert sum(after["trusted_pools_key_releases_total"].values()) == 2
+    # By reason, and as the database recorded them (what GET
+    # /v1/key-releases and the dashboard show): the same two answers.
+    assert value(after, "trusted_pools_key_release_reasons_total",
+                 reason="released") == 1
+    assert value(after, "trusted_pools_key_release_reasons_total",
+                 reason="not_trusted") == 1
+    recorded = pool.db.list_key_releases()
+    assert [(r.host, r.outcome, r.reason_code) for r in recorded] == [
+        (bad.name, "refused", "not_trusted"),
+        (good.name, "released", "released")]
+    assert all(r.secret_id == secret for r in recorded)
+    # Who asked: the API request's user and id, carried over RPC.
+    assert {r.requested_by for r in recorded} == {"alice-id"}  # member
+    assert all(r.request_id and r.request_id.startswith("req-")
+               for r in recorded)
+    listed_releases = api.get("/v1/key-releases", persona="reader",
+                              version="trusted-pools 1.4").json
+    assert [r["id"] for r in listed_releases["key_releases"]] == [
+        r.id for r in recorded]
+    assert value(after, "trusted_pools_vtpm_migrations_total",
+                 outcome="completed") == 0
+
+    # No key leaves unrecorded: a database that refuses the record fails
+    # the release (and the refusal of the other host still stands).
+    keys_service = pool.conductors[0].manager.keys
+
+    def unwritable(record):
+        raise exception.DatabaseError(reason="the audit table is full")
+
+    keys_service.db = _Unwritable(keys_service.db, unwritable)
+    try:
+        failed = api.get("/v1/secrets/%s?host=%s" % (secret, good.name),
+                         persona="member")
+        assert failed.status_code >= 500, failed.body
+        assert "wrapped" not in failed.text
+        still = api.get("/v1/secrets/%s?host=%s" % (secret, bad.name),
+                        persona="member")
+        assert still.status_code in (403, 409), still.body
+    finally:
+        keys_service.db = keys_service.db.inner
 
     # The forged pushes: counted by error type, and nothing the host
     # wrote became a label value or a series.

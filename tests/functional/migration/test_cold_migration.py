@@ -330,6 +330,13 @@ def _refusals_and_attacks(mp, monkeypatch):
     rows = mp.coordinator.list(instance=uuid)
     assert [r["outcome"] for r in rows].count("completed") == 2
     assert mp.pool.db.vtpm_epoch(uuid) == 2
+    # The conductor's Prometheus counters end where the rows did.
+    registry = mp.conductor.manager.metrics.registry
+    ended = mp.pool.db.list_vtpm_migrations(limit=1000)
+    for outcome in ("completed", "aborted"):
+        assert registry.get_sample_value(
+            "trusted_pools_vtpm_migrations_total", {"outcome": outcome}
+        ) == sum(1 for r in ended if r.step == outcome), outcome
 
 
 class LiveDriver(SwtpmDriver):

@@ -255,14 +255,16 @@ def test_vtpm_report_read_from_the_database_refreshed_by_admins(
     accepted = client.post("/v1/hosts/compute-1/vtpms", version=V12)
     assert accepted.status_code == 202, accepted.body
     operation = accepted.json["operation"]
+    # Times are ISO strings in every answer (the stored epoch included).
+    shown_report = dict(report, reported_at="1970-01-01T00:00:01Z")
     assert (operation["kind"], operation["result"]) == (
-        "list_vtpms", {"vtpms": report})
+        "list_vtpms", {"vtpms": shown_report})
     assert [c[0] for c in conductors.calls] == ["list_vtpms"]
     for persona in ("admin", "reader"):
         shown = client.get("/v1/hosts/compute-1/vtpms", persona=persona,
                            version=V12)
         assert shown.status_code == 200, shown.body
-        assert shown.json == {"vtpms": dict(report,
+        assert shown.json == {"vtpms": dict(shown_report,
                                             operation=operation["id"])}
     assert len(conductors.calls) == 1  # reads asked nobody
     assert client.get("/v1/hosts/compute-1/vtpms", persona="service",

@@ -145,3 +145,55 @@ def test_store_and_release_refuse_a_host_that_is_no_name(service, host):
 def test_store_refuses_a_project_id_longer_than_its_column(service):
     with pytest.raises(exception.InvalidParameterValue):
         service.store("p" * 256, b"secret", "passphrase")
+
+
+def test_refusals_are_recorded_with_reason_code_never_the_key(service, db):
+    """Each refusal is kept (host, secret, outcome, reason, who asked)
+    for GET /v1/key-releases; the stored row has no key material."""
+    stored = service.store("proj", b"topsecret-value!", "passphrase",
+                           owner="inst-1")
+    db.create_host("compute-1")
+    for host in ("compute-9", "compute-1"):
+        with pytest.raises(exception.KeyReleaseRefused):
+            service.release(stored["id"], host,
+                            {"user_name": "nova", "request_id": "req-7"})
+    records = db.list_key_releases()
+    assert [(r.host, r.outcome, r.reason_code) for r in records] == [
+        ("compute-1", "refused", "not_enrolled"),
+        ("compute-9", "refused", "not_registered")]
+    assert all(r.secret_id == stored["id"] and r.owner == "inst-1"
+               and r.requested_by == "nova" and r.request_id == "req-7"
+               for r in records)
+    for record in records:
+        assert b"topsecret" not in repr(record).encode()
+    assert [p["reason_code"] for _, p in service.notifier.sent] == [
+        "not_registered", "not_enrolled"]
+
+
+def test_refusal_stands_when_its_record_cannot_be_written(service, db,
+                                                          monkeypatch):
+    """A database that cannot take the record does not turn a refusal
+    into anything else (the caller still gets KeyReleaseRefused)."""
+    stored = service.store("proj", b"v" * 16, "opaque")
+
+    def broken(record):
+        raise exception.DatabaseError(reason="disk full")
+
+    monkeypatch.setattr(db, "record_key_release", broken)
+    with pytest.raises(exception.KeyReleaseRefused):
+        service.release(stored["id"], "compute-9")
+
+
+def test_metrics_count_refusals_by_reason(db, tmp_path):
+    from trusted_pools.conductor import metrics as metrics_mod
+    metrics = metrics_mod.ConductorMetrics()
+    service = keys.KeyService(db, keys.load_or_create_kek(
+        str(tmp_path / "kek")), None, metrics=metrics)
+    stored = service.store("proj", b"v" * 16, "opaque")
+    for _ in range(2):
+        with pytest.raises(exception.KeyReleaseRefused):
+            service.release(stored["id"], "compute-9")
+    value = metrics.registry.get_sample_value(
+        "trusted_pools_key_release_reasons_total",
+        {"reason": "not_registered"})
+    assert value == 2

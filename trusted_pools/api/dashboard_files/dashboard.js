@@ -253,10 +253,45 @@ async function optionalSection(title, path, id) {
   return section;
 }
 
-async function hostView(name) {
+function nextMarker(links) {
+  // The marker of the API's "next" link (same origin only), or null.
+  const link = (links || []).find((l) => l.rel === "next");
+  if (!link) return null;
+  const url = new URL(link.href, ROOT);
+  return url.origin === location.origin ? url.searchParams.get("marker") : null;
+}
+
+function pager(base, marker, older) {
+  // "Newest" and "Older" links of a paged view (the marker in the hash,
+  // so the page stays put while it refreshes).
+  return el("p", { class: "pager" },
+    marker ? el("a", { href: base, "data-page": "newest" }, "\u2190 Newest") : null,
+    marker && older ? " \u00b7 " : null,
+    older ? el("a", { href: `${base}?before=${encodeURIComponent(older)}`, "data-page": "older" },
+               "Older \u2192") : null);
+}
+
+async function keyReleasesOf(host) {
+  // This host's last key releases and refusals (microversion 1.4).
+  const query = `/v1/key-releases?limit=10&host=${encodeURIComponent(host)}`;
+  const section = el("section", { id: "host-key-releases" }, el("h3", {}, "Key releases and refusals"));
+  try {
+    section.append(keyReleaseTable((await api(query)).key_releases, false));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status)) throw error;
+    section.append(el("p", { class: error.status === 404 ? "unavailable" : "error" },
+      error.status === 404 ? "Not available: this API has no /v1/key-releases (404)."
+                           : `${error.status} ${error.detail}`));
+  }
+  return section;
+}
+
+async function hostView(name, before) {
   const path = `/v1/hosts/${encodeURIComponent(name)}`;
-  const [{ host }, { verdicts }] = await Promise.all([
-    api(path), api(`${path}/verdicts?limit=${HISTORY_LIMIT}`)]);
+  const history = `${path}/verdicts?limit=${HISTORY_LIMIT}` +
+    (before ? `&marker=${encodeURIComponent(before)}` : "");
+  const [{ host }, page] = await Promise.all([api(path), api(history)]);
+  const verdicts = page.verdicts;
   const shown = statusOf(host.status, host.expires_at);
   const vector = Object.entries(host.vector || {});
   const versions = Object.entries(host.policy_versions || {}).map(([k, v]) => `${k} v${v}`).join(", ");
@@ -280,12 +315,19 @@ async function hostView(name) {
     el("h3", {}, "Trustworthiness vector (AR4SI)"),
     vector.length ? table(["Claim", "Value"], vector.map(([k, v]) => [k, String(v)]))
                   : el("p", { class: "muted" }, "None."),
-    el("h3", {}, `Level over time (last ${verdicts.length} verdicts)`),
+    el("h3", {}, before ? `Level over time (${verdicts.length} older verdicts)`
+                        : `Level over time (last ${verdicts.length} verdicts)`),
     historyPlot(verdicts),
+    pager(`#/hosts/${encodeURIComponent(name)}`, before, nextMarker(page.links)),
     table(["Issued", "Status", "Level", "Reasons"],
           verdicts.slice(0, 20).map((v) => [when(v.issued_at), badge(v.status), String(v.level),
                                             (v.reasons || []).join("; ")])),
     await optionalSection("vTPMs", `${path}/vtpms`, "vtpms"),
+    await keyReleasesOf(name),
+    el("h3", {}, "Distrust actions"),
+    await pagedSection("host-distrust-actions",
+                       `/v1/distrust-actions?limit=10&host=${encodeURIComponent(name)}`,
+                       "distrust_actions", (rows) => distrustTable(rows, false)),
   ];
 }
 
@@ -315,17 +357,100 @@ async function migrationsView() {
     await optionalSection("Migrations", "/v1/vtpm-migrations", "migrations")];
 }
 
-async function keyReleasesView() {
-  return [el("h2", {}, "Key releases and refusals"),
-    await optionalSection("Key releases", "/v1/key-releases", "key-releases")];
+function keyReleaseTable(rows, withHost = true) {
+  if (!rows.length) return el("p", { class: "muted" }, "None.");
+  const columns = ["When", ...(withHost ? ["Host"] : []), "Outcome", "Standing", "Level",
+                   "Reason", "Instance", "Secret", "Asked by"];
+  return table(columns, rows.map((r) => [
+    when(r.created_at),
+    ...(withHost ? [el("a", { href: `#/hosts/${encodeURIComponent(r.host)}` }, r.host)] : []),
+    el("span", { class: `badge outcome-${r.outcome}`, "data-outcome": r.outcome }, r.outcome),
+    badge(r.status), String(r.level), `${r.reason_code}: ${r.reason}`,
+    r.owner || "-", r.secret_id, r.requested_by || "-",
+  ]), (i) => ({ "data-key-release": rows[i].id, "data-outcome": rows[i].outcome,
+                "data-host": rows[i].host }));
+}
+
+async function keyReleasesView(before) {
+  // Newest first, 100 a page; "Older" follows the API's next link.
+  const heading = el("h2", {}, "Key releases and refusals");
+  const section = el("section", { id: "key-releases" });
+  try {
+    const page = await api("/v1/key-releases?limit=100" +
+                           (before ? `&marker=${encodeURIComponent(before)}` : ""));
+    const rows = page.key_releases;
+    const released = rows.filter((r) => r.outcome === "released").length;
+    section.append(
+      el("div", { class: "counts" },
+        el("div", { class: "count", "data-count": "released" }, el("b", {}, released), "released"),
+        el("div", { class: "count", "data-count": "refused" }, el("b", {}, rows.length - released),
+           "refused")),
+      keyReleaseTable(rows), pager("#/key-releases", before, nextMarker(page.links)));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status)) throw error;
+    if (error.status === 404 && error.code === "trusted-pools.resource.not_found") {
+      section.append(el("p", { class: "unavailable", "data-unavailable": "true" },
+        "Not available: this API has no /v1/key-releases (404)."));
+    } else {
+      section.append(el("p", { class: "error" }, `${error.status} ${error.detail}`));
+    }
+  }
+  return [heading, section];
+}
+
+function distrustTable(rows, withHost = true) {
+  if (!rows.length) return el("p", { class: "muted" }, "None reported.");
+  const columns = ["Reported", ...(withHost ? ["Host"] : []), "Action", "Outcome", "Detail",
+                   "Acted on", "Verdict", "Reported by"];
+  return table(columns, rows.map((r) => [
+    when(r.created_at),
+    ...(withHost ? [el("a", { href: `#/hosts/${encodeURIComponent(r.host)}` }, r.host)] : []),
+    r.action,
+    el("span", { class: `badge action-${r.outcome}`, "data-outcome": r.outcome }, r.outcome),
+    r.detail, (r.items || []).map((item) => item.join(": ")).join("; ") || "-",
+    r.status ? `${r.status} (${r.verdict || "-"})` : "-", r.reported_by,
+  ]), (i) => ({ "data-distrust-action": rows[i].id, "data-host": rows[i].host }));
+}
+
+async function pagedSection(id, path, key, render, base, before) {
+  // A paged list of the 1.4 API (newest first), or what the API said.
+  const section = el("section", { id });
+  try {
+    const page = await api(path + (before ? `&marker=${encodeURIComponent(before)}` : ""));
+    section.append(render(page[key]));
+    if (base) section.append(pager(base, before, nextMarker(page.links)));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status)) throw error;
+    if (error.status === 404 && error.code === "trusted-pools.resource.not_found") {
+      section.append(el("p", { class: "unavailable", "data-unavailable": "true" },
+        `Not available: this API has no ${path.split("?")[0]} (404).`));
+    } else {
+      section.append(el("p", { class: "error" }, `${error.status} ${error.detail}`));
+    }
+  }
+  return section;
+}
+
+async function distrustView(before) {
+  return [el("h2", {}, "Distrust actions"),
+    el("p", { class: "muted" },
+       "What trusted-pools-placement-sync reported doing when a host stopped being trusted " +
+       "(notify, disable its nova-compute service, live-migrate its trust-requiring instances), " +
+       "with the user that reported it. A report, not evidence."),
+    await pagedSection("distrust-actions", "/v1/distrust-actions?limit=100", "distrust_actions",
+                       (rows) => distrustTable(rows), "#/distrust", before)];
 }
 
 function route() {
-  const hash = decodeURIComponent(location.hash.replace(/^#/, "")) || "/";
-  if (hash.startsWith("/hosts/")) return () => hostView(hash.slice("/hosts/".length));
+  // #/path?before=<marker>: the marker of a paged view.
+  const [raw, query] = location.hash.replace(/^#/, "").split("?");
+  const hash = decodeURIComponent(raw) || "/";
+  const before = new URLSearchParams(query || "").get("before");
+  if (hash.startsWith("/hosts/")) return () => hostView(hash.slice("/hosts/".length), before);
   if (hash === "/policies") return policiesView;
   if (hash === "/migrations") return migrationsView;
-  if (hash === "/key-releases") return keyReleasesView;
+  if (hash === "/key-releases") return () => keyReleasesView(before);
+  if (hash === "/distrust") return () => distrustView(before);
   return poolView;
 }
 

@@ -24,6 +24,7 @@ from trusted_pools.api import schemas
 from trusted_pools.api import views
 from trusted_pools.api.context import Call
 from trusted_pools.db import api as db_api
+from trusted_pools.protocol import display
 
 LOG = logging.getLogger(__name__)
 
@@ -72,12 +73,32 @@ def show(call: Call, name: str) -> Result:
 
 
 def verdicts(call: Call, name: str) -> Result:
+    """A host's verdicts, newest first. From 1.4 the history pages: each
+    verdict carries its ``sequence``, ``?marker=<sequence>`` gives the
+    older ones, and ``links`` has the next page while there is one."""
     call.authorize("trusted_pools:host:verdict:list")
-    params = call.query(schemas.limit_query)
-    page = call.page(params)
+    paged = call.version >= microversion.KEY_RELEASES
+    params = call.query(schemas.history_query if paged
+                        else schemas.limit_query)
+    page = call.page({k: v for k, v in params.items() if k != "marker"})
     host = call.db.get_host_by_name(name)
-    history = call.db.verdict_history(host.id, limit=page.limit)
-    return 200, {"verdicts": [views.verdict(v) for v in history]}
+    if not paged:
+        history = call.db.verdict_history(host.id, limit=page.limit)
+        return 200, {"verdicts": [views.verdict(v) for v in history]}
+    before = int(params["marker"]) if "marker" in params else None
+    # One more than asked: whether a next page exists, without a count.
+    history = call.db.verdict_history(host.id, limit=page.limit + 1,
+                                      before_sequence=before)
+    more = len(history) > page.limit
+    history = history[:page.limit]
+    shown = []
+    for v in history:
+        entry = views.verdict(v)
+        entry["sequence"] = v.sequence
+        shown.append(entry)
+    next_marker = str(history[-1].sequence) if more and history else None
+    return 200, {"verdicts": shown,
+                 "links": pagination.links(call.request, next_marker)}
 
 
 def _started(call: Call, answer: Any) -> db_api.HostOperation:
@@ -226,7 +247,7 @@ def _operation(call: Call, operation: db_api.HostOperation
         elif operation.kind == "deep_attest":
             result = {"instances": _instances_of(operation.result)}
         elif operation.kind == "list_vtpms":
-            result = {"vtpms": dict(operation.result)}
+            result = {"vtpms": _vtpm_report(operation.result)}
         else:
             result = {"enrollment": dict(operation.result)}
     error = operations.error_of(operation)
@@ -330,7 +351,20 @@ def list_vtpms(call: Call, name: str) -> Result:
     operation = call.db.latest_done_operation(name, "list_vtpms")
     if operation is None or not isinstance(operation.result, dict):
         raise exception.VTPMReportNotFound(host=name)
-    return 200, {"vtpms": dict(operation.result, operation=operation.id)}
+    return 200, {"vtpms": _vtpm_report(operation.result,
+                                       operation=operation.id)}
+
+
+def _vtpm_report(result: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A stored vTPM report as the API shows it: ``reported_at`` an ISO
+    time (reports stored before times were ISO everywhere held epoch
+    seconds)."""
+    report = dict(result, **extra)
+    try:
+        report["reported_at"] = display.iso_time(report.get("reported_at"))
+    except (ValueError, OverflowError, OSError):
+        report["reported_at"] = None
+    return report
 
 
 def refresh_vtpms(call: Call, name: str) -> Result:

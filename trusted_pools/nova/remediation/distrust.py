@@ -25,7 +25,9 @@ responder has no "before"), a repeated untrusted verdict, a replayed token,
 or a verdict that merely grows stale (the conductor may just be out of
 reach) does not trigger anything. A host that becomes trusted again re-arms
 its trigger. Each action returns an :class:`ActionRecord`; the records are
-logged and kept in :attr:`DistrustResponder.history` for the operator.
+logged, kept in :attr:`DistrustResponder.history`, and (with a reporter,
+``[trusted_pools_distrust] report_actions``) reported to trusted-pools-api,
+which keeps them for the dashboard and ``GET /v1/distrust-actions``.
 
 Actions are stevedore plugins (namespace ``trusted_pools.distrust.actions``),
 loaded by name from ``[trusted_pools_distrust] actions``.
@@ -402,9 +404,15 @@ class DistrustResponder:
 
     def __init__(self, cache: VerdictCache,
                  actions: Sequence[DistrustAction], *,
-                 background: bool = False) -> None:
+                 background: bool = False,
+                 reporter: Callable[[DistrustEvent, list[ActionRecord]],
+                                    Any] | None = None) -> None:
         self.cache = cache
         self.actions = list(actions)
+        #: Called with each event and its records once the actions ran
+        #: (:class:`~trusted_pools.nova.remediation.report.APIReporter`:
+        #: the records reach the API, the dashboard shows them).
+        self.reporter = reporter
         self.history: collections.deque[ActionRecord] = collections.deque(
             maxlen=_HISTORY)
         #: host -> (trusted?, level) of the last verdict seen.
@@ -472,6 +480,12 @@ class DistrustResponder:
             self.history.append(record)
             if record.outcome == "failed":
                 failed.add(action.name)
+        if self.reporter is not None and records:
+            try:
+                self.reporter(event, records)
+            except Exception:  # noqa: BLE001 - a report never stops actions
+                LOG.exception("Could not report the distrust actions on "
+                              "host %s", event.host)
         with self._lock:
             if failed and not self._last.get(event.host, (False, 0))[0]:
                 self._pending[event.host] = (frozenset(failed),

@@ -30,7 +30,9 @@ from oslo_config import cfg
 
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod
+from trusted_pools import exception
 from trusted_pools.nova.remediation import distrust
+from trusted_pools.nova.remediation import report
 from trusted_pools.conf import placement as placement_conf
 from trusted_pools.nova.remediation.placement import PlacementClient
 from trusted_pools.nova.remediation.traits import (ObservedVerdictCache,
@@ -87,10 +89,25 @@ class PlacementSyncService(service_mod.ServiceBase):
             kwargs["compute"] = distrust.ComputeAPI.from_conf(conf)
         responder = distrust.DistrustResponder(
             self.cache, distrust.load_actions(names, **kwargs),
-            background=True)
+            background=True, reporter=self._reporter(conf))
         self.cache.add_observer(responder.observe)
         LOG.info("Response to distrust: %s", ", ".join(names) or "none")
         return responder
+
+    @staticmethod
+    def _reporter(conf: cfg.ConfigOpts) -> report.APIReporter | None:
+        """The API reporter of distrust actions, or None (off, or no
+        usable credentials: said once, the actions still run)."""
+        if not conf[placement_conf.distrust_group.name].report_actions:
+            return None
+        group = placement_conf.distrust_group.name
+        try:
+            return report.APIReporter.from_conf(conf, group)
+        except exception.ConfigInvalid as error:
+            LOG.warning("Distrust actions will not be reported to "
+                        "trusted-pools-api (the dashboard will not show "
+                        "them): %s", error)
+            return None
 
     def periodic_jobs(self) -> list[service_mod.PeriodicJob]:
         """The job table: (name, callable, spacing option)."""

@@ -124,3 +124,20 @@ def printable(text: Any) -> str:
     ``trusted_pools.osc`` (tests/unit/osc/test_imports.py)."""
     return "".join(c if c.isprintable() else c.encode(
         "unicode_escape").decode("ascii") for c in str(text))
+
+
+def add_json_format(parser: argparse.ArgumentParser) -> None:
+    """``-f/--format json`` on a command whose answer is not a table (the
+    same flag every ``openstack trusted`` command takes)."""
+    parser.add_argument("-f", "--format", dest="formatter", default=None,
+                        choices=("json",),
+                        help="json: print what was done as one JSON "
+                             "object (default: print nothing)")
+
+
+def done_json(args: argparse.Namespace, stdout: Any,
+              result: dict[str, Any]) -> None:
+    """With ``-f json``, print ``result``; silent otherwise (OSC's
+    convention for commands that change something and show nothing)."""
+    if getattr(args, "formatter", None) == "json":
+        write_json(result, None, stdout)

@@ -155,6 +155,8 @@ class CapturePolicy(command.Command):
         parser.add_argument("--output", metavar="<file>",
                             help="Write the JSON to this file instead of "
                                  "standard output")
+        # Its answer is JSON already: -f json is taken and changes nothing.
+        common.add_json_format(parser)
         _add_wait(parser)
         return parser
 
@@ -200,10 +202,13 @@ class ResetEnrollment(command.Command):
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
         parser.add_argument("host", metavar="<host>", help="Host name")
+        common.add_json_format(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
         _client(self).reset_enrollment(args.host)
+        common.done_json(args, self.app.stdout,
+                         {"host": args.host, "enrollment_reset": True})
 
 
 class DeleteHost(command.Command):
@@ -213,6 +218,7 @@ class DeleteHost(command.Command):
         parser = super().get_parser(prog_name)
         parser.add_argument("hosts", metavar="<host>", nargs="+",
                             help="Host name(s)")
+        common.add_json_format(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
@@ -223,6 +229,9 @@ class DeleteHost(command.Command):
             except exceptions.CommandError as error:
                 LOG.error("Failed to delete host %s: %s", name, error)
                 failures.append(name)
+        common.done_json(args, self.app.stdout, {
+            "deleted": [n for n in args.hosts if n not in failures],
+            "failed": failures})
         if failures:
             raise exceptions.CommandError(
                 "%d of %d hosts failed to delete: %s" % (

@@ -128,10 +128,15 @@ class UnassignPolicy(command.Command):
     """Release a host group from a policy (API microversion 1.2)."""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        return _policy_and_group(super().get_parser(prog_name))
+        parser = _policy_and_group(super().get_parser(prog_name))
+        common.add_json_format(parser)
+        return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
         _client(self).unassign_policy(args.group, args.policy)
+        common.done_json(args, self.app.stdout,
+                         {"group": args.group, "policy": args.policy,
+                          "unassigned": True})
 
 
 def _policy_and_group(parser: argparse.ArgumentParser
