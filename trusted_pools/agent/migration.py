@@ -53,6 +53,9 @@ _SOURCE = "source"
 # The journal keeps ended migrations this long (seconds) so a late repeat
 # of a request is still answered consistently; then they are pruned.
 _KEEP_ENDED = 7 * 86400
+# A destination's steps between its prepare and the commit: its copy (if
+# any) is not the vTPM yet.
+_UNCOMMITTED = ("prepared", "imported", "delivered", "received")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -248,10 +251,20 @@ class MigrationAgent:
         if epoch < floor:
             raise exception.VTPMStale(instance=instance, epoch=epoch,
                                       current=floor)
+        if epoch > floor:
+            # Only a commit seen here raises the floor to a copy's epoch:
+            # a newer copy is a migration's that never committed here (an
+            # abort whose rollback this host missed or refused, an import
+            # whose journal entry was lost). The source's copy stays the
+            # vTPM; this one never runs.
+            raise exception.VTPMInvalidState(
+                instance=instance, state="uncommitted (epoch %d, newer "
+                "than the epoch %d committed here)" % (epoch, floor),
+                operation="start", expected="a committed copy")
         for entry in self._entries():
             if entry.get("instance") == instance and \
                     entry.get("role") == _DESTINATION and \
-                    entry.get("step") in ("imported", "delivered"):
+                    entry.get("step") in _UNCOMMITTED:
                 raise exception.VTPMInvalidState(
                     instance=instance, state="migrating",
                     operation="start", expected="committed (migration %s "
@@ -308,6 +321,7 @@ class MigrationAgent:
                 raise self._refuse(migration_id, "instance %s is at epoch "
                                    "%d here; epoch %d is not newer"
                                    % (instance, floor, epoch))
+            self._supersede(migration_id, instance, epoch)
             driver = self._driver()
             if kind == "cold":
                 try:
@@ -336,6 +350,46 @@ class MigrationAgent:
             binding = self._certified_binding_key(nonce)
             self._step_done("prepare")
             return self._prepared_answer(entry, binding)
+
+    def _supersede(self, migration_id: str, instance: str, epoch: int
+                   ) -> None:
+        """Roll back this host's earlier, uncommitted destination part of
+        ``instance``'s migrations before a new one: the conductor allows
+        one active migration per instance and allocates the epoch after
+        the last commit, so a signed prepare for the same instance at an
+        epoch not older means the earlier migration ended without a
+        commit (its rollback never reached this host, or the conductor
+        stopped waiting for it). Its copy would otherwise bar the new
+        import."""
+        for entry in self._entries():
+            if entry.get("id") == migration_id or \
+                    entry.get("instance") != instance or \
+                    entry.get("role") != _DESTINATION or \
+                    entry.get("step") not in _UNCOMMITTED or \
+                    not isinstance(entry.get("epoch"), int) or \
+                    entry["epoch"] > epoch:
+                continue
+            LOG.warning("vTPM migration %s of instance %s: superseded by "
+                        "migration %s before its commit; rolling it back "
+                        "here", entry["id"], instance, migration_id)
+            self._abort_destination(entry)
+        # A copy whose journal entry was lost: newer than any epoch
+        # committed here, so never the vTPM (check_startable refuses it).
+        driver = self._driver()
+        try:
+            info = driver.status(instance)
+        except exception.VTPMNotFound:
+            return
+        copy = info.metadata.get(proto.EPOCH_METADATA_KEY, 0)
+        if isinstance(copy, int) and self.epoch_floor(instance) < copy \
+                <= epoch:
+            LOG.warning("vTPM of instance %s: discarding an uncommitted "
+                        "copy of epoch %d before migration %s", instance,
+                        copy, migration_id)
+            if info.migration == vtpm_driver.MIGRATION_INCOMING:
+                driver.abort_incoming(instance)
+            else:
+                driver.destroy(instance)
 
     def _certified_binding_key(self, nonce: bytes) -> dict[str, str]:
         key = self.attester.binding_key(nonce)
@@ -456,6 +510,31 @@ class MigrationAgent:
             return {"instance": entry["instance"], "epoch": epoch,
                     "status": info.status.value}
 
+    def check_incoming(self, migration_id: str) -> dict[str, Any]:
+        """Live, before the conductor commits: the hypervisor's stream
+        brought the state and the destination hypervisor holds the vTPM
+        (the driver's ``check_incoming``). Journaled ``received``; still
+        abortable. The conductor commits only after this answer, so a
+        commit never names a vTPM that did not arrive (1.5)."""
+        with self._lock:
+            entry = self.journal(migration_id)
+            if entry is None or entry.get("role") != _DESTINATION or \
+                    entry.get("kind") != "live":
+                raise self._refuse(migration_id, "this host is not its "
+                                   "live destination")
+            if entry["step"] in ("received", "committed"):
+                return {"instance": entry["instance"],
+                        "epoch": entry["epoch"], "step": entry["step"]}
+            if entry["step"] != "delivered":
+                raise self._refuse(migration_id, "it is %s, not delivered"
+                                   % entry["step"])
+            self._driver().check_incoming(entry["instance"])
+            entry["step"] = "received"
+            self._save(entry)
+            self._step_done("check_incoming")
+            return {"instance": entry["instance"], "epoch": entry["epoch"],
+                    "step": "received"}
+
     def commit(self, migration_id: str) -> dict[str, Any]:
         """The conductor committed: this copy is the vTPM now (live: the
         driver's ``finish_incoming``); the transport key is discarded."""
@@ -466,11 +545,15 @@ class MigrationAgent:
                                    "destination")
             if entry["step"] == "committed":
                 return {"instance": entry["instance"], "step": "committed"}
-            if entry["step"] not in ("imported", "delivered"):
+            if entry["step"] not in ("imported", "delivered", "received"):
                 raise self._refuse(migration_id, "it is %s, nothing to "
                                    "commit" % entry["step"])
             if entry["kind"] == "live":
-                self._driver().finish_incoming(entry["instance"])
+                # ``received``: checked before the commit (1.5); a
+                # conductor at 1.4 commits from ``delivered`` unchecked.
+                self._driver().finish_incoming(
+                    entry["instance"],
+                    checked=entry["step"] == "received")
             self._raise_floor(entry["instance"], entry["epoch"])
             entry["step"] = "committed"
             entry["transport"] = None
@@ -616,33 +699,59 @@ class MigrationAgent:
                         status = None
                     if status is vtpm_driver.VTPMStatus.MIGRATING:
                         self.driver.cancel_migration(instance)
+                    answer = self._source_aborted(instance)
+                    answer["step"] = "unknown"
+                    return answer
                 return {"step": "unknown"}
             if entry.get("instance") != instance or \
                     entry.get("role") != role:
                 raise self._refuse(migration_id, "it is about another "
                                    "instance or role")
             if entry["step"] == "aborted":
+                if role == _SOURCE and self.driver is not None:
+                    return self._source_aborted(instance)
                 return {"step": "aborted"}
             if entry["step"] in ("committed", "finished"):
                 raise self._refuse(migration_id, "it is %s; it can no "
                                    "longer be aborted" % entry["step"])
+            if role == _DESTINATION:
+                self._abort_destination(entry)
+                self._step_done("abort")
+                return {"step": "aborted"}
             driver = self._driver()
-            if role == _SOURCE:
-                if entry["kind"] == "cold":
-                    driver.cancel_migration(instance)
-                else:
-                    driver.abort_outgoing(instance)
-            elif entry["kind"] == "live":
-                if entry["step"] == "delivered":
-                    driver.abort_incoming(instance)
+            if entry["kind"] == "cold":
+                driver.cancel_migration(instance)
             else:
-                # Only the copy this migration imported is discarded.
-                self._discard_copy(instance, entry["epoch"])
+                driver.abort_outgoing(instance)
             entry["step"] = "aborted"
-            entry["transport"] = None
             entry["payload"] = None
             self._save(entry)
-            if role == _DESTINATION:
-                self._replenish()
             self._step_done("abort")
-            return {"step": "aborted"}
+            return self._source_aborted(instance)
+
+    def _source_aborted(self, instance: str) -> dict[str, Any]:
+        """The source's answer to an abort: unlocked, and the epoch its
+        copy carries (None: it holds none), which the conductor checks
+        is still the instance's current one before it ends the
+        migration without the destination's word."""
+        try:
+            epoch: int | None = self.vtpm_epoch(instance)
+        except exception.VTPMNotFound:
+            epoch = None
+        return {"step": "aborted", "epoch": epoch}
+
+    def _abort_destination(self, entry: dict[str, Any]) -> None:
+        """Discard this destination's copy of ``entry``'s migration and
+        its transport key; journal it aborted."""
+        driver = self._driver()
+        if entry["kind"] == "live":
+            if entry["step"] in ("delivered", "received"):
+                driver.abort_incoming(entry["instance"])
+        else:
+            # Only the copy this migration imported is discarded.
+            self._discard_copy(entry["instance"], entry["epoch"])
+        entry["step"] = "aborted"
+        entry["transport"] = None
+        entry["payload"] = None
+        self._save(entry)
+        self._replenish()

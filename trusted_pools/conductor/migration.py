@@ -195,9 +195,43 @@ class MigrationCoordinator:
     def _complete(self, context: Any, migration_id: str) -> None:
         row = self.db.get_vtpm_migration(migration_id)
         if row.step == "delivered":
+            try:
+                self._check_incoming(context, row)
+            except _Refused as refusal:
+                self._abort(context, row, refusal.reason)
+                return
+            except (exception.TrustedPoolsError,
+                    messaging.MessagingException) as error:
+                self._abort(context, row, "%s: %s" % (
+                    type(error).__name__.removesuffix("_Remote"),
+                    _first_line(error)))
+                return
             row = self._commit(context, row)
+            if self.after_step is not None:
+                self.after_step(row.id, row.step)
         if row.step == "committed":
             self._finish(context, row)
+
+    def _check_incoming(self, context: Any,
+                        row: db_api.VTPMMigrationRecord) -> None:
+        """Live, before the commit: the destination confirms the
+        hypervisor's stream brought the state (agents at 1.5). Were the
+        commit recorded first, a destination whose state never arrived
+        would leave a committed row naming a vTPM that does not exist
+        while the only copy stays locked on the source: no rollback is
+        allowed after a commit."""
+        if not self.manager.agents.can_check_incoming():
+            LOG.warning("vTPM migration %s: agents are pinned below 1.5; "
+                        "committing without the destination's check that "
+                        "the state arrived", row.id)
+            return
+        answer = self._call("migration_check_incoming", context,
+                            row.destination, migration_id=row.id)
+        if not isinstance(answer, dict) or answer.get("epoch") != \
+                row.epoch or answer.get("step") not in ("received",
+                                                        "committed"):
+            raise _Refused("the destination did not confirm that the "
+                           "state of epoch %d arrived" % row.epoch)
 
     def abort(self, context: Any, migration_id: str, reason: str
               ) -> dict[str, Any]:
@@ -490,30 +524,54 @@ class MigrationCoordinator:
     def _abort(self, context: Any, row: db_api.VTPMMigrationRecord,
                reason: str) -> db_api.VTPMMigrationRecord:
         """Roll back before the commit: the source unlocks, the
-        destination discards. The row ends (``aborted``) once both agents
-        confirmed; until then it stays at its step with the reason, and
-        the resume job repeats the rollback (each agent's abort is
-        idempotent, and its journal keeps an uncommitted copy from
-        running meanwhile)."""
+        destination discards. The row ends (``aborted``) once the source
+        confirmed it unlocked and its copy kept the instance's current
+        epoch; until then it stays at its step with the reason, and the
+        resume job repeats the rollback (each agent's abort is
+        idempotent).
+
+        The destination's answer does not hold the row: a compromised
+        destination could otherwise refuse (or ignore) its rollback for
+        ever, keep the instance's lock and bar its later migrations. Its
+        copy needs no confirmation to be harmless: nothing commits an
+        aborted row, the source's copy carries the current epoch, an
+        honest agent starts no copy newer than the epoch it saw
+        committed, and a later migration to that host supersedes it."""
         LOG.warning("vTPM migration %s of instance %s aborted: %s", row.id,
                     row.instance, reason)
         self._prepared.pop(row.id, None)
         self._payloads.pop(row.id, None)
-        unanswered = []
-        for host, role in _asked(row):
+        unconfirmed = []
+        ignored = []
+        # The source first: its unlock is what the row waits for.
+        for host, role in sorted(_asked(row), key=lambda hr: hr[1] !=
+                                 _ROLE_SOURCE):
             try:
-                self._call("migration_abort", context, host,
-                           migration_id=row.id, instance=row.instance,
-                           role=role)
+                answer = self._call("migration_abort", context, host,
+                                    migration_id=row.id,
+                                    instance=row.instance, role=role)
             except (exception.TrustedPoolsError,
                     messaging.MessagingException) as error:
-                unanswered.append("%s: %s" % (host, _first_line(error)))
-        if unanswered:
+                answer = None
+                problem = _first_line(error)
+            else:
+                problem = None if role == _ROLE_DESTINATION else \
+                    _source_kept(answer, row)
+            if role == _ROLE_SOURCE and (answer is None or problem):
+                unconfirmed.append("%s: %s" % (host, problem))
+            elif role == _ROLE_DESTINATION and answer is None:
+                ignored.append("%s: %s" % (host, problem))
+        if ignored:
+            reason += (" (destination rollback not confirmed by %s; its "
+                       "copy was never committed, refuses to start and is "
+                       "discarded by the instance's next migration to it)"
+                       % "; ".join(ignored))
+        if unconfirmed:
             # The row stays active: the resume job repeats the rollback
-            # until both agents confirm it (a source whose unlock was lost
-            # would otherwise keep its only copy locked for ever).
+            # until the source confirms it (a source whose unlock was
+            # lost would otherwise keep its only copy locked for ever).
             reason += " (rollback not confirmed by %s; repeated later)" \
-                % "; ".join(unanswered)
+                % "; ".join(unconfirmed)
             try:
                 return self.db.advance_vtpm_migration(
                     row.id, (row.step,), row.step, reason=reason[:2000])
@@ -610,6 +668,22 @@ def _asked(row: db_api.VTPMMigrationRecord) -> list[tuple[str, str]]:
     if row.step == "attested":
         return [(row.destination, _ROLE_DESTINATION)]
     return [(row.destination, _ROLE_DESTINATION), (row.source, _ROLE_SOURCE)]
+
+
+def _source_kept(answer: Any, row: db_api.VTPMMigrationRecord
+                 ) -> str | None:
+    """Why the source's answer to an abort does not confirm that it
+    unlocked and kept the instance's current epoch (None: it does). An
+    agent before 1.5 answers without the epoch; a source holding no copy
+    (the vTPM never existed there) answers None."""
+    if not isinstance(answer, dict) or answer.get("step") not in (
+            "aborted", "unknown"):
+        return "answered %.200r, not a rollback" % (answer,)
+    epoch = answer.get("epoch")
+    if epoch is not None and epoch != row.epoch - 1:
+        return ("its copy is at epoch %r, not the current epoch %d"
+                % (epoch, row.epoch - 1))
+    return None
 
 
 def _first_line(error: BaseException) -> str:

@@ -287,9 +287,23 @@ class VTPMDriver(abc.ABC):
             driver=self.name, operation="prepare_incoming",
             reason="this driver cannot receive a running vTPM")
 
-    def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
+    def check_incoming(self, instance_uuid: str) -> VTPMInfo:
+        """Destination, after the hypervisor's migration completed and
+        before the conductor commits: raise unless the state arrived and
+        the receiving hypervisor holds the vTPM. Changes nothing (an
+        abort may still discard the vTPM)."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="check_incoming",
+            reason="this driver cannot receive a running vTPM")
+
+    def finish_incoming(self, instance_uuid: str, *,
+                        checked: bool = False) -> VTPMInfo:
         """Destination, after the hypervisor's migration completed: the
-        vTPM is RUNNING here (its state arrived; metadata persisted)."""
+        vTPM is RUNNING here (its state arrived; metadata persisted).
+        ``checked``: :meth:`check_incoming` passed before the commit, so
+        a hypervisor that let go of the vTPM since (the guest stopped
+        right after the move) does not stop the committed vTPM from
+        being finished; the state must still be there."""
         raise exception.VTPMOperationNotSupported(
             driver=self.name, operation="finish_incoming",
             reason="this driver cannot receive a running vTPM")
