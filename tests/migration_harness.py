@@ -21,8 +21,10 @@ import pytest
 
 from tests.pool_harness import PoolHost, TrustedPool
 from trusted_pools.agent.migration import MigrationAgent
+from trusted_pools.agent.service import host_ca
 from trusted_pools.protocol import vtpm_migration as proto
 from trusted_pools.tpm.device import TPMDevice
+from trusted_pools.vtpm.binding import Provisioner
 from trusted_pools.vtpm.swtpm import SwtpmDriver
 
 NV_MARKER = 0x01500017
@@ -60,15 +62,19 @@ class MigrationPool:
         """Give ``host``'s (running) agent its vTPM driver on its own TPM
         connection and its migration journal, as [vtpm] enabled does."""
         (self.run_dir / host.name).mkdir(exist_ok=True)
+        # As the agent service does: one vTPM CA in the host TPM
+        # certifies the vTPMs made here and those that migrate in.
+        ca = host_ca(host.agent.attester)
         driver = SwtpmDriver(
             self.workdir / host.name / "vtpm", host.tpm.tcti,
             run_dir=self.run_dir / host.name, setup_config=self.setup_conf,
-            host_runner=host.agent.attester.run_on_device)
+            host_runner=host.agent.attester.run_on_device,
+            provisioner=Provisioner(ca))
         host.agent.vtpm = driver
         host.agent.manager.vtpm = driver
         host.agent.manager.migrations = MigrationAgent(
             host.name, host.agent.attester, driver,
-            self.workdir / host.name / "journal")
+            self.workdir / host.name / "journal", ca=ca)
 
     def restart_conductor(self, crash: bool = True) -> None:
         """Stop the conductor (``crash``: as a killed process, leaving its

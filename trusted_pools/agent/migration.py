@@ -41,7 +41,9 @@ from typing import Any, Mapping
 
 from trusted_pools import exception
 from trusted_pools.protocol import vtpm_migration as proto
+from trusted_pools.tpm import device as tpm_device
 from trusted_pools.tpm import sealing
+from trusted_pools.vtpm import binding as vtpm_binding
 from trusted_pools.vtpm import driver as vtpm_driver
 
 LOG = logging.getLogger(__name__)
@@ -81,8 +83,13 @@ class MigrationAgent:
 
     def __init__(self, host: str, attester: Any,
                  driver: vtpm_driver.VTPMDriver | None,
-                 journal_dir: str | os.PathLike[str]) -> None:
+                 journal_dir: str | os.PathLike[str], *,
+                 ca: vtpm_binding.HostCA | None = None) -> None:
         self.host = host
+        #: This host's vTPM CA: on commit it certifies a vTPM that came
+        #: in with a chain to its source, for the same AK and EK, so
+        #: deep attestation chains it to this host (None: not done).
+        self.ca = ca
         self.attester = attester
         self.driver = driver
         self.journal_dir = Path(journal_dir)
@@ -463,12 +470,20 @@ class MigrationAgent:
                 metadata=state.metadata, files=state.files,
                 wrapped_key=state.wrapped_state_key)
             driver.import_state(export)
+            provisioned = state.metadata.get("provisioner")
+            rebind = self.ca is not None and hasattr(driver, "tcti") and \
+                isinstance(provisioned, dict) and \
+                isinstance(provisioned.get("vtpm_chain"), dict)
             try:
-                info = driver.start(state.instance)
+                info = driver.start(state.instance, host_access=True) \
+                    if rebind else driver.start(state.instance)
                 if info.status is not vtpm_driver.VTPMStatus.RUNNING:
                     raise exception.VTPMStartFailed(
                         instance=state.instance, reason="it is %s after "
                         "the start" % info.status.value)
+                if rebind:
+                    entry["vtpm_keys"] = self._vtpm_keys(state.instance,
+                                                         provisioned)
                 driver.stop(state.instance)
             except BaseException:
                 driver.destroy(state.instance)
@@ -478,6 +493,44 @@ class MigrationAgent:
             self._step_done("import")
             return {"instance": entry["instance"], "epoch": epoch,
                     "status": "imported"}
+
+    def _vtpm_keys(self, instance: str, provisioned: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+        """The AK and EK publics of the imported (running, host-access)
+        vTPM, read from the vTPM itself, not from its chain: the new
+        certificate binds what the vTPM holds. ``provisioned``: what the
+        source's provisioner stored (the AK's handle)."""
+        handle = provisioned.get("vtpm_ak_handle",
+                                 vtpm_binding.VTPM_AK_HANDLE)
+        if isinstance(handle, bool) or not isinstance(handle, int):
+            handle = vtpm_binding.VTPM_AK_HANDLE
+        with tpm_device.TPMDevice(self._driver().tcti(instance)) as dev:
+            ak_public = dev.load_ak(handle).public
+            ek_public = dev.ek_public()
+        return {"ak_handle": handle, "ak_public": proto.b64(ak_public),
+                "ek_public": proto.b64(ek_public)}
+
+    def _rebind(self, entry: Mapping[str, Any]) -> None:
+        """On commit: this host's CA certifies the vTPM (same AK, same
+        EK) for this host; the chain to the source goes. Deep attestation
+        of the instance here then chains to this host, and the source's
+        chain is refused here (it leads to another host)."""
+        keys = entry.get("vtpm_keys")
+        if not keys or self.ca is None:
+            return
+        chain = self.ca.issue(
+            entry["instance"],
+            proto.unb64(keys["ak_public"], "vTPM AK"),
+            proto.unb64(keys["ek_public"], "vTPM EK"))
+        driver = self._driver()
+        provisioned = dict(driver.status(entry["instance"]).metadata.get(
+            "provisioner") or {})
+        provisioned.update({"vtpm_chain": chain.to_wire(),
+                            "vtpm_ak_handle": keys["ak_handle"]})
+        driver.update_metadata(entry["instance"],
+                               {"provisioner": provisioned})
+        LOG.info("vTPM of instance %s: certified by this host's vTPM CA "
+                 "(migration %s)", entry["instance"], entry["id"])
 
     def deliver_key(self, migration_id: str, instance: str, source: str,
                     epoch: int, payload: Any,
@@ -554,6 +607,7 @@ class MigrationAgent:
                 self._driver().finish_incoming(
                     entry["instance"],
                     checked=entry["step"] == "received")
+            self._rebind(entry)
             self._raise_floor(entry["instance"], entry["epoch"])
             entry["step"] = "committed"
             entry["transport"] = None

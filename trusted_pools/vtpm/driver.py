@@ -235,6 +235,14 @@ class VTPMDriver(abc.ABC):
         return [info for info in self.list()
                 if info.status is VTPMStatus.FAILED]
 
+    def update_metadata(self, instance_uuid: str,
+                        changes: Mapping[str, Any]) -> VTPMInfo:
+        """Merge ``changes`` into the vTPM's stored metadata (a migrated
+        vTPM's new chain to this host, on commit)."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="update_metadata",
+            reason="this driver keeps no metadata it can change")
+
     def export_state(self, instance_uuid: str, *, destination_key: Any,
                      live: bool = False) -> StateExport:
         """The stopped vTPM's state for the holder of ``destination_key``

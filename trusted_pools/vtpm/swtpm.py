@@ -1266,6 +1266,25 @@ class SwtpmDriver(VTPMDriver):
                 "destination hypervisor (its QEMU is gone: the "
                 "migration did not complete)")
 
+    def update_metadata(self, instance_uuid: str,
+                        changes: Mapping[str, Any]) -> VTPMInfo:
+        uuid = canonical_uuid(instance_uuid)
+        if not isinstance(changes, Mapping) or any(
+                key in changes for key in ("instance_uuid", "driver",
+                                           "binding_key")):
+            raise exception.InvalidParameterValue(
+                name="changes", reason="a mapping that leaves the "
+                "instance, driver and binding key alone")
+        with self._lock:
+            data = dict(self._metadata(uuid))
+            data.update(json.loads(json.dumps(dict(changes))))
+            if len(json.dumps(data)) > _MAX_METADATA_BYTES:
+                raise exception.InvalidParameterValue(
+                    name="changes", reason="more than %d bytes of "
+                    "metadata" % _MAX_METADATA_BYTES)
+            self._write_metadata(uuid, data)
+            return self.status(uuid)
+
     def check_incoming(self, instance_uuid: str) -> VTPMInfo:
         uuid = canonical_uuid(instance_uuid)
         with self._lock:

@@ -286,3 +286,76 @@ def test_live_commit_only_after_the_state_arrived(pair):
     assert mp.migrations(b).epoch_floor(uuid) == 1
     for host in (a, b):
         mp.migrations(host).driver = mp.driver(host)
+
+
+def _deep_attest(mp, host, uuid, chain):
+    """The guest's vTPM quote (as tests/functional/vtpm's Guest makes it)
+    over a fresh conductor nonce, presented with ``chain`` for deep
+    attestation on ``host``; the conductor's answer."""
+    import base64
+    import types
+
+    from tests.functional.vtpm.test_deep_attestation import Guest
+    manager = mp.conductor.manager
+    driver = mp.driver(host)
+    nonce = base64.b64decode(manager.challenge_instance({}, uuid)["nonce"])
+    driver.start(uuid, host_access=True)
+    try:
+        evidence = Guest(types.SimpleNamespace(tcti=driver.tcti(uuid)),
+                         {"vtpm_chain": chain}, uuid).quote(nonce)
+    finally:
+        driver.stop(uuid)
+    (entry,) = manager.deep_attest({}, host.name, [evidence])
+    return entry
+
+
+def test_deep_attestation_follows_the_vtpm(pair, monkeypatch):
+    """On commit the destination's vTPM CA certifies the migrated vTPM
+    (same AK, same EK): deep attestation of the instance on the
+    destination chains to it; the chain to the source is refused there
+    (it leads to another host), and so is a leftover copy of an aborted
+    migration that a compromised destination starts behind its agent's
+    back (it still carries the source's chain)."""
+    from trusted_pools.protocol import vtpm_binding
+    mp = pair
+    a, b = mp.hosts
+    uuid = mp.create_marked_vtpm(a, os.urandom(32))
+    source_chain = mp.driver(a).status(uuid).metadata["provisioner"]["vtpm_chain"]
+    ok = _deep_attest(mp, a, uuid, source_chain)
+    assert "error" not in ok and ok["verdict"]["status"] == "trusted", ok
+
+    # An aborted migration whose destination ignored the rollback: the
+    # attacker starts its leftover directly with the driver.
+    fired = _crash_after(mp, "imported")
+    with monkeypatch.context() as patch:
+        patch.setattr(mp.migrations(b), "abort", lambda *a, **k: (
+            _ for _ in ()).throw(exception.MigrationStepRefused(
+                migration="x", host=b.name, reason="no")))
+        started = mp.start(uuid, a, b)
+        assert fired.wait(60)
+        mp.coordinator.after_step = None
+        assert mp.wait(started["id"])["outcome"] == "aborted"
+    leftover = mp.driver(b).status(uuid).metadata["provisioner"]["vtpm_chain"]
+    assert leftover == source_chain
+    refused = _deep_attest(mp, b, uuid, leftover)
+    assert refused["error"]["type"] == "VMChainForeignHost" and \
+        "leads to another host" in refused["error"]["reason"], refused
+
+    # The migration that commits: the vTPM's chain names the destination
+    # now, for the very AK and EK the vTPM holds.
+    mp.ensure_trusted()
+    done = mp.migrate(uuid, a, b)
+    assert done["outcome"] == "completed", done
+    chain = mp.driver(b).status(uuid).metadata["provisioner"]["vtpm_chain"]
+    registered_ak = mp.conductor.manager._state(b.name).ak
+    bound = vtpm_binding.verify_chain(b.name, registered_ak, chain, uuid)
+    old = vtpm_binding.verify_chain(
+        a.name, mp.conductor.manager._state(a.name).ak, source_chain, uuid)
+    assert (bound.ak.raw, bound.ek_sha256) == (old.ak.raw, old.ek_sha256)
+    ok = _deep_attest(mp, b, uuid, chain)
+    assert "error" not in ok and ok["verdict"]["status"] == "trusted", ok
+    stale = _deep_attest(mp, b, uuid, source_chain)
+    assert stale["error"]["type"] == "VMChainForeignHost" and \
+        "leads to another host" in stale["error"]["reason"], stale
+    with pytest.raises(vtpm_binding.VTPMChainForeignHost):
+        vtpm_binding.verify_chain(b.name, registered_ak, source_chain, uuid)
