@@ -47,7 +47,9 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import queue
 import threading
+import time
 from typing import Any, Callable
 
 import oslo_messaging as messaging
@@ -120,6 +122,11 @@ class MigrationCoordinator:
         self._attest_lock = threading.Lock()
         #: The clock verdict expiry is judged by (the manager's).
         self.clock: Callable[[], float] = manager.clock
+        # Step notifications, published in order by one sender thread.
+        self._announcements: queue.Queue[tuple[str, str, dict[str, Any]]] \
+            = queue.Queue()
+        self._announce_lock = threading.Lock()
+        self._announcer: threading.Thread | None = None
 
     @property
     def host(self) -> str:
@@ -325,16 +332,14 @@ class MigrationCoordinator:
 
     # --- steps -------------------------------------------------------------------
 
-    def _standing(self, host: str, min_level: int | None) -> str | None:
-        """Why ``host``'s latest stored verdict does not allow the move
-        (None: it does)."""
-        record = self.db.get_host_by_name(host)
+    def _standing(self, host: str, record: Any, verdict: Any,
+                  min_level: int | None) -> str | None:
+        """Why ``host`` (its ``record``)'s latest stored ``verdict`` (None:
+        it has none) does not allow the move (None: it does)."""
         if record.state != "enrolled":
             return "host %s is %s, not enrolled" % (host, record.state)
-        latest = self.db.latest_verdicts([record.id])
-        if not latest:
+        if verdict is None:
             return "host %s has no verdict yet" % host
-        verdict = latest[0]
         if verdict.registration_generation != record.enrollment_generation:
             return ("host %s's latest verdict belongs to an earlier "
                     "enrollment" % host)
@@ -354,9 +359,15 @@ class MigrationCoordinator:
 
     def _attest(self, context: Any, row: db_api.VTPMMigrationRecord
                 ) -> db_api.VTPMMigrationRecord:
-        for host in (row.source, row.destination):
-            refusal = self._standing(host, row.min_level
-                                     if host == row.destination else None)
+        # Both hosts' latest verdicts in one query.
+        records = {h: self.db.get_host_by_name(h)
+                   for h in (row.source, row.destination)}
+        latest = {v.host_id: v for v in self.db.latest_verdicts(
+            [r.id for r in records.values()])}
+        for host, record in records.items():
+            refusal = self._standing(
+                host, record, latest.get(record.id),
+                row.min_level if host == row.destination else None)
             if refusal is not None:
                 raise _Refused(refusal)
         # The destination again, now: a verdict of up to an interval ago
@@ -642,18 +653,57 @@ class MigrationCoordinator:
     # --- notifications ----------------------------------------------------------
 
     def _notify(self, context: Any, row: db_api.VTPMMigrationRecord) -> None:
-        notifier = self.manager.notifier
-        if notifier is None:
+        """Announce the step ``row`` just reached, off the worker: one
+        sender thread publishes the notifications in the order the steps
+        were recorded (a publish to the bus per step was a round trip on
+        the migration's path; the database row, not the notification, is
+        the record)."""
+        if self.manager.notifier is None:
             return
-        payload = migration_view(row)
-        try:
-            if row.step == "aborted":
-                notifier.warn({}, EVENT_PREFIX + row.step, payload)
-            else:
-                notifier.info({}, EVENT_PREFIX + row.step, payload)
-        except Exception as error:  # noqa: BLE001 - never stops a step
-            LOG.warning("Could not announce step %s of vTPM migration %s: "
-                        "%s", row.step, row.id, error)
+        with self._announce_lock:
+            self._announcements.put((row.step, row.id,
+                                     migration_view(row)))
+            if self._announcer is None or not self._announcer.is_alive():
+                self._announcer = threading.Thread(
+                    target=self._announce, name="vtpm-migration-notify",
+                    daemon=True)
+                self._announcer.start()
+
+    def _announce(self) -> None:
+        while True:
+            try:
+                step, migration_id, payload = self._announcements.get(
+                    timeout=60)
+            except queue.Empty:
+                with self._announce_lock:
+                    if self._announcements.empty():
+                        self._announcer = None
+                        return
+                continue
+            notifier = self.manager.notifier
+            try:
+                if notifier is None:
+                    pass
+                elif step == "aborted":
+                    notifier.warn({}, EVENT_PREFIX + step, payload)
+                else:
+                    notifier.info({}, EVENT_PREFIX + step, payload)
+            except Exception as error:  # noqa: BLE001 - never stops a step
+                LOG.warning("Could not announce step %s of vTPM migration "
+                            "%s: %s", step, migration_id, error)
+            finally:
+                self._announcements.task_done()
+
+    def flush_notifications(self, timeout: float = 10.0) -> bool:
+        """Wait until the queued notifications were published (tests, a
+        clean stop); False if some were still queued at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._announce_lock:
+                if self._announcements.unfinished_tasks == 0:
+                    return True
+            time.sleep(0.01)
+        return False
 
 
 def _asked(row: db_api.VTPMMigrationRecord) -> list[tuple[str, str]]:

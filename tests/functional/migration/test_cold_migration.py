@@ -124,6 +124,8 @@ def _cold_migration_moves_the_marker_and_erases_the_source(
     tap = BusTap(rabbit_url)
     try:
         done = mp.migrate(uuid, a, b)
+        # Step notifications go out from their own sender thread.
+        assert mp.coordinator.flush_notifications()
         captured = tap.drain()
     finally:
         tap.close()
