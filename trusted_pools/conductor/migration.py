@@ -64,6 +64,9 @@ LOG = logging.getLogger(__name__)
 __all__ = ["EVENT_PREFIX", "MigrationCoordinator", "migration_view"]
 
 EVENT_PREFIX = "vtpm_migration."
+# The reason of a live migration whose completion was asked but whose
+# destination check got no answer yet (the resume job asks again).
+_COMPLETING = "completion requested; "
 _ROLE_SOURCE = "source"
 _ROLE_DESTINATION = "destination"
 
@@ -204,6 +207,22 @@ class MigrationCoordinator:
         if row.step == "delivered":
             try:
                 self._check_incoming(context, row)
+            except exception.AgentUnreachable as error:
+                # No answer is no verdict: QEMU's migration completed, so
+                # the guest may run on the destination already; ask
+                # again (the resume job) until the step timeout, rather
+                # than roll its vTPM back at the first lost message.
+                if not (row.reason or "").startswith(_COMPLETING):
+                    try:
+                        self.db.advance_vtpm_migration(
+                            row.id, ("delivered",), "delivered",
+                            reason=(_COMPLETING + "the destination has not "
+                                    "confirmed the state arrived yet (%s); "
+                                    "asked again" % _first_line(error)
+                                    )[:2000])
+                    except exception.ConcurrentUpdate:
+                        pass
+                return
             except _Refused as refusal:
                 self._abort(context, row, refusal.reason)
                 return
@@ -621,7 +640,9 @@ class MigrationCoordinator:
             waiting_live = row.kind == "live" and row.step == "delivered"
             timed_out = (now - row.updated_at).total_seconds() > \
                 self.step_timeout
-            if waiting_live and not timed_out:
+            completing = waiting_live and not timed_out and \
+                (row.reason or "").startswith(_COMPLETING)
+            if waiting_live and not timed_out and not completing:
                 continue  # the hypervisor's migration is running
             if not mine:
                 try:
@@ -635,7 +656,9 @@ class MigrationCoordinator:
                     continue
                 self._running.add(row.id)
             try:
-                if row.step in proto.PRE_COMMIT_STEPS:
+                if completing:
+                    self._complete({}, row.id)
+                elif row.step in proto.PRE_COMMIT_STEPS:
                     self._abort({}, row, "the conductor driving it stopped "
                                 "or the step timed out before the commit; "
                                 "rolled back")

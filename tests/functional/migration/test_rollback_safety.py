@@ -284,6 +284,29 @@ def test_live_commit_only_after_the_state_arrived(pair):
                 if c[0] == "finish_incoming" and not c[2]]
     assert ("finish_outgoing", uuid) in live[a.name].calls
     assert mp.migrations(b).epoch_floor(uuid) == 1
+
+    # 3. Back, and the destination's check gets no answer once (longer
+    # than the conductor waits): QEMU's migration completed, so the guest
+    # may run there already; the conductor asks again rather than roll
+    # the vTPM back at the first lost message, and completes.
+    hypervisor.attached = True
+    mp.ensure_trusted()
+    other = mp.create_marked_vtpm(a, os.urandom(32))
+    migration = delivered(other)
+    real_check = live[b.name].check_incoming
+    slow = []
+
+    def check_once_slowly(instance_uuid):
+        if not slow:
+            slow.append(instance_uuid)
+            time.sleep(5)
+        return real_check(instance_uuid)
+    live[b.name].check_incoming = check_once_slowly
+    api.client.complete_vtpm_migration({}, migration, conductor=owner)
+    done = mp.wait(migration, timeout=60)
+    assert (done["outcome"], done["epoch"]) == ("completed", 1), done
+    assert slow == [other]
+    assert ("abort_incoming", other) not in live[b.name].calls
     for host in (a, b):
         mp.migrations(host).driver = mp.driver(host)
 
