@@ -11,8 +11,11 @@ answer, never a second, different one:
   certified by its AK; the TPM-wrapped private blob is journaled, so the
   key can be loaded again after a restart), ``import`` (cold: unwrap in the
   TPM, decrypt, check, re-seal at rest through the driver's import, start,
-  check that it answers, stop) or ``deliver`` (live: the swtpm migration
-  key to the driver's ``prepare_incoming``), ``commit``, ``abort``;
+  check that it answers, read its AK and EK publics, stop) or ``deliver``
+  (live: the swtpm migration key to the driver's ``prepare_incoming``),
+  ``check_incoming`` (live, before the commit: the state arrived),
+  ``commit`` (cold: this host's vTPM CA certifies the vTPM for this host),
+  ``abort``;
 * source: ``export`` (re-check the transport key itself, lock the vTPM,
   take its state or its live migration key, seal it), ``finish`` (erase
   after the commit), ``abort`` (unlock).
@@ -21,8 +24,12 @@ The journal holds no plaintext: the transport key's private part is a
 TPM2B_PRIVATE only this TPM loads, the sealed payload is ciphertext. An
 epoch floor per instance (``epochs.json``) remembers the newest epoch this
 host saw committed; :meth:`MigrationAgent.check_startable` refuses a copy
-older than it (a restored backup, a source copy that was not erased), and
-a destination refuses to prepare for an epoch it has already passed.
+older than it (a restored backup, a source copy that was not erased) and
+one newer than it (a migration's copy that never committed here: an abort
+this host missed or refused), and a destination refuses to prepare for an
+epoch it has already passed. A new prepare for an instance discards this
+host's uncommitted leftovers of it (the conductor allows one active
+migration per instance, so the earlier one ended without a commit).
 
 Hand-written: no library implements this protocol; the file handling is
 the same atomic-write pattern as the vTPM driver's.
