@@ -78,7 +78,13 @@ def test_compromised_destination_cannot_hold_the_rollback(pair, monkeypatch):
         time.sleep(5)
         return {"step": "aborted"}
 
-    for behaviour in (refuse, ignore):
+    def lie(migration_id, instance, role):
+        # Anything at all: claims it committed, at another epoch.
+        asked.append(("lied", migration_id))
+        return {"step": "committed", "epoch": 99, "instance": "x"}
+
+    leftovers = []
+    for behaviour in (refuse, ignore, lie):
         mp.ensure_trusted()
         fired = _crash_after(mp, "imported")
         with monkeypatch.context() as patch:
@@ -89,10 +95,12 @@ def test_compromised_destination_cannot_hold_the_rollback(pair, monkeypatch):
             done = mp.wait(started["id"], timeout=60)
         assert (done["step"], done["outcome"]) == ("aborted", "aborted"), \
             done
-        assert "destination rollback not confirmed by %s" % b.name in \
-            done["reason"], done["reason"]
-        assert ("refused" if behaviour is refuse else "ignored",
-                started["id"]) in asked
+        if behaviour is not lie:
+            assert "destination rollback not confirmed by %s" % b.name \
+                in done["reason"], done["reason"]
+        assert (behaviour.__name__.replace("refuse", "refused").replace(
+            "ignore", "ignored").replace("lie", "lied"),
+            started["id"]) in asked
         # The source unlocked and kept the current epoch: its copy runs,
         # with the marker.
         assert mp.driver(a).status(uuid).status is VTPMStatus.STOPPED
@@ -108,10 +116,17 @@ def test_compromised_destination_cannot_hold_the_rollback(pair, monkeypatch):
         assert attacker.journal(started["id"])["step"] == "imported"
         with pytest.raises(exception.VTPMInvalidState):
             attacker.start_vtpm(uuid)
-        attacker._path(started["id"]).unlink()
         with pytest.raises(exception.VTPMInvalidState,
                            match="newer than the epoch 0 committed"):
             attacker.start_vtpm(uuid)
+        if behaviour is refuse:
+            # Lost entry: the next prepare finds only the copy (the
+            # later rounds' prepares find the entry and roll it back).
+            attacker._path(started["id"]).unlink()
+            with pytest.raises(exception.VTPMInvalidState,
+                               match="newer than the epoch 0 committed"):
+                attacker.start_vtpm(uuid)
+        leftovers.append(started["id"])
         # Nothing commits the aborted row: not the database, not the
         # live completion.
         with pytest.raises(exception.ConcurrentUpdate):
@@ -126,6 +141,8 @@ def test_compromised_destination_cannot_hold_the_rollback(pair, monkeypatch):
     mp.ensure_trusted()
     again = mp.migrate(uuid, a, b)
     assert (again["outcome"], again["epoch"]) == ("completed", 1), again
+    assert [(attacker.journal(m) or {}).get("step") for m in leftovers] == \
+        [None, "aborted", "aborted"]
     assert mp.read_marker(b, uuid) == marker
     with pytest.raises(exception.VTPMNotFound):
         mp.driver(a).status(uuid)
