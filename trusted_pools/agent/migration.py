@@ -113,6 +113,9 @@ class MigrationAgent:
         self._spare_lock = threading.Lock()
         self._spare_thread: threading.Thread | None = None
         self._closed = False
+        # Per instance, the newest epoch the journal's entries committed
+        # (None: not read yet); see epoch_floor.
+        self._floors: dict[str, int] | None = None
 
     def close(self) -> None:
         """No more background work (the agent stops: its TPM connection
@@ -204,13 +207,45 @@ class MigrationAgent:
         return self.journal_dir / "epochs.json"
 
     def epoch_floor(self, instance: str) -> int:
-        """The newest epoch of ``instance`` this host saw committed."""
+        """The newest epoch of ``instance`` this host saw committed: the
+        newest of ``epochs.json`` (where pruned entries leave theirs) and
+        of the journal's committed (destination) and finished (source)
+        entries. The entry is the one durable write of a commit or a
+        finish; a second file written (and fsynced) beside it would only
+        repeat it."""
         try:
             floors = json.loads(self._epochs_path().read_text())
         except (FileNotFoundError, ValueError):
-            return 0
+            floors = {}
         value = floors.get(instance, 0)
-        return value if isinstance(value, int) else 0
+        value = value if isinstance(value, int) else 0
+        return max(value, self._journal_floors().get(instance, 0))
+
+    def _journal_floors(self) -> dict[str, int]:
+        """Per instance, the newest epoch of its committed or finished
+        entries (read from the journal once, then kept up to date)."""
+        with self._lock:
+            if self._floors is None:
+                floors: dict[str, int] = {}
+                for entry in self._entries():
+                    self._count_floor(floors, entry)
+                self._floors = floors
+            return self._floors
+
+    @staticmethod
+    def _count_floor(floors: dict[str, int], entry: Mapping[str, Any]
+                     ) -> None:
+        instance, epoch = entry.get("instance"), entry.get("epoch")
+        if entry.get("step") in ("committed", "finished") and \
+                isinstance(instance, str) and isinstance(epoch, int) and \
+                not isinstance(epoch, bool):
+            floors[instance] = max(floors.get(instance, 0), epoch)
+
+    def _save_ended(self, entry: Mapping[str, Any]) -> None:
+        """Journal a commit or a finish: the entry is durable, and from
+        it the floor."""
+        self._save(entry)
+        self._count_floor(self._journal_floors(), entry)
 
     def _raise_floor(self, instance: str, epoch: int) -> None:
         try:
@@ -307,6 +342,9 @@ class MigrationAgent:
         for entry in self._entries():
             if entry.get("step") in ("committed", "finished", "aborted") \
                     and now - entry.get("updated_at", now) > _KEEP_ENDED:
+                if entry["step"] != "aborted":
+                    # Its floor outlives it (written before it goes).
+                    self._raise_floor(entry["instance"], entry["epoch"])
                 self._path(entry["id"]).unlink(missing_ok=True)
                 pruned += 1
         return pruned
@@ -615,10 +653,9 @@ class MigrationAgent:
                     entry["instance"],
                     checked=entry["step"] == "received")
             self._rebind(entry)
-            self._raise_floor(entry["instance"], entry["epoch"])
             entry["step"] = "committed"
             entry["transport"] = None
-            self._save(entry)
+            self._save_ended(entry)
             self._replenish()
             self._step_done("commit")
             return {"instance": entry["instance"], "step": "committed"}
@@ -709,23 +746,30 @@ class MigrationAgent:
                 raise self._refuse(migration_id, "this host is not its "
                                    "source")
             if entry["step"] == "finished":
+                # A repeat: the erase may not have happened (a crash
+                # right after the journal); both erases are idempotent.
+                self._erase_source(entry)
                 return {"instance": entry["instance"], "step": "finished"}
             if entry["step"] != "exported":
                 raise self._refuse(migration_id, "it is %s" % entry["step"])
-            self._raise_floor(entry["instance"], entry["epoch"])
-            driver = self._driver()
-            if entry["kind"] == "cold":
-                try:
-                    driver.destroy(entry["instance"])
-                except exception.VTPMNotFound:
-                    pass
-            else:
-                driver.finish_outgoing(entry["instance"])
+            # The floor first (the entry): from here the copy is stale
+            # and refuses to start even if the erase does not happen.
             entry["step"] = "finished"
             entry["payload"] = None
-            self._save(entry)
+            self._save_ended(entry)
+            self._erase_source(entry)
             self._step_done("finish")
             return {"instance": entry["instance"], "step": "finished"}
+
+    def _erase_source(self, entry: Mapping[str, Any]) -> None:
+        driver = self._driver()
+        if entry["kind"] == "cold":
+            try:
+                driver.destroy(entry["instance"])
+            except exception.VTPMNotFound:
+                pass
+        else:
+            driver.finish_outgoing(entry["instance"])
 
     # --- both ---------------------------------------------------------------
 
