@@ -36,6 +36,9 @@ class MigrationPool:
     run_dir: Path
     setup_conf: str
     workdir: Path
+    #: The agents' vTPMs get an AK and a chain to their host's vTPM CA
+    #: (as the agent service does), re-certified on each migration.
+    bind_vtpms: bool = True
 
     @property
     def hosts(self) -> list[PoolHost]:
@@ -64,12 +67,12 @@ class MigrationPool:
         (self.run_dir / host.name).mkdir(exist_ok=True)
         # As the agent service does: one vTPM CA in the host TPM
         # certifies the vTPMs made here and those that migrate in.
-        ca = host_ca(host.agent.attester)
+        ca = host_ca(host.agent.attester) if self.bind_vtpms else None
         driver = SwtpmDriver(
             self.workdir / host.name / "vtpm", host.tpm.tcti,
             run_dir=self.run_dir / host.name, setup_config=self.setup_conf,
             host_runner=host.agent.attester.run_on_device,
-            provisioner=Provisioner(ca))
+            provisioner=Provisioner(ca) if ca is not None else None)
         host.agent.vtpm = driver
         host.agent.manager.vtpm = driver
         host.agent.manager.migrations = MigrationAgent(
@@ -211,7 +214,8 @@ _OVERRIDES = {
 def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
                swtpm_ca: Any, hosts: int, tamper: tuple[int, ...] = (),
                overrides: dict[tuple[str, str], Any] | None = None,
-               interval: int = 2) -> Iterator[MigrationPool]:
+               interval: int = 2, bind_vtpms: bool = True
+               ) -> Iterator[MigrationPool]:
     """``interval``: the attestation interval (verdicts stay valid three
     intervals): longer where a burst of work keeps the TPMs busy."""
     pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
@@ -222,7 +226,8 @@ def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
     options = {**_OVERRIDES, **(overrides or {})}
     for (group, name), value in options.items():
         rabbit_conf.set_override(name, value, group=group)
-    made = MigrationPool(pool, run_dir, str(swtpm_ca.setup_conf), tmp_path)
+    made = MigrationPool(pool, run_dir, str(swtpm_ca.setup_conf), tmp_path,
+                         bind_vtpms=bind_vtpms)
     try:
         pool.add_hosts(hosts, tamper=list(tamper))
         pool.start_agents()
