@@ -90,6 +90,12 @@ class LocalAgents:
         return self._migrations(host).deliver_key(
             migration_id, instance, source, epoch, payload, metadata)
 
+    def can_check_incoming(self):
+        return True  # agent API 1.5
+
+    def migration_check_incoming(self, context, host, migration_id):
+        return self._migrations(host).check_incoming(migration_id)
+
     def migration_commit(self, context, host, migration_id):
         return self._migrations(host).commit(migration_id)
 

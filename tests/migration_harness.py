@@ -21,8 +21,10 @@ import pytest
 
 from tests.pool_harness import PoolHost, TrustedPool
 from trusted_pools.agent.migration import MigrationAgent
+from trusted_pools.agent.service import host_ca
 from trusted_pools.protocol import vtpm_migration as proto
 from trusted_pools.tpm.device import TPMDevice
+from trusted_pools.vtpm.binding import Provisioner
 from trusted_pools.vtpm.swtpm import SwtpmDriver
 
 NV_MARKER = 0x01500017
@@ -34,6 +36,9 @@ class MigrationPool:
     run_dir: Path
     setup_conf: str
     workdir: Path
+    #: The agents' vTPMs get an AK and a chain to their host's vTPM CA
+    #: (as the agent service does), re-certified on each migration.
+    bind_vtpms: bool = True
 
     @property
     def hosts(self) -> list[PoolHost]:
@@ -63,23 +68,20 @@ class MigrationPool:
         host's vTPM CA, as the agent's own driver loader sets up (what
         deep attestation needs)."""
         (self.run_dir / host.name).mkdir(exist_ok=True)
-        provisioner = None
-        if provision:
-            from trusted_pools.vtpm import binding
-            attester = host.agent.attester
-            provisioner = binding.Provisioner(binding.HostCA(
-                host.name, attester.held_device,
-                ak_handle=attester.ak_handle, lock=attester.lock))
+        # As the agent service does: one vTPM CA in the host TPM
+        # certifies the vTPMs made here and those that migrate in.
+        ca = (host_ca(host.agent.attester)
+              if self.bind_vtpms or provision else None)
         driver = SwtpmDriver(
             self.workdir / host.name / "vtpm", host.tpm.tcti,
             run_dir=self.run_dir / host.name, setup_config=self.setup_conf,
             host_runner=host.agent.attester.run_on_device,
-            provisioner=provisioner)
+            provisioner=Provisioner(ca) if ca is not None else None)
         host.agent.vtpm = driver
         host.agent.manager.vtpm = driver
         host.agent.manager.migrations = MigrationAgent(
             host.name, host.agent.attester, driver,
-            self.workdir / host.name / "journal")
+            self.workdir / host.name / "journal", ca=ca)
 
     def restart_conductor(self, crash: bool = True) -> None:
         """Stop the conductor (``crash``: as a killed process, leaving its
@@ -216,7 +218,8 @@ _OVERRIDES = {
 def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
                swtpm_ca: Any, hosts: int, tamper: tuple[int, ...] = (),
                overrides: dict[tuple[str, str], Any] | None = None,
-               interval: int = 2) -> Iterator[MigrationPool]:
+               interval: int = 2, bind_vtpms: bool = True
+               ) -> Iterator[MigrationPool]:
     """``interval``: the attestation interval (verdicts stay valid three
     intervals): longer where a burst of work keeps the TPMs busy."""
     pool = TrustedPool(tmp_path, rabbit_conf, swtpm_pool, swtpm_ca,
@@ -227,7 +230,8 @@ def build_pool(tmp_path: Path, rabbit_conf: Any, swtpm_pool: Any,
     options = {**_OVERRIDES, **(overrides or {})}
     for (group, name), value in options.items():
         rabbit_conf.set_override(name, value, group=group)
-    made = MigrationPool(pool, run_dir, str(swtpm_ca.setup_conf), tmp_path)
+    made = MigrationPool(pool, run_dir, str(swtpm_ca.setup_conf), tmp_path,
+                         bind_vtpms=bind_vtpms)
     try:
         pool.add_hosts(hosts, tamper=list(tamper))
         pool.start_agents()

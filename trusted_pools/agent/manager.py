@@ -82,7 +82,7 @@ class _Sent:
 class AgentManager:
     """Endpoints of one agent. See :mod:`.rpcapi` for the version history."""
 
-    target = messaging.Target(version="1.4")
+    target = messaging.Target(version="1.5")
 
     def __init__(self, attester: Attester, send_evidence: EvidenceSink,
                  requests: agent_requests.RequestVerifier,
@@ -185,6 +185,15 @@ class AgentManager:
                               ) -> dict[str, Any]:
         return self._migrations().deliver_key(
             migration_id, instance, source, epoch, payload, metadata)
+
+    @messaging.expose
+    @messaging.expected_exceptions(*_MIGRATION_EXPECTED)
+    @_authenticated
+    def migration_check_incoming(self, context: dict, migration_id: str
+                                 ) -> dict[str, Any]:
+        """Live destination, before the commit: the state arrived and
+        the hypervisor holds the vTPM (1.5)."""
+        return self._migrations().check_incoming(migration_id)
 
     @messaging.expose
     @messaging.expected_exceptions(*_MIGRATION_EXPECTED)

@@ -11,8 +11,11 @@ answer, never a second, different one:
   certified by its AK; the TPM-wrapped private blob is journaled, so the
   key can be loaded again after a restart), ``import`` (cold: unwrap in the
   TPM, decrypt, check, re-seal at rest through the driver's import, start,
-  check that it answers, stop) or ``deliver`` (live: the swtpm migration
-  key to the driver's ``prepare_incoming``), ``commit``, ``abort``;
+  check that it answers, read its AK and EK publics, stop) or ``deliver``
+  (live: the swtpm migration key to the driver's ``prepare_incoming``),
+  ``check_incoming`` (live, before the commit: the state arrived),
+  ``commit`` (cold: this host's vTPM CA certifies the vTPM for this host),
+  ``abort``;
 * source: ``export`` (re-check the transport key itself, lock the vTPM,
   take its state or its live migration key, seal it), ``finish`` (erase
   after the commit), ``abort`` (unlock).
@@ -21,8 +24,12 @@ The journal holds no plaintext: the transport key's private part is a
 TPM2B_PRIVATE only this TPM loads, the sealed payload is ciphertext. An
 epoch floor per instance (``epochs.json``) remembers the newest epoch this
 host saw committed; :meth:`MigrationAgent.check_startable` refuses a copy
-older than it (a restored backup, a source copy that was not erased), and
-a destination refuses to prepare for an epoch it has already passed.
+older than it (a restored backup, a source copy that was not erased) and
+one newer than it (a migration's copy that never committed here: an abort
+this host missed or refused), and a destination refuses to prepare for an
+epoch it has already passed. A new prepare for an instance discards this
+host's uncommitted leftovers of it (the conductor allows one active
+migration per instance, so the earlier one ended without a commit).
 
 Hand-written: no library implements this protocol; the file handling is
 the same atomic-write pattern as the vTPM driver's.
@@ -41,7 +48,9 @@ from typing import Any, Mapping
 
 from trusted_pools import exception
 from trusted_pools.protocol import vtpm_migration as proto
+from trusted_pools.tpm import device as tpm_device
 from trusted_pools.tpm import sealing
+from trusted_pools.vtpm import binding as vtpm_binding
 from trusted_pools.vtpm import driver as vtpm_driver
 
 LOG = logging.getLogger(__name__)
@@ -53,6 +62,9 @@ _SOURCE = "source"
 # The journal keeps ended migrations this long (seconds) so a late repeat
 # of a request is still answered consistently; then they are pruned.
 _KEEP_ENDED = 7 * 86400
+# A destination's steps between its prepare and the commit: its copy (if
+# any) is not the vTPM yet.
+_UNCOMMITTED = ("prepared", "imported", "delivered", "received")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -78,8 +90,13 @@ class MigrationAgent:
 
     def __init__(self, host: str, attester: Any,
                  driver: vtpm_driver.VTPMDriver | None,
-                 journal_dir: str | os.PathLike[str]) -> None:
+                 journal_dir: str | os.PathLike[str], *,
+                 ca: vtpm_binding.HostCA | None = None) -> None:
         self.host = host
+        #: This host's vTPM CA: on commit it certifies a vTPM that came
+        #: in with a chain to its source, for the same AK and EK, so
+        #: deep attestation chains it to this host (None: not done).
+        self.ca = ca
         self.attester = attester
         self.driver = driver
         self.journal_dir = Path(journal_dir)
@@ -96,6 +113,9 @@ class MigrationAgent:
         self._spare_lock = threading.Lock()
         self._spare_thread: threading.Thread | None = None
         self._closed = False
+        # Per instance, the newest epoch the journal's entries committed
+        # (None: not read yet); see epoch_floor.
+        self._floors: dict[str, int] | None = None
 
     def close(self) -> None:
         """No more background work (the agent stops: its TPM connection
@@ -187,13 +207,45 @@ class MigrationAgent:
         return self.journal_dir / "epochs.json"
 
     def epoch_floor(self, instance: str) -> int:
-        """The newest epoch of ``instance`` this host saw committed."""
+        """The newest epoch of ``instance`` this host saw committed: the
+        newest of ``epochs.json`` (where pruned entries leave theirs) and
+        of the journal's committed (destination) and finished (source)
+        entries. The entry is the one durable write of a commit or a
+        finish; a second file written (and fsynced) beside it would only
+        repeat it."""
         try:
             floors = json.loads(self._epochs_path().read_text())
         except (FileNotFoundError, ValueError):
-            return 0
+            floors = {}
         value = floors.get(instance, 0)
-        return value if isinstance(value, int) else 0
+        value = value if isinstance(value, int) else 0
+        return max(value, self._journal_floors().get(instance, 0))
+
+    def _journal_floors(self) -> dict[str, int]:
+        """Per instance, the newest epoch of its committed or finished
+        entries (read from the journal once, then kept up to date)."""
+        with self._lock:
+            if self._floors is None:
+                floors: dict[str, int] = {}
+                for entry in self._entries():
+                    self._count_floor(floors, entry)
+                self._floors = floors
+            return self._floors
+
+    @staticmethod
+    def _count_floor(floors: dict[str, int], entry: Mapping[str, Any]
+                     ) -> None:
+        instance, epoch = entry.get("instance"), entry.get("epoch")
+        if entry.get("step") in ("committed", "finished") and \
+                isinstance(instance, str) and isinstance(epoch, int) and \
+                not isinstance(epoch, bool):
+            floors[instance] = max(floors.get(instance, 0), epoch)
+
+    def _save_ended(self, entry: Mapping[str, Any]) -> None:
+        """Journal a commit or a finish: the entry is durable, and from
+        it the floor."""
+        self._save(entry)
+        self._count_floor(self._journal_floors(), entry)
 
     def _raise_floor(self, instance: str, epoch: int) -> None:
         try:
@@ -248,10 +300,20 @@ class MigrationAgent:
         if epoch < floor:
             raise exception.VTPMStale(instance=instance, epoch=epoch,
                                       current=floor)
+        if epoch > floor:
+            # Only a commit seen here raises the floor to a copy's epoch:
+            # a newer copy is a migration's that never committed here (an
+            # abort whose rollback this host missed or refused, an import
+            # whose journal entry was lost). The source's copy stays the
+            # vTPM; this one never runs.
+            raise exception.VTPMInvalidState(
+                instance=instance, state="uncommitted (epoch %d, newer "
+                "than the epoch %d committed here)" % (epoch, floor),
+                operation="start", expected="a committed copy")
         for entry in self._entries():
             if entry.get("instance") == instance and \
                     entry.get("role") == _DESTINATION and \
-                    entry.get("step") in ("imported", "delivered"):
+                    entry.get("step") in _UNCOMMITTED:
                 raise exception.VTPMInvalidState(
                     instance=instance, state="migrating",
                     operation="start", expected="committed (migration %s "
@@ -280,6 +342,9 @@ class MigrationAgent:
         for entry in self._entries():
             if entry.get("step") in ("committed", "finished", "aborted") \
                     and now - entry.get("updated_at", now) > _KEEP_ENDED:
+                if entry["step"] != "aborted":
+                    # Its floor outlives it (written before it goes).
+                    self._raise_floor(entry["instance"], entry["epoch"])
                 self._path(entry["id"]).unlink(missing_ok=True)
                 pruned += 1
         return pruned
@@ -308,6 +373,7 @@ class MigrationAgent:
                 raise self._refuse(migration_id, "instance %s is at epoch "
                                    "%d here; epoch %d is not newer"
                                    % (instance, floor, epoch))
+            self._supersede(migration_id, instance, epoch)
             driver = self._driver()
             if kind == "cold":
                 try:
@@ -336,6 +402,46 @@ class MigrationAgent:
             binding = self._certified_binding_key(nonce)
             self._step_done("prepare")
             return self._prepared_answer(entry, binding)
+
+    def _supersede(self, migration_id: str, instance: str, epoch: int
+                   ) -> None:
+        """Roll back this host's earlier, uncommitted destination part of
+        ``instance``'s migrations before a new one: the conductor allows
+        one active migration per instance and allocates the epoch after
+        the last commit, so a signed prepare for the same instance at an
+        epoch not older means the earlier migration ended without a
+        commit (its rollback never reached this host, or the conductor
+        stopped waiting for it). Its copy would otherwise bar the new
+        import."""
+        for entry in self._entries():
+            if entry.get("id") == migration_id or \
+                    entry.get("instance") != instance or \
+                    entry.get("role") != _DESTINATION or \
+                    entry.get("step") not in _UNCOMMITTED or \
+                    not isinstance(entry.get("epoch"), int) or \
+                    entry["epoch"] > epoch:
+                continue
+            LOG.warning("vTPM migration %s of instance %s: superseded by "
+                        "migration %s before its commit; rolling it back "
+                        "here", entry["id"], instance, migration_id)
+            self._abort_destination(entry)
+        # A copy whose journal entry was lost: newer than any epoch
+        # committed here, so never the vTPM (check_startable refuses it).
+        driver = self._driver()
+        try:
+            info = driver.status(instance)
+        except exception.VTPMNotFound:
+            return
+        copy = info.metadata.get(proto.EPOCH_METADATA_KEY, 0)
+        if isinstance(copy, int) and self.epoch_floor(instance) < copy \
+                <= epoch:
+            LOG.warning("vTPM of instance %s: discarding an uncommitted "
+                        "copy of epoch %d before migration %s", instance,
+                        copy, migration_id)
+            if info.migration == vtpm_driver.MIGRATION_INCOMING:
+                driver.abort_incoming(instance)
+            else:
+                driver.destroy(instance)
 
     def _certified_binding_key(self, nonce: bytes) -> dict[str, str]:
         key = self.attester.binding_key(nonce)
@@ -409,12 +515,20 @@ class MigrationAgent:
                 metadata=state.metadata, files=state.files,
                 wrapped_key=state.wrapped_state_key)
             driver.import_state(export)
+            provisioned = state.metadata.get("provisioner")
+            rebind = self.ca is not None and hasattr(driver, "tcti") and \
+                isinstance(provisioned, dict) and \
+                isinstance(provisioned.get("vtpm_chain"), dict)
             try:
-                info = driver.start(state.instance)
+                info = driver.start(state.instance, host_access=True) \
+                    if rebind else driver.start(state.instance)
                 if info.status is not vtpm_driver.VTPMStatus.RUNNING:
                     raise exception.VTPMStartFailed(
                         instance=state.instance, reason="it is %s after "
                         "the start" % info.status.value)
+                if rebind:
+                    entry["vtpm_keys"] = self._vtpm_keys(state.instance,
+                                                         provisioned)
                 driver.stop(state.instance)
             except BaseException:
                 driver.destroy(state.instance)
@@ -424,6 +538,44 @@ class MigrationAgent:
             self._step_done("import")
             return {"instance": entry["instance"], "epoch": epoch,
                     "status": "imported"}
+
+    def _vtpm_keys(self, instance: str, provisioned: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+        """The AK and EK publics of the imported (running, host-access)
+        vTPM, read from the vTPM itself, not from its chain: the new
+        certificate binds what the vTPM holds. ``provisioned``: what the
+        source's provisioner stored (the AK's handle)."""
+        handle = provisioned.get("vtpm_ak_handle",
+                                 vtpm_binding.VTPM_AK_HANDLE)
+        if isinstance(handle, bool) or not isinstance(handle, int):
+            handle = vtpm_binding.VTPM_AK_HANDLE
+        with tpm_device.TPMDevice(self._driver().tcti(instance)) as dev:
+            ak_public = dev.load_ak(handle).public
+            ek_public = dev.ek_public()
+        return {"ak_handle": handle, "ak_public": proto.b64(ak_public),
+                "ek_public": proto.b64(ek_public)}
+
+    def _rebind(self, entry: Mapping[str, Any]) -> None:
+        """On commit: this host's CA certifies the vTPM (same AK, same
+        EK) for this host; the chain to the source goes. Deep attestation
+        of the instance here then chains to this host, and the source's
+        chain is refused here (it leads to another host)."""
+        keys = entry.get("vtpm_keys")
+        if not keys or self.ca is None:
+            return
+        chain = self.ca.issue(
+            entry["instance"],
+            proto.unb64(keys["ak_public"], "vTPM AK"),
+            proto.unb64(keys["ek_public"], "vTPM EK"))
+        driver = self._driver()
+        provisioned = dict(driver.status(entry["instance"]).metadata.get(
+            "provisioner") or {})
+        provisioned.update({"vtpm_chain": chain.to_wire(),
+                            "vtpm_ak_handle": keys["ak_handle"]})
+        driver.update_metadata(entry["instance"],
+                               {"provisioner": provisioned})
+        LOG.info("vTPM of instance %s: certified by this host's vTPM CA "
+                 "(migration %s)", entry["instance"], entry["id"])
 
     def deliver_key(self, migration_id: str, instance: str, source: str,
                     epoch: int, payload: Any,
@@ -456,6 +608,31 @@ class MigrationAgent:
             return {"instance": entry["instance"], "epoch": epoch,
                     "status": info.status.value}
 
+    def check_incoming(self, migration_id: str) -> dict[str, Any]:
+        """Live, before the conductor commits: the hypervisor's stream
+        brought the state and the destination hypervisor holds the vTPM
+        (the driver's ``check_incoming``). Journaled ``received``; still
+        abortable. The conductor commits only after this answer, so a
+        commit never names a vTPM that did not arrive (1.5)."""
+        with self._lock:
+            entry = self.journal(migration_id)
+            if entry is None or entry.get("role") != _DESTINATION or \
+                    entry.get("kind") != "live":
+                raise self._refuse(migration_id, "this host is not its "
+                                   "live destination")
+            if entry["step"] in ("received", "committed"):
+                return {"instance": entry["instance"],
+                        "epoch": entry["epoch"], "step": entry["step"]}
+            if entry["step"] != "delivered":
+                raise self._refuse(migration_id, "it is %s, not delivered"
+                                   % entry["step"])
+            self._driver().check_incoming(entry["instance"])
+            entry["step"] = "received"
+            self._save(entry)
+            self._step_done("check_incoming")
+            return {"instance": entry["instance"], "epoch": entry["epoch"],
+                    "step": "received"}
+
     def commit(self, migration_id: str) -> dict[str, Any]:
         """The conductor committed: this copy is the vTPM now (live: the
         driver's ``finish_incoming``); the transport key is discarded."""
@@ -466,15 +643,19 @@ class MigrationAgent:
                                    "destination")
             if entry["step"] == "committed":
                 return {"instance": entry["instance"], "step": "committed"}
-            if entry["step"] not in ("imported", "delivered"):
+            if entry["step"] not in ("imported", "delivered", "received"):
                 raise self._refuse(migration_id, "it is %s, nothing to "
                                    "commit" % entry["step"])
             if entry["kind"] == "live":
-                self._driver().finish_incoming(entry["instance"])
-            self._raise_floor(entry["instance"], entry["epoch"])
+                # ``received``: checked before the commit (1.5); a
+                # conductor at 1.4 commits from ``delivered`` unchecked.
+                self._driver().finish_incoming(
+                    entry["instance"],
+                    checked=entry["step"] == "received")
+            self._rebind(entry)
             entry["step"] = "committed"
             entry["transport"] = None
-            self._save(entry)
+            self._save_ended(entry)
             self._replenish()
             self._step_done("commit")
             return {"instance": entry["instance"], "step": "committed"}
@@ -565,23 +746,30 @@ class MigrationAgent:
                 raise self._refuse(migration_id, "this host is not its "
                                    "source")
             if entry["step"] == "finished":
+                # A repeat: the erase may not have happened (a crash
+                # right after the journal); both erases are idempotent.
+                self._erase_source(entry)
                 return {"instance": entry["instance"], "step": "finished"}
             if entry["step"] != "exported":
                 raise self._refuse(migration_id, "it is %s" % entry["step"])
-            self._raise_floor(entry["instance"], entry["epoch"])
-            driver = self._driver()
-            if entry["kind"] == "cold":
-                try:
-                    driver.destroy(entry["instance"])
-                except exception.VTPMNotFound:
-                    pass
-            else:
-                driver.finish_outgoing(entry["instance"])
+            # The floor first (the entry): from here the copy is stale
+            # and refuses to start even if the erase does not happen.
             entry["step"] = "finished"
             entry["payload"] = None
-            self._save(entry)
+            self._save_ended(entry)
+            self._erase_source(entry)
             self._step_done("finish")
             return {"instance": entry["instance"], "step": "finished"}
+
+    def _erase_source(self, entry: Mapping[str, Any]) -> None:
+        driver = self._driver()
+        if entry["kind"] == "cold":
+            try:
+                driver.destroy(entry["instance"])
+            except exception.VTPMNotFound:
+                pass
+        else:
+            driver.finish_outgoing(entry["instance"])
 
     # --- both ---------------------------------------------------------------
 
@@ -616,33 +804,59 @@ class MigrationAgent:
                         status = None
                     if status is vtpm_driver.VTPMStatus.MIGRATING:
                         self.driver.cancel_migration(instance)
+                    answer = self._source_aborted(instance)
+                    answer["step"] = "unknown"
+                    return answer
                 return {"step": "unknown"}
             if entry.get("instance") != instance or \
                     entry.get("role") != role:
                 raise self._refuse(migration_id, "it is about another "
                                    "instance or role")
             if entry["step"] == "aborted":
+                if role == _SOURCE and self.driver is not None:
+                    return self._source_aborted(instance)
                 return {"step": "aborted"}
             if entry["step"] in ("committed", "finished"):
                 raise self._refuse(migration_id, "it is %s; it can no "
                                    "longer be aborted" % entry["step"])
+            if role == _DESTINATION:
+                self._abort_destination(entry)
+                self._step_done("abort")
+                return {"step": "aborted"}
             driver = self._driver()
-            if role == _SOURCE:
-                if entry["kind"] == "cold":
-                    driver.cancel_migration(instance)
-                else:
-                    driver.abort_outgoing(instance)
-            elif entry["kind"] == "live":
-                if entry["step"] == "delivered":
-                    driver.abort_incoming(instance)
+            if entry["kind"] == "cold":
+                driver.cancel_migration(instance)
             else:
-                # Only the copy this migration imported is discarded.
-                self._discard_copy(instance, entry["epoch"])
+                driver.abort_outgoing(instance)
             entry["step"] = "aborted"
-            entry["transport"] = None
             entry["payload"] = None
             self._save(entry)
-            if role == _DESTINATION:
-                self._replenish()
             self._step_done("abort")
-            return {"step": "aborted"}
+            return self._source_aborted(instance)
+
+    def _source_aborted(self, instance: str) -> dict[str, Any]:
+        """The source's answer to an abort: unlocked, and the epoch its
+        copy carries (None: it holds none), which the conductor checks
+        is still the instance's current one before it ends the
+        migration without the destination's word."""
+        try:
+            epoch: int | None = self.vtpm_epoch(instance)
+        except exception.VTPMNotFound:
+            epoch = None
+        return {"step": "aborted", "epoch": epoch}
+
+    def _abort_destination(self, entry: dict[str, Any]) -> None:
+        """Discard this destination's copy of ``entry``'s migration and
+        its transport key; journal it aborted."""
+        driver = self._driver()
+        if entry["kind"] == "live":
+            if entry["step"] in ("delivered", "received"):
+                driver.abort_incoming(entry["instance"])
+        else:
+            # Only the copy this migration imported is discarded.
+            self._discard_copy(entry["instance"], entry["epoch"])
+        entry["step"] = "aborted"
+        entry["transport"] = None
+        entry["payload"] = None
+        self._save(entry)
+        self._replenish()

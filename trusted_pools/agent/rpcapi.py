@@ -23,6 +23,10 @@ API version history:
 * 1.4 - list_vtpms: the host's vTPMs as its driver reports them (instance,
   status, reason); host-reported data for the operator view, never
   evidence (issue 11).
+* 1.5 - migration_check_incoming: a live destination confirms, before the
+  conductor commits, that the hypervisor's stream brought the vTPM state
+  (a commit no longer precedes that check); migration_abort's source
+  answer carries the epoch its copy kept.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from trusted_pools.common import rpc
 from trusted_pools.protocol import topics
 
 TOPIC = topics.AGENT_TOPIC
-RPC_API_VERSION = "1.4"
+RPC_API_VERSION = "1.5"
 MIGRATION_VERSION = "1.3"
+CHECK_INCOMING_VERSION = "1.5"
 _SIGNED_VERSION = "1.1"
 
 
@@ -190,6 +195,24 @@ class AgentAPI:
             "migration_deliver_key", host, context,
             migration_id=migration_id, instance=instance, source=source,
             epoch=epoch, payload=dict(payload), metadata=dict(metadata))
+
+    def can_check_incoming(self) -> bool:
+        """Whether the agents may be asked migration_check_incoming (not
+        pinned below 1.5): if not, a live commit goes unchecked, as
+        before 1.5."""
+        return self.client.can_send_version(CHECK_INCOMING_VERSION)
+
+    def migration_check_incoming(self, context: dict, host: str,
+                                 migration_id: str) -> dict[str, Any]:
+        if not self.can_check_incoming():
+            raise exception.TemporaryFailure(
+                reason="agents are pinned below %s ([rpc_pins] agent)"
+                % CHECK_INCOMING_VERSION)
+        args = {"migration_id": migration_id}
+        token = self.signer.sign("migration_check_incoming", host, args)
+        return self.client.prepare(
+            server=host, version=CHECK_INCOMING_VERSION).call(
+            context, "migration_check_incoming", auth=token, **args)
 
     def migration_commit(self, context: dict, host: str, migration_id: str
                          ) -> dict[str, Any]:

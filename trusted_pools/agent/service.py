@@ -81,10 +81,12 @@ class AgentService(service_mod.ServiceBase):
         self.vtpm: vtpm_driver.VTPMDriver | None = None
         migrations = None
         if conf.vtpm.enabled:
-            self.vtpm = load_vtpm_driver(conf, self.attester)
+            ca = host_ca(self.attester)
+            self.vtpm = load_vtpm_driver(conf, self.attester, ca)
+            # The same CA certifies the vTPMs that migrate in (on commit).
             migrations = migration_mod.MigrationAgent(
                 self.host, self.attester, self.vtpm,
-                vtpm_conf.migration_journal_dir(conf))
+                vtpm_conf.migration_journal_dir(conf), ca=ca)
         self.manager = agent_manager.AgentManager(
             self.attester, self._conductors.submit_evidence,
             requests, vtpm=self.vtpm, migrations=migrations)
@@ -135,7 +137,15 @@ class AgentService(service_mod.ServiceBase):
         LOG.info("Agent for host %s stopped", self.host)
 
 
-def load_vtpm_driver(conf: cfg.ConfigOpts, attester: attester_mod.Attester
+def host_ca(attester: attester_mod.Attester) -> vtpm_binding.HostCA:
+    """The host's vTPM CA on the attester's TPM connection and lock."""
+    return vtpm_binding.HostCA(
+        attester.host, attester.held_device,
+        ak_handle=attester.ak_handle, lock=attester.lock)
+
+
+def load_vtpm_driver(conf: cfg.ConfigOpts, attester: attester_mod.Attester,
+                     ca: vtpm_binding.HostCA | None = None
                      ) -> vtpm_driver.VTPMDriver:
     """The driver of ``[vtpm] driver`` on the attester's TPM connection.
 
@@ -147,9 +157,7 @@ def load_vtpm_driver(conf: cfg.ConfigOpts, attester: attester_mod.Attester
     failure (:class:`~trusted_pools.exception.VTPMDriverLoadFailed`) names
     the driver and stops the agent.
     """
-    ca = vtpm_binding.HostCA(
-        attester.host, attester.held_device,
-        ak_handle=attester.ak_handle, lock=attester.lock)
+    ca = ca if ca is not None else host_ca(attester)
     driver = vtpm_driver.load_driver(
         conf.vtpm.driver, conf=conf, host_runner=attester.run_on_device,
         provisioner=vtpm_binding.Provisioner(ca))

@@ -47,7 +47,9 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import queue
 import threading
+import time
 from typing import Any, Callable
 
 import oslo_messaging as messaging
@@ -62,6 +64,9 @@ LOG = logging.getLogger(__name__)
 __all__ = ["EVENT_PREFIX", "MigrationCoordinator", "migration_view"]
 
 EVENT_PREFIX = "vtpm_migration."
+# The reason of a live migration whose completion was asked but whose
+# destination check got no answer yet (the resume job asks again).
+_COMPLETING = "completion requested; "
 _ROLE_SOURCE = "source"
 _ROLE_DESTINATION = "destination"
 
@@ -125,6 +130,11 @@ class MigrationCoordinator:
         self._attest_lock = threading.Lock()
         #: The clock verdict expiry is judged by (the manager's).
         self.clock: Callable[[], float] = manager.clock
+        # Step notifications, published in order by one sender thread.
+        self._announcements: queue.Queue[tuple[str, str, dict[str, Any]]] \
+            = queue.Queue()
+        self._announce_lock = threading.Lock()
+        self._announcer: threading.Thread | None = None
 
     @property
     def host(self) -> str:
@@ -201,9 +211,59 @@ class MigrationCoordinator:
     def _complete(self, context: Any, migration_id: str) -> None:
         row = self.db.get_vtpm_migration(migration_id)
         if row.step == "delivered":
+            try:
+                self._check_incoming(context, row)
+            except exception.AgentUnreachable as error:
+                # No answer is no verdict: QEMU's migration completed, so
+                # the guest may run on the destination already; ask
+                # again (the resume job) until the step timeout, rather
+                # than roll its vTPM back at the first lost message.
+                if not (row.reason or "").startswith(_COMPLETING):
+                    try:
+                        self.db.advance_vtpm_migration(
+                            row.id, ("delivered",), "delivered",
+                            reason=(_COMPLETING + "the destination has not "
+                                    "confirmed the state arrived yet (%s); "
+                                    "asked again" % _first_line(error)
+                                    )[:2000])
+                    except exception.ConcurrentUpdate:
+                        pass
+                return
+            except _Refused as refusal:
+                self._abort(context, row, refusal.reason)
+                return
+            except (exception.TrustedPoolsError,
+                    messaging.MessagingException) as error:
+                self._abort(context, row, "%s: %s" % (
+                    type(error).__name__.removesuffix("_Remote"),
+                    _first_line(error)))
+                return
             row = self._commit(context, row)
+            if self.after_step is not None:
+                self.after_step(row.id, row.step)
         if row.step == "committed":
             self._finish(context, row)
+
+    def _check_incoming(self, context: Any,
+                        row: db_api.VTPMMigrationRecord) -> None:
+        """Live, before the commit: the destination confirms the
+        hypervisor's stream brought the state (agents at 1.5). Were the
+        commit recorded first, a destination whose state never arrived
+        would leave a committed row naming a vTPM that does not exist
+        while the only copy stays locked on the source: no rollback is
+        allowed after a commit."""
+        if not self.manager.agents.can_check_incoming():
+            LOG.warning("vTPM migration %s: agents are pinned below 1.5; "
+                        "committing without the destination's check that "
+                        "the state arrived", row.id)
+            return
+        answer = self._call("migration_check_incoming", context,
+                            row.destination, migration_id=row.id)
+        if not isinstance(answer, dict) or answer.get("epoch") != \
+                row.epoch or answer.get("step") not in ("received",
+                                                        "committed"):
+            raise _Refused("the destination did not confirm that the "
+                           "state of epoch %d arrived" % row.epoch)
 
     def abort(self, context: Any, migration_id: str, reason: str
               ) -> dict[str, Any]:
@@ -297,16 +357,14 @@ class MigrationCoordinator:
 
     # --- steps -------------------------------------------------------------------
 
-    def _standing(self, host: str, min_level: int | None) -> str | None:
-        """Why ``host``'s latest stored verdict does not allow the move
-        (None: it does)."""
-        record = self.db.get_host_by_name(host)
+    def _standing(self, host: str, record: Any, verdict: Any,
+                  min_level: int | None) -> str | None:
+        """Why ``host`` (its ``record``)'s latest stored ``verdict`` (None:
+        it has none) does not allow the move (None: it does)."""
         if record.state != "enrolled":
             return "host %s is %s, not enrolled" % (host, record.state)
-        latest = self.db.latest_verdicts([record.id])
-        if not latest:
+        if verdict is None:
             return "host %s has no verdict yet" % host
-        verdict = latest[0]
         if verdict.registration_generation != record.enrollment_generation:
             return ("host %s's latest verdict belongs to an earlier "
                     "enrollment" % host)
@@ -326,9 +384,15 @@ class MigrationCoordinator:
 
     def _attest(self, context: Any, row: db_api.VTPMMigrationRecord
                 ) -> db_api.VTPMMigrationRecord:
-        for host in (row.source, row.destination):
-            refusal = self._standing(host, row.min_level
-                                     if host == row.destination else None)
+        # Both hosts' latest verdicts in one query.
+        records = {h: self.db.get_host_by_name(h)
+                   for h in (row.source, row.destination)}
+        latest = {v.host_id: v for v in self.db.latest_verdicts(
+            [r.id for r in records.values()])}
+        for host, record in records.items():
+            refusal = self._standing(
+                host, record, latest.get(record.id),
+                row.min_level if host == row.destination else None)
             if refusal is not None:
                 raise _Refused(refusal)
         # The destination again, now: a verdict of up to an interval ago
@@ -496,30 +560,54 @@ class MigrationCoordinator:
     def _abort(self, context: Any, row: db_api.VTPMMigrationRecord,
                reason: str) -> db_api.VTPMMigrationRecord:
         """Roll back before the commit: the source unlocks, the
-        destination discards. The row ends (``aborted``) once both agents
-        confirmed; until then it stays at its step with the reason, and
-        the resume job repeats the rollback (each agent's abort is
-        idempotent, and its journal keeps an uncommitted copy from
-        running meanwhile)."""
+        destination discards. The row ends (``aborted``) once the source
+        confirmed it unlocked and its copy kept the instance's current
+        epoch; until then it stays at its step with the reason, and the
+        resume job repeats the rollback (each agent's abort is
+        idempotent).
+
+        The destination's answer does not hold the row: a compromised
+        destination could otherwise refuse (or ignore) its rollback for
+        ever, keep the instance's lock and bar its later migrations. Its
+        copy needs no confirmation to be harmless: nothing commits an
+        aborted row, the source's copy carries the current epoch, an
+        honest agent starts no copy newer than the epoch it saw
+        committed, and a later migration to that host supersedes it."""
         LOG.warning("vTPM migration %s of instance %s aborted: %s", row.id,
                     row.instance, reason)
         self._prepared.pop(row.id, None)
         self._payloads.pop(row.id, None)
-        unanswered = []
-        for host, role in _asked(row):
+        unconfirmed = []
+        ignored = []
+        # The source first: its unlock is what the row waits for.
+        for host, role in sorted(_asked(row), key=lambda hr: hr[1] !=
+                                 _ROLE_SOURCE):
             try:
-                self._call("migration_abort", context, host,
-                           migration_id=row.id, instance=row.instance,
-                           role=role)
+                answer = self._call("migration_abort", context, host,
+                                    migration_id=row.id,
+                                    instance=row.instance, role=role)
             except (exception.TrustedPoolsError,
                     messaging.MessagingException) as error:
-                unanswered.append("%s: %s" % (host, _first_line(error)))
-        if unanswered:
+                answer = None
+                problem = _first_line(error)
+            else:
+                problem = None if role == _ROLE_DESTINATION else \
+                    _source_kept(answer, row)
+            if role == _ROLE_SOURCE and (answer is None or problem):
+                unconfirmed.append("%s: %s" % (host, problem))
+            elif role == _ROLE_DESTINATION and answer is None:
+                ignored.append("%s: %s" % (host, problem))
+        if ignored:
+            reason += (" (destination rollback not confirmed by %s; its "
+                       "copy was never committed, refuses to start and is "
+                       "discarded by the instance's next migration to it)"
+                       % "; ".join(ignored))
+        if unconfirmed:
             # The row stays active: the resume job repeats the rollback
-            # until both agents confirm it (a source whose unlock was lost
-            # would otherwise keep its only copy locked for ever).
+            # until the source confirms it (a source whose unlock was
+            # lost would otherwise keep its only copy locked for ever).
             reason += " (rollback not confirmed by %s; repeated later)" \
-                % "; ".join(unanswered)
+                % "; ".join(unconfirmed)
             try:
                 return self.db.advance_vtpm_migration(
                     row.id, (row.step,), row.step, reason=reason[:2000])
@@ -560,7 +648,9 @@ class MigrationCoordinator:
             waiting_live = row.kind == "live" and row.step == "delivered"
             timed_out = (now - row.updated_at).total_seconds() > \
                 self.step_timeout
-            if waiting_live and not timed_out:
+            completing = waiting_live and not timed_out and \
+                (row.reason or "").startswith(_COMPLETING)
+            if waiting_live and not timed_out and not completing:
                 continue  # the hypervisor's migration is running
             if not mine:
                 try:
@@ -574,7 +664,9 @@ class MigrationCoordinator:
                     continue
                 self._running.add(row.id)
             try:
-                if row.step in proto.PRE_COMMIT_STEPS:
+                if completing:
+                    self._complete({}, row.id)
+                elif row.step in proto.PRE_COMMIT_STEPS:
                     self._abort({}, row, "the conductor driving it stopped "
                                 "or the step timed out before the commit; "
                                 "rolled back")
@@ -592,21 +684,60 @@ class MigrationCoordinator:
     # --- notifications ----------------------------------------------------------
 
     def _notify(self, context: Any, row: db_api.VTPMMigrationRecord) -> None:
+        """Announce the step ``row`` just reached, off the worker: one
+        sender thread publishes the notifications in the order the steps
+        were recorded (a publish to the bus per step was a round trip on
+        the migration's path; the database row, not the notification, is
+        the record)."""
         metrics = getattr(self.manager, "metrics", None)
         if metrics is not None and row.step in ("completed", "aborted"):
             metrics.migration_ended(row.step)
-        notifier = self.manager.notifier
-        if notifier is None:
+        if self.manager.notifier is None:
             return
-        payload = migration_view(row)
-        try:
-            if row.step == "aborted":
-                notifier.warn({}, EVENT_PREFIX + row.step, payload)
-            else:
-                notifier.info({}, EVENT_PREFIX + row.step, payload)
-        except Exception as error:  # noqa: BLE001 - never stops a step
-            LOG.warning("Could not announce step %s of vTPM migration %s: "
-                        "%s", row.step, row.id, error)
+        with self._announce_lock:
+            self._announcements.put((row.step, row.id,
+                                     migration_view(row)))
+            if self._announcer is None or not self._announcer.is_alive():
+                self._announcer = threading.Thread(
+                    target=self._announce, name="vtpm-migration-notify",
+                    daemon=True)
+                self._announcer.start()
+
+    def _announce(self) -> None:
+        while True:
+            try:
+                step, migration_id, payload = self._announcements.get(
+                    timeout=60)
+            except queue.Empty:
+                with self._announce_lock:
+                    if self._announcements.empty():
+                        self._announcer = None
+                        return
+                continue
+            notifier = self.manager.notifier
+            try:
+                if notifier is None:
+                    pass
+                elif step == "aborted":
+                    notifier.warn({}, EVENT_PREFIX + step, payload)
+                else:
+                    notifier.info({}, EVENT_PREFIX + step, payload)
+            except Exception as error:  # noqa: BLE001 - never stops a step
+                LOG.warning("Could not announce step %s of vTPM migration "
+                            "%s: %s", step, migration_id, error)
+            finally:
+                self._announcements.task_done()
+
+    def flush_notifications(self, timeout: float = 10.0) -> bool:
+        """Wait until the queued notifications were published (tests, a
+        clean stop); False if some were still queued at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._announce_lock:
+                if self._announcements.unfinished_tasks == 0:
+                    return True
+            time.sleep(0.01)
+        return False
 
 
 def _asked(row: db_api.VTPMMigrationRecord) -> list[tuple[str, str]]:
@@ -621,6 +752,22 @@ def _asked(row: db_api.VTPMMigrationRecord) -> list[tuple[str, str]]:
     if row.step == "attested":
         return [(row.destination, _ROLE_DESTINATION)]
     return [(row.destination, _ROLE_DESTINATION), (row.source, _ROLE_SOURCE)]
+
+
+def _source_kept(answer: Any, row: db_api.VTPMMigrationRecord
+                 ) -> str | None:
+    """Why the source's answer to an abort does not confirm that it
+    unlocked and kept the instance's current epoch (None: it does). An
+    agent before 1.5 answers without the epoch; a source holding no copy
+    (the vTPM never existed there) answers None."""
+    if not isinstance(answer, dict) or answer.get("step") not in (
+            "aborted", "unknown"):
+        return "answered %.200r, not a rollback" % (answer,)
+    epoch = answer.get("epoch")
+    if epoch is not None and epoch != row.epoch - 1:
+        return ("its copy is at epoch %r, not the current epoch %d"
+                % (epoch, row.epoch - 1))
+    return None
 
 
 def _first_line(error: BaseException) -> str:

@@ -235,6 +235,14 @@ class VTPMDriver(abc.ABC):
         return [info for info in self.list()
                 if info.status is VTPMStatus.FAILED]
 
+    def update_metadata(self, instance_uuid: str,
+                        changes: Mapping[str, Any]) -> VTPMInfo:
+        """Merge ``changes`` into the vTPM's stored metadata (a migrated
+        vTPM's new chain to this host, on commit)."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="update_metadata",
+            reason="this driver keeps no metadata it can change")
+
     def export_state(self, instance_uuid: str, *, destination_key: Any,
                      live: bool = False) -> StateExport:
         """The stopped vTPM's state for the holder of ``destination_key``
@@ -287,9 +295,23 @@ class VTPMDriver(abc.ABC):
             driver=self.name, operation="prepare_incoming",
             reason="this driver cannot receive a running vTPM")
 
-    def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
+    def check_incoming(self, instance_uuid: str) -> VTPMInfo:
+        """Destination, after the hypervisor's migration completed and
+        before the conductor commits: raise unless the state arrived and
+        the receiving hypervisor holds the vTPM. Changes nothing (an
+        abort may still discard the vTPM)."""
+        raise exception.VTPMOperationNotSupported(
+            driver=self.name, operation="check_incoming",
+            reason="this driver cannot receive a running vTPM")
+
+    def finish_incoming(self, instance_uuid: str, *,
+                        checked: bool = False) -> VTPMInfo:
         """Destination, after the hypervisor's migration completed: the
-        vTPM is RUNNING here (its state arrived; metadata persisted)."""
+        vTPM is RUNNING here (its state arrived; metadata persisted).
+        ``checked``: :meth:`check_incoming` passed before the commit, so
+        a hypervisor that let go of the vTPM since (the guest stopped
+        right after the move) does not stop the committed vTPM from
+        being finished; the state must still be there."""
         raise exception.VTPMOperationNotSupported(
             driver=self.name, operation="finish_incoming",
             reason="this driver cannot receive a running vTPM")

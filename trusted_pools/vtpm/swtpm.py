@@ -1245,33 +1245,81 @@ class SwtpmDriver(VTPMDriver):
                 info=info, with_reason=True)
         return info
 
-    def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
+    def _check_received(self, uuid: str, info: VTPMInfo,
+                        operation: str, attached: bool) -> None:
+        """Raise unless the state arrived (and, ``attached``, the
+        destination hypervisor holds the vTPM)."""
+        if info.status is not VTPMStatus.MIGRATING:
+            raise self._wrong_state(
+                uuid, operation,
+                "running with the hypervisor that received it",
+                info=info, with_reason=True)
+        # The state arrived: QEMU loaded the blobs (decrypted with the
+        # migration key) and swtpm stored them under our state key. A
+        # swtpm that never got them has no state file.
+        self._check_state_file(uuid)
+        assert info.pid is not None
+        if attached and not self._hypervisor_attached(uuid, info.pid):
+            raise exception.VTPMInvalidState(
+                instance=uuid, state="not attached",
+                operation=operation, expected="held by the "
+                "destination hypervisor (its QEMU is gone: the "
+                "migration did not complete)")
+
+    def update_metadata(self, instance_uuid: str,
+                        changes: Mapping[str, Any]) -> VTPMInfo:
+        uuid = canonical_uuid(instance_uuid)
+        if not isinstance(changes, Mapping) or any(
+                key in changes for key in ("instance_uuid", "driver",
+                                           "binding_key")):
+            raise exception.InvalidParameterValue(
+                name="changes", reason="a mapping that leaves the "
+                "instance, driver and binding key alone")
+        with self._lock:
+            data = dict(self._metadata(uuid))
+            data.update(json.loads(json.dumps(dict(changes))))
+            if len(json.dumps(data)) > _MAX_METADATA_BYTES:
+                raise exception.InvalidParameterValue(
+                    name="changes", reason="more than %d bytes of "
+                    "metadata" % _MAX_METADATA_BYTES)
+            self._write_metadata(uuid, data)
+            return self.status(uuid)
+
+    def check_incoming(self, instance_uuid: str) -> VTPMInfo:
         uuid = canonical_uuid(instance_uuid)
         with self._lock:
             info = self.status(uuid)
             if info.migration != MIGRATION_INCOMING:
-                if info.status is VTPMStatus.RUNNING and "received_at" in \
-                        (info.metadata.get("live_migration") or {}):
+                raise self._wrong_state(uuid, "check_incoming",
+                                        "arriving by live migration",
+                                        info=info)
+            self._check_received(uuid, info, "check_incoming", True)
+            return info
+
+    def finish_incoming(self, instance_uuid: str, *,
+                        checked: bool = False) -> VTPMInfo:
+        uuid = canonical_uuid(instance_uuid)
+        with self._lock:
+            info = self.status(uuid)
+            if info.migration != MIGRATION_INCOMING:
+                if "received_at" in (info.metadata.get("live_migration")
+                                     or {}) and (
+                        checked or info.status is VTPMStatus.RUNNING):
                     return info  # finished already
                 raise self._wrong_state(uuid, "finish_incoming",
                                         "arriving by live migration",
                                         info=info)
-            if info.status is not VTPMStatus.MIGRATING:
-                raise self._wrong_state(
-                    uuid, "finish_incoming",
-                    "running with the hypervisor that received it",
-                    info=info, with_reason=True)
-            # The state arrived: QEMU loaded the blobs (decrypted with the
-            # migration key) and swtpm stored them under our state key. A
-            # swtpm that never got them has no state file.
-            self._check_state_file(uuid)
-            assert info.pid is not None
-            if not self._hypervisor_attached(uuid, info.pid):
-                raise exception.VTPMInvalidState(
-                    instance=uuid, state="not attached",
-                    operation="finish_incoming", expected="held by the "
-                    "destination hypervisor (its QEMU is gone: the "
-                    "migration did not complete)")
+            if checked and info.pid is None:
+                # Checked before the commit, its swtpm ended since (the
+                # guest stopped): the state is what was checked, and the
+                # exit "before the migration was finished" was after it
+                # really finished; the vTPM is stopped, not failed.
+                self._check_state_file(uuid)
+                with _suppress_oserror():
+                    (self._dir(uuid) / "failed.json").unlink()
+            else:
+                self._check_received(uuid, info, "finish_incoming",
+                                     not checked)
             data = dict(info.metadata)
             received = dict(data.get("live_migration") or {})
             received["received_at"] = time.time()

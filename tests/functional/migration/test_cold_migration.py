@@ -124,6 +124,8 @@ def _cold_migration_moves_the_marker_and_erases_the_source(
     tap = BusTap(rabbit_url)
     try:
         done = mp.migrate(uuid, a, b)
+        # Step notifications go out from their own sender thread.
+        assert mp.coordinator.flush_notifications()
         captured = tap.drain()
     finally:
         tap.close()
@@ -360,8 +362,12 @@ class LiveDriver(SwtpmDriver):
         return VTPMInfo(instance_uuid, VTPMStatus.MIGRATING,
                         reason="waiting for QEMU's incoming stream")
 
-    def finish_incoming(self, instance_uuid):
-        self.calls.append(("finish_incoming", instance_uuid))
+    def check_incoming(self, instance_uuid):
+        self.calls.append(("check_incoming", instance_uuid))
+        return VTPMInfo(instance_uuid, VTPMStatus.MIGRATING)
+
+    def finish_incoming(self, instance_uuid, *, checked=False):
+        self.calls.append(("finish_incoming", instance_uuid, checked))
         return VTPMInfo(instance_uuid, VTPMStatus.RUNNING)
 
     def finish_outgoing(self, instance_uuid):
@@ -417,7 +423,12 @@ def _live_key_path(mp, rabbit_url):
     assert answer["step"] == "delivered"  # the work is on the worker
     done = mp.wait(started["id"])
     assert (done["step"], done["epoch"]) == ("completed", 1), done
-    assert ("finish_incoming", uuid) in live[b.name].calls
+    # The destination confirmed the state arrived before the commit
+    # (1.5), so its finish after the commit is the checked one.
+    finishing = [c for c in live[b.name].calls
+                 if c[0] in ("check_incoming", "finish_incoming")]
+    assert finishing == [("check_incoming", uuid),
+                         ("finish_incoming", uuid, True)], finishing
     assert ("finish_outgoing", uuid) in live[a.name].calls
     assert mp.migrations(b).epoch_floor(uuid) == 1
     with pytest.raises(exception.ConcurrentUpdate):

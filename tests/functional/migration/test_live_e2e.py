@@ -190,11 +190,12 @@ def _refused_before_qemu_moves(mp: Any, clock: _DriverClock,
     coordinator = mp.coordinator
     real_clock, real_standing = coordinator.clock, coordinator._standing
 
-    def standing(host: str, min_level: int | None) -> str | None:
+    def standing(host, record, verdict, min_level: int | None
+                 ) -> str | None:
         if host == b.name:
             coordinator.clock = lambda: real_clock() + 3600
         try:
-            return real_standing(host, min_level)
+            return real_standing(host, record, verdict, min_level)
         finally:
             coordinator.clock = real_clock
     coordinator._standing = standing

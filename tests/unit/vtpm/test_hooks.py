@@ -16,8 +16,9 @@ from trusted_pools.vtpm.driver import (MIGRATION_INCOMING, VTPMDriver,
                                        VTPMInfo, VTPMStatus)
 
 UUID = "0b6c1f0e-5f5b-4a47-9a1e-3f1d2c3b4a59"
-LIVE_METHODS = ("live_migration_key", "prepare_incoming", "finish_incoming",
-                "finish_outgoing", "abort_incoming", "abort_outgoing")
+LIVE_METHODS = ("live_migration_key", "prepare_incoming", "check_incoming",
+                "finish_incoming", "finish_outgoing", "abort_incoming",
+                "abort_outgoing")
 
 
 class RecordingDriver(VTPMDriver):
@@ -41,7 +42,12 @@ class RecordingDriver(VTPMDriver):
                            dict(metadata)))
         return self._info(VTPMStatus.MIGRATING, MIGRATION_INCOMING)
 
-    def finish_incoming(self, instance_uuid: str) -> VTPMInfo:
+    def check_incoming(self, instance_uuid: str) -> VTPMInfo:
+        self.calls.append(("check_incoming", instance_uuid))
+        return self._info(VTPMStatus.MIGRATING, MIGRATION_INCOMING)
+
+    def finish_incoming(self, instance_uuid: str, *,
+                        checked: bool = False) -> VTPMInfo:
         self.calls.append(("finish_incoming", instance_uuid))
         return self._info()
 
@@ -148,7 +154,9 @@ def test_live_step_signatures_are_the_agreed_ones():
         "prepare_incoming": "(self, instance_uuid: 'str', *, migration_key:"
                             " 'bytes', metadata: 'Mapping[str, Any]') -> "
                             "'VTPMInfo'",
-        "finish_incoming": "(self, instance_uuid: 'str') -> 'VTPMInfo'",
+        "check_incoming": "(self, instance_uuid: 'str') -> 'VTPMInfo'",
+        "finish_incoming": "(self, instance_uuid: 'str', *, checked: "
+                           "'bool' = False) -> 'VTPMInfo'",
         "finish_outgoing": "(self, instance_uuid: 'str') -> 'None'",
         "abort_incoming": "(self, instance_uuid: 'str') -> 'None'",
         "abort_outgoing": "(self, instance_uuid: 'str') -> 'VTPMInfo'",
