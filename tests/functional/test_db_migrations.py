@@ -30,7 +30,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "d41c7a9e2b58"
+    assert migration.head() == "f3a9c1e7d5b4"
 
 
 def test_upgrade_from_empty(empty_db_url):

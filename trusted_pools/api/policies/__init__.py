@@ -12,6 +12,7 @@ from oslo_policy import policy
 
 from trusted_pools.api.policies import base
 from trusted_pools.api.policies import hosts
+from trusted_pools.api.policies import instance_policies
 from trusted_pools.api.policies import instances
 from trusted_pools.api.policies import policies
 from trusted_pools.api.policies import secrets
@@ -23,6 +24,7 @@ def list_rules() -> list[policy.RuleDefault]:
     """Every default rule (entry point ``oslo.policy.policies``)."""
     return list(itertools.chain(base.list_rules(), hosts.list_rules(),
                                 instances.list_rules(),
+                                instance_policies.list_rules(),
                                 policies.list_rules(),
                                 secrets.list_rules(),
                                 verdicts.list_rules(),
