@@ -21,7 +21,8 @@ EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "host_binding_keys", "secrets", "vtpm_migrations",
                    "policy_assignments", "verdicts", "ima_state",
                    "conductors", "host_operations", "instance_verdicts",
-                   "instance_challenges",
+                   "instance_challenges", "instance_policies",
+                   "instance_policy_assignments",
                    "alembic_version"}
 
 
