@@ -267,6 +267,7 @@ assign_instance_policy = {
 #: GET /v1/instance-policies/{name} and DELETE (1.5).
 instance_policy_version_query = {
     "type": "object",
-    "properties": {"version": {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}},
+    "properties": {"version": {"type": "string",
+                               "pattern": "^[1-9][0-9]{0,8}$"}},
     "additionalProperties": False,
 }

@@ -84,15 +84,10 @@ class DatabaseChallenges:
             image = challenge.image if challenge is not None and \
                 challenge.instance == instance else None
             subjects.append((instance, image))
-        records = self.db.instance_policies_for(subjects)
-        out: list[deep_mod.InstancePolicy | None] = []
-        for instance, _image in subjects:
-            record = records.get(instance)
-            out.append(None if record is None else
-                       deep_mod.InstancePolicy.from_body(
-                           record.name, record.version, record.level,
-                           record.pcrs))
-        return out
+        return [None if record is None else
+                deep_mod.InstancePolicy.from_body(
+                    record.name, record.version, record.level, record.pcrs)
+                for record in self.db.instance_policies_for(subjects)]
 
     def consume_many(self, host: str | None,
                      claims: Sequence[tuple[str, bytes]]

@@ -1403,11 +1403,11 @@ class Connection:
     @_translate_errors
     def instance_policies_for(
             self, subjects: Sequence[tuple[str, str | None]]
-    ) -> dict[str, InstancePolicyRecord]:
-        """The policy version each ``(instance, image)`` is held to now:
-        the instance's own assignment if it has one, else its image's
-        (``image`` as the trusted caller named it; None: no image).
-        Instances held to nothing are absent. One read transaction."""
+    ) -> list[InstancePolicyRecord | None]:
+        """The policy version each ``(instance, image)`` is held to now,
+        in order: the instance's own assignment if it has one, else its
+        image's (``image`` as the trusted caller named it; None: no
+        image), else None. One read transaction."""
         assignments = models.InstancePolicyAssignment
         table = models.InstancePolicy
         instances = sorted({i for i, _image in subjects})
@@ -1436,13 +1436,12 @@ class Connection:
                 if row is not None:
                     versions[(name, version)] = _record(
                         InstancePolicyRecord, row)
-        out: dict[str, InstancePolicyRecord] = {}
+        out: list[InstancePolicyRecord | None] = []
         for instance, image in subjects:
             pick = chosen.get(("instance", instance))
             if pick is None and image is not None:
                 pick = chosen.get(("image", image))
-            if pick is not None and pick in versions:
-                out[instance] = versions[pick]
+            out.append(None if pick is None else versions.get(pick))
         return out
 
     @_translate_errors

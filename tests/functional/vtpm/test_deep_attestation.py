@@ -21,6 +21,7 @@ import pytest
 from tests import pool_harness
 from tests.local_agents import LocalAgents
 from tests import swtpm_pool as swtpm_pool_module
+from trusted_pools import exception
 from trusted_pools.agent.attester import Attester
 from trusted_pools.verifier import deep
 from trusted_pools.protocol import keystore, vtpm_binding
@@ -694,7 +695,6 @@ def test_a_policy_in_use_cannot_be_deleted(world, policies):
     record = _store(policies, "in-use", {"sha256": {"0": "00" * 32}})
     instance = str(uuid.uuid4())
     policies.assign_instance_policy("instance", instance, record.name)
-    from trusted_pools import exception
     with pytest.raises(exception.InstancePolicyInUse):
         policies.delete_instance_policy(record.name)
     policies.unassign_instance_policy("instance", instance)

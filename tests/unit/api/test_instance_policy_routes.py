@@ -84,10 +84,8 @@ def test_create_show_assign_unassign_delete(client, db):
     assert put.json["assignment"]["kind"] == "instance"
     client.put("/v1/images/%s/instance-policy" % IMAGE,
                {"name": "guest-golden"}, version=V15)
-    assert db.instance_policies_for([(INSTANCE, IMAGE)])[INSTANCE].version \
-        == 1
-    assert db.instance_policies_for([(str(uuid.uuid4()), IMAGE)]
-                                    ).popitem()[1].version == 2
+    assert [p.version for p in db.instance_policies_for(
+        [(INSTANCE, IMAGE), (str(uuid.uuid4()), IMAGE)])] == [1, 2]
     refused = client.delete("/v1/instance-policies/guest-golden",
                             version=V15)
     assert refused.status_code == 409
