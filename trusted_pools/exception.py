@@ -415,6 +415,24 @@ class InstanceVerdictNotFound(NotFound):
     _msg_fmt = "Instance %(instance)s has no deep-attestation verdict"
 
 
+class InstancePolicyNotFound(NotFound):
+    _msg_fmt = "Instance policy %(policy)s version %(version)s does not exist"
+
+
+class InstancePolicyAssignmentNotFound(NotFound):
+    _msg_fmt = "No instance policy is assigned to %(kind)s %(target)s"
+
+
+class InstancePolicyInUse(Conflict):
+    _msg_fmt = ("Instance policy %(policy)s is assigned to %(targets)s: "
+                "unassign it first")
+
+
+class InstanceNotCapturable(Conflict):
+    _msg_fmt = ("Cannot capture an instance policy from instance "
+                "%(instance)s: %(reason)s")
+
+
 class VTPMReportNotFound(NotFound):
     _msg_fmt = ("Host %(host)s has no vTPM report yet; ask its agent for "
                 "one with POST /v1/hosts/%(host)s/vtpms")

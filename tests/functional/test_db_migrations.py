@@ -21,7 +21,8 @@ EXPECTED_TABLES = {"hosts", "registrations", "policies", "verdict_sequence",
                    "host_binding_keys", "secrets", "vtpm_migrations",
                    "policy_assignments", "verdicts", "ima_state",
                    "conductors", "host_operations", "instance_verdicts",
-                   "instance_challenges",
+                   "instance_challenges", "instance_policies",
+                   "instance_policy_assignments",
                    "key_releases", "distrust_actions",
                    "alembic_version"}
 
@@ -31,7 +32,7 @@ def _engine(url: str) -> sa.engine.Engine:
 
 
 def test_single_head():
-    assert migration.head() == "d2f4a8c6e195"
+    assert migration.head() == "f3a9c1e7d5b4"
 
 
 def test_upgrade_from_empty(empty_db_url):

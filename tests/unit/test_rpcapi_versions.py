@@ -237,3 +237,22 @@ def test_deep_attestation_calls_refused_below_3_3():
     api.certify_binding_key({}, "h", conductor="c")
     api.deep_attest({}, "h", [{}], conductor="c")
     assert [p["version"] for p in api.client.prepared] == ["3.3", "3.3"]
+
+
+def test_challenge_names_the_image_only_from_3_4():
+    """The image (instance policies) goes out at 3.4 only; a client
+    pinned to 3.3 refuses to drop it silently (the instance would be
+    judged without its image's policy), and a challenge without an image
+    still goes out at 3.3."""
+    from trusted_pools import exception
+    api = conductor_rpcapi.ConductorAPI.__new__(conductor_rpcapi.ConductorAPI)
+    api.client = _CappedRecorder("3.3")
+    with pytest.raises(exception.TemporaryFailure) as error:
+        api.challenge_instance({}, "h", "i", conductor="c", image="m")
+    assert "rpc_pins" in str(error.value)
+    assert api.client.prepared == []
+    api.challenge_instance({}, "h", "i", conductor="c")
+    assert api.client.prepared[-1]["version"] == "3.3"
+    api.client = _CappedRecorder("3.4")
+    api.challenge_instance({}, "h", "i", conductor="c", image="m")
+    assert api.client.prepared[-1]["version"] == "3.4"

@@ -43,6 +43,17 @@ can see, with the release note):
   the answer has ``links`` with the next page. POST /v1/distrust-actions
   (trusted-pools-placement-sync reports the actions it took on a host
   that stopped being trusted) and GET /v1/distrust-actions (readers).
+* 1.5 - Instance policies (golden guest measurements for deep
+  attestation): GET/POST /v1/instance-policies, GET/DELETE
+  /v1/instance-policies/{name} (``?version=N``), POST
+  /v1/instances/{uuid}/capture-policy (a new version from the PCR values
+  the instance's latest deep attestation verified), PUT/DELETE
+  /v1/images/{uuid}/instance-policy and /v1/instances/{uuid}/
+  instance-policy (an instance's assignment wins over its image's), GET
+  /v1/instance-policy-assignments. POST /v1/instances/{uuid}/challenge
+  takes an optional ``image`` (the instance's image, named by the
+  caller, never by the host or the guest). Instance verdicts name the
+  policy (``name@version``) they were appraised against.
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ from trusted_pools.api import errors
 
 SERVICE_TYPE = "trusted-pools"
 HEADER = "OpenStack-API-Version"
-VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
+VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
 MIN = microversion_parse.parse_version_string(VERSIONS[0])
 MAX = microversion_parse.parse_version_string(VERSIONS[-1])
 #: Enroll, attest and capture answer 202 with an operation to poll.
@@ -66,6 +77,8 @@ DEEP_ATTESTATION = microversion_parse.parse_version_string("1.3")
 #: GET /v1/key-releases, /v1/distrust-actions; a host's verdict history
 #: pages with a marker.
 KEY_RELEASES = microversion_parse.parse_version_string("1.4")
+#: Instance policies; the challenge names the image.
+INSTANCE_POLICIES = microversion_parse.parse_version_string("1.5")
 
 
 def require(version: microversion_parse.Version,

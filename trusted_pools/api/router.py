@@ -9,6 +9,7 @@ import routes
 from trusted_pools.api import errors
 from trusted_pools.api.handlers import distrust_actions
 from trusted_pools.api.handlers import hosts
+from trusted_pools.api.handlers import instance_policies
 from trusted_pools.api.handlers import instances
 from trusted_pools.api.handlers import key_releases
 from trusted_pools.api.handlers import policies
@@ -38,6 +39,20 @@ ROUTES: dict[str, dict[str, Handler]] = {
                                "POST": hosts.refresh_vtpms},
     "/v1/instances/{uuid}/challenge": {"POST": instances.challenge},
     "/v1/instances/{uuid}/verdict": {"GET": instances.verdict},
+    "/v1/instances/{uuid}/capture-policy": {
+        "POST": instance_policies.capture},
+    "/v1/instances/{uuid}/instance-policy": {
+        "PUT": instance_policies.assign_instance,
+        "DELETE": instance_policies.unassign_instance},
+    "/v1/images/{uuid}/instance-policy": {
+        "PUT": instance_policies.assign_image,
+        "DELETE": instance_policies.unassign_image},
+    "/v1/instance-policies": {"GET": instance_policies.list_policies,
+                              "POST": instance_policies.create},
+    "/v1/instance-policies/{name}": {"GET": instance_policies.show,
+                                     "DELETE": instance_policies.delete},
+    "/v1/instance-policy-assignments": {
+        "GET": instance_policies.list_assignments},
     "/v1/policies": {"GET": policies.list_policies,
                      "POST": policies.create},
     "/v1/policies/{name}": {"GET": policies.show},

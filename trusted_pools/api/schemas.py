@@ -259,3 +259,57 @@ def body(request: webob.Request, schema: dict, max_bytes: int) -> Any:
                                  % exc, code="request.malformed")
     validate(data, schema, "body")
     return data
+
+#: POST /v1/instances/{uuid}/challenge from 1.5: the instance's image
+#: may be named (it picks the image's instance policy). The caller is
+#: the trusted party here: the host and the guest never name the image.
+challenge_instance_1_5 = {
+    "type": "object",
+    "properties": {"host": _NAME, "image": _UUID},
+    "required": ["host"],
+    "additionalProperties": False,
+}
+
+#: POST /v1/instance-policies (1.5): ``pcrs`` bank -> PCR -> allowed hex
+#: value(s); the verifier's loader checks the content.
+create_instance_policy = {
+    "type": "object",
+    "properties": {"name": _NAME,
+                   "level": {"type": "integer", "enum": [2, 3]},
+                   "pcrs": {"type": "object", "minProperties": 1,
+                            "maxProperties": 8}},
+    "required": ["name", "pcrs"],
+    "additionalProperties": False,
+}
+
+#: POST /v1/instances/{uuid}/capture-policy (1.5).
+capture_instance_policy = {
+    "type": "object",
+    "properties": {"name": _NAME,
+                   "level": {"type": "integer", "enum": [2, 3]},
+                   "pcrs": {"type": "array", "minItems": 1, "maxItems": 24,
+                            "items": {"type": "integer", "minimum": 0,
+                                      "maximum": 23}},
+                   "banks": {"type": "array", "minItems": 1,
+                             "maxItems": 8,
+                             "items": {"type": "string", "maxLength": 16}}},
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+#: PUT /v1/{images,instances}/{uuid}/instance-policy (1.5).
+assign_instance_policy = {
+    "type": "object",
+    "properties": {"name": _NAME,
+                   "version": {"type": ["integer", "null"], "minimum": 1}},
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+#: GET /v1/instance-policies/{name} and DELETE (1.5).
+instance_policy_version_query = {
+    "type": "object",
+    "properties": {"version": {"type": "string",
+                               "pattern": "^[1-9][0-9]{0,8}$"}},
+    "additionalProperties": False,
+}

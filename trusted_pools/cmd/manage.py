@@ -18,6 +18,7 @@ from trusted_pools.cmd import conductor_key
 from trusted_pools.cmd import db
 from trusted_pools.cmd import ek
 from trusted_pools.cmd import evidence
+from trusted_pools.cmd import instance_policy
 from trusted_pools.cmd import rabbitmq
 from trusted_pools.cmd import vtpm_migration
 from trusted_pools.cmd import vtpm_report
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "database, verify TPM 2.0 evidence from files, hash an "
                     "EK certificate, show or make the conductor's signing "
                     "key, set up the RabbitMQ users per role, show a host's "
-                    "last vTPM report, list vTPM migrations. "
+                    "last vTPM report, list vTPM migrations, keep instance "
+                    "policies (golden guest measurements). "
                     "Hosts, policies and verdicts: 'openstack trusted "
                     "...' (the API checks who asks).")
     cmd.add_config_arguments(parser)
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_commands(commands)
     ek.add_commands(commands)
     evidence.add_commands(commands)
+    instance_policy.add_commands(commands)
     rabbitmq.add_commands(commands)
     vtpm_report.add_commands(commands)
     vtpm_migration.add_commands(commands)

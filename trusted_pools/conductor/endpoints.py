@@ -249,11 +249,13 @@ class ManagementEndpoint:
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)
-    def challenge_instance(self, context: dict, host: str, instance: str
-                           ) -> dict[str, Any]:
+    def challenge_instance(self, context: dict, host: str, instance: str,
+                           image: str | None = None) -> dict[str, Any]:
         # Kept in the database by the host's owner: no agent call.
+        # ``image`` (3.4) comes from trusted-pools-api's caller, on the
+        # management bus: agents cannot reach this endpoint.
         return self._manager.challenge_instance(context, instance,
-                                                host=host)
+                                                host=host, image=image)
 
     @messaging.expose
     @messaging.expected_exceptions(*_HOST_OPERATION_ERRORS)

@@ -54,14 +54,40 @@ class DatabaseChallenges:
         self.limit = limit
         self._clock = clock
 
-    def issue(self, instance: str, host: str | None = None) -> bytes:
+    def issue(self, instance: str, host: str | None = None,
+              image: str | None = None) -> bytes:
+        """``image``: the instance's image as the trusted caller named it
+        (it picks the image's instance policy when the nonce is spent)."""
         instance = deep_mod.instance_id(instance)
+        if image is not None:
+            image = deep_mod.instance_id(image)
         now = self._clock()
         nonce = os.urandom(32)
         self.db.add_instance_challenge(
             nonce_digest(nonce), instance, host, self.conductor,
-            _utc(now), _utc(now + self.ttl), self.limit)
+            _utc(now), _utc(now + self.ttl), self.limit, image=image)
         return nonce
+
+    def policies_for(self, claims: Sequence[tuple[str, bytes]]
+                     ) -> list[deep_mod.InstancePolicy | None]:
+        """The instance policy of each ``(instance, nonce)`` of a batch:
+        the instance's own assignment, else that of the image the trusted
+        caller named with the challenge of ``nonce`` (only if that
+        challenge was issued for this instance: a nonce of another
+        instance is refused when spent anyway). Nothing the host or the
+        guest sent names the image."""
+        challenges = self.db.instance_challenges(
+            [nonce_digest(nonce) for _instance, nonce in claims])
+        subjects = []
+        for instance, nonce in claims:
+            challenge = challenges.get(nonce_digest(nonce))
+            image = challenge.image if challenge is not None and \
+                challenge.instance == instance else None
+            subjects.append((instance, image))
+        return [None if record is None else
+                deep_mod.InstancePolicy.from_body(
+                    record.name, record.version, record.level, record.pcrs)
+                for record in self.db.instance_policies_for(subjects)]
 
     def consume_many(self, host: str | None,
                      claims: Sequence[tuple[str, bytes]]

@@ -208,7 +208,8 @@ class ConductorManager:
             db, host, clock=lambda: self.clock())
         self.deep = deep_mod.DeepVerifier(
             deep_mod.InstanceResultSigner(signing_key, host),
-            nonces=self.instance_challenges, validity=self.validity)
+            nonces=self.instance_challenges, validity=self.validity,
+            policies_for=self.instance_challenges.policies_for)
         #: vTPM migrations (issue 12): the state machine this conductor
         #: drives (trusted_pools.conductor.migration).
         self.migrations = migration_mod.MigrationCoordinator(
@@ -859,7 +860,8 @@ class ConductorManager:
     # --- deep attestation (NFV-SEC 007 4.4.3/4.4.4) --------------------------
 
     def challenge_instance(self, context: dict, instance: str,
-                           host: str | None = None) -> dict[str, Any]:
+                           host: str | None = None,
+                           image: str | None = None) -> dict[str, Any]:
         """A one-use nonce for the guest of ``instance`` to quote over
         with its vTPM AK (valid ``deep.nonces.ttl`` seconds).
 
@@ -867,16 +869,31 @@ class ConductorManager:
         attestation of that host may spend the nonce. A host that is not
         enrolled gets no nonce (its instances cannot be attested). The
         nonce is kept in the database: any conductor can verify the
-        quote, and a restart does not forget that it was spent."""
+        quote, and a restart does not forget that it was spent.
+
+        ``image`` (from RPC 3.4): the instance's image, named by the
+        trusted caller (trusted-pools-api's user or Nova), kept with the
+        nonce: it picks the image's instance policy when the quote is
+        judged. The host and the guest never name it."""
         instance = deep_mod.instance_id(instance)
+        if image is not None:
+            try:
+                image = deep_mod.instance_id(image)
+            except exception.InvalidParameterValue:
+                raise exception.InvalidParameterValue(
+                    name="image", reason="%r is not a UUID" % (image,)) \
+                    from None
         if host is not None:
             self._check_owner(host)
             self._state(host)
         answer = {"instance": instance,
-                  "nonce": _b64(self.deep.challenge(instance, host)),
+                  "nonce": _b64(self.deep.challenge(instance, host,
+                                                    image)),
                   "expires_in": int(self.deep.nonces.ttl)}
         if host is not None:
             answer["host"] = host
+        if image is not None:
+            answer["image"] = image
         return answer
 
     def _host_standing(self, state: verifier.HostState
@@ -1005,7 +1022,8 @@ class ConductorManager:
             reasons=list(o.verdict.reasons),
             signed_result=o.signed_result,
             issued_at=_utc(o.verdict.issued_at),
-            expires_at=_utc(o.verdict.expires_at))
+            expires_at=_utc(o.verdict.expires_at),
+            pcrs=None if o.pcrs is None else deep_mod.pcrs_wire(o.pcrs))
             for claim, (_index, o) in enumerate(judged)
             if o.verdict is not None}
         errors = self.instance_challenges.settle(

@@ -53,6 +53,10 @@ Management API version history:
   answers apart by the ``operation`` key. list_vtpms(host): a host
   operation of kind ``list_vtpms`` whose result is the host's own report
   of its vTPMs (labelled host-reported; not evidence).
+* 3.4 - challenge_instance takes ``image`` (the instance's image as the
+  trusted caller named it; it picks the image's instance policy). Sent
+  only when given; a 3.3 conductor cannot take it (RPCVersionCapError
+  becomes a TemporaryFailure naming the pin).
 
 Evidence API version history:
 
@@ -81,11 +85,13 @@ TOPIC = topics.CONDUCTOR_TOPIC
 EVIDENCE_TOPIC = topics.EVIDENCE_TOPIC
 VERDICTS_TOPIC = topics.VERDICTS_TOPIC
 
-RPC_API_VERSION = "3.3"
+RPC_API_VERSION = "3.4"
 #: vTPM migration.
 MIGRATION_VERSION = "3.2"
 #: Deep attestation, the vTPM view, certify_binding_key as an operation.
 DEEP_VERSION = "3.3"
+#: challenge_instance takes the image (instance policies).
+INSTANCE_POLICY_VERSION = "3.4"
 EVIDENCE_API_VERSION = "1.1"
 VERDICTS_API_VERSION = "1.0"
 
@@ -238,9 +244,19 @@ class ConductorAPI:
         return self._prepare(conductor, DEEP_VERSION)
 
     def challenge_instance(self, context: dict, host: str, instance: str,
-                           *, conductor: str) -> dict[str, Any]:
-        return self._prepare_deep(conductor).call(
-            context, "challenge_instance", host=host, instance=instance)
+                           *, conductor: str, image: str | None = None
+                           ) -> dict[str, Any]:
+        if image is None:
+            return self._prepare_deep(conductor).call(
+                context, "challenge_instance", host=host, instance=instance)
+        if not self.client.can_send_version(INSTANCE_POLICY_VERSION):
+            raise exception.TemporaryFailure(
+                reason="conductors are pinned below %s ([rpc_pins] "
+                "conductor): a challenge cannot name the image yet"
+                % INSTANCE_POLICY_VERSION)
+        return self._prepare(conductor, INSTANCE_POLICY_VERSION).call(
+            context, "challenge_instance", host=host, instance=instance,
+            image=image)
 
     def deep_attest(self, context: dict, host: str,
                     instances: list[dict[str, Any]], *, conductor: str

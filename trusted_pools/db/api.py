@@ -410,10 +410,16 @@ class InstanceVerdictRecord:
     signed_result: str | None
     issued_at: datetime.datetime
     expires_at: datetime.datetime
+    #: The vTPM PCR values the verdict verified (bank name -> PCR ->
+    #: hex), None when not recorded.
+    pcrs: dict[str, dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         _non_empty(self.instance, "instance", limit=36)
         _choice(self.status, models.VERDICT_STATUSES, "status")
+        if self.pcrs is not None and not isinstance(self.pcrs, dict):
+            raise exception.InvalidParameterValue(
+                name="pcrs", reason="must be a dict or None")
         for name in ("level", "host_level", "registration_generation"):
             _count(getattr(self, name), name)
         if self.host_sequence is not None:
@@ -442,6 +448,35 @@ class InstanceChallengeRecord:
     issued_at: datetime.datetime
     expires_at: datetime.datetime
     used_at: datetime.datetime | None
+    #: The image the trusted caller named (None: not named).
+    image: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstancePolicyRecord:
+    """One stored version of an instance policy (see
+    :class:`trusted_pools.db.models.InstancePolicy`); ``pcrs`` is the
+    body the verifier validated (bank name -> PCR -> allowed hex)."""
+
+    id: int
+    name: str
+    version: int
+    level: int
+    pcrs: dict[str, dict[str, list[str]]]
+    created_at: datetime.datetime
+    created_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstancePolicyAssignmentRecord:
+    """``kind`` image or instance; ``policy_version`` None follows the
+    latest version."""
+
+    kind: str
+    target: str
+    policy_name: str
+    policy_version: int | None
+    assigned_at: datetime.datetime
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1251,6 +1286,223 @@ class Connection:
         with self._reader() as session:
             return [_policy(row) for row in session.scalars(query)]
 
+    # -- instance policies (golden guest measurements, deep attestation)
+
+    @_translate_errors
+    @_retry_allocation
+    def create_instance_policy_version(self, name: str, level: int,
+                                       pcrs: dict[str, Any],
+                                       created_by: str
+                                       ) -> InstancePolicyRecord:
+        """Store ``pcrs`` (a body the verifier validated) as the next
+        version of instance policy ``name`` (1 for a new name)."""
+        _non_empty(name, "name")
+        _non_empty(created_by, "created_by")
+        if level not in (2, 3) or isinstance(level, bool):
+            raise exception.InvalidParameterValue(
+                name="level", reason="an instance policy stands for level "
+                "2 or 3")
+        if not isinstance(pcrs, dict) or not pcrs:
+            raise exception.InvalidParameterValue(
+                name="pcrs", reason="must be a non-empty dict")
+        table = models.InstancePolicy
+        with self._writer() as session:
+            current = session.scalar(
+                sa.select(sa.func.max(table.version)).where(
+                    table.name == name))
+            row = table(name=name, version=(current or 0) + 1, level=level,
+                        pcrs=pcrs, created_at=self._clock(),
+                        created_by=created_by)
+            session.add(row)
+            session.flush()
+            return _record(InstancePolicyRecord, row)
+
+    @_translate_errors
+    def get_instance_policy(self, name: str, version: int | None = None
+                            ) -> InstancePolicyRecord:
+        """One version of an instance policy; None gives the latest."""
+        table = models.InstancePolicy
+        query = sa.select(table).where(table.name == name)
+        if version is None:
+            query = query.order_by(table.version.desc()).limit(1)
+        else:
+            query = query.where(table.version == version)
+        with self._reader() as session:
+            row = session.scalars(query).first()
+            if row is None:
+                raise exception.InstancePolicyNotFound(
+                    policy=name, version="latest" if version is None
+                    else version)
+            return _record(InstancePolicyRecord, row)
+
+    @_translate_errors
+    def list_instance_policies(self, name: str | None = None
+                               ) -> list[InstancePolicyRecord]:
+        """Every stored version, by name then version."""
+        table = models.InstancePolicy
+        query = sa.select(table).order_by(table.name, table.version)
+        if name is not None:
+            query = query.where(table.name == name)
+        with self._reader() as session:
+            return [_record(InstancePolicyRecord, row)
+                    for row in session.scalars(query)]
+
+    @_translate_errors
+    @_retry_deadlock
+    def delete_instance_policy(self, name: str,
+                               version: int | None = None) -> int:
+        """Delete one version (or all versions) of an instance policy.
+        Refused (:class:`InstancePolicyInUse`) while anything is held to
+        the policy: an instance must never fall back to "no policy"
+        (a lower bar) because its policy was deleted under it. Returns
+        the number of versions deleted."""
+        table = models.InstancePolicy
+        assignments = models.InstancePolicyAssignment
+        with self._writer() as session:
+            held = session.execute(
+                sa.select(assignments.target_kind, assignments.target_id)
+                .where(assignments.policy_name == name)
+                .order_by(assignments.target_kind, assignments.target_id)
+                .limit(5)).all()
+            if held:
+                raise exception.InstancePolicyInUse(
+                    policy=name, targets=", ".join(
+                        "%s %s" % (k, t) for k, t in held))
+            query = sa.delete(table).where(table.name == name)
+            if version is not None:
+                query = query.where(table.version == version)
+            deleted = session.execute(query).rowcount
+            if not deleted:
+                raise exception.InstancePolicyNotFound(
+                    policy=name, version="any" if version is None
+                    else version)
+            return deleted
+
+    @_translate_errors
+    @_retry_deadlock
+    def assign_instance_policy(self, kind: str, target: str,
+                               policy_name: str, version: int | None = None
+                               ) -> InstancePolicyAssignmentRecord:
+        """Hold the image or instance ``target`` to a policy, pinned to
+        ``version`` or following its latest; replaces the target's
+        earlier assignment (one policy per target)."""
+        _choice(kind, models.INSTANCE_POLICY_TARGETS, "kind")
+        _non_empty(target, "target", limit=36)
+        if version is not None and (isinstance(version, bool) or
+                                    not isinstance(version, int) or
+                                    version < 1):
+            raise exception.InvalidParameterValue(
+                name="version", reason="must be a positive integer or None")
+        table = models.InstancePolicy
+        assignments = models.InstancePolicyAssignment
+        with self._writer() as session:
+            exists = sa.select(table.id).where(table.name == policy_name)
+            if version is not None:
+                exists = exists.where(table.version == version)
+            if session.scalar(exists.limit(1)) is None:
+                raise exception.InstancePolicyNotFound(
+                    policy=policy_name,
+                    version="any" if version is None else version)
+            row = session.get(assignments, (kind, target))
+            if row is None:
+                row = assignments(target_kind=kind, target_id=target)
+                session.add(row)
+            row.policy_name = policy_name
+            row.policy_version = version
+            row.assigned_at = self._clock()
+            session.flush()
+            return _record(InstancePolicyAssignmentRecord, row,
+                           kind="target_kind", target="target_id")
+
+    @_translate_errors
+    @_retry_deadlock
+    def unassign_instance_policy(self, kind: str, target: str) -> None:
+        assignments = models.InstancePolicyAssignment
+        with self._writer() as session:
+            deleted = session.execute(sa.delete(assignments).where(
+                assignments.target_kind == kind,
+                assignments.target_id == target)).rowcount
+            if not deleted:
+                raise exception.InstancePolicyAssignmentNotFound(
+                    kind=kind, target=target)
+
+    @_translate_errors
+    def list_instance_policy_assignments(
+            self, kind: str | None = None, target: str | None = None
+    ) -> list[InstancePolicyAssignmentRecord]:
+        assignments = models.InstancePolicyAssignment
+        query = sa.select(assignments).order_by(assignments.target_kind,
+                                                assignments.target_id)
+        if kind is not None:
+            query = query.where(assignments.target_kind == kind)
+        if target is not None:
+            query = query.where(assignments.target_id == target)
+        with self._reader() as session:
+            return [_record(InstancePolicyAssignmentRecord, row,
+                            kind="target_kind", target="target_id")
+                    for row in session.scalars(query)]
+
+    @_translate_errors
+    def instance_policies_for(
+            self, subjects: Sequence[tuple[str, str | None]]
+    ) -> list[InstancePolicyRecord | None]:
+        """The policy version each ``(instance, image)`` is held to now,
+        in order: the instance's own assignment if it has one, else its
+        image's (``image`` as the trusted caller named it; None: no
+        image), else None. One read transaction."""
+        assignments = models.InstancePolicyAssignment
+        table = models.InstancePolicy
+        instances = sorted({i for i, _image in subjects})
+        images = sorted({m for _i, m in subjects if m is not None})
+        chosen: dict[tuple[str, str], tuple[str, int | None]] = {}
+        with self._reader() as session:
+            for kind, targets in (("instance", instances),
+                                  ("image", images)):
+                for start in range(0, len(targets), 500):
+                    for row in session.execute(
+                            sa.select(assignments.target_id,
+                                      assignments.policy_name,
+                                      assignments.policy_version)
+                            .where(assignments.target_kind == kind,
+                                   assignments.target_id.in_(
+                                       targets[start:start + 500]))):
+                        chosen[(kind, row[0])] = (row[1], row[2])
+            versions: dict[tuple[str, int | None], InstancePolicyRecord] = {}
+            for name, version in set(chosen.values()):
+                query = sa.select(table).where(table.name == name)
+                if version is None:
+                    query = query.order_by(table.version.desc()).limit(1)
+                else:
+                    query = query.where(table.version == version)
+                row = session.scalars(query).first()
+                if row is not None:
+                    versions[(name, version)] = _record(
+                        InstancePolicyRecord, row)
+        out: list[InstancePolicyRecord | None] = []
+        for instance, image in subjects:
+            pick = chosen.get(("instance", instance))
+            if pick is None and image is not None:
+                pick = chosen.get(("image", image))
+            out.append(None if pick is None else versions.get(pick))
+        return out
+
+    @_translate_errors
+    def instance_challenges(self, nonces: Sequence[str]
+                            ) -> dict[str, InstanceChallengeRecord]:
+        """The stored challenges of ``nonces`` (SHA-256s), read only (to
+        learn the image their caller named before they are spent)."""
+        wanted = sorted({n for n in nonces if isinstance(n, str)})
+        table = models.InstanceChallenge.__table__
+        found: dict[str, InstanceChallengeRecord] = {}
+        with self._reader() as session:
+            for start in range(0, len(wanted), 500):
+                for row in session.execute(
+                        sa.select(*_CHALLENGE_COLUMNS).where(
+                            table.c.nonce_sha256.in_(
+                                wanted[start:start + 500]))).tuples():
+                    found[row[0]] = InstanceChallengeRecord(*row)
+        return found
+
     # -- verdicts
 
     @_translate_errors
@@ -1858,14 +2110,17 @@ class Connection:
                                host: str | None, conductor: str,
                                issued_at: datetime.datetime,
                                expires_at: datetime.datetime,
-                               limit: int) -> None:
-        """Keep a nonce issued to ``instance`` (on ``host``, if named).
+                               limit: int, image: str | None = None) -> None:
+        """Keep a nonce issued to ``instance`` (on ``host``, if named; of
+        ``image``, if the trusted caller named it).
         Expired challenges are deleted first; past ``limit`` outstanding
         ones, :class:`TemporaryFailure` (nothing stored)."""
         _non_empty(nonce_sha256, "nonce_sha256", limit=64)
         _non_empty(instance, "instance", limit=36)
         if host is not None:
             _non_empty(host, "host", limit=255)
+        if image is not None:
+            _non_empty(image, "image", limit=36)
         _non_empty(conductor, "conductor", limit=255)
         issued = _as_utc(issued_at, "issued_at")
         expires = _as_utc(expires_at, "expires_at")
@@ -1886,7 +2141,7 @@ class Connection:
             session.execute(sa.insert(table).values(
                 nonce_sha256=nonce_sha256, instance=instance, host=host,
                 conductor=conductor, issued_at=issued, expires_at=expires,
-                used_at=None))
+                used_at=None, image=image))
 
     @_translate_errors
     @_retry_deadlock

@@ -28,6 +28,8 @@ from sqlalchemy.dialects import mysql
 HOST_STATES = ("enrolling", "enrolled", "disabled")
 VERDICT_STATUSES = ("trusted", "untrusted", "unknown")
 POLICY_KINDS = ("measured_boot", "ima")
+#: What an instance policy can be assigned to (the instance's wins).
+INSTANCE_POLICY_TARGETS = ("image", "instance")
 
 _TABLE_ARGS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
@@ -595,6 +597,11 @@ class InstanceVerdict(Base):
         UTCDateTime(), nullable=False)
     expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         UTCDateTime(), nullable=False)
+    #: The vTPM PCR values this verdict verified (bank name -> PCR ->
+    #: hex): what an instance policy is captured from. NULL for verdicts
+    #: stored before instance policies existed.
+    pcrs: orm.Mapped[dict | None] = orm.mapped_column(CanonicalJSON(),
+                                                      nullable=True)
 
 
 class InstanceChallenge(Base):
@@ -632,6 +639,11 @@ class InstanceChallenge(Base):
         UTCDateTime(), nullable=False)
     used_at: orm.Mapped[datetime.datetime | None] = orm.mapped_column(
         UTCDateTime(), nullable=True)
+    #: The instance's image as the trusted caller (the API user or Nova
+    #: asking for the challenge) named it; picks the image's instance
+    #: policy. Never taken from the host or the guest.
+    image: orm.Mapped[str | None] = orm.mapped_column(sa.String(36),
+                                                      nullable=True)
 
 
 KEY_RELEASE_OUTCOMES = ("released", "refused")
@@ -729,4 +741,62 @@ class DistrustAction(Base):
     request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64),
                                                            nullable=True)
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+
+
+class InstancePolicy(Base):
+    """One immutable version of a named instance policy: the vTPM PCR
+    values a guest must quote (``pcrs``: bank name -> PCR -> allowed hex
+    values) and the level a match stands for (2 or 3)."""
+
+    __tablename__ = "instance_policies"
+    __table_args__ = (
+        sa.UniqueConstraint("name", "version",
+                            name="uniq_instance_policies0name0version"),
+        sa.CheckConstraint("version >= 1",
+                           name="ck_instance_policies_version"),
+        sa.CheckConstraint("level IN (2, 3)",
+                           name="ck_instance_policies_level"),
+        _TABLE_ARGS,
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True,
+                                            autoincrement=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), nullable=False)
+    version: orm.Mapped[int] = orm.mapped_column(sa.Integer, nullable=False)
+    level: orm.Mapped[int] = orm.mapped_column(sa.Integer, nullable=False)
+    pcrs: orm.Mapped[dict] = orm.mapped_column(CanonicalJSON(),
+                                               nullable=False)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        UTCDateTime(), nullable=False)
+    created_by: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                    nullable=False)
+
+
+class InstancePolicyAssignment(Base):
+    """Which instance policy an image or an instance is held to; NULL
+    version means latest. An instance's own assignment wins over its
+    image's."""
+
+    __tablename__ = "instance_policy_assignments"
+    __table_args__ = (
+        sa.Index("instance_policy_assignments_policy_name_idx",
+                 "policy_name"),
+        sa.CheckConstraint("target_kind IN ('image', 'instance')",
+                           name="ck_instance_policy_assignments_kind"),
+        sa.CheckConstraint(
+            "policy_version IS NULL OR policy_version >= 1",
+            name="ck_instance_policy_assignments_version"),
+        _TABLE_ARGS,
+    )
+
+    target_kind: orm.Mapped[str] = orm.mapped_column(sa.String(16),
+                                                     primary_key=True)
+    target_id: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                   primary_key=True)
+    policy_name: orm.Mapped[str] = orm.mapped_column(sa.String(255),
+                                                     nullable=False)
+    policy_version: orm.Mapped[int | None] = orm.mapped_column(
+        sa.Integer, nullable=True)
+    assigned_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         UTCDateTime(), nullable=False)

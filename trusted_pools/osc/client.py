@@ -32,7 +32,7 @@ __all__ = ["SERVICE_TYPE", "MIN_VERSION", "MAX_VERSION", "APIError",
 SERVICE_TYPE = "trusted-pools"
 #: The range of API microversions this client can speak and render.
 MIN_VERSION = (1, 0)
-MAX_VERSION = (1, 4)
+MAX_VERSION = (1, 5)
 #: Seconds a command waits for an operation by default.
 DEFAULT_WAIT_TIMEOUT = 300
 
@@ -395,6 +395,67 @@ class Client:
                                _path("groups", group, "policies", name),
                                body=body)
         return _member(answer, "assignment")
+
+    # -- instance policies (microversion 1.5) -------------------------------
+
+    def list_instance_policies(self, limit: int | None = None,
+                               marker: str | None = None
+                               ) -> list[dict[str, Any]]:
+        return self._list("/v1/instance-policies", "instance_policies",
+                          None, limit, marker)
+
+    def get_instance_policy(self, name: str, version: int | None = None
+                            ) -> dict[str, Any]:
+        answer = self._request("GET", _path("instance-policies", name),
+                               params={"version": version})
+        return _member(answer, "instance_policy")
+
+    def create_instance_policy(self, name: str, pcrs: Any,
+                               level: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "pcrs": pcrs}
+        if level is not None:
+            body["level"] = level
+        answer = self._request("POST", "/v1/instance-policies", body=body)
+        return _member(answer, "instance_policy")
+
+    def delete_instance_policy(self, name: str,
+                               version: int | None = None) -> None:
+        self._request("DELETE", _path("instance-policies", name),
+                      params={"version": version})
+
+    def capture_instance_policy(self, instance: str, name: str,
+                                level: int | None = None,
+                                pcrs: list[int] | None = None,
+                                banks: list[str] | None = None
+                                ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name}
+        for key, value in (("level", level), ("pcrs", pcrs),
+                           ("banks", banks)):
+            if value is not None:
+                body[key] = value
+        answer = self._request(
+            "POST", _path("instances", instance, "capture-policy"),
+            body=body)
+        return dict(_member(answer, "instance_policy"),
+                    captured_from=answer.get("captured_from"))
+
+    def assign_instance_policy(self, kind: str, target: str, name: str,
+                               version: int | None = None
+                               ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name}
+        if version is not None:
+            body["version"] = version
+        answer = self._request(
+            "PUT", _path(kind + "s", target, "instance-policy"), body=body)
+        return _member(answer, "assignment")
+
+    def unassign_instance_policy(self, kind: str, target: str) -> None:
+        self._request("DELETE", _path(kind + "s", target, "instance-policy"))
+
+    def list_instance_policy_assignments(self) -> list[dict[str, Any]]:
+        return _member(self._request("GET",
+                                     "/v1/instance-policy-assignments"),
+                       "assignments")
 
     # -- verdicts and keys -------------------------------------------------
 

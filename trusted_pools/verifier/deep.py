@@ -85,7 +85,8 @@ __all__ = [
     "MerkleTree", "NonceBook", "challenge_error",
     "VMChainForeignHost", "VMChainRefused", "VMEvidence", "VMNonceMismatch",
     "VMPolicyViolation", "VMQuoteInvalid", "VMQuoteReplayed",
-    "check_commitment", "host_nonce", "instance_id", "leaf_hash", "node_hash",
+    "check_commitment", "host_nonce", "instance_id", "leaf_hash",
+    "node_hash", "pcrs_wire", "capture_policy",
     "prepare_batch", "verify_inclusion", "verify_instance_result",
 ]
 
@@ -249,7 +250,8 @@ class InstanceChallenges(Protocol):
 
     ttl: float
 
-    def issue(self, instance: str, host: str | None = None) -> bytes: ...
+    def issue(self, instance: str, host: str | None = None,
+              image: str | None = None) -> bytes: ...
 
     def consume_many(self, host: str | None,
                      claims: Sequence[tuple[str, bytes]]
@@ -285,9 +287,12 @@ class NonceBook:
                       if exp <= now]:
             del self._book[nonce]
 
-    def issue(self, instance: str, host: str | None = None) -> bytes:
+    def issue(self, instance: str, host: str | None = None,
+              image: str | None = None) -> bytes:
         """A fresh nonce for ``instance`` (on ``host``, when the caller
-        named it: then only a batch of that host may spend it)."""
+        named it: then only a batch of that host may spend it). ``image``
+        is not kept in memory: only the database store chooses instance
+        policies by image."""
         instance = instance_id(instance)
         now = self._clock()
         with self._lock:
@@ -463,11 +468,22 @@ class HostStanding:
     sequence: int | None = None
 
 
+#: Largest number of allowed values per PCR in an instance policy.
+MAX_ALLOWED_VALUES = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class InstancePolicy:
-    """Allowed vTPM PCR values of an instance (or a group of them).
-    ``pcrs``: bank (TPM_ALG) -> PCR -> allowed values. ``level``: what a
-    match proves (2 firmware, 3 OS boot)."""
+    """Golden vTPM PCR values of an instance (or of every instance of an
+    image): ``pcrs``: bank (TPM_ALG) -> PCR -> allowed values (a guest
+    passes when every named PCR holds one of them). ``level``: what a
+    match proves (2 firmware, 3 OS boot), never above the host's level.
+
+    The values are compared with the PCRs of the guest's *verified*
+    quote only; which policy applies is chosen by the verifier from the
+    instance id and the image the trusted caller named with the
+    challenge (:meth:`DeepVerifier.verify_batch`), never from anything
+    the host or the guest sent."""
 
     name: str
     version: int
@@ -485,20 +501,129 @@ class InstancePolicy:
                 name="level", reason="an instance policy stands for level "
                 "2 or 3")
 
+    @property
+    def label(self) -> str:
+        return "%s@%d" % (self.name, self.version)
+
+    @classmethod
+    def from_body(cls, name: str, version: int, level: Any,
+                  pcrs: Any) -> "InstancePolicy":
+        """From the stored (or operator-written) form: ``pcrs`` maps a
+        bank name (``sha256``) to PCR index (``"0"``-``"23"``) to an
+        allowed hex value or a list of them. Raises
+        :class:`InvalidParameterValue` naming what is wrong."""
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise exception.InvalidParameterValue(
+                name="name", reason="a non-empty string of at most 255 "
+                "characters is required")
+        if type(level) is not int or level not in (2, 3):
+            raise exception.InvalidParameterValue(
+                name="level", reason="an instance policy stands for level "
+                "2 or 3")
+        if not isinstance(pcrs, Mapping) or not pcrs:
+            raise exception.InvalidParameterValue(
+                name="pcrs", reason="must map bank names to PCRs")
+        banks: dict[int, dict[int, frozenset[bytes]]] = {}
+        for bank_name, bank in pcrs.items():
+            try:
+                alg = constants.hash_by_name(str(bank_name))
+            except exception.UnsupportedAlgorithm:
+                raise exception.InvalidParameterValue(
+                    name="pcrs", reason="unknown PCR bank %r" % (bank_name,)
+                ) from None
+            if not isinstance(bank, Mapping) or not bank or len(bank) > 24:
+                raise exception.InvalidParameterValue(
+                    name="pcrs.%s" % alg.name,
+                    reason="must map 1 to 24 PCRs to allowed values")
+            values: dict[int, frozenset[bytes]] = {}
+            for index, allowed in bank.items():
+                if not (isinstance(index, str) and index.isdigit() and
+                        len(index) <= 2 and int(index) < 24):
+                    raise exception.InvalidParameterValue(
+                        name="pcrs.%s" % alg.name,
+                        reason="PCR index %r out of range 0-23" % (index,))
+                where = "pcrs.%s.%s" % (alg.name, index)
+                items = [allowed] if isinstance(allowed, str) else allowed
+                if not isinstance(items, list) or not items or \
+                        len(items) > MAX_ALLOWED_VALUES:
+                    raise exception.InvalidParameterValue(
+                        name=where, reason="a hex digest or a list of 1 to "
+                        "%d of them" % MAX_ALLOWED_VALUES)
+                digests = set()
+                for item in items:
+                    try:
+                        if not isinstance(item, str) or \
+                                len(item) != 2 * alg.digest_size:
+                            raise ValueError
+                        digests.add(bytes.fromhex(item))
+                    except ValueError:
+                        raise exception.InvalidParameterValue(
+                            name=where, reason="%r is not a %d-byte hex "
+                            "digest" % (item, alg.digest_size)) from None
+                values[int(index)] = frozenset(digests)
+            banks[alg.alg] = values
+        return cls(name, version, banks, AssuranceLevel(level))
+
+    def body(self) -> dict[str, dict[str, list[str]]]:
+        """The stored form (:meth:`from_body` takes it), canonical."""
+        return {constants.alg_name(alg): {
+            str(pcr): sorted(v.hex() for v in allowed)
+            for pcr, allowed in sorted(bank.items())}
+            for alg, bank in sorted(self.pcrs.items())}
+
     def mismatches(self, pcrs: Mapping[int, Mapping[int, bytes]]
                    ) -> list[str]:
+        """One reason per PCR of the policy that the (verified) ``pcrs``
+        do not satisfy, naming the policy, bank, PCR, what was expected
+        and what was quoted."""
         bad = []
         for alg, bank in sorted(self.pcrs.items()):
             for pcr, allowed in sorted(bank.items()):
                 value = pcrs.get(alg, {}).get(pcr)
+                expected = " or ".join(sorted(v.hex() for v in allowed))
                 if value is None:
-                    bad.append("%s PCR %d not quoted"
-                               % (constants.alg_name(alg), pcr))
+                    bad.append("instance policy %s: %s PCR %d not quoted "
+                               "(expected %s)" % (
+                                   self.label, constants.alg_name(alg), pcr,
+                                   expected))
                 elif value not in allowed:
-                    bad.append("%s PCR %d = %s… not allowed"
-                               % (constants.alg_name(alg), pcr,
-                                  value.hex()[:16]))
+                    bad.append("instance policy %s: %s PCR %d expected %s, "
+                               "got %s" % (self.label,
+                                           constants.alg_name(alg), pcr,
+                                           expected, value.hex()))
         return bad
+
+
+def capture_policy(name: str, version: int, level: int,
+                   verified: Mapping[str, Mapping[str, str]],
+                   pcrs: Iterable[int] | None = None,
+                   banks: Iterable[str] | None = None) -> InstancePolicy:
+    """An instance policy pinning the PCR values a verdict *verified*
+    (``verified``: as :func:`pcrs_wire` stored them), restricted to the
+    PCRs ``pcrs`` and banks ``banks`` if given. Golden-measurement
+    registration for guests (NFV-SEC 007 7.1.3)."""
+    wanted_pcrs = None if pcrs is None else {int(p) for p in pcrs}
+    wanted_banks = None if banks is None else {
+        constants.alg_name(constants.hash_by_name(b).alg) for b in banks}
+    body = {bank: {index: [value] for index, value in values.items()
+                   if wanted_pcrs is None or int(index) in wanted_pcrs}
+            for bank, values in verified.items()
+            if wanted_banks is None or bank in wanted_banks}
+    body = {bank: values for bank, values in body.items() if values}
+    if not body:
+        raise exception.InvalidParameterValue(
+            name="pcrs", reason="the verdict verified none of the PCRs "
+            "asked for")
+    return InstancePolicy.from_body(name, version, level, body)
+
+
+def pcrs_wire(pcrs: Mapping[int, Mapping[int, bytes]]
+              ) -> dict[str, dict[str, str]]:
+    """Verified PCR values as stored with an instance verdict (bank name
+    -> PCR -> hex): what an instance policy is captured from."""
+    return {constants.alg_name(alg): {str(p): v.hex()
+                                      for p, v in sorted(bank.items())}
+            for alg, bank in sorted(pcrs.items())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -800,6 +925,8 @@ class InstanceOutcome:
     #: The nonce the verified quote was made over (to spend, when the
     #: caller spends a batch's nonces itself).
     nonce: bytes | None = None
+    #: The vTPM PCR values the verified quote covers (with a verdict).
+    pcrs: Mapping[int, Mapping[int, bytes]] | None = None
 
 
 _CA_FIELDS = ("public", "certify_attest", "certify_signature")
@@ -834,19 +961,36 @@ class DeepVerifier:
     issued, its signer, verdict validity and instance policies.
 
     ``policy_for(instance) -> InstancePolicy | None`` picks an instance's
-    policy (None: not appraised)."""
+    policy (None: not appraised). ``policies_for``, if given, replaces it
+    with one call per batch: ``policies_for([(instance, nonce), ...])``
+    returns the policy (or None) of each verified quote, chosen from the
+    instance and the nonce its quote was made over (the challenge, whose
+    trusted caller named the image): the conductor's reads them from the
+    database in one transaction. Neither sees anything the host or the
+    guest chose except the instance id and the nonce, both of which the
+    challenge store checks before the verdict counts.
+
+    Levels: an instance with no policy is judged "vTPM-bound, measured"
+    at level 1 (IDENTITY); with a policy its PCRs must all match, for
+    the policy's level (2 or 3); a mismatch is ``untrusted``. Always
+    capped at the host's current level."""
 
     def __init__(self, signer: InstanceResultSigner | None = None, *,
                  nonces: InstanceChallenges | None = None,
                  validity: int = 300,
                  max_host_age: int | None = None,
                  policy_for: Callable[[str], InstancePolicy | None]
-                 = lambda instance: None) -> None:
+                 = lambda instance: None,
+                 policies_for: Callable[
+                     [Sequence[tuple[str, bytes]]],
+                     Sequence[InstancePolicy | None]] | None = None
+                 ) -> None:
         self.signer = signer
         self.nonces: InstanceChallenges = nonces or NonceBook()
         self.validity = validity
         self.max_host_age = max_host_age
         self.policy_for = policy_for
+        self.policies_for = policies_for
         # Verified CA certifications: (AK name, CA certification) -> CA
         # key; verified chains: (AK name, CA certification, certificate,
         # instance) -> bound vTPM. The same inputs verify the same way, so
@@ -867,10 +1011,14 @@ class DeepVerifier:
         self._bound.clear()
         self._ca_wires.clear()
 
-    def challenge(self, instance: str, host: str | None = None) -> bytes:
+    def challenge(self, instance: str, host: str | None = None,
+                  image: str | None = None) -> bytes:
         """A fresh nonce for the guest of ``instance`` (on ``host``, if
-        named) to quote over."""
-        return self.nonces.issue(instance, host)
+        named; of ``image``, as the trusted caller named it) to quote
+        over."""
+        if image is None:
+            return self.nonces.issue(instance, host)
+        return self.nonces.issue(instance, host, image=image)
 
     # host side ------------------------------------------------------------
 
@@ -1062,15 +1210,17 @@ class DeepVerifier:
                 (batch.items[index].instance, verified.attest.extra_data)
                 for index, _bound, verified in checked])
         host_digest = hashlib.sha256(host_quote.quote).hexdigest()
+        policies = self._policies(batch, checked)
         judged: list[InstanceOutcome] = []
-        for (index, bound, verified_vm), error in zip(checked, spent):
+        for (index, bound, verified_vm), error, policy in zip(
+                checked, spent, policies):
             item = batch.items[index]
             if error is not None:
                 outcomes[index] = InstanceOutcome(item.instance, error=error)
             else:
                 outcomes[index] = outcome = self._verdict(
                     batch, index, item, bound, verified_vm, standing,
-                    host_digest, now)
+                    host_digest, now, policy)
                 judged.append(outcome)
         if self.signer is not None and judged:
             # One signature for the batch (each result carries its own
@@ -1083,11 +1233,30 @@ class DeepVerifier:
                         for o in outcomes]
         return [o for o in outcomes if o is not None]
 
+    def _policies(self, batch: Batch,
+                  checked: Sequence[tuple[int, vtpm_binding.BoundVTPM,
+                                          quotes.VerifiedQuote]]
+                  ) -> list[InstancePolicy | None]:
+        """The policy of each verified quote of the batch (None: none)."""
+        if not checked:
+            return []
+        if self.policies_for is None:
+            return [self.policy_for(batch.items[index].instance)
+                    for index, _bound, _verified in checked]
+        found = list(self.policies_for([
+            (batch.items[index].instance, verified.attest.extra_data)
+            for index, _bound, verified in checked]))
+        if len(found) != len(checked):
+            raise exception.TemporaryFailure(
+                reason="the instance policy store answered %d policies for "
+                "%d instances" % (len(found), len(checked)))
+        return found
+
     def _verdict(self, batch: Batch, index: int, item: VMEvidence,
                  bound: vtpm_binding.BoundVTPM,
                  verified_vm: quotes.VerifiedQuote, standing: HostStanding,
-                 host_digest: str, now: int) -> InstanceOutcome:
-        policy = self.policy_for(item.instance)
+                 host_digest: str, now: int,
+                 policy: InstancePolicy | None) -> InstanceOutcome:
         reasons: list[str] = []
         error = None
         if policy is None:
@@ -1117,10 +1286,10 @@ class DeepVerifier:
             tree_size=batch.tree.size, proof=batch.tree.proof(index),
             issued_at=now,
             expires_at=min(now + self.validity, standing.expires_at),
-            policy=None if policy is None
-            else "%s@%d" % (policy.name, policy.version))
+            policy=None if policy is None else policy.label)
         return InstanceOutcome(item.instance, verdict, None, error,
-                               verified_vm.attest.extra_data)
+                               verified_vm.attest.extra_data,
+                               verified_vm.pcrs)
 
 
 def _quote_extra_data(quote: bytes) -> bytes:

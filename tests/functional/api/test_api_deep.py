@@ -7,6 +7,7 @@ deep-attest and the report run as host operations on its worker pool."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 
 import pytest
@@ -95,3 +96,21 @@ def test_certify_binding_key_answers_with_an_operation(pool_api):
                       version="trusted-pools 1.1")
     assert waited.status_code == 200, waited.body
     assert waited.json["binding_key"]["host"] == host
+
+
+def test_challenge_names_the_image_over_rpc_3_4(pool_api):
+    """At 1.5 the caller's image goes over conductor RPC 3.4 to the host's
+    owner and is kept with the nonce in the database (it picks the
+    image's instance policy when the guest's quote is judged)."""
+    pool, api, host = pool_api
+    instance, image = str(uuid.uuid4()), str(uuid.uuid4())
+    challenged = api.post("/v1/instances/%s/challenge" % instance,
+                          {"host": host, "image": image},
+                          version="trusted-pools 1.5")
+    assert challenged.status_code == 201, challenged.body
+    assert challenged.json["challenge"]["image"] == image
+    nonce = base64.b64decode(challenged.json["challenge"]["nonce"])
+    stored = pool.db.instance_challenges([hashlib.sha256(nonce).hexdigest()])
+    [challenge] = stored.values()
+    assert (challenge.instance, challenge.host, challenge.image) == (
+        instance, host, image)

@@ -21,6 +21,7 @@ import pytest
 from tests import pool_harness
 from tests.local_agents import LocalAgents
 from tests import swtpm_pool as swtpm_pool_module
+from trusted_pools import exception
 from trusted_pools.agent.attester import Attester
 from trusted_pools.verifier import deep
 from trusted_pools.protocol import keystore, vtpm_binding
@@ -529,3 +530,174 @@ def test_nonce_issued_for_another_instance_in_the_same_batch(world):
     for entry, owner in ((first, other.instance), (second, guest.instance)):
         assert entry["error"]["type"] == "VMNonceMismatch", entry
         assert owner in entry["error"]["reason"]
+
+
+# --- instance policies (golden guest measurements) ---------------------------
+
+@pytest.fixture
+def policies(world):
+    """The conductor's database, with every instance-policy assignment
+    made by a test removed afterwards (the world is shared)."""
+    db = world["manager"].db
+    yield db
+    for a in db.list_instance_policy_assignments():
+        db.unassign_instance_policy(a.kind, a.target)
+
+
+def _store(db, name, pcrs_body, level=3):
+    body = deep.InstancePolicy.from_body(name, 1, level, pcrs_body).body()
+    return db.create_instance_policy_version(name, level, body, "test")
+
+
+def _with_image(manager, guest, image, host=None) -> bytes:
+    return base64.b64decode(manager.challenge_instance(
+        {}, guest.instance, host, image=image)["nonce"])
+
+
+def _wrong(body):
+    """``body`` with PCR 0's value changed."""
+    return {bank: {index: ("ff" * 32 if index == "0" else value)
+                   for index, value in values.items()}
+            for bank, values in body.items()}
+
+
+def test_instance_policy_captured_from_a_verified_verdict(world, policies):
+    """Capture pins what the latest verdict verified; a guest that quotes
+    those values is trusted at the policy's level (capped by its host)."""
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_challenge(manager, guest))])
+    assert entry["verdict"]["level"] == 1
+    stored = policies.instance_verdict(guest.instance).verdict.pcrs
+    with tpm_device.TPMDevice(guest.tpm.tcti) as dev:
+        now = dev.pcr_read(GUEST_PCRS)[SHA256]
+    assert stored == {"sha256": {str(p): v.hex() for p, v in now.items()}}
+    captured = deep.capture_policy("golden-guest", 1, 3, stored,
+                                   pcrs=range(8))
+    record = policies.create_instance_policy_version(
+        "golden-guest", 3, captured.body(), "test")
+    policies.assign_instance_policy("instance", guest.instance,
+                                    record.name)
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_challenge(manager, guest))])
+    assert "error" not in entry, entry
+    verdict = entry["verdict"]
+    assert (verdict["status"], verdict["appraisal"], verdict["policy"]) == (
+        "trusted", "policy", "golden-guest@%d" % record.version)
+    assert verdict["level"] == min(3, verdict["host_level"])
+    claims = deep.verify_instance_result(entry["signed_result"],
+                                         _keys(manager),
+                                         int(manager.clock()))
+    assert claims["submods"]["vm"]["policy"] == verdict["policy"]
+
+
+def test_guest_pcrs_that_differ_from_the_policy(world, policies):
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    with tpm_device.TPMDevice(guest.tpm.tcti) as dev:
+        pcr0 = dev.pcr_read(GUEST_PCRS)[SHA256][0].hex()
+    record = _store(policies, "strict-guest", {"sha256": {"0": "ab" * 32}})
+    policies.assign_instance_policy("instance", guest.instance,
+                                    record.name, record.version)
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_challenge(manager, guest))])
+    assert entry["error"]["type"] == "VMPolicyViolation"
+    assert entry["verdict"]["status"] == "untrusted"
+    label = "strict-guest@%d" % record.version
+    assert entry["verdict"]["reasons"] == [
+        "instance policy %s: sha256 PCR 0 expected %s, got %s"
+        % (label, "ab" * 32, pcr0)]
+    assert policies.instance_verdict(guest.instance).verdict.status == \
+        "untrusted"
+
+
+def test_host_rewrites_the_guest_pcrs_to_the_policy(world, policies):
+    """A compromised host sends the policy's values instead of what the
+    vTPM quoted: the quote's PCR digest does not match, no verdict."""
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    record = _store(policies, "rewrite-guest", {"sha256": {"0": "ab" * 32}})
+    policies.assign_instance_policy("instance", guest.instance, record.name)
+    evidence = guest.quote(_challenge(manager, guest))
+    evidence["vm_pcrs"]["sha256"]["0"] = "ab" * 32
+    (entry,) = manager.deep_attest({}, "compute-a", [evidence])
+    assert entry["error"]["type"] == "VMQuoteInvalid"
+    assert "verdict" not in entry
+
+
+def test_image_policy_comes_from_the_challenge_and_instance_wins(
+        world, policies):
+    """The image is the trusted caller's word, kept with the nonce; an
+    instance's own assignment wins over its image's."""
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_challenge(manager, guest))])
+    verified = policies.instance_verdict(guest.instance).verdict.pcrs
+    image, other_image = str(uuid.uuid4()), str(uuid.uuid4())
+    good = _store(policies, "image-good", verified)
+    bad = _store(policies, "image-bad", _wrong(verified))
+    policies.assign_instance_policy("image", image, bad.name)
+    policies.assign_instance_policy("image", other_image, good.name)
+
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_with_image(manager, guest, image))])
+    assert entry["verdict"]["status"] == "untrusted"
+    assert entry["verdict"]["policy"] == "image-bad@%d" % bad.version
+    # A challenge that names no image: no image policy applies (the
+    # caller must name it; the instance gets level 1, vTPM-bound only).
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_challenge(manager, guest))])
+    assert (entry["verdict"]["status"], entry["verdict"]["level"],
+            entry["verdict"]["policy"]) == ("trusted", 1, None)
+    # The instance's own assignment wins over the image's.
+    policies.assign_instance_policy("instance", guest.instance, good.name)
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_with_image(manager, guest, image))])
+    assert entry["verdict"]["status"] == "trusted"
+    assert entry["verdict"]["policy"] == "image-good@%d" % good.version
+
+
+def test_host_cannot_claim_another_image(world, policies):
+    """The host (or whoever relays the guest's evidence) cannot choose the
+    image: the evidence has no such field, and a nonce issued for another
+    instance (whose challenge named a lenient image) is refused without
+    a verdict."""
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_challenge(manager, guest))])
+    verified = policies.instance_verdict(guest.instance).verdict.pcrs
+    strict_image, lenient_image = str(uuid.uuid4()), str(uuid.uuid4())
+    strict = _store(policies, "claim-strict", _wrong(verified))
+    lenient = _store(policies, "claim-lenient", verified)
+    policies.assign_instance_policy("image", strict_image, strict.name)
+    policies.assign_instance_policy("image", lenient_image, lenient.name)
+
+    evidence = guest.quote(_with_image(manager, guest, strict_image))
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        dict(evidence, image=lenient_image)])
+    assert entry["error"]["type"] == "MalformedEvidence"
+    # The same quote, honestly sent, is judged by the caller's image.
+    (entry,) = manager.deep_attest({}, "compute-a", [evidence])
+    assert entry["verdict"]["status"] == "untrusted"
+    assert entry["verdict"]["policy"] == "claim-strict@%d" % strict.version
+    # A nonce the caller asked for another instance, with the lenient
+    # image: its image is not applied to this instance, and the nonce
+    # cannot be spent by it.
+    someone = str(uuid.uuid4())
+    theirs = base64.b64decode(manager.challenge_instance(
+        {}, someone, image=lenient_image)["nonce"])
+    before = policies.instance_verdict(guest.instance).verdict
+    (entry,) = manager.deep_attest({}, "compute-a", [guest.quote(theirs)])
+    assert entry["error"]["type"] == "VMNonceMismatch"
+    assert "verdict" not in entry
+    assert policies.instance_verdict(guest.instance).verdict == before
+
+
+def test_a_policy_in_use_cannot_be_deleted(world, policies):
+    record = _store(policies, "in-use", {"sha256": {"0": "00" * 32}})
+    instance = str(uuid.uuid4())
+    policies.assign_instance_policy("instance", instance, record.name)
+    with pytest.raises(exception.InstancePolicyInUse):
+        policies.delete_instance_policy(record.name)
+    policies.unassign_instance_policy("instance", instance)
+    assert policies.delete_instance_policy(record.name) == 1
+    with pytest.raises(exception.InstancePolicyNotFound):
+        policies.get_instance_policy(record.name)

@@ -93,7 +93,8 @@ def test_assignment_body_is_checked(client, db, conductors):
     ("trusted-pools 1.2", 200, "1.2"),
     ("trusted-pools 1.3", 200, "1.3"),
     ("trusted-pools 1.4", 200, "1.4"),
-    ("trusted-pools latest", 200, "1.4"),
+    ("trusted-pools 1.5", 200, "1.5"),
+    ("trusted-pools latest", 200, "1.5"),
     ("trusted-pools 1.99", 406, "trusted-pools.microversion.unsupported"),
     ("trusted-pools 2.0", 406, "trusted-pools.microversion.unsupported"),
     ("trusted-pools one.two", 400, "trusted-pools.microversion.invalid"),
@@ -199,7 +200,7 @@ def test_versions_and_healthcheck_need_no_token(client):
     assert root.status_code == 200
     version = root.json["versions"][0]
     assert (version["id"], version["status"], version["min_version"],
-            version["max_version"]) == ("v1", "CURRENT", "1.0", "1.4")
+            version["max_version"]) == ("v1", "CURRENT", "1.0", "1.5")
     assert client.get("/v1", persona=None).json["version"]["id"] == "v1"
     assert client.get("/healthcheck", persona=None).status_code == 200
     response = client.get("/v1/keys")

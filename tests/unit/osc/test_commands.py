@@ -175,7 +175,7 @@ def test_day_two_group_commands_send_the_contract_requests(api):  # noqa: F811
         ("PUT", "/v1/groups/staging/policies/boot",
          {"version": None, "allow_empty_group": True})]
     assert all(r.headers.get("OpenStack-API-Version") ==
-               "trusted-pools 1.4" for r in api.requests)
+               "trusted-pools 1.5" for r in api.requests)
 
 
 def test_host_vtpm_list_shows_the_host_report(api):  # noqa: F811
@@ -195,7 +195,7 @@ def test_host_vtpm_list_shows_the_host_report(api):  # noqa: F811
         "Source": "host-reported"}]
     [sent] = api.requests
     assert (sent.method, sent.path) == ("GET", "/v1/hosts/compute-1/vtpms")
-    assert sent.headers["OpenStack-API-Version"] == "trusted-pools 1.4"
+    assert sent.headers["OpenStack-API-Version"] == "trusted-pools 1.5"
     assert "not evidence" in result.stderr
 
 

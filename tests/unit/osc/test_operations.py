@@ -67,7 +67,7 @@ def test_attest_waits_for_the_operation_and_prints_the_verdict(api):  # noqa: F8
     shown = json.loads(result.stdout)
     assert (shown["status"], shown["level"]) == ("trusted", 3)
     assert api.requests[0].headers["OpenStack-API-Version"] == \
-        "trusted-pools 1.4"
+        "trusted-pools 1.5"
     assert [r.path for r in api.requests] == [
         "/v1/hosts/compute-1/attest"] + 2 * [
         "/v1/hosts/compute-1/operations/" + OP]

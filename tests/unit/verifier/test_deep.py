@@ -543,3 +543,116 @@ def test_batch_results_signed_with_an_es256_key(verifier):
     single = verifier.signer.sign(outcomes[0].verdict)
     assert deep.verify_instance_result(single, keys, NOW)["sub"] == \
         outcomes[0].instance
+
+
+# --- instance policies (golden guest measurements) ---------------------------
+
+def test_instance_policy_reasons_name_policy_bank_pcr_expected_and_got(
+        verifier):
+    host, vtpm = SoftHost(), SoftVTPM()
+    good = vtpm.pcrs[SHA256][4]
+    policy = deep.InstancePolicy("guest-boot", 7, {
+        SHA256: {0: frozenset({b"\x11" * 32}), 4: frozenset({good}),
+                 12: frozenset({b"\x22" * 32})}})
+    verifier.policy_for = lambda instance: policy
+    outcome = _only(_run(verifier, host, _batch(verifier, host, [vtpm])))
+    assert outcome.verdict.status == "untrusted"
+    assert outcome.verdict.policy == "guest-boot@7"
+    assert list(outcome.verdict.reasons) == [
+        "instance policy guest-boot@7: sha256 PCR 0 expected %s, got %s"
+        % ("11" * 32, vtpm.pcrs[SHA256][0].hex()),
+        # PCR 12 was not in the guest's quote.
+        "instance policy guest-boot@7: sha256 PCR 12 not quoted "
+        "(expected %s)" % ("22" * 32)]
+
+
+def test_matching_instance_policy_gives_its_level_capped_by_the_host(
+        verifier):
+    host, vtpm = SoftHost(), SoftVTPM()
+    body = deep.pcrs_wire(vtpm.pcrs)
+    policy = deep.capture_policy("golden", 1, 3, body, pcrs=[0, 1, 4])
+    assert sorted(policy.pcrs[SHA256]) == [0, 1, 4]
+    verifier.policy_for = lambda instance: policy
+    outcome = _only(_run(verifier, host, _batch(verifier, host, [vtpm])))
+    assert outcome.error is None
+    assert (outcome.verdict.status, outcome.verdict.appraisal,
+            outcome.verdict.policy) == ("trusted", "policy", "golden@1")
+    assert outcome.verdict.level == 3
+    # Never above the host's level.
+    capped = _only(_run(verifier, host, _batch(verifier, host, [vtpm]),
+                        standing=standing(host.name, level=2)))
+    assert capped.verdict.level == 2 and capped.verdict.status == "trusted"
+    # With no policy: vTPM-bound, measured, level 1.
+    verifier.policy_for = lambda instance: None
+    plain = _only(_run(verifier, host, _batch(verifier, host, [vtpm])))
+    assert (plain.verdict.level, plain.verdict.appraisal) == (
+        1, "vtpm-bound-measured")
+    # The verified PCRs come with the outcome (what a capture reads).
+    assert deep.pcrs_wire(plain.pcrs) == body
+
+
+def test_batch_policy_hook_is_asked_with_the_instance_and_its_nonce(
+        verifier):
+    """The conductor's hook picks a policy from the instance and the
+    nonce the verified quote was made over (the challenge, whose trusted
+    caller named the image): nothing else of the evidence."""
+    host = SoftHost()
+    vtpms = [SoftVTPM(), SoftVTPM()]
+    nonces = [verifier.challenge(v.instance) for v in vtpms]
+    strict = deep.InstancePolicy("strict", 1, {
+        SHA256: {0: frozenset({b"\x00" * 32})}})
+    asked = []
+
+    def policies_for(claims):
+        asked.append(list(claims))
+        return [strict if nonce == nonces[1] else None
+                for _instance, nonce in claims]
+    verifier.policies_for = policies_for
+    outcomes = _run(verifier, host, _batch(verifier, host, vtpms, nonces))
+    assert asked == [[(vtpms[0].instance, nonces[0]),
+                      (vtpms[1].instance, nonces[1])]]
+    assert [o.verdict.status for o in outcomes] == ["trusted", "untrusted"]
+
+    verifier.policies_for = lambda claims: []
+    with pytest.raises(exception.TemporaryFailure):
+        _run(verifier, host, _batch(verifier, host, vtpms))
+
+
+@pytest.mark.parametrize("level,pcrs,where", [
+    (4, {"sha256": {"0": "00" * 32}}, "level"),
+    (1, {"sha256": {"0": "00" * 32}}, "level"),
+    (3, {}, "pcrs"),
+    (3, {"md5": {"0": "00" * 16}}, "pcrs"),
+    (3, {"sha256": {"24": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"-1": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"0": "00" * 20}}, "pcrs.sha256.0"),
+    (3, {"sha256": {"0": "zz" * 32}}, "pcrs.sha256.0"),
+    (3, {"sha256": {"0": []}}, "pcrs.sha256.0"),
+    (3, {"sha256": {"0": ["00" * 32] * 65}}, "pcrs.sha256.0"),
+    (3, {"sha256": {}}, "pcrs.sha256"),
+])
+def test_instance_policy_body_is_checked(level, pcrs, where):
+    with pytest.raises(exception.InvalidParameterValue) as caught:
+        deep.InstancePolicy.from_body("p", 1, level, pcrs)
+    assert caught.value.kwargs["name"] == where
+
+
+def test_instance_policy_body_round_trips():
+    body = {"sha256": {"0": ["aa" * 32, "00" * 32], "4": "bb" * 32},
+            "sha1": {"7": "cc" * 20}}
+    policy = deep.InstancePolicy.from_body("p", 2, 2, body)
+    assert policy.level == AssuranceLevel.PLATFORM_FIRMWARE
+    assert policy.body() == {
+        "sha1": {"7": ["cc" * 20]},
+        "sha256": {"0": ["00" * 32, "aa" * 32], "4": ["bb" * 32]}}
+    assert deep.InstancePolicy.from_body("p", 2, 2, policy.body()) == policy
+
+
+def test_capture_takes_only_what_was_asked_for():
+    verified = {"sha256": {"0": "00" * 32, "4": "44" * 32}}
+    with pytest.raises(exception.InvalidParameterValue):
+        deep.capture_policy("p", 1, 3, verified, pcrs=[9])
+    with pytest.raises(exception.InvalidParameterValue):
+        deep.capture_policy("p", 1, 3, verified, banks=["sha1"])
+    assert deep.capture_policy("p", 1, 3, verified, pcrs=[4]).body() == {
+        "sha256": {"4": ["44" * 32]}}

@@ -48,15 +48,25 @@ def challenge(call: Call, uuid: str) -> Result:
     _since_1_3(call)
     call.query(schemas.no_query)
     instance = _instance(uuid)
-    host = call.body(schemas.challenge_instance)["host"]
+    # From 1.5 the caller (the operator or Nova: never the host or the
+    # guest) may name the instance's image; it picks the image's
+    # instance policy when the guest's quote is judged.
+    body = call.body(schemas.challenge_instance_1_5
+                     if call.version >= microversion.INSTANCE_POLICIES
+                     else schemas.challenge_instance)
+    host, image = body["host"], body.get("image")
     call.db.get_host_by_name(host)
+    extra = {} if image is None else {"image": str(deep.instance_id(image))}
     answer = call.conductors.call("challenge_instance", call.rpc_context(),
-                                  host, instance=instance)
+                                  host, instance=instance, **extra)
     LOG.info("Nonce for instance %s on host %s issued to %s", instance,
              host, call.actor)
-    return 201, {"challenge": {"instance": answer["instance"],
-                               "host": host, "nonce": answer["nonce"],
-                               "expires_in": answer.get("expires_in")}}
+    shown = {"instance": answer["instance"], "host": host,
+             "nonce": answer["nonce"],
+             "expires_in": answer.get("expires_in")}
+    if image is not None:
+        shown["image"] = extra["image"]
+    return 201, {"challenge": shown}
 
 
 def verdict(call: Call, uuid: str) -> Result:

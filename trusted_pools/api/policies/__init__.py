@@ -13,6 +13,7 @@ from oslo_policy import policy
 from trusted_pools.api.policies import base
 from trusted_pools.api.policies import distrust_actions
 from trusted_pools.api.policies import hosts
+from trusted_pools.api.policies import instance_policies
 from trusted_pools.api.policies import instances
 from trusted_pools.api.policies import key_releases
 from trusted_pools.api.policies import policies
@@ -27,6 +28,7 @@ def list_rules() -> list[policy.RuleDefault]:
                                 distrust_actions.list_rules(),
                                 instances.list_rules(),
                                 key_releases.list_rules(),
+                                instance_policies.list_rules(),
                                 policies.list_rules(),
                                 secrets.list_rules(),
                                 verdicts.list_rules(),
