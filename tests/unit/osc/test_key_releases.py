@@ -57,7 +57,7 @@ def test_list_follows_pages_and_prints_json(api):  # noqa: F811
     assert (first.method, first.path) == ("GET", "/v1/key-releases")
     assert first.query["outcome"] == "refused"
     assert first.query["host"] == "compute-1"
-    assert first.headers["OpenStack-API-Version"] == "trusted-pools 1.4"
+    assert first.headers["OpenStack-API-Version"] == "trusted-pools 1.5"
     assert api.requests[1].query["marker"] == "2"
 
 

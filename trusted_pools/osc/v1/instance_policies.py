@@ -106,11 +106,15 @@ class DeleteInstancePolicy(command.Command):
         parser.add_argument("policy", metavar="<policy>",
                             help="Instance policy name")
         _version_option(parser, "Only this version (default: all)")
+        common.add_json_format(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
         _client(self).delete_instance_policy(args.policy,
                                              args.policy_version)
+        common.done_json(args, self.app.stdout,
+                         {"policy": args.policy,
+                          "version": args.policy_version, "deleted": True})
 
 
 class CaptureInstancePolicy(command.ShowOne):
@@ -162,11 +166,15 @@ class UnassignInstancePolicy(command.Command):
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
         _target_options(parser)
+        common.add_json_format(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
         kind, target = _target(args)
         _client(self).unassign_instance_policy(kind, target)
+        common.done_json(args, self.app.stdout,
+                         {"kind": kind, "target": target,
+                          "unassigned": True})
 
 
 class ListInstancePolicyAssignment(command.Lister):
