@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 
+from trusted_pools.api import microversion
 from trusted_pools.db import api as db_api
 
 LATEST = "trusted-pools latest"
@@ -36,7 +37,7 @@ def test_list_pages_newest_first_with_a_marker(client, db):
     first = client.get("/v1/key-releases?limit=2", persona="reader",
                        version=LATEST)
     assert first.status_code == 200, first.body
-    assert first.headers["OpenStack-API-Version"] == "trusted-pools 1.4"
+    assert first.headers["OpenStack-API-Version"] == "trusted-pools %s" % microversion.VERSIONS[-1]
     rows = first.json["key_releases"]
     assert [r["id"] for r in rows] == [kept[4].id, kept[3].id]
     assert rows[0]["outcome"] == "refused" and \
