@@ -236,6 +236,48 @@ class Fleet:
             self.sent += 1
 
 
+class HostEndpoint:
+    """One simulated host's answer to a conductor's direct challenge
+    (``get_evidence``, a call to the agent topic with ``server`` = the
+    host): the whole event log and the IMA entries from ``ima_start``,
+    quoted over the challenge's nonce, as the real agent answers. The
+    request's ``auth`` token is not checked (the fleet pins no key)."""
+
+    def __init__(self, fleet: "Fleet", host: SimHost) -> None:
+        self.fleet = fleet
+        self.host = host
+
+    @messaging.expose
+    def get_evidence(self, context: dict, nonce: str, banks: list[str],
+                     ima_start: int, event_log: bool,
+                     conductor: str | None = None,
+                     auth: str | None = None) -> dict:
+        fleet, host = self.fleet, self.host
+        with fleet._lock:
+            image, round_index = fleet.image, max(fleet._round, 0)
+            values = image.pcrs(round_index)
+            digest = hashlib.sha256(
+                b"".join(values[p] for p in ALL_PCRS)).digest()
+            clock = max(int(time.time() * 1000) - host.clock_base + 1000,
+                        host.last_clock + 1)
+            host.last_clock = clock
+            attest = _attest(base64.b64decode(nonce), fleet._selection,
+                             digest, clock)
+            end = image.end(round_index)
+            if conductor is not None:
+                host.sent[conductor] = (end, image.event_log_digest)
+        return {
+            "version": 2, "host": host.name,
+            "quote": base64.b64encode(attest).decode(),
+            "signature": base64.b64encode(
+                _signature(host.key, attest)).decode(),
+            "pcrs": {"sha256": {str(p): v.hex() for p, v in values.items()}},
+            "event_log": image.event_log_b64,
+            "event_log_digest": image.event_log_digest,
+            "ima": {"start": ima_start, "format": "binary",
+                    "data": image.tail_b64(ima_start, end)}}
+
+
 class Relay:
     """A rack relay: forwards its agents' pushes to their conductor
     ``size`` to a message (evidence API 1.1, ``submit_evidence_batch``)."""
