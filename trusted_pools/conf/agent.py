@@ -51,6 +51,15 @@ opts = [
                     "answers only requests signed with one of them, and "
                     "refuses to start when the file is missing or holds "
                     "none. Read at start."),
+    cfg.StrOpt("relay_topic", regex=r"^[A-Za-z0-9_.-]{1,200}$",
+               help="Topic of the evidence relay of this host's rack or "
+                    "cell ([relay] topic of trusted-pools-relay): pushes go "
+                    "there and the relay forwards them to the conductor in "
+                    "batches. Unset (the default): each push is cast to "
+                    "the conductor directly. The relay is not trusted: it "
+                    "can delay or drop pushes (the host then goes "
+                    "unknown), not change them. Direct challenges are "
+                    "answered to the conductor either way."),
     cfg.IntOpt("request_clock_leeway", default=5, min=0, max=300,
                help="Seconds of clock difference tolerated between a "
                     "conductor and this host when checking the issue and "
