@@ -85,7 +85,7 @@ class BusFleet:
         self.pushed.append(wire)
         self._send(context, conductor, wire)
 
-    # --- life cycle ------------------------------------------------------------
+    # --- life cycle -----------------------------------------------------
 
     def start(self) -> None:
         self._servers = [

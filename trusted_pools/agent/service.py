@@ -82,10 +82,15 @@ class AgentService(service_mod.ServiceBase):
         # forwards them in batches; it can delay or drop them, not change
         # them (the AK signature is the TPM's).
         send = self._conductors.submit_evidence
+        self._relay_transport = None
         if conf.agent.relay_topic:
+            if conf.agent.relay_transport_url:
+                self._relay_transport = rpc.get_transport(
+                    conf, conf.agent.relay_transport_url)
             send = relay_rpcapi.RelayAPI(
                 conf.agent.relay_topic,
-                transport=self._transport).submit_evidence
+                transport=self._relay_transport or self._transport
+            ).submit_evidence
         self._server: messaging.MessageHandlingServer | None = None
         self.vtpm: vtpm_driver.VTPMDriver | None = None
         migrations = None
@@ -137,9 +142,10 @@ class AgentService(service_mod.ServiceBase):
             # Its background key generation uses the TPM connection.
             self.manager.migrations.close()
         self.attester.close()
-        if self._transport is not None:
-            self._transport.cleanup()
-            self._transport = None
+        for transport in (self._transport, self._relay_transport):
+            if transport is not None:
+                transport.cleanup()
+        self._transport = self._relay_transport = None
         LOG.info("Agent for host %s stopped", self.host)
 
 

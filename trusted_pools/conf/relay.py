@@ -38,6 +38,16 @@ opts = [
                  help="Seconds a push may wait in a batch that is not "
                       "full before the batch is sent anyway (it is sent "
                       "within 1.5 times this)."),
+    cfg.StrOpt("conductor_transport_url", secret=True, mutable=False,
+               help="Message bus (an oslo.messaging URL) where this relay "
+                    "sends its batches to the conductors' evidence topic, "
+                    "when it is not the bus it takes pushes on "
+                    "(transport_url): with a broker or virtual host of a "
+                    "rack or cell for its agents' pushes ([agent] "
+                    "relay_transport_url), the conductors' broker carries "
+                    "one message per batch instead of one per host. Its "
+                    "user there needs only what an agent's has (publish "
+                    "to the evidence topic). Unset: the same bus."),
     cfg.IntOpt("max_conductors", default=64, min=1, max=10000,
                help="Conductors with a batch being gathered at once. A "
                     "push for another conductor first sends the oldest "

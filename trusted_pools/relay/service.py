@@ -28,8 +28,13 @@ class RelayService(service_mod.ServiceBase):
         self.topic = group.topic
         self._transport = transport
         # The relay's only call to a conductor: the evidence API's batch
-        # cast, on the agent bus (as an agent's own push).
-        evidence = conductor_rpcapi.EvidenceAPI(transport=transport)
+        # cast, on the conductors' agent bus (as an agent's own push),
+        # which may be another broker than its agents' (a rack's).
+        self._out_transport = (
+            rpc.get_transport(conf, group.conductor_transport_url)
+            if group.conductor_transport_url else None)
+        evidence = conductor_rpcapi.EvidenceAPI(
+            transport=self._out_transport or transport)
         self.manager = relay_manager.RelayManager(
             evidence.submit_evidence_batch, max_batch=group.max_batch,
             max_delay=group.max_delay, max_conductors=group.max_conductors)
@@ -56,4 +61,7 @@ class RelayService(service_mod.ServiceBase):
             self._server = None
         self._stop_jobs()
         self.manager.flush_all()
+        if self._out_transport is not None:
+            self._out_transport.cleanup()
+            self._out_transport = None
         LOG.info("Relay %s stopped: %s", self.host, self.manager.counts)

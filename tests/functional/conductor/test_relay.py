@@ -13,6 +13,8 @@ conductor and casts ``submit_evidence_batch``; a real conductor verifies.
   relay sent), and the other hosts of the same batch are unaffected.
 * A relay that stops: its hosts go unknown once their freshness window
   has passed, never trusted on old evidence.
+* Agents and their relay on a rack's own virtual host: the conductors'
+  bus carries the batches only.
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ INTERVAL = 2
 MISSED = 2
 
 
-def _relay(conf: Any, max_batch: int = 50, max_delay: float = 0.2
-           ) -> relay_service.RelayService:
+def _relay(conf: Any, max_batch: int = 50, max_delay: float = 0.2,
+           transport: Any = None) -> relay_service.RelayService:
     conf.set_override("host", "relay-rack-1", group="relay")
     conf.set_override("max_batch", max_batch, group="relay")
     conf.set_override("max_delay", max_delay, group="relay")
-    service = relay_service.RelayService(conf)
-    return service
+    return relay_service.RelayService(conf, transport=transport)
 
 
 def _pool(tmp_path: Any) -> BusFleet:
@@ -164,3 +165,56 @@ def test_a_stopped_relay_turns_its_hosts_unknown_not_trusted(
     finally:
         pool.close()
         relay.stop()
+
+
+def test_a_rack_bus_keeps_the_per_host_messages_off_the_conductors_bus(
+        tmp_path, rabbit_conf):
+    """Agents push to their relay on a rack's own virtual host ([agent]
+    relay_transport_url); the relay sends its batches on the conductors'
+    bus ([relay] conductor_transport_url). The conductors' bus then never
+    holds the relay topic: one message per batch reaches it, not one per
+    host."""
+    import subprocess
+    import urllib.parse
+    import uuid
+
+    from tests.rabbitmq import rabbitmqctl
+    from trusted_pools.common import rpc
+
+    central = rabbit_conf.transport_url
+    rack_vhost = "tp-test-rack-%s" % uuid.uuid4().hex[:8]
+    assert rabbitmqctl("add_vhost", rack_vhost) and rabbitmqctl(
+        "set_permissions", "-p", rack_vhost, "guest", ".*", ".*", ".*"), \
+        "rabbitmqctl is needed to make the rack's virtual host"
+    parts = urllib.parse.urlsplit(central)
+    rack_url = urllib.parse.urlunsplit(parts._replace(path="/" + rack_vhost))
+    rack = rpc.get_transport(rabbit_conf, rack_url)
+    rabbit_conf.set_override("conductor_transport_url", central,
+                             group="relay")
+    relay = _relay(rabbit_conf, transport=rack)
+    relay.start()
+    pool = BusFleet(tmp_path, HOSTS, interval=INTERVAL,
+                    unknown_after_missed=MISSED,
+                    send=relay_rpcapi.RelayAPI(
+                        transport=rack).submit_evidence)
+    try:
+        pool.start()
+        pool.wait_for(pool.all_trusted_after(time.time() + INTERVAL),
+                      timeout=30)
+        counts = dict(relay.manager.counts)
+        assert counts["batches"] * 3 <= counts["pushes"], counts
+
+        def queues(vhost: str) -> str:
+            return subprocess.run(
+                ["rabbitmqctl", "list_queues", "-q", "-p", vhost, "name"],
+                check=True, capture_output=True, text=True,
+                timeout=60).stdout
+        central_vhost = urllib.parse.unquote(parts.path.lstrip("/")) or "/"
+        assert "trusted_pools_relay" in queues(rack_vhost)
+        assert "trusted_pools_relay" not in queues(central_vhost)
+    finally:
+        pool.close()
+        relay.stop()
+        rack.cleanup()
+        rabbit_conf.clear_override("conductor_transport_url", group="relay")
+        rabbitmqctl("delete_vhost", rack_vhost)
