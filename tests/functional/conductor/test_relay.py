@@ -191,12 +191,16 @@ def test_a_rack_bus_keeps_the_per_host_messages_off_the_conductors_bus(
     rack = rpc.get_transport(rabbit_conf, rack_url)
     rabbit_conf.set_override("conductor_transport_url", central,
                              group="relay")
+    # A topic of this test's own: the session's virtual host may hold the
+    # other tests' relay queues.
+    topic = "trusted_pools_relay_rack_%s" % uuid.uuid4().hex[:8]
+    rabbit_conf.set_override("topic", topic, group="relay")
     relay = _relay(rabbit_conf, transport=rack)
     relay.start()
     pool = BusFleet(tmp_path, HOSTS, interval=INTERVAL,
                     unknown_after_missed=MISSED,
                     send=relay_rpcapi.RelayAPI(
-                        transport=rack).submit_evidence)
+                        topic, transport=rack).submit_evidence)
     try:
         pool.start()
         pool.wait_for(pool.all_trusted_after(time.time() + INTERVAL),
@@ -210,11 +214,12 @@ def test_a_rack_bus_keeps_the_per_host_messages_off_the_conductors_bus(
                 check=True, capture_output=True, text=True,
                 timeout=60).stdout
         central_vhost = urllib.parse.unquote(parts.path.lstrip("/")) or "/"
-        assert "trusted_pools_relay" in queues(rack_vhost)
-        assert "trusted_pools_relay" not in queues(central_vhost)
+        assert topic in queues(rack_vhost)
+        assert topic not in queues(central_vhost)
     finally:
         pool.close()
         relay.stop()
         rack.cleanup()
         rabbit_conf.clear_override("conductor_transport_url", group="relay")
+        rabbit_conf.clear_override("topic", group="relay")
         rabbitmqctl("delete_vhost", rack_vhost)
