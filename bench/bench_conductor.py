@@ -37,11 +37,17 @@ With ``--conductors K`` K conductor processes share the hash ring (each
 owns its share of the hosts and sends its own epochs); their CPU adds up
 and a round lasts as long as the slowest.
 
-With ``--relay K`` the simulated agents' pushes reach the conductor K to
-a message (``submit_evidence_batch``, as a rack relay would send them).
+With ``--relays R`` the simulated agents cast their pushes to the relay
+topic (as agents with ``[agent] relay_topic`` do) and R real
+``trusted-pools-relay`` processes (``python -m trusted_pools.cmd.relay``,
+each with its own configuration file) forward them to the conductors in
+batches of up to ``--relay-batch`` pushes (``submit_evidence_batch``).
+The relays' CPU is reported apart: they run on the racks' machines, not
+on the conductors'. All bus hops share the one broker here, whose CPU
+therefore includes the agents-to-relay messages (one per host).
 
 Run: .venv/bin/python -m bench.bench_conductor [--hosts N] [--rounds R]
-     [--conductors K] [--relay K] [--profile]
+     [--conductors K] [--relays R] [--relay-batch K] [--profile]
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ from bench._bus import bench_vhost, configure_bus
 from bench._timing import median_seconds, report
 
 RABBIT = "rabbit://guest:guest@127.0.0.1:5672/"
+RELAY_TOPIC = "trusted_pools_bench_relay"
 SHA256 = sim_agents.SHA256
 
 
@@ -186,16 +193,70 @@ def _cpu(pid: int) -> float:
         return 0.0
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants (oslo.service's
+    launcher runs the service in a child process)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += _cpu(current)
+        todo.extend(children.get(current, ()))
+    return total
+
+
 def _broker_pid() -> int | None:
+    """The broker's Erlang VM: of the beam.smp processes (rabbitmqctl runs
+    one for a moment too), the one that has used the most CPU."""
+    found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open("/proc/%s/comm" % entry) as handle:
                     if handle.read().strip() == "beam.smp":
-                        return int(entry)
+                        found.append((_cpu(int(entry)), int(entry)))
             except OSError:
                 continue
-    return None
+    return max(found)[1] if found else None
+
+
+def _start_relays(args: argparse.Namespace, url: str, exchange: str,
+                  workdir: str) -> list[subprocess.Popen]:
+    """``--relays`` trusted-pools-relay processes on one topic, each
+    from a configuration file as an operator writes it."""
+    relays = []
+    for index in range(args.relays):
+        path = os.path.join(workdir, "relay-%d.conf" % index)
+        with open(path, "w") as handle:
+            handle.write(
+                "[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n"
+                "use_stderr = false\nlog_file = %s\n"
+                "[relay]\nhost = bench-relay-%d\ntopic = %s\n"
+                "max_batch = %d\nmax_delay = %s\n"
+                % (url, exchange, os.path.join(workdir, "relay-%d.log"
+                                               % index),
+                   index, RELAY_TOPIC, args.relay_batch, args.relay_delay))
+        relays.append(subprocess.Popen(
+            [sys.executable, "-W", "ignore", "-m", "trusted_pools.cmd.relay",
+             "--config-file", path], stdin=subprocess.DEVNULL))
+    deadline = time.monotonic() + 60
+    for index, relay in enumerate(relays):
+        log = os.path.join(workdir, "relay-%d.log" % index)
+        while not (os.path.exists(log) and " started on topic " in
+                   open(log).read()):
+            if relay.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("relay %d did not start (see %s)"
+                                   % (index, log))
+            time.sleep(0.1)
+    return relays
 
 
 # --- baseline ----------------------------------------------------------------
@@ -404,11 +465,13 @@ def _run(args: argparse.Namespace, url: str, exchange: str, workdir: str
     agents = subprocess.Popen(
         [sys.executable, "-W", "ignore", "-m", "bench.sim_agents", url,
          exchange, str(args.hosts), str(args.seed), str(args.ima),
-         str(args.rounds), report_path, str(args.relay)],
+         str(args.rounds), report_path,
+         RELAY_TOPIC if args.relays else ""],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True)
     context = multiprocessing.get_context("spawn")
     conductors = []
+    relays = _start_relays(args, url, exchange, workdir)
     try:
         if agents.stdout.readline().strip() != "ready":
             raise RuntimeError("simulated agents did not start")
@@ -427,13 +490,16 @@ def _run(args: argparse.Namespace, url: str, exchange: str, workdir: str
         for index in range(args.rounds):
             if args.profile and index == args.rounds - 1:
                 conductors[0][1].send("profile")
-            before = (_cpu(agents.pid), _cpu(broker) if broker else 0.0)
+            before = (_cpu(agents.pid), _cpu(broker) if broker else 0.0,
+                      sum(_tree_cpu(p.pid) for p in relays))
             for _, parent in conductors:
                 parent.send("round")
             r = _merge([parent.recv() for _, parent in conductors])
-            after = (_cpu(agents.pid), _cpu(broker) if broker else 0.0)
+            after = (_cpu(agents.pid), _cpu(broker) if broker else 0.0,
+                     sum(_tree_cpu(p.pid) for p in relays))
             r["agents"] = after[0] - before[0]
             r["broker"] = after[1] - before[1]
+            r["relays"] = after[2] - before[2]
             rounds.append(r)
             done = r["n"]
             if done < args.hosts:
@@ -441,11 +507,12 @@ def _run(args: argparse.Namespace, url: str, exchange: str, workdir: str
                       % (index + 1, done, args.hosts, args.round_timeout))
             print("round %d: %d attestations in %.2f s = %.0f/s; conductor "
                   "CPU %.3f ms/att (worker %.3f), agents %.3f ms/att, "
-                  "broker %.3f ms/att" % (
+                  "relays %.3f ms/att, broker %.3f ms/att" % (
                       index + 1, done, r["wall"], done / r["wall"],
                       1e3 * r["cpu"] / max(done, 1),
                       1e3 * r["worker"] / max(done, 1),
                       1e3 * r["agents"] / max(done, 1),
+                      1e3 * r["relays"] / max(done, 1),
                       1e3 * r["broker"] / max(done, 1)))
         _summary(rounds[1:] or rounds, baseline, args)
         statuses: dict[str, int] = {}
@@ -469,6 +536,13 @@ def _run(args: argparse.Namespace, url: str, exchange: str, workdir: str
             agents.wait(timeout=30)
         except subprocess.TimeoutExpired:
             agents.kill()
+        for relay in relays:
+            relay.terminate()  # oslo.service stops gracefully on SIGTERM
+        for relay in relays:
+            try:
+                relay.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                relay.kill()
         db.dispose()
 
 
@@ -504,6 +578,10 @@ def _summary(rounds: list[dict], baseline: float,
            baseline, "crypto+hash baseline")
     report("simulated agents CPU per attestation (own process)",
            med("agents"), baseline, "crypto+hash baseline")
+    if args.relays:
+        report("relay processes CPU per attestation (%d, on the racks)"
+               % args.relays, med("relays"), baseline,
+               "crypto+hash baseline")
     report("RabbitMQ broker CPU per attestation", med("broker"), baseline,
            "crypto+hash baseline")
     broker = med("broker")
@@ -517,6 +595,10 @@ def _summary(rounds: list[dict], baseline: float,
           % (2 * 60.0 / (cpu + broker)))
     print("  (agents' CPU, %.3f ms/att, is the hosts' own, not counted)"
           % (med("agents") * 1e3))
+    if args.relays:
+        print("  (relays' CPU, %.3f ms/att, runs on the racks, not "
+              "counted; the broker's includes the agents-to-relay hop)"
+              % (med("relays") * 1e3))
     print()
     report("CPU-bound capacity per conductor process (one core)", 1.0 / cpu,
            unit="att/s")
@@ -538,10 +620,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ima", type=int, default=100,
                         help="new IMA entries per host per round")
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--relay", type=int, default=1,
-                        help="pushes per bus message: 1 = one cast per "
-                             "host (agents direct), K > 1 = a rack relay "
-                             "forwarding K hosts' pushes per cast")
+    parser.add_argument("--relays", type=int, default=0,
+                        help="trusted-pools-relay processes (0: agents "
+                             "push to the conductors directly)")
+    parser.add_argument("--relay-batch", type=int, default=500,
+                        help="[relay] max_batch: pushes per message to a "
+                             "conductor")
+    parser.add_argument("--relay-delay", type=float, default=0.2,
+                        help="[relay] max_delay, seconds")
     parser.add_argument("--conductors", type=int, default=1,
                         help="conductor processes sharing the hash ring")
     parser.add_argument("--seed", type=int, default=1)

@@ -196,9 +196,6 @@ class Fleet:
             self._round += 1
             self._answer(context, conductor, epoch_id,
                          base64.b64decode(epoch_value), members)
-            flush = getattr(self._send, "flush", None)
-            if flush is not None:
-                flush(context)
             self.cpu_seconds += time.thread_time() - started
 
     def _answer(self, context: dict, conductor: str, epoch_id: str,
@@ -236,43 +233,65 @@ class Fleet:
             self.sent += 1
 
 
-class Relay:
-    """A rack relay: forwards its agents' pushes to their conductor
-    ``size`` to a message (evidence API 1.1, ``submit_evidence_batch``)."""
+class HostEndpoint:
+    """One simulated host's answer to a conductor's direct challenge
+    (``get_evidence``, a call to the agent topic with ``server`` = the
+    host): the whole event log and the IMA entries from ``ima_start``,
+    quoted over the challenge's nonce, as the real agent answers. The
+    request's ``auth`` token is not checked (the fleet pins no key)."""
 
-    def __init__(self, api: Any, size: int) -> None:
-        self.api = api
-        self.size = size
-        self._pending: dict[str, list[dict]] = {}
+    def __init__(self, fleet: "Fleet", host: SimHost) -> None:
+        self.fleet = fleet
+        self.host = host
 
-    def __call__(self, context: dict, conductor: str, wire: dict) -> None:
-        pending = self._pending.setdefault(conductor, [])
-        pending.append(wire)
-        if len(pending) >= self.size:
-            self.api.submit_evidence_batch(context, conductor, pending)
-            self._pending[conductor] = []
-
-    def flush(self, context: dict) -> None:
-        for conductor, pending in self._pending.items():
-            if pending:
-                self.api.submit_evidence_batch(context, conductor, pending)
-        self._pending = {}
+    @messaging.expose
+    def get_evidence(self, context: dict, nonce: str, banks: list[str],
+                     ima_start: int, event_log: bool,
+                     conductor: str | None = None,
+                     auth: str | None = None) -> dict:
+        fleet, host = self.fleet, self.host
+        with fleet._lock:
+            image, round_index = fleet.image, max(fleet._round, 0)
+            values = image.pcrs(round_index)
+            digest = hashlib.sha256(
+                b"".join(values[p] for p in ALL_PCRS)).digest()
+            clock = max(int(time.time() * 1000) - host.clock_base + 1000,
+                        host.last_clock + 1)
+            host.last_clock = clock
+            attest = _attest(base64.b64decode(nonce), fleet._selection,
+                             digest, clock)
+            end = image.end(round_index)
+            if conductor is not None:
+                host.sent[conductor] = (end, image.event_log_digest)
+        return {
+            "version": 2, "host": host.name,
+            "quote": base64.b64encode(attest).decode(),
+            "signature": base64.b64encode(
+                _signature(host.key, attest)).decode(),
+            "pcrs": {"sha256": {str(p): v.hex() for p, v in values.items()}},
+            "event_log": image.event_log_b64,
+            "event_log_digest": image.event_log_digest,
+            "ima": {"start": ima_start, "format": "binary",
+                    "data": image.tail_b64(ima_start, end)}}
 
 
 def run(url: str, exchange: str, hosts: int, seed: int, ima_per_round: int,
-        rounds: int, report_path: str, relay: int = 1) -> None:
+        rounds: int, report_path: str, relay_topic: str = "") -> None:
     """Serve the fleet on the bus until stdin closes; on exit write the
-    fleet's CPU seconds and message count to ``report_path``."""
+    fleet's CPU seconds and message count to ``report_path``. With
+    ``relay_topic`` each push is cast there (the relay's client, as an
+    agent with ``[agent] relay_topic``), else to the conductor."""
     from trusted_pools.agent import rpcapi as agent_rpcapi
     from trusted_pools.common import rpc
     from trusted_pools.conductor import rpcapi as conductor_rpcapi
 
     from bench._bus import configure_bus
     fixture = configure_bus(url, exchange, "trusted_pools_bench_agents")
-    api = conductor_rpcapi.EvidenceAPI()
+    from trusted_pools.relay import rpcapi as relay_rpcapi
+    send = (relay_rpcapi.RelayAPI(relay_topic).submit_evidence
+            if relay_topic else conductor_rpcapi.EvidenceAPI().submit_evidence)
     image = Image(ima_per_round, rounds)
-    fleet = Fleet(hosts, seed, image, api.submit_evidence if relay <= 1
-                  else Relay(api, relay))
+    fleet = Fleet(hosts, seed, image, send)
     # Serves the agents' API at the version conductors send.
     fleet.target = messaging.Target(version=agent_rpcapi.RPC_API_VERSION)
     server = rpc.get_server(
@@ -294,4 +313,4 @@ def run(url: str, exchange: str, hosts: int, seed: int, ima_per_round: int,
 if __name__ == "__main__":
     run(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
         int(sys.argv[5]), int(sys.argv[6]), sys.argv[7],
-        int(sys.argv[8]) if len(sys.argv) > 8 else 1)
+        sys.argv[8] if len(sys.argv) > 8 else "")

@@ -1,6 +1,8 @@
 """The import contract (``.importlinter``): each package stays on its side
 of the trust boundary. The evidence library and the protocol import no
 oslo library and no service; the agent imports nothing of the verifier;
+the relay (host side) imports nothing of the verifier or the conductor
+but its RPC client;
 no service imports another sideways; the layers go cmd > api/conductor >
 verifier > protocol > tpm.
 
@@ -56,6 +58,14 @@ VIOLATIONS = [
                  "from trusted_pools.conductor import keys",
                  "The agent (attester, vTPMs) imports nothing of the "
                  "verifier", id="vtpm-imports-conductor"),
+    pytest.param("trusted_pools/relay/manager.py",
+                 "from trusted_pools.conductor import manager",
+                 "The relay (host side, untrusted) imports nothing of the "
+                 "verifier", id="relay-imports-the-conductor"),
+    pytest.param("trusted_pools/relay/service.py",
+                 "from trusted_pools.verifier import pipeline",
+                 "The relay (host side, untrusted) imports nothing of the "
+                 "verifier", id="relay-imports-the-verifier"),
     pytest.param("trusted_pools/keymanager/backend.py",
                  "from trusted_pools.db import api",
                  "The Nova side reads signed verdicts and opens released "

@@ -6,6 +6,8 @@ from trusted_pools.agent import manager as agent_manager
 from trusted_pools.agent import rpcapi as agent_rpcapi
 from trusted_pools.conductor import endpoints
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
+from trusted_pools.relay import manager as relay_manager
+from trusted_pools.relay import rpcapi as relay_rpcapi
 
 
 @pytest.mark.parametrize("version,endpoint", [
@@ -13,6 +15,7 @@ from trusted_pools.conductor import rpcapi as conductor_rpcapi
     (conductor_rpcapi.RPC_API_VERSION, endpoints.ManagementEndpoint),
     (conductor_rpcapi.EVIDENCE_API_VERSION, endpoints.EvidenceEndpoint),
     (conductor_rpcapi.VERDICTS_API_VERSION, endpoints.VerdictsEndpoint),
+    (relay_rpcapi.RELAY_API_VERSION, relay_manager.RelayManager),
 ])
 def test_client_and_server_versions_agree(version, endpoint):
     assert endpoint.target.version == version
@@ -22,6 +25,7 @@ def test_client_and_server_versions_agree(version, endpoint):
     (agent_rpcapi, ["RPC_API_VERSION"]),
     (conductor_rpcapi, ["RPC_API_VERSION", "EVIDENCE_API_VERSION",
                         "VERDICTS_API_VERSION"]),
+    (relay_rpcapi, ["RELAY_API_VERSION"]),
 ])
 def test_docstring_history_names_current_version(rpcapi, versions):
     for name in versions:

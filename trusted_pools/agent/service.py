@@ -25,6 +25,7 @@ from trusted_pools import conf  # noqa: F401 - registers the options used
 from trusted_pools.common import rpc
 from trusted_pools.common import service as service_mod
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
+from trusted_pools.relay import rpcapi as relay_rpcapi
 from trusted_pools.conf import vtpm as vtpm_conf
 from trusted_pools.vtpm import binding as vtpm_binding
 from trusted_pools.vtpm import driver as vtpm_driver
@@ -77,6 +78,19 @@ class AgentService(service_mod.ServiceBase):
                            if transport_url else None)
         self._conductors = conductor_rpcapi.EvidenceAPI(
             transport=self._transport)
+        # With a relay (issue 15): pushes go to the rack's relay, which
+        # forwards them in batches; it can delay or drop them, not change
+        # them (the AK signature is the TPM's).
+        send = self._conductors.submit_evidence
+        self._relay_transport = None
+        if conf.agent.relay_topic:
+            if conf.agent.relay_transport_url:
+                self._relay_transport = rpc.get_transport(
+                    conf, conf.agent.relay_transport_url)
+            send = relay_rpcapi.RelayAPI(
+                conf.agent.relay_topic,
+                transport=self._relay_transport or self._transport
+            ).submit_evidence
         self._server: messaging.MessageHandlingServer | None = None
         self.vtpm: vtpm_driver.VTPMDriver | None = None
         migrations = None
@@ -88,8 +102,8 @@ class AgentService(service_mod.ServiceBase):
                 self.host, self.attester, self.vtpm,
                 vtpm_conf.migration_journal_dir(conf), ca=ca)
         self.manager = agent_manager.AgentManager(
-            self.attester, self._conductors.submit_evidence,
-            requests, vtpm=self.vtpm, migrations=migrations)
+            self.attester, send, requests, vtpm=self.vtpm,
+            migrations=migrations)
 
     def periodic_jobs(self) -> list[service_mod.PeriodicJob]:
         if self.vtpm is None:
@@ -131,9 +145,10 @@ class AgentService(service_mod.ServiceBase):
             # Its background key generation uses the TPM connection.
             self.manager.migrations.close()
         self.attester.close()
-        if self._transport is not None:
-            self._transport.cleanup()
-            self._transport = None
+        for transport in (self._transport, self._relay_transport):
+            if transport is not None:
+                transport.cleanup()
+        self._transport = self._relay_transport = None
         LOG.info("Agent for host %s stopped", self.host)
 
 

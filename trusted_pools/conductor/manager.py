@@ -68,6 +68,10 @@ MAX_EVIDENCE_BATCH = 1000
 # many hosts costs at most this many agent calls at a time.
 MAX_CHALLENGES_IN_FLIGHT = 16
 
+# Pushes one host name may have waiting for the worker at once (the rule
+# is explained in ConductorManager.submit_evidence).
+MAX_PENDING_PER_HOST = 2
+
 
 @dataclass(frozen=True)
 class _Push:
@@ -75,6 +79,9 @@ class _Push:
 
     received_at: float
     wire: Any
+    #: The host name the push claims (it holds one of that name's queue
+    #: places until the worker takes it).
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,8 @@ class ConductorManager:
                  keys: Any = None,
                  metrics: metrics_mod.ConductorMetrics | None = None,
                  migration_step_timeout: float = 300.0,
-                 max_queued_evidence: int = 20000) -> None:
+                 max_queued_evidence: int = 20000,
+                 max_pending_per_host: int = MAX_PENDING_PER_HOST) -> None:
         self.host = host
         #: Prometheus metrics (served by the service if configured).
         self.metrics = metrics or metrics_mod.ConductorMetrics()
@@ -156,6 +164,19 @@ class ConductorManager:
         #: (``[conductor] evidence_queue_limit``); and what was shed.
         self.max_queued_evidence = max_queued_evidence
         self.shed: dict[str, int] = {"queue_full": 0, "waited_too_long": 0}
+        #: Queue places one host name may hold (see submit_evidence).
+        self.max_pending_per_host = max_pending_per_host
+        # Host name -> its pushes waiting in the queue; the admission
+        # check and the count change together under _admit_lock (the RPC
+        # server may run several dispatch threads).
+        self._pending: dict[str, int] = {}
+        self._admit_lock = threading.Lock()
+        # The names of enrolled hosts (all of them, not only this
+        # conductor's: the ring is checked apart). Read from the database
+        # at each epoch, when refresh_enrollments reads the hosts anyway,
+        # and changed at once by this conductor's own enrollments and
+        # resets; None until first read.
+        self._enrolled_names: frozenset[str] | None = None
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -355,6 +376,7 @@ class ConductorManager:
         if not cached and not self._published:
             return []
         current = self.db.host_enrollments()
+        self.refresh_enrolled_names(current)
         changed = sorted(
             name for name in cached
             if _registration_changed(current.get(name), cached[name]))
@@ -379,6 +401,25 @@ class ConductorManager:
             if _registration_changed(current.get(name), cached.get(name)):
                 self._drop_announcement(name, current.get(name))
         return changed
+
+    def refresh_enrolled_names(
+            self, current: dict[str, db_api.HostEnrollment] | None = None
+            ) -> frozenset[str]:
+        """Read again which hosts are enrolled (``current``: what the
+        caller just read from the database). Pushes in any other name are
+        dropped before they are queued (:meth:`submit_evidence`). A host
+        enrolled through another conductor or the CLI is pushed for from
+        the next epoch on, when this is read again."""
+        if current is None:
+            current = self.db.host_enrollments()
+        names = frozenset(name for name, e in current.items()
+                          if e.state == "enrolled")
+        self._enrolled_names = names
+        return names
+
+    def enrolled_names(self) -> frozenset[str]:
+        names = self._enrolled_names
+        return names if names is not None else self.refresh_enrolled_names()
 
     def _drop_announcement(self, name: str,
                            enrollment: db_api.HostEnrollment | None) -> None:
@@ -429,6 +470,7 @@ class ConductorManager:
             host, group, ek_certificate, registration.ek_public_sha256,
             registration.ak_public, registration.ak_name, approve=ek_sha256)
         self.forget_host(host)
+        self._enrolled_names = self.enrolled_names() | {host}
         LOG.info("Host %s enrolled (EK public key SHA-256 %s, AK name %s, "
                  "generation %d)", host, registration.ek_public_sha256,
                  registration.ak_name.hex(), stored.generation)
@@ -530,6 +572,7 @@ class ConductorManager:
         self._check_owner(host)
         record = self.db.reset_enrollment(host)
         self.forget_host(host)
+        self._enrolled_names = self.enrolled_names() - {host}
         LOG.warning("Enrollment of host %s reset by the operator: it must "
                     "enroll again with an approved EK", host)
         self._record_not_enrolled(record)
@@ -772,20 +815,57 @@ class ConductorManager:
         the wait of what it does verify under an interval. Challenge
         answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist.
 
-        A push naming a host another conductor owns is dropped before it
-        is queued (the worker would drop it unverified anyway): a flood of
-        pushes in such names must not take the queue places of the hosts
-        this conductor owns. Pushes naming its own hosts still share one
-        bound (no per-host cap yet).
+        Any compute host's bus credentials can cast pushes in any name, so
+        before a push takes a queue place (each check costs a dictionary
+        or set lookup, no verification):
+
+        * a push without a host name, or naming a host another conductor
+          owns on the ring, or a host that is not enrolled (an invented
+          name that hashes here), is dropped: the worker would drop it
+          unverified anyway, and it must not take the place of a push of
+          an enrolled host this conductor owns;
+        * one host name holds at most ``max_pending_per_host`` places. The
+          first pushes in a name keep their places until the worker takes
+          them; later ones in the same name are dropped, never put in
+          their stead. A push cannot be told genuine before it is
+          verified, and the attacker can always push last, so letting a
+          newer push displace an older one would hand the places to
+          whoever pushes most; keeping the first ones leaves an honest
+          push that arrived first untouched. If forged pushes got there
+          first, the honest host loses this push but not its verdict: the
+          worker verifies a forged push, it fails, and that earns the named
+          host a direct challenge (at most one per interval,
+          :meth:`_push_failed`) whose answer comes back outside this queue
+          and is judged; a failed push gives no verdict against the named
+          host. So a flood in one name costs the pool
+          ``max_pending_per_host`` places, never the other hosts' places,
+          and the named host is verified through its challenge. With
+          ``max_queued_evidence`` at least ``max_pending_per_host`` times
+          the hosts this conductor owns, a flood in every enrolled name
+          cannot fill the queue either.
         """
         host = evidence.get("host") if isinstance(evidence, dict) else None
-        if isinstance(host, str) and self.ring.owner(host) != self.host:
-            self.shed["not_owned"] = self.shed.get("not_owned", 0) + 1
+        if not isinstance(host, str):
+            self._drop("no_host")
             return
-        if self._queue.qsize() >= self.max_queued_evidence:
-            self._shed("queue_full")
+        if self.ring.owner(host) != self.host:
+            self._drop("not_owned")
             return
-        self._queue.put(_Push(self.clock(), evidence))
+        if host not in self.enrolled_names():
+            self._drop("not_enrolled")
+            return
+        with self._admit_lock:
+            if self._queue.qsize() >= self.max_queued_evidence:
+                full = "queue_full"
+            elif self._pending.get(host, 0) >= self.max_pending_per_host:
+                full = "host_pending_full"
+            else:
+                full = ""
+                self._pending[host] = self._pending.get(host, 0) + 1
+        if full:
+            self._drop(full)
+            return
+        self._queue.put(_Push(self.clock(), evidence, host))
 
     def submit_evidence_batch(self, context: dict, batch: Any) -> None:
         """Cast by a relay of several agents (evidence API 1.1): each item
@@ -798,18 +878,27 @@ class ConductorManager:
                         if not isinstance(batch, list) else
                         "%d pushes, over %d" % (len(batch),
                                                 MAX_EVIDENCE_BATCH))
-            self.shed["batch_refused"] = self.shed.get(
-                "batch_refused", 0) + 1
+            self._drop("batch_refused")
             return
         for evidence in batch:
             self.submit_evidence(context, evidence)
 
     def _shed(self, why: str) -> None:
-        count = self.shed[why] = self.shed[why] + 1
-        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
+        self._drop(why)
+
+    def _drop(self, why: str) -> None:
+        """A push dropped unverified, counted by reason (``shed`` and the
+        metric trusted_pools_evidence_dropped)."""
+        count = self.shed[why] = self.shed.get(why, 0) + 1
+        self.metrics.evidence_dropped(why)
+        if why in ("queue_full", "waited_too_long") and \
+                count & (count - 1) == 0:  # the 1st, 2nd, 4th... time
             LOG.warning("Conductor %s is over its evidence budget: %d "
                         "push(es) shed (%s) so far; their hosts go unknown "
                         "if it lasts", self.host, count, why)
+        elif count & (count - 1) == 0:
+            LOG.warning("Conductor %s dropped %d push(es) so far before "
+                        "queueing them (%s)", self.host, count, why)
 
     def verdicts_since(self, context: dict, since: float
                        ) -> list[dict[str, Any]]:
@@ -1077,6 +1166,9 @@ class ConductorManager:
 
     def start_epoch(self, context: dict | None = None) -> freshness.Epoch:
         """Begin an interval: announce a fresh epoch to every agent."""
+        # Which names may take queue places this interval (one narrow
+        # read of the hosts table).
+        self.refresh_enrolled_names()
         epoch = self.epochs.start_epoch(self.clock())
         try:
             self.agents.start_epoch(context or {}, self.host,
@@ -1133,6 +1225,16 @@ class ConductorManager:
                 batch.append(self._queue.get_nowait())
         except queue.Empty:
             pass
+        if batch:
+            # The pushes taken give their queue places back to their names.
+            with self._admit_lock:
+                for item in batch:
+                    if isinstance(item, _Push):
+                        left = self._pending.get(item.host, 0) - 1
+                        if left > 0:
+                            self._pending[item.host] = left
+                        else:
+                            self._pending.pop(item.host, None)
         return batch
 
     def _verify_pushed(self, wire: Any, received_at: float

@@ -52,6 +52,9 @@ _LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
 #: Statuses of a verdict (db models) and the two the pool gauge adds:
 #: ``stale`` (the newest verdict expired) and ``none`` (no verdict yet).
 _STATUSES = ("trusted", "untrusted", "unknown")
+#: Why a push was dropped before verification (ConductorManager).
+DROP_REASONS = ("no_host", "not_owned", "not_enrolled", "host_pending_full",
+                "queue_full", "waited_too_long", "batch_refused")
 
 #: Key-release outcomes and the standing the key service judged a host by.
 _RELEASE_STATUSES = ("trusted", "untrusted", "unknown", "stale")
@@ -127,6 +130,14 @@ class ConductorMetrics:
             "trusted_pools_vtpm_migrations",
             "vTPM migrations this conductor ended, by outcome (completed, "
             "aborted).", ["outcome"], registry=r)
+        self.dropped = Counter(
+            "trusted_pools_evidence_dropped",
+            "Evidence pushes dropped unverified, by reason: no_host, "
+            "not_owned (another conductor's host), not_enrolled (a name "
+            "no enrolled host has), host_pending_full (that name already "
+            "holds its queue places), queue_full, waited_too_long (shed "
+            "by a conductor behind), batch_refused (a malformed relay "
+            "batch, counted once).", ["reason"], registry=r)
         self.queue_depth = Gauge(
             "trusted_pools_evidence_queue_depth",
             "Evidence messages and challenge answers waiting for the "
@@ -135,6 +146,8 @@ class ConductorMetrics:
         # builds a key on every call, several times the cost of observe().
         self._verdicts = {s: self.attestations.labels(s) for s in _STATUSES}
         self._phases = {p: self.latency.labels(p) for p in PHASES}
+        self._dropped = {reason: self.dropped.labels(reason)
+                         for reason in DROP_REASONS}
         for outcome in ("released", "refused"):
             for status in _RELEASE_STATUSES:
                 self.key_releases.labels(outcome, status)
@@ -153,6 +166,14 @@ class ConductorMetrics:
 
     def evidence_rejected(self, error: BaseException | type) -> None:
         self.rejected.labels(error_label(error)).inc()
+
+    def evidence_dropped(self, reason: str) -> None:
+        """A push dropped before verification (``reason``: one of
+        DROP_REASONS)."""
+        child = self._dropped.get(reason)
+        if child is None:
+            child = self._dropped[reason] = self.dropped.labels(reason)
+        child.inc()
 
     def rejected_types(self, kinds: Iterable[type]) -> None:
         for kind in kinds:

@@ -121,6 +121,7 @@ class ConductorService(service_mod.ServiceBase):
             banks=tuple(conf.attestation.pcr_banks),
             batch_size=group.evidence_batch_size,
             max_queued_evidence=group.evidence_queue_limit,
+            max_pending_per_host=group.evidence_pending_per_host,
             epoch_spread=group.epoch_spread,
             ek_only_anchors=tuple(group.ek_only_anchors),
             limits=Limits(

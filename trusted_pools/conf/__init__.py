@@ -9,6 +9,7 @@ from trusted_pools.conf import conductor
 from trusted_pools.conf import database
 from trusted_pools.conf import key_service
 from trusted_pools.conf import placement
+from trusted_pools.conf import relay
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
 from trusted_pools.conf import vtpm
@@ -23,6 +24,7 @@ conductor.register_opts(CONF)
 database.register_opts(CONF)
 key_service.register_opts(CONF)
 placement.register_opts(CONF)
+relay.register_opts(CONF)
 tpm.register_opts(CONF)
 rpc_pins.register_opts(CONF)
 vtpm.register_opts(CONF)

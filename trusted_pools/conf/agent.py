@@ -51,6 +51,23 @@ opts = [
                     "answers only requests signed with one of them, and "
                     "refuses to start when the file is missing or holds "
                     "none. Read at start."),
+    cfg.StrOpt("relay_topic", regex=r"^[A-Za-z0-9_.-]{1,200}$",
+               help="Topic of the evidence relay of this host's rack or "
+                    "cell ([relay] topic of trusted-pools-relay): pushes go "
+                    "there and the relay forwards them to the conductor in "
+                    "batches. Unset (the default): each push is cast to "
+                    "the conductor directly. The relay is not trusted: it "
+                    "can delay or drop pushes (the host then goes "
+                    "unknown), not change them. Direct challenges are "
+                    "answered to the conductor either way."),
+    cfg.StrOpt("relay_transport_url", secret=True, mutable=False,
+               help="Message bus (an oslo.messaging URL) of the relay "
+                    "named by relay_topic, when it is not this agent's bus (transport_url, which keeps the "
+                    "epochs and the conductors' challenges): a broker or "
+                    "virtual host of the rack or cell, so that the "
+                    "conductors' broker does not carry one message per "
+                    "host. Unset: the agent's bus. Ignored without "
+                    "relay_topic."),
     cfg.IntOpt("request_clock_leeway", default=5, min=0, max=300,
                help="Seconds of clock difference tolerated between a "
                     "conductor and this host when checking the issue and "

@@ -72,6 +72,20 @@ opts = [
                     "unknown_after_missed intervals, never trusted on old "
                     "evidence. Size it to about 20 s of this conductor's "
                     "verification rate (see doc/source/scale.md)."),
+    cfg.IntOpt("evidence_pending_per_host", default=2, min=1, max=100,
+               help="Evidence pushes one host name may have waiting for "
+                    "verification at once. Later pushes in that name are "
+                    "dropped until the worker takes one (the first ones "
+                    "keep their places: a newer push never displaces an "
+                    "older one, which may be the honest host's). A flood "
+                    "of pushes in one host's name, which any compute "
+                    "host's bus credentials can cast, so costs the other "
+                    "hosts nothing; the pushes that fail verification earn "
+                    "the named host a direct challenge, at most one per "
+                    "interval, never a verdict against it. Keep "
+                    "evidence_queue_limit at least this many times the "
+                    "hosts one conductor owns. Pushes naming hosts that "
+                    "are not enrolled are dropped before they are queued."),
     cfg.FloatOpt("evidence_wait", default=0.5, min=0.05, max=5.0,
                  help="Seconds the evidence worker waits for queued "
                       "evidence before its round ends; it starts the next "

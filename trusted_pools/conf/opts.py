@@ -11,6 +11,7 @@ from trusted_pools.conf import conductor
 from trusted_pools.conf import database
 from trusted_pools.conf import key_service
 from trusted_pools.conf import placement
+from trusted_pools.conf import relay
 from trusted_pools.conf import scheduler
 from trusted_pools.conf import tpm
 from trusted_pools.conf import rpc_pins
@@ -18,7 +19,7 @@ from trusted_pools.conf import vtpm
 from trusted_pools.conf import vtpm_migration
 
 _MODULES = (agent, api, attestation, conductor, database, key_service,
-            placement, scheduler, tpm, rpc_pins, vtpm, vtpm_migration)
+            placement, relay, scheduler, tpm, rpc_pins, vtpm, vtpm_migration)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:

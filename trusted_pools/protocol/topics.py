@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "CONTROL_EXCHANGE", "CONDUCTOR_TOPIC", "EVIDENCE_TOPIC",
-    "VERDICTS_TOPIC", "AGENT_TOPIC", "NOTIFICATIONS_TOPIC",
+    "VERDICTS_TOPIC", "AGENT_TOPIC", "RELAY_TOPIC", "NOTIFICATIONS_TOPIC",
     "NOTIFICATION_TOPICS", "TRUST_EVENT", "DISTRUST_EVENT",
 ]
 
@@ -29,6 +29,9 @@ EVIDENCE_TOPIC = "trusted_pools_evidence"
 VERDICTS_TOPIC = "trusted_pools_verdicts"
 #: The agents' API, one server per host, and the epoch fanout.
 AGENT_TOPIC = "trusted_pools_agent"
+#: The relays' default topic on the agent bus (``[relay] topic``): agents
+#: with ``[agent] relay_topic`` cast their pushes there.
+RELAY_TOPIC = "trusted_pools_relay"
 
 #: Trust notifications go to this topic; consumers listen on it.
 NOTIFICATIONS_TOPIC = "trusted_pools_notifications"

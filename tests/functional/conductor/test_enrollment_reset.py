@@ -182,8 +182,16 @@ def test_evidence_of_a_host_that_is_not_enrolled_gives_no_verdict(tmp_path):
     _manager(db, "conductor-a").reset_enrollment({}, "host-a")
     owner.refresh_enrollments()
     before = db.latest_verdicts()
-    owner.submit_evidence({}, {"version": 1, "host": "host-a",
-                               "epoch_id": "x"})
+    push = {"version": 1, "host": "host-a", "epoch_id": "x"}
+    # Dropped before it takes a queue place: the owner read which hosts
+    # are enrolled.
+    owner.submit_evidence({}, push)
+    assert owner.shed["not_enrolled"] == 1
+    assert owner.process_evidence() == 0
+    # Queued while the owner's list was stale (the reset happened since
+    # its last read): the worker ignores it.
+    owner._enrolled_names = frozenset({"host-a"})
+    owner.submit_evidence({}, push)
     assert owner.process_evidence() == 1
     assert db.latest_verdicts() == before
 

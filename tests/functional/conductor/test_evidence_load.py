@@ -256,8 +256,9 @@ def test_overload_sheds_predictably_and_recovers(tmp_path):
 def test_a_relay_batch_is_one_push_per_item_and_bounded(tmp_path):
     """A batch message is refused whole if it is not a list or is over
     MAX_EVIDENCE_BATCH; otherwise each item is queued as one push (counted
-    against the queue bound), a malformed item failing alone."""
-    db, manager, agents, clock = _pool(tmp_path, 3,
+    against the queue bound), a malformed item failing alone (one without
+    a host name is dropped before it takes a place)."""
+    db, manager, agents, clock = _pool(tmp_path, 4,
                                        max_queued_evidence=3)
     manager.start_epoch()
     good = list(agents.outbox)
@@ -268,8 +269,10 @@ def test_a_relay_batch_is_one_push_per_item_and_bounded(tmp_path):
     assert manager._queue.qsize() == 0
     assert manager.shed["batch_refused"] == 2
     manager.submit_evidence_batch({}, ["not evidence", *good])
+    assert manager.shed["no_host"] == 1
     assert manager._queue.qsize() == 3          # the bound holds
     assert manager.shed["queue_full"] == 1       # the last good push
     _drain(manager)
     statuses = _statuses(db)
-    assert statuses == {"sim-000000": "trusted", "sim-000001": "trusted"}
+    assert statuses == {"sim-000000": "trusted", "sim-000001": "trusted",
+                        "sim-000002": "trusted"}

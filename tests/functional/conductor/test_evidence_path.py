@@ -143,11 +143,17 @@ def test_paused_worker_resumes_without_a_false_replay_alarm(
             "epoch_id": epoch.epoch_id, "quote": "AAAA"})
         time.sleep(3 * pool.interval)
         api.submit_evidence({}, "conductor-a", twice)
+        time.sleep(0.5)  # the last cast is delivered
         queued = manager._queue.qsize()
-        assert queued >= 3 * len(names), queued
-        assert time.monotonic() - paused_at > 2 * pool.interval
-        running.set()
+        shed = dict(manager.shed)
+        running.set()  # first: a failed assert must not leave it paused
         resumed = time.monotonic()
+        # Each host name holds at most max_pending_per_host queue places
+        # (the first pushes keep them): the later epochs' pushes, the
+        # repeated one and the forged one found them taken.
+        assert queued == manager.max_pending_per_host * len(names), queued
+        assert shed.get("host_pending_full", 0) >= len(names), shed
+        assert resumed - paused_at > 2 * pool.interval
         # The next cycle completes trusted for every host.
         pool.wait_for(lambda v: all(
             v[n].status == "trusted" and v[n].id > before for n in names),
