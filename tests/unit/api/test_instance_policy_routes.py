@@ -103,7 +103,11 @@ def test_create_show_assign_unassign_delete(client, db):
     dict(BODY, level=4), dict(BODY, pcrs={"sha256": {"0": "00"}}),
     dict(BODY, pcrs={"md5": {"0": "00" * 16}}),
     dict(BODY, pcrs={"sha256": {"31": "00" * 32}}),
-    dict(BODY, extra=1), {"pcrs": BODY["pcrs"]}])
+    dict(BODY, extra=1), {"pcrs": BODY["pcrs"]},
+    dict(BODY, pcrs={"sha256": {"\u00b2": "00" * 32}}),
+    dict(BODY, pcrs={"sha256": {"0": "00" * 32, "00": "11" * 32}}),
+    dict(BODY, pcrs={"sha256": {"0": "00" * 32},
+                     "SHA256": {"0": "11" * 32}})])
 def test_bad_bodies_store_nothing(client, db, body):
     response = client.post("/v1/instance-policies", body, version=V15)
     assert response.status_code == 400, response.body

@@ -630,6 +630,16 @@ def test_batch_policy_hook_is_asked_with_the_instance_and_its_nonce(
     (3, {"sha256": {"0": []}}, "pcrs.sha256.0"),
     (3, {"sha256": {"0": ["00" * 32] * 65}}, "pcrs.sha256.0"),
     (3, {"sha256": {}}, "pcrs.sha256"),
+    # Non-canonical indexes: "00" would replace "0"'s values, "\u00b2"
+    # passes str.isdigit() but not int().
+    (3, {"sha256": {"0": "00" * 32, "00": "11" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"\u00b2": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"\u0660": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"+1": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {0: "00" * 32}}, "pcrs.sha256"),
+    # One bank under two spellings: the second would replace the first.
+    (3, {"sha256": {"0": "00" * 32}, "SHA256": {"0": "11" * 32}},
+     "pcrs.sha256"),
 ])
 def test_instance_policy_body_is_checked(level, pcrs, where):
     with pytest.raises(exception.InvalidParameterValue) as caught:
