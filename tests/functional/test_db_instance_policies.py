@@ -55,6 +55,9 @@ def test_bad_writes_change_nothing(db_api: api.Connection):
         db_api.assign_instance_policy("image", _id(), "p", 9)
     with pytest.raises(exception.InvalidParameterValue):
         db_api.assign_instance_policy("host", _id(), "p")
+    # Past the INTEGER column (the driver's OverflowError was untyped).
+    with pytest.raises(exception.InvalidParameterValue):
+        db_api.assign_instance_policy("image", _id(), "p", 2 ** 31)
     assert db_api.list_instance_policy_assignments() == []
 
 

@@ -1218,11 +1218,14 @@ class Connection:
         """Hold ``group`` to a policy, pinned to ``version`` or following
         its latest version; replaces an earlier assignment of that name."""
         _non_empty(group, "group")
+        # The column is a 32-bit INTEGER: a larger version is no version
+        # (SQLite's driver raised OverflowError, a 500 at the API).
         if version is not None and (isinstance(version, bool) or
                                     not isinstance(version, int) or
-                                    version < 1):
+                                    not 1 <= version < 2 ** 31):
             raise exception.InvalidParameterValue(
-                name="version", reason="must be a positive integer or None")
+                name="version", reason="must be a positive 32-bit integer "
+                "or None")
         with self._writer() as session:
             exists = sa.select(models.Policy.id).where(
                 models.Policy.name == policy_name)
@@ -1388,11 +1391,14 @@ class Connection:
         earlier assignment (one policy per target)."""
         _choice(kind, models.INSTANCE_POLICY_TARGETS, "kind")
         _non_empty(target, "target", limit=36)
+        # The column is a 32-bit INTEGER: a larger version is no version
+        # (SQLite's driver raised OverflowError, a 500 at the API).
         if version is not None and (isinstance(version, bool) or
                                     not isinstance(version, int) or
-                                    version < 1):
+                                    not 1 <= version < 2 ** 31):
             raise exception.InvalidParameterValue(
-                name="version", reason="must be a positive integer or None")
+                name="version", reason="must be a positive 32-bit integer "
+                "or None")
         table = models.InstancePolicy
         assignments = models.InstancePolicyAssignment
         with self._writer() as session:

@@ -122,6 +122,17 @@ def test_assign_needs_a_uuid_and_an_existing_policy(client, db):
     assert db.list_instance_policy_assignments() == []
 
 
+@pytest.mark.parametrize("version", [2 ** 70, 0, -1, 1.5, True, "1"])
+def test_assign_refuses_a_version_that_is_no_version(client, db, version):
+    """A version past the column's range was an OverflowError (500)."""
+    client.post("/v1/instance-policies", BODY, version=V15)
+    response = client.put("/v1/images/%s/instance-policy" % IMAGE,
+                          {"name": "guest-golden", "version": version},
+                          version=V15)
+    assert response.status_code == 400, response.body
+    assert db.list_instance_policy_assignments() == []
+
+
 def test_capture_from_a_trusted_verdict(client, db):
     host = add_host_with_verdict(db, "compute-1")
     verified = {"sha256": {str(p): ("%02x" % p) * 32 for p in range(8)}}
