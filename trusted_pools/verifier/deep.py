@@ -514,10 +514,14 @@ class InstancePolicy:
         bank name (``sha256``) to PCR index (``"0"``-``"23"``) to an
         allowed hex value or a list of them. Raises
         :class:`InvalidParameterValue` naming what is wrong."""
-        if not isinstance(name, str) or not name or len(name) > 255:
+        # The API's rule for a name (it is a URL path segment there):
+        # trusted-pools-manage stores through this loader too, and a name
+        # the API cannot address could not be shown or deleted over it.
+        if not isinstance(name, str) or not name or len(name) > 255 or \
+                any(c == "/" or c.isspace() for c in name):
             raise exception.InvalidParameterValue(
                 name="name", reason="a non-empty string of at most 255 "
-                "characters is required")
+                "characters, without '/' or spaces, is required")
         if type(level) is not int or level not in (2, 3):
             raise exception.InvalidParameterValue(
                 name="level", reason="an instance policy stands for level "
@@ -551,7 +555,8 @@ class InstancePolicy:
                 if index not in _PCR_INDEXES:
                     raise exception.InvalidParameterValue(
                         name="pcrs.%s" % alg.name,
-                        reason="PCR index %r is not one of 0-23" % (index,))
+                        reason="PCR index %r out of range \"0\"-\"23\""
+                        % (index,))
                 where = "pcrs.%s.%s" % (alg.name, index)
                 items = [allowed] if isinstance(allowed, str) else allowed
                 if not isinstance(items, list) or not items or \

@@ -647,6 +647,17 @@ def test_instance_policy_body_is_checked(level, pcrs, where):
     assert caught.value.kwargs["name"] == where
 
 
+@pytest.mark.parametrize("name", ["", "a/b", "a b", "tab\there",
+                                  "x" * 256, None])
+def test_instance_policy_name_is_one_the_api_can_address(name):
+    """trusted-pools-manage stores through this loader: a name with '/'
+    or spaces would be stored but never reachable at
+    /v1/instance-policies/{name}."""
+    with pytest.raises(exception.InvalidParameterValue) as caught:
+        deep.InstancePolicy.from_body(name, 1, 3, {"sha256": {"0": "00" * 32}})
+    assert caught.value.kwargs["name"] == "name"
+
+
 def test_instance_policy_body_round_trips():
     body = {"sha256": {"0": ["aa" * 32, "00" * 32], "4": "bb" * 32},
             "sha1": {"7": "cc" * 20}}
