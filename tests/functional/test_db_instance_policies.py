@@ -55,6 +55,9 @@ def test_bad_writes_change_nothing(db_api: api.Connection):
         db_api.assign_instance_policy("image", _id(), "p", 9)
     with pytest.raises(exception.InvalidParameterValue):
         db_api.assign_instance_policy("host", _id(), "p")
+    # Past the INTEGER column (the driver's OverflowError was untyped).
+    with pytest.raises(exception.InvalidParameterValue):
+        db_api.assign_instance_policy("image", _id(), "p", 2 ** 31)
     assert db_api.list_instance_policy_assignments() == []
 
 
@@ -95,3 +98,21 @@ def test_batch_policies_come_from_the_challenges(db_api: api.Connection):
     assert isinstance(policies[0], deep.InstancePolicy)
     with pytest.raises(exception.InvalidParameterValue):
         store.issue(mine, "compute-a", image="not-a-uuid")
+
+
+def test_an_assignment_to_a_missing_policy_fails_closed(
+        db_api: api.Connection):
+    """An assignment left naming a policy that is gone (written around
+    the API, or by a race the row locks now prevent) is not read as "no
+    policy" (vTPM-bound, measured: trusted): the batch is refused."""
+    import sqlalchemy as sa
+    from trusted_pools.db import models
+    instance = _id()
+    db_api.create_instance_policy_version("p", 3, GOOD, "admin")
+    db_api.assign_instance_policy("instance", instance, "p", 1)
+    with db_api._writer() as session:
+        session.execute(sa.delete(models.InstancePolicy))
+    with pytest.raises(exception.InstancePolicyNotFound):
+        db_api.instance_policies_for([(instance, None)])
+    # Instances without an assignment are unaffected.
+    assert db_api.instance_policies_for([(_id(), None)]) == [None]

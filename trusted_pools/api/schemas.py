@@ -301,7 +301,8 @@ capture_instance_policy = {
 assign_instance_policy = {
     "type": "object",
     "properties": {"name": _NAME,
-                   "version": {"type": ["integer", "null"], "minimum": 1}},
+                   "version": {"type": ["integer", "null"], "minimum": 1,
+                               "maximum": 999999999}},
     "required": ["name"],
     "additionalProperties": False,
 }

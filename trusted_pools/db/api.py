@@ -1218,11 +1218,14 @@ class Connection:
         """Hold ``group`` to a policy, pinned to ``version`` or following
         its latest version; replaces an earlier assignment of that name."""
         _non_empty(group, "group")
+        # The column is a 32-bit INTEGER: a larger version is no version
+        # (SQLite's driver raised OverflowError, a 500 at the API).
         if version is not None and (isinstance(version, bool) or
                                     not isinstance(version, int) or
-                                    version < 1):
+                                    not 1 <= version < 2 ** 31):
             raise exception.InvalidParameterValue(
-                name="version", reason="must be a positive integer or None")
+                name="version", reason="must be a positive 32-bit integer "
+                "or None")
         with self._writer() as session:
             exists = sa.select(models.Policy.id).where(
                 models.Policy.name == policy_name)
@@ -1359,6 +1362,13 @@ class Connection:
         table = models.InstancePolicy
         assignments = models.InstancePolicyAssignment
         with self._writer() as session:
+            # The policy's rows are locked before its assignments are
+            # read, and assign locks them before it writes: a concurrent
+            # assign either lands first (and is seen here) or finds the
+            # policy gone. Otherwise both could commit, leaving an
+            # assignment to nothing (read as "no policy").
+            session.execute(sa.select(table.id).where(
+                table.name == name).with_for_update()).all()
             held = session.execute(
                 sa.select(assignments.target_kind, assignments.target_id)
                 .where(assignments.policy_name == name)
@@ -1388,18 +1398,22 @@ class Connection:
         earlier assignment (one policy per target)."""
         _choice(kind, models.INSTANCE_POLICY_TARGETS, "kind")
         _non_empty(target, "target", limit=36)
+        # The column is a 32-bit INTEGER: a larger version is no version
+        # (SQLite's driver raised OverflowError, a 500 at the API).
         if version is not None and (isinstance(version, bool) or
                                     not isinstance(version, int) or
-                                    version < 1):
+                                    not 1 <= version < 2 ** 31):
             raise exception.InvalidParameterValue(
-                name="version", reason="must be a positive integer or None")
+                name="version", reason="must be a positive 32-bit integer "
+                "or None")
         table = models.InstancePolicy
         assignments = models.InstancePolicyAssignment
         with self._writer() as session:
             exists = sa.select(table.id).where(table.name == policy_name)
             if version is not None:
                 exists = exists.where(table.version == version)
-            if session.scalar(exists.limit(1)) is None:
+            # Locked: see delete_instance_policy.
+            if session.scalar(exists.limit(1).with_for_update()) is None:
                 raise exception.InstancePolicyNotFound(
                     policy=policy_name,
                     version="any" if version is None else version)
@@ -1483,6 +1497,12 @@ class Connection:
             pick = chosen.get(("instance", instance))
             if pick is None and image is not None:
                 pick = chosen.get(("image", image))
+            if pick is not None and pick not in versions:
+                # An assignment to a policy (version) that is gone must
+                # not read as "no policy", a lower bar: fail closed.
+                raise exception.InstancePolicyNotFound(
+                    policy=pick[0],
+                    version="latest" if pick[1] is None else pick[1])
             out.append(None if pick is None else versions.get(pick))
         return out
 

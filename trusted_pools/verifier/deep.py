@@ -470,6 +470,8 @@ class HostStanding:
 
 #: Largest number of allowed values per PCR in an instance policy.
 MAX_ALLOWED_VALUES = 64
+#: The PCR indexes an instance policy body names, as written.
+_PCR_INDEXES = frozenset(str(index) for index in range(24))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -512,10 +514,14 @@ class InstancePolicy:
         bank name (``sha256``) to PCR index (``"0"``-``"23"``) to an
         allowed hex value or a list of them. Raises
         :class:`InvalidParameterValue` naming what is wrong."""
-        if not isinstance(name, str) or not name or len(name) > 255:
+        # The API's rule for a name (it is a URL path segment there):
+        # trusted-pools-manage stores through this loader too, and a name
+        # the API cannot address could not be shown or deleted over it.
+        if not isinstance(name, str) or not name or len(name) > 255 or \
+                any(c == "/" or c.isspace() for c in name):
             raise exception.InvalidParameterValue(
                 name="name", reason="a non-empty string of at most 255 "
-                "characters is required")
+                "characters, without '/' or spaces, is required")
         if type(level) is not int or level not in (2, 3):
             raise exception.InvalidParameterValue(
                 name="level", reason="an instance policy stands for level "
@@ -535,13 +541,22 @@ class InstancePolicy:
                 raise exception.InvalidParameterValue(
                     name="pcrs.%s" % alg.name,
                     reason="must map 1 to 24 PCRs to allowed values")
+            if alg.alg in banks:
+                # "sha256" and "SHA256" are one bank: the second would
+                # silently replace the first's values.
+                raise exception.InvalidParameterValue(
+                    name="pcrs.%s" % alg.name, reason="the bank is named "
+                    "twice (%r)" % (bank_name,))
             values: dict[int, frozenset[bytes]] = {}
             for index, allowed in bank.items():
-                if not (isinstance(index, str) and index.isdigit() and
-                        len(index) <= 2 and int(index) < 24):
+                # Only "0".."23" as written by body(): "00" would replace
+                # the values of "0", and str.isdigit() takes "²", which
+                # int() refuses.
+                if index not in _PCR_INDEXES:
                     raise exception.InvalidParameterValue(
                         name="pcrs.%s" % alg.name,
-                        reason="PCR index %r out of range 0-23" % (index,))
+                        reason="PCR index %r out of range \"0\"-\"23\""
+                        % (index,))
                 where = "pcrs.%s.%s" % (alg.name, index)
                 items = [allowed] if isinstance(allowed, str) else allowed
                 if not isinstance(items, list) or not items or \

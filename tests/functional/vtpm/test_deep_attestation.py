@@ -701,3 +701,26 @@ def test_a_policy_in_use_cannot_be_deleted(world, policies):
     assert policies.delete_instance_policy(record.name) == 1
     with pytest.raises(exception.InstancePolicyNotFound):
         policies.get_instance_policy(record.name)
+
+
+def test_an_assignment_to_a_vanished_policy_gives_no_verdict(world, policies):
+    """The instance is held to a policy whose row is gone (removed around
+    the API): its quote is not judged as "no policy" (trusted, level 1);
+    the batch fails, nothing is stored, and the nonce stays unspent."""
+    import sqlalchemy as sa
+    from trusted_pools.db import models
+    manager, guest = world["manager"], world["guests"]["compute-a"]
+    (entry,) = manager.deep_attest({}, "compute-a", [
+        guest.quote(_challenge(manager, guest))])
+    before = policies.instance_verdict(guest.instance).verdict
+    record = _store(policies, "vanishing", {"sha256": {"0": "00" * 32}})
+    policies.assign_instance_policy("instance", guest.instance, record.name)
+    with policies._writer() as session:
+        session.execute(sa.delete(models.InstancePolicy).where(
+            models.InstancePolicy.name == record.name))
+    nonce = _with_image(manager, guest, None, "compute-a")
+    with pytest.raises(exception.InstancePolicyNotFound):
+        manager.deep_attest({}, "compute-a", [guest.quote(nonce)])
+    assert policies.instance_verdict(guest.instance).verdict == before
+    assert manager.instance_challenges.consume_many(
+        "compute-a", [(guest.instance, nonce)]) == [None]

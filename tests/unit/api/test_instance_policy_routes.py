@@ -103,7 +103,11 @@ def test_create_show_assign_unassign_delete(client, db):
     dict(BODY, level=4), dict(BODY, pcrs={"sha256": {"0": "00"}}),
     dict(BODY, pcrs={"md5": {"0": "00" * 16}}),
     dict(BODY, pcrs={"sha256": {"31": "00" * 32}}),
-    dict(BODY, extra=1), {"pcrs": BODY["pcrs"]}])
+    dict(BODY, extra=1), {"pcrs": BODY["pcrs"]},
+    dict(BODY, pcrs={"sha256": {"\u00b2": "00" * 32}}),
+    dict(BODY, pcrs={"sha256": {"0": "00" * 32, "00": "11" * 32}}),
+    dict(BODY, pcrs={"sha256": {"0": "00" * 32},
+                     "SHA256": {"0": "11" * 32}})])
 def test_bad_bodies_store_nothing(client, db, body):
     response = client.post("/v1/instance-policies", body, version=V15)
     assert response.status_code == 400, response.body
@@ -115,6 +119,17 @@ def test_assign_needs_a_uuid_and_an_existing_policy(client, db):
                       {"name": "x"}, version=V15).status_code == 400
     assert client.put("/v1/images/%s/instance-policy" % IMAGE,
                       {"name": "missing"}, version=V15).status_code == 404
+    assert db.list_instance_policy_assignments() == []
+
+
+@pytest.mark.parametrize("version", [2 ** 70, 0, -1, 1.5, True, "1"])
+def test_assign_refuses_a_version_that_is_no_version(client, db, version):
+    """A version past the column's range was an OverflowError (500)."""
+    client.post("/v1/instance-policies", BODY, version=V15)
+    response = client.put("/v1/images/%s/instance-policy" % IMAGE,
+                          {"name": "guest-golden", "version": version},
+                          version=V15)
+    assert response.status_code == 400, response.body
     assert db.list_instance_policy_assignments() == []
 
 

@@ -630,11 +630,32 @@ def test_batch_policy_hook_is_asked_with_the_instance_and_its_nonce(
     (3, {"sha256": {"0": []}}, "pcrs.sha256.0"),
     (3, {"sha256": {"0": ["00" * 32] * 65}}, "pcrs.sha256.0"),
     (3, {"sha256": {}}, "pcrs.sha256"),
+    # Non-canonical indexes: "00" would replace "0"'s values, "\u00b2"
+    # passes str.isdigit() but not int().
+    (3, {"sha256": {"0": "00" * 32, "00": "11" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"\u00b2": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"\u0660": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {"+1": "00" * 32}}, "pcrs.sha256"),
+    (3, {"sha256": {0: "00" * 32}}, "pcrs.sha256"),
+    # One bank under two spellings: the second would replace the first.
+    (3, {"sha256": {"0": "00" * 32}, "SHA256": {"0": "11" * 32}},
+     "pcrs.sha256"),
 ])
 def test_instance_policy_body_is_checked(level, pcrs, where):
     with pytest.raises(exception.InvalidParameterValue) as caught:
         deep.InstancePolicy.from_body("p", 1, level, pcrs)
     assert caught.value.kwargs["name"] == where
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "a b", "tab\there",
+                                  "x" * 256, None])
+def test_instance_policy_name_is_one_the_api_can_address(name):
+    """trusted-pools-manage stores through this loader: a name with '/'
+    or spaces would be stored but never reachable at
+    /v1/instance-policies/{name}."""
+    with pytest.raises(exception.InvalidParameterValue) as caught:
+        deep.InstancePolicy.from_body(name, 1, 3, {"sha256": {"0": "00" * 32}})
+    assert caught.value.kwargs["name"] == "name"
 
 
 def test_instance_policy_body_round_trips():
