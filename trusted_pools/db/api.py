@@ -104,6 +104,20 @@ def _sha256_hex(value: str, name: str) -> str:
         name=name, reason="must be a SHA-256 as 64 hexadecimal digits")
 
 
+
+def _newest_first(table: Any, limit: int, before_id: int | None,
+                  host: str | None) -> Any:
+    """SELECT of an audit table's records, newest first, one keyset page
+    (``before_id``: the marker, older records only), of one host if
+    named."""
+    query = sa.select(table).order_by(table.id.desc()).limit(
+        max(_count(limit, "limit"), 1))
+    if before_id is not None:
+        query = query.where(table.id < _count(before_id, "marker"))
+    if host is not None:
+        query = query.where(table.host == host)
+    return query
+
 def _count(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise exception.InvalidParameterValue(
@@ -2366,12 +2380,7 @@ class Connection:
         """Releases and refusals, newest first; ``before_id`` (keyset
         pagination) gives those older than that record."""
         table = models.KeyRelease
-        query = sa.select(table).order_by(table.id.desc()).limit(
-            max(_count(limit, "limit"), 1))
-        if before_id is not None:
-            query = query.where(table.id < _count(before_id, "marker"))
-        if host is not None:
-            query = query.where(table.host == host)
+        query = _newest_first(table, limit, before_id, host)
         if outcome is not None:
             query = query.where(table.outcome == _choice(
                 outcome, models.KEY_RELEASE_OUTCOMES, "outcome"))
@@ -2386,11 +2395,7 @@ class Connection:
     def purge_key_releases(self, before: datetime.datetime) -> int:
         """Delete release and refusal records made before ``before``;
         returns how many."""
-        before = _as_utc(before, "before")
-        table = models.KeyRelease
-        with self._writer() as session:
-            return session.execute(sa.delete(table).where(
-                table.created_at < before)).rowcount
+        return self._purge_created_before(models.KeyRelease, before)
 
     # -- distrust actions (reported through the API)
 
@@ -2421,13 +2426,7 @@ class Connection:
                               host: str | None = None
                               ) -> list[DistrustActionRecord]:
         """Reported actions, newest first (keyset pages by id)."""
-        table = models.DistrustAction
-        query = sa.select(table).order_by(table.id.desc()).limit(
-            max(_count(limit, "limit"), 1))
-        if before_id is not None:
-            query = query.where(table.id < _count(before_id, "marker"))
-        if host is not None:
-            query = query.where(table.host == host)
+        query = _newest_first(models.DistrustAction, limit, before_id, host)
         with self._reader() as session:
             return [_record(DistrustActionRecord, row)
                     for row in session.scalars(query)]
@@ -2435,8 +2434,15 @@ class Connection:
     @_translate_errors
     @_retry_deadlock
     def purge_distrust_actions(self, before: datetime.datetime) -> int:
+        """Delete reported actions made before ``before``; returns how
+        many."""
+        return self._purge_created_before(models.DistrustAction, before)
+
+    def _purge_created_before(self, table: Any,
+                              before: datetime.datetime) -> int:
+        """Delete ``table``'s rows whose ``created_at`` is before
+        ``before`` (audit records: no row is kept whatever its age)."""
         before = _as_utc(before, "before")
-        table = models.DistrustAction
         with self._writer() as session:
             return session.execute(sa.delete(table).where(
                 table.created_at < before)).rowcount
