@@ -104,7 +104,6 @@ def _sha256_hex(value: str, name: str) -> str:
         name=name, reason="must be a SHA-256 as 64 hexadecimal digits")
 
 
-
 def _newest_first(table: Any, limit: int, before_id: int | None,
                   host: str | None) -> Any:
     """SELECT of an audit table's records, newest first, one keyset page
@@ -117,6 +116,7 @@ def _newest_first(table: Any, limit: int, before_id: int | None,
     if host is not None:
         query = query.where(table.host == host)
     return query
+
 
 def _count(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
