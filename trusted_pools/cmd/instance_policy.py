@@ -181,16 +181,8 @@ def _capture(args: argparse.Namespace, db: "api.Connection") -> Any:
     from trusted_pools.verifier import deep
     from trusted_pools.verifier import instance_standing
     instance = _uuid(args.instance, "instance")
-    standing = db.instance_verdict(instance)
-    judged = instance_standing.judge(standing, time.time())
-    if judged.status != "trusted":
-        raise exception.InstanceNotCapturable(
-            instance=instance, reason="its latest verdict reads %s; "
-            "capture from a known-good instance" % judged.status)
-    if not standing.verdict.pcrs:
-        raise exception.InstanceNotCapturable(
-            instance=instance, reason="its latest verdict recorded no PCR "
-            "values; attest it again")
+    standing = instance_standing.capturable(
+        db.instance_verdict(instance), instance, time.time())
     policy = deep.capture_policy(args.name, 1, args.level,
                                  standing.verdict.pcrs, args.pcr, args.bank)
     record = db.create_instance_policy_version(

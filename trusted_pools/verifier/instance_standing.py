@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["Judged", "judge"]
+from trusted_pools import exception
+
+__all__ = ["Judged", "capturable", "judge"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +81,22 @@ def judge(standing: Any, now: float) -> Judged:
         issued_at=record.issued_at, expires_at=record.expires_at,
         stands=stands, recorded_status=record.status,
         signed_result=record.signed_result if stands else None)
+
+
+def capturable(standing: Any, instance: str, now: float) -> Any:
+    """``standing`` if its PCR values may become an instance policy: the
+    latest verdict still reads as trusted (judged with its host's) and
+    recorded the PCR values its quote verified; otherwise
+    :class:`~trusted_pools.exception.InstanceNotCapturable` with the
+    reason. The values are the verified ones, never the host's word."""
+    judged = judge(standing, now)
+    if judged.status != "trusted":
+        raise exception.InstanceNotCapturable(
+            instance=instance, reason="its latest verdict reads %s (%s); "
+            "capture from a known-good instance" % (
+                judged.status, "; ".join(judged.reasons) or "no reason"))
+    if not standing.verdict.pcrs:
+        raise exception.InstanceNotCapturable(
+            instance=instance, reason="its latest verdict recorded no PCR "
+            "values; attest it again")
+    return standing

@@ -127,18 +127,9 @@ def capture(call: Call, uuid: str) -> Result:
     call.query(schemas.no_query)
     instance = _uuid(uuid, "instance")
     body = call.body(schemas.capture_instance_policy)
-    standing = call.db.instance_verdict(instance)
-    judged = instance_standing.judge(standing, time.time())
-    if judged.status != "trusted":
-        raise exception.InstanceNotCapturable(
-            instance=instance, reason="its latest verdict reads %s (%s); "
-            "capture from a known-good instance" % (
-                judged.status, "; ".join(judged.reasons) or "no reason"))
+    standing = instance_standing.capturable(
+        call.db.instance_verdict(instance), instance, time.time())
     verified = standing.verdict.pcrs
-    if not verified:
-        raise exception.InstanceNotCapturable(
-            instance=instance, reason="its latest verdict recorded no PCR "
-            "values; attest it again")
     level = body.get("level", 3)
     try:
         policy = deep.capture_policy(body["name"], 1, level, verified,
