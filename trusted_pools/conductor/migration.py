@@ -573,6 +573,19 @@ class MigrationCoordinator:
         aborted row, the source's copy carries the current epoch, an
         honest agent starts no copy newer than the epoch it saw
         committed, and a later migration to that host supersedes it."""
+        # The row as it is now, not as a caller listed it: the resume job
+        # may hold a copy listed before a worker committed it, and a
+        # source asked to roll back after the commit would unlock its
+        # copy of the previous epoch beside the committed one (a clone;
+        # its finish is then refused for ever). Only one worker of this
+        # process drives a migration (_running), and another conductor's
+        # steps need it to hold the row, so nothing commits it between
+        # this read and the source's abort.
+        row = self.db.get_vtpm_migration(row.id)
+        if row.step not in proto.PRE_COMMIT_STEPS:
+            LOG.info("vTPM migration %s is %s: not rolled back", row.id,
+                     row.step)
+            return row
         LOG.warning("vTPM migration %s of instance %s aborted: %s", row.id,
                     row.instance, reason)
         self._prepared.pop(row.id, None)
