@@ -131,8 +131,9 @@ class MigrationCoordinator:
         #: The clock verdict expiry is judged by (the manager's).
         self.clock: Callable[[], float] = manager.clock
         # Step notifications, published in order by one sender thread.
-        self._announcements: queue.Queue[tuple[str, str, dict[str, Any]]] \
-            = queue.Queue()
+        # (None: the sender thread ends; see close).
+        self._announcements: queue.Queue[
+            tuple[str, str, dict[str, Any]] | None] = queue.Queue()
         self._announce_lock = threading.Lock()
         self._announcer: threading.Thread | None = None
 
@@ -719,14 +720,19 @@ class MigrationCoordinator:
     def _announce(self) -> None:
         while True:
             try:
-                step, migration_id, payload = self._announcements.get(
-                    timeout=60)
+                item = self._announcements.get(timeout=60)
             except queue.Empty:
+                item = None
+            else:
+                if item is None:  # close(): end once nothing is queued
+                    self._announcements.task_done()
+            if item is None:
                 with self._announce_lock:
                     if self._announcements.empty():
                         self._announcer = None
                         return
                 continue
+            step, migration_id, payload = item
             notifier = self.manager.notifier
             try:
                 if notifier is None:
@@ -740,6 +746,20 @@ class MigrationCoordinator:
                             "%s: %s", step, migration_id, error)
             finally:
                 self._announcements.task_done()
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """The service stops (its workers are done): publish what is
+        queued and end the sender thread rather than leave it waiting a
+        minute for more. False if something was still queued, or the
+        thread still ran, at ``timeout``."""
+        flushed = self.flush_notifications(timeout)
+        with self._announce_lock:
+            thread = self._announcer
+            if thread is None or not thread.is_alive():
+                return flushed
+            self._announcements.put(None)
+        thread.join(timeout)
+        return flushed and not thread.is_alive()
 
     def flush_notifications(self, timeout: float = 10.0) -> bool:
         """Wait until the queued notifications were published (tests, a

@@ -91,3 +91,59 @@ def test_abort_of_a_stale_row_asks_no_agent(db):
     listed = _committed_with_stale_copy(db)
     row = coordinator._abort({}, listed, "the step timed out")
     assert row.step == "committed" and manager.calls == []
+
+
+class _Notifier:
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+        self.fail_on = fail_on
+
+    def _send(self, level, event, payload):
+        if event.endswith(self.fail_on or "\0"):
+            raise RuntimeError("the bus is down")
+        self.sent.append((level, event, payload["id"]))
+
+    def info(self, context, event, payload):
+        self._send("info", event, payload)
+
+    def warn(self, context, event, payload):
+        self._send("warn", event, payload)
+
+
+def _senders():
+    import threading
+    return [t for t in threading.enumerate()
+            if t.name == "vtpm-migration-notify" and t.is_alive()]
+
+
+def test_notifications_in_order_and_the_sender_ends_on_close(db):
+    """Every step is published once, in the order recorded (one that the
+    bus refuses is logged, not retried ahead of the next); close()
+    publishes what is queued and ends the sender thread (a stopped
+    conductor otherwise kept it waiting a minute for more)."""
+    manager = _Manager(db)
+    manager.notifier = _Notifier(fail_on="key_certified")
+    coordinator = MigrationCoordinator(manager, step_timeout=300)
+    expected = []
+    for _ in range(3):
+        row = db.create_vtpm_migration(str(uuid.uuid4()), "src", "dst",
+                                       "cold", _Manager.host, b"s" * 32)
+        coordinator._notify({}, row)
+        expected.append(("info", "vtpm_migration.requested", row.id))
+        for before, step in (("requested", "attested"),
+                             ("attested", "key_certified"),
+                             ("key_certified", "aborted")):
+            row = db.advance_vtpm_migration(row.id, (before,), step)
+            coordinator._notify({}, row)
+            if step != "key_certified":
+                expected.append(("warn" if step == "aborted" else "info",
+                                 "vtpm_migration." + step, row.id))
+    assert coordinator.close(timeout=10)
+    assert manager.notifier.sent == expected
+    assert _senders() == []
+    # A later step (none should come after a stop) still goes out.
+    coordinator._notify({}, row)
+    assert coordinator.close(timeout=10)
+    assert manager.notifier.sent[-1] == ("warn", "vtpm_migration.aborted",
+                                         row.id)
+    assert _senders() == []
