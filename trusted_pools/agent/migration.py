@@ -81,6 +81,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    # The rename is on disk only once the directory is: without this a
+    # power loss could undo a commit the conductor already recorded as
+    # completed (the copy would then refuse to start for ever, newer than
+    # the floor), or a finish after the source's erase.
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class MigrationAgent:
