@@ -747,19 +747,24 @@ class MigrationCoordinator:
             finally:
                 self._announcements.task_done()
 
-    def close(self, timeout: float = 10.0) -> bool:
+    def close(self, timeout: float = 5.0) -> bool:
         """The service stops (its workers are done): publish what is
         queued and end the sender thread rather than leave it waiting a
-        minute for more. False if something was still queued, or the
-        thread still ran, at ``timeout``."""
+        minute for more. False if something was still queued at
+        ``timeout``: a publish blocked on a broker that is down (the
+        notifier retries for ever); the thread is a daemon and the rows
+        are the record, so the stop does not wait longer for it."""
         flushed = self.flush_notifications(timeout)
         with self._announce_lock:
             thread = self._announcer
             if thread is None or not thread.is_alive():
                 return flushed
             self._announcements.put(None)
+        if not flushed:
+            return False
+        # Idle on the queue: the end marker wakes it at once.
         thread.join(timeout)
-        return flushed and not thread.is_alive()
+        return not thread.is_alive()
 
     def flush_notifications(self, timeout: float = 10.0) -> bool:
         """Wait until the queued notifications were published (tests, a

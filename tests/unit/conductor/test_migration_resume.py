@@ -147,3 +147,28 @@ def test_notifications_in_order_and_the_sender_ends_on_close(db):
     assert manager.notifier.sent[-1] == ("warn", "vtpm_migration.aborted",
                                          row.id)
     assert _senders() == []
+
+
+def test_close_does_not_wait_on_a_publish_that_hangs(db):
+    """A broker that is down makes a publish block (the notifier retries
+    for ever): close() gives up at its timeout and says so."""
+    import threading
+    manager = _Manager(db)
+    release = threading.Event()
+
+    class _Hanging(_Notifier):
+        def _send(self, level, event, payload):
+            release.wait(30)
+            super()._send(level, event, payload)
+    manager.notifier = _Hanging()
+    coordinator = MigrationCoordinator(manager, step_timeout=300)
+    row = db.create_vtpm_migration(str(uuid.uuid4()), "src", "dst",
+                                   "cold", _Manager.host, b"s" * 32)
+    coordinator._notify({}, row)
+    coordinator._notify({}, row)
+    assert coordinator.close(timeout=0.5) is False
+    release.set()
+    assert coordinator.flush_notifications(timeout=10)
+    assert [s[2] for s in manager.notifier.sent] == [row.id, row.id]
+    assert coordinator.close(timeout=10)
+    assert _senders() == []
