@@ -194,6 +194,9 @@ class PrivateRabbitNode:
         deadline = began + timeout
         while not _answers(self.port):
             if self._process.poll() is not None:
+                # What it started (in its group) goes with it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
                 self._process = None
                 raise RabbitMQNodeFailed("node %s exited while booting:\n%s"
                                          % (self.name, self.log_tail()))

@@ -5,6 +5,7 @@ rabbitmq-server gets the install line."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import amqp
@@ -82,3 +83,38 @@ def test_missing_rabbitmq_server_is_named(monkeypatch):
         PrivateRabbitNode()
     assert "rabbitmq-server" in str(info.value)
     assert rabbitmq_node.APT_LINE in str(info.value)
+
+
+def test_failed_boot_leaves_nothing(monkeypatch):
+    """A node that cannot boot (its config is broken) raises with its log
+    tail; started() leaves no process of it and no directory."""
+    made = []
+    real_write = PrivateRabbitNode._write_files
+
+    def broken(self):
+        real_write(self)
+        (self.dir / "rabbitmq.conf").write_text("listeners.tcp = nonsense\n")
+        made.append(self)
+    monkeypatch.setattr(PrivateRabbitNode, "_write_files", broken)
+    with pytest.raises(rabbitmq_node.RabbitMQNodeFailed, match="booting"):
+        with PrivateRabbitNode.started():
+            pytest.fail("a broken node booted")
+    (node,) = made
+    assert not node.dir.exists() and not node.running
+    assert node not in rabbitmq_node._LIVE_NODES
+    assert _group_members(node) == []
+
+
+def _group_members(node: PrivateRabbitNode) -> list[int]:
+    """Processes still running with the node's name in their command."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as cmd:
+                if node.name.encode() in cmd.read() and _runs(int(entry)):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found

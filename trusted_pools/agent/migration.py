@@ -81,6 +81,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    # The rename is on disk only once the directory is: without this a
+    # power loss could undo a commit the conductor already recorded as
+    # completed (the copy would then refuse to start for ever, newer than
+    # the floor), or a finish after the source's erase.
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class MigrationAgent:
@@ -91,7 +100,8 @@ class MigrationAgent:
     def __init__(self, host: str, attester: Any,
                  driver: vtpm_driver.VTPMDriver | None,
                  journal_dir: str | os.PathLike[str], *,
-                 ca: vtpm_binding.HostCA | None = None) -> None:
+                 ca: vtpm_binding.HostCA | None = None,
+                 create_journal: bool = True) -> None:
         self.host = host
         #: This host's vTPM CA: on commit it certifies a vTPM that came
         #: in with a chain to its source, for the same AK and EK, so
@@ -100,7 +110,11 @@ class MigrationAgent:
         self.attester = attester
         self.driver = driver
         self.journal_dir = Path(journal_dir)
-        self.journal_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # create_journal=False: a reader only (the vTPM command's start
+        # check), which must not make the agent's directory as its user;
+        # a missing journal reads as empty.
+        if create_journal:
+            self.journal_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.RLock()
         #: Test hook (fault injection): called with the step's name just
         #: before the step's answer is returned.

@@ -5,6 +5,9 @@ start, stop and destroy an instance's vTPM, list and show them, and print
 what a hypervisor needs to attach one (the libvirt ``<tpm>`` element or the
 QEMU arguments). It reads the agent's configuration (``--config-file``) and
 loads the same driver (``[vtpm] driver``) on the same state directory.
+``start`` applies the agent's migration epoch rules from its journal
+(``[vtpm] migration_journal_dir``, read only): a stale copy or one whose
+migration never committed here does not run.
 
 A new vTPM gets an attestation key certified by the host's vTPM CA, as the
 agent's do (:class:`trusted_pools.vtpm.binding.Provisioner`): the host must
@@ -250,6 +253,17 @@ def _create(driver: vtpm_driver.VTPMDriver, args: argparse.Namespace,
 
 def _start(driver: vtpm_driver.VTPMDriver, args: argparse.Namespace,
            out: TextIO) -> int:
+    # The agent's rule for a vTPM that migrated: a copy older than the
+    # newest epoch this host saw committed (a restored backup, a source
+    # copy that was not erased) or newer than it (a migration's copy that
+    # never committed here) does not run; this command is how a
+    # hypervisor hook starts one.
+    from trusted_pools.agent import migration as migration_mod
+    from trusted_pools.conf import vtpm as vtpm_conf
+    migration_mod.MigrationAgent(
+        CONF.agent.host, None, driver,
+        vtpm_conf.migration_journal_dir(CONF),
+        create_journal=False).check_startable(args.uuid)
     _print_info(driver.start(args.uuid), args.format, out)
     return EXIT_OK
 

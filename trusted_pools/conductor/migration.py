@@ -131,8 +131,9 @@ class MigrationCoordinator:
         #: The clock verdict expiry is judged by (the manager's).
         self.clock: Callable[[], float] = manager.clock
         # Step notifications, published in order by one sender thread.
-        self._announcements: queue.Queue[tuple[str, str, dict[str, Any]]] \
-            = queue.Queue()
+        # (None: the sender thread ends; see close).
+        self._announcements: queue.Queue[
+            tuple[str, str, dict[str, Any]] | None] = queue.Queue()
         self._announce_lock = threading.Lock()
         self._announcer: threading.Thread | None = None
 
@@ -573,6 +574,19 @@ class MigrationCoordinator:
         aborted row, the source's copy carries the current epoch, an
         honest agent starts no copy newer than the epoch it saw
         committed, and a later migration to that host supersedes it."""
+        # The row as it is now, not as a caller listed it: the resume job
+        # may hold a copy listed before a worker committed it, and a
+        # source asked to roll back after the commit would unlock its
+        # copy of the previous epoch beside the committed one (a clone;
+        # its finish is then refused for ever). Only one worker of this
+        # process drives a migration (_running), and another conductor's
+        # steps need it to hold the row, so nothing commits it between
+        # this read and the source's abort.
+        row = self.db.get_vtpm_migration(row.id)
+        if row.step not in proto.PRE_COMMIT_STEPS:
+            LOG.info("vTPM migration %s is %s: not rolled back", row.id,
+                     row.step)
+            return row
         LOG.warning("vTPM migration %s of instance %s aborted: %s", row.id,
                     row.instance, reason)
         self._prepared.pop(row.id, None)
@@ -706,14 +720,19 @@ class MigrationCoordinator:
     def _announce(self) -> None:
         while True:
             try:
-                step, migration_id, payload = self._announcements.get(
-                    timeout=60)
+                item = self._announcements.get(timeout=60)
             except queue.Empty:
+                item = None
+            else:
+                if item is None:  # close(): end once nothing is queued
+                    self._announcements.task_done()
+            if item is None:
                 with self._announce_lock:
                     if self._announcements.empty():
                         self._announcer = None
                         return
                 continue
+            step, migration_id, payload = item
             notifier = self.manager.notifier
             try:
                 if notifier is None:
@@ -727,6 +746,25 @@ class MigrationCoordinator:
                             "%s: %s", step, migration_id, error)
             finally:
                 self._announcements.task_done()
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """The service stops (its workers are done): publish what is
+        queued and end the sender thread rather than leave it waiting a
+        minute for more. False if something was still queued at
+        ``timeout``: a publish blocked on a broker that is down (the
+        notifier retries for ever); the thread is a daemon and the rows
+        are the record, so the stop does not wait longer for it."""
+        flushed = self.flush_notifications(timeout)
+        with self._announce_lock:
+            thread = self._announcer
+            if thread is None or not thread.is_alive():
+                return flushed
+            self._announcements.put(None)
+        if not flushed:
+            return False
+        # Idle on the queue: the end marker wakes it at once.
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def flush_notifications(self, timeout: float = 10.0) -> bool:
         """Wait until the queued notifications were published (tests, a

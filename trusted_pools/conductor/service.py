@@ -234,6 +234,12 @@ class ConductorService(service_mod.ServiceBase):
             self._servers = []
             if self.metrics_server is not None:
                 self.metrics_server.stop()
+            # No worker announces a migration step any more: the sender
+            # thread publishes what is queued and ends.
+            if not self.manager.migrations.close():
+                LOG.warning("Conductor %s: some vTPM migration "
+                            "notifications were not published before "
+                            "the stop", self.host)
         if not self._unregister:
             return
         try:

@@ -35,3 +35,25 @@ def test_floor_comes_from_the_journal_and_outlives_pruning(tmp_path):
     assert list(tmp_path.glob("*.json")) == [tmp_path / "epochs.json"]
     assert MigrationAgent("h", None, None, tmp_path).epoch_floor(
         instance) == 2
+
+
+def test_a_journal_write_is_durable_with_its_directory(tmp_path,
+                                                       monkeypatch):
+    """A commit's one write is fsynced, and so is the directory after the
+    rename (else a power loss may undo the rename: the commit the
+    conductor recorded would vanish and the copy never start)."""
+    import os
+    import stat
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    agent = MigrationAgent("h", None, None, tmp_path)
+    instance = str(uuid.uuid4())
+    _ended(agent, instance, 1, "committed", "destination")
+    assert synced == [False, True]
+    assert MigrationAgent("h", None, None, tmp_path).epoch_floor(
+        instance) == 1

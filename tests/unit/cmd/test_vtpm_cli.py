@@ -275,3 +275,56 @@ def test_bad_option_value_is_usage_error(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE
     assert err.count("\n") == 1 and "swtpm_log_level" in err
+
+
+def _journal_conf(tmp_path, journal):
+    path = tmp_path / "journal.conf"
+    path.write_text("[vtpm]\ndriver = fake\nmigration_journal_dir = %s\n"
+                    % journal)
+    return str(path)
+
+
+def test_start_refuses_a_copy_the_epoch_rules_refuse(tmp_path):
+    """The hypervisor hook's start obeys the agent's epoch rules: a copy
+    newer than the epoch this host saw committed (an aborted migration's
+    leftover) and one older than it (a restored backup) do not run; the
+    committed one does. The command never creates the agent's journal
+    directory."""
+    import uuid as uuid_lib
+
+    from trusted_pools.agent.migration import MigrationAgent
+    from trusted_pools.protocol import vtpm_migration as proto
+    journal = tmp_path / "journal"
+    conf = _journal_conf(tmp_path, journal)
+    driver = FakeDriver()
+
+    def start():
+        err = io.StringIO()
+        code = cli.main(["--config-file", conf, "start", UUID],
+                        driver_factory=lambda c: driver, out=io.StringIO())
+        CONF.reset()
+        return code, err
+
+    def copy(epoch):
+        driver.vtpms[UUID] = VTPMInfo(
+            UUID, VTPMStatus.STOPPED,
+            metadata={proto.EPOCH_METADATA_KEY: epoch})
+    try:
+        copy(1)  # imported by a migration that never committed here
+        assert start()[0] == cli.EXIT_FAILED
+        assert ("start", UUID) not in driver.calls
+        assert not journal.exists()
+        # Committed here: it runs.
+        MigrationAgent("h", None, None, journal)._save_ended({
+            "id": str(uuid_lib.uuid4()), "role": "destination",
+            "instance": UUID, "epoch": 1, "step": "committed",
+            "kind": "cold"})
+        assert start()[0] == cli.EXIT_OK
+        assert ("start", UUID) in driver.calls
+        # A backup of the copy before the move: stale.
+        driver.calls.clear()
+        copy(0)
+        assert start()[0] == cli.EXIT_FAILED
+        assert ("start", UUID) not in driver.calls
+    finally:
+        CONF.reset()
