@@ -402,9 +402,11 @@ class KeyService:
         is recorded only within :attr:`refusals` (repeats and floods are
         logged and counted, not stored)."""
         released = event == RELEASE_EVENT
+        # Kept first: a release whose record fails is no release, and
+        # must not be counted as one.
+        self._keep(context, record, host, released, status, level, reason)
         if self.metrics is not None:
             self.metrics.key_release(released, status, reason.code)
-        self._keep(context, record, host, released, status, level, reason)
         payload = {"secret_id": record.id, "project_id": record.project_id,
                    "owner": record.owner, "host": host,
                    "released": released, "status": status, "level": level,

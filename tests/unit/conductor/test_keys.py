@@ -247,3 +247,28 @@ def test_refusal_budget_refills_and_forgets():
     assert not budget.admit(("s", "a", "r"), 67.0)
     with pytest.raises(ValueError):
         refusal_budget.RefusalBudget(per_minute=0)
+
+
+def test_a_release_whose_record_fails_is_not_counted_released(
+        db, tmp_path, monkeypatch):
+    """No key leaves without its record; the metrics must not count one
+    that did not leave."""
+    from trusted_pools.conductor import metrics as metrics_mod
+    metrics = metrics_mod.ConductorMetrics()
+    service = keys.KeyService(db, keys.load_or_create_kek(
+        str(tmp_path / "kek")), None, metrics=metrics)
+    stored = db.get_secret(service.store("proj", b"v" * 16, "opaque")["id"])
+
+    def broken(record):
+        raise exception.DatabaseError(reason="disk full")
+
+    monkeypatch.setattr(db, "record_key_release", broken)
+    with pytest.raises(exception.DatabaseError):
+        service._announce(None, keys.RELEASE_EVENT, stored, "compute-1",
+                          "trusted", 3, keys.Reason("released", "trusted"))
+    assert metrics.registry.get_sample_value(
+        "trusted_pools_key_releases_total",
+        {"outcome": "released", "status": "trusted"}) == 0
+    assert metrics.registry.get_sample_value(
+        "trusted_pools_key_release_reasons_total",
+        {"reason": "released"}) == 0
