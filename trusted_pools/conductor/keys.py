@@ -30,8 +30,9 @@ never the key), where ``GET /v1/key-releases`` and the dashboard read it.
 A release is recorded before it is answered: if the record cannot be
 written, no key leaves. Refusals are recorded within a budget
 (:mod:`trusted_pools.conductor.refusal_budget`: no repeat of the same
-refusal within a minute, at most 60 a minute per conductor), since any
-compute host's Nova may ask, as often as it likes, in any host's name.
+refusal within a minute, at most 60 a minute per conductor, and 60 more
+for names that are no registered host), since any compute host's Nova
+may ask, as often as it likes, in any host's name.
 """
 
 from __future__ import annotations
@@ -229,12 +230,18 @@ class KeyService:
                  notifier: Any, *, conductor: str = "",
                  clock: Callable[[], float] = time.time,
                  metrics: Any = None,
-                 refusals: refusal_budget.RefusalBudget | None = None
+                 refusals: refusal_budget.RefusalBudget | None = None,
+                 unregistered: refusal_budget.RefusalBudget | None = None
                  ) -> None:
         self.db = db
         #: Which refusals get a database row (a host asking again and
         #: again must not grow the table without bound; see the module).
         self.refusals = refusals or refusal_budget.RefusalBudget()
+        #: The same for refusals to names that are no registered host
+        #: (the cheapest flood: any name will do), kept apart so that
+        #: such a flood does not use up the budget of the refusals to
+        #: real hosts.
+        self.unregistered = unregistered or refusal_budget.RefusalBudget()
         #: :class:`~trusted_pools.conductor.metrics.ConductorMetrics` (or
         #: None): releases and refusals are counted there.
         self.metrics = metrics
@@ -435,7 +442,9 @@ class KeyService:
     def _keep(self, context: dict | None, record: db_api.SecretRecord,
               host: str, released: bool, status: str, level: int,
               reason: Reason) -> None:
-        if not released and not self.refusals.admit(
+        budget = self.unregistered if reason.code == "not_registered" \
+            else self.refusals
+        if not released and not budget.admit(
                 (record.id, host, reason.code), self.clock()):
             return
         asker, request_id = _who_asked(context)

@@ -213,7 +213,9 @@ def test_a_host_flooding_refusals_does_not_grow_the_table(db, tmp_path):
         db, keys.load_or_create_kek(str(tmp_path / "kek")), Notifier(),
         clock=lambda: now[0], metrics=metrics,
         refusals=refusal_budget.RefusalBudget(per_minute=5,
-                                              repeat_window=60))
+                                              repeat_window=60),
+        unregistered=refusal_budget.RefusalBudget(per_minute=5,
+                                                  repeat_window=60))
     stored = service.store("proj", b"v" * 16, "opaque")
     for _ in range(50):
         with pytest.raises(exception.KeyReleaseRefused):
@@ -228,11 +230,17 @@ def test_a_host_flooding_refusals_does_not_grow_the_table(db, tmp_path):
     assert metrics.registry.get_sample_value(
         "trusted_pools_key_release_reasons_total",
         {"reason": "not_registered"}) == 100
+    # That flood did not use up the records of refusals to real hosts.
+    db.create_host("compute-1")
+    with pytest.raises(exception.KeyReleaseRefused):
+        service.release(stored["id"], "compute-1")
+    assert db.list_key_releases()[0].host == "compute-1"
+    assert len(db.list_key_releases()) == 6
     # A minute later the budget is back, one repeat is recorded again.
     now[0] += 61
     with pytest.raises(exception.KeyReleaseRefused):
         service.release(stored["id"], "compute-9")
-    assert len(db.list_key_releases()) == 6
+    assert len(db.list_key_releases()) == 7
 
 
 def test_refusal_budget_refills_and_forgets():
