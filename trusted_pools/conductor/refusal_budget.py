@@ -12,12 +12,13 @@ What it bounds: a refusal identical to one recorded less than
 :data:`REPEAT_WINDOW` seconds ago (same secret, host and reason code) is
 not recorded again, and at most :data:`RECORDS_PER_MINUTE` refusals a
 minute are recorded by this conductor (a token bucket: a burst of that
-many, then one each ``60 / RECORDS_PER_MINUTE`` seconds). The key service keeps two
-budgets: one for refusals to names that are no registered host (the
-cheapest flood: any name will do), one for the rest, so such a flood
-leaves the refusals to real hosts recorded. Refusals beyond
-it are still refused, logged, notified and counted in the metrics; only
-their row is not written, and a warning a minute says how many were not.
+many, then one each ``60 / RECORDS_PER_MINUTE`` seconds). The key
+service keeps two budgets: one for refusals to names that are no
+registered host (the cheapest flood: any name will do), one for the
+rest, so such a flood leaves the refusals to real hosts recorded.
+Refusals beyond them are still refused, logged, notified and counted in
+the metrics; only their row is not written, and a warning a minute says
+how many were not.
 Releases are never limited: no key leaves without its record.
 """
 
