@@ -121,10 +121,15 @@ def run_pool(workdir: pathlib.Path, story: Story, hold: bool = False
             except Exception as error:  # noqa: BLE001 - told, then failed
                 story.expect(False, "the demo stopped: %s: %s"
                              % (type(error).__name__, error))
-                _log_tail(workdir / "services.log")
             finally:
                 phases["started"] = time.monotonic()
                 _stop_all(stops, phases, story)
+                # Any outcome not as expected (a step that raised, or one
+                # that answered wrongly, or a stop that failed): the
+                # services' log goes with the work directory, so its end
+                # is shown now.
+                if story.unexpected:
+                    _log_tail(workdir / "services.log")
                 began = time.monotonic()
         phases["host TPMs"] = time.monotonic() - began
     finally:

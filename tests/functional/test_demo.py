@@ -18,6 +18,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from typing import Any
@@ -71,6 +72,35 @@ def _get(url: str, token: str | None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+# The demo's directories: its work directory (host TPMs' state) and the
+# short one for vTPM sockets (tools/demo.py, tools/demo_pool.py).
+_DEMO_DIR = re.compile(r"(%s/(?:trusted-pools-demo-|tpd)[^/\s,=]+)"
+                       % re.escape(tempfile.gettempdir()))
+
+
+def _processes() -> dict[int, str]:
+    """pid -> command line of every process (zombies have none)."""
+    found = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        found[int(entry.name)] = raw.replace(b"\0", b" ").decode(
+            errors="replace")
+    return found
+
+
+def _left_behind(before: set[int]) -> list[str]:
+    """Processes started since ``before`` that still use a demo directory
+    the demo has already deleted: they outlived their demo (a demo still
+    running elsewhere has its directories)."""
+    return [cmd for pid, cmd in _processes().items() if pid not in before
+            and any(not os.path.exists(d) for d in _DEMO_DIR.findall(cmd))]
+
+
 def _run_demo_reading_the_dashboard() -> tuple[int, str, dict[str, Any]]:
     """Run the demo; when it holds, read its dashboard and API; let it
     finish. Returns (exit status, output, what was read)."""
@@ -105,9 +135,13 @@ def _run_demo_reading_the_dashboard() -> tuple[int, str, dict[str, Any]]:
 def test_demo_tells_the_whole_story():
     require_broker()
     require_binaries()
+    before = set(_processes())
     status, output, seen = _run_demo_reading_the_dashboard()
     tail = output[-6000:]
     assert status == 0, tail
+    # Nothing it started runs on (host swtpms, vTPM swtpms): each would
+    # hold a port or a socket of a demo that is gone.
+    assert _left_behind(before) == [], tail
     assert "UNEXPECTED" not in output, tail
     table = parse_table(output)
 

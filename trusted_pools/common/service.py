@@ -153,6 +153,8 @@ def stop_side_by_side(*stops: Callable[[], None]) -> None:
     """Run ``stops`` at once, each on its own thread, and return when all
     have returned; the first error any raised is raised then (after the
     others finished: one failing stop must not leave the rest running).
+    Every error is logged with its traceback as it happens: only one can
+    be raised, and a second failing stop must not go unseen.
 
     Why: every stop here waits on something that polls. oslo.messaging's
     rabbit listener notices a stop only between two waits on its
@@ -166,6 +168,9 @@ def stop_side_by_side(*stops: Callable[[], None]) -> None:
         try:
             stop()
         except BaseException as error:  # noqa: BLE001 - raised below
+            LOG.error("A stop failed (%s): %s: %s",
+                      getattr(stop, "__qualname__", stop),
+                      type(error).__name__, error, exc_info=True)
             errors.append(error)
     threads = [threading.Thread(target=run, args=(stop,), daemon=True)
                for stop in stops]

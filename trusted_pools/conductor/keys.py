@@ -28,7 +28,11 @@ Every release and every refusal is logged, notified (event types
 a reason code from :data:`REASON_CODES` and the reason text, who asked;
 never the key), where ``GET /v1/key-releases`` and the dashboard read it.
 A release is recorded before it is answered: if the record cannot be
-written, no key leaves.
+written, no key leaves. Refusals are recorded within a budget
+(:mod:`trusted_pools.conductor.refusal_budget`: no repeat of the same
+refusal within a minute, at most 60 a minute per conductor, and 60 more
+for names that are no registered host), since any compute host's Nova
+may ask, as often as it likes, in any host's name.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trusted_pools import exception
+from trusted_pools.conductor import refusal_budget
 from trusted_pools.db import api as db_api
 from trusted_pools.protocol import key_release as release
 from trusted_pools.tpm import sealing
@@ -224,8 +229,19 @@ class KeyService:
     def __init__(self, db: db_api.Connection, kek: KeyEncryptionKey,
                  notifier: Any, *, conductor: str = "",
                  clock: Callable[[], float] = time.time,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None,
+                 refusals: refusal_budget.RefusalBudget | None = None,
+                 unregistered: refusal_budget.RefusalBudget | None = None
+                 ) -> None:
         self.db = db
+        #: Which refusals get a database row (a host asking again and
+        #: again must not grow the table without bound; see the module).
+        self.refusals = refusals or refusal_budget.RefusalBudget()
+        #: The same for refusals to names that are no registered host
+        #: (the cheapest flood: any name will do), kept apart so that
+        #: such a flood does not use up the budget of the refusals to
+        #: real hosts.
+        self.unregistered = unregistered or refusal_budget.RefusalBudget()
         #: :class:`~trusted_pools.conductor.metrics.ConductorMetrics` (or
         #: None): releases and refusals are counted there.
         self.metrics = metrics
@@ -389,11 +405,15 @@ class KeyService:
         """Count, record, log and notify one answer. The record is kept in
         the database (``key_releases``; never the key): a release whose
         record cannot be written raises (no key leaves unrecorded); a
-        refusal stands whether or not its record could be written."""
+        refusal stands whether or not its record could be written, and
+        is recorded only within :attr:`refusals` (repeats and floods are
+        logged and counted, not stored)."""
         released = event == RELEASE_EVENT
+        # Kept first: a release whose record fails is no release, and
+        # must not be counted as one.
+        self._keep(context, record, host, released, status, level, reason)
         if self.metrics is not None:
             self.metrics.key_release(released, status, reason.code)
-        self._keep(context, record, host, released, status, level, reason)
         payload = {"secret_id": record.id, "project_id": record.project_id,
                    "owner": record.owner, "host": host,
                    "released": released, "status": status, "level": level,
@@ -422,6 +442,11 @@ class KeyService:
     def _keep(self, context: dict | None, record: db_api.SecretRecord,
               host: str, released: bool, status: str, level: int,
               reason: Reason) -> None:
+        budget = self.unregistered if reason.code == "not_registered" \
+            else self.refusals
+        if not released and not budget.admit(
+                (record.id, host, reason.code), self.clock()):
+            return
         asker, request_id = _who_asked(context)
         entry = db_api.KeyReleaseRecord(
             id=None, secret_id=record.id, project_id=record.project_id,

@@ -22,6 +22,7 @@ import socketserver
 import tempfile
 import threading
 from typing import Any, Iterator
+from urllib.parse import quote
 from wsgiref import simple_server
 
 import pytest
@@ -269,6 +270,30 @@ def test_dashboard_shows_the_pool_live_in_chromium(served_pool, artefacts):
             expect(action).to_have_count(1)
             expect(action).to_contain_text("disable_compute")
             expect(action).to_contain_text("svc-7: disabled")
+
+            # Attack: a compromised compute host holds Nova's service
+            # credentials. It stores a secret whose owner is markup and
+            # asks for it in a made-up host name that is markup too: the
+            # refusal is recorded with both, and the page must show them
+            # as text, never run or render them.
+            evil_owner = '<img src=x onerror="window.__xss=1">'
+            made_up = '"><svg><script>window.__xss=2;<b>x'
+            evil = api.post("/v1/secrets", {
+                "payload": base64.b64encode(b"e" * 32).decode(),
+                "secret_type": "symmetric", "owner": evil_owner},
+                persona="service").json["secret"]["id"]
+            assert api.get("/v1/secrets/%s?host=%s" % (
+                evil, quote(made_up, safe="")), persona="service"
+                ).status_code in (403, 409)
+            page.locator('nav a[href="#/key-releases"]').click()
+            forged = page.locator("#key-releases tr[data-host]").filter(
+                has_text=evil_owner)
+            expect(forged).to_have_count(1)
+            expect(forged).to_contain_text(made_up)
+            expect(forged).to_contain_text("not_registered")
+            assert page.locator("#view img, #view script, #view svg b"
+                                ).count() == 0
+            assert page.evaluate("window.__xss") is None
 
             # A long history pages: the plot shows the newest 200
             # verdicts, "Older" the rest, "Newest" comes back.

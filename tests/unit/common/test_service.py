@@ -4,6 +4,7 @@ refused with a reason."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -144,6 +145,22 @@ def test_a_failing_stop_is_raised_after_the_others_finished():
     with pytest.raises(RuntimeError, match="listener would not stop"):
         service.stop_side_by_side(fails, slow)
     assert finished.is_set()
+
+
+def test_every_failing_stop_is_logged_not_only_the_raised_one(caplog):
+    """Only one error can be raised: the others must still be seen."""
+    def first() -> None:
+        raise RuntimeError("listener would not stop")
+
+    def second() -> None:
+        time.sleep(0.1)
+        raise ValueError("jobs would not stop")
+    with caplog.at_level(logging.ERROR, logger=service.__name__):
+        with pytest.raises(RuntimeError, match="listener would not stop"):
+            service.stop_side_by_side(first, second)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "listener would not stop" in logged
+    assert "ValueError: jobs would not stop" in logged
 
 
 def test_rpc_server_stop_waits_after_stopping():

@@ -197,3 +197,86 @@ def test_metrics_count_refusals_by_reason(db, tmp_path):
         "trusted_pools_key_release_reasons_total",
         {"reason": "not_registered"})
     assert value == 2
+
+
+def test_a_host_flooding_refusals_does_not_grow_the_table(db, tmp_path):
+    """Attack: a compromised compute host holds Nova's service role, so
+    it may ask for any secret in any name, as often as it likes. Each ask
+    is refused (and counted), but the rows written stay bounded: a repeat
+    within the window is not stored again, nor more than the budget a
+    minute in made-up names."""
+    from trusted_pools.conductor import metrics as metrics_mod
+    from trusted_pools.conductor import refusal_budget
+    now = [1_000_000.0]
+    metrics = metrics_mod.ConductorMetrics()
+    service = keys.KeyService(
+        db, keys.load_or_create_kek(str(tmp_path / "kek")), Notifier(),
+        clock=lambda: now[0], metrics=metrics,
+        refusals=refusal_budget.RefusalBudget(per_minute=5,
+                                              repeat_window=60),
+        unregistered=refusal_budget.RefusalBudget(per_minute=5,
+                                                  repeat_window=60))
+    stored = service.store("proj", b"v" * 16, "opaque")
+    for _ in range(50):
+        with pytest.raises(exception.KeyReleaseRefused):
+            service.release(stored["id"], "compute-9")
+    assert len(db.list_key_releases()) == 1
+    for n in range(50):
+        with pytest.raises(exception.KeyReleaseRefused):
+            service.release(stored["id"], "made-up-%d" % n)
+    assert len(db.list_key_releases()) == 5
+    # Every refusal was still answered, notified and counted.
+    assert len(service.notifier.sent) == 100
+    assert metrics.registry.get_sample_value(
+        "trusted_pools_key_release_reasons_total",
+        {"reason": "not_registered"}) == 100
+    # That flood did not use up the records of refusals to real hosts.
+    db.create_host("compute-1")
+    with pytest.raises(exception.KeyReleaseRefused):
+        service.release(stored["id"], "compute-1")
+    assert db.list_key_releases()[0].host == "compute-1"
+    assert len(db.list_key_releases()) == 6
+    # A minute later the budget is back, one repeat is recorded again.
+    now[0] += 61
+    with pytest.raises(exception.KeyReleaseRefused):
+        service.release(stored["id"], "compute-9")
+    assert len(db.list_key_releases()) == 7
+
+
+def test_refusal_budget_refills_and_forgets():
+    from trusted_pools.conductor import refusal_budget
+    budget = refusal_budget.RefusalBudget(per_minute=2, repeat_window=10)
+    assert budget.admit(("s", "a", "r"), 0.0)
+    assert not budget.admit(("s", "a", "r"), 5.0)     # a repeat
+    assert budget.admit(("s", "b", "r"), 5.0)
+    assert not budget.admit(("s", "c", "r"), 6.0)     # budget spent
+    assert budget.admit(("s", "c", "r"), 36.0)        # one token back
+    assert budget.admit(("s", "a", "r"), 66.0)        # forgotten, refilled
+    assert not budget.admit(("s", "a", "r"), 67.0)
+    with pytest.raises(ValueError):
+        refusal_budget.RefusalBudget(per_minute=0)
+
+
+def test_a_release_whose_record_fails_is_not_counted_released(
+        db, tmp_path, monkeypatch):
+    """No key leaves without its record; the metrics must not count one
+    that did not leave."""
+    from trusted_pools.conductor import metrics as metrics_mod
+    metrics = metrics_mod.ConductorMetrics()
+    service = keys.KeyService(db, keys.load_or_create_kek(
+        str(tmp_path / "kek")), None, metrics=metrics)
+    stored = db.get_secret(service.store("proj", b"v" * 16, "opaque")["id"])
+
+    def broken(record):
+        raise exception.DatabaseError(reason="disk full")
+
+    monkeypatch.setattr(db, "record_key_release", broken)
+    with pytest.raises(exception.DatabaseError):
+        service._announce(None, keys.RELEASE_EVENT, stored, "compute-1",
+                          "trusted", 3, keys.Reason("released", "trusted"))
+    assert metrics.registry.get_sample_value(
+        "trusted_pools_key_releases_total",
+        {"outcome": "released", "status": "trusted"}) == 0
+    assert metrics.registry.get_sample_value(
+        "trusted_pools_key_release_reasons_total",
+        {"reason": "released"}) == 0
