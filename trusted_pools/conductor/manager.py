@@ -177,6 +177,14 @@ class ConductorManager:
         # and changed at once by this conductor's own enrollments and
         # resets; None until first read.
         self._enrolled_names: frozenset[str] | None = None
+        # This conductor's own enrollments and resets, numbered: a read of
+        # the database that began before one of them may predate its
+        # commit, so the change is laid over that read (else a concurrent
+        # read would drop a host enrolled here for an interval, or admit
+        # one reset here). Changes and the set change under _names_lock.
+        self._names_lock = threading.Lock()
+        self._name_changes: dict[str, tuple[int, bool]] = {}
+        self._name_change_count = 0
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -375,8 +383,9 @@ class ConductorManager:
                       for name, state in self._states.items()}
         if not cached and not self._published:
             return []
+        read_from = self._name_change_count
         current = self.db.host_enrollments()
-        self.refresh_enrolled_names(current)
+        self.refresh_enrolled_names(current, read_from)
         changed = sorted(
             name for name in cached
             if _registration_changed(current.get(name), cached[name]))
@@ -403,23 +412,48 @@ class ConductorManager:
         return changed
 
     def refresh_enrolled_names(
-            self, current: dict[str, db_api.HostEnrollment] | None = None
-            ) -> frozenset[str]:
+            self, current: dict[str, db_api.HostEnrollment] | None = None,
+            read_from: int | None = None) -> frozenset[str]:
         """Read again which hosts are enrolled (``current``: what the
-        caller just read from the database). Pushes in any other name are
-        dropped before they are queued (:meth:`submit_evidence`). A host
-        enrolled through another conductor or the CLI is pushed for from
-        the next epoch on, when this is read again."""
-        if current is None:
+        caller just read from the database, after noting ``read_from``,
+        the count of this conductor's own enrollment changes then). Pushes
+        in any other name are dropped before they are queued
+        (:meth:`submit_evidence`). A host enrolled through another
+        conductor or the CLI is pushed for from the next epoch on, when
+        this is read again."""
+        if current is None or read_from is None:
+            read_from = self._name_change_count
             current = self.db.host_enrollments()
-        names = frozenset(name for name, e in current.items()
-                          if e.state == "enrolled")
-        self._enrolled_names = names
-        return names
+        names = {name for name, e in current.items()
+                 if e.state == "enrolled"}
+        with self._names_lock:
+            # This conductor's changes since the read began win over it.
+            for name, (number, enrolled) in self._name_changes.items():
+                if number > read_from:
+                    if enrolled:
+                        names.add(name)
+                    else:
+                        names.discard(name)
+            self._name_changes = {
+                name: change for name, change in self._name_changes.items()
+                if change[0] > read_from}
+            self._enrolled_names = frozenset(names)
+            return self._enrolled_names
 
     def enrolled_names(self) -> frozenset[str]:
         names = self._enrolled_names
         return names if names is not None else self.refresh_enrolled_names()
+
+    def _enrolled_here(self, host: str, enrolled: bool) -> None:
+        """This conductor enrolled (or reset) ``host``: committed, so
+        every read of the database begun from now on sees it."""
+        with self._names_lock:
+            self._name_change_count += 1
+            self._name_changes[host] = (self._name_change_count, enrolled)
+            names = self._enrolled_names
+            if names is not None:
+                self._enrolled_names = (names | {host} if enrolled
+                                        else names - {host})
 
     def _drop_announcement(self, name: str,
                            enrollment: db_api.HostEnrollment | None) -> None:
@@ -470,7 +504,7 @@ class ConductorManager:
             host, group, ek_certificate, registration.ek_public_sha256,
             registration.ak_public, registration.ak_name, approve=ek_sha256)
         self.forget_host(host)
-        self._enrolled_names = self.enrolled_names() | {host}
+        self._enrolled_here(host, True)
         LOG.info("Host %s enrolled (EK public key SHA-256 %s, AK name %s, "
                  "generation %d)", host, registration.ek_public_sha256,
                  registration.ak_name.hex(), stored.generation)
@@ -572,7 +606,7 @@ class ConductorManager:
         self._check_owner(host)
         record = self.db.reset_enrollment(host)
         self.forget_host(host)
-        self._enrolled_names = self.enrolled_names() - {host}
+        self._enrolled_here(host, False)
         LOG.warning("Enrollment of host %s reset by the operator: it must "
                     "enroll again with an approved EK", host)
         self._record_not_enrolled(record)
