@@ -26,7 +26,7 @@ import pytest
 from oslo_config import cfg
 from oslo_messaging import conffixture
 
-from tests.rabbitmq import RABBIT_URL, rabbitmqctl, require_broker
+from tests.rabbitmq import RABBIT_URL, require_broker, setup_users
 from trusted_pools.cmd import rabbitmq as setup
 from trusted_pools.common import rpc
 from trusted_pools.conductor import rpcapi as conductor_rpcapi
@@ -77,19 +77,8 @@ def users() -> Iterator[Users]:
         remediation_user=None, agent_user=["%s=compute-1" % made.agent],
         relay_user=["%s=%s" % (made.relay, RACK)], relay_topic=None,
         relay_vhost=None)
-    try:
-        setup.apply(setup.build_plan(args, made.passwords))
-    except Exception as error:  # noqa: BLE001 - name what is missing
-        pytest.fail("cannot create RabbitMQ users and vhosts with "
-                    "rabbitmqctl (run the tests as a user that may): %s"
-                    % error, pytrace=False)
-    try:
+    with setup_users(args, made.passwords):
         yield made
-    finally:
-        for vhost in (made.vhost, made.agent_vhost):
-            rabbitmqctl("delete_vhost", vhost)
-        for user in made.passwords:
-            rabbitmqctl("delete_user", user)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ a pause or a redelivery it is dropped, never called a replay.
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import os
 import queue
@@ -217,7 +218,13 @@ class ConductorManager:
         # attest_now (RPC thread) and challenge answers share HostState,
         # and the ordering rule needs acceptances in issue order.
         self._verify_lock = threading.RLock()
-        self._queue: queue.Queue[Union[_Push, _Answer]] = queue.Queue()
+        # Pushes and challenge answers, taken by the worker answers first
+        # (rank 0), then in arrival order: an answer holds one of the few
+        # challenge places until it is verified, so it must not wait
+        # behind a flood of pushes (see _take_batch).
+        self._queue: queue.PriorityQueue[
+            tuple[int, int, Union[_Push, _Answer]]] = queue.PriorityQueue()
+        self._arrival = itertools.count()
         self.metrics.watch_queue(self._queue.qsize)
         self._challenge_lock = threading.Lock()
         self._in_flight: set[str] = set()
@@ -899,7 +906,8 @@ class ConductorManager:
         if full:
             self._drop(full)
             return
-        self._queue.put(_Push(self.clock(), evidence, host))
+        self._queue.put((1, next(self._arrival),
+                         _Push(self.clock(), evidence, host)))
 
     def submit_evidence_batch(self, context: dict, batch: Any) -> None:
         """Cast by a relay of several agents (evidence API 1.1): each item
@@ -1251,12 +1259,17 @@ class ConductorManager:
         return len(batch)
 
     def _take_batch(self, wait: float) -> list[Union[_Push, _Answer]]:
+        """Up to batch_size items: the challenge answers waiting first
+        (at most MAX_CHALLENGES_IN_FLIGHT exist; each frees a challenge
+        place once verified, so one waiting behind a compromised host's
+        flood of forged pushes would starve the challenges that flood
+        earns the honest hosts), then the pushes in arrival order."""
         batch: list[Union[_Push, _Answer]] = []
         try:
-            batch.append(self._queue.get(timeout=wait) if wait
-                         else self._queue.get_nowait())
+            batch.append((self._queue.get(timeout=wait) if wait
+                          else self._queue.get_nowait())[2])
             while len(batch) < self.batch_size:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.get_nowait()[2])
         except queue.Empty:
             pass
         if batch:
@@ -1403,7 +1416,7 @@ class ConductorManager:
     def _ask(self, host: str, nonce: bytes, issued: int,
              ima_start: int) -> None:
         """Challenge thread: the agent call; the answer is verified by the
-        worker, in queue order with the pushes."""
+        worker, before the pushes waiting (_take_batch)."""
         wire = None
         try:
             wire = self.agents.get_evidence(
@@ -1417,7 +1430,8 @@ class ConductorManager:
                         host, error)
         except Exception:  # noqa: BLE001 - the flag below must clear
             LOG.exception("Direct challenge of host %s failed", host)
-        self._queue.put(_Answer(host, nonce, issued, wire, self.clock()))
+        self._queue.put((0, next(self._arrival),
+                         _Answer(host, nonce, issued, wire, self.clock())))
 
     def _verify_answer(self, answer: _Answer
                        ) -> tuple[verifier.HostState, Any] | None:
