@@ -854,7 +854,8 @@ class ConductorManager:
         trusted on old evidence. The bound holds the memory of a conductor
         that cannot keep up (or that a flood of casts targets) and keeps
         the wait of what it does verify under an interval. Challenge
-        answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist.
+        answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist,
+        and the worker takes them before the pushes waiting.
 
         Any compute host's bus credentials can cast pushes in any name, so
         before a push takes a queue place (each check costs a dictionary
@@ -876,10 +877,10 @@ class ConductorManager:
           first, the honest host loses this push but not its verdict: the
           worker verifies a forged push, it fails, and that earns the named
           host a direct challenge (at most one per interval,
-          :meth:`_push_failed`) whose answer comes back outside this queue
-          and is judged; a failed push gives no verdict against the named
-          host. So a flood in one name costs the pool
-          ``max_pending_per_host`` places, never the other hosts' places,
+          :meth:`_push_failed`) whose answer is not held to these places,
+          is taken before the pushes waiting and is judged; a failed push
+          gives no verdict against the named host. So a flood in one name
+          costs the pool ``max_pending_per_host`` places, never the other hosts' places,
           and the named host is verified through its challenge. With
           ``max_queued_evidence`` at least ``max_pending_per_host`` times
           the hosts this conductor owns, a flood in every enrolled name
