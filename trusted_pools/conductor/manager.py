@@ -880,8 +880,9 @@ class ConductorManager:
           :meth:`_push_failed`) whose answer is not held to these places,
           is taken before the pushes waiting and is judged; a failed push
           gives no verdict against the named host. So a flood in one name
-          costs the pool ``max_pending_per_host`` places, never the other hosts' places,
-          and the named host is verified through its challenge. With
+          costs the pool ``max_pending_per_host`` places, never the other
+          hosts' places, and the named host is verified through its
+          challenge. With
           ``max_queued_evidence`` at least ``max_pending_per_host`` times
           the hosts this conductor owns, a flood in every enrolled name
           cannot fill the queue either.

@@ -62,8 +62,9 @@ opts = [
                help="Conductors with a batch being gathered at once. A "
                     "push for another conductor first sends the oldest "
                     "batch early: memory stays under max_conductors x "
-                    "max_batch pushes (and max_batch_bytes), and pushes naming invented "
-                    "conductors cost early sends, never honest pushes."),
+                    "max_batch pushes (and max_batch_bytes), and pushes "
+                    "naming invented conductors cost early sends, never "
+                    "honest pushes."),
 ]
 
 
