@@ -1,6 +1,9 @@
 """The relay's RabbitMQ user and the agents' right to cast to it, as
 ``trusted-pools-manage rabbitmq setup --relay-user`` makes them, on the
-real broker (users of this test's own, in vhosts of its own).
+real broker (users of this test's own, in vhosts of its own), with the
+relay topic on the agent vhost and on a rack's own vhost (``--relay-topic``,
+``--relay-vhost``; the agents' ``[agent] relay_transport_url``, the
+relay's ``[relay] conductor_transport_url``).
 
 * An agent's push cast to the relay topic reaches the relay, which casts
   the batch to the conductor's evidence topic, each on its own user.
@@ -41,10 +44,15 @@ RACK = "rack-1"
 
 
 class Users:
-    def __init__(self) -> None:
+    def __init__(self, rack_vhost: bool) -> None:
         tag = uuid.uuid4().hex[:10]
         self.vhost = "tp-mgmt-%s" % tag
         self.agent_vhost = "tp-agents-%s" % tag
+        # The relay topic: on the agent vhost, or a rack's own topic on a
+        # rack's own vhost (--relay-topic, --relay-vhost).
+        self.relay_vhost = ("tp-rack-%s" % tag if rack_vhost
+                            else self.agent_vhost)
+        self.topic = "rack1_relay" if rack_vhost else topics.RELAY_TOPIC
         self.service = "tp-service-%s" % tag
         self.agent = "tp-agent-compute-1-%s" % tag
         self.relay = "tp-relay-%s" % tag
@@ -57,26 +65,28 @@ class Users:
             user, self.passwords[user], base.hostname or "127.0.0.1",
             base.port or 5672, vhost or self.agent_vhost)
 
-    def amqp(self, user: str) -> amqp.Connection:
+    def amqp(self, user: str, vhost: str) -> amqp.Connection:
         base = urllib.parse.urlsplit(RABBIT_URL)
         connection = amqp.Connection(
             host="%s:%d" % (base.hostname or "127.0.0.1", base.port or 5672),
             userid=user, password=self.passwords[user],
-            virtual_host=self.agent_vhost, connect_timeout=10)
+            virtual_host=vhost, connect_timeout=10)
         connection.connect()
         return connection
 
 
-@pytest.fixture
-def users() -> Iterator[Users]:
+@pytest.fixture(params=[False, True], ids=["agent-vhost", "rack-vhost"])
+def users(request) -> Iterator[Users]:
     require_broker()
-    made = Users()
+    made = Users(request.param)
     args = argparse.Namespace(
         vhost=made.vhost, agent_vhost=made.agent_vhost,
         service_user=[made.service], consumer_user=None,
         remediation_user=None, agent_user=["%s=compute-1" % made.agent],
-        relay_user=["%s=%s" % (made.relay, RACK)], relay_topic=None,
-        relay_vhost=None)
+        relay_user=["%s=%s" % (made.relay, RACK)],
+        relay_topic=None if made.topic == topics.RELAY_TOPIC else made.topic,
+        relay_vhost=None if made.relay_vhost == made.agent_vhost
+        else made.relay_vhost)
     with setup_users(args, made.passwords):
         yield made
 
@@ -119,21 +129,32 @@ def _refused(action, code: int = 403) -> None:
 def test_agents_cast_through_the_relay_and_cannot_take_its_pushes(
         users, conf):
     transports = {user: rpc.get_transport(conf, users.url(user))
-                  for user in (users.service, users.agent, users.relay)}
+                  for user in (users.service, users.relay)}
+    # The agents cast to the relay on its vhost ([agent]
+    # relay_transport_url), the relay takes them there and casts to the
+    # conductors' vhost ([relay] conductor_transport_url).
+    to_relay = rpc.get_transport(conf, users.url(users.agent,
+                                                 users.relay_vhost))
+    relay_in = rpc.get_transport(conf, users.url(users.relay,
+                                                 users.relay_vhost))
+    transports.update({"agent->relay": to_relay, "relay-in": relay_in})
     conductor = Conductor()
     server = rpc.get_server(
         messaging.Target(topic=conductor_rpcapi.EVIDENCE_TOPIC,
                          server=CONDUCTOR), [conductor],
         bus=rpc.AGENT_BUS, transport=transports[users.service])
     conf.set_override("host", RACK, group="relay")
+    conf.set_override("topic", users.topic, group="relay")
     conf.set_override("max_delay", 0.1, group="relay")
-    relay = relay_service.RelayService(conf,
-                                       transport=transports[users.relay])
+    if users.relay_vhost != users.agent_vhost:
+        conf.set_override("conductor_transport_url", users.url(users.relay),
+                          group="relay")
+    relay = relay_service.RelayService(conf, transport=relay_in)
     server.start()
     relay.start()
     try:
         push = {"host": "compute-1", "epoch_id": "e1", "quote": "q"}
-        relay_rpcapi.RelayAPI(transport=transports[users.agent]
+        relay_rpcapi.RelayAPI(users.topic, transport=to_relay
                               ).submit_evidence({}, CONDUCTOR, push)
         deadline = time.monotonic() + 20
         while not conductor.batches and time.monotonic() < deadline:
@@ -142,18 +163,22 @@ def test_agents_cast_through_the_relay_and_cannot_take_its_pushes(
 
         # The compromised agent's user: the relay's queue is not its to
         # read, nor the relay's routing key its to bind.
-        attacker = users.amqp(users.agent)
+        attacker = users.amqp(users.agent, users.relay_vhost)
         try:
             _refused(lambda: attacker.channel().basic_consume(
-                topics.RELAY_TOPIC, callback=lambda m: None))
+                users.topic, callback=lambda m: None))
             _refused(lambda: attacker.channel().basic_consume(
-                "%s.%s" % (topics.RELAY_TOPIC, RACK),
-                callback=lambda m: None))
+                "%s.%s" % (users.topic, RACK), callback=lambda m: None))
             own = "%s.compute-1" % topics.AGENT_TOPIC
             channel = attacker.channel()
-            channel.queue_declare(own, durable=False, auto_delete=False)
-            _refused(lambda: channel.queue_bind(
-                own, setup.CONTROL_EXCHANGE, topics.RELAY_TOPIC))
+            if users.relay_vhost == users.agent_vhost:
+                channel.queue_declare(own, durable=False, auto_delete=False)
+                _refused(lambda: channel.queue_bind(
+                    own, setup.CONTROL_EXCHANGE, users.topic))
+            else:
+                # On the rack's vhost it may declare no queue at all.
+                _refused(lambda: channel.queue_declare(
+                    own, durable=False, auto_delete=False))
         finally:
             try:
                 attacker.close()
@@ -161,7 +186,7 @@ def test_agents_cast_through_the_relay_and_cannot_take_its_pushes(
                 pass
 
         # The relay's user: evidence casts only.
-        relay_conn = users.amqp(users.relay)
+        relay_conn = users.amqp(users.relay, users.agent_vhost)
         try:
             for exchange, key in (
                     (setup.CONTROL_EXCHANGE,
@@ -183,5 +208,6 @@ def test_agents_cast_through_the_relay_and_cannot_take_its_pushes(
         server.wait()
         for transport in transports.values():
             transport.cleanup()
-        conf.clear_override("host", group="relay")
-        conf.clear_override("max_delay", group="relay")
+        for option in ("host", "topic", "max_delay",
+                       "conductor_transport_url"):
+            conf.clear_override(option, group="relay")
