@@ -186,6 +186,9 @@ class ConductorManager:
         self._names_lock = threading.Lock()
         self._name_changes: dict[str, tuple[int, bool]] = {}
         self._name_change_count = 0
+        # The read_from of the read the set was made from: a read begun
+        # earlier that ends later is not installed over it.
+        self._names_read_from = -1
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -434,6 +437,10 @@ class ConductorManager:
         names = {name for name, e in current.items()
                  if e.state == "enrolled"}
         with self._names_lock:
+            if read_from < self._names_read_from and \
+                    self._enrolled_names is not None:
+                # A read begun after this one was installed meanwhile.
+                return self._enrolled_names
             # This conductor's changes since the read began win over it.
             for name, (number, enrolled) in self._name_changes.items():
                 if number > read_from:
@@ -445,6 +452,7 @@ class ConductorManager:
                 name: change for name, change in self._name_changes.items()
                 if change[0] > read_from}
             self._enrolled_names = frozenset(names)
+            self._names_read_from = read_from
             return self._enrolled_names
 
     def enrolled_names(self) -> frozenset[str]:

@@ -250,6 +250,31 @@ def test_an_enrollment_during_a_read_is_not_dropped(tmp_path):
     assert owner.enrolled_names() == {"host-a", "host-c"}
 
 
+def test_a_read_begun_before_a_newer_one_is_not_installed_over_it(
+        tmp_path):
+    """Two reads of the enrollments overlap (an epoch's and
+    refresh_enrollments'): the one begun first, before host-c's
+    enrollment here, ends last. The newer read (which saw host-c) stays:
+    host-c is not dropped as not enrolled for an interval."""
+    db = _db(tmp_path)
+    owner = _manager(db, "conductor-a")
+    _enroll(db, "host-a", b"a")
+    assert owner.enrolled_names() == {"host-a"}
+    read = db.host_enrollments
+
+    def read_then_enroll_and_read_again() -> Any:
+        stale = read()
+        db.host_enrollments = read
+        _enroll(db, "host-c", b"c")
+        owner._enrolled_here("host-c", True)
+        owner.refresh_enrolled_names()  # the newer read, ended first
+        return stale
+
+    db.host_enrollments = read_then_enroll_and_read_again
+    owner.refresh_enrolled_names()
+    assert owner.enrolled_names() == {"host-a", "host-c"}
+
+
 def test_disabled_host_is_not_attested(tmp_path):
     db = _db(tmp_path)
     owner = _manager(db, "conductor-b")
