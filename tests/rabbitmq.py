@@ -26,6 +26,8 @@ from oslo_config import cfg
 from oslo_messaging import conffixture
 
 if TYPE_CHECKING:
+    import argparse
+
     from tests.rabbitmq_node import PrivateRabbitNode
 
 RABBIT_URL = os.environ.get("TRUSTED_POOLS_TEST_RABBIT",
@@ -190,7 +192,6 @@ def role_buses() -> Iterator[RoleBuses]:
     (``trusted_pools.cmd.rabbitmq``); deleted afterwards (users are
     broker-wide, so their names carry this test's tag)."""
     import argparse
-    from trusted_pools.cmd import rabbitmq as setup
     require_broker()
     tag = uuid.uuid4().hex[:10]
     buses = RoleBuses(
@@ -208,18 +209,29 @@ def role_buses() -> Iterator[RoleBuses]:
         agent_user=["%s=%s" % (user, host)
                     for host, user in buses.agent_users.items()],
         dry_run=False)
+    with setup_users(args, buses.passwords):
+        yield buses
+
+
+@contextlib.contextmanager
+def setup_users(args: "argparse.Namespace", passwords: dict[str, str]
+                ) -> Iterator[None]:
+    """The vhosts and users of ``trusted-pools-manage rabbitmq setup``'s
+    ``args`` (its own code), deleted on exit."""
+    from trusted_pools.cmd import rabbitmq as setup
     try:
-        setup.apply(setup.build_plan(args, buses.passwords))
+        plan = setup.build_plan(args, passwords)
+        setup.apply(plan)
     except Exception as error:  # noqa: BLE001 - name what is missing
         pytest.fail("cannot create RabbitMQ users and vhosts with "
                     "rabbitmqctl (run the tests as a user that may): %s"
                     % error, pytrace=False)
     try:
-        yield buses
+        yield
     finally:
-        for vhost in (buses.management_vhost, buses.agent_vhost):
+        for vhost in plan.vhosts:
             rabbitmqctl("delete_vhost", vhost)
-        for user in buses.passwords:
+        for user in passwords:
             rabbitmqctl("delete_user", user)
 
 

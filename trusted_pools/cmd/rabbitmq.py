@@ -33,6 +33,17 @@ What the broker enforces (doc/source/architecture.md, "Trust boundary"):
     on the topic exchange only to ``trusted_pools_evidence.<conductor>``;
     binds only its own routing keys. It has no write on the fanout
     exchange: it cannot announce an epoch.
+  - ``relay`` (trusted-pools-relay of a rack or cell, ``--relay-user``):
+    where it takes pushes (``--relay-vhost``, default the agent one), its
+    relay topic's queues and the fanout exchange its RPC server declares,
+    binding only its topic's routing keys; where the conductors are (the
+    agent vhost), publishes on the topic exchange only to
+    ``trusted_pools_evidence.<conductor>``. No ``amq.default``: it only
+    casts, it answers nothing. With a relay topic (``--relay-topic``, or
+    the default one when a relay user is set up), each agent may also
+    publish to that routing key, and nothing more: it cannot consume the
+    relay's queue (a compromised agent serving the relay topic would take
+    its share of its neighbours' pushes and drop them).
 
 What stays possible for an agent, and why that is no lever: publishing
 through ``amq.default`` into other agents' queues (their requests are
@@ -72,6 +83,8 @@ _REPLY_QUEUE = r"reply_[0-9a-f]+"
 _POOL_QUEUE = r"trusted-pools-[A-Za-z0-9_.-]+"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,255}$")
+# A relay topic ([relay] topic's rule).
+_TOPIC = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -112,9 +125,12 @@ def consumer_grant(user: str, vhost: str, may_notify: bool = False
                                     + r"\.[a-z]+"))
 
 
-def agent_grant(user: str, host: str, vhost: str) -> Grant:
+def agent_grant(user: str, host: str, vhost: str,
+                relay_topic: str | None = None) -> Grant:
     """One compute host's agent: its own queues, the epoch fanout it
-    listens to, its replies (``amq.default``), and evidence pushes."""
+    listens to, its replies (``amq.default``), and evidence pushes (to
+    the conductors, and to ``relay_topic`` if its relay is in this
+    vhost)."""
     if not _NAME.match(host):
         raise exception.InvalidParameterValue(
             name="host", reason="%r is not a host name" % host)
@@ -122,14 +138,70 @@ def agent_grant(user: str, host: str, vhost: str) -> Grant:
     fanout = re.escape(AGENT_TOPIC + "_fanout")
     queues = [re.escape(AGENT_TOPIC), own_key, fanout + r"_[0-9a-f]+"]
     exchanges = [re.escape(CONTROL_EXCHANGE)]
+    pushes = [re.escape(EVIDENCE_TOPIC) + r"\.[^.]+"]
+    if relay_topic is not None:
+        _check_topic(relay_topic)
+        pushes.append(re.escape(relay_topic))
     return Grant(
         user, vhost,
         configure=_any_of(*exchanges, fanout, *queues),
         # No write on the fanout exchange: epochs are not the agent's.
         write=_any_of(*exchanges, r"amq\.default", *queues),
         read=_any_of(*exchanges, fanout, *queues),
-        topic_write=_any_of(re.escape(EVIDENCE_TOPIC) + r"\.[^.]+"),
+        topic_write=_any_of(*pushes),
         topic_read=_any_of(re.escape(AGENT_TOPIC), own_key))
+
+
+def _topic_names(topic: str, host: str) -> tuple[list[str], list[str]]:
+    """What an RPC server of ``topic`` on ``host`` declares with
+    oslo.messaging's rabbit driver: (exchanges, queues), as patterns."""
+    fanout = re.escape(topic + "_fanout")
+    return ([re.escape(CONTROL_EXCHANGE), fanout],
+            [re.escape(topic), re.escape("%s.%s" % (topic, host)),
+             fanout + r"_[0-9a-f]+"])
+
+
+def _check_topic(topic: str) -> None:
+    if not _TOPIC.match(topic):
+        raise exception.InvalidParameterValue(
+            name="relay-topic", reason="%r is not a topic name" % topic)
+
+
+def relay_grants(user: str, host: str, vhost: str, relay_vhost: str,
+                 topic: str = topics.RELAY_TOPIC) -> list[Grant]:
+    """One trusted-pools-relay: takes its topic's pushes in
+    ``relay_vhost``, casts batches to the conductors' evidence topic in
+    ``vhost`` (the agent vhost; the same one or not)."""
+    if not _NAME.match(host):
+        raise exception.InvalidParameterValue(
+            name="host", reason="%r is not a host name" % host)
+    _check_topic(topic)
+    exchanges, queues = _topic_names(topic, host)
+    evidence = _any_of(re.escape(EVIDENCE_TOPIC) + r"\.[^.]+")
+    binds = _any_of(re.escape(topic), re.escape("%s.%s" % (topic, host)))
+    taking = Grant(
+        user, relay_vhost,
+        configure=_any_of(*exchanges, *queues),
+        # Write on its queues: binding them needs it. No amq.default.
+        write=_any_of(exchanges[0], *queues),
+        read=_any_of(*exchanges, *queues),
+        topic_write=evidence if relay_vhost == vhost else "^$",
+        topic_read=binds)
+    if relay_vhost == vhost:
+        return [taking]
+    control = _any_of(re.escape(CONTROL_EXCHANGE))
+    return [taking, Grant(user, vhost, configure=control, write=control,
+                          read="^$", topic_write=evidence, topic_read="^$")]
+
+
+def agent_relay_grant(user: str, relay_vhost: str, topic: str) -> Grant:
+    """An agent's rights in a relay vhost that is not the agent vhost:
+    cast to the relay topic, nothing else."""
+    _check_topic(topic)
+    control = _any_of(re.escape(CONTROL_EXCHANGE))
+    return Grant(user, relay_vhost, configure=control, write=control,
+                 read="^$", topic_write=_any_of(re.escape(topic)),
+                 topic_read="^$")
 
 
 def commands(grant: Grant) -> list[list[str]]:
@@ -164,9 +236,25 @@ def build_plan(args: argparse.Namespace,
     for name in args.remediation_user or ():
         grants.append(consumer_grant(name, args.vhost, may_notify=True))
         users[name] = passwords.get(name)
+    relay_users = getattr(args, "relay_user", None) or ()
+    relay_vhost = getattr(args, "relay_vhost", None) or args.agent_vhost
+    relay_topic = getattr(args, "relay_topic", None) or (
+        topics.RELAY_TOPIC if relay_users else None)
+    if relay_topic is not None and relay_vhost not in vhosts:
+        vhosts.append(relay_vhost)
     for spec in args.agent_user or ():
         name, _, host = spec.partition("=")
-        grants.append(agent_grant(name, host or name, args.agent_vhost))
+        grants.append(agent_grant(
+            name, host or name, args.agent_vhost,
+            relay_topic if relay_vhost == args.agent_vhost else None))
+        if relay_topic is not None and relay_vhost != args.agent_vhost:
+            grants.append(agent_relay_grant(name, relay_vhost, relay_topic))
+        users[name] = passwords.get(name)
+    for spec in relay_users:
+        name, _, host = spec.partition("=")
+        grants += relay_grants(name, host or name, args.agent_vhost,
+                               relay_vhost, relay_topic or
+                               topics.RELAY_TOPIC)
         users[name] = passwords.get(name)
     for name in users:
         if not _NAME.match(name):
@@ -282,6 +370,20 @@ def add_commands(commands_: argparse._SubParsersAction) -> None:
                        metavar="NAME[=HOST]",
                        help="user of the agent of compute host HOST "
                             "(default: the user name); repeat per host")
+    setup.add_argument("--relay-user", action="append",
+                       metavar="NAME[=HOST]",
+                       help="user of trusted-pools-relay on host HOST "
+                            "([relay] host; default: the user name)")
+    setup.add_argument("--relay-topic", metavar="TOPIC",
+                       help="the relay topic of these agents and relays "
+                            "([agent] relay_topic, [relay] topic; default "
+                            "%s when a relay user is set up): the agents "
+                            "may cast to it" % topics.RELAY_TOPIC)
+    setup.add_argument("--relay-vhost", metavar="VHOST",
+                       help="virtual host of the relay topic, when it is "
+                            "a rack's or cell's own ([agent] "
+                            "relay_transport_url; default: the agent "
+                            "vhost)")
     setup.add_argument("--password-file", metavar="PATH",
                        help="'user password' per line, for users to create "
                             "or whose password to set")
@@ -315,5 +417,6 @@ def run_setup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["add_commands", "agent_grant", "apply", "build_plan",
-           "consumer_grant", "service_grants"]
+__all__ = ["add_commands", "agent_grant", "agent_relay_grant", "apply",
+           "build_plan", "consumer_grant", "relay_grants",
+           "service_grants"]

@@ -24,6 +24,7 @@ a pause or a redelivery it is dropped, never called a replay.
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import os
 import queue
@@ -177,6 +178,17 @@ class ConductorManager:
         # and changed at once by this conductor's own enrollments and
         # resets; None until first read.
         self._enrolled_names: frozenset[str] | None = None
+        # This conductor's own enrollments and resets, numbered: a read of
+        # the database that began before one of them may predate its
+        # commit, so the change is laid over that read (else a concurrent
+        # read would drop a host enrolled here for an interval, or admit
+        # one reset here). Changes and the set change under _names_lock.
+        self._names_lock = threading.Lock()
+        self._name_changes: dict[str, tuple[int, bool]] = {}
+        self._name_change_count = 0
+        # The read_from of the read the set was made from: a read begun
+        # earlier that ends later is not installed over it.
+        self._names_read_from = -1
         #: Evidence size limits (``[attestation] max_event_log_bytes`` and
         #: ``max_ima_log_bytes`` in the service), on the wire and in
         #: verification.
@@ -209,7 +221,13 @@ class ConductorManager:
         # attest_now (RPC thread) and challenge answers share HostState,
         # and the ordering rule needs acceptances in issue order.
         self._verify_lock = threading.RLock()
-        self._queue: queue.Queue[Union[_Push, _Answer]] = queue.Queue()
+        # Pushes and challenge answers, taken by the worker answers first
+        # (rank 0), then in arrival order: an answer holds one of the few
+        # challenge places until it is verified, so it must not wait
+        # behind a flood of pushes (see _take_batch).
+        self._queue: queue.PriorityQueue[
+            tuple[int, int, Union[_Push, _Answer]]] = queue.PriorityQueue()
+        self._arrival = itertools.count()
         self.metrics.watch_queue(self._queue.qsize)
         self._challenge_lock = threading.Lock()
         self._in_flight: set[str] = set()
@@ -375,8 +393,9 @@ class ConductorManager:
                       for name, state in self._states.items()}
         if not cached and not self._published:
             return []
+        read_from = self._name_change_count
         current = self.db.host_enrollments()
-        self.refresh_enrolled_names(current)
+        self.refresh_enrolled_names(current, read_from)
         changed = sorted(
             name for name in cached
             if _registration_changed(current.get(name), cached[name]))
@@ -403,23 +422,53 @@ class ConductorManager:
         return changed
 
     def refresh_enrolled_names(
-            self, current: dict[str, db_api.HostEnrollment] | None = None
-            ) -> frozenset[str]:
+            self, current: dict[str, db_api.HostEnrollment] | None = None,
+            read_from: int | None = None) -> frozenset[str]:
         """Read again which hosts are enrolled (``current``: what the
-        caller just read from the database). Pushes in any other name are
-        dropped before they are queued (:meth:`submit_evidence`). A host
-        enrolled through another conductor or the CLI is pushed for from
-        the next epoch on, when this is read again."""
-        if current is None:
+        caller just read from the database, after noting ``read_from``,
+        the count of this conductor's own enrollment changes then). Pushes
+        in any other name are dropped before they are queued
+        (:meth:`submit_evidence`). A host enrolled through another
+        conductor or the CLI is pushed for from the next epoch on, when
+        this is read again."""
+        if current is None or read_from is None:
+            read_from = self._name_change_count
             current = self.db.host_enrollments()
-        names = frozenset(name for name, e in current.items()
-                          if e.state == "enrolled")
-        self._enrolled_names = names
-        return names
+        names = {name for name, e in current.items()
+                 if e.state == "enrolled"}
+        with self._names_lock:
+            if read_from < self._names_read_from and \
+                    self._enrolled_names is not None:
+                # A read begun after this one was installed meanwhile.
+                return self._enrolled_names
+            # This conductor's changes since the read began win over it.
+            for name, (number, enrolled) in self._name_changes.items():
+                if number > read_from:
+                    if enrolled:
+                        names.add(name)
+                    else:
+                        names.discard(name)
+            self._name_changes = {
+                name: change for name, change in self._name_changes.items()
+                if change[0] > read_from}
+            self._enrolled_names = frozenset(names)
+            self._names_read_from = read_from
+            return self._enrolled_names
 
     def enrolled_names(self) -> frozenset[str]:
         names = self._enrolled_names
         return names if names is not None else self.refresh_enrolled_names()
+
+    def _enrolled_here(self, host: str, enrolled: bool) -> None:
+        """This conductor enrolled (or reset) ``host``: committed, so
+        every read of the database begun from now on sees it."""
+        with self._names_lock:
+            self._name_change_count += 1
+            self._name_changes[host] = (self._name_change_count, enrolled)
+            names = self._enrolled_names
+            if names is not None:
+                self._enrolled_names = (names | {host} if enrolled
+                                        else names - {host})
 
     def _drop_announcement(self, name: str,
                            enrollment: db_api.HostEnrollment | None) -> None:
@@ -470,7 +519,7 @@ class ConductorManager:
             host, group, ek_certificate, registration.ek_public_sha256,
             registration.ak_public, registration.ak_name, approve=ek_sha256)
         self.forget_host(host)
-        self._enrolled_names = self.enrolled_names() | {host}
+        self._enrolled_here(host, True)
         LOG.info("Host %s enrolled (EK public key SHA-256 %s, AK name %s, "
                  "generation %d)", host, registration.ek_public_sha256,
                  registration.ak_name.hex(), stored.generation)
@@ -572,7 +621,7 @@ class ConductorManager:
         self._check_owner(host)
         record = self.db.reset_enrollment(host)
         self.forget_host(host)
-        self._enrolled_names = self.enrolled_names() - {host}
+        self._enrolled_here(host, False)
         LOG.warning("Enrollment of host %s reset by the operator: it must "
                     "enroll again with an approved EK", host)
         self._record_not_enrolled(record)
@@ -813,7 +862,8 @@ class ConductorManager:
         trusted on old evidence. The bound holds the memory of a conductor
         that cannot keep up (or that a flood of casts targets) and keeps
         the wait of what it does verify under an interval. Challenge
-        answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist.
+        answers are not counted: at most MAX_CHALLENGES_IN_FLIGHT exist,
+        and the worker takes them before the pushes waiting.
 
         Any compute host's bus credentials can cast pushes in any name, so
         before a push takes a queue place (each check costs a dictionary
@@ -835,11 +885,12 @@ class ConductorManager:
           first, the honest host loses this push but not its verdict: the
           worker verifies a forged push, it fails, and that earns the named
           host a direct challenge (at most one per interval,
-          :meth:`_push_failed`) whose answer comes back outside this queue
-          and is judged; a failed push gives no verdict against the named
-          host. So a flood in one name costs the pool
-          ``max_pending_per_host`` places, never the other hosts' places,
-          and the named host is verified through its challenge. With
+          :meth:`_push_failed`) whose answer is not held to these places,
+          is taken before the pushes waiting and is judged; a failed push
+          gives no verdict against the named host. So a flood in one name
+          costs the pool ``max_pending_per_host`` places, never the other
+          hosts' places, and the named host is verified through its
+          challenge. With
           ``max_queued_evidence`` at least ``max_pending_per_host`` times
           the hosts this conductor owns, a flood in every enrolled name
           cannot fill the queue either.
@@ -865,7 +916,8 @@ class ConductorManager:
         if full:
             self._drop(full)
             return
-        self._queue.put(_Push(self.clock(), evidence, host))
+        self._queue.put((1, next(self._arrival),
+                         _Push(self.clock(), evidence, host)))
 
     def submit_evidence_batch(self, context: dict, batch: Any) -> None:
         """Cast by a relay of several agents (evidence API 1.1): each item
@@ -1217,12 +1269,17 @@ class ConductorManager:
         return len(batch)
 
     def _take_batch(self, wait: float) -> list[Union[_Push, _Answer]]:
+        """Up to batch_size items: the challenge answers waiting first
+        (at most MAX_CHALLENGES_IN_FLIGHT exist; each frees a challenge
+        place once verified, so one waiting behind a compromised host's
+        flood of forged pushes would starve the challenges that flood
+        earns the honest hosts), then the pushes in arrival order."""
         batch: list[Union[_Push, _Answer]] = []
         try:
-            batch.append(self._queue.get(timeout=wait) if wait
-                         else self._queue.get_nowait())
+            batch.append((self._queue.get(timeout=wait) if wait
+                          else self._queue.get_nowait())[2])
             while len(batch) < self.batch_size:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.get_nowait()[2])
         except queue.Empty:
             pass
         if batch:
@@ -1369,7 +1426,7 @@ class ConductorManager:
     def _ask(self, host: str, nonce: bytes, issued: int,
              ima_start: int) -> None:
         """Challenge thread: the agent call; the answer is verified by the
-        worker, in queue order with the pushes."""
+        worker, before the pushes waiting (_take_batch)."""
         wire = None
         try:
             wire = self.agents.get_evidence(
@@ -1383,7 +1440,8 @@ class ConductorManager:
                         host, error)
         except Exception:  # noqa: BLE001 - the flag below must clear
             LOG.exception("Direct challenge of host %s failed", host)
-        self._queue.put(_Answer(host, nonce, issued, wire, self.clock()))
+        self._queue.put((0, next(self._arrival),
+                         _Answer(host, nonce, issued, wire, self.clock())))
 
     def _verify_answer(self, answer: _Answer
                        ) -> tuple[verifier.HostState, Any] | None:

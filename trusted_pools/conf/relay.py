@@ -34,6 +34,16 @@ opts = [
                     "refuse larger batches whole). A batch of first "
                     "pushes carries each host's whole event log: keep "
                     "batches to a few megabytes." % _CONDUCTOR_MAX_BATCH),
+    cfg.IntOpt("max_batch_bytes", default=8 * 1024 * 1024,
+               min=64 * 1024, max=100 * 1024 * 1024,
+               help="Bytes of pushes (as the bus encodes them) per message "
+                    "to one conductor: a push that would take a batch over "
+                    "sends it first, and a push this large is sent alone. "
+                    "Keep it well under the broker's max_message_size "
+                    "(RabbitMQ refuses a larger message whole): one "
+                    "agent's big pushes then never take other hosts' "
+                    "pushes down with them, and the relay holds at most "
+                    "max_conductors times this many bytes."),
     cfg.FloatOpt("max_delay", default=0.5, min=0.01, max=10.0,
                  help="Seconds a push may wait in a batch that is not "
                       "full before the batch is sent anyway (it is sent "
@@ -52,8 +62,9 @@ opts = [
                help="Conductors with a batch being gathered at once. A "
                     "push for another conductor first sends the oldest "
                     "batch early: memory stays under max_conductors x "
-                    "max_batch pushes, and pushes naming invented "
-                    "conductors cost early sends, never honest pushes."),
+                    "max_batch pushes (and max_batch_bytes), and pushes "
+                    "naming invented conductors cost early sends, never "
+                    "honest pushes."),
 ]
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import oslo_messaging as messaging
+from oslo_serialization import jsonutils
 
 from trusted_pools.relay import rpcapi
 
@@ -40,6 +41,14 @@ _MAX_NAME = 255
 class _Batch:
     started: float
     pushes: list[dict[str, Any]] = field(default_factory=list)
+    #: Bytes of its pushes as the bus encodes them (_wire_size).
+    size: int = 0
+
+
+def _wire_size(evidence: dict[str, Any]) -> int:
+    """Bytes of a push in a batch message, as the driver encodes it (JSON
+    with non-ASCII escaped: a character may cost six bytes)."""
+    return len(jsonutils.dumps(evidence))
 
 
 class RelayManager:
@@ -53,15 +62,18 @@ class RelayManager:
     def __init__(self, forward: Callable[[dict, str, list[dict]], None], *,
                  max_batch: int = 200, max_delay: float = 0.5,
                  max_conductors: int = 64,
+                 max_batch_bytes: int = 8 * 1024 * 1024,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 1 <= max_batch <= 1000:
             raise ValueError("max_batch: 1 to 1000, not %r" % (max_batch,))
-        if max_delay <= 0 or max_conductors < 1:
-            raise ValueError("max_delay and max_conductors must be positive")
+        if max_delay <= 0 or max_conductors < 1 or max_batch_bytes < 1:
+            raise ValueError("max_delay, max_conductors and max_batch_bytes "
+                             "must be positive")
         self._forward = forward
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.max_conductors = max_conductors
+        self.max_batch_bytes = max_batch_bytes
         self._clock = clock
         self._lock = threading.Lock()
         self._batches: dict[str, _Batch] = {}
@@ -79,21 +91,39 @@ class RelayManager:
                 not isinstance(evidence.get("host"), str):
             self._count("malformed")
             return
+        try:
+            size = _wire_size(evidence)
+        except (TypeError, ValueError):
+            self._count("malformed")
+            return
         ready: list[tuple[str, list[dict]]] = []
         with self._lock:
-            batch = self._batches.get(conductor)
-            if batch is None:
-                if len(self._batches) >= self.max_conductors:
-                    oldest = min(self._batches,
-                                 key=lambda c: self._batches[c].started)
-                    ready.append((oldest,
-                                  self._batches.pop(oldest).pushes))
-                batch = self._batches[conductor] = _Batch(self._clock())
-            batch.pushes.append(evidence)
-            if len(batch.pushes) >= self.max_batch:
-                ready.append((conductor,
-                              self._batches.pop(conductor).pushes))
+            if size >= self.max_batch_bytes:
+                # Alone: if the bus refuses it, it takes no other push
+                # with it (the batch being gathered keeps its own time).
+                ready.append((conductor, [evidence]))
+            else:
+                self._gather(conductor, evidence, size, ready)
         self._send(ready)
+
+    def _gather(self, conductor: str, evidence: dict[str, Any], size: int,
+                ready: list[tuple[str, list[dict]]]) -> None:
+        """Add a push to its conductor's batch (under the lock); what must
+        be sent now goes to ``ready``."""
+        batch = self._batches.get(conductor)
+        if batch is not None and batch.size + size > self.max_batch_bytes:
+            ready.append((conductor, self._batches.pop(conductor).pushes))
+            batch = None
+        if batch is None:
+            if len(self._batches) >= self.max_conductors:
+                oldest = min(self._batches,
+                             key=lambda c: self._batches[c].started)
+                ready.append((oldest, self._batches.pop(oldest).pushes))
+            batch = self._batches[conductor] = _Batch(self._clock())
+        batch.pushes.append(evidence)
+        batch.size += size
+        if len(batch.pushes) >= self.max_batch:
+            ready.append((conductor, self._batches.pop(conductor).pushes))
 
     def flush_due(self) -> int:
         """Send the batches whose first push waited ``max_delay``; returns

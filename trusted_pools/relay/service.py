@@ -37,7 +37,8 @@ class RelayService(service_mod.ServiceBase):
             transport=self._out_transport or transport)
         self.manager = relay_manager.RelayManager(
             evidence.submit_evidence_batch, max_batch=group.max_batch,
-            max_delay=group.max_delay, max_conductors=group.max_conductors)
+            max_delay=group.max_delay, max_conductors=group.max_conductors,
+            max_batch_bytes=group.max_batch_bytes)
         self._server: messaging.MessageHandlingServer | None = None
 
     def periodic_jobs(self) -> list[service_mod.PeriodicJob]:

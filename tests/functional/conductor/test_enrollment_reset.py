@@ -196,6 +196,85 @@ def test_evidence_of_a_host_that_is_not_enrolled_gives_no_verdict(tmp_path):
     assert db.latest_verdicts() == before
 
 
+def test_a_reset_during_a_read_of_the_enrollments_is_not_undone(tmp_path):
+    """The operator resets host-a (its TPM or host is suspect) while the
+    owner's epoch reads which hosts are enrolled: that read began before
+    the reset's commit, so it still lists host-a. The reset wins: pushes
+    in host-a's name are dropped before they take a queue place, not
+    admitted again for an interval by the stale read."""
+    db = _db(tmp_path)
+    owner = _manager(db, "conductor-a")
+    _enroll(db, "host-a", b"a")
+    _enroll(db, "host-b", b"b")
+    assert owner.enrolled_names() == {"host-a", "host-b"}
+    read = db.host_enrollments
+
+    def read_then_reset() -> Any:
+        stale = read()
+        db.host_enrollments = read  # once
+        owner.reset_enrollment({}, "host-a")  # another RPC thread, now
+        return stale
+
+    db.host_enrollments = read_then_reset
+    owner.refresh_enrolled_names()  # what start_epoch reads first
+    assert owner.enrolled_names() == {"host-b"}
+    owner.submit_evidence({}, {"version": 1, "host": "host-a",
+                               "epoch_id": "x"})
+    assert owner.shed["not_enrolled"] == 1
+    # The next read (after the reset's commit) agrees.
+    owner.refresh_enrolled_names()
+    assert owner.enrolled_names() == {"host-b"}
+
+
+def test_an_enrollment_during_a_read_is_not_dropped(tmp_path):
+    """The other way: host-c enrolls through this conductor while its
+    epoch reads the enrollments (from before the commit). host-c's pushes
+    are taken at once, not dropped as not enrolled for an interval."""
+    db = _db(tmp_path)
+    owner = _manager(db, "conductor-a")
+    _enroll(db, "host-a", b"a")
+    assert owner.enrolled_names() == {"host-a"}
+    read = db.host_enrollments
+
+    def read_then_enroll() -> Any:
+        stale = read()
+        db.host_enrollments = read
+        # What enroll_host does once the TPM checks passed (they need an
+        # agent): the database write, then the conductor's own record.
+        _enroll(db, "host-c", b"c")
+        owner._enrolled_here("host-c", True)
+        return stale
+
+    db.host_enrollments = read_then_enroll
+    owner.refresh_enrolled_names()
+    assert owner.enrolled_names() == {"host-a", "host-c"}
+
+
+def test_a_read_begun_before_a_newer_one_is_not_installed_over_it(
+        tmp_path):
+    """Two reads of the enrollments overlap (an epoch's and
+    refresh_enrollments'): the one begun first, before host-c's
+    enrollment here, ends last. The newer read (which saw host-c) stays:
+    host-c is not dropped as not enrolled for an interval."""
+    db = _db(tmp_path)
+    owner = _manager(db, "conductor-a")
+    _enroll(db, "host-a", b"a")
+    assert owner.enrolled_names() == {"host-a"}
+    read = db.host_enrollments
+
+    def read_then_enroll_and_read_again() -> Any:
+        stale = read()
+        db.host_enrollments = read
+        _enroll(db, "host-c", b"c")
+        owner._enrolled_here("host-c", True)
+        owner.refresh_enrolled_names()  # the newer read, ended first
+        return stale
+
+    db.host_enrollments = read_then_enroll_and_read_again
+    owner.refresh_enrolled_names()
+    assert owner.enrolled_names() == {"host-a", "host-c"}
+
+
 def test_disabled_host_is_not_attested(tmp_path):
     db = _db(tmp_path)
     owner = _manager(db, "conductor-b")

@@ -103,7 +103,69 @@ def test_a_batch_the_bus_refuses_is_counted_and_dropped():
 
 
 @pytest.mark.parametrize("kw", [{"max_batch": 0}, {"max_batch": 1001},
-                                {"max_delay": 0}, {"max_conductors": 0}])
+                                {"max_delay": 0}, {"max_conductors": 0},
+                                {"max_batch_bytes": 0}])
 def test_bad_settings_are_refused(kw):
     with pytest.raises(ValueError):
         relay_manager.RelayManager(lambda *a: None, **kw)
+
+
+def _sized(host: str, size: int) -> dict:
+    """A push that the bus encodes in about ``size`` bytes."""
+    return {"host": host, "event_log": "A" * size}
+
+
+def test_a_big_push_never_takes_other_hosts_pushes_down_with_it():
+    """A compromised agent of the rack casts pushes as big as the broker
+    lets it (any name): the bus refuses a batch message over its size
+    limit whole, so a batch mixing that push with honest ones would lose
+    them all. The relay sends a batch before a push takes it over
+    max_batch_bytes, and a push that large alone: the refused messages
+    hold the attacker's pushes only."""
+    broker_limit = 100_000  # the broker's max_message_size, scaled down
+    sent: list[tuple[str, list[dict]]] = []
+    refused: list[list[dict]] = []
+
+    def bus(context, conductor, batch):
+        if sum(relay_manager._wire_size(p) for p in batch) > broker_limit:
+            refused.append(batch)
+            raise messaging.MessageDeliveryFailure("message too large")
+        sent.append((conductor, batch))
+
+    relay = relay_manager.RelayManager(bus, max_batch=50, max_delay=5.0,
+                                       max_batch_bytes=60_000)
+    honest = [_sized("honest-%d" % i, 2_000) for i in range(20)]
+    for i, push in enumerate(honest):
+        relay.submit_evidence({}, "c", push)
+        # Between the honest pushes: one just under the batch bound (it
+        # starts a batch the next honest push would take over the bound)
+        # and one over the broker's limit.
+        relay.submit_evidence({}, "c", _sized("honest-%d" % i, 55_000))
+        relay.submit_evidence({}, "c", _sized("honest-0", 150_000))
+    relay.flush_all()
+    delivered = [p for _, batch in sent for p in batch]
+    assert [p for p in delivered if p in honest] == honest
+    assert refused and all(len(batch) == 1 and
+                           len(batch[0]["event_log"]) == 150_000
+                           for batch in refused)
+    assert all(sum(relay_manager._wire_size(p) for p in batch) <= 60_000
+               for _, batch in sent)
+
+
+def test_relay_memory_is_bounded_in_bytes():
+    relay, sent, clock = _relay(max_batch=1000, max_delay=5.0,
+                                max_conductors=4, max_batch_bytes=50_000)
+    for i in range(200):
+        clock.now += 0.001
+        relay.submit_evidence({}, "c-%d" % (i % 8), _sized("x", 10_000))
+        with relay._lock:
+            held = sum(b.size for b in relay._batches.values())
+        assert held <= 4 * 50_000
+
+
+def test_a_non_ascii_push_is_measured_as_the_bus_encodes_it():
+    # JSON escapes each such character in six bytes.
+    relay, sent, _ = _relay(max_batch=1000, max_delay=5.0,
+                            max_batch_bytes=65_000)
+    relay.submit_evidence({}, "c", {"host": "h", "x": "\u00e9" * 11_000})
+    assert len(sent) == 1 and len(sent[0][1]) == 1
