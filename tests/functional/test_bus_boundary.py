@@ -100,6 +100,9 @@ DECISIONS: dict[tuple[str, str], dict[str, str]] = {
         "migration_deliver_key": BY_CONDUCTOR,
         "migration_commit": BY_CONDUCTOR, "migration_finish": BY_CONDUCTOR,
         "migration_abort": BY_CONDUCTOR,
+        # 1.5: the destination says whether QEMU's stream brought the
+        # state, before the conductor commits a live migration.
+        "migration_check_incoming": BY_CONDUCTOR,
         "list_vtpms": BY_CONDUCTOR + "; host-reported, bounded, never "
                                      "evidence (issue 11, agent RPC 1.4)",
     },
