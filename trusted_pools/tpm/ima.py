@@ -946,6 +946,24 @@ def _ima_ng_data_ok(tdata: bytes, violation: bool) -> bool:
     return not violation or not any(tdata[sep + 2:4 + l1])
 
 
+def _finish_binary_batch(batch: _Batch, data: bytes, bounds: list[int],
+                         pos: int, first: int, th_size: int,
+                         alg: int) -> _Batch:
+    """Give a parsed binary batch what replay asks of it later: entry
+    ``i`` parsed on demand (for reasons and appraisal), where entry ``i``
+    ends, how far the list was complete, and each entry's IMA-state key
+    (its bytes behind the bank). ``bounds`` holds the start offset, then
+    each entry's end."""
+    batch.entry_at = lambda i: _parse_binary_entry(
+        Reader(data[bounds[i]:bounds[i + 1]], "binary IMA log"), first + i,
+        th_size, alg)
+    batch.end_offset = bounds.__getitem__
+    batch.complete = pos
+    key_prefix = b"\0" + _U16BE.pack(alg)
+    batch.keys = lambda k: tuple(key_prefix + data[bounds[i]:bounds[i + 1]]
+                                 for i in range(k))
+    return batch
+
 def _binary_batch(data: bytes, first: int, th_alg: int | None) -> _Batch:
     """Template data of every whole entry; see :func:`_ascii_batch`.
 
@@ -1014,15 +1032,8 @@ def _binary_batch(data: bytes, first: int, th_alg: int | None) -> _Batch:
             th_size, alg))
         bounds.append(end)
         pos = end
-    batch.entry_at = lambda i: _parse_binary_entry(
-        Reader(data[bounds[i]:bounds[i + 1]], "binary IMA log"), first + i,
-        th_size, alg)
-    batch.end_offset = bounds.__getitem__
-    batch.complete = pos
-    key_prefix = b"\0" + _U16BE.pack(alg)
-    batch.keys = lambda k: tuple(key_prefix + data[bounds[i]:bounds[i + 1]]
-                                 for i in range(k))
-    return batch
+    return _finish_binary_batch(batch, data, bounds, pos, first, th_size,
+                                alg)
 
 
 def _binary_batch_reference(data: bytes, first: int, th_alg: int | None
@@ -1071,15 +1082,8 @@ def _binary_batch_reference(data: bytes, first: int, th_alg: int | None
             Reader(data[pos:end], "binary IMA log"), number, th_size, alg))
         bounds.append(end)
         pos = end
-    batch.entry_at = lambda i: _parse_binary_entry(
-        Reader(data[bounds[i]:bounds[i + 1]], "binary IMA log"), first + i,
-        th_size, alg)
-    batch.end_offset = bounds.__getitem__
-    batch.complete = pos
-    key_prefix = b"\0" + _U16BE.pack(alg)
-    batch.keys = lambda k: tuple(key_prefix + data[bounds[i]:bounds[i + 1]]
-                                 for i in range(k))
-    return batch
+    return _finish_binary_batch(batch, data, bounds, pos, first, th_size,
+                                alg)
 
 
 # --- verification: replay of a batch -----------------------------------------
